@@ -1,0 +1,33 @@
+# One entry point for people and CI. `make run` and `make test` set everything up first.
+VENV := .venv
+BIN := $(VENV)/bin
+SPECS := $(filter-out specs/blocks/%,$(wildcard specs/*.yaml))
+
+.PHONY: setup run test generated bench lint
+
+setup: $(VENV)/.installed
+
+# Debian's graphviz gives the `dot` binary; pip pins everything through constraints.txt
+# (torch==2.13.0 comes from the machine's local CPU wheel, so this must be pip, not uv).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,test]"
+	touch $@
+
+run: setup
+	$(BIN)/archc build specs/resnet50.yaml --backend torch
+	$(BIN)/archc stats specs/resnet50.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+# Regenerate the committed outputs (the freshness test compares against these).
+generated: setup
+	for spec in $(SPECS); do $(BIN)/archc build $$spec --backend torch || exit 1; done
+
+bench: setup
+	$(BIN)/python bench/check_vs_flopcounter.py
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

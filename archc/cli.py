@@ -1,0 +1,144 @@
+"""The `archc` command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from archc import __version__
+from archc.errors import ArchcError, InternalError, SpecError
+
+EPILOG = "Errors are reported as FILE:LINE:COL: error: message, with exit status 2."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ArchcError as error:
+        print(error.render(), file=sys.stderr)
+        return 2
+    except InternalError as error:
+        print(f"archc: {error}", file=sys.stderr)
+        return 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archc",
+        description="Compile declarative YAML architecture specs: check shapes, count params "
+        "and MACs, emit PyTorch code.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"archc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _command(commands, "check", "validate a spec and check every shape", _check)
+    stats = _command(commands, "stats", "params, buffers, MACs, FLOPs, activations", _stats)
+    stats.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="output format (default: table)",
+    )
+    build = _command(commands, "build", "emit model code for a backend", _build)
+    build.add_argument(
+        "--backend", choices=("torch",), default="torch", help="code generator (default: torch)"
+    )
+    build.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("generated"),
+        metavar="DIR",
+        help="output folder; writes DIR/<backend>/<name>.py (default: generated)",
+    )
+    _command(commands, "ir", "print the IR graph, one line per node", _ir)
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, summary: str, run: object
+) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=summary, description=summary, epilog=EPILOG)
+    command.add_argument("spec", type=Path, help="model spec (YAML)")
+    command.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a model param (repeatable)",
+    )
+    command.set_defaults(run=run)
+    return command
+
+
+def _compile(args: argparse.Namespace):
+    from archc.pipeline import compile_spec
+
+    overrides = {}
+    for item in args.overrides:
+        name, separator, value = item.partition("=")
+        if not separator or not name:
+            raise SpecError(f"--set expects NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = value.strip()
+    return compile_spec(args.spec, overrides)
+
+
+def _check(args: argparse.Namespace) -> int:
+    compiled = _compile(args)
+    total = compiled.costs.total
+    graph = compiled.program.graph
+    print(
+        f"{args.spec}: ok: {graph.name}, {len(graph.nodes)} nodes, {total.params:,} params, "
+        f"{total.macs / 1e9:.3f} GMACs, output {graph.type_of(graph.output)}"
+    )
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from archc.render import stats
+
+    compiled = _compile(args)
+    render = {"table": stats.stats_table, "json": stats.stats_json, "csv": stats.stats_csv}
+    sys.stdout.write(render[args.format](compiled.program.graph.name, compiled.costs))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from archc.emit.files import write_atomic
+    from archc.emit.torch.emitter import torch_source
+
+    compiled = _compile(args)
+    command = shlex.join(
+        [
+            "archc",
+            "build",
+            str(args.spec),
+            "--backend",
+            args.backend,
+            *(f"--set={item}" for item in args.overrides),
+        ]
+    )
+    text = torch_source(compiled.program, compiled.costs, command)
+    path = args.out / args.backend / f"{compiled.program.graph.name}.py"
+    write_atomic(path, text)
+    total = compiled.costs.total
+    print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
+    return 0
+
+
+def _ir(args: argparse.Namespace) -> int:
+    from archc.ir.printer import format_graph
+
+    sys.stdout.write(format_graph(_compile(args).program.graph))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Emitters: block classes → framework source files, through jinja2 templates."""

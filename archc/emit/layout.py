@@ -1,0 +1,48 @@
+"""Laying out generated Python: calls that wrap one argument per line past the line limit,
+and readable local names in forward."""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from dataclasses import dataclass, field
+
+LINE_LIMIT = 100
+INDENT = "    "
+RESERVED = {"self", "x", "out", "torch", "nn", "channels", "i"}
+
+
+@dataclass
+class Call:
+    """`head(args…)`; an argument is source text or a nested Call."""
+
+    head: str
+    args: list[str | Call] = field(default_factory=list)
+    trailing: str = ""
+
+    def flat(self) -> str:
+        inner = ", ".join(arg if isinstance(arg, str) else arg.flat() for arg in self.args)
+        return f"{self.head}({inner}){self.trailing}"
+
+
+def layout(prefix: str, value: str | Call, indent: int) -> list[str]:
+    """Physical lines for `prefix + value` at `indent` levels, wrapping calls as needed."""
+    pad = INDENT * indent
+    text = value if isinstance(value, str) else value.flat()
+    if isinstance(value, str) or len(pad + prefix + text) <= LINE_LIMIT or not value.args:
+        return [pad + prefix + text]
+    lines = [f"{pad}{prefix}{value.head}("]
+    for arg in value.args:
+        lines += _with_comma(layout("", arg, indent + 1))
+    lines.append(f"{pad}){value.trailing}")
+    return lines
+
+
+def _with_comma(lines: list[str]) -> list[str]:
+    return [*lines[:-1], lines[-1] + ","]
+
+
+def variable_name(name: str) -> str:
+    """A local variable for a node name that shadows no builtin, keyword or fixed name."""
+    clash = keyword.iskeyword(name) or hasattr(builtins, name) or name in RESERVED
+    return f"{name}_" if clash else name

@@ -1,0 +1,59 @@
+"""Errors: user mistakes carry a spec location; archc bugs say they are bugs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A 1-based position in a spec file (or on the command line)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class ArchcError(Exception):
+    """A mistake in the user's input, reported as `FILE:LINE:COL: error: message`."""
+
+    def __init__(self, message: str, location: Location | None = None, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.hint = hint
+
+    def render(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}error: {self.message}{hint}"
+
+
+class SpecError(ArchcError):
+    """The spec is malformed: YAML, schema, references, expressions."""
+
+
+class ShapeError(ArchcError):
+    """Tensor shapes do not fit an op's constraints."""
+
+
+class ExpectError(ArchcError):
+    """A golden value under `expect:` no longer holds."""
+
+
+class InternalError(Exception):
+    """A bug in archc, not in the spec."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(f"internal error in {stage}: {message} (this is a bug in archc)")
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """A ' (did you mean X?)'-style hint, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""

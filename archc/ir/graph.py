@@ -1,0 +1,69 @@
+"""The IR graph: primitive-op nodes in topological order, every attribute explicit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from archc.errors import Location
+from archc.ir.symbolic import Sym, concrete, source
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from archc.ops.base import Op
+
+Dim = int | Sym
+BATCH = Sym("N", 1)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A tensor's logical shape (NCHW for images; batch symbolic) and element type."""
+
+    shape: tuple[Dim, ...]
+    dtype: str = "f32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def channels(self) -> Dim:
+        return self.shape[1]
+
+    def numel_per_sample(self) -> int:
+        return math.prod(concrete(dim) for dim in self.shape[1:])
+
+    def __str__(self) -> str:
+        dims = ",".join(source(dim) if isinstance(dim, Sym) else str(dim) for dim in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+
+@dataclass
+class Node:
+    """One primitive op applied to named values; its name is its parameter path."""
+
+    name: str
+    op: Op
+    attrs: BaseModel
+    inputs: list[str]
+    type: TensorType
+    location: Location
+
+
+@dataclass
+class Graph:
+    """A model as a list of nodes; value names are node names or graph input names."""
+
+    name: str
+    inputs: dict[str, TensorType]
+    nodes: dict[str, Node] = field(default_factory=dict)
+    output: str = ""
+
+    def add(self, node: Node) -> None:
+        self.nodes[node.name] = node
+
+    def type_of(self, value: str) -> TensorType:
+        return self.inputs[value] if value in self.inputs else self.nodes[value].type

@@ -1,0 +1,60 @@
+"""The module tree: how a block definition's body elaborates, for the code emitters.
+
+The IR graph is flat and concrete (one node per primitive op instance). Emitters also need the
+structure a user wrote: one class per block definition, its params, lets, children, conditions
+and loops, with values as `Sym` source expressions. `archc.resolve.classes` builds these trees
+by elaborating each block definition symbolically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from archc.ir.graph import TensorType
+
+if TYPE_CHECKING:
+    from archc.ops.base import Op
+    from archc.spec.document import BlockDef, NodeSpec
+
+
+@dataclass
+class ModuleNode:
+    """One elaborated body entry: kind is 'op', 'block', 'sequence' or 'loop'."""
+
+    name: str
+    spec: NodeSpec
+    kind: str
+    inputs: list[str]
+    """Local value names: sibling node names or the block's input names."""
+    input_types: list[TensorType]
+    output: TensorType
+    op: Op | None = None
+    attrs: Any = None
+    block: BlockDef | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    """Block arguments as written at this call site (evaluated; symbolic in classes)."""
+    children: list[ModuleNode] = field(default_factory=list)
+    condition: Any = None
+    """A symbolic `when:`: the module exists only when it holds, else it is the identity."""
+    count: Any = None
+    """A loop's repeat count; its single child is the body of iteration `i`."""
+    loop_output: Any = None
+    """A loop's channel count after one iteration, in terms of `i` and `channels`."""
+
+
+@dataclass
+class BlockClass:
+    """A block definition (or the model) elaborated over symbolic params: one emitted class."""
+
+    definition: BlockDef
+    class_name: str
+    params: dict[str, Any]
+    """Param name → representative value (defaults of the signature for the model class)."""
+    lets: list[tuple[str, Any]]
+    """Let name → its value (a Sym over params), in order."""
+    inputs: list[str]
+    input_types: list[TensorType]
+    children: list[ModuleNode]
+    output: str
+    is_model: bool = False

@@ -1,0 +1,24 @@
+"""The IR as text: one line per node, only non-default attributes."""
+
+from __future__ import annotations
+
+from archc.ir.graph import Graph, Node
+from archc.ir.symbolic import source
+
+
+def format_node(node: Node) -> str:
+    fields = type(node.attrs).model_fields
+    attrs = ", ".join(
+        f"{key}={source(value)}" for key, value in node.attrs if value != fields[key].default
+    )
+    call = f"{node.op.name}[{attrs}]" if attrs else node.op.name
+    arguments = ", ".join(f"%{name}" for name in node.inputs)
+    return f"%{node.name} : {node.type} = {call}({arguments})"
+
+
+def format_graph(graph: Graph) -> str:
+    header = ", ".join(f"%{name} : {kind}" for name, kind in graph.inputs.items())
+    lines = [f"graph {graph.name}({header}):"]
+    lines += [f"  {format_node(node)}" for node in graph.nodes.values()]
+    lines.append(f"  return %{graph.output}")
+    return "\n".join(lines) + "\n"

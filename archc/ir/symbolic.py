@@ -1,0 +1,200 @@
+"""Symbolic values: a Python source expression paired with one concrete value.
+
+Code emission elaborates each block definition with its parameters bound to `Sym`s, so channel
+counts flow through the ops' own shape rules as expressions (`planes * 4`) that the emitters
+write into constructors. The concrete value (from the first instance of the block) lets a
+shape rule branch; the batch dimension is `Sym("N", 1)`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+# Python operator precedence, lowest first, for parenthesising composed sources.
+TERNARY, OR, AND, NOT, COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(10)
+
+BINARY = {
+    "+": (ADD, operator.add),
+    "-": (ADD, operator.sub),
+    "*": (MUL, operator.mul),
+    "/": (MUL, operator.truediv),
+    "//": (MUL, operator.floordiv),
+    "%": (MUL, operator.mod),
+    "**": (POWER, operator.pow),
+    "==": (COMPARE, operator.eq),
+    "!=": (COMPARE, operator.ne),
+    "<": (COMPARE, operator.lt),
+    "<=": (COMPARE, operator.le),
+    ">": (COMPARE, operator.gt),
+    ">=": (COMPARE, operator.ge),
+}
+
+
+class Sym:
+    """A value known as source text (`src`) with a representative concrete `value`."""
+
+    __slots__ = ("precedence", "src", "value")
+
+    def __init__(self, src: str, value: Any, precedence: int = ATOM) -> None:
+        self.src = src
+        self.value = value
+        self.precedence = precedence
+
+    def __repr__(self) -> str:
+        return f"Sym({self.src!r}={self.value!r})"
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __hash__(self) -> int:
+        return hash(self.src)
+
+    def __index__(self) -> int:
+        return int(self.value)
+
+    # Arithmetic stays symbolic, so shape rules written in plain Python work on Syms too.
+    def __add__(self, other: Any) -> Any:
+        return binary("+", self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        return binary("+", other, self)
+
+    def __sub__(self, other: Any) -> Any:
+        return binary("-", self, other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return binary("-", other, self)
+
+    def __mul__(self, other: Any) -> Any:
+        return binary("*", self, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return binary("*", other, self)
+
+    def __floordiv__(self, other: Any) -> Any:
+        return binary("//", self, other)
+
+    def __rfloordiv__(self, other: Any) -> Any:
+        return binary("//", other, self)
+
+    # Comparisons in a shape rule branch on the representative value.
+    def __eq__(self, other: object) -> bool:
+        return concrete(self) == concrete(other)
+
+    def __lt__(self, other: Any) -> bool:
+        return concrete(self) < concrete(other)
+
+    def __le__(self, other: Any) -> bool:
+        return concrete(self) <= concrete(other)
+
+    def __gt__(self, other: Any) -> bool:
+        return concrete(self) > concrete(other)
+
+    def __ge__(self, other: Any) -> bool:
+        return concrete(self) >= concrete(other)
+
+
+def source(value: Any, precedence: int = TERNARY) -> str:
+    """Python source of a concrete or symbolic value, parenthesised below `precedence`."""
+    if isinstance(value, Sym):
+        return f"({value.src})" if value.precedence < precedence else value.src
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(source(item) for item in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int) and value < 0 and precedence > UNARY:
+        return f"({value})"
+    return repr(value)
+
+
+def concrete(value: Any) -> Any:
+    """The representative value: Syms replaced by their values, recursively."""
+    if isinstance(value, Sym):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return type(value)(concrete(item) for item in value)
+    return value
+
+
+def is_symbolic(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(is_symbolic(item) for item in value)
+    return isinstance(value, Sym)
+
+
+def binary(symbol: str, left: Any, right: Any) -> Any:
+    """`left <symbol> right`, symbolic when either side is, with trivial identities folded."""
+    precedence, function = BINARY[symbol]
+    if not (isinstance(left, Sym) or isinstance(right, Sym)):
+        return function(left, right)
+    if (symbol in ("*", "//", "/") and _is_literal(right, 1)) or (
+        symbol == "+" and _is_literal(right, 0)
+    ):
+        return left
+    if (symbol == "*" and _is_literal(left, 1)) or (symbol == "+" and _is_literal(left, 0)):
+        return right
+    right_precedence = precedence if symbol == "**" else precedence + 1
+    text = (
+        f"{source(left, precedence + (symbol == '**'))} {symbol} {source(right, right_precedence)}"
+    )
+    return Sym(text, function(concrete(left), concrete(right)), precedence)
+
+
+def _is_literal(value: Any, literal: int) -> bool:
+    return not isinstance(value, (Sym, bool)) and value == literal
+
+
+def unary(symbol: str, operand: Any) -> Any:
+    function: Callable[[Any], Any] = {"-": operator.neg, "+": operator.pos, "not": operator.not_}[
+        symbol
+    ]
+    if not isinstance(operand, Sym):
+        return function(operand)
+    precedence = NOT if symbol == "not" else UNARY
+    spacer = " " if symbol == "not" else ""
+    return Sym(
+        f"{symbol}{spacer}{source(operand, precedence)}", function(operand.value), precedence
+    )
+
+
+def boolean(symbol: str, operands: list[Any]) -> Any:
+    """`a and b and …` / `a or b or …` with Python's short-circuit value semantics."""
+    precedence = AND if symbol == "and" else OR
+    if not any(isinstance(operand, Sym) for operand in operands):
+        result = operands[0]
+        for operand in operands[1:]:
+            result = (result and operand) if symbol == "and" else (result or operand)
+        return result
+    value = concrete(operands[0])
+    for operand in operands[1:]:
+        value = (value and concrete(operand)) if symbol == "and" else (value or concrete(operand))
+    text = f" {symbol} ".join(source(operand, precedence + 1) for operand in operands)
+    return Sym(text, value, precedence)
+
+
+def choose(condition: Any, when_true: Any, when_false: Any) -> Any:
+    """`when_true if condition else when_false`, symbolic when the condition is."""
+    if not isinstance(condition, Sym):
+        return when_true if condition else when_false
+    if source(when_true) == source(when_false):
+        return when_true
+    text = f"{source(when_true, OR)} if {source(condition, OR)} else {source(when_false, TERNARY)}"
+    value = concrete(when_true) if condition.value else concrete(when_false)
+    return Sym(text, value, TERNARY)
+
+
+def call(name: str, function: Callable[..., Any], arguments: list[Any]) -> Any:
+    """`name(arguments…)`, symbolic when an argument is."""
+    if not is_symbolic(arguments):
+        return function(*arguments)
+    text = f"{name}({', '.join(source(argument) for argument in arguments)})"
+    return Sym(text, function(*concrete(arguments)))
+
+
+def subscript(container: Any, index: Any) -> Any:
+    if not (isinstance(container, Sym) or isinstance(index, Sym)):
+        return container[index]
+    return Sym(f"{source(container)}[{source(index)}]", concrete(container)[concrete(index)])

@@ -1,0 +1,29 @@
+"""The IR verifier: structural invariants every stage may rely on (like torch.fx's lint).
+
+Run between stages in tests; a broken pass is then caught where it breaks.
+"""
+
+from __future__ import annotations
+
+from archc.errors import InternalError
+from archc.ir.graph import Graph
+from archc.ir.symbolic import concrete
+
+
+def verify(graph: Graph, stage: str) -> None:
+    """Raise InternalError naming `stage` if the graph breaks an invariant."""
+    defined = set(graph.inputs)
+    for name, node in graph.nodes.items():
+        if name != node.name or name in graph.inputs:
+            raise InternalError(stage, f"node {name!r} is registered under another name")
+        for value in node.inputs:
+            if value not in defined:
+                raise InternalError(stage, f"{name} reads {value!r} before it is defined")
+        inputs = [graph.type_of(value) for value in node.inputs]
+        if node.op.check(node.attrs, inputs):
+            raise InternalError(stage, f"{name} violates its op's constraints")
+        if concrete(node.op.infer(node.attrs, inputs).shape) != concrete(node.type.shape):
+            raise InternalError(stage, f"{name} has type {node.type}, its op's rule disagrees")
+        defined.add(name)
+    if graph.output not in defined:
+        raise InternalError(stage, f"the output {graph.output!r} is not a value of the graph")

@@ -1,0 +1,81 @@
+"""The op contract: everything about a primitive op is declared in its class.
+
+An op declares its attribute schema (`Attrs`), its constraints (`check`, returning messages),
+its shape rule (`infer`, pure and written so it also runs on symbolic dims), its parameter and
+buffer tensors, its cost in multiply-accumulates, and its lowering to each backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from archc.ir.graph import Dim, TensorType
+from archc.ir.symbolic import is_symbolic
+from archc.ops.lowering import InlineCall, ModuleCall
+
+
+class Attrs(BaseModel):
+    """Base of every op's attributes: frozen, strictly typed, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoAttrs(Attrs):
+    """For ops that take no attributes."""
+
+
+class Op(ABC):
+    """A primitive op. Subclasses are registered with `@register` in `archc.ops`."""
+
+    name: ClassVar[str]
+    Attrs: ClassVar[type[Attrs]] = NoAttrs
+    arity: ClassVar[int | None] = 1
+    """Number of inputs; None means two or more."""
+    summary: ClassVar[str] = ""
+
+    def check(self, attrs: Any, inputs: list[TensorType]) -> list[str]:
+        """Constraint violations as messages ('…, got X'); empty when the inputs fit."""
+        return []
+
+    @abstractmethod
+    def infer(self, attrs: Any, inputs: list[TensorType]) -> TensorType:
+        """The output type. Runs only after `check` passed (or on symbolic values)."""
+
+    def parameters(self, attrs: Any, inputs: list[TensorType]) -> dict[str, tuple[Dim, ...]]:
+        """Trainable tensors by name (the state_dict suffix), in framework order."""
+        return {}
+
+    def buffers(self, attrs: Any, inputs: list[TensorType]) -> dict[str, tuple[Dim, ...]]:
+        """Non-trainable state tensors by name (BatchNorm running statistics)."""
+        return {}
+
+    @abstractmethod
+    def macs(self, attrs: Any, inputs: list[TensorType], output: TensorType) -> int:
+        """Multiply-accumulates per sample in the core tier (conv, linear, matmul; no bias).
+
+        Zero means zero on purpose: the op does no core-tier arithmetic.
+        """
+
+    @abstractmethod
+    def lower_torch(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:
+        """The PyTorch construct this op becomes."""
+
+
+def pair(value: Any) -> tuple[Any, Any]:
+    """An int-or-pair attribute as an (h, w) pair."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
+
+
+def differs(value: Any, default: Any) -> bool:
+    """Whether a lowering must write an argument out: symbolic values always are, since the
+    class they land in serves other values too."""
+    return is_symbolic(value) or value != default
+
+
+def expect_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
+    """The shared rank constraint: one message when the input is not `rank`-d."""
+    got = inputs[0]
+    return [] if got.rank == rank else [f"expected a {rank}-d {what} input, got {got}"]

@@ -1,0 +1,79 @@
+"""Convolutions."""
+
+from __future__ import annotations
+
+from archc.ir.graph import Dim, TensorType
+from archc.ops import register
+from archc.ops.base import Attrs, Op, differs, expect_rank, pair
+from archc.ops.lowering import ModuleCall
+
+IntOrPair = int | tuple[int, int]
+
+
+class Conv2dAttrs(Attrs):
+    out: int
+    kernel: IntOrPair
+    stride: IntOrPair = 1
+    padding: IntOrPair = 0
+    dilation: IntOrPair = 1
+    groups: int = 1
+    bias: bool = True
+
+
+def conv_output_size(size: Dim, kernel: Dim, stride: Dim, padding: Dim, dilation: Dim) -> Dim:
+    """PyTorch's output length of a convolution or pooling window along one axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@register
+class Conv2d(Op):
+    name = "conv2d"
+    Attrs = Conv2dAttrs
+    summary = "2-d convolution over NCHW; symmetric padding per axis"
+
+    def check(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 4, "NCHW")
+        if problems:
+            return problems
+        channels = inputs[0].channels
+        if attrs.groups < 1 or channels % attrs.groups or attrs.out % attrs.groups:
+            return [
+                f"groups={attrs.groups} must divide both the input channels and out, "
+                f"got {channels} input channels and out={attrs.out}"
+            ]
+        output = self.infer(attrs, inputs)
+        if min(output.shape[2:]) < 1:
+            return [f"the kernel does not fit the input: {inputs[0]} gives {output}"]
+        return []
+
+    def infer(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> TensorType:
+        n, _, h, w = inputs[0].shape
+        sizes = zip(
+            (h, w),
+            pair(attrs.kernel),
+            pair(attrs.stride),
+            pair(attrs.padding),
+            pair(attrs.dilation),
+        )
+        return TensorType((n, attrs.out, *(conv_output_size(*axis) for axis in sizes)))
+
+    def parameters(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+        weight = (attrs.out, inputs[0].channels // attrs.groups, *pair(attrs.kernel))
+        return {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
+
+    def macs(self, attrs: Conv2dAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        kh, kw = pair(attrs.kernel)
+        return output.numel_per_sample() * (inputs[0].channels // attrs.groups) * kh * kw
+
+    def lower_torch(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> ModuleCall:
+        kwargs = [
+            ("kernel_size", attrs.kernel),
+            ("stride", attrs.stride),
+            ("padding", attrs.padding),
+        ]
+        if differs(attrs.dilation, 1) and differs(attrs.dilation, (1, 1)):
+            kwargs.append(("dilation", attrs.dilation))
+        if differs(attrs.groups, 1):
+            kwargs.append(("groups", attrs.groups))
+        kwargs.append(("bias", attrs.bias))
+        return ModuleCall("nn.Conv2d", (inputs[0].channels, attrs.out), tuple(kwargs))

@@ -1,0 +1,22 @@
+"""What an op lowers to, as data: the emitters turn these into source text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModuleCall:
+    """A framework module built in the constructor and called in forward: `nn.Conv2d(…)`."""
+
+    constructor: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class InlineCall:
+    """A stateless function written straight into forward; `{0}`, `{1}` are the inputs."""
+
+    template: str

@@ -1,0 +1,43 @@
+"""Normalisation layers."""
+
+from __future__ import annotations
+
+from archc.ir.graph import TensorType
+from archc.ops import register
+from archc.ops.base import Attrs, Op
+from archc.ops.lowering import ModuleCall
+
+
+class BatchNormAttrs(Attrs):
+    eps: float = 1e-5
+    momentum: float = 0.1
+    """PyTorch's convention: running = (1 - momentum) * running + momentum * batch."""
+
+
+@register
+class BatchNorm(Op):
+    name = "batch_norm"
+    Attrs = BatchNormAttrs
+    summary = "batch normalisation over the channel axis (1 of NC… tensors), affine, tracked stats"
+
+    def check(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> list[str]:
+        rank = inputs[0].rank
+        return [] if rank in (2, 3, 4) else [f"expected a 2-d, 3-d or 4-d input, got {inputs[0]}"]
+
+    def infer(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def parameters(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+        return {"weight": (inputs[0].channels,), "bias": (inputs[0].channels,)}
+
+    def buffers(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+        channels = inputs[0].channels
+        return {"running_mean": (channels,), "running_var": (channels,), "num_batches_tracked": ()}
+
+    def macs(self, attrs: BatchNormAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # normalisation is outside the core tier
+
+    def lower_torch(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        constructor = "nn.BatchNorm2d" if inputs[0].rank == 4 else "nn.BatchNorm1d"
+        kwargs = (("eps", attrs.eps), ("momentum", attrs.momentum))
+        return ModuleCall(constructor, (inputs[0].channels,), kwargs)

@@ -1,0 +1,1 @@
+"""Passes over the IR graph (graph in, facts or graph out)."""

@@ -1,0 +1,82 @@
+"""Cost pass: params, buffers, MACs and activation elements per node, per block and in total.
+
+Convention (DESIGN.md §5): MACs are the primitive; FLOPs = 2 × MACs. The core tier counts conv,
+linear and matmul multiply-accumulates without bias, which reproduces torchvision's GFLOPS
+column and FlopCounterMode ÷ 2. Counts are per sample (batch 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from archc.ir.graph import Graph
+from archc.ir.symbolic import concrete
+
+TIER = "core"
+TIER_NOTE = "core tier: conv, linear, matmul multiply-accumulates; no bias, norm, activation"
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int = 0
+    buffers: int = 0
+    macs: int = 0
+    activations: int = 0
+    """Output elements per sample."""
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.params + other.params,
+            self.buffers + other.buffers,
+            self.macs + other.macs,
+            self.activations + other.activations,
+        )
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    name: str
+    op: str
+    shape: str
+    cost: Cost
+
+
+@dataclass(frozen=True)
+class CostReport:
+    input_shape: tuple[int, ...]
+    """The input the counts refer to, batch 1."""
+    nodes: list[NodeCost]
+
+    @property
+    def total(self) -> Cost:
+        return sum((node.cost for node in self.nodes), Cost())
+
+    def by_block(self) -> dict[str, Cost]:
+        """Totals per top-level node of the model (stem layers, stages, head)."""
+        blocks: dict[str, Cost] = {}
+        for node in self.nodes:
+            top = node.name.split(".")[0]
+            blocks[top] = blocks.get(top, Cost()) + node.cost
+        return blocks
+
+
+def count_costs(graph: Graph) -> CostReport:
+    nodes = []
+    for node in graph.nodes.values():
+        inputs = [graph.type_of(name) for name in node.inputs]
+        params = node.op.parameters(node.attrs, inputs).values()
+        buffers = node.op.buffers(node.attrs, inputs).values()
+        cost = Cost(
+            params=sum(math.prod(concrete(shape)) for shape in params),
+            buffers=sum(math.prod(concrete(shape)) for shape in buffers),
+            macs=node.op.macs(node.attrs, inputs, node.type),
+            activations=node.type.numel_per_sample(),
+        )
+        nodes.append(NodeCost(node.name, node.op.name, str(node.type), cost))
+    input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
+    return CostReport(input_shape, nodes)

@@ -1,0 +1,46 @@
+"""The compiler pipeline, top to bottom. Each stage reads what the one before produced.
+
+load      spec YAML → typed documents with line:col (archc.spec)
+resolve   params, --set, expressions, blocks, repeats, conditions → IR graph; each node's
+          shape is inferred by its op's rule as it is created (archc.resolve)
+cost      params, buffers, MACs, activations per node (archc.passes.cost)
+expect    the spec's golden values, when no --set changed the model
+emit      torch code from the block classes (archc.emit), only for `build`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from archc.errors import ExpectError
+from archc.passes.cost import CostReport, count_costs
+from archc.resolve.elaborate import Program, elaborate
+from archc.spec.document import load_model
+
+
+@dataclass(frozen=True)
+class Compiled:
+    program: Program
+    costs: CostReport
+
+
+def compile_spec(path: Path, overrides: dict[str, str] | None = None) -> Compiled:
+    spec = load_model(path)  # load: YAML → typed spec
+    program = elaborate(spec, overrides or {})  # resolve: → IR with shapes
+    costs = count_costs(program.graph)  # cost: per node
+    if not program.overrides:
+        check_expectations(program, costs)  # expect: golden values
+    return Compiled(program, costs)
+
+
+def check_expectations(program: Program, costs: CostReport) -> None:
+    total = costs.total
+    actual = {"params": total.params, "buffers": total.buffers, "macs": total.macs}
+    for key, value in program.spec.expect.items():
+        if actual[key] != value.raw:
+            raise ExpectError(
+                f"expect.{key}: expected {value.raw:,}, got {actual[key]:,}",
+                value.location,
+                hint="update the golden value if the change is intended",
+            )

@@ -1,0 +1,1 @@
+"""Renderers: reports drawn from the IR and its cost report (tables; diagrams later)."""

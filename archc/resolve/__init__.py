@@ -1,0 +1,1 @@
+"""Resolve stage: params, overrides, expressions, blocks, repeats, conditions → IR."""

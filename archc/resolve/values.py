@@ -1,0 +1,76 @@
+"""Evaluating spec values: literals stay literal, strings of non-string type are expressions."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from archc.errors import Location, SpecError, did_you_mean
+from archc.ir.symbolic import concrete, is_symbolic
+from archc.ops.base import Attrs
+from archc.spec.document import Value
+from archc.spec.expressions import evaluate
+from archc.spec.loader import SpecList
+
+
+def evaluate_value(value: Value, env: Mapping[str, Any], literal_strings: bool) -> Any:
+    """A spec value: expression strings evaluated unless the target type is a string."""
+    return _evaluate(value.raw, value.location, env, literal_strings)
+
+
+def _evaluate(raw: Any, location: Location, env: Mapping[str, Any], literal_strings: bool) -> Any:
+    if isinstance(raw, str):
+        return raw if literal_strings else evaluate(raw, env, location)
+    if isinstance(raw, list):
+        locations = [
+            raw.item_at(i) if isinstance(raw, SpecList) else location for i in range(len(raw))
+        ]
+        return [_evaluate(item, at, env, literal_strings) for item, at in zip(raw, locations)]
+    return raw
+
+
+def is_string_field(annotation: Any) -> bool:
+    """Whether an attribute takes text (a str or a Literal of strings)."""
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return all(isinstance(option, str) for option in typing.get_args(annotation))
+    return False
+
+
+def build_attrs(
+    schema: type[Attrs],
+    values: dict[str, Any],
+    locations: dict[str, Location],
+    where: str,
+    fallback: Location,
+) -> Attrs:
+    """Validate attribute values (their concrete values) and keep symbolic ones for emission."""
+    for key in values:
+        if key not in schema.model_fields:
+            raise SpecError(
+                f"unknown attribute '{key}' for {where}",
+                locations[key],
+                did_you_mean(key, schema.model_fields)
+                or f"expected one of: {', '.join(schema.model_fields)}",
+            )
+    try:
+        attrs = schema.model_validate({key: _tuples(concrete(v)) for key, v in values.items()})
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else ""
+        if first["type"] == "missing":
+            raise SpecError(f"missing required attribute '{key}' for {where}", fallback) from None
+        expected = first["msg"].replace("Input should be", "expected")
+        raise SpecError(
+            f"{where}.{key}: {expected}, got {first['input']!r}", locations.get(key, fallback)
+        ) from None
+    symbolic = {key: _tuples(value) for key, value in values.items() if is_symbolic(value)}
+    return attrs.model_copy(update=symbolic) if symbolic else attrs
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value

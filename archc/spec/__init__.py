@@ -1,0 +1,1 @@
+"""Spec stage: YAML with locations → typed, validated spec documents."""

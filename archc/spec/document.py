@@ -1,0 +1,379 @@
+"""Typed spec documents: the strict schema of models, block libraries, params and nodes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archc.errors import Location, SpecError, did_you_mean
+from archc.spec.loader import SpecList, SpecMap, load_yaml
+
+SPEC_VERSION = 1
+PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "str": str,
+    "list": list,
+}
+DOCUMENT_KEYS = {
+    "archc": "spec language version (write `archc: 1`)",
+    "name": "model name",
+    "doc": "description",
+    "imports": "block libraries to import, relative to this file",
+    "params": "model parameters, overridable with --set",
+    "let": "derived values",
+    "input": "input shape without the batch axis, e.g. [3, 224, 224]",
+    "expect": "golden values checked at build: params, buffers, macs",
+    "blocks": "block definitions",
+    "body": "the model's nodes",
+}
+MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body")
+BLOCK_KEYS = ("doc", "params", "let", "inputs", "body")
+NODE_KEYS = ("op", "block", "seq", "from", "when", "repeat")
+EXPECT_KEYS = ("params", "buffers", "macs")
+
+
+@dataclass(frozen=True)
+class Value:
+    """A raw spec value (literal or expression text) and where it was written."""
+
+    raw: Any
+    location: Location
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    name: str
+    type: str
+    default: Value | None
+    location: Location
+
+
+@dataclass
+class NodeSpec:
+    """One entry of a body: an op, a block instance, or (a YAML list) a numbered sequence."""
+
+    name: str
+    location: Location
+    target: str = ""
+    kind: str = ""
+    """'op' or 'block' when written out; '' for a sequence or the `relu`-style shorthand."""
+    args: dict[str, Value] = field(default_factory=dict)
+    items: list[NodeSpec] | None = None
+    sources: list[Value] | None = None
+    when: Value | None = None
+    repeat: Value | None = None
+
+
+@dataclass
+class BlockDef:
+    name: str
+    location: Location
+    params: dict[str, ParamDef]
+    lets: dict[str, Value]
+    inputs: list[str]
+    body: list[NodeSpec]
+    doc: str = ""
+
+
+@dataclass
+class ModelSpec:
+    root: BlockDef
+    input: Value
+    expect: dict[str, Value]
+    blocks: dict[str, BlockDef]
+    path: Path
+
+
+def display_path(path: Path) -> str:
+    """The path as errors show it: relative to the working directory when inside it."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()
+
+
+def load_model(path: Path) -> ModelSpec:
+    """Load a model spec and every block library it imports, transitively."""
+    path = path.resolve()
+    document = _load_document(path)
+    if "body" not in document:
+        raise SpecError("a model spec needs a 'body'", document.location)
+    blocks: dict[str, BlockDef] = {}
+    _collect_blocks(path, document, blocks, visited=set())
+    for key in ("name", "input"):
+        if key not in document:
+            raise SpecError(
+                f"missing required key '{key}' ({DOCUMENT_KEYS[key]})", document.location
+            )
+    name = document["name"]
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SpecError(f"name must be an identifier, got {name!r}", document.value_at("name"))
+    root = BlockDef(
+        name=name,
+        location=document.location,
+        params=_parse_params(document.get("params"), document, require_defaults=True),
+        lets=_parse_lets(document),
+        inputs=["input"],
+        body=_parse_body(document["body"], document.value_at("body")),
+        doc=str(document.get("doc", "")),
+    )
+    expect = _parse_expect(document)
+    return ModelSpec(
+        root, Value(document["input"], document.value_at("input")), expect, blocks, path
+    )
+
+
+def _load_document(path: Path) -> SpecMap:
+    document = load_yaml(path, display_path(path))
+    if not isinstance(document, SpecMap):
+        raise SpecError(
+            "a spec must be a YAML mapping",
+            getattr(document, "location", None) or Location(display_path(path), 1, 1),
+        )
+    _check_keys(document, DOCUMENT_KEYS, "spec")
+    version = document.get("archc")
+    if version is None:
+        raise SpecError(
+            "missing required key 'archc' (the spec language version)",
+            document.location,
+            hint=f"write `archc: {SPEC_VERSION}`",
+        )
+    if version != SPEC_VERSION:
+        raise SpecError(
+            f"unsupported spec version: expected {SPEC_VERSION}, got {version!r}",
+            document.value_at("archc"),
+        )
+    return document
+
+
+def _collect_blocks(
+    path: Path, document: SpecMap, blocks: dict[str, BlockDef], visited: set[Path]
+) -> None:
+    visited.add(path)
+    imports = document.get("imports", [])
+    if not isinstance(imports, list):
+        raise SpecError(
+            f"imports must be a list of paths, got {imports!r}", document.value_at("imports")
+        )
+    for index, relative in enumerate(imports):
+        target = (path.parent / str(relative)).resolve()
+        if target in visited:
+            continue
+        if not target.is_file():
+            raise SpecError(f"imported file not found: {relative}", imports.item_at(index))
+        library = _load_document(target)
+        for key in MODEL_ONLY_KEYS:
+            if key in library:
+                raise SpecError(f"a block library cannot have '{key}'", library.key_at(key))
+        _collect_blocks(target, library, blocks, visited)
+    definitions = document.get("blocks", SpecMap())
+    if not isinstance(definitions, SpecMap):
+        raise SpecError("blocks must be a mapping of block names", document.value_at("blocks"))
+    for name, definition in definitions.items():
+        if name in blocks:
+            raise SpecError(
+                f"block '{name}' is defined twice (first at {blocks[name].location})",
+                definitions.key_at(name),
+            )
+        blocks[name] = _parse_block(name, definition, definitions.value_at(name))
+
+
+def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
+    if not name.isidentifier():
+        raise SpecError(f"block names must be identifiers, got {name!r}", location)
+    if not isinstance(definition, SpecMap):
+        raise SpecError(f"block '{name}' must be a mapping with a body", location)
+    _check_keys(definition, BLOCK_KEYS, f"block '{name}'")
+    if "body" not in definition:
+        raise SpecError(f"block '{name}' needs a 'body'", location)
+    inputs = definition.get("inputs", ["input"])
+    if not isinstance(inputs, list) or not all(
+        isinstance(i, str) and i.isidentifier() for i in inputs
+    ):
+        raise SpecError(
+            f"inputs must be a list of names, got {inputs!r}", definition.value_at("inputs")
+        )
+    return BlockDef(
+        name=name,
+        location=location,
+        params=_parse_params(definition.get("params"), definition, require_defaults=False),
+        lets=_parse_lets(definition),
+        inputs=list(inputs),
+        body=_parse_body(definition["body"], definition.value_at("body")),
+        doc=str(definition.get("doc", "")),
+    )
+
+
+def _parse_params(section: Any, owner: SpecMap, require_defaults: bool) -> dict[str, ParamDef]:
+    if section is None:
+        return {}
+    if not isinstance(section, SpecMap):
+        raise SpecError("params must be a mapping of names", owner.value_at("params"))
+    params = {}
+    for name, entry in section.items():
+        location = section.value_at(name)
+        _check_identifier(name, section.key_at(name))
+        if isinstance(entry, str) and entry in PARAM_TYPES:
+            kind, default = entry, None
+        elif isinstance(entry, SpecMap) and "type" in entry:
+            _check_keys(entry, ("type", "default", "doc"), f"param '{name}'")
+            kind = entry["type"]
+            if kind not in PARAM_TYPES:
+                raise SpecError(
+                    f"unknown param type {kind!r}",
+                    entry.value_at("type"),
+                    did_you_mean(str(kind), PARAM_TYPES) or f"one of {', '.join(PARAM_TYPES)}",
+                )
+            default = (
+                Value(entry["default"], entry.value_at("default")) if "default" in entry else None
+            )
+        else:
+            kind, default = _type_of_literal(entry), Value(entry, location)
+        if default is None and require_defaults:
+            raise SpecError(f"model param '{name}' needs a default value", location)
+        if default is not None and not matches_type(default.raw, kind):
+            raise SpecError(
+                f"param '{name}': expected a {kind} default, got {default.raw!r}", location
+            )
+        params[name] = ParamDef(name, kind, default, location)
+    return params
+
+
+def matches_type(value: Any, kind: str) -> bool:
+    """Whether a concrete value is of a param type (a bool is not an int here)."""
+    return isinstance(value, PARAM_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
+
+
+def _type_of_literal(value: Any) -> str:
+    for name in ("bool", "int", "float", "str", "list"):
+        if isinstance(value, PARAM_TYPES[name]):
+            return name
+    return "str"
+
+
+def _parse_lets(owner: SpecMap) -> dict[str, Value]:
+    section = owner.get("let", SpecMap())
+    if not isinstance(section, SpecMap):
+        raise SpecError("let must be a mapping of names to expressions", owner.value_at("let"))
+    for name in section:
+        _check_identifier(name, section.key_at(name))
+    return {name: Value(raw, section.value_at(name)) for name, raw in section.items()}
+
+
+def _parse_expect(document: SpecMap) -> dict[str, Value]:
+    section = document.get("expect", SpecMap())
+    if not isinstance(section, SpecMap):
+        raise SpecError("expect must be a mapping", document.value_at("expect"))
+    _check_keys(section, EXPECT_KEYS, "expect")
+    for key, value in section.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpecError(
+                f"expect.{key}: expected an integer, got {value!r}", section.value_at(key)
+            )
+    return {key: Value(value, section.value_at(key)) for key, value in section.items()}
+
+
+def _parse_body(body: Any, location: Location) -> list[NodeSpec]:
+    if not isinstance(body, SpecMap) or not body:
+        raise SpecError("body must be a non-empty mapping of node names to nodes", location)
+    nodes = []
+    for name, entry in body.items():
+        _check_identifier(name, body.key_at(name))
+        nodes.append(_parse_node(name, entry, body.value_at(name)))
+    return nodes
+
+
+def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
+    if isinstance(entry, str):
+        return NodeSpec(name, location, target=entry)
+    if isinstance(entry, SpecList):
+        return NodeSpec(name, location, items=_parse_sequence(name, entry, location))
+    if not isinstance(entry, SpecMap):
+        raise SpecError(
+            f"node '{name}': expected an op name, a mapping or a list, got {entry!r}", location
+        )
+    kinds = [key for key in ("op", "block", "seq") if key in entry]
+    if len(kinds) != 1:
+        problem = (
+            f"has both {' and '.join(kinds)}" if kinds else "needs one of 'op:', 'block:', 'seq:'"
+        )
+        raise SpecError(f"node '{name}' {problem}", location)
+    kind = kinds[0]
+    target = entry[kind]
+    items = None
+    if kind == "seq":
+        items, target = _parse_sequence(name, target, entry.value_at("seq")), ""
+        extra = [key for key in entry if key not in NODE_KEYS]
+        if extra:
+            raise SpecError(
+                f"node '{name}': a seq takes no attributes, got '{extra[0]}'",
+                entry.key_at(extra[0]),
+            )
+    elif not isinstance(target, str):
+        raise SpecError(
+            f"node '{name}': {kind} must be a name, got {target!r}", entry.value_at(kind)
+        )
+    sources = entry.get("from")
+    if sources is not None:
+        listed = sources if isinstance(sources, list) else [sources]
+        if not all(isinstance(source, str) for source in listed):
+            raise SpecError(
+                f"from: expected a node name or a list of names, got {sources!r}",
+                entry.value_at("from"),
+            )
+        locations = (
+            [sources.item_at(i) for i in range(len(sources))]
+            if isinstance(sources, SpecList)
+            else [entry.value_at("from")]
+        )
+        sources = [Value(source, at) for source, at in zip(listed, locations)]
+    optional = {
+        key: Value(entry[key], entry.value_at(key)) for key in ("when", "repeat") if key in entry
+    }
+    args = {
+        key: Value(raw, entry.value_at(key)) for key, raw in entry.items() if key not in NODE_KEYS
+    }
+    return NodeSpec(
+        name,
+        location,
+        target=target,
+        kind=kind if kind != "seq" else "",
+        args=args,
+        items=items,
+        sources=sources,
+        when=optional.get("when"),
+        repeat=optional.get("repeat"),
+    )
+
+
+def _parse_sequence(name: str, entries: Any, location: Location) -> list[NodeSpec]:
+    """The items of a sequence, numbered from 0 like nn.Sequential and wired in order."""
+    if not isinstance(entries, SpecList) or not entries:
+        raise SpecError(f"node '{name}': a sequence needs a non-empty list of items", location)
+    items = []
+    for index, entry in enumerate(entries):
+        item = _parse_node(str(index), entry, entries.item_at(index))
+        if item.sources is not None:
+            raise SpecError(
+                "items of a sequence are wired in order and cannot have 'from'",
+                item.sources[0].location,
+            )
+        items.append(item)
+    return items
+
+
+def _check_keys(mapping: SpecMap, allowed: Any, what: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise SpecError(
+                f"unknown key '{key}' in {what}",
+                mapping.key_at(key),
+                did_you_mean(key, allowed) or f"expected one of: {', '.join(allowed)}",
+            )
+
+
+def _check_identifier(name: Any, location: Location) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SpecError(f"names must be identifiers (letters, digits, _), got {name!r}", location)

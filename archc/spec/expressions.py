@@ -1,0 +1,152 @@
+"""Safe expressions in spec values: parsed with `ast`, evaluated by a whitelist, never `eval`.
+
+The language is a small subset of Python: numbers, booleans, strings, lists, names of params and
+lets, arithmetic, comparisons, `and`/`or`/`not`, `a if c else b`, indexing and a few functions.
+Every operation goes through `archc.ir.symbolic`, so the same expression evaluates to a number
+for the IR and to source text (a `Sym`) for code emission.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from archc.errors import Location, SpecError, did_you_mean
+from archc.ir import symbolic
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never more than 10% below it (MobileNet's rule)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "make_divisible": make_divisible,
+    "min": min,
+    "max": max,
+    "int": int,
+    "round": round,
+    "len": len,
+    "abs": abs,
+    "ceil": math.ceil,
+    "floor": math.floor,
+}
+
+_BINARY = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.Pow: "**",
+}
+_COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_UNARY = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not"}
+
+
+def evaluate(text: str, env: Mapping[str, Any], location: Location) -> Any:
+    """Evaluate one expression against `env`; errors point into the spec."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as error:
+        at = Location(location.file, location.line, location.col + max((error.offset or 1) - 1, 0))
+        raise SpecError(f"bad expression {text!r}: {error.msg}", at) from error
+    return _Evaluator(env, location, text).visit(tree.body)
+
+
+class _Evaluator:
+    def __init__(self, env: Mapping[str, Any], location: Location, text: str) -> None:
+        self.env = env
+        self.location = location
+        self.text = text
+
+    def fail(self, node: ast.AST, message: str, hint: str = "") -> SpecError:
+        at = Location(
+            self.location.file,
+            self.location.line,
+            self.location.col + getattr(node, "col_offset", 0),
+        )
+        return SpecError(f"in expression {self.text!r}: {message}", at, hint)
+
+    def visit(self, node: ast.AST) -> Any:
+        method = getattr(self, f"visit_{type(node).__name__}", None)
+        if method is None:
+            raise self.fail(node, f"'{ast.unparse(node)}' is not allowed in spec expressions")
+        return method(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Any:
+        if not isinstance(node.value, (int, float, str, bool)):
+            raise self.fail(node, f"unsupported literal {node.value!r}")
+        return node.value
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id in ("True", "False"):
+            return node.id == "True"
+        if node.id not in self.env:
+            raise self.fail(node, f"unknown name '{node.id}'", did_you_mean(node.id, self.env))
+        return self.env[node.id]
+
+    def visit_List(self, node: ast.List) -> list[Any]:
+        return [self.visit(item) for item in node.elts]
+
+    visit_Tuple = visit_List
+
+    def visit_BinOp(self, node: ast.BinOp) -> Any:
+        symbol = _BINARY.get(type(node.op))
+        if symbol is None:
+            raise self.fail(node, "unsupported operator")
+        left, right = self.visit(node.left), self.visit(node.right)
+        try:
+            return symbolic.binary(symbol, left, right)
+        except (TypeError, ZeroDivisionError, OverflowError) as error:
+            raise self.fail(node, str(error)) from error
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        operand = self.visit(node.operand)
+        try:
+            return symbolic.unary(_UNARY[type(node.op)], operand)
+        except (KeyError, TypeError) as error:
+            raise self.fail(node, "unsupported unary operator") from error
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        symbol = "and" if isinstance(node.op, ast.And) else "or"
+        return symbolic.boolean(symbol, [self.visit(value) for value in node.values])
+
+    def visit_Compare(self, node: ast.Compare) -> Any:
+        if len(node.ops) != 1:
+            raise self.fail(node, "chained comparisons are not supported; use 'and'")
+        symbol = _COMPARE.get(type(node.ops[0]))
+        if symbol is None:
+            raise self.fail(node, "unsupported comparison")
+        left, right = self.visit(node.left), self.visit(node.comparators[0])
+        try:
+            return symbolic.binary(symbol, left, right)
+        except TypeError as error:
+            raise self.fail(node, str(error)) from error
+
+    def visit_IfExp(self, node: ast.IfExp) -> Any:
+        condition = self.visit(node.test)
+        return symbolic.choose(condition, self.visit(node.body), self.visit(node.orelse))
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        container, index = self.visit(node.value), self.visit(node.slice)
+        try:
+            return symbolic.subscript(container, index)
+        except (IndexError, TypeError, KeyError) as error:
+            raise self.fail(node, f"cannot index: {error}") from error
+
+    def visit_Call(self, node: ast.Call) -> Any:
+        name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+        function = FUNCTIONS.get(name)
+        if function is None or node.keywords:
+            raise self.fail(node, f"unknown function '{name}'", did_you_mean(name, FUNCTIONS))
+        arguments = [self.visit(argument) for argument in node.args]
+        try:
+            return symbolic.call(name, function, arguments)
+        except (TypeError, ValueError) as error:
+            raise self.fail(node, f"{name}(): {error}") from error
