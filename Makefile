@@ -24,7 +24,10 @@ test: setup
 
 # Regenerate the committed outputs (the freshness test compares against these).
 generated: setup
-	for spec in $(SPECS); do $(BIN)/archc build $$spec --backend torch || exit 1; done
+	for spec in $(SPECS); do \
+	  $(BIN)/archc build $$spec --backend torch && \
+	  $(BIN)/archc ir $$spec > generated/ir/$$(basename $$spec .yaml).txt || exit 1; \
+	done
 
 bench: setup
 	$(BIN)/python bench/check_vs_flopcounter.py

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import textwrap
 from dataclasses import dataclass, field
 
 LINE_LIMIT = 100
 INDENT = "    "
-RESERVED = {"self", "x", "out", "torch", "nn", "channels", "i"}
+RESERVED = frozenset({"self", "x", "out", "torch", "nn", "channels", "i"})
+"""Names the emitted code uses itself; `x` is free for a multi-input block's inputs."""
+INPUT_RESERVED = RESERVED - {"x"}
 
 
 @dataclass
@@ -42,7 +45,12 @@ def _with_comma(lines: list[str]) -> list[str]:
     return [*lines[:-1], lines[-1] + ","]
 
 
-def variable_name(name: str) -> str:
+def variable_name(name: str, reserved: frozenset[str] = RESERVED) -> str:
     """A local variable for a node name that shadows no builtin, keyword or fixed name."""
-    clash = keyword.iskeyword(name) or hasattr(builtins, name) or name in RESERVED
+    clash = keyword.iskeyword(name) or hasattr(builtins, name) or name in reserved
     return f"{name}_" if clash else name
+
+
+def wrap_text(text: str, indent: int) -> list[str]:
+    """Prose (docstrings) wrapped to the line limit at `indent` levels, without the indent."""
+    return textwrap.wrap(text, LINE_LIMIT - len(INDENT * indent) - 3) or [""]

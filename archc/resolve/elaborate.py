@@ -310,10 +310,15 @@ class Elaborator:
                 f"{full_name} ({op.name}) takes {wanted}, got {len(bounds)}", node.location
             )
         fields = op.Attrs.model_fields
-        values = {
-            key: evaluate_value(
-                value, env, key in fields and is_string_field(fields[key].annotation)
+        unknown = next((key for key in node.args if key not in fields), None)
+        if unknown is not None:
+            raise SpecError(
+                f"unknown attribute '{unknown}' for {full_name} ({op.name})",
+                node.args[unknown].key_location or node.args[unknown].location,
+                did_you_mean(unknown, fields) or f"expected one of: {', '.join(fields)}",
             )
+        values = {
+            key: evaluate_value(value, env, is_string_field(fields[key].annotation))
             for key, value in node.args.items()
         }
         locations = {key: value.location for key, value in node.args.items()}
@@ -385,7 +390,7 @@ class Elaborator:
             if param is None:
                 raise SpecError(
                     f"unknown param '{key}' for block {definition.name}",
-                    value.location,
+                    value.key_location or value.location,
                     did_you_mean(key, definition.params)
                     or f"its params are: {', '.join(definition.params) or 'none'}",
                 )

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archc.errors import Location, SpecError, did_you_mean
+from archc.errors import Location, SpecError
 from archc.ir.symbolic import concrete, is_symbolic
 from archc.ops.base import Attrs
 from archc.spec.document import Value
@@ -48,15 +48,10 @@ def build_attrs(
     where: str,
     fallback: Location,
 ) -> Attrs:
-    """Validate attribute values (their concrete values) and keep symbolic ones for emission."""
-    for key in values:
-        if key not in schema.model_fields:
-            raise SpecError(
-                f"unknown attribute '{key}' for {where}",
-                locations[key],
-                did_you_mean(key, schema.model_fields)
-                or f"expected one of: {', '.join(schema.model_fields)}",
-            )
+    """Validate attribute values (their concrete values) and keep symbolic ones for emission.
+
+    Unknown keys are the caller's to report (it knows where each key stands).
+    """
     try:
         attrs = schema.model_validate({key: _tuples(concrete(v)) for key, v in values.items()})
     except ValidationError as error:

@@ -42,6 +42,8 @@ class Value:
 
     raw: Any
     location: Location
+    key_location: Location | None = None
+    """Where its key stands, for errors about the key itself (unknown, misspelt)."""
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,9 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         key: Value(entry[key], entry.value_at(key)) for key in ("when", "repeat") if key in entry
     }
     args = {
-        key: Value(raw, entry.value_at(key)) for key, raw in entry.items() if key not in NODE_KEYS
+        key: Value(raw, entry.value_at(key), entry.key_at(key))
+        for key, raw in entry.items()
+        if key not in NODE_KEYS
     }
     return NodeSpec(
         name,

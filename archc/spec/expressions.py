@@ -9,7 +9,6 @@ for the IR and to source text (a `Sym`) for code emission.
 from __future__ import annotations
 
 import ast
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,9 +31,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": round,
     "len": len,
     "abs": abs,
-    "ceil": math.ceil,
-    "floor": math.floor,
 }
+"""Functions a spec may call; generated code defines the non-builtin ones itself."""
 
 _BINARY = {
     ast.Add: "+",

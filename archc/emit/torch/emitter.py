@@ -8,13 +8,23 @@ straight on, named locals where they are kept for a skip.
 
 from __future__ import annotations
 
+import builtins
+import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, variable_name
+from archc.emit.layout import (
+    INDENT,
+    INPUT_RESERVED,
+    LINE_LIMIT,
+    Call,
+    layout,
+    variable_name,
+    wrap_text,
+)
 from archc.errors import SpecError
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import concrete, source
@@ -23,6 +33,7 @@ from archc.passes.cost import CostReport
 from archc.render.stats import input_label
 from archc.resolve.classes import SPATIAL, block_classes
 from archc.resolve.elaborate import Program
+from archc.spec.expressions import FUNCTIONS
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 BODY = INDENT * 2  # the indentation of a method body
@@ -49,16 +60,22 @@ def render_torch(classes: list[BlockClass], header: dict[str, str]) -> str:
     )
     views = [_class_view(block_class) for block_class in classes]
     model = classes[-1]
+    code = "\n".join(line for view in views for line in view.init)
+    helpers = [
+        inspect.getsource(function)
+        for name, function in FUNCTIONS.items()
+        if not hasattr(builtins, name) and re.search(rf"\b{name}\(", code)
+    ]
     return environment.get_template("torch/model.py.j2").render(
-        classes=views, model=model.class_name, params=list(model.params), **header
+        classes=views, helpers=helpers, model=model.class_name, params=list(model.params), **header
     )
 
 
 def _class_view(block_class: BlockClass) -> ClassView:
     definition = block_class.definition
     location = definition.location
-    doc = [definition.doc or f"{block_class.class_name}."]
-    doc.append(f"Spec: {location.file}:{location.line}")
+    doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
+    doc += ["", f"Spec: {location.file}:{location.line}"]
     channel_params = (
         []
         if block_class.is_model
@@ -88,7 +105,9 @@ def _channel_name(block_class: BlockClass, index: int) -> str:
 
 
 def _input_variable(block_class: BlockClass, index: int) -> str:
-    return "x" if len(block_class.inputs) == 1 else variable_name(block_class.inputs[index])
+    if len(block_class.inputs) == 1:
+        return "x"
+    return variable_name(block_class.inputs[index], INPUT_RESERVED)
 
 
 def _signature_param(name: str, block_class: BlockClass) -> str:
@@ -248,7 +267,9 @@ def torch_source(program: Program, costs: CostReport, command: str) -> str:
     total = costs.total
     spec = program.spec
     header = {
-        "title": f"{spec.root.name}: {spec.root.doc}" if spec.root.doc else spec.root.name,
+        "title": wrap_text(
+            f"{spec.root.name}: {spec.root.doc}" if spec.root.doc else spec.root.name, 0
+        ),
         "spec": spec.root.location.file,
         "command": command,
         "totals": (

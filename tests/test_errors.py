@@ -1,0 +1,173 @@
+"""Malformed specs: one located error line, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_archc
+
+HEAD = "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n"  # the body starts on line 5
+
+CASES = {
+    "bad yaml": (HEAD + "  conv1: {op: conv2d, out: 8\n", "6:1", "invalid YAML"),
+    "duplicate key": (
+        HEAD + "  conv1: relu\n  conv1: relu\n",
+        "6:3",
+        "duplicate key",
+    ),
+    "unknown top-level key": (
+        "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbodyy:\n  relu: relu\n",
+        "4:1",
+        "unknown key 'bodyy' in spec (did you mean 'body'?)",
+    ),
+    "missing version": (
+        "name: tiny\ninput: [3, 16, 16]\nbody:\n  relu: relu\n",
+        "1:1",
+        "missing required key 'archc'",
+    ),
+    "unknown op": (
+        HEAD + "  conv1: {op: conv2dd, out: 8, kernel: 3}\n",
+        "5:10",
+        "unknown op 'conv2dd' (did you mean 'conv2d'?)",
+    ),
+    "unknown attribute": (
+        HEAD + "  conv1: {op: conv2d, out: 8, kernal: 3}\n",
+        "5:31",
+        "unknown attribute 'kernal' for conv1 (conv2d) (did you mean 'kernel'?)",
+    ),
+    "missing attribute": (
+        HEAD + "  conv1: {op: conv2d, out: 8}\n",
+        "5:10",
+        "missing required attribute 'kernel' for conv1 (conv2d)",
+    ),
+    "wrong type": (
+        HEAD + "  conv1: {op: conv2d, out: 8.5, kernel: 3}\n",
+        "5:28",
+        "conv1 (conv2d).out: expected a valid integer, got 8.5",
+    ),
+    "undefined reference": (
+        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\n"
+        "  add: {op: add, from: [conv1, conv3]}\n",
+        "6:32",
+        "unknown reference 'conv3' (did you mean 'conv1'?)",
+    ),
+    "bad expression": (
+        "archc: 1\nname: tiny\nparams: {width: 8}\ninput: [3, 16, 16]\nbody:\n"
+        "  conv1: {op: conv2d, out: width *, kernel: 3}\n",
+        "6:28",
+        "bad expression 'width *'",
+    ),
+    "unknown name in expression": (
+        "archc: 1\nname: tiny\nparams: {width: 8}\ninput: [3, 16, 16]\nbody:\n"
+        "  conv1: {op: conv2d, out: widht * 2, kernel: 3}\n",
+        "6:28",
+        "unknown name 'widht' (did you mean 'width'?)",
+    ),
+    "channel mismatch at add": (
+        HEAD + "  a: {op: conv2d, out: 8, kernel: 1}\n"
+        "  b: {op: conv2d, out: 16, kernel: 1, from: input}\n"
+        "  sum: {op: add, from: [a, b]}\n",
+        "7:8",
+        "sum (add): inputs must have the same shape, got f32[N,8,16,16] and f32[N,16,16,16]",
+    ),
+    "spatial mismatch at concat": (
+        HEAD + "  a: {op: conv2d, out: 8, kernel: 1}\n"
+        "  b: {op: conv2d, out: 8, kernel: 1, stride: 2, from: input}\n"
+        "  cat: {op: concat, from: [a, b]}\n",
+        "7:8",
+        "cat (concat): inputs must match on every axis but 1, got f32[N,8,16,16] and "
+        "f32[N,8,8,8]",
+    ),
+    "groups do not divide": (
+        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3, groups: 2}\n",
+        "5:10",
+        "groups=2 must divide both the input channels and out, got 3 input channels",
+    ),
+    "kernel larger than the input": (
+        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 17}\n",
+        "5:10",
+        "the kernel does not fit the input: f32[N,3,16,16] gives f32[N,8,0,0]",
+    ),
+    "rank mismatch": (
+        HEAD + "  flat: flatten\n  conv1: {op: conv2d, out: 8, kernel: 1}\n",
+        "6:10",
+        "conv1 (conv2d): expected a 4-d NCHW input, got f32[N,768]",
+    ),
+    "unknown block param": (
+        "archc: 1\nname: tiny\nimports: [" + str(REPO / "specs/blocks/resnet.yaml") + "]\n"
+        "input: [3, 16, 16]\nbody:\n  b: {block: BasicBlock, plane: 8}\n",
+        "6:26",
+        "unknown param 'plane' for block BasicBlock (did you mean 'planes'?)",
+    ),
+    "missing block param": (
+        "archc: 1\nname: tiny\nimports: [" + str(REPO / "specs/blocks/resnet.yaml") + "]\n"
+        "input: [3, 16, 16]\nbody:\n  b: {block: BasicBlock}\n",
+        "6:6",
+        "b: block BasicBlock needs param 'planes'",
+    ),
+    "missing import": (
+        "archc: 1\nname: tiny\nimports: [nowhere.yaml]\ninput: [3, 16, 16]\nbody:\n  r: relu\n",
+        "3:11",
+        "imported file not found: nowhere.yaml",
+    ),
+    "repeat is not an int": (
+        HEAD + "  conv: {op: conv2d, out: 3, kernel: 1, repeat: 1.5}\n",
+        "5:49",
+        "repeat: expected a int, got 1.5",
+    ),
+    "expect drift": (
+        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",
+        "6:18",
+        "expect.params: expected 1, got 224",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_malformed_spec_gives_one_located_error(case: str, tmp_path: Path) -> None:
+    text, position, message = CASES[case]
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    result = run_archc("check", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"bad.yaml:{position}: error: "), lines[0]
+    assert message in lines[0]
+
+
+def test_errors_in_an_imported_library_name_that_file(tmp_path: Path) -> None:
+    (tmp_path / "lib.yaml").write_text(
+        "archc: 1\nblocks:\n  Stem:\n    body:\n      conv: {op: conv2d, out: 8, kernl: 3}\n"
+    )
+    (tmp_path / "model.yaml").write_text(
+        "archc: 1\nname: m\nimports: [lib.yaml]\ninput: [3, 8, 8]\nbody:\n  stem: Stem\n"
+    )
+    result = run_archc("check", "model.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("lib.yaml:5:34: error: unknown attribute 'kernl'")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("num_clases=10", "'num_clases' is not a param of resnet50 (did you mean 'num_classes'?)"),
+        ("num_classes=ten", "--set num_classes=ten: expected a int, got 'ten'"),
+        ("num_classes", "--set expects NAME=VALUE"),
+    ],
+)
+def test_bad_set_override(override: str, message: str) -> None:
+    result = run_archc("check", "specs/resnet50.yaml", "--set", override)
+    assert result.returncode == 2
+    assert re.fullmatch(r"error: .*\n", result.stderr), result.stderr
+    assert message in result.stderr
+
+
+def test_missing_spec_file() -> None:
+    result = run_archc("check", "specs/nope.yaml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("specs/nope.yaml:1:1: error: cannot read spec")
