@@ -49,8 +49,7 @@ CASES = {
         "conv1 (conv2d).out: expected a valid integer, got 8.5",
     ),
     "undefined reference": (
-        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\n"
-        "  add: {op: add, from: [conv1, conv3]}\n",
+        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\n  add: {op: add, from: [conv1, conv3]}\n",
         "6:32",
         "unknown reference 'conv3' (did you mean 'conv1'?)",
     ),
@@ -78,8 +77,7 @@ CASES = {
         "  b: {op: conv2d, out: 8, kernel: 1, stride: 2, from: input}\n"
         "  cat: {op: concat, from: [a, b]}\n",
         "7:8",
-        "cat (concat): inputs must match on every axis but 1, got f32[N,8,16,16] and "
-        "f32[N,8,8,8]",
+        "cat (concat): inputs must match on every axis but 1, got f32[N,8,16,16] and f32[N,8,8,8]",
     ),
     "groups do not divide": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3, groups: 2}\n",

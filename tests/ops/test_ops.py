@@ -1,0 +1,221 @@
+"""The op contract, and every shape rule / param / cost checked against PyTorch itself."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archc.ir.graph import BATCH, TensorType
+from archc.ops import REGISTRY
+from archc.ops.base import Op
+from archc.ops.lowering import InlineCall, ModuleCall
+
+torch = pytest.importorskip("torch")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_op_declares_the_whole_contract(name: str) -> None:
+    op = REGISTRY[name]
+    assert op.name == name
+    assert op.summary, f"{name} has no summary"
+    for method in ("infer", "macs", "lower_torch"):
+        assert not getattr(getattr(type(op), method), "__isabstractmethod__", False)
+    assert not inspect.isabstract(type(op))
+
+
+def run_in_torch(op: Op, attrs: Any, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+    """Build the op's torch lowering, run it on random inputs, report what torch did."""
+    types = [TensorType((BATCH, *shape[1:])) for shape in shapes]
+    lowered = op.lower_torch(attrs, types)
+    inputs = [torch.randn(*shape) for shape in shapes]
+    if isinstance(lowered, ModuleCall):
+        module = getattr(torch.nn, lowered.constructor.removeprefix("nn."))(
+            *lowered.args, **dict(lowered.kwargs)
+        ).eval()
+        state = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+        call = module
+    else:
+        state = {}
+        call = lambda *values: eval(  # noqa: E731 - the lowering's own template
+            lowered.template.format(*(f"values[{i}]" for i in range(len(values)))),
+            {"torch": torch, "values": values},
+        )
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        output = call(*inputs)
+    return {"shape": tuple(output.shape), "state": state, "macs": counter.get_total_flops() // 2}
+
+
+def agree(op: Op, attrs: Any, shapes: list[tuple[int, ...]]) -> None:
+    """A valid configuration: archc's shape, tensors and MACs equal torch's."""
+    types = [TensorType((BATCH, *shape[1:])) for shape in shapes]
+    torch_facts = run_in_torch(op, attrs, shapes)
+    output = op.infer(attrs, types)
+    assert (shapes[0][0], *output.shape[1:]) == torch_facts["shape"]
+    declared = {**op.parameters(attrs, types), **op.buffers(attrs, types)}
+    assert {key: tuple(shape) for key, shape in declared.items()} == torch_facts["state"]
+    assert op.macs(attrs, types, output) * shapes[0][0] == torch_facts["macs"]
+
+
+def refuse(op: Op, attrs: Any, shapes: list[tuple[int, ...]]) -> None:
+    """An invalid configuration: torch fails too (or produces an empty tensor)."""
+    try:
+        facts = run_in_torch(op, attrs, shapes)
+    except (RuntimeError, ValueError):
+        return
+    assert math.prod(facts["shape"]) == 0, "archc refused what torch accepts"
+
+
+def check(op: Op, attrs: Any, shapes: list[tuple[int, ...]]) -> None:
+    types = [TensorType((BATCH, *shape[1:])) for shape in shapes]
+    if op.check(attrs, types):
+        refuse(op, attrs, shapes)
+    else:
+        agree(op, attrs, shapes)
+
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+sizes = st.integers(1, 12)
+small = st.integers(1, 4)
+
+
+@PROPERTY
+@given(
+    channels=small,
+    groups=st.integers(1, 3),
+    out=st.integers(1, 4),
+    kernel=small,
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    bias=st.booleans(),
+    height=sizes,
+    width=sizes,
+)
+def test_conv2d(
+    channels: int,
+    groups: int,
+    out: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+    bias: bool,
+    height: int,
+    width: int,
+) -> None:
+    op = REGISTRY["conv2d"]
+    attrs = op.Attrs(
+        out=out * groups,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+    )
+    check(op, attrs, [(2, channels * groups, height, width)])
+
+
+@PROPERTY
+@given(
+    kind=st.sampled_from(["max_pool2d", "avg_pool2d"]),
+    kernel=small,
+    stride=st.one_of(st.none(), st.integers(1, 3)),
+    padding=st.integers(0, 2),
+    ceil_mode=st.booleans(),
+    height=sizes,
+    width=sizes,
+)
+def test_window_pooling(
+    kind: str,
+    kernel: int,
+    stride: int | None,
+    padding: int,
+    ceil_mode: bool,
+    height: int,
+    width: int,
+) -> None:
+    op = REGISTRY[kind]
+    attrs = op.Attrs(kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    check(op, attrs, [(2, 3, height, width)])
+
+
+@PROPERTY
+@given(size=st.integers(1, 5), height=sizes, width=sizes)
+def test_adaptive_avg_pool2d(size: int, height: int, width: int) -> None:
+    op = REGISTRY["adaptive_avg_pool2d"]
+    check(op, op.Attrs(size=size), [(2, 3, height, width)])
+
+
+@PROPERTY
+@given(
+    features=st.integers(1, 16),
+    out=st.integers(1, 16),
+    bias=st.booleans(),
+    extra=st.lists(st.integers(1, 3), max_size=2),
+)
+def test_linear(features: int, out: int, bias: bool, extra: list[int]) -> None:
+    op = REGISTRY["linear"]
+    check(op, op.Attrs(out=out, bias=bias), [(2, *extra, features)])
+
+
+@PROPERTY
+@given(start=st.integers(0, 4), shape=st.lists(st.integers(1, 4), min_size=1, max_size=3))
+def test_flatten(start: int, shape: list[int]) -> None:
+    op = REGISTRY["flatten"]
+    attrs = op.Attrs(start=start)
+    types = [TensorType((BATCH, *shape))]
+    if op.check(attrs, types):
+        assert not 1 <= start < len(shape) + 1
+    else:
+        agree(op, attrs, [(2, *shape)])
+
+
+@PROPERTY
+@given(
+    count=st.integers(2, 3),
+    channels=st.lists(small, min_size=3, max_size=3),
+    height=sizes,
+    other_height=sizes,
+    axis=st.integers(1, 3),
+)
+def test_concat(count: int, channels: list[int], height: int, other_height: int, axis: int) -> None:
+    op = REGISTRY["concat"]
+    shapes = [(2, channels[i], height, 5) for i in range(count - 1)]
+    shapes.append((2, channels[-1], other_height, 5))
+    check(op, op.Attrs(axis=axis), shapes)
+
+
+@PROPERTY
+@given(
+    first=st.lists(small, min_size=3, max_size=3), second=st.lists(small, min_size=3, max_size=3)
+)
+def test_add(first: list[int], second: list[int]) -> None:
+    """archc is stricter than torch here: a residual sum never broadcasts."""
+    op = REGISTRY["add"]
+    shapes = [(2, *first), (2, *second)]
+    if first == second:
+        agree(op, op.Attrs(), shapes)
+    else:
+        assert op.check(op.Attrs(), [TensorType((BATCH, *shape[1:])) for shape in shapes])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["batch_norm", "relu", "relu6", "sigmoid", "silu", "hardswish", "hardsigmoid", "tanh", "gelu"],
+)
+def test_shape_preserving_ops(name: str) -> None:
+    op = REGISTRY[name]
+    check(op, op.Attrs(), [(2, 4, 5, 6)])
+
+
+def test_gelu_is_exact_unless_asked() -> None:
+    lowered = REGISTRY["gelu"].lower_torch(REGISTRY["gelu"].Attrs(), [])
+    assert lowered == ModuleCall("nn.GELU", (), (("approximate", "none"),))
+    assert not isinstance(lowered, InlineCall)

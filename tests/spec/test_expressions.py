@@ -1,0 +1,89 @@
+"""Safe expressions: values, symbolic sources, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from archc.errors import Location, SpecError
+from archc.ir.symbolic import Sym, source
+from archc.spec.expressions import evaluate, make_divisible
+
+AT = Location("spec.yaml", 3, 10)
+ENV = {"planes": 64, "base_width": 64, "groups": 1, "i": 0, "layers": [3, 4, 6, 3], "w": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("planes * base_width // 64 * groups", 64),
+        ("2 if i == 0 else 1", 2),
+        ("i == 0 and planes > 32", True),
+        ("not i", True),
+        ("layers[2]", 6),
+        ("-planes + 1", -63),
+        ("make_divisible(32 * w, 8)", 16),
+        ("max(1, planes // 128)", 1),
+        ("[planes, 2 * planes]", [64, 128]),
+        ("planes ** 2 % 7", 64**2 % 7),
+    ],
+)
+def test_concrete_values(text: str, value: object) -> None:
+    assert evaluate(text, ENV, AT) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("planes * 4", "planes * 4"),
+        ("(planes + 1) * 4", "(planes + 1) * 4"),
+        ("planes * (base_width // 64) * groups", "planes * (base_width // 64) * groups"),
+        ("planes - (groups - 1)", "planes - (groups - 1)"),
+        ("2 if i == 0 else 1", "2 if i == 0 else 1"),
+        ("stride != 1 or planes != 4", "stride != 1 or planes != 4"),
+        ("not (stride == 1)", "not stride == 1"),
+        ("planes * 1 + 0", "planes"),
+        ("make_divisible(planes * w, 8)", "make_divisible(planes * w, 8)"),
+        ("layers[i]", "layers[i]"),
+    ],
+)
+def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
+    names = ("planes", "base_width", "groups", "i", "stride", "layers", "w")
+    env = {name: Sym(name, value) for name, value in {**ENV, "stride": 2}.items() if name in names}
+    result = evaluate(text, env, AT)
+    assert source(result) == expected
+    concrete_env = {**ENV, "stride": 2}
+    assert result.value == evaluate(text, concrete_env, AT)
+    # The source is what generated code runs: evaluated by Python, it gives the same value.
+    emitted = eval(source(result), {"make_divisible": make_divisible}, concrete_env)
+    assert emitted == result.value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("__import__('os')", "unknown function '__import__'"),
+        ("planes.bit_length()", "unknown function 'planes.bit_length'"),
+        ("planes.real", "is not allowed"),
+        ("lambda: 1", "is not allowed"),
+        ("[x for x in layers]", "is not allowed"),
+        ("open('x')", "unknown function 'open'"),
+        ("plane * 2", "unknown name 'plane'"),
+        ("1 < planes < 9", "chained comparisons"),
+        ("planes // 0", "by zero"),
+        ("layers[9]", "cannot index"),
+        ("planes +", "bad expression"),
+    ],
+)
+def test_refused_expressions_are_located_errors(text: str, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        evaluate(text, ENV, AT)
+    assert message in caught.value.render()
+    assert caught.value.location.file == "spec.yaml"
+    assert caught.value.location.line == 3
+
+
+def test_make_divisible_matches_torchvision_rule() -> None:
+    # torchvision's _make_divisible: round to nearest multiple, never below 90% of the value.
+    assert make_divisible(32 * 0.75, 8) == 24
+    assert make_divisible(3, 8) == 8
+    assert make_divisible(67.2, 8) == 64 + 8 * (64 < 0.9 * 67.2)

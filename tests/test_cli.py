@@ -1,0 +1,101 @@
+"""The command line: help, formats, framework-free compilation, safe writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO, run_archc
+
+FRAMEWORKS = ("torch", "jax", "flax", "torchvision")
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_archc("--help")
+    assert result.returncode == 0
+    for command in ("check", "stats", "build", "ir"):
+        assert command in result.stdout
+
+
+def test_check_reports_ok() -> None:
+    result = run_archc("check", "specs/resnet50.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("specs/resnet50.yaml: ok: resnet50,")
+    assert "25,557,032 params" in result.stdout
+
+
+def test_compiling_and_emitting_never_import_a_framework(tmp_path: Path) -> None:
+    script = f"""
+import sys
+from archc.cli import main
+for argv in (["check", "specs/resnet50.yaml"], ["stats", "specs/resnet50.yaml"],
+             ["build", "specs/resnet50.yaml", "-o", {str(tmp_path)!r}]):
+    assert main(argv) == 0
+loaded = sorted(name for name in {FRAMEWORKS!r} if name in sys.modules)
+assert not loaded, loaded
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_stats_json_has_the_documented_keys() -> None:
+    stats = json.loads(run_archc("stats", "specs/resnet18.yaml", "--format", "json").stdout)
+    assert {"params", "buffers", "macs", "flops", "input"} <= stats.keys()
+    assert stats["flops"] == 2 * stats["macs"]
+    assert stats["input"] == [1, 3, 224, 224]
+    blocks = stats["blocks"]
+    assert sum(block["macs"] for block in blocks.values()) == stats["macs"]
+    assert sum(node["params"] for node in stats["nodes"]) == stats["params"]
+    assert list(blocks)[:4] == ["conv1", "bn1", "relu", "maxpool"]
+
+
+def test_stats_csv_and_table_agree_with_json() -> None:
+    stats = json.loads(run_archc("stats", "specs/resnet34.yaml", "--format", "json").stdout)
+    rows = list(
+        csv.DictReader(
+            io.StringIO(run_archc("stats", "specs/resnet34.yaml", "--format", "csv").stdout)
+        )
+    )
+    total = rows[-1]
+    assert total["block"] == "total"
+    assert int(total["params"]) == stats["params"]
+    assert int(total["macs"]) == stats["macs"]
+    table = run_archc("stats", "specs/resnet34.yaml").stdout
+    assert f"{stats['params']:,}" in table
+    assert f"MACs {stats['macs']:,}" in table
+    assert "1x3x224x224" in table.splitlines()[0]
+    assert table.rstrip().endswith(
+        f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
+    )
+
+
+def test_a_failed_build_leaves_existing_output_alone(tmp_path: Path) -> None:
+    target = tmp_path / "torch" / "resnet18.py"
+    assert run_archc("build", "specs/resnet18.yaml", "-o", str(tmp_path)).returncode == 0
+    before = target.read_bytes()
+    broken = run_archc("build", "specs/resnet18.yaml", "-o", str(tmp_path), "--set=layers=[0]")
+    assert broken.returncode == 2
+    assert target.read_bytes() == before
+    assert [path.name for path in target.parent.iterdir()] == ["resnet18.py"]
+
+
+def test_expect_is_skipped_when_params_are_overridden() -> None:
+    result = run_archc("check", "specs/resnet50.yaml", "--set", "num_classes=10")
+    assert result.returncode == 0, result.stderr
+    assert "23,528,522 params" in result.stdout
+
+
+def test_ir_prints_one_line_per_node() -> None:
+    lines = run_archc("ir", "specs/resnet18.yaml").stdout.splitlines()
+    assert lines[0] == "graph resnet18(%input : f32[N,3,224,224]):"
+    assert lines[1] == (
+        "  %conv1 : f32[N,64,112,112] = "
+        "conv2d[out=64, kernel=7, stride=2, padding=3, bias=False](%input)"
+    )
+    assert lines[-1] == "  return %fc"
