@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         help="output folder; writes DIR/<backend>/<name>.py (default: generated)",
     )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
+    ops = commands.add_parser(
+        "ops",
+        help="list the primitive ops and their attributes",
+        description="list the primitive ops and their attributes",
+    )
+    ops.set_defaults(run=_ops)
     return parser
 
 
@@ -137,6 +143,21 @@ def _ir(args: argparse.Namespace) -> int:
     from archc.ir.printer import format_graph
 
     sys.stdout.write(format_graph(_compile(args).program.graph))
+    return 0
+
+
+def _ops(args: argparse.Namespace) -> int:
+    from archc.ops import REGISTRY
+
+    for name in sorted(REGISTRY):
+        op = REGISTRY[name]
+        inputs = "2+ inputs" if op.arity is None else f"{op.arity} input"
+        print(f"{name} ({inputs}): {op.summary}")
+        for field, info in op.Attrs.model_fields.items():
+            annotation = info.annotation
+            kind = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+            default = "required" if info.is_required() else f"default {info.default!r}"
+            print(f"    {field}: {kind.replace('typing.', '')}, {default}")
     return 0
 
 

@@ -47,10 +47,10 @@ def stats_csv(name: str, report: CostReport) -> str:
 
 
 def stats_table(name: str, report: CostReport) -> str:
-    header = ("block", "params", "buffers", "GMACs", "GFLOPs", "activations")
-    rows = [_table_row(block, cost) for block, cost in report.by_block().items()]
+    header = ("block", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
     total = report.total
-    rows.append(_table_row("total", total))
+    rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
+    rows.append(_table_row("total", total, total))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -77,12 +77,14 @@ def stats_table(name: str, report: CostReport) -> str:
     )
 
 
-def _table_row(block: str, cost: Cost) -> tuple[str, ...]:
+def _table_row(block: str, cost: Cost, total: Cost) -> tuple[str, ...]:
+    share = 100 * cost.macs / total.macs if total.macs else 0.0
     return (
         block,
         f"{cost.params:,}",
         f"{cost.buffers:,}",
         f"{cost.macs / 1e9:.3f}",
         f"{cost.flops / 1e9:.3f}",
+        f"{share:.1f}",
         f"{cost.activations:,}",
     )

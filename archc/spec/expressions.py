@@ -83,8 +83,8 @@ class _Evaluator:
         return node.value
 
     def visit_Name(self, node: ast.Name) -> Any:
-        if node.id in ("True", "False"):
-            return node.id == "True"
+        if node.id in ("True", "False", "true", "false"):
+            return node.id in ("True", "true")
         if node.id not in self.env:
             raise self.fail(node, f"unknown name '{node.id}'", did_you_mean(node.id, self.env))
         return self.env[node.id]

@@ -25,6 +25,7 @@ ENV = {"planes": 64, "base_width": 64, "groups": 1, "i": 0, "layers": [3, 4, 6, 
         ("max(1, planes // 128)", 1),
         ("[planes, 2 * planes]", [64, 128]),
         ("planes ** 2 % 7", 64**2 % 7),
+        ("true and not false", True),
     ],
 )
 def test_concrete_values(text: str, value: object) -> None:
