@@ -12,7 +12,8 @@ from typing import Any
 from archc.ir.graph import BATCH, TensorType
 from archc.ir.modules import BlockClass
 from archc.ir.symbolic import Sym, concrete
-from archc.resolve.elaborate import Bound, Elaborator, Program, channel_names
+from archc.resolve.elaborate import Bound, Elaborator, Program
+from archc.resolve.params import channel_names
 from archc.resolve.values import evaluate_value
 from archc.spec.document import BlockDef, NodeSpec
 

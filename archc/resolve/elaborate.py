@@ -9,7 +9,7 @@ over `Sym` params to recover, per block definition, the expressions an emitted c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from archc.errors import ShapeError, SpecError, did_you_mean
@@ -17,9 +17,18 @@ from archc.ir.graph import BATCH, Graph, Node, TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
 from archc.ops import REGISTRY
+from archc.ops.base import Attrs, Op
+from archc.resolve.params import (
+    bind_lets,
+    block_args,
+    channel_names,
+    defaults,
+    evaluate_checked,
+    input_shape,
+    model_args,
+)
 from archc.resolve.values import build_attrs, evaluate_value, is_string_field
-from archc.spec.document import BlockDef, ModelSpec, NodeSpec, Value, matches_type
-from archc.spec.loader import parse_scalar
+from archc.spec.document import BlockDef, ModelSpec, NodeSpec
 
 LOOP_VARIABLES = re.compile(r"\b(i|channels)\b")
 
@@ -29,6 +38,25 @@ class Bound(NamedTuple):
 
     name: str
     type: TensorType
+
+
+@dataclass(frozen=True)
+class Site:
+    """One node being elaborated: its spec, its names, what it reads and its scope."""
+
+    node: NodeSpec
+    name: str
+    """The local name: the node's, or its index within a repeat."""
+    full_name: str
+    """The parameter path, e.g. `layer1.0.conv1`."""
+    refs: list[str]
+    """Local names of the values it reads."""
+    bounds: list[Bound]
+    env: dict[str, Any]
+
+    @property
+    def input_types(self) -> list[TensorType]:
+        return [bound.type for bound in self.bounds]
 
 
 @dataclass
@@ -52,64 +80,14 @@ class Program:
 
 def elaborate(spec: ModelSpec, overrides: dict[str, str]) -> Program:
     """Instantiate the model with concrete params: the IR graph with every shape inferred."""
-    root = spec.root
-    applied = {key: parse_override(root, key, text) for key, text in overrides.items()}
-    args = {name: _plain(param.default.raw) for name, param in root.params.items() if param.default}
-    args.update(applied)
-    env = bind_lets(root, dict(args))
+    args, applied = model_args(spec.root, overrides)
+    env = bind_lets(spec.root, dict(args))
     input_type = TensorType((BATCH, *input_shape(spec.input, env)))
-    graph = Graph(root.name, {"input": input_type})
+    graph = Graph(spec.root.name, {"input": input_type})
     elaborator = Elaborator(spec, graph)
-    _, output, _ = elaborator.body(root, env, {"input": Bound("input", input_type)}, prefix="")
+    _, output, _ = elaborator.body(spec.root, env, {"input": Bound("input", input_type)}, "")
     graph.output = output.name
     return Program(spec, args, applied, graph, elaborator.instances)
-
-
-def parse_override(root: BlockDef, key: str, text: str) -> Any:
-    """One `--set key=value`, typed against the model param it overrides."""
-    if key not in root.params:
-        hint = (
-            did_you_mean(key, root.params) or f"the params are: {', '.join(root.params) or 'none'}"
-        )
-        raise SpecError(f"--set {key}={text}: '{key}' is not a param of {root.name}", hint=hint)
-    value, kind = parse_scalar(text), root.params[key].type
-    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not matches_type(value, kind):
-        raise SpecError(f"--set {key}={text}: expected a {kind}, got {value!r}")
-    return value
-
-
-def bind_lets(definition: BlockDef, env: dict[str, Any]) -> dict[str, Any]:
-    for name, value in definition.lets.items():
-        env[name] = evaluate_value(value, env, literal_strings=False)
-    return env
-
-
-def input_shape(value: Value, env: dict[str, Any]) -> list[int]:
-    shape = evaluate_value(value, env, literal_strings=False)
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in shape)
-    ):
-        raise SpecError(
-            f"input: expected a list of positive sizes without the batch axis, "
-            f"e.g. [3, 224, 224], got {shape!r}",
-            value.location,
-        )
-    return shape
-
-
-def channel_names(definition: BlockDef) -> list[str]:
-    """Expression names of the inputs' channel counts: `in_channels`, or `<input>_channels`."""
-    if len(definition.inputs) == 1:
-        return ["in_channels"]
-    return [f"{name}_channels" for name in definition.inputs]
-
-
-def _plain(raw: Any) -> Any:
-    return [_plain(item) for item in raw] if isinstance(raw, list) else raw
 
 
 class Elaborator:
@@ -141,113 +119,107 @@ class Elaborator:
             for ref, at in zip(refs, node.sources or []):
                 if ref not in values:
                     hint = did_you_mean(ref, values) or "from: names an earlier node or an input"
-                    raise SpecError(
-                        f"node '{node.name}': unknown reference '{ref}'", at.location, hint
-                    )
+                    message = f"node '{node.name}': unknown reference '{ref}'"
+                    raise SpecError(message, at.location, hint)
             local_refs = [producers[ref] for ref in refs]
-            module, values[node.name] = self.node(
-                node, local_refs, [values[ref] for ref in refs], env, prefix
+            site = Site(
+                node, node.name, prefix + node.name, local_refs, [values[ref] for ref in refs], env
             )
+            module, values[node.name] = self.node(site)
             producers[node.name] = node.name if module is not None else local_refs[0]
             if module is not None:
                 children.append(module)
             previous = node.name
         return children, values[previous], producers[previous]
 
-    def node(
-        self, node: NodeSpec, refs: list[str], bounds: list[Bound], env: dict[str, Any], prefix: str
-    ) -> tuple[ModuleNode | None, Bound]:
+    def node(self, site: Site) -> tuple[ModuleNode | None, Bound]:
+        node = site.node
         condition = None
         if node.when is not None:
-            condition = self.scalar(node.when, env, "bool", "when")
+            condition = evaluate_checked(node.when, site.env, "bool", "when")
             if not is_symbolic(condition) and not condition:
-                return None, bounds[0]  # a node switched off is the identity on its first input
+                return None, site.bounds[0]  # switched off: the identity on its first input
         if node.repeat is not None:
-            module, bound = self.repeat(node, refs, bounds, env, prefix)
+            module, bound = self.repeat(site)
         elif node.items is not None:
-            module, bound = self.sequence(node, refs, bounds, env, prefix)
+            module, bound = self.sequence(site)
         else:
-            module, bound = self.single(node, node.name, refs, bounds, env, prefix + node.name)
+            module, bound = self.single(site)
         if is_symbolic(condition):
             module.condition = condition
-            if bound.type.rank != bounds[0].type.rank:
-                raise SpecError(
-                    f"node '{node.name}': a conditional node must keep its input's rank",
-                    node.when.location,
-                )
-            shape = tuple(
-                choose(condition, out, inp)
-                for out, inp in zip(bound.type.shape, bounds[0].type.shape)
-            )
-            module.output = TensorType(shape)
+            module.output = self.conditional_type(site, condition, bound.type)
             bound = Bound(bound.name, module.output)
         return module, bound
 
-    def scalar(self, value: Value, env: dict[str, Any], kind: str, what: str) -> Any:
-        result = evaluate_value(value, env, literal_strings=False)
-        if not matches_type(concrete(result), kind):
-            raise SpecError(f"{what}: expected a {kind}, got {concrete(result)!r}", value.location)
-        return result
+    def conditional_type(self, site: Site, condition: Sym, output: TensorType) -> TensorType:
+        """The type of a node that may be the identity: each dim is one or the other."""
+        given = site.input_types[0]
+        if output.rank != given.rank:
+            raise SpecError(
+                f"node '{site.node.name}': a conditional node must keep its input's rank",
+                site.node.when.location,
+            )
+        return TensorType(tuple(choose(condition, a, b) for a, b in zip(output.shape, given.shape)))
 
-    def repeat(
-        self, node: NodeSpec, refs: list[str], bounds: list[Bound], env: dict[str, Any], prefix: str
-    ) -> tuple[ModuleNode, Bound]:
+    def repeat(self, site: Site) -> tuple[ModuleNode, Bound]:
+        node = site.node
         if node.items is not None:
             raise SpecError(
                 "repeat: applies to an op or block node, not a sequence", node.repeat.location
             )
-        count = self.scalar(node.repeat, env, "int", "repeat")
+        count = evaluate_checked(node.repeat, site.env, "int", "repeat")
         if concrete(count) < 1:
             raise SpecError(
                 f"repeat: expected a count of at least 1, got {concrete(count)}",
                 node.repeat.location,
             )
-        full_name = prefix + node.name
-        first = bounds[0].type
         if self.symbolic:
-            return self.loop(node, refs, bounds, env, full_name, count)
-        children, bound = [], bounds[0]
+            return self.loop(site, count)
+        children, bound = [], site.bounds[0]
         for index in range(count):
-            module, bound = self.single(
-                node, str(index), [refs[0]], [bound], {**env, "i": index}, f"{full_name}.{index}"
+            copy = replace(
+                site,
+                name=str(index),
+                full_name=f"{site.full_name}.{index}",
+                refs=site.refs[:1],
+                bounds=[bound],
+                env={**site.env, "i": index},
             )
+            module, bound = self.single(copy)
             children.append(module)
         module = ModuleNode(
-            node.name, node, "sequence", refs, [first], bound.type, children=children
+            node.name,
+            node,
+            "sequence",
+            site.refs,
+            site.input_types[:1],
+            bound.type,
+            children=children,
         )
         return module, bound
 
-    def loop(
-        self,
-        node: NodeSpec,
-        refs: list[str],
-        bounds: list[Bound],
-        env: dict[str, Any],
-        full_name: str,
-        count: Any,
-    ) -> tuple[ModuleNode, Bound]:
+    def loop(self, site: Site, count: Any) -> tuple[ModuleNode, Bound]:
         """One symbolic iteration `i`, reading `channels` (the previous iteration's output)."""
-        first = bounds[0].type
+        first = site.input_types[0]
         channels = Sym("channels", concrete(first.channels))
         iteration_input = TensorType((first.shape[0], channels, *first.shape[2:]))
-        iteration_env = {**env, "i": Sym("i", 0)}
-        body, bound = self.single(
-            node,
-            "0",
-            refs,
-            [Bound(bounds[0].name, iteration_input)],
-            iteration_env,
-            f"{full_name}.0",
+        iteration = replace(
+            site,
+            name="0",
+            full_name=f"{site.full_name}.0",
+            bounds=[Bound(site.bounds[0].name, iteration_input)],
+            env={**site.env, "i": Sym("i", 0)},
         )
+        body, bound = self.single(iteration)
         out_channels = bound.type.channels
         if LOOP_VARIABLES.search(source(out_channels)):
             out_channels = Sym("channels", concrete(out_channels))
         output = TensorType((bound.type.shape[0], out_channels, *bound.type.shape[2:]))
         module = ModuleNode(
-            node.name,
-            node,
+            site.node.name,
+            site.node,
             "loop",
-            refs,
+            site.refs,
             [first],
             output,
             children=[body],
@@ -256,153 +228,110 @@ class Elaborator:
         )
         return module, Bound(bound.name, output)
 
-    def sequence(
-        self, node: NodeSpec, refs: list[str], bounds: list[Bound], env: dict[str, Any], prefix: str
-    ) -> tuple[ModuleNode, Bound]:
-        children, bound, previous = [], bounds[0], refs[0]
-        for item in node.items or []:
-            module, bound = self.node(item, [previous], [bound], env, f"{prefix}{node.name}.")
+    def sequence(self, site: Site) -> tuple[ModuleNode, Bound]:
+        children, bound, previous = [], site.bounds[0], site.refs[0]
+        for item in site.node.items or []:
+            item_site = Site(
+                item, item.name, f"{site.full_name}.{item.name}", [previous], [bound], site.env
+            )
+            module, bound = self.node(item_site)
             if module is not None:
                 children.append(module)
             previous = item.name
         module = ModuleNode(
-            node.name, node, "sequence", refs, [bounds[0].type], bound.type, children=children
+            site.node.name,
+            site.node,
+            "sequence",
+            site.refs,
+            site.input_types[:1],
+            bound.type,
+            children=children,
         )
         return module, bound
 
-    def single(
-        self,
-        node: NodeSpec,
-        local_name: str,
-        refs: list[str],
-        bounds: list[Bound],
-        env: dict[str, Any],
-        full_name: str,
-    ) -> tuple[ModuleNode, Bound]:
-        kind = node.kind or ("block" if node.target in self.spec.blocks else "op")
-        if kind == "block":
-            return self.block(node, local_name, refs, bounds, env, full_name)
-        return self.op(node, local_name, refs, bounds, env, full_name)
+    def single(self, site: Site) -> tuple[ModuleNode, Bound]:
+        node = site.node
+        is_block = node.kind == "block" or (not node.kind and node.target in self.spec.blocks)
+        return self.block(site) if is_block else self.op(site)
 
-    def op(
-        self,
-        node: NodeSpec,
-        local_name: str,
-        refs: list[str],
-        bounds: list[Bound],
-        env: dict[str, Any],
-        full_name: str,
-    ) -> tuple[ModuleNode, Bound]:
+    def op(self, site: Site) -> tuple[ModuleNode, Bound]:
+        op = self.lookup_op(site)
+        attrs = self.op_attrs(site, op)
+        types = site.input_types
+        if not self.symbolic:
+            problems = op.check(attrs, types)
+            if problems:
+                raise ShapeError(f"{site.full_name} ({op.name}): {problems[0]}", site.node.location)
+        output = op.infer(attrs, types)
+        if self.graph is not None:
+            inputs = [bound.name for bound in site.bounds]
+            self.graph.add(Node(site.full_name, op, attrs, inputs, output, site.node.location))
+        module = ModuleNode(
+            site.name, site.node, "op", site.refs, types, output, op=op, attrs=attrs
+        )
+        return module, Bound(site.full_name, output)
+
+    def lookup_op(self, site: Site) -> Op:
+        node = site.node
         op = REGISTRY.get(node.target)
         if op is None:
-            known = [*REGISTRY, *self.spec.blocks]
             raise SpecError(
                 f"node '{node.name}': unknown op '{node.target}'",
                 node.location,
-                did_you_mean(node.target, known),
+                did_you_mean(node.target, [*REGISTRY, *self.spec.blocks]),
             )
-        arity_ok = len(bounds) == op.arity if op.arity else len(bounds) >= 2
-        if not arity_ok:
-            wanted = (
-                f"{op.arity} input" + ("s" * (op.arity != 1)) if op.arity else "2 or more inputs"
-            )
+        count = len(site.bounds)
+        if (count != op.arity) if op.arity else (count < 2):
+            wanted = f"{op.arity} input{'s' * (op.arity != 1)}" if op.arity else "2 or more inputs"
             raise SpecError(
-                f"{full_name} ({op.name}) takes {wanted}, got {len(bounds)}", node.location
+                f"{site.full_name} ({op.name}) takes {wanted}, got {count}", node.location
             )
-        fields = op.Attrs.model_fields
+        return op
+
+    def op_attrs(self, site: Site, op: Op) -> Attrs:
+        """The node's attributes: unknown keys refused at the key, values evaluated, typed."""
+        node, fields = site.node, op.Attrs.model_fields
+        where = f"{site.full_name} ({op.name})"
         unknown = next((key for key in node.args if key not in fields), None)
         if unknown is not None:
             raise SpecError(
-                f"unknown attribute '{unknown}' for {full_name} ({op.name})",
+                f"unknown attribute '{unknown}' for {where}",
                 node.args[unknown].key_location or node.args[unknown].location,
                 did_you_mean(unknown, fields) or f"expected one of: {', '.join(fields)}",
             )
         values = {
-            key: evaluate_value(value, env, is_string_field(fields[key].annotation))
+            key: evaluate_value(value, site.env, is_string_field(fields[key].annotation))
             for key, value in node.args.items()
         }
         locations = {key: value.location for key, value in node.args.items()}
-        attrs = build_attrs(op.Attrs, values, locations, f"{full_name} ({op.name})", node.location)
-        types = [bound.type for bound in bounds]
-        if not self.symbolic:
-            problems = op.check(attrs, types)
-            if problems:
-                raise ShapeError(f"{full_name} ({op.name}): {problems[0]}", node.location)
-        output = op.infer(attrs, types)
-        if self.graph is not None:
-            inputs = [bound.name for bound in bounds]
-            self.graph.add(Node(full_name, op, attrs, inputs, output, node.location))
-        module = ModuleNode(local_name, node, "op", refs, types, output, op=op, attrs=attrs)
-        return module, Bound(full_name, output)
+        return build_attrs(op.Attrs, values, locations, where, node.location)
 
-    def block(
-        self,
-        node: NodeSpec,
-        local_name: str,
-        refs: list[str],
-        bounds: list[Bound],
-        env: dict[str, Any],
-        full_name: str,
-    ) -> tuple[ModuleNode, Bound]:
+    def block(self, site: Site) -> tuple[ModuleNode, Bound]:
+        node = site.node
         definition = self.spec.blocks[node.target]
-        args = self.block_args(node, definition, env, full_name)
-        if len(bounds) != len(definition.inputs):
+        args = block_args(node, definition, site.env, site.full_name)
+        if len(site.bounds) != len(definition.inputs):
             raise SpecError(
-                f"{full_name}: block {definition.name} takes {len(definition.inputs)} "
-                f"input(s) ({', '.join(definition.inputs)}), got {len(bounds)}",
+                f"{site.full_name}: block {definition.name} takes {len(definition.inputs)} "
+                f"input(s) ({', '.join(definition.inputs)}), got {len(site.bounds)}",
                 node.location,
             )
-        defaults = {
-            name: _plain(param.default.raw)
-            for name, param in definition.params.items()
-            if param.default is not None
-        }
-        inner = {**defaults, **args}
+        inner = {**defaults(definition), **args}
         if not self.symbolic:
-            self.instances.setdefault(
-                definition.name, Instance(dict(inner), [b.type for b in bounds])
-            )
-        for name, bound in zip(channel_names(definition), bounds):
-            inner[name] = bound.type.channels
+            self.instances.setdefault(definition.name, Instance(dict(inner), site.input_types))
+        inner.update(zip(channel_names(definition), (t.channels for t in site.input_types)))
         bind_lets(definition, inner)
-        inputs = dict(zip(definition.inputs, bounds))
-        children, output, _ = self.body(definition, inner, inputs, full_name + ".")
-        types = [bound.type for bound in bounds]
+        inputs = dict(zip(definition.inputs, site.bounds))
+        children, output, _ = self.body(definition, inner, inputs, site.full_name + ".")
         module = ModuleNode(
-            local_name,
+            site.name,
             node,
             "block",
-            refs,
-            types,
+            site.refs,
+            site.input_types,
             output.type,
             block=definition,
             args=args,
             children=children,
         )
         return module, output
-
-    def block_args(
-        self, node: NodeSpec, definition: BlockDef, env: dict[str, Any], full_name: str
-    ) -> dict[str, Any]:
-        args = {}
-        for key, value in node.args.items():
-            param = definition.params.get(key)
-            if param is None:
-                raise SpecError(
-                    f"unknown param '{key}' for block {definition.name}",
-                    value.key_location or value.location,
-                    did_you_mean(key, definition.params)
-                    or f"its params are: {', '.join(definition.params) or 'none'}",
-                )
-            args[key] = evaluate_value(value, env, literal_strings=param.type == "str")
-            if not matches_type(concrete(args[key]), param.type):
-                raise SpecError(
-                    f"{full_name}.{key}: expected a {param.type}, got {concrete(args[key])!r}",
-                    value.location,
-                )
-        for name, param in definition.params.items():
-            if param.default is None and name not in args:
-                raise SpecError(
-                    f"{full_name}: block {definition.name} needs param '{name}'", node.location
-                )
-        return args

@@ -317,20 +317,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         raise SpecError(
             f"node '{name}': {kind} must be a name, got {target!r}", entry.value_at(kind)
         )
-    sources = entry.get("from")
-    if sources is not None:
-        listed = sources if isinstance(sources, list) else [sources]
-        if not all(isinstance(source, str) for source in listed):
-            raise SpecError(
-                f"from: expected a node name or a list of names, got {sources!r}",
-                entry.value_at("from"),
-            )
-        locations = (
-            [sources.item_at(i) for i in range(len(sources))]
-            if isinstance(sources, SpecList)
-            else [entry.value_at("from")]
-        )
-        sources = [Value(source, at) for source, at in zip(listed, locations)]
+    sources = _parse_sources(entry) if "from" in entry else None
     optional = {
         key: Value(entry[key], entry.value_at(key)) for key in ("when", "repeat") if key in entry
     }
@@ -350,6 +337,20 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         when=optional.get("when"),
         repeat=optional.get("repeat"),
     )
+
+
+def _parse_sources(entry: SpecMap) -> list[Value]:
+    """`from: a` or `from: [a, b]`, each name with its position."""
+    sources = entry["from"]
+    listed = sources if isinstance(sources, list) else [sources]
+    if not listed or not all(isinstance(source, str) for source in listed):
+        raise SpecError(
+            f"from: expected a node name or a list of names, got {sources!r}",
+            entry.value_at("from"),
+        )
+    if isinstance(sources, SpecList):
+        return [Value(source, sources.item_at(i)) for i, source in enumerate(sources)]
+    return [Value(sources, entry.value_at("from"))]
 
 
 def _parse_sequence(name: str, entries: Any, location: Location) -> list[NodeSpec]:
