@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,flax,test]"
 	touch $@
 
 run: setup
@@ -26,6 +26,7 @@ test: setup
 generated: setup
 	for spec in $(SPECS); do \
 	  $(BIN)/archc build $$spec --backend torch && \
+	  $(BIN)/archc build $$spec --backend flax && \
 	  $(BIN)/archc ir $$spec > generated/ir/$$(basename $$spec .yaml).txt || exit 1; \
 	done
 

@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     build = _command(commands, "build", "emit model code for a backend", _build)
     build.add_argument(
-        "--backend", choices=("torch",), default="torch", help="code generator (default: torch)"
+        "--backend",
+        choices=("torch", "flax"),
+        default="torch",
+        help="code generator: torch (nn.Module, NCHW) or flax (flax.nnx, NHWC); default torch",
     )
     build.add_argument(
         "-o",
@@ -118,6 +121,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from archc.emit.files import write_atomic
+    from archc.emit.flax.emitter import flax_source
     from archc.emit.torch.emitter import torch_source
 
     compiled = _compile(args)
@@ -131,7 +135,8 @@ def _build(args: argparse.Namespace) -> int:
             *(f"--set={item}" for item in args.overrides),
         ]
     )
-    text = torch_source(compiled.program, compiled.costs, command)
+    emit = {"torch": torch_source, "flax": flax_source}[args.backend]
+    text = emit(compiled.program, compiled.costs, command)
     path = args.out / args.backend / f"{compiled.program.graph.name}.py"
     write_atomic(path, text)
     total = compiled.costs.total

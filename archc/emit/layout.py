@@ -3,6 +3,7 @@ and readable local names in forward."""
 
 from __future__ import annotations
 
+import ast
 import builtins
 import keyword
 import textwrap
@@ -39,6 +40,21 @@ def layout(prefix: str, value: str | Call, indent: int) -> list[str]:
         lines += _with_comma(layout("", arg, indent + 1))
     lines.append(f"{pad}){value.trailing}")
     return lines
+
+
+def layout_source(prefix: str, text: str, indent: int) -> list[str]:
+    """Like `layout`, for an expression already in source form: a call that does not fit has
+    its arguments broken one per line."""
+    pad = INDENT * indent
+    if len(pad + prefix + text) <= LINE_LIMIT:
+        return [pad + prefix + text]
+    tree = ast.parse(text, mode="eval").body
+    if not isinstance(tree, ast.Call):
+        return [pad + prefix + text]
+    pieces = [*tree.args, *tree.keywords]
+    arguments = [ast.get_source_segment(text, piece) for piece in pieces]
+    call = Call(ast.get_source_segment(text, tree.func), arguments)
+    return layout(prefix, call, indent)
 
 
 def _with_comma(lines: list[str]) -> list[str]:

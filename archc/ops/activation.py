@@ -6,14 +6,15 @@ from typing import Literal
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, NoAttrs, Op
-from archc.ops.lowering import ModuleCall
+from archc.ops.base import Attrs, Op
+from archc.ops.lowering import InlineCall, ModuleCall
 
 
 class Activation(Op):
-    """An elementwise function lowered to a parameter-free torch module."""
+    """An elementwise function: a parameter-free torch module, a jax function."""
 
     torch_module: str
+    jax_function: str
 
     def infer(self, attrs: Attrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]
@@ -24,34 +25,44 @@ class Activation(Op):
     def lower_torch(self, attrs: Attrs, inputs: list[TensorType]) -> ModuleCall:
         return ModuleCall(self.torch_module, (), tuple(attrs))
 
+    def lower_flax(self, attrs: Attrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"{self.jax_function}({{0}})")
 
-def _activation(op_name: str, module: str, attrs: type[Attrs] = NoAttrs) -> type[Activation]:
-    cls = type(
-        op_name.title().replace("_", ""),
-        (Activation,),
-        {
-            "name": op_name,
-            "torch_module": module,
-            "Attrs": attrs,
-            "summary": f"elementwise {op_name}",
-        },
-    )
-    return register(cls)  # type: ignore[return-value]
+
+def _activation(op_name: str, module: str, function: str) -> None:
+    namespace = {
+        "name": op_name,
+        "torch_module": module,
+        "jax_function": function,
+        "summary": f"elementwise {op_name}",
+    }
+    register(type(op_name.title(), (Activation,), namespace))
+
+
+# PyTorch and jax agree on each of these (hardswish = x·relu6(x+3)/6, hardsigmoid = relu6(x+3)/6).
+for _name, _module, _function in [
+    ("relu", "nn.ReLU", "jax.nn.relu"),
+    ("relu6", "nn.ReLU6", "jax.nn.relu6"),
+    ("sigmoid", "nn.Sigmoid", "jax.nn.sigmoid"),
+    ("silu", "nn.SiLU", "jax.nn.silu"),
+    ("hardswish", "nn.Hardswish", "jax.nn.hard_swish"),
+    ("hardsigmoid", "nn.Hardsigmoid", "jax.nn.hard_sigmoid"),
+    ("tanh", "nn.Tanh", "jnp.tanh"),
+]:
+    _activation(_name, _module, _function)
 
 
 class GeluAttrs(Attrs):
     approximate: Literal["none", "tanh"] = "none"
-    """'none' is the exact erf form (PyTorch's default; JAX defaults to tanh)."""
+    """'none' is the exact erf form (PyTorch's default; jax defaults to tanh)."""
 
 
-for _name, _module in [
-    ("relu", "nn.ReLU"),
-    ("relu6", "nn.ReLU6"),
-    ("sigmoid", "nn.Sigmoid"),
-    ("silu", "nn.SiLU"),
-    ("hardswish", "nn.Hardswish"),
-    ("hardsigmoid", "nn.Hardsigmoid"),
-    ("tanh", "nn.Tanh"),
-]:
-    _activation(_name, _module)
-_activation("gelu", "nn.GELU", GeluAttrs)
+@register
+class Gelu(Activation):
+    name = "gelu"
+    Attrs = GeluAttrs
+    torch_module = "nn.GELU"
+    summary = "elementwise gelu, exact unless approximate: tanh"
+
+    def lower_flax(self, attrs: GeluAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"jax.nn.gelu({{0}}, approximate={attrs.approximate == 'tanh'})")

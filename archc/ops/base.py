@@ -61,12 +61,27 @@ class Op(ABC):
 
     @abstractmethod
     def lower_torch(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:
-        """The PyTorch construct this op becomes."""
+        """The PyTorch construct this op becomes (NCHW)."""
+
+    @abstractmethod
+    def lower_flax(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:
+        """The flax.nnx / jax construct this op becomes (NHWC for 4-d tensors)."""
 
 
 def pair(value: Any) -> tuple[Any, Any]:
     """An int-or-pair attribute as an (h, w) pair."""
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
+
+
+NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+"""Where a logical NCHW axis lives in flax's NHWC layout."""
+
+
+def flax_axis(axis: int, rank: int) -> int:
+    """A logical axis in the flax layout: 4-d tensors are NHWC (channels written as -1)."""
+    if rank != 4:
+        return axis
+    return -1 if axis == 1 else NHWC_AXIS[axis]
 
 
 def differs(value: Any, default: Any) -> bool:

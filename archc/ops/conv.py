@@ -77,3 +77,17 @@ class Conv2d(Op):
             kwargs.append(("groups", attrs.groups))
         kwargs.append(("bias", attrs.bias))
         return ModuleCall("nn.Conv2d", (inputs[0].channels, attrs.out), tuple(kwargs))
+
+    def lower_flax(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> ModuleCall:
+        padding = tuple((side, side) for side in pair(attrs.padding))  # explicit, never 'SAME'
+        kwargs = [
+            ("kernel_size", pair(attrs.kernel)),
+            ("strides", pair(attrs.stride)),
+            ("padding", padding),
+        ]
+        if differs(attrs.dilation, 1) and differs(attrs.dilation, (1, 1)):
+            kwargs.append(("kernel_dilation", pair(attrs.dilation)))
+        if differs(attrs.groups, 1):
+            kwargs.append(("feature_group_count", attrs.groups))
+        kwargs.append(("use_bias", attrs.bias))
+        return ModuleCall("nnx.Conv", (inputs[0].channels, attrs.out), tuple(kwargs))

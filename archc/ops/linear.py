@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 from archc.ir.graph import TensorType
+from archc.ir.symbolic import source
 from archc.ops import register
 from archc.ops.base import Attrs, Op
-from archc.ops.lowering import InlineCall, ModuleCall
+from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 
 
 class LinearAttrs(Attrs):
@@ -38,6 +39,12 @@ class Linear(Op):
     def lower_torch(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall:
         return ModuleCall("nn.Linear", (inputs[0].shape[-1], attrs.out), (("bias", attrs.bias),))
 
+    def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall:
+        if inputs[0].rank == 4:
+            raise LoweringError("a linear layer on a 4-d (NHWC in flax) tensor; flatten first")
+        kwargs = (("use_bias", attrs.bias),)
+        return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
+
 
 class FlattenAttrs(Attrs):
     start: int = 1
@@ -66,3 +73,10 @@ class Flatten(Op):
 
     def lower_torch(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"torch.flatten({{0}}, {attrs.start})")
+
+    def lower_flax(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
+        kept = [source(dim) for dim in inputs[0].shape[1 : attrs.start]]
+        shape = ", ".join(["{0}.shape[0]", *kept, "-1"])
+        if inputs[0].rank == 4:  # back to NCHW first, so the merged order is PyTorch's
+            return InlineCall(f"jnp.transpose({{0}}, (0, 3, 1, 2)).reshape({shape})")
+        return InlineCall(f"{{0}}.reshape({shape})")

@@ -13,6 +13,8 @@ class ModuleCall:
     constructor: str
     args: tuple[Any, ...] = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
+    random_init: bool = True
+    """Whether its parameters start random (a flax module then takes `rngs`)."""
 
 
 @dataclass(frozen=True)
@@ -20,3 +22,7 @@ class InlineCall:
     """A stateless function written straight into forward; `{0}`, `{1}` are the inputs."""
 
     template: str
+
+
+class LoweringError(Exception):
+    """An op configuration a backend cannot express; reported at the node's spec line."""

@@ -41,3 +41,11 @@ class BatchNorm(Op):
         constructor = "nn.BatchNorm2d" if inputs[0].rank == 4 else "nn.BatchNorm1d"
         kwargs = (("eps", attrs.eps), ("momentum", attrs.momentum))
         return ModuleCall(constructor, (inputs[0].channels,), kwargs)
+
+    def lower_flax(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # The generated file's own BatchNorm keeps PyTorch's momentum convention and its
+        # unbiased running variance, so both frameworks train from the same state.
+        kwargs = [("eps", attrs.eps), ("momentum", attrs.momentum)]
+        if inputs[0].rank == 3:
+            kwargs.append(("axis", 1))
+        return ModuleCall("BatchNorm", (inputs[0].channels,), tuple(kwargs), random_init=False)

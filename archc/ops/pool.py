@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from archc.ir.graph import Dim, TensorType
+from archc.ir.symbolic import source
 from archc.ops import register
 from archc.ops.base import Attrs, Op, expect_rank, pair
-from archc.ops.lowering import ModuleCall
+from archc.ops.lowering import InlineCall, ModuleCall
 
 IntOrPair = int | tuple[int, int]
 
@@ -66,6 +67,15 @@ class WindowPool(Op):
         kwargs = (("kernel_size", attrs.kernel), ("stride", stride), *rest)
         return ModuleCall(self.torch_module, (), kwargs)
 
+    def lower_flax(self, attrs: PoolAttrs, inputs: list[TensorType]) -> InlineCall:
+        # A helper of the generated file: PyTorch's window arithmetic (ceil_mode, divisors).
+        stride = attrs.kernel if attrs.stride is None else attrs.stride
+        rest = [f"{key}={source(value)}" for key, value in attrs if key not in ("kernel", "stride")]
+        arguments = ", ".join(
+            [f"kernel_size={source(attrs.kernel)}", f"stride={source(stride)}", *rest]
+        )
+        return InlineCall(f"{self.name}({{0}}, {arguments})")
+
 
 @register
 class MaxPool2d(WindowPool):
@@ -105,3 +115,6 @@ class AdaptiveAvgPool2d(Op):
 
     def lower_torch(self, attrs: AdaptivePoolAttrs, inputs: list[TensorType]) -> ModuleCall:
         return ModuleCall("nn.AdaptiveAvgPool2d", (pair(attrs.size),))
+
+    def lower_flax(self, attrs: AdaptivePoolAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"adaptive_avg_pool2d({{0}}, {source(pair(attrs.size))})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete
 from archc.ops import register
-from archc.ops.base import Attrs, NoAttrs, Op
+from archc.ops.base import Attrs, NoAttrs, Op, flax_axis
 from archc.ops.lowering import InlineCall
 
 
@@ -31,6 +31,8 @@ class Add(Op):
 
     def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(" + ".join(f"{{{index}}}" for index in range(len(inputs))))
+
+    lower_flax = lower_torch
 
 
 class ConcatAttrs(Attrs):
@@ -74,3 +76,8 @@ class Concat(Op):
     def lower_torch(self, attrs: ConcatAttrs, inputs: list[TensorType]) -> InlineCall:
         values = ", ".join(f"{{{index}}}" for index in range(len(inputs)))
         return InlineCall(f"torch.cat([{values}], dim={attrs.axis})")
+
+    def lower_flax(self, attrs: ConcatAttrs, inputs: list[TensorType]) -> InlineCall:
+        values = ", ".join(f"{{{index}}}" for index in range(len(inputs)))
+        axis = flax_axis(attrs.axis, inputs[0].rank)
+        return InlineCall(f"jnp.concatenate([{values}], axis={axis})")

@@ -44,7 +44,6 @@ class Bottleneck(nn.Module):
         self.relu2 = nn.ReLU()
         self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4, eps=1e-05, momentum=0.1)
-        self.downsample = None
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
                 nn.Conv2d(
@@ -57,6 +56,8 @@ class Bottleneck(nn.Module):
                 ),
                 nn.BatchNorm2d(planes * 4, eps=1e-05, momentum=0.1),
             )
+        else:
+            self.downsample = None
         self.relu3 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,12 +31,13 @@ class BasicBlock(nn.Module):
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
-        self.downsample = None
         if stride != 1 or in_channels != planes:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, planes, kernel_size=1, stride=stride, padding=0, bias=False),
                 nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1),
             )
+        else:
+            self.downsample = None
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ def test_verifier_catches_a_wrong_type() -> None:
     graph = elaborate(load_model(SPECS / "resnet18.yaml"), {}).graph
     node = graph.nodes["layer1.0.conv1"]
     graph.nodes[node.name] = replace(node, type=TensorType((*node.type.shape[:3], 999)))
-    with pytest.raises(InternalError, match="layer1.0.conv1 has type"):
+    with pytest.raises(InternalError, match=r"layer1\.0\.conv1 has type"):
         verify(graph, stage="test")
 
 

@@ -1,5 +1,6 @@
-"""The committed generated files are current, deterministic and ruff-clean; generated code does
-what the checker predicts (shapes, params, buffers, MACs) on a spec that exercises the language."""
+"""The committed generated files (torch, flax, IR) are current, deterministic and ruff-clean;
+generated torch code does what the checker predicts (shapes, params, buffers, MACs) on a spec
+that exercises the language."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from tests.helpers import GENERATED, REPO, SPECS, count_macs, load_generated, run_archc
 
 MODEL_SPECS = sorted(SPECS.glob("*.yaml"))
+BACKENDS = ("torch", "flax")
 FEATURES = "tests/specs/features.yaml"
 
 
@@ -23,8 +25,9 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (out / "ir").mkdir()
     for spec in MODEL_SPECS:
         relative = spec.relative_to(REPO).as_posix()
-        build = run_archc("build", relative, "--backend", "torch", "-o", str(out))
-        assert build.returncode == 0, build.stderr
+        for backend in BACKENDS:
+            build = run_archc("build", relative, "--backend", backend, "-o", str(out))
+            assert build.returncode == 0, build.stderr
         dump = run_archc("ir", relative)
         assert dump.returncode == 0, dump.stderr
         (out / "ir" / f"{spec.stem}.txt").write_text(dump.stdout)
@@ -33,7 +36,7 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("spec", MODEL_SPECS, ids=lambda path: path.stem)
 def test_generated_files_are_current(spec: Path, regenerated: Path) -> None:
-    for kind, suffix in (("torch", ".py"), ("ir", ".txt")):
+    for kind, suffix in (("torch", ".py"), ("flax", ".py"), ("ir", ".txt")):
         committed = GENERATED / kind / f"{spec.stem}{suffix}"
         fresh = regenerated / kind / f"{spec.stem}{suffix}"
         assert committed.exists(), f"{committed} is missing; run `make generated`"
@@ -52,10 +55,12 @@ def test_build_is_byte_identical_across_runs(tmp_path: Path) -> None:
 
 
 def test_generated_code_is_ruff_clean(regenerated: Path, tmp_path: Path) -> None:
-    build = run_archc("build", FEATURES, "-o", str(tmp_path))
-    assert build.returncode == 0, build.stderr
-    files = [str(path) for path in (regenerated / "torch").glob("*.py")]
-    files.append(str(tmp_path / "torch" / "features.py"))
+    files = []
+    for backend in BACKENDS:
+        build = run_archc("build", FEATURES, "--backend", backend, "-o", str(tmp_path))
+        assert build.returncode == 0, build.stderr
+        files.append(str(tmp_path / backend / "features.py"))
+        files += [str(path) for path in (regenerated / backend).glob("*.py")]
     ruff = [sys.executable, "-m", "ruff"]
     settings = ["--config", str(REPO / "pyproject.toml")]
     for command in (["check", *settings], ["format", "--check", *settings]):

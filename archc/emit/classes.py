@@ -1,0 +1,256 @@
+"""Block classes → the lines of emitted Python classes, shared by every backend.
+
+Constructors take the block's input channel counts, then its params (keyword-only); the body
+of the constructor is the spec's body with every channel count an expression over them. The
+call method reads like the spec: one line per node, a chained `x`/`out` where values flow
+straight on, named locals where they are kept for a skip. A `Backend` says how each op and
+module is spelt in its framework.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from archc.emit.layout import (
+    INDENT,
+    INPUT_RESERVED,
+    LINE_LIMIT,
+    Call,
+    layout,
+    layout_source,
+    variable_name,
+    wrap_text,
+)
+from archc.errors import SpecError
+from archc.ir.graph import TensorType
+from archc.ir.modules import BlockClass, ModuleNode
+from archc.ir.symbolic import concrete, source
+from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
+from archc.resolve.classes import SPATIAL
+
+BODY = INDENT * 2  # the indentation of a method body
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How one framework spells modules, calls and shapes."""
+
+    name: str
+    lower: Callable[[ModuleNode], ModuleCall | InlineCall]
+    sequential: str
+    tensor: str
+    call_method: str
+    init_prelude: tuple[str, ...]
+    """Lines that open every constructor (torch's `super().__init__()`)."""
+    module_kwargs: tuple[str, ...]
+    """Arguments every stateful module and block takes (flax's `rngs=rngs`)."""
+    init_kwargs: tuple[str, ...]
+    """Keyword-only constructor parameters every class takes (flax's `rngs: nnx.Rngs`)."""
+    shape_comment: Callable[[TensorType], str]
+    imports: tuple[tuple[str, str], ...]
+    """(pattern, import line) in the order they are written; a line is kept if its pattern
+    occurs in the file (blank entries separate the sections)."""
+    required_helpers: tuple[str, ...] = ()
+    """Helpers every file of this backend defines (flax's weight converter)."""
+
+
+@dataclass(frozen=True)
+class ClassView:
+    name: str
+    doc: list[str]
+    signature: list[str]
+    init: list[str]
+    call_signature: list[str]
+    call: list[str]
+
+
+def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
+    definition = block_class.definition
+    location = definition.location
+    doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
+    doc += ["", f"Spec: {location.file}:{location.line}"]
+    channel_params = (
+        []
+        if block_class.is_model
+        else [f"{source(kind.channels)}: int" for kind in block_class.input_types]
+    )
+    params = [_signature_param(name, block_class) for name in definition.params]
+    keywords = [*params, *backend.init_kwargs]
+    signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
+    init = [BODY + line for line in backend.init_prelude]
+    init += [f"{BODY}{name} = {source(value)}" for name, value in block_class.lets]
+    for child in block_class.children:
+        init += _construct(child, block_class, backend)
+    inputs = _input_variables(block_class)
+    call_signature = ["self", *(f"{name}: {backend.tensor}" for name in inputs)]
+    return ClassView(
+        block_class.class_name,
+        doc,
+        _wrap_def("__init__", signature, "None"),
+        init,
+        _wrap_def(backend.call_method, call_signature, backend.tensor),
+        _call_body(block_class, inputs, backend),
+    )
+
+
+def _input_variables(block_class: BlockClass) -> list[str]:
+    if len(block_class.inputs) == 1:
+        return ["x"]
+    return [variable_name(name, INPUT_RESERVED) for name in block_class.inputs]
+
+
+def _signature_param(name: str, block_class: BlockClass) -> str:
+    param = block_class.definition.params[name]
+    annotation = {"list": "tuple[int, ...]"}.get(param.type, param.type)
+    if block_class.is_model:
+        return f"{name}: {annotation} = {source(block_class.params[name])}"
+    if param.default is None:
+        return f"{name}: {annotation}"
+    return f"{name}: {annotation} = {source(concrete(param.default.raw))}"
+
+
+def _wrap_def(name: str, params: list[str], returns: str) -> list[str]:
+    one_line = f"{INDENT}def {name}({', '.join(params)}) -> {returns}:"
+    if len(one_line) <= LINE_LIMIT:
+        return [one_line]
+    lines = [f"{BODY}{param}," for param in params]
+    return [f"{INDENT}def {name}(", *lines, f"{INDENT}) -> {returns}:"]
+
+
+def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> list[str]:
+    """Constructor lines that build one child (nothing for an inline function)."""
+    depth = 2 if child.condition is None else 3
+    if child.kind == "loop":
+        lines = _loop(child, depth, backend)
+    else:
+        expression = _expression(child, backend)
+        if expression is None:  # an inline function: only its condition needs keeping
+            condition = child.condition
+            return (
+                [] if condition is None else [f"{BODY}self.use_{child.name} = {source(condition)}"]
+            )
+        lines = layout(f"self.{child.name} = ", expression, depth)
+    if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
+        condition = f"{BODY}if {source(child.condition)}:"
+        lines = [condition, *lines, f"{BODY}else:", f"{BODY}{INDENT}self.{child.name} = None"]
+    if any(placeholder in line for line in lines for placeholder in SPATIAL):
+        raise SpecError(
+            f"'{child.name}' of block {block_class.class_name}: a constructor argument depends "
+            "on the input's spatial size, which a block class cannot know; move this node "
+            "into the model body",
+            child.spec.location,
+        )
+    return lines
+
+
+def _loop(child: ModuleNode, depth: int, backend: Backend) -> list[str]:
+    """A list filled by a `for` loop; `channels` carries each iteration's output channels."""
+    pad = INDENT * depth
+    item = Call(f"{child.name}.append", [_expression(child.children[0], backend)])
+    step = source(child.loop_output)
+    index = "i" if re.search(r"\bi\b", item.flat() + step) else "_"
+    start = source(child.input_types[0].channels)
+    lines = [f"{pad}{child.name} = []"]
+    if start != "channels":
+        lines.append(f"{pad}channels = {start}")
+    lines.append(f"{pad}for {index} in range({source(child.count)}):")
+    lines += layout("", item, depth + 1)
+    if step != "channels":
+        lines.append(f"{pad}{INDENT}channels = {step}")
+    lines.append(f"{pad}self.{child.name} = {backend.sequential}(*{child.name})")
+    return lines
+
+
+def _expression(child: ModuleNode, backend: Backend) -> Call | None:
+    """The constructor expression of a child, or None for an inline function."""
+    if child.kind == "op":
+        lowered = _lower(child, backend)
+        return None if isinstance(lowered, InlineCall) else _module_call(lowered, backend)
+    if child.kind == "block":
+        channels = [source(kind.channels) for kind in child.input_types]
+        args = [f"{key}={source(value)}" for key, value in child.args.items()]
+        return Call(child.block.name, [*channels, *args, *backend.module_kwargs])
+    return Call(backend.sequential, [_sequence_item(item, backend) for item in child.children])
+
+
+def _sequence_item(item: ModuleNode, backend: Backend) -> Call | str:
+    expression = _expression(item, backend)
+    if expression is not None:
+        return expression
+    template = _lower(item, backend).template
+    if backend.name == "torch":
+        raise SpecError(
+            f"'{item.spec.name}': op {item.op.name} has no torch module form, so it cannot "
+            "be an item of a sequence; give it a name in the body instead",
+            item.spec.location,
+        )
+    function = re.fullmatch(r"([\w.]+)\(\{0\}\)", template)
+    return function.group(1) if function else f"lambda x: {template.format('x')}"
+
+
+def _lower(child: ModuleNode, backend: Backend) -> ModuleCall | InlineCall:
+    try:
+        return backend.lower(child)
+    except LoweringError as error:
+        raise SpecError(f"'{child.name}': {error}", child.spec.location) from None
+
+
+def _module_call(lowered: ModuleCall, backend: Backend) -> Call:
+    args = [source(value) for value in lowered.args]
+    args += [f"{key}={source(value)}" for key, value in lowered.kwargs]
+    extra = backend.module_kwargs if lowered.random_init else ()
+    return Call(lowered.constructor, [*args, *extra])
+
+
+def _call_body(block_class: BlockClass, inputs: list[str], backend: Backend) -> list[str]:
+    names = _variables(block_class, inputs)
+    lines = []
+    for child in block_class.children:
+        arguments = [names[ref] for ref in child.inputs]
+        target = names[child.name]
+        lowered = _lower(child, backend) if child.kind == "op" else None
+        if isinstance(lowered, InlineCall):
+            value = lowered.template.format(*arguments)
+        elif child.condition is not None:
+            first = arguments[0]
+            value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"
+        else:
+            value = f"self.{child.name}({', '.join(arguments)})"
+        if isinstance(lowered, InlineCall) and child.condition is not None:
+            if target != arguments[0]:
+                lines.append(f"{BODY}{target} = {arguments[0]}")
+            lines.append(f"{BODY}if self.use_{child.name}:")
+            lines += layout_source(f"{target} = ", value, 3)
+            continue
+        statement = layout_source(f"{target} = ", value, 2)
+        if block_class.is_model and _changes_shape(child):
+            statement[-1] += f"  # {backend.shape_comment(child.output)}"
+        lines += statement
+    lines.append(f"{BODY}return {names[block_class.output]}")
+    return lines
+
+
+def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
+    """Local names: one chained variable while values flow straight on, names for kept ones."""
+    uses: dict[str, list[int]] = {}
+    for index, child in enumerate(block_class.children):
+        for ref in child.inputs:
+            uses.setdefault(ref, []).append(index)
+    uses.setdefault(block_class.output, []).append(len(block_class.children))
+    names = dict(zip(block_class.inputs, inputs))
+    single_use_input = len(inputs) == 1 and len(uses.get(block_class.inputs[0], [])) == 1
+    chain = "x" if single_use_input else "out"
+    held_until = uses[block_class.inputs[0]][-1] if single_use_input else -1
+    for index, child in enumerate(block_class.children):
+        if held_until <= index:
+            names[child.name] = chain
+            held_until = uses.get(child.name, [index])[-1]
+        else:
+            names[child.name] = variable_name(child.name)
+    return names
+
+
+def _changes_shape(child: ModuleNode) -> bool:
+    return concrete(child.output.shape) != concrete(child.input_types[0].shape)

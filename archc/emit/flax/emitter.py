@@ -1,0 +1,52 @@
+"""flax.nnx emission: the torch file's classes and names, NHWC, plus a weight converter."""
+
+from __future__ import annotations
+
+from archc.emit.classes import Backend
+from archc.emit.source_file import emit_file
+from archc.ir.graph import TensorType
+from archc.ir.modules import ModuleNode
+from archc.ir.symbolic import concrete
+from archc.ops.base import NHWC_AXIS
+from archc.ops.lowering import InlineCall, ModuleCall
+from archc.passes.cost import CostReport
+from archc.resolve.elaborate import Program
+
+
+def _lower(child: ModuleNode) -> ModuleCall | InlineCall:
+    return child.op.lower_flax(child.attrs, child.input_types)
+
+
+def _shape_comment(kind: TensorType) -> str:
+    dims = [str(concrete(dim)) for dim in kind.shape]
+    if kind.rank == 4:
+        dims = [dims[logical] for logical in sorted(NHWC_AXIS, key=NHWC_AXIS.get)]
+    return "(" + ", ".join(["N", *dims[1:]]) + ")"
+
+
+FLAX = Backend(
+    name="flax",
+    lower=_lower,
+    sequential="nnx.Sequential",
+    tensor="jax.Array",
+    call_method="__call__",
+    init_prelude=(),
+    module_kwargs=("rngs=rngs",),
+    init_kwargs=("rngs: nnx.Rngs",),
+    shape_comment=_shape_comment,
+    imports=(
+        (r"\bmath\.", "import math"),
+        (r"\bAny\b", "from typing import Any"),
+        ("", ""),
+        (r"\bjax\.", "import jax"),
+        (r"\bjnp\.", "import jax.numpy as jnp"),
+        (r"\bnp\.", "import numpy as np"),
+        (r"\bnnx\.", "from flax import nnx"),
+    ),
+    required_helpers=("load_torch_state_dict",),
+)
+
+
+def flax_source(program: Program, costs: CostReport, command: str) -> str:
+    """The generated flax.nnx file for a compiled model."""
+    return emit_file(program, costs, command, FLAX)

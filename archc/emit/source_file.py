@@ -1,0 +1,93 @@
+"""A whole generated file: header, helpers, block classes (leaves first), the model last."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import re
+from pathlib import Path
+
+import jinja2
+
+from archc.emit.classes import Backend, class_view
+from archc.emit.layout import wrap_text
+from archc.passes.cost import CostReport
+from archc.render.stats import input_label
+from archc.resolve.classes import block_classes
+from archc.resolve.elaborate import Program
+from archc.spec.expressions import FUNCTIONS
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def emit_file(program: Program, costs: CostReport, command: str, backend: Backend) -> str:
+    classes = block_classes(program)
+    views = [class_view(block_class, backend) for block_class in classes]
+    code = "\n".join(line for view in views for line in [*view.init, *view.call])
+    total = costs.total
+    root = program.spec.root
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    template = environment.get_template(f"{backend.name}/model.py.j2")
+    context = dict(
+        title=wrap_text(f"{root.name}: {root.doc}" if root.doc else root.name, 0),
+        spec=root.location.file,
+        command=command,
+        totals=(
+            f"Params {total.params:,} (+ {total.buffers:,} in buffers); "
+            f"{total.macs / 1e9:.3f} GMACs = {total.flops / 1e9:.3f} GFLOPs "
+            f"at {input_label(costs)}, core tier."
+        ),
+        helpers=_helpers(code, backend),
+        classes=views,
+        model=classes[-1].class_name,
+        params=list(classes[-1].params),
+    )
+    draft = template.render(imports=[], **context)
+    return template.render(imports=_imports(draft, backend), **context)
+
+
+def _imports(text: str, backend: Backend) -> list[str]:
+    """The import lines the file uses, sections separated by one blank line."""
+    lines = [line for pattern, line in backend.imports if not line or re.search(pattern, text)]
+    sections = "\n".join(lines).strip("\n")
+    return re.sub(r"\n{2,}", "\n\n", sections).split("\n")
+
+
+def _helpers(code: str, backend: Backend) -> list[str]:
+    """Source of every helper the code calls, and of the helpers those call, in file order."""
+    sources = {
+        name: inspect.getsource(function)
+        for name, function in FUNCTIONS.items()
+        if not hasattr(builtins, name)
+    }
+    sources.update(_backend_helpers(backend.name))
+    used = set(backend.required_helpers)
+    text = code + "".join(sources[name] for name in used)
+    while True:
+        found = {name for name in sources if re.search(rf"\b{name}\(", text)} - used
+        if not found:
+            return [source for name, source in sources.items() if name in used]
+        used |= found
+        text += "".join(sources[name] for name in found)
+
+
+def _backend_helpers(backend: str) -> dict[str, str]:
+    """Top-level definitions of templates/<backend>/helpers.py, read as text (never imported:
+    emission must not import the framework)."""
+    path = TEMPLATES / backend / "helpers.py"
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    definitions = ast.parse(text).body
+    return {
+        node.name: ast.get_source_segment(text, node, padded=False) + "\n"
+        for node in definitions
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    }

@@ -1,0 +1,156 @@
+"""Helpers that archc copies into generated flax files (only those a file uses).
+
+This file is read as text, never imported by archc: emission must not import jax. Each
+top-level definition is one helper; it is linted and tested like the code it lands in.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+class BatchNorm(nnx.Module):
+    """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
+
+    `momentum` weighs the new batch statistic, as in PyTorch (flax's own is 1 - momentum), and
+    the running variance tracks the unbiased batch variance, so training in either framework
+    starts from the same state. `model.eval()` switches it to the running statistics.
+    """
+
+    def __init__(self, num_features: int, *, eps: float, momentum: float, axis: int = -1) -> None:
+        self.weight = nnx.Param(jnp.ones(num_features))
+        self.bias = nnx.Param(jnp.zeros(num_features))
+        self.running_mean = nnx.BatchStat(jnp.zeros(num_features))
+        self.running_var = nnx.BatchStat(jnp.ones(num_features))
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        self.eps = eps
+        self.momentum = momentum
+        self.axis = axis
+        self.use_running_average = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        axis = self.axis % x.ndim
+        reduce = tuple(i for i in range(x.ndim) if i != axis)
+        shape = [1] * x.ndim
+        shape[axis] = x.shape[axis]
+        if self.use_running_average:
+            mean, var = self.running_mean[...], self.running_var[...]
+        else:
+            mean = jnp.mean(x, axis=reduce)
+            var = jnp.mean(jnp.square(x - mean.reshape(shape)), axis=reduce)
+            count = x.size // x.shape[axis]
+            unbiased = var * count / max(count - 1, 1)
+            keep = 1 - self.momentum
+            self.running_mean[...] = keep * self.running_mean[...] + self.momentum * mean
+            self.running_var[...] = keep * self.running_var[...] + self.momentum * unbiased
+            self.num_batches_tracked[...] += 1
+        scale = self.weight[...] * jax.lax.rsqrt(var + self.eps)
+        return (x - mean.reshape(shape)) * scale.reshape(shape) + self.bias[...].reshape(shape)
+
+
+def pool_padding(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple:
+    """(low, high) padding of one axis giving PyTorch's pooling output length: with ceil_mode
+    the last window may overhang the high side, but must start inside the input or its padding."""
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return padding, max(padding, (out - 1) * stride + kernel - size - padding)
+
+
+def _windows(x: jax.Array, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool) -> tuple:
+    """Window, strides and explicit NHWC padding of a 2-d pooling, as PyTorch computes them."""
+    kernel = kernel_size if isinstance(kernel_size, tuple) else (kernel_size, kernel_size)
+    steps = stride if isinstance(stride, tuple) else (stride, stride)
+    pads = padding if isinstance(padding, tuple) else (padding, padding)
+    spatial = [pool_padding(*axis, ceil_mode) for axis in zip(x.shape[1:3], kernel, steps, pads)]
+    return (1, *kernel, 1), (1, *steps, 1), ((0, 0), *spatial, (0, 0))
+
+
+def max_pool2d(
+    x: jax.Array, kernel_size: Any, stride: Any, padding: Any = 0, ceil_mode: bool = False
+) -> jax.Array:
+    """PyTorch's MaxPool2d on NHWC: padding never wins the max."""
+    window, strides, pads = _windows(x, kernel_size, stride, padding, ceil_mode)
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pads)
+
+
+def avg_pool2d(
+    x: jax.Array,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> jax.Array:
+    """PyTorch's AvgPool2d on NHWC, with its divisors: explicit padding counts when
+    count_include_pad, the ceil_mode overhang never does."""
+    window, strides, pads = _windows(x, kernel_size, stride, padding, ceil_mode)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pads)
+    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+    if count_include_pad:  # count the explicit padding as cells, not the overhang
+        explicit = tuple((low, low) for low, _ in pads)
+        ones = jnp.pad(ones, explicit, constant_values=1)
+        pads = tuple((0, high - low) for low, high in pads)
+    count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pads)
+    return total / count
+
+
+def adaptive_avg_pool2d(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+    """PyTorch's AdaptiveAvgPool2d on NHWC: bin i spans [floor(i·n/k), ceil((i+1)·n/k))."""
+
+    def bins(size: int, count: int) -> list[tuple[int, int]]:
+        return [(i * size // count, math.ceil((i + 1) * size / count)) for i in range(count)]
+
+    rows = [
+        jnp.stack(
+            [
+                jnp.mean(x[:, top:bottom, left:right], axis=(1, 2))
+                for left, right in bins(x.shape[2], output_size[1])
+            ],
+            axis=1,
+        )
+        for top, bottom in bins(x.shape[1], output_size[0])
+    ]
+    return jnp.stack(rows, axis=1)
+
+
+def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) -> None:
+    """Fill every parameter and BatchNorm statistic of `model` from a PyTorch state_dict.
+
+    Values are numpy arrays, e.g. `{k: v.numpy() for k, v in module.state_dict().items()}`;
+    no torch is needed. Names follow the PyTorch model: nnx.Sequential's `layers` level is
+    dropped and a `kernel` is a `weight` (conv OIHW -> HWIO, linear transposed). A missing,
+    unexpected or misshapen entry raises, naming it.
+    """
+    state = nnx.state(model)
+    flat = nnx.to_flat_state(state)
+    variables = {_torch_name(path): (path, variable) for path, variable in flat}
+    missing = sorted(variables.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - variables.keys())
+    if missing or unexpected:
+        raise KeyError(f"state_dict does not fit: missing {missing}, unexpected {unexpected}")
+    for name, (path, variable) in variables.items():
+        value = np.asarray(state_dict[name])
+        if path[-1] == "kernel":
+            value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
+        if value.shape != variable.shape:
+            raise ValueError(f"{name}: expected {variable.shape} (flax layout), got {value.shape}")
+        # A copy: on CPU jax may alias a numpy buffer, which torch could later change in place.
+        variable.set_value(jnp.array(value, dtype=variable.dtype, copy=True))
+    nnx.update(model, state)
+
+
+def _torch_name(path: tuple) -> str:
+    """('layer1', 'layers', 0, 'conv1', 'kernel') -> 'layer1.0.conv1.weight'."""
+    parts = [
+        str(part)
+        for index, part in enumerate(path)
+        if not (part == "layers" and index + 1 < len(path) and isinstance(path[index + 1], int))
+    ]
+    if parts[-1] == "kernel":
+        parts[-1] = "weight"
+    return ".".join(parts)

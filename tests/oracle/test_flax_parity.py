@@ -1,0 +1,187 @@
+"""The flax backend against the torch backend: same weights, same outputs, same BN updates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import GENERATED, load_generated, run_archc
+
+torch = pytest.importorskip("torch")
+jax = pytest.importorskip("jax")
+nnx = pytest.importorskip("flax.nnx")
+jax.config.update("jax_default_matmul_precision", "highest")
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
+TOLERANCE = 1e-4
+# Small inputs where the architecture allows; resnet50 at its full 224 once.
+CASES = [
+    ("resnet18", 64),
+    ("resnet34", 64),
+    ("resnet50", 224),
+    ("resnet101", 64),
+    ("resnet152", 64),
+]
+
+
+def randomize_batch_norm(model: torch.nn.Module) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            channels = module.num_features
+            module.weight.data = torch.rand(channels, generator=generator) + 0.5
+            module.bias.data = torch.randn(channels, generator=generator) * 0.1
+            module.running_mean = torch.randn(channels, generator=generator) * 0.1
+            module.running_var = torch.rand(channels, generator=generator) + 0.5
+
+
+def nhwc(value: torch.Tensor) -> np.ndarray:
+    array = value.detach().numpy()
+    return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
+
+
+def flax_submodule(model: Any, path: str) -> Any:
+    """The flax module at a torch module path ('layer1.0.conv1'), or None."""
+    for part in path.split("."):
+        model = model.layers[int(part)] if part.isdigit() else getattr(model, part, None)
+        if model is None:
+            return None
+    return model
+
+
+def first_divergence(torch_model: torch.nn.Module, flax_model: Any, example: torch.Tensor) -> str:
+    """Run every torch submodule's recorded input through its flax twin; name the first (in
+    execution order) whose output differs."""
+    records = []
+    hooks = [
+        module.register_forward_hook(
+            lambda module, inputs, output, name=name: records.append((name, inputs, output))
+        )
+        for name, module in torch_model.named_modules()
+        if name
+    ]
+    with torch.no_grad():
+        torch_model(example)
+    for hook in hooks:
+        hook.remove()
+    for name, inputs, output in records:
+        twin = flax_submodule(flax_model, name)
+        if twin is None or not callable(twin):
+            continue
+        got = np.asarray(twin(*(nhwc(value) for value in inputs)))
+        difference = np.abs(got - nhwc(output)).max()
+        if difference > TOLERANCE:
+            return f"first diverging node: {name} (max abs diff {difference:.2e})"
+    return "no submodule diverges on its own"
+
+
+def models(name: str, folder: Path = GENERATED) -> tuple[ModuleType, torch.nn.Module, Any]:
+    flax_file = load_generated(folder / "flax" / f"{name}.py")
+    torch_model = load_generated(folder / "torch" / f"{name}.py").create_model()
+    randomize_batch_norm(torch_model)
+    flax_model = flax_file.create_model(nnx.Rngs(0))
+    state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    flax_file.load_torch_state_dict(flax_model, state)
+    return flax_file, torch_model, flax_model
+
+
+def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, size: int) -> None:
+    torch_model.eval()
+    flax_model.eval()
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch_model(example).numpy()
+    got = np.asarray(nnx.jit(lambda model, x: model(x))(flax_model, nhwc(example)))
+    difference = np.abs(got - expected).max()
+    if difference > TOLERANCE:
+        pytest.fail(
+            f"max abs diff {difference:.2e}; {first_divergence(torch_model, flax_model, example)}"
+        )
+
+
+@pytest.mark.parametrize(("name", "size"), CASES, ids=[name for name, _ in CASES])
+def test_eval_outputs_match(name: str, size: int) -> None:
+    _, torch_model, flax_model = models(name)
+    assert_eval_outputs_match(torch_model, flax_model, size)
+
+
+@pytest.mark.parametrize("overrides", [[], ["use_pool=false", "layers=2"]], ids=["defaults", "set"])
+def test_language_features_match(overrides: list[str], tmp_path: Path) -> None:
+    """Concat, multi-input blocks, conditional pooling (ceil_mode), loops, SiLU, make_divisible."""
+    for backend in ("torch", "flax"):
+        sets = [f"--set={item}" for item in overrides]
+        build = run_archc(
+            "build", "tests/specs/features.yaml", "--backend", backend, "-o", str(tmp_path), *sets
+        )
+        assert build.returncode == 0, build.stderr
+    _, torch_model, flax_model = models("features", tmp_path)
+    assert_eval_outputs_match(torch_model, flax_model, 32)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_train_step_updates_batch_norm_like_torch(name: str) -> None:
+    flax_file, torch_model, flax_model = models(name)
+    torch_model.train()
+    flax_model.train()
+    example = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = torch_model(example).numpy()
+    got = np.asarray(nnx.jit(lambda model, x: model(x))(flax_model, nhwc(example)))
+    # Train-mode BN normalises over as few as 4×2×2 values in layer4, which amplifies rounding
+    # noise in the logits; they are held relative to their scale, the statistics absolutely.
+    assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
+    flax_state = {
+        flax_file._torch_name(path): np.asarray(variable.get_value())
+        for path, variable in nnx.to_flat_state(nnx.state(flax_model, nnx.BatchStat))
+    }
+    torch_buffers = dict(torch_model.named_buffers())
+    assert flax_state.keys() == torch_buffers.keys()
+    for key, value in torch_buffers.items():
+        assert np.abs(flax_state[key] - value.numpy()).max() <= TOLERANCE, key
+
+
+@pytest.mark.parametrize("name", [name for name, _ in CASES])
+def test_flax_counts_equal_archc(name: str) -> None:
+    stats = json.loads(run_archc("stats", f"specs/{name}.yaml", "--format", "json").stdout)
+    flax_model = load_generated(GENERATED / "flax" / f"{name}.py").create_model(nnx.Rngs(0))
+
+    def size(kind: type) -> int:
+        return sum(variable.size for _, variable in nnx.to_flat_state(nnx.state(flax_model, kind)))
+
+    assert size(nnx.Param) == stats["params"]
+    assert size(nnx.BatchStat) == stats["buffers"]
+
+
+def test_loader_refuses_a_state_dict_that_does_not_fit() -> None:
+    flax_file = load_generated(GENERATED / "flax" / "resnet18.py")
+    torch_model = load_generated(GENERATED / "torch" / "resnet18.py").create_model()
+    state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    model = flax_file.create_model(nnx.Rngs(0))
+    with pytest.raises(KeyError, match=r"missing \['fc\.bias'\]"):
+        flax_file.load_torch_state_dict(model, {k: v for k, v in state.items() if k != "fc.bias"})
+    with pytest.raises(KeyError, match=r"unexpected \['extra'\]"):
+        flax_file.load_torch_state_dict(model, {**state, "extra": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"fc\.weight: expected"):
+        flax_file.load_torch_state_dict(model, {**state, "fc.weight": np.zeros((10, 512))})
+
+
+def test_build_flax_never_imports_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    argv = ["build", "specs/resnet50.yaml", "--backend", "flax", "-o", str(tmp_path)]
+    script = (
+        "import sys\nfrom archc.cli import main\n"
+        f"assert main({argv!r}) == 0\n"
+        "assert not [m for m in ('torch', 'jax', 'flax') if m in sys.modules]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=GENERATED.parent
+    )
+    assert result.returncode == 0, result.stderr
