@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archc.emit.layout import (
     INDENT,
     INPUT_RESERVED,
     LINE_LIMIT,
+    RESERVED,
     Call,
     layout,
     layout_source,
@@ -39,6 +40,8 @@ class Backend:
 
     name: str
     lower: Callable[[ModuleNode], ModuleCall | InlineCall]
+    module: str
+    """The base class of a block class."""
     sequential: str
     tensor: str
     call_method: str
@@ -59,6 +62,7 @@ class Backend:
 @dataclass(frozen=True)
 class ClassView:
     name: str
+    base: str
     doc: list[str]
     signature: list[str]
     init: list[str]
@@ -79,20 +83,39 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     params = [_signature_param(name, block_class) for name in definition.params]
     keywords = [*params, *backend.init_kwargs]
     signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
-    init = [BODY + line for line in backend.init_prelude]
-    init += [f"{BODY}{name} = {source(value)}" for name, value in block_class.lets]
-    for child in block_class.children:
-        init += _construct(child, block_class, backend)
-    inputs = _input_variables(block_class)
-    call_signature = ["self", *(f"{name}: {backend.tensor}" for name in inputs)]
-    return ClassView(
-        block_class.class_name,
-        doc,
-        _wrap_def("__init__", signature, "None"),
-        init,
-        _wrap_def(backend.call_method, call_signature, backend.tensor),
-        _call_body(block_class, inputs, backend),
-    )
+    lets = [
+        line
+        for name, value in block_class.lets
+        for line in layout_source(f"{name} = ", source(value), 2)
+    ]
+    prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
+    init = prelude + lets
+    if definition.sequential:  # a subclass of the framework's sequential: no call method
+        base, call_signature, call = backend.sequential, [], []
+        init += _sequence_init(block_class, backend)
+    else:
+        base = backend.module
+        for child in block_class.children:
+            init += _construct(child, block_class, backend)
+        inputs = _input_variables(block_class)
+        call_signature = _wrap_def(
+            backend.call_method,
+            ["self", *(f"{name}: {backend.tensor}" for name in inputs)],
+            backend.tensor,
+        )
+        call = _call_body(block_class, inputs, backend)
+    signature_lines = _wrap_def("__init__", signature, "None")
+    return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
+
+
+def _sequence_init(block_class: BlockClass, backend: Backend) -> list[str]:
+    children = block_class.children
+    if not _needs_list(children):
+        items = [_sequence_item(child, backend) for child in children]
+        return layout("", Call("super().__init__", items), 2)
+    taken = RESERVED | set(block_class.params) | {name for name, _ in block_class.lets}
+    name = variable_name("layers", frozenset(taken))
+    return [*_build_list(name, children, 2, backend), f"{BODY}super().__init__(*{name})"]
 
 
 def _input_variables(block_class: BlockClass) -> list[str]:
@@ -122,8 +145,10 @@ def _wrap_def(name: str, params: list[str], returns: str) -> list[str]:
 def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> list[str]:
     """Constructor lines that build one child (nothing for an inline function)."""
     depth = 2 if child.condition is None else 3
-    if child.kind == "loop":
-        lines = _loop(child, depth, backend)
+    if child.kind == "loop" or (child.kind == "sequence" and _needs_list(child.children)):
+        items = child.children if child.kind == "sequence" else [replace(child, condition=None)]
+        lines = _build_list(child.name, items, depth, backend)
+        lines.append(f"{INDENT * depth}self.{child.name} = {backend.sequential}(*{child.name})")
     else:
         expression = _expression(child, backend)
         if expression is None:  # an inline function: only its condition needs keeping
@@ -145,21 +170,79 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
     return lines
 
 
-def _loop(child: ModuleNode, depth: int, backend: Backend) -> list[str]:
-    """A list filled by a `for` loop; `channels` carries each iteration's output channels."""
+def _needs_list(children: list[ModuleNode]) -> bool:
+    """Whether a sequence must be built as a list: it has loops or conditional items."""
+    return any(
+        child.kind == "loop"
+        or child.condition is not None
+        or (child.kind == "sequence" and _needs_list(child.children))
+        for child in children
+    )
+
+
+def _build_list(name: str, children: list[ModuleNode], depth: int, backend: Backend) -> list[str]:
+    """Lines that fill the list `name` with a sequence's modules, in order."""
+    plain = 0  # the leading items that are always there start the list
+    while plain < len(children) and not _needs_list(children[plain : plain + 1]):
+        plain += 1
+    items = [_sequence_item(child, backend) for child in children[:plain]]
+    lines = layout(f"{name} = ", Call("", items, brackets="[]"), depth)
+    for position, child in enumerate(children[plain:], start=plain):
+        lines += _append(name, child, position, depth, backend)
+    return _without_repeated_channels(lines)
+
+
+def _without_repeated_channels(lines: list[str]) -> list[str]:
+    """Drop a loop's `channels = …` when the loop before it left exactly that value (a loop
+    runs at least once; conditions and nested loops make this unknowable: left alone)."""
+    statements = [line.lstrip() for line in lines]
+    loops = [line for line in lines if line.lstrip().startswith("for ")]
+    nested = len({len(line) - len(line.lstrip()) for line in loops}) > 1
+    if nested or any(statement.startswith("if ") for statement in statements):
+        return lines
+    kept: list[str] = []
+    holds = None
+    for line in lines:
+        text = line.strip()
+        if text.startswith("channels = "):
+            if text == holds:
+                continue
+            holds = text
+        kept.append(line)
+    return kept
+
+
+def _append(name: str, child: ModuleNode, position: int, depth: int, backend: Backend) -> list[str]:
+    """Lines that append one item (a loop: all its iterations) to the list `name`."""
+    inner = depth if child.condition is None else depth + 1
+    if child.kind == "loop":
+        lines = _loop(name, child, inner, backend)
+    elif child.kind == "sequence" and _needs_list(child.children):
+        nested = f"{name}_{position}"
+        lines = _build_list(nested, child.children, inner, backend)
+        lines += layout("", Call(f"{name}.append", [f"{backend.sequential}(*{nested})"]), inner)
+    else:
+        lines = layout("", Call(f"{name}.append", [_sequence_item(child, backend)]), inner)
+    if child.condition is not None:
+        lines.insert(0, f"{INDENT * depth}if {source(child.condition)}:")
+    return lines
+
+
+def _loop(name: str, loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
+    """A `for` loop appending each iteration's modules; `channels` carries each iteration's
+    output channels."""
     pad = INDENT * depth
-    item = Call(f"{child.name}.append", [_expression(child.children[0], backend)])
-    step = source(child.loop_output)
-    index = "i" if re.search(r"\bi\b", item.flat() + step) else "_"
-    start = source(child.input_types[0].channels)
-    lines = [f"{pad}{child.name} = []"]
-    if start != "channels":
-        lines.append(f"{pad}channels = {start}")
-    lines.append(f"{pad}for {index} in range({source(child.count)}):")
-    lines += layout("", item, depth + 1)
+    body = []
+    for position, child in enumerate(loop.children):
+        body += _append(name, child, position, depth + 1, backend)
+    step = source(loop.loop_output)
+    index = "i" if re.search(r"\bi\b", "\n".join(body) + step) else "_"
+    start = source(loop.input_types[0].channels)
+    lines = [] if start == "channels" else [f"{pad}channels = {start}"]
+    lines.append(f"{pad}for {index} in range({source(loop.count)}):")
+    lines += body
     if step != "channels":
         lines.append(f"{pad}{INDENT}channels = {step}")
-    lines.append(f"{pad}self.{child.name} = {backend.sequential}(*{child.name})")
     return lines
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import keyword
+import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -18,15 +20,17 @@ INPUT_RESERVED = RESERVED - {"x"}
 
 @dataclass
 class Call:
-    """`head(args…)`; an argument is source text or a nested Call."""
+    """`head(args…)trailing` (or with other brackets, for a literal); an argument is source
+    text or a nested Call."""
 
     head: str
     args: list[str | Call] = field(default_factory=list)
     trailing: str = ""
+    brackets: str = "()"
 
     def flat(self) -> str:
         inner = ", ".join(arg if isinstance(arg, str) else arg.flat() for arg in self.args)
-        return f"{self.head}({inner}){self.trailing}"
+        return f"{self.head}{self.brackets[0]}{inner}{self.brackets[1]}{self.trailing}"
 
 
 def layout(prefix: str, value: str | Call, indent: int) -> list[str]:
@@ -35,26 +39,43 @@ def layout(prefix: str, value: str | Call, indent: int) -> list[str]:
     text = value if isinstance(value, str) else value.flat()
     if isinstance(value, str) or len(pad + prefix + text) <= LINE_LIMIT or not value.args:
         return [pad + prefix + text]
-    lines = [f"{pad}{prefix}{value.head}("]
+    lines = [f"{pad}{prefix}{value.head}{value.brackets[0]}"]
     for arg in value.args:
-        lines += _with_comma(layout("", arg, indent + 1))
-    lines.append(f"{pad}){value.trailing}")
+        lines += _with_comma(_layout_argument(arg, indent + 1))
+    lines.append(f"{pad}{value.brackets[1]}{value.trailing}")
     return lines
 
 
 def layout_source(prefix: str, text: str, indent: int) -> list[str]:
-    """Like `layout`, for an expression already in source form: a call that does not fit has
-    its arguments broken one per line."""
+    """Like `layout`, for an expression already in source form: a call, tuple or lookup
+    table that does not fit has its arguments (items, entries) broken one per line."""
     pad = INDENT * indent
     if len(pad + prefix + text) <= LINE_LIMIT:
         return [pad + prefix + text]
     tree = ast.parse(text, mode="eval").body
+    trailing = ""
+    if isinstance(tree, ast.Subscript) and isinstance(tree.value, ast.Dict):
+        trailing = text[tree.value.end_col_offset :]
+        tree = tree.value
+    segment = functools.partial(ast.get_source_segment, text)
+    if isinstance(tree, ast.Dict):
+        entries = [f"{segment(key)}: {segment(item)}" for key, item in zip(tree.keys, tree.values)]
+        return layout(prefix, Call("", entries, trailing, brackets="{}"), indent)
+    if isinstance(tree, ast.Tuple):
+        return layout(prefix, Call("", [segment(item) for item in tree.elts]), indent)
     if not isinstance(tree, ast.Call):
         return [pad + prefix + text]
-    pieces = [*tree.args, *tree.keywords]
-    arguments = [ast.get_source_segment(text, piece) for piece in pieces]
-    call = Call(ast.get_source_segment(text, tree.func), arguments)
-    return layout(prefix, call, indent)
+    arguments = [segment(piece) for piece in [*tree.args, *tree.keywords]]
+    return layout(prefix, Call(segment(tree.func), arguments), indent)
+
+
+def _layout_argument(arg: str | Call, indent: int) -> list[str]:
+    """An argument on its own lines; a long `keyword=value` in source form is broken too."""
+    if isinstance(arg, Call):
+        return layout("", arg, indent)
+    keyword_value = re.fullmatch(r"(\w+=)(.*)", arg, re.DOTALL)
+    keyword, text = keyword_value.groups() if keyword_value else ("", arg)
+    return layout_source(keyword, text, indent)
 
 
 def _with_comma(lines: list[str]) -> list[str]:

@@ -103,6 +103,8 @@ def source(value: Any, precedence: int = TERNARY) -> str:
     if isinstance(value, (list, tuple)):
         items = ", ".join(source(item) for item in value)
         return f"({items},)" if len(value) == 1 else f"({items})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key!r}: {source(item)}" for key, item in value.items()) + "}"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, int) and value < 0 and precedence > UNARY:
@@ -116,12 +118,16 @@ def concrete(value: Any) -> Any:
         return value.value
     if isinstance(value, (list, tuple)):
         return type(value)(concrete(item) for item in value)
+    if isinstance(value, dict):
+        return {key: concrete(item) for key, item in value.items()}
     return value
 
 
 def is_symbolic(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(is_symbolic(item) for item in value)
+    if isinstance(value, dict):
+        return any(is_symbolic(item) for item in value.values())
     return isinstance(value, Sym)
 
 

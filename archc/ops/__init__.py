@@ -16,4 +16,12 @@ def register(cls: type[Op]) -> type[Op]:
 
 
 # Importing the families registers their ops.
-from archc.ops import activation, conv, linear, norm, pool, tensor  # noqa: E402, F401
+from archc.ops import (  # noqa: E402, F401
+    activation,
+    conv,
+    linear,
+    norm,
+    pool,
+    regularization,
+    tensor,
+)

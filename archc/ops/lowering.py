@@ -14,7 +14,8 @@ class ModuleCall:
     args: tuple[Any, ...] = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
     random_init: bool = True
-    """Whether its parameters start random (a flax module then takes `rngs`)."""
+    """Whether it draws random numbers, for initial parameters or in training (a flax module
+    then takes `rngs`)."""
 
 
 @dataclass(frozen=True)

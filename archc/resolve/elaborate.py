@@ -110,6 +110,10 @@ class Elaborator:
         Returns the modules, the output value and the local name that produces it (a node
         switched off by `when:` is the identity, so references to it reach its input).
         """
+        if definition.sequential:
+            (name,) = definition.inputs
+            children, bound = self.items(definition.body, prefix, inputs[name], env)
+            return children, bound, children[-1].name if children else name
         values = dict(inputs)
         producers = {name: name for name in inputs}
         previous = definition.inputs[0]
@@ -133,23 +137,77 @@ class Elaborator:
         return children, values[previous], producers[previous]
 
     def node(self, site: Site) -> tuple[ModuleNode | None, Bound]:
-        node = site.node
-        condition = None
-        if node.when is not None:
-            condition = evaluate_checked(node.when, site.env, "bool", "when")
-            if not is_symbolic(condition) and not condition:
-                return None, site.bounds[0]  # switched off: the identity on its first input
-        if node.repeat is not None:
-            module, bound = self.repeat(site)
-        elif node.items is not None:
-            module, bound = self.sequence(site)
+        """A body node: switched off (None, the identity), repeated, a sequence or single."""
+        condition = self.condition(site)
+        if condition is False:
+            return None, site.bounds[0]
+        if site.node.repeat is None:
+            module, bound = self.unrepeated(site)
         else:
-            module, bound = self.single(site)
+            modules, bound = self.repetitions(site, f"{site.full_name}.", 0)
+            module = modules[0] if self.symbolic else self.sequence_module(site, modules, bound)
+        return self.conditioned(site, condition, module, bound)
+
+    def items(
+        self, items: list[NodeSpec], prefix: str, bound: Bound, env: dict[str, Any], start: int = 0
+    ) -> tuple[list[ModuleNode], Bound]:
+        """A numbered sequence's items, numbered from `start` as they are made: a repeated
+        item joins the sequence once per iteration (a repeated `seq` with all its items) and
+        an item switched off by `when:` takes no number."""
+        children: list[ModuleNode] = []
+        for item in items:
+            index = str(start + len(children))
+            site = Site(item, index, prefix + index, [bound.name], [bound], env)
+            condition = self.condition(site)
+            if condition is False:
+                continue
+            if item.repeat is None:
+                module, bound = self.unrepeated(site)
+                modules = [module]
+            else:
+                modules, bound = self.repetitions(site, prefix, start + len(children))
+            if is_symbolic(condition):
+                modules[0], bound = self.conditioned(site, condition, modules[0], bound)
+            children += modules
+        return children, bound
+
+    def condition(self, site: Site) -> Any:
+        """None without `when:`, False when it is off, else the (symbolic) condition."""
+        node = site.node
+        if node.when is None:
+            return None
+        condition = evaluate_checked(node.when, site.env, "bool", "when")
         if is_symbolic(condition):
-            module.condition = condition
-            module.output = self.conditional_type(site, condition, bound.type)
-            bound = Bound(bound.name, module.output)
-        return module, bound
+            return condition
+        return None if condition else False
+
+    def conditioned(
+        self, site: Site, condition: Any, module: ModuleNode, bound: Bound
+    ) -> tuple[ModuleNode, Bound]:
+        if not is_symbolic(condition):
+            return module, bound
+        module.condition = condition
+        module.output = self.conditional_type(site, condition, bound.type)
+        return module, Bound(bound.name, module.output)
+
+    def unrepeated(self, site: Site) -> tuple[ModuleNode, Bound]:
+        if site.node.items is None:
+            return self.single(site)
+        children, bound = self.items(
+            site.node.items, f"{site.full_name}.", site.bounds[0], site.env
+        )
+        return self.sequence_module(site, children, bound), bound
+
+    def sequence_module(self, site: Site, children: list[ModuleNode], bound: Bound) -> ModuleNode:
+        return ModuleNode(
+            site.name,
+            site.node,
+            "sequence",
+            site.refs,
+            site.input_types[:1],
+            bound.type,
+            children=children,
+        )
 
     def conditional_type(self, site: Site, condition: Sym, output: TensorType) -> TensorType:
         """The type of a node that may be the identity: each dim is one or the other."""
@@ -161,12 +219,10 @@ class Elaborator:
             )
         return TensorType(tuple(choose(condition, a, b) for a, b in zip(output.shape, given.shape)))
 
-    def repeat(self, site: Site) -> tuple[ModuleNode, Bound]:
+    def repetitions(self, site: Site, prefix: str, start: int) -> tuple[list[ModuleNode], Bound]:
+        """A repeated node's iterations, numbered on from `start` under `prefix`; in a class,
+        one symbolic loop instead."""
         node = site.node
-        if node.items is not None:
-            raise SpecError(
-                "repeat: applies to an op or block node, not a sequence", node.repeat.location
-            )
         count = evaluate_checked(node.repeat, site.env, "int", "repeat")
         if concrete(count) < 1:
             raise SpecError(
@@ -174,43 +230,36 @@ class Elaborator:
                 node.repeat.location,
             )
         if self.symbolic:
-            return self.loop(site, count)
-        children, bound = [], site.bounds[0]
+            return self.loop(site, count, prefix)
+        modules, bound = [], site.bounds[0]
         for index in range(count):
-            copy = replace(
-                site,
-                name=str(index),
-                full_name=f"{site.full_name}.{index}",
-                refs=site.refs[:1],
-                bounds=[bound],
-                env={**site.env, "i": index},
-            )
+            env = {**site.env, "i": index}
+            if node.items is not None:
+                group, bound = self.items(node.items, prefix, bound, env, start + len(modules))
+                modules += group
+                continue
+            number = str(start + len(modules))
+            copy = replace(site, name=number, full_name=prefix + number, bounds=[bound], env=env)
             module, bound = self.single(copy)
-            children.append(module)
-        module = ModuleNode(
-            node.name,
-            node,
-            "sequence",
-            site.refs,
-            site.input_types[:1],
-            bound.type,
-            children=children,
-        )
-        return module, bound
+            modules.append(module)
+        return modules, bound
 
-    def loop(self, site: Site, count: Any) -> tuple[ModuleNode, Bound]:
+    def loop(self, site: Site, count: Any, prefix: str) -> tuple[list[ModuleNode], Bound]:
         """One symbolic iteration `i`, reading `channels` (the previous iteration's output)."""
         first = site.input_types[0]
         channels = Sym("channels", concrete(first.channels))
-        iteration_input = TensorType((first.shape[0], channels, *first.shape[2:]))
-        iteration = replace(
-            site,
-            name="0",
-            full_name=f"{site.full_name}.0",
-            bounds=[Bound(site.bounds[0].name, iteration_input)],
-            env={**site.env, "i": Sym("i", 0)},
+        iteration_input = Bound(
+            site.bounds[0].name, TensorType((first.shape[0], channels, *first.shape[2:]))
         )
-        body, bound = self.single(iteration)
+        env = {**site.env, "i": Sym("i", 0)}
+        if site.node.items is not None:
+            body, bound = self.items(site.node.items, prefix, iteration_input, env)
+        else:
+            iteration = replace(
+                site, name="0", full_name=prefix + "0", bounds=[iteration_input], env=env
+            )
+            module, bound = self.single(iteration)
+            body = [module]
         out_channels = bound.type.channels
         if LOOP_VARIABLES.search(source(out_channels)):
             out_channels = Sym("channels", concrete(out_channels))
@@ -222,32 +271,11 @@ class Elaborator:
             site.refs,
             [first],
             output,
-            children=[body],
+            children=body,
             count=count,
             loop_output=bound.type.channels,
         )
-        return module, Bound(bound.name, output)
-
-    def sequence(self, site: Site) -> tuple[ModuleNode, Bound]:
-        children, bound, previous = [], site.bounds[0], site.refs[0]
-        for item in site.node.items or []:
-            item_site = Site(
-                item, item.name, f"{site.full_name}.{item.name}", [previous], [bound], site.env
-            )
-            module, bound = self.node(item_site)
-            if module is not None:
-                children.append(module)
-            previous = item.name
-        module = ModuleNode(
-            site.node.name,
-            site.node,
-            "sequence",
-            site.refs,
-            site.input_types[:1],
-            bound.type,
-            children=children,
-        )
-        return module, bound
+        return [module], Bound(bound.name, output)
 
     def single(self, site: Site) -> tuple[ModuleNode, Bound]:
         node = site.node

@@ -79,6 +79,8 @@ class BlockDef:
     inputs: list[str]
     body: list[NodeSpec]
     doc: str = ""
+    sequential: bool = False
+    """A body written as a YAML list: the block is a numbered sequence (nn.Sequential)."""
 
 
 @dataclass
@@ -197,14 +199,23 @@ def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
         raise SpecError(
             f"inputs must be a list of names, got {inputs!r}", definition.value_at("inputs")
         )
+    body, body_location = definition["body"], definition.value_at("body")
+    sequential = isinstance(body, SpecList)
+    if sequential and len(inputs) != 1:
+        raise SpecError(f"block '{name}': a sequence body takes one input", body_location)
     return BlockDef(
         name=name,
         location=location,
         params=_parse_params(definition.get("params"), definition, require_defaults=False),
         lets=_parse_lets(definition),
         inputs=list(inputs),
-        body=_parse_body(definition["body"], definition.value_at("body")),
+        body=(
+            _parse_sequence(name, body, body_location)
+            if sequential
+            else _parse_body(body, body_location)
+        ),
         doc=str(definition.get("doc", "")),
+        sequential=sequential,
     )
 
 

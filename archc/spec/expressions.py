@@ -94,6 +94,13 @@ class _Evaluator:
 
     visit_Tuple = visit_List
 
+    def visit_Dict(self, node: ast.Dict) -> dict[Any, Any]:
+        """A lookup table, e.g. `{11: [1, 1, 2, 2, 2], 16: [2, 2, 3, 3, 3]}[depth]`."""
+        if not all(isinstance(key, ast.Constant) for key in node.keys):
+            raise self.fail(node, "dictionary keys must be literals")
+        keys = [self.visit(key) for key in node.keys]
+        return dict(zip(keys, (self.visit(value) for value in node.values)))
+
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         symbol = _BINARY.get(type(node.op))
         if symbol is None:

@@ -108,7 +108,7 @@ def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) 
     dropped and a `kernel` is a `weight` (conv OIHW -> HWIO, linear transposed). A missing,
     unexpected or misshapen entry raises, naming it.
     """
-    state = nnx.state(model)
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     flat = nnx.to_flat_state(state)
     variables = {_torch_name(path): (path, variable) for path, variable in flat}
     missing = sorted(variables.keys() - state_dict.keys())
@@ -220,7 +220,6 @@ class Resnet18(nnx.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(BasicBlock(channels, planes=64, rngs=rngs))
-            channels = 64
         self.layer1 = nnx.Sequential(*layer1)
         layer2 = []
         channels = 64

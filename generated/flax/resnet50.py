@@ -108,7 +108,7 @@ def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) 
     dropped and a `kernel` is a `weight` (conv OIHW -> HWIO, linear transposed). A missing,
     unexpected or misshapen entry raises, naming it.
     """
-    state = nnx.state(model)
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     flat = nnx.to_flat_state(state)
     variables = {_torch_name(path): (path, variable) for path, variable in flat}
     missing = sorted(variables.keys() - state_dict.keys())

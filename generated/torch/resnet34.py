@@ -68,7 +68,6 @@ class Resnet34(nn.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(BasicBlock(channels, planes=64))
-            channels = 64
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
         channels = 64

@@ -27,6 +27,11 @@ CASES = [
     ("resnet50", 224),
     ("resnet101", 64),
     ("resnet152", 64),
+    ("alexnet", 64),
+    ("vgg16", 32),
+    ("squeezenet1_0", 64),
+    ("squeezenet1_1", 64),
+    ("mobilenet_v2", 64),
 ]
 
 

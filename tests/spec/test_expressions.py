@@ -26,6 +26,7 @@ ENV = {"planes": 64, "base_width": 64, "groups": 1, "i": 0, "layers": [3, 4, 6, 
         ("[planes, 2 * planes]", [64, 128]),
         ("planes ** 2 % 7", 64**2 % 7),
         ("true and not false", True),
+        ("{1: [2, 3], 4: [5]}[groups]", [2, 3]),
     ],
 )
 def test_concrete_values(text: str, value: object) -> None:
@@ -45,6 +46,7 @@ def test_concrete_values(text: str, value: object) -> None:
         ("planes * 1 + 0", "planes"),
         ("make_divisible(planes * w, 8)", "make_divisible(planes * w, 8)"),
         ("layers[i]", "layers[i]"),
+        ("{64: [1, 2], 128: [3]}[planes][i]", "{64: (1, 2), 128: (3,)}[planes][i]"),
     ],
 )
 def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
@@ -73,6 +75,8 @@ def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
         ("planes // 0", "by zero"),
         ("layers[9]", "cannot index"),
         ("planes +", "bad expression"),
+        ("{planes: 1}[64]", "keys must be literals"),
+        ("{1: 2}[planes]", "cannot index"),
     ],
 )
 def test_refused_expressions_are_located_errors(text: str, message: str) -> None:

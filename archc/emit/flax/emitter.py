@@ -27,6 +27,7 @@ def _shape_comment(kind: TensorType) -> str:
 FLAX = Backend(
     name="flax",
     lower=_lower,
+    module="nnx.Module",
     sequential="nnx.Sequential",
     tensor="jax.Array",
     call_method="__call__",

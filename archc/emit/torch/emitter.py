@@ -23,6 +23,7 @@ def _shape_comment(kind: TensorType) -> str:
 TORCH = Backend(
     name="torch",
     lower=_lower,
+    module="nn.Module",
     sequential="nn.Sequential",
     tensor="torch.Tensor",
     call_method="forward",

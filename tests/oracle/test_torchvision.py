@@ -1,4 +1,4 @@
-"""ResNets against torchvision: counts, strict state_dict loading, outputs, FlopCounterMode."""
+"""The zoo against torchvision: counts, strict state_dict loading, outputs, FlopCounterMode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,28 @@ torch = pytest.importorskip("torch")
 
 from tests.helpers import GENERATED, count_macs, load_generated, run_archc, torchvision  # noqa: E402
 
-RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+# Each spec and the torchvision builder it reproduces (random init, no downloads).
+TORCHVISION = {
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+    "alexnet": "alexnet",
+    "vgg16": "vgg16",
+    "squeezenet1_0": "squeezenet1_0",
+    "squeezenet1_1": "squeezenet1_1",
+    "mobilenet_v2": "mobilenet_v2",
+}
+# Params of a spec set with --set, and the torchvision model they give.
+VARIANTS = [
+    ("resnet50", "num_classes=10", "resnet50", {"num_classes": 10}),
+    ("resnet50", "width_per_group=128", "wide_resnet50_2", {}),
+    ("vgg16", "depth=11", "vgg11", {}),
+    ("vgg16", "depth=13", "vgg13", {}),
+    ("vgg16", "depth=19", "vgg19", {}),
+    ("mobilenet_v2", "width_mult=0.5", "mobilenet_v2", {"width_mult": 0.5}),
+]
 
 
 def archc_stats(spec: str, *overrides: str) -> dict:
@@ -38,7 +59,7 @@ def compare(reference: torch.nn.Module, generated: torch.nn.Module, stats: dict)
     generated.load_state_dict(reference.state_dict(), strict=True)
     reference.eval()
     generated.eval()
-    example = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    example = torch.randn(stats["input"], generator=torch.Generator().manual_seed(1))
     reference_macs, expected = count_macs(reference, example)
     generated_macs, output = count_macs(generated, example)
 
@@ -47,33 +68,32 @@ def compare(reference: torch.nn.Module, generated: torch.nn.Module, stats: dict)
     assert stats["macs"] == reference_macs
     assert stats["flops"] == 2 * reference_macs
     assert generated_macs == stats["macs"]
-    assert stats["input"] == [1, 3, 224, 224]
     assert (output - expected).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", RESNETS)
-def test_resnet_matches_torchvision(name: str) -> None:
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_spec_matches_torchvision(name: str) -> None:
     torch.manual_seed(0)
-    reference = getattr(torchvision().models, name)()
+    reference = getattr(torchvision().models, TORCHVISION[name])()
     generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
     compare(reference, generated, archc_stats(f"specs/{name}.yaml"))
 
 
 @pytest.mark.parametrize(
-    ("override", "builder", "kwargs"),
-    [
-        ("num_classes=10", "resnet50", {"num_classes": 10}),
-        ("width_per_group=128", "wide_resnet50_2", {}),
-    ],
+    ("name", "override", "builder", "kwargs"),
+    VARIANTS,
+    ids=[f"{name}-{override}" for name, override, *_ in VARIANTS],
 )
 def test_set_override_matches_torchvision(
-    override: str, builder: str, kwargs: dict, tmp_path: Path
+    name: str, override: str, builder: str, kwargs: dict, tmp_path: Path
 ) -> None:
-    build = run_archc("build", "specs/resnet50.yaml", "-o", str(tmp_path), f"--set={override}")
+    spec = f"specs/{name}.yaml"
+    build = run_archc("build", spec, "-o", str(tmp_path), f"--set={override}")
     assert build.returncode == 0, build.stderr
-    generated = load_generated(tmp_path / "torch" / "resnet50.py").create_model()
+    generated = load_generated(tmp_path / "torch" / f"{name}.py").create_model()
+    torch.manual_seed(0)
     reference = getattr(torchvision().models, builder)(**kwargs)
-    compare(reference, generated, archc_stats("specs/resnet50.yaml", override))
+    compare(reference, generated, archc_stats(spec, override))
 
 
 def test_create_model_overrides_match_the_set_build() -> None:
