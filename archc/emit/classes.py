@@ -126,7 +126,9 @@ def _input_variables(block_class: BlockClass) -> list[str]:
 
 def _signature_param(name: str, block_class: BlockClass) -> str:
     param = block_class.definition.params[name]
-    annotation = {"list": "tuple[int, ...]"}.get(param.type, param.type)
+    annotation = {"list": "tuple[int, ...]", "size": "int | tuple[int, int]"}.get(
+        param.type, param.type
+    )
     if block_class.is_model:
         return f"{name}: {annotation} = {source(block_class.params[name])}"
     if param.default is None:

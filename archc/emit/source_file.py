@@ -12,11 +12,11 @@ import jinja2
 
 from archc.emit.classes import Backend, class_view
 from archc.emit.layout import wrap_text
+from archc.ir.functions import FUNCTIONS
 from archc.passes.cost import CostReport
 from archc.render.stats import input_label
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
-from archc.spec.expressions import FUNCTIONS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 

@@ -96,8 +96,30 @@ class Sym:
         return concrete(self) >= concrete(other)
 
 
+class SizeSym(Sym):
+    """A block param of type `size`: an int or an (h, w) pair, which only the running code
+    knows (one class serves `kernel=3` and `kernel=(1, 7)`)."""
+
+    __slots__ = ()
+
+
+class SymPair(tuple):
+    """The (h, w) halves of a `SizeSym`, written `pair(kernel)` as a whole."""
+
+    src: str
+
+    def __new__(cls, size: SizeSym) -> SymPair:
+        value = size.value if isinstance(size.value, (list, tuple)) else (size.value,) * 2
+        src = f"pair({size.src})"
+        halves = super().__new__(cls, (Sym(f"{src}[{i}]", value[i]) for i in range(2)))
+        halves.src = src
+        return halves
+
+
 def source(value: Any, precedence: int = TERNARY) -> str:
     """Python source of a concrete or symbolic value, parenthesised below `precedence`."""
+    if isinstance(value, SymPair):
+        return value.src
     if isinstance(value, Sym):
         return f"({value.src})" if value.precedence < precedence else value.src
     if isinstance(value, (list, tuple)):
@@ -117,7 +139,8 @@ def concrete(value: Any) -> Any:
     if isinstance(value, Sym):
         return value.value
     if isinstance(value, (list, tuple)):
-        return type(value)(concrete(item) for item in value)
+        items = (concrete(item) for item in value)
+        return tuple(items) if isinstance(value, SymPair) else type(value)(items)
     if isinstance(value, dict):
         return {key: concrete(item) for key, item in value.items()}
     return value

@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from archc.ir import functions
 from archc.ir.graph import Dim, TensorType
-from archc.ir.symbolic import is_symbolic
+from archc.ir.symbolic import SizeSym, SymPair, is_symbolic
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -68,9 +69,9 @@ class Op(ABC):
         """The flax.nnx / jax construct this op becomes (NHWC for 4-d tensors)."""
 
 
-def pair(value: Any) -> tuple[Any, Any]:
-    """An int-or-pair attribute as an (h, w) pair."""
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
+def pair(value: Any) -> tuple[Any, ...]:
+    """An int-or-pair attribute as an (h, w) pair (`pair(kernel)` for a `size` param)."""
+    return SymPair(value) if isinstance(value, SizeSym) else functions.pair(value)
 
 
 NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from archc.ir.graph import Dim, TensorType
+from archc.ir.symbolic import Sym, SymPair, concrete
 from archc.ops import register
 from archc.ops.base import Attrs, Op, differs, expect_rank, pair
 from archc.ops.lowering import ModuleCall
@@ -79,7 +80,12 @@ class Conv2d(Op):
         return ModuleCall("nn.Conv2d", (inputs[0].channels, attrs.out), tuple(kwargs))
 
     def lower_flax(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> ModuleCall:
-        padding = tuple((side, side) for side in pair(attrs.padding))  # explicit, never 'SAME'
+        sides = pair(attrs.padding)
+        padding = (  # explicit, never 'SAME'
+            Sym(f"tuple((side, side) for side in {sides.src})", tuple(concrete(sides)))
+            if isinstance(sides, SymPair)
+            else tuple((side, side) for side in sides)
+        )
         kwargs = [
             ("kernel_size", pair(attrs.kernel)),
             ("strides", pair(attrs.stride)),

@@ -11,7 +11,7 @@ from typing import Any
 
 from archc.ir.graph import BATCH, TensorType
 from archc.ir.modules import BlockClass
-from archc.ir.symbolic import Sym, concrete
+from archc.ir.symbolic import SizeSym, Sym, concrete
 from archc.resolve.elaborate import Bound, Elaborator, Program
 from archc.resolve.params import channel_names
 from archc.resolve.values import evaluate_value
@@ -74,7 +74,10 @@ def _elaborate_class(
     input_types: list[TensorType],
     is_model: bool,
 ) -> BlockClass:
-    env: dict[str, Any] = {name: Sym(name, value) for name, value in args.items()}
+    env: dict[str, Any] = {
+        name: (SizeSym if definition.params[name].type == "size" else Sym)(name, value)
+        for name, value in args.items()
+    }
     if not is_model:
         input_types = [
             _symbolic_input(name, kind)

@@ -17,7 +17,9 @@ PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "bool": bool,
     "str": str,
     "list": list,
+    "size": (int, list, tuple),
 }
+"""`size` is an int or an (h, w) pair, as a kernel, stride or padding."""
 DOCUMENT_KEYS = {
     "archc": "spec language version (write `archc: 1`)",
     "name": "model name",
@@ -256,6 +258,8 @@ def _parse_params(section: Any, owner: SpecMap, require_defaults: bool) -> dict[
 
 def matches_type(value: Any, kind: str) -> bool:
     """Whether a concrete value is of a param type (a bool is not an int here)."""
+    if kind == "size" and isinstance(value, (list, tuple)):
+        return len(value) == 2 and all(matches_type(item, "int") for item in value)
     return isinstance(value, PARAM_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
 
 

@@ -9,30 +9,12 @@ for the IR and to source text (a `Sym`) for code emission.
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from archc.errors import Location, SpecError, did_you_mean
 from archc.ir import symbolic
-
-
-def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
-    """Round `value` to a multiple of `divisor`, never more than 10% below it (MobileNet's rule)."""
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
-
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "make_divisible": make_divisible,
-    "min": min,
-    "max": max,
-    "int": int,
-    "round": round,
-    "len": len,
-    "abs": abs,
-}
-"""Functions a spec may call; generated code defines the non-builtin ones itself."""
+from archc.ir.functions import FUNCTIONS
 
 _BINARY = {
     ast.Add: "+",

@@ -32,6 +32,8 @@ CASES = [
     ("squeezenet1_0", 64),
     ("squeezenet1_1", 64),
     ("mobilenet_v2", 64),
+    ("googlenet", 64),
+    ("inception_v3", 80),
 ]
 
 

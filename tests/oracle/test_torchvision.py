@@ -23,6 +23,13 @@ TORCHVISION = {
     "squeezenet1_0": "squeezenet1_0",
     "squeezenet1_1": "squeezenet1_1",
     "mobilenet_v2": "mobilenet_v2",
+    "googlenet": "googlenet",
+    "inception_v3": "inception_v3",
+}
+# Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
+BUILDER_KWARGS = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
 }
 # Params of a spec set with --set, and the torchvision model they give.
 VARIANTS = [
@@ -74,7 +81,7 @@ def compare(reference: torch.nn.Module, generated: torch.nn.Module, stats: dict)
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_spec_matches_torchvision(name: str) -> None:
     torch.manual_seed(0)
-    reference = getattr(torchvision().models, TORCHVISION[name])()
+    reference = getattr(torchvision().models, TORCHVISION[name])(**BUILDER_KWARGS.get(name, {}))
     generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
     compare(reference, generated, archc_stats(f"specs/{name}.yaml"))
 

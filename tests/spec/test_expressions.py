@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from archc.errors import Location, SpecError
+from archc.ir.functions import make_divisible
 from archc.ir.symbolic import Sym, source
-from archc.spec.expressions import evaluate, make_divisible
+from archc.spec.expressions import evaluate
 
 AT = Location("spec.yaml", 3, 10)
 ENV = {"planes": 64, "base_width": 64, "groups": 1, "i": 0, "layers": [3, 4, 6, 3], "w": 0.5}

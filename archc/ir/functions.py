@@ -1,0 +1,35 @@
+"""Functions of the spec language, which generated code defines too (by their source).
+
+Shape rules use them on concrete values, expressions call them, and an emitted file that
+calls one carries its definition, so the code runs without archc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never more than 10% below it (MobileNet's rule)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def pair(value: Any) -> tuple[Any, ...]:
+    """An int or an (h, w) pair, as an (h, w) tuple."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "make_divisible": make_divisible,
+    "pair": pair,
+    "min": min,
+    "max": max,
+    "int": int,
+    "round": round,
+    "len": len,
+    "abs": abs,
+}
+"""Functions a spec may call; generated code defines the non-builtin ones itself."""
