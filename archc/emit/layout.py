@@ -33,11 +33,13 @@ class Call:
         return f"{self.head}{self.brackets[0]}{inner}{self.brackets[1]}{self.trailing}"
 
 
-def layout(prefix: str, value: str | Call, indent: int) -> list[str]:
-    """Physical lines for `prefix + value` at `indent` levels, wrapping calls as needed."""
+def layout(prefix: str, value: str | Call, indent: int, reserve: int = 0) -> list[str]:
+    """Physical lines for `prefix + value` at `indent` levels, wrapping calls as needed;
+    `reserve` characters stay free at the end (an argument's comma)."""
     pad = INDENT * indent
     text = value if isinstance(value, str) else value.flat()
-    if isinstance(value, str) or len(pad + prefix + text) <= LINE_LIMIT or not value.args:
+    fits = len(pad + prefix + text) + reserve <= LINE_LIMIT
+    if isinstance(value, str) or fits or not value.args:
         return [pad + prefix + text]
     lines = [f"{pad}{prefix}{value.head}{value.brackets[0]}"]
     for arg in value.args:
@@ -46,11 +48,11 @@ def layout(prefix: str, value: str | Call, indent: int) -> list[str]:
     return lines
 
 
-def layout_source(prefix: str, text: str, indent: int) -> list[str]:
+def layout_source(prefix: str, text: str, indent: int, reserve: int = 0) -> list[str]:
     """Like `layout`, for an expression already in source form: a call, tuple or lookup
     table that does not fit has its arguments (items, entries) broken one per line."""
     pad = INDENT * indent
-    if len(pad + prefix + text) <= LINE_LIMIT:
+    if len(pad + prefix + text) + reserve <= LINE_LIMIT:
         return [pad + prefix + text]
     tree = ast.parse(text, mode="eval").body
     trailing = ""
@@ -60,22 +62,22 @@ def layout_source(prefix: str, text: str, indent: int) -> list[str]:
     segment = functools.partial(ast.get_source_segment, text)
     if isinstance(tree, ast.Dict):
         entries = [f"{segment(key)}: {segment(item)}" for key, item in zip(tree.keys, tree.values)]
-        return layout(prefix, Call("", entries, trailing, brackets="{}"), indent)
+        return layout(prefix, Call("", entries, trailing, brackets="{}"), indent, reserve)
     if isinstance(tree, ast.Tuple):
-        return layout(prefix, Call("", [segment(item) for item in tree.elts]), indent)
+        return layout(prefix, Call("", [segment(item) for item in tree.elts]), indent, reserve)
     if not isinstance(tree, ast.Call):
         return [pad + prefix + text]
     arguments = [segment(piece) for piece in [*tree.args, *tree.keywords]]
-    return layout(prefix, Call(segment(tree.func), arguments), indent)
+    return layout(prefix, Call(segment(tree.func), arguments), indent, reserve)
 
 
 def _layout_argument(arg: str | Call, indent: int) -> list[str]:
     """An argument on its own lines; a long `keyword=value` in source form is broken too."""
     if isinstance(arg, Call):
-        return layout("", arg, indent)
+        return layout("", arg, indent, reserve=1)
     keyword_value = re.fullmatch(r"(\w+=)(.*)", arg, re.DOTALL)
     keyword, text = keyword_value.groups() if keyword_value else ("", arg)
-    return layout_source(keyword, text, indent)
+    return layout_source(keyword, text, indent, reserve=1)
 
 
 def _with_comma(lines: list[str]) -> list[str]:

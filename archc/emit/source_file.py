@@ -68,14 +68,23 @@ def _helpers(code: str, backend: Backend) -> list[str]:
         if not hasattr(builtins, name)
     }
     sources.update(_backend_helpers(backend.name))
-    used = set(backend.required_helpers)
-    text = code + "".join(sources[name] for name in used)
-    while True:
-        found = {name for name in sources if re.search(rf"\b{name}\(", text)} - used
-        if not found:
-            return [source for name, source in sources.items() if name in used]
-        used |= found
-        text += "".join(sources[name] for name in found)
+    called = {name for name in sources if re.search(rf"(?<![\w.]){name}\(", code)}
+    used: set[str] = set()
+    pending = called | set(backend.required_helpers)
+    while pending - used:
+        name = (pending - used).pop()
+        used.add(name)
+        pending |= _called_names(sources[name]) & sources.keys()
+    return [source for name, source in sources.items() if name in used]
+
+
+def _called_names(source: str) -> set[str]:
+    """Names a helper calls (its code, not its docstring)."""
+    return {
+        node.func.id
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
 
 
 def _backend_helpers(backend: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ calls one carries its definition, so the code runs without archc.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,11 @@ def pair(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
+def ceil(value: float) -> int:
+    """The least integer not below `value` (EfficientNet's depth scaling)."""
+    return math.ceil(value)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "make_divisible": make_divisible,
     "pair": pair,
@@ -31,5 +37,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": round,
     "len": len,
     "abs": abs,
+    "sum": sum,
+    "range": range,
+    "ceil": ceil,
 }
 """Functions a spec may call; generated code defines the non-builtin ones itself."""

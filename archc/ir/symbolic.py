@@ -127,6 +127,8 @@ def source(value: Any, precedence: int = TERNARY) -> str:
         return f"({items},)" if len(value) == 1 else f"({items})"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{key!r}: {source(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, str):  # double quotes, as a formatter writes them
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, int) and value < 0 and precedence > UNARY:
@@ -226,4 +228,7 @@ def call(name: str, function: Callable[..., Any], arguments: list[Any]) -> Any:
 def subscript(container: Any, index: Any) -> Any:
     if not (isinstance(container, Sym) or isinstance(index, Sym)):
         return container[index]
-    return Sym(f"{source(container)}[{source(index)}]", concrete(container)[concrete(index)])
+    if isinstance(index, slice):
+        lower, upper = ("" if bound is None else str(bound) for bound in (index.start, index.stop))
+        return Sym(f"{source(container, ATOM)}[{lower}:{upper}]", concrete(container)[index])
+    return Sym(f"{source(container, ATOM)}[{source(index)}]", concrete(container)[concrete(index)])

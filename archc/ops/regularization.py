@@ -33,3 +33,34 @@ class Dropout(Op):
     def lower_flax(self, attrs: DropoutAttrs, inputs: list[TensorType]) -> ModuleCall:
         # nnx.Dropout draws its masks from the `rngs` it is built with.
         return ModuleCall("nnx.Dropout", kwargs=(("rate", attrs.p),))
+
+
+class StochasticDepthAttrs(Attrs):
+    p: float = Field(ge=0, le=1)
+    """The probability of dropping a sample's whole branch in training."""
+
+
+@register
+class StochasticDepth(Op):
+    name = "stochastic_depth"
+    Attrs = StochasticDepthAttrs
+    summary = (
+        "drops a sample's whole residual branch with probability p in training; identity in eval"
+    )
+
+    def infer(self, attrs: StochasticDepthAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def macs(
+        self, attrs: StochasticDepthAttrs, inputs: list[TensorType], output: TensorType
+    ) -> int:
+        return 0
+
+    def lower_torch(self, attrs: StochasticDepthAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # A helper class of the generated file: torchvision's StochasticDepth(p, "row").
+        return ModuleCall("StochasticDepth", kwargs=(("p", attrs.p),), random_init=False)
+
+    def lower_flax(self, attrs: StochasticDepthAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # One mask value per sample: dropout shared across every other axis.
+        others = tuple(range(1, inputs[0].rank))
+        return ModuleCall("nnx.Dropout", kwargs=(("rate", attrs.p), ("broadcast_dims", others)))

@@ -81,3 +81,31 @@ class Concat(Op):
         values = ", ".join(f"{{{index}}}" for index in range(len(inputs)))
         axis = flax_axis(attrs.axis, inputs[0].rank)
         return InlineCall(f"jnp.concatenate([{values}], axis={axis})")
+
+
+@register
+class Mul(Op):
+    name = "mul"
+    Attrs = NoAttrs
+    arity = 2
+    summary = "elementwise product, broadcasting size-1 axes (squeeze-excitation scaling)"
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        first, second = (concrete(kind.shape) for kind in inputs)
+        fits = len(first) == len(second) and all(
+            a == b or 1 in (a, b) for a, b in zip(first[1:], second[1:])
+        )
+        return [] if fits else [f"shapes must broadcast, got {inputs[0]} and {inputs[1]}"]
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        first, second = inputs
+        sizes = [b if concrete(a) == 1 else a for a, b in zip(first.shape[1:], second.shape[1:])]
+        return TensorType((first.shape[0], *sizes))
+
+    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # elementwise arithmetic is outside the core tier
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("{0} * {1}")
+
+    lower_flax = lower_torch

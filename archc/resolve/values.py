@@ -17,13 +17,16 @@ from archc.spec.loader import SpecList
 
 
 def evaluate_value(value: Value, env: Mapping[str, Any], literal_strings: bool) -> Any:
-    """A spec value: expression strings evaluated unless the target type is a string."""
+    """A spec value: expression strings evaluated unless the target type is a string; a
+    string-typed value that is the name of a param or let in scope is that value."""
     return _evaluate(value.raw, value.location, env, literal_strings)
 
 
 def _evaluate(raw: Any, location: Location, env: Mapping[str, Any], literal_strings: bool) -> Any:
     if isinstance(raw, str):
-        return raw if literal_strings else evaluate(raw, env, location)
+        if literal_strings:  # text, unless it names a value in scope (`act: act` passes one on)
+            return env.get(raw, raw)
+        return evaluate(raw, env, location)
     if isinstance(raw, list):
         locations = [
             raw.item_at(i) if isinstance(raw, SpecList) else location for i in range(len(raw))

@@ -76,6 +76,30 @@ class _Evaluator:
 
     visit_Tuple = visit_List
 
+    def visit_ListComp(self, node: ast.ListComp) -> list[Any]:
+        """`[f(c) for c in xs]`: one `for` over a list known here, no `if`."""
+        (loop,) = node.generators if len(node.generators) == 1 else (None,)
+        if loop is None or loop.ifs or loop.is_async or not isinstance(loop.target, ast.Name):
+            raise self.fail(node, "a comprehension takes one plain `for name in …`, no `if`")
+        items = self.visit(loop.iter)
+        if symbolic.is_symbolic(items) or not isinstance(items, (list, tuple, range)):
+            raise self.fail(loop.iter, "a comprehension needs a list whose length is known here")
+        outer = self.env
+        try:
+            values = []
+            for item in items:
+                self.env = {**outer, loop.target.id: item}
+                values.append(self.visit(node.elt))
+        finally:
+            self.env = outer
+        return values
+
+    def visit_Slice(self, node: ast.Slice) -> slice:
+        bounds = [None if part is None else self.visit(part) for part in (node.lower, node.upper)]
+        if node.step is not None or symbolic.is_symbolic(bounds):
+            raise self.fail(node, "slices take literal bounds, without a step")
+        return slice(*bounds)
+
     def visit_Dict(self, node: ast.Dict) -> dict[Any, Any]:
         """A lookup table, e.g. `{11: [1, 1, 2, 2, 2], 16: [2, 2, 3, 3, 3]}[depth]`."""
         if not all(isinstance(key, ast.Constant) for key in node.keys):

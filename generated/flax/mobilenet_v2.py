@@ -120,7 +120,8 @@ def _torch_name(path: tuple) -> str:
 
 
 class ConvBNAct(nnx.Sequential):
-    """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm and ReLU6.
+    """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
+    activation.
 
     Spec: specs/blocks/mobilenet.yaml:6
     """
@@ -133,9 +134,12 @@ class ConvBNAct(nnx.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        act: str = "relu6",
+        eps: float = 1e-05,
+        momentum: float = 0.1,
         rngs: nnx.Rngs,
     ) -> None:
-        super().__init__(
+        layers = [
             nnx.Conv(
                 in_channels,
                 out,
@@ -149,16 +153,24 @@ class ConvBNAct(nnx.Sequential):
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=1e-05, momentum=0.1),
-            jax.nn.relu6,
-        )
+            BatchNorm(out, eps=eps, momentum=momentum),
+        ]
+        if act == "relu6":
+            layers.append(jax.nn.relu6)
+        if act == "relu":
+            layers.append(jax.nn.relu)
+        if act == "hardswish":
+            layers.append(jax.nn.hard_swish)
+        if act == "silu":
+            layers.append(jax.nn.silu)
+        super().__init__(*layers)
 
 
 class InvertedResidual(nnx.Module):
     """MobileNetV2's block - 1x1 expansion, 3x3 depthwise, linear 1x1 projection; a skip when shapes
     allow.
 
-    Spec: specs/blocks/mobilenet.yaml:14
+    Spec: specs/blocks/mobilenet.yaml:30
     """
 
     def __init__(

@@ -19,7 +19,8 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
 
 
 class ConvBNAct(nn.Sequential):
-    """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm and ReLU6.
+    """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
+    activation.
 
     Spec: specs/blocks/mobilenet.yaml:6
     """
@@ -32,8 +33,11 @@ class ConvBNAct(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        act: str = "relu6",
+        eps: float = 1e-05,
+        momentum: float = 0.1,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -43,16 +47,24 @@ class ConvBNAct(nn.Sequential):
                 groups=groups,
                 bias=False,
             ),
-            nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
-            nn.ReLU6(),
-        )
+            nn.BatchNorm2d(out, eps=eps, momentum=momentum),
+        ]
+        if act == "relu6":
+            layers.append(nn.ReLU6())
+        if act == "relu":
+            layers.append(nn.ReLU())
+        if act == "hardswish":
+            layers.append(nn.Hardswish())
+        if act == "silu":
+            layers.append(nn.SiLU())
+        super().__init__(*layers)
 
 
 class InvertedResidual(nn.Module):
     """MobileNetV2's block - 1x1 expansion, 3x3 depthwise, linear 1x1 projection; a skip when shapes
     allow.
 
-    Spec: specs/blocks/mobilenet.yaml:14
+    Spec: specs/blocks/mobilenet.yaml:30
     """
 
     def __init__(self, in_channels: int, *, out: int, stride: int = 1, expand_ratio: int) -> None:

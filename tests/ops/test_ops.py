@@ -206,9 +206,30 @@ def test_add(first: list[int], second: list[int]) -> None:
         assert op.check(op.Attrs(), [TensorType((BATCH, *shape[1:])) for shape in shapes])
 
 
+@PROPERTY
+@given(
+    first=st.lists(st.sampled_from([1, 2, 3]), min_size=3, max_size=3),
+    second=st.lists(st.sampled_from([1, 2, 3]), min_size=3, max_size=3),
+)
+def test_mul_broadcasts_like_torch(first: list[int], second: list[int]) -> None:
+    op = REGISTRY["mul"]
+    check(op, op.Attrs(), [(2, *first), (2, *second)])
+
+
 @pytest.mark.parametrize(
     "name",
-    ["batch_norm", "relu", "relu6", "sigmoid", "silu", "hardswish", "hardsigmoid", "tanh", "gelu"],
+    [
+        "dropout",
+        "batch_norm",
+        "relu",
+        "relu6",
+        "sigmoid",
+        "silu",
+        "hardswish",
+        "hardsigmoid",
+        "tanh",
+        "gelu",
+    ],
 )
 def test_shape_preserving_ops(name: str) -> None:
     op = REGISTRY[name]

@@ -34,6 +34,9 @@ CASES = [
     ("mobilenet_v2", 64),
     ("googlenet", 64),
     ("inception_v3", 80),
+    ("mobilenet_v3_large", 64),
+    ("mobilenet_v3_small", 64),
+    ("efficientnet_b0", 64),
 ]
 
 

@@ -25,6 +25,9 @@ TORCHVISION = {
     "mobilenet_v2": "mobilenet_v2",
     "googlenet": "googlenet",
     "inception_v3": "inception_v3",
+    "mobilenet_v3_large": "mobilenet_v3_large",
+    "mobilenet_v3_small": "mobilenet_v3_small",
+    "efficientnet_b0": "efficientnet_b0",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {
@@ -33,12 +36,20 @@ BUILDER_KWARGS = {
 }
 # Params of a spec set with --set, and the torchvision model they give.
 VARIANTS = [
-    ("resnet50", "num_classes=10", "resnet50", {"num_classes": 10}),
-    ("resnet50", "width_per_group=128", "wide_resnet50_2", {}),
-    ("vgg16", "depth=11", "vgg11", {}),
-    ("vgg16", "depth=13", "vgg13", {}),
-    ("vgg16", "depth=19", "vgg19", {}),
-    ("mobilenet_v2", "width_mult=0.5", "mobilenet_v2", {"width_mult": 0.5}),
+    ("resnet50", ["num_classes=10"], "resnet50", {"num_classes": 10}),
+    ("resnet50", ["width_per_group=128"], "wide_resnet50_2", {}),
+    ("vgg16", ["depth=11"], "vgg11", {}),
+    ("vgg16", ["depth=13"], "vgg13", {}),
+    ("vgg16", ["depth=19"], "vgg19", {}),
+    ("mobilenet_v2", ["width_mult=0.5"], "mobilenet_v2", {"width_mult": 0.5}),
+    ("efficientnet_b0", ["resolution=160"], "efficientnet_b0", {}),
+    ("efficientnet_b0", ["depth_mult=1.1", "resolution=240"], "efficientnet_b1", {}),
+    (
+        "efficientnet_b0",
+        ["width_mult=1.2", "depth_mult=1.4", "resolution=300"],
+        "efficientnet_b3",
+        {},
+    ),
 ]
 
 
@@ -87,20 +98,21 @@ def test_spec_matches_torchvision(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "override", "builder", "kwargs"),
+    ("name", "overrides", "builder", "kwargs"),
     VARIANTS,
-    ids=[f"{name}-{override}" for name, override, *_ in VARIANTS],
+    ids=[f"{name}-{','.join(overrides)}" for name, overrides, *_ in VARIANTS],
 )
 def test_set_override_matches_torchvision(
-    name: str, override: str, builder: str, kwargs: dict, tmp_path: Path
+    name: str, overrides: list[str], builder: str, kwargs: dict, tmp_path: Path
 ) -> None:
     spec = f"specs/{name}.yaml"
-    build = run_archc("build", spec, "-o", str(tmp_path), f"--set={override}")
+    sets = [f"--set={item}" for item in overrides]
+    build = run_archc("build", spec, "-o", str(tmp_path), *sets)
     assert build.returncode == 0, build.stderr
     generated = load_generated(tmp_path / "torch" / f"{name}.py").create_model()
     torch.manual_seed(0)
     reference = getattr(torchvision().models, builder)(**kwargs)
-    compare(reference, generated, archc_stats(spec, override))
+    compare(reference, generated, archc_stats(spec, *overrides))
 
 
 def test_create_model_overrides_match_the_set_build() -> None:
@@ -127,3 +139,18 @@ def test_activation_count_matches_traced_outputs() -> None:
     ]
     traced_total = sum(node.meta["tensor_meta"].shape.numel() for node in computed)
     assert archc_stats("specs/resnet18.yaml")["activations"] == traced_total
+
+
+def test_stochastic_depth_helper_draws_as_torchvision_does() -> None:
+    """The generated StochasticDepth equals torchvision's in training (same draws, same
+    scaling) and is the identity in eval."""
+    model = load_generated(GENERATED / "torch" / "efficientnet_b0.py")
+    ours, theirs = model.StochasticDepth(0.3), torchvision().ops.StochasticDepth(0.3, "row")
+    example = torch.randn(64, 4, 3, 3)
+    outputs = []
+    for module in (ours, theirs):
+        torch.manual_seed(5)
+        outputs.append(module.train()(example))
+    assert torch.equal(outputs[0], outputs[1])
+    assert 0 < (outputs[0] == 0).all(dim=(1, 2, 3)).sum() < 64
+    assert torch.equal(ours.eval()(example), example)

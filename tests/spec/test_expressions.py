@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from archc.errors import Location, SpecError
-from archc.ir.functions import make_divisible
+from archc.ir.functions import FUNCTIONS, make_divisible
 from archc.ir.symbolic import Sym, source
 from archc.spec.expressions import evaluate
 
@@ -28,6 +28,9 @@ ENV = {"planes": 64, "base_width": 64, "groups": 1, "i": 0, "layers": [3, 4, 6, 
         ("planes ** 2 % 7", 64**2 % 7),
         ("true and not false", True),
         ("{1: [2, 3], 4: [5]}[groups]", [2, 3]),
+        ("[ceil(n * w) for n in layers]", [2, 2, 3, 2]),
+        ("sum(layers[:2]) + sum(layers[2:])", 16),
+        ("[sum(layers[:k]) for k in range(3)]", [0, 3, 7]),
     ],
 )
 def test_concrete_values(text: str, value: object) -> None:
@@ -48,6 +51,8 @@ def test_concrete_values(text: str, value: object) -> None:
         ("make_divisible(planes * w, 8)", "make_divisible(planes * w, 8)"),
         ("layers[i]", "layers[i]"),
         ("{64: [1, 2], 128: [3]}[planes][i]", "{64: (1, 2), 128: (3,)}[planes][i]"),
+        ("sum(layers[:2]) * w", "sum(layers[:2]) * w"),
+        ("[ceil(n * w) for n in [1, 2]][i]", "(ceil(w), ceil(2 * w))[i]"),
     ],
 )
 def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
@@ -58,7 +63,7 @@ def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
     concrete_env = {**ENV, "stride": 2}
     assert result.value == evaluate(text, concrete_env, AT)
     # The source is what generated code runs: evaluated by Python, it gives the same value.
-    emitted = eval(source(result), {"make_divisible": make_divisible}, concrete_env)
+    emitted = eval(source(result), dict(FUNCTIONS), concrete_env)
     assert emitted == result.value
 
 
@@ -69,7 +74,7 @@ def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
         ("planes.bit_length()", "unknown function 'planes.bit_length'"),
         ("planes.real", "is not allowed"),
         ("lambda: 1", "is not allowed"),
-        ("[x for x in layers]", "is not allowed"),
+        ("{x: 1 for x in layers}", "is not allowed"),
         ("open('x')", "unknown function 'open'"),
         ("plane * 2", "unknown name 'plane'"),
         ("1 < planes < 9", "chained comparisons"),
@@ -78,6 +83,8 @@ def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
         ("planes +", "bad expression"),
         ("{planes: 1}[64]", "keys must be literals"),
         ("{1: 2}[planes]", "cannot index"),
+        ("[n for n in layers if n]", "one plain `for"),
+        ("layers[::2]", "without a step"),
     ],
 )
 def test_refused_expressions_are_located_errors(text: str, message: str) -> None:
