@@ -29,6 +29,7 @@ generated: setup
 	  $(BIN)/archc build $$spec --backend flax && \
 	  $(BIN)/archc ir $$spec > generated/ir/$$(basename $$spec .yaml).txt || exit 1; \
 	done
+	$(BIN)/python tools/readme_zoo.py
 
 bench: setup
 	$(BIN)/python bench/check_vs_flopcounter.py

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from archc import __version__
 from archc.errors import ArchcError, InternalError, SpecError
+from archc.render.compare import SORT_KEYS
 
 EPILOG = "Errors are reported as FILE:LINE:COL: error: message, with exit status 2."
 
@@ -61,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
         help="output folder; writes DIR/<backend>/<name>.py (default: generated)",
     )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
+    compare = commands.add_parser(
+        "compare",
+        help="one row per model: params, MACs, FLOPs, activation memory",
+        description="one row per model: params, MACs, FLOPs, activation memory",
+        epilog=EPILOG,
+    )
+    compare.add_argument("specs", type=Path, nargs="+", metavar="SPEC", help="model specs")
+    compare.add_argument(
+        "--format", choices=("md", "csv", "json"), default="md", help="output format (default: md)"
+    )
+    compare.add_argument(
+        "--sort", choices=SORT_KEYS, help="order rows by this column (default: as given)"
+    )
+    compare.set_defaults(run=_compare)
     ops = commands.add_parser(
         "ops",
         help="list the primitive ops and their attributes",
@@ -141,6 +156,27 @@ def _build(args: argparse.Namespace) -> int:
     write_atomic(path, text)
     total = compiled.costs.total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from archc.pipeline import compile_spec
+    from archc.render import compare
+
+    rows = []
+    for spec in args.specs:
+        compiled = compile_spec(spec)
+        rows.append(
+            compare.comparison_row(compiled.program.graph.name, spec.as_posix(), compiled.costs)
+        )
+    if args.sort:
+        rows.sort(key=lambda row: getattr(row, args.sort))
+    render = {
+        "md": compare.compare_markdown,
+        "csv": compare.compare_csv,
+        "json": compare.compare_json,
+    }
+    sys.stdout.write(render[args.format](rows))
     return 0
 
 

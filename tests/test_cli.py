@@ -17,7 +17,7 @@ FRAMEWORKS = ("torch", "jax", "flax", "torchvision")
 def test_help_lists_the_commands() -> None:
     result = run_archc("--help")
     assert result.returncode == 0
-    for command in ("check", "stats", "build", "ir"):
+    for command in ("check", "stats", "build", "ir", "compare", "ops"):
         assert command in result.stdout
 
 
@@ -99,3 +99,25 @@ def test_ir_prints_one_line_per_node() -> None:
         "conv2d[out=64, kernel=7, stride=2, padding=3, bias=False](%input)"
     )
     assert lines[-1] == "  return %fc"
+
+
+def test_compare_rows_equal_stats_in_every_format() -> None:
+    import csv
+    import io
+
+    specs = ["specs/resnet18.yaml", "specs/mobilenet_v2.yaml", "specs/alexnet.yaml"]
+    as_json = run_archc("compare", *specs, "--format", "json", "--sort", "macs")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert [row["macs"] for row in rows] == sorted(row["macs"] for row in rows)
+    as_csv = list(
+        csv.DictReader(io.StringIO(run_archc("compare", *specs, "--format", "csv").stdout))
+    )
+    as_markdown = run_archc("compare", *specs).stdout
+    for spec in specs:
+        stats = json.loads(run_archc("stats", spec, "--format", "json").stdout)
+        (row,) = [row for row in rows if row["spec"] == spec]
+        (csv_row,) = [row for row in as_csv if row["spec"] == spec]
+        for key in ("params", "buffers", "macs", "flops", "activations"):
+            assert row[key] == stats[key] == int(csv_row[key])
+        assert f"| {stats['params']:,} | {stats['macs'] / 1e9:.3f} |" in as_markdown

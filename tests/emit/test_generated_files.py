@@ -106,3 +106,16 @@ def test_block_classes_are_shared_across_overrides(tmp_path: Path) -> None:
     model = module.create_model(layers=5, width=0.5)
     assert sum(p.numel() for p in model.parameters()) == stats["params"]
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_readme_zoo_table_is_current() -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import readme_zoo
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme_zoo.BEGIN in readme
+    assert readme_zoo.with_table(readme, readme_zoo.zoo_table()) == readme, (
+        "README.md's zoo table is stale; run `make generated`"
+    )
