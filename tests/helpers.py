@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,45 @@ def count_macs(model: Any, example: Any) -> tuple[int, Any]:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         output = model(example)
     return counter.get_total_flops() // 2, output
+
+
+def archc_stats(spec: str, *overrides: str) -> dict:
+    sets = [f"--set={item}" for item in overrides]
+    result = run_archc("stats", spec, "--format", "json", *sets)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def randomize_batch_norm(model: Any) -> None:
+    """Give every BatchNorm non-trivial statistics, so eval outputs exercise them."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            channels = module.num_features
+            module.weight.data = torch.rand(channels, generator=generator) + 0.5
+            module.bias.data = torch.randn(channels, generator=generator) * 0.1
+            module.running_mean = torch.randn(channels, generator=generator) * 0.1
+            module.running_var = torch.rand(channels, generator=generator) + 0.5
+
+
+def compare(reference: Any, generated: Any, stats: dict) -> None:
+    """The generated torch module against a reference model: counts, a strict state_dict
+    load, FlopCounterMode MACs, and eval outputs (max abs diff <= 1e-5)."""
+    import torch
+
+    randomize_batch_norm(reference)
+    generated.load_state_dict(reference.state_dict(), strict=True)
+    reference.eval()
+    generated.eval()
+    example = torch.randn(stats["input"], generator=torch.Generator().manual_seed(1))
+    reference_macs, expected = count_macs(reference, example)
+    generated_macs, output = count_macs(generated, example)
+
+    assert stats["params"] == sum(p.numel() for p in reference.parameters())
+    assert stats["buffers"] == sum(b.numel() for b in reference.buffers())
+    assert stats["macs"] == reference_macs
+    assert stats["flops"] == 2 * reference_macs
+    assert generated_macs == stats["macs"]
+    assert (output - expected).abs().max().item() <= 1e-5

@@ -116,6 +116,22 @@ CASES = {
         "5:49",
         "repeat: expected a int, got 1.5",
     ),
+    "broken output_channels promise": (
+        HEAD + "  b: {block: Twice}\nblocks:\n  Twice:\n    output_channels: 2 * in_channels\n"
+        "    body:\n      conv: {op: conv2d, out: in_channels, kernel: 1}\n",
+        "8:22",
+        "b: block Twice promises output_channels 6, but its body gives 3",
+    ),
+    "sequence block with two inputs": (
+        HEAD + "  r: relu\nblocks:\n  Pair:\n    inputs: [a, b]\n    body: [relu]\n",
+        "9:11",
+        "block 'Pair': a sequence body takes one input",
+    ),
+    "slice out of range": (
+        HEAD + "  half: {op: slice, start: 2, stop: 5}\n",
+        "5:9",
+        "half (slice): expected 0 <= start < stop <= 3, got 2:5",
+    ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",
         "6:18",

@@ -97,6 +97,7 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
         base = backend.module
         for child in block_class.children:
             init += _construct(child, block_class, backend)
+        init += [f"{BODY}self.{name} = {name}" for name in _forward_names(block_class, backend)]
         inputs = _input_variables(block_class)
         call_signature = _wrap_def(
             backend.call_method,
@@ -289,15 +290,46 @@ def _module_call(lowered: ModuleCall, backend: Backend) -> Call:
     return Call(lowered.constructor, [*args, *extra])
 
 
+def _constructor_names(block_class: BlockClass) -> set[str]:
+    """Names a constructor has in scope: params, lets, input channel counts."""
+    channels = [] if block_class.is_model else block_class.input_types
+    return (
+        set(block_class.definition.params)
+        | {name for name, _ in block_class.lets}
+        | {source(kind.channels) for kind in channels}
+    )
+
+
+def _inline_template(child: ModuleNode, backend: Backend) -> str | None:
+    lowered = _lower(child, backend) if child.kind == "op" else None
+    return lowered.template if isinstance(lowered, InlineCall) else None
+
+
+def _forward_names(block_class: BlockClass, backend: Backend) -> list[str]:
+    """Constructor names that inline code in the call method reads (kept on `self`)."""
+    scope = _constructor_names(block_class)
+    used: dict[str, None] = {}
+    for child in block_class.children:
+        template = _inline_template(child, backend) or ""
+        for name in re.findall(r"(?<![\w.])[A-Za-z_]\w*", template):
+            if name in scope:
+                used[name] = None
+    return list(used)
+
+
 def _call_body(block_class: BlockClass, inputs: list[str], backend: Backend) -> list[str]:
     names = _variables(block_class, inputs)
+    kept = _forward_names(block_class, backend)
     lines = []
     for child in block_class.children:
         arguments = [names[ref] for ref in child.inputs]
         target = names[child.name]
         lowered = _lower(child, backend) if child.kind == "op" else None
         if isinstance(lowered, InlineCall):
-            value = lowered.template.format(*arguments)
+            template = lowered.template
+            for name in kept:
+                template = re.sub(rf"(?<![\w.]){name}\b", f"self.{name}", template)
+            value = template.format(*arguments)
         elif child.condition is not None:
             first = arguments[0]
             value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"

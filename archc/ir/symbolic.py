@@ -162,7 +162,7 @@ def binary(symbol: str, left: Any, right: Any) -> Any:
     if not (isinstance(left, Sym) or isinstance(right, Sym)):
         return function(left, right)
     if (symbol in ("*", "//", "/") and _is_literal(right, 1)) or (
-        symbol == "+" and _is_literal(right, 0)
+        symbol in ("+", "-") and _is_literal(right, 0)
     ):
         return left
     if (symbol == "*" and _is_literal(left, 1)) or (symbol == "+" and _is_literal(left, 0)):

@@ -66,3 +66,18 @@ class Gelu(Activation):
 
     def lower_flax(self, attrs: GeluAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"jax.nn.gelu({{0}}, approximate={attrs.approximate == 'tanh'})")
+
+
+class LeakyReluAttrs(Attrs):
+    negative_slope: float = 0.01
+
+
+@register
+class LeakyRelu(Activation):
+    name = "leaky_relu"
+    Attrs = LeakyReluAttrs
+    torch_module = "nn.LeakyReLU"
+    summary = "elementwise leaky relu (slope negative_slope below zero)"
+
+    def lower_flax(self, attrs: LeakyReluAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"jax.nn.leaky_relu({{0}}, negative_slope={attrs.negative_slope!r})")

@@ -1,12 +1,14 @@
-"""Ops that combine tensors: elementwise sum and concatenation."""
+"""Ops that combine, cut and reorder tensors: sums, products, concatenation, slices, shuffles."""
 
 from __future__ import annotations
 
+import re
+
 from archc.ir.graph import TensorType
-from archc.ir.symbolic import concrete
+from archc.ir.symbolic import concrete, source
 from archc.ops import register
-from archc.ops.base import Attrs, NoAttrs, Op, flax_axis
-from archc.ops.lowering import InlineCall
+from archc.ops.base import Attrs, NoAttrs, Op, expect_rank, flax_axis
+from archc.ops.lowering import InlineCall, ModuleCall
 
 
 @register
@@ -109,3 +111,85 @@ class Mul(Op):
         return InlineCall("{0} * {1}")
 
     lower_flax = lower_torch
+
+
+class SliceAttrs(Attrs):
+    axis: int = 1
+    """A logical (NCHW) axis, not the batch."""
+    start: int = 0
+    stop: int | None = None
+    """Exclusive; None runs to the end."""
+
+
+@register
+class Slice(Op):
+    name = "slice"
+    Attrs = SliceAttrs
+    summary = "a contiguous range of one axis, channels by default (ShuffleNetV2's split)"
+
+    def check(self, attrs: SliceAttrs, inputs: list[TensorType]) -> list[str]:
+        kind = inputs[0]
+        if not 1 <= attrs.axis < kind.rank:
+            return [f"axis must be from 1 to {kind.rank - 1}, got {attrs.axis}"]
+        size = concrete(kind.shape[attrs.axis])
+        stop = size if attrs.stop is None else concrete(attrs.stop)
+        if not 0 <= concrete(attrs.start) < stop <= size:
+            return [f"expected 0 <= start < stop <= {size}, got {attrs.start}:{attrs.stop}"]
+        return []
+
+    def infer(self, attrs: SliceAttrs, inputs: list[TensorType]) -> TensorType:
+        shape = list(inputs[0].shape)
+        stop = shape[attrs.axis] if attrs.stop is None else attrs.stop
+        shape[attrs.axis] = stop - attrs.start
+        return TensorType(tuple(shape))
+
+    def macs(self, attrs: SliceAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # a view
+
+    def lower_torch(self, attrs: SliceAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(_index(attrs.axis, attrs))
+
+    def lower_flax(self, attrs: SliceAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(_index(flax_axis(attrs.axis, inputs[0].rank), attrs))
+
+
+def _index(axis: int, attrs: SliceAttrs) -> str:
+    """`{0}[:, start:stop]` with the range on `axis` (-1: the last, written `...`)."""
+    start = "" if attrs.start == 0 else source(attrs.start)
+    stop = "" if attrs.stop is None else source(attrs.stop)
+    # As a formatter writes it: spaces around the colon when a bound is an expression.
+    simple = all(re.fullmatch(r"[\w.]*", bound) for bound in (start, stop))
+    colon = ":" if simple else f"{' ' if start else ''}:{' ' if stop else ''}"
+    leading = "..., " if axis == -1 else ":, " * axis
+    return f"{{0}}[{leading}{start}{colon}{stop}]"
+
+
+class ChannelShuffleAttrs(Attrs):
+    groups: int
+
+
+@register
+class ChannelShuffle(Op):
+    name = "channel_shuffle"
+    Attrs = ChannelShuffleAttrs
+    summary = "interleave the channels of `groups` groups (ShuffleNet)"
+
+    def check(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 4, "NCHW")
+        channels = concrete(inputs[0].channels)
+        if not problems and (attrs.groups < 1 or channels % attrs.groups):
+            problems = [f"groups={attrs.groups} must divide the {channels} input channels"]
+        return problems
+
+    def infer(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def macs(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # data movement only
+
+    def lower_torch(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> ModuleCall:
+        return ModuleCall("nn.ChannelShuffle", (attrs.groups,), random_init=False)
+
+    def lower_flax(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> InlineCall:
+        # A helper function of the generated file, in PyTorch's channel order.
+        return InlineCall(f"channel_shuffle({{0}}, {source(attrs.groups)})")

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from archc.ir.graph import BATCH, TensorType
-from archc.ir.modules import BlockClass
+from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import SizeSym, Sym, concrete
-from archc.resolve.elaborate import Bound, Elaborator, Program
+from archc.resolve.elaborate import Bound, Elaborator, Instance, Program
 from archc.resolve.params import channel_names
 from archc.resolve.values import evaluate_value
-from archc.spec.document import BlockDef, NodeSpec
+from archc.spec.document import BlockDef
 
 SPATIAL = ("«height»", "«width»")
 """Placeholders for a block input's spatial size: a class cannot know it, and an emitter that
@@ -23,22 +23,42 @@ meets one in a constructor argument reports the block instead of writing it."""
 
 
 def block_classes(program: Program) -> list[BlockClass]:
-    """Every class to emit, leaves first and the model last."""
+    """Every class to emit, leaves first and the model last.
+
+    A block is emitted when a class can build it, even on a branch no instance takes (a stage
+    whose `kind` picks one of two blocks); its representative values then come from the class
+    that calls it.
+    """
     spec = program.spec
-    order = _used_blocks(spec.root, program, [])
-    classes = [
-        _elaborate_class(
-            program,
-            spec.blocks[name],
-            program.instances[name].args,
-            program.instances[name].input_types,
-            is_model=False,
-        )
-        for name in order
-    ]
+    instances = dict(program.instances)
     model_input = program.graph.inputs["input"]
-    classes.append(_elaborate_class(program, spec.root, program.args, [model_input], is_model=True))
-    return classes
+    model = _elaborate_class(program, spec.root, program.args, [model_input], instances, True)
+    order: list[BlockClass] = []
+    done: set[str] = set()
+
+    def visit(block_class: BlockClass) -> None:
+        for name in _child_blocks(block_class.children):
+            if name not in done:
+                done.add(name)
+                instance = instances[name]
+                child = _elaborate_class(
+                    program, spec.blocks[name], instance.args, instance.input_types, instances
+                )
+                visit(child)
+                order.append(child)
+
+    visit(model)
+    return [*order, model]
+
+
+def _child_blocks(children: list[ModuleNode]) -> list[str]:
+    """Names of the block definitions a class's children build, in order."""
+    names = []
+    for child in children:
+        if child.kind == "block":
+            names.append(child.block.name)
+        names += _child_blocks(child.children)
+    return names
 
 
 def class_name(definition: BlockDef, is_model: bool) -> str:
@@ -48,31 +68,13 @@ def class_name(definition: BlockDef, is_model: bool) -> str:
     return "".join(part[:1].upper() + part[1:] for part in definition.name.split("_"))
 
 
-def _used_blocks(definition: BlockDef, program: Program, order: list[str]) -> list[str]:
-    """Post-order over the block definitions that were instantiated."""
-    for name in _referenced_blocks(definition.body, program):
-        if name not in order:
-            _used_blocks(program.spec.blocks[name], program, order)
-            order.append(name)
-    return order
-
-
-def _referenced_blocks(body: list[NodeSpec], program: Program) -> list[str]:
-    names = []
-    for node in body:
-        if node.items is not None:
-            names += _referenced_blocks(node.items, program)
-        elif node.target in program.instances and node.kind in ("block", ""):
-            names.append(node.target)
-    return names
-
-
 def _elaborate_class(
     program: Program,
     definition: BlockDef,
     args: dict[str, Any],
     input_types: list[TensorType],
-    is_model: bool,
+    instances: dict[str, Instance],
+    is_model: bool = False,
 ) -> BlockClass:
     env: dict[str, Any] = {
         name: (SizeSym if definition.params[name].type == "size" else Sym)(name, value)
@@ -90,7 +92,10 @@ def _elaborate_class(
         lets.append((name, evaluated))
         env[name] = Sym(name, concrete(evaluated))
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
-    children, _, output = Elaborator(program.spec).body(definition, env, inputs, prefix="")
+    elaborator = Elaborator(program.spec)
+    children, _, output = elaborator.body(definition, env, inputs, prefix="")
+    for name, instance in elaborator.instances.items():
+        instances.setdefault(name, instance)
     return BlockClass(
         definition=definition,
         class_name=class_name(definition, is_model),

@@ -261,7 +261,9 @@ class Elaborator:
             module, bound = self.single(iteration)
             body = [module]
         out_channels = bound.type.channels
-        if LOOP_VARIABLES.search(source(out_channels)):
+        if source(out_channels) == "channels":  # each iteration keeps its width
+            out_channels = first.channels
+        elif LOOP_VARIABLES.search(source(out_channels)):
             out_channels = Sym("channels", concrete(out_channels))
         output = TensorType((bound.type.shape[0], out_channels, *bound.type.shape[2:]))
         module = ModuleNode(
@@ -298,6 +300,30 @@ class Elaborator:
             site.name, site.node, "op", site.refs, types, output, op=op, attrs=attrs
         )
         return module, Bound(site.full_name, output)
+
+    @staticmethod
+    def leaks_a_loop_variable(output: Bound, given: list[Any]) -> bool:
+        """Whether a block's output width names a loop variable of its own body (one the
+        caller did not pass in, so cannot know)."""
+        names = set(LOOP_VARIABLES.findall(source(output.type.channels)))
+        passed = set(LOOP_VARIABLES.findall(" ".join(source(value) for value in given)))
+        return bool(names - passed)
+
+    def promised_output(
+        self, site: Site, definition: BlockDef, env: dict[str, Any], output: Bound
+    ) -> Bound:
+        """A block's declared `output_channels`: it must equal what its body infers, and it
+        is the simpler expression to write where the output feeds a loop."""
+        promise = definition.output_channels
+        channels = evaluate_checked(promise, env, "int", "output_channels")
+        if concrete(channels) != concrete(output.type.channels):
+            raise ShapeError(
+                f"{site.full_name}: block {definition.name} promises output_channels "
+                f"{concrete(channels)}, but its body gives {concrete(output.type.channels)}",
+                promise.location,
+            )
+        _n, _c, *rest = output.type.shape
+        return Bound(output.name, TensorType((_n, channels, *rest)))
 
     def lookup_op(self, site: Site) -> Op:
         node = site.node
@@ -345,12 +371,27 @@ class Elaborator:
                 node.location,
             )
         inner = {**defaults(definition), **args}
-        if not self.symbolic:
-            self.instances.setdefault(definition.name, Instance(dict(inner), site.input_types))
+        # Representative values for the block's class: concrete ones, or in a class those of
+        # the class's own representatives (for a block only a switched-off branch uses).
+        self.instances.setdefault(
+            definition.name,
+            Instance(concrete(inner), [_concrete_type(kind) for kind in site.input_types]),
+        )
         inner.update(zip(channel_names(definition), (t.channels for t in site.input_types)))
         bind_lets(definition, inner)
         inputs = dict(zip(definition.inputs, site.bounds))
         children, output, _ = self.body(definition, inner, inputs, site.full_name + ".")
+        if definition.output_channels is not None:
+            output = self.promised_output(site, definition, inner, output)
+        elif self.leaks_a_loop_variable(
+            output, [*args.values(), *(kind.channels for kind in site.input_types)]
+        ):
+            raise SpecError(
+                f"{site.full_name}: the output width of block {definition.name} comes out of a "
+                "loop, which its caller cannot name",
+                definition.location,
+                "declare it with output_channels: <expression of the params>",
+            )
         module = ModuleNode(
             site.name,
             node,
@@ -363,3 +404,7 @@ class Elaborator:
             children=children,
         )
         return module, output
+
+
+def _concrete_type(kind: TensorType) -> TensorType:
+    return TensorType(tuple(concrete(dim) for dim in kind.shape))

@@ -33,7 +33,7 @@ DOCUMENT_KEYS = {
     "body": "the model's nodes",
 }
 MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body")
-BLOCK_KEYS = ("doc", "params", "let", "inputs", "body")
+BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body")
 NODE_KEYS = ("op", "block", "seq", "from", "when", "repeat")
 EXPECT_KEYS = ("params", "buffers", "macs")
 
@@ -81,6 +81,8 @@ class BlockDef:
     inputs: list[str]
     body: list[NodeSpec]
     doc: str = ""
+    output_channels: Value | None = None
+    """What the block promises to produce: checked against inference, written in loops."""
     sequential: bool = False
     """A body written as a YAML list: the block is a numbered sequence (nn.Sequential)."""
 
@@ -217,6 +219,11 @@ def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
             else _parse_body(body, body_location)
         ),
         doc=str(definition.get("doc", "")),
+        output_channels=(
+            Value(definition["output_channels"], definition.value_at("output_channels"))
+            if "output_channels" in definition
+            else None
+        ),
         sequential=sequential,
     )
 

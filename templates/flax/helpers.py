@@ -154,3 +154,10 @@ def _torch_name(path: tuple) -> str:
     if parts[-1] == "kernel":
         parts[-1] = "weight"
     return ".".join(parts)
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """Interleave the channels of `groups` groups (NHWC), in PyTorch's channel order."""
+    *spatial, channels = x.shape
+    x = x.reshape(*spatial, groups, channels // groups)
+    return jnp.swapaxes(x, -1, -2).reshape(*spatial, channels)

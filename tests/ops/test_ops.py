@@ -216,6 +216,23 @@ def test_mul_broadcasts_like_torch(first: list[int], second: list[int]) -> None:
     check(op, op.Attrs(), [(2, *first), (2, *second)])
 
 
+@PROPERTY
+@given(channels=st.integers(1, 8), start=st.integers(0, 8), stop=st.integers(0, 9))
+def test_slice(channels: int, start: int, stop: int) -> None:
+    op = REGISTRY["slice"]
+    attrs = op.Attrs(start=start, stop=stop)
+    if stop > channels:  # torch clips an overlong slice; archc refuses it
+        assert op.check(attrs, [TensorType((BATCH, channels, 2, 2))])
+    else:
+        check(op, attrs, [(2, channels, 2, 2)])
+
+
+@pytest.mark.parametrize(("channels", "groups"), [(6, 2), (6, 3), (8, 4), (6, 4)])
+def test_channel_shuffle(channels: int, groups: int) -> None:
+    op = REGISTRY["channel_shuffle"]
+    check(op, op.Attrs(groups=groups), [(2, channels, 3, 3)])
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import GENERATED, load_generated, run_archc
+from tests.helpers import GENERATED, load_generated, randomize_batch_norm, run_archc
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -37,18 +37,12 @@ CASES = [
     ("mobilenet_v3_large", 64),
     ("mobilenet_v3_small", 64),
     ("efficientnet_b0", 64),
+    ("shufflenet_v2_x1_0", 64),
+    ("mobilenetv1_100", 64),
+    ("darknet53", 64),
+    ("cspdarknet53", 64),
+    ("cspresnet50", 64),
 ]
-
-
-def randomize_batch_norm(model: torch.nn.Module) -> None:
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            channels = module.num_features
-            module.weight.data = torch.rand(channels, generator=generator) + 0.5
-            module.bias.data = torch.randn(channels, generator=generator) * 0.1
-            module.running_mean = torch.randn(channels, generator=generator) * 0.1
-            module.running_var = torch.rand(channels, generator=generator) + 0.5
 
 
 def nhwc(value: torch.Tensor) -> np.ndarray:

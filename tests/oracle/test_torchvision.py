@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.helpers import GENERATED, count_macs, load_generated, run_archc, torchvision  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    GENERATED,
+    archc_stats,
+    compare,
+    load_generated,
+    run_archc,
+    torchvision,
+)
 
 # Each spec and the torchvision builder it reproduces (random init, no downloads).
 TORCHVISION = {
@@ -28,6 +34,7 @@ TORCHVISION = {
     "mobilenet_v3_large": "mobilenet_v3_large",
     "mobilenet_v3_small": "mobilenet_v3_small",
     "efficientnet_b0": "efficientnet_b0",
+    "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {
@@ -51,42 +58,6 @@ VARIANTS = [
         {},
     ),
 ]
-
-
-def archc_stats(spec: str, *overrides: str) -> dict:
-    sets = [f"--set={item}" for item in overrides]
-    result = run_archc("stats", spec, "--format", "json", *sets)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def randomize_batch_norm(model: torch.nn.Module) -> None:
-    """Give every BatchNorm non-trivial statistics, so eval outputs exercise them."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            channels = module.num_features
-            module.weight.data = torch.rand(channels, generator=generator) + 0.5
-            module.bias.data = torch.randn(channels, generator=generator) * 0.1
-            module.running_mean = torch.randn(channels, generator=generator) * 0.1
-            module.running_var = torch.rand(channels, generator=generator) + 0.5
-
-
-def compare(reference: torch.nn.Module, generated: torch.nn.Module, stats: dict) -> None:
-    randomize_batch_norm(reference)
-    generated.load_state_dict(reference.state_dict(), strict=True)
-    reference.eval()
-    generated.eval()
-    example = torch.randn(stats["input"], generator=torch.Generator().manual_seed(1))
-    reference_macs, expected = count_macs(reference, example)
-    generated_macs, output = count_macs(generated, example)
-
-    assert stats["params"] == sum(p.numel() for p in reference.parameters())
-    assert stats["buffers"] == sum(b.numel() for b in reference.buffers())
-    assert stats["macs"] == reference_macs
-    assert stats["flops"] == 2 * reference_macs
-    assert generated_macs == stats["macs"]
-    assert (output - expected).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("name", TORCHVISION)
