@@ -157,8 +157,9 @@ def _index(axis: int, attrs: SliceAttrs) -> str:
     """`{0}[:, start:stop]` with the range on `axis` (-1: the last, written `...`)."""
     start = "" if attrs.start == 0 else source(attrs.start)
     stop = "" if attrs.stop is None else source(attrs.stop)
-    # As a formatter writes it: spaces around the colon when a bound is an expression.
-    simple = all(re.fullmatch(r"[\w.]*", bound) for bound in (start, stop))
+    # As a formatter writes it: spaces around the colon unless the bounds are numbers (a
+    # symbolic bound ends up as `self.name` in forward, which counts as an expression).
+    simple = all(re.fullmatch(r"\d*", bound) for bound in (start, stop))
     colon = ":" if simple else f"{' ' if start else ''}:{' ' if stop else ''}"
     leading = "..., " if axis == -1 else ":, " * axis
     return f"{{0}}[{leading}{start}{colon}{stop}]"

@@ -17,6 +17,13 @@ import numpy as np
 from flax import nnx
 
 
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never more than 10% below it (MobileNet's rule)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -113,25 +120,88 @@ def _torch_name(path: tuple) -> str:
     return ".".join(parts)
 
 
+class SqueezeExcite(nnx.Module):
+    """timm's SqueezeExcite - channel weights from the pooled input through a 1x1 reduce, ReLU, 1x1
+    expand and a hard-sigmoid gate.
+
+    Spec: specs/blocks/mobilenet.yaml:80
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        rd_ratio: float = 0.25,
+        rd_divisor: int = 1,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.conv_reduce = nnx.Conv(
+            in_channels,
+            make_divisible(in_channels * rd_ratio, rd_divisor),
+            kernel_size=(1, 1),
+            strides=(1, 1),
+            padding=((0, 0), (0, 0)),
+            use_bias=True,
+            rngs=rngs,
+        )
+        self.conv_expand = nnx.Conv(
+            make_divisible(in_channels * rd_ratio, rd_divisor),
+            in_channels,
+            kernel_size=(1, 1),
+            strides=(1, 1),
+            padding=((0, 0), (0, 0)),
+            use_bias=True,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out = adaptive_avg_pool2d(x, (1, 1))
+        out = self.conv_reduce(out)
+        out = jax.nn.relu(out)
+        out = self.conv_expand(out)
+        out = jax.nn.hard_sigmoid(out)
+        out = out * x
+        return out
+
+
 class DepthwiseSeparableConv(nnx.Module):
-    """MobileNetV1's unit as timm names it - depthwise 3x3 conv, BN, ReLU6, pointwise 1x1 conv, BN,
-    ReLU6.
+    """timm's depthwise-separable unit (MobileNetV1, LCNet) - depthwise conv, BN, act, optional
+    squeeze-excite, pointwise 1x1 conv, BN, act.
 
     Spec: specs/blocks/mobilenet.yaml:66
     """
 
-    def __init__(self, in_channels: int, *, out: int, stride: int = 1, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        out: int,
+        stride: int = 1,
+        kernel: int = 3,
+        act: str = "relu6",
+        se: bool = False,
+        rngs: nnx.Rngs,
+    ) -> None:
         self.conv_dw = nnx.Conv(
             in_channels,
             in_channels,
-            kernel_size=(3, 3),
+            kernel_size=(kernel, kernel),
             strides=(stride, stride),
-            padding=((1, 1), (1, 1)),
+            padding=(
+                ((kernel - 1) // 2, (kernel - 1) // 2),
+                ((kernel - 1) // 2, (kernel - 1) // 2),
+            ),
             feature_group_count=in_channels,
             use_bias=False,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(in_channels, eps=1e-05, momentum=0.1)
+        self.use_relu6_1 = act == "relu6"
+        self.use_hardswish_1 = act == "hardswish"
+        if se:
+            self.se = SqueezeExcite(in_channels, rngs=rngs)
+        else:
+            self.se = None
         self.conv_pw = nnx.Conv(
             in_channels,
             out,
@@ -142,14 +212,23 @@ class DepthwiseSeparableConv(nnx.Module):
             rngs=rngs,
         )
         self.bn2 = BatchNorm(out, eps=1e-05, momentum=0.1)
+        self.use_relu6_2 = act == "relu6"
+        self.use_hardswish_2 = act == "hardswish"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv_dw(x)
         x = self.bn1(x)
-        x = jax.nn.relu6(x)
+        if self.use_relu6_1:
+            x = jax.nn.relu6(x)
+        if self.use_hardswish_1:
+            x = jax.nn.hard_swish(x)
+        x = self.se(x) if self.se is not None else x
         x = self.conv_pw(x)
         x = self.bn2(x)
-        x = jax.nn.relu6(x)
+        if self.use_relu6_2:
+            x = jax.nn.relu6(x)
+        if self.use_hardswish_2:
+            x = jax.nn.hard_swish(x)
         return x
 
 

@@ -12,37 +12,113 @@ import torch
 from torch import nn
 
 
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never more than 10% below it (MobileNet's rule)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class SqueezeExcite(nn.Module):
+    """timm's SqueezeExcite - channel weights from the pooled input through a 1x1 reduce, ReLU, 1x1
+    expand and a hard-sigmoid gate.
+
+    Spec: specs/blocks/mobilenet.yaml:80
+    """
+
+    def __init__(self, in_channels: int, *, rd_ratio: float = 0.25, rd_divisor: int = 1) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.conv_reduce = nn.Conv2d(
+            in_channels,
+            make_divisible(in_channels * rd_ratio, rd_divisor),
+            kernel_size=1,
+            stride=1,
+            padding=0,
+            bias=True,
+        )
+        self.act1 = nn.ReLU()
+        self.conv_expand = nn.Conv2d(
+            make_divisible(in_channels * rd_ratio, rd_divisor),
+            in_channels,
+            kernel_size=1,
+            stride=1,
+            padding=0,
+            bias=True,
+        )
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pool(x)
+        out = self.conv_reduce(out)
+        out = self.act1(out)
+        out = self.conv_expand(out)
+        out = self.gate(out)
+        out = out * x
+        return out
+
+
 class DepthwiseSeparableConv(nn.Module):
-    """MobileNetV1's unit as timm names it - depthwise 3x3 conv, BN, ReLU6, pointwise 1x1 conv, BN,
-    ReLU6.
+    """timm's depthwise-separable unit (MobileNetV1, LCNet) - depthwise conv, BN, act, optional
+    squeeze-excite, pointwise 1x1 conv, BN, act.
 
     Spec: specs/blocks/mobilenet.yaml:66
     """
 
-    def __init__(self, in_channels: int, *, out: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        out: int,
+        stride: int = 1,
+        kernel: int = 3,
+        act: str = "relu6",
+        se: bool = False,
+    ) -> None:
         super().__init__()
         self.conv_dw = nn.Conv2d(
             in_channels,
             in_channels,
-            kernel_size=3,
+            kernel_size=kernel,
             stride=stride,
-            padding=1,
+            padding=(kernel - 1) // 2,
             groups=in_channels,
             bias=False,
         )
         self.bn1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
-        self.act1 = nn.ReLU6()
+        if act == "relu6":
+            self.relu6_1 = nn.ReLU6()
+        else:
+            self.relu6_1 = None
+        if act == "hardswish":
+            self.hardswish_1 = nn.Hardswish()
+        else:
+            self.hardswish_1 = None
+        if se:
+            self.se = SqueezeExcite(in_channels)
+        else:
+            self.se = None
         self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn2 = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
-        self.act2 = nn.ReLU6()
+        if act == "relu6":
+            self.relu6_2 = nn.ReLU6()
+        else:
+            self.relu6_2 = None
+        if act == "hardswish":
+            self.hardswish_2 = nn.Hardswish()
+        else:
+            self.hardswish_2 = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_dw(x)
         x = self.bn1(x)
-        x = self.act1(x)
+        x = self.relu6_1(x) if self.relu6_1 is not None else x
+        x = self.hardswish_1(x) if self.hardswish_1 is not None else x
+        x = self.se(x) if self.se is not None else x
         x = self.conv_pw(x)
         x = self.bn2(x)
-        x = self.act2(x)
+        x = self.relu6_2(x) if self.relu6_2 is not None else x
+        x = self.hardswish_2(x) if self.hardswish_2 is not None else x
         return x
 
 

@@ -39,6 +39,8 @@ CASES = [
     ("efficientnet_b0", 64),
     ("shufflenet_v2_x1_0", 64),
     ("mobilenetv1_100", 64),
+    ("lcnet_100", 64),
+    ("ghostnet_100", 64),
     ("darknet53", 64),
     ("cspdarknet53", 64),
     ("cspresnet50", 64),
