@@ -336,10 +336,17 @@ def _call_body(block_class: BlockClass, inputs: list[str], backend: Backend) -> 
         else:
             value = f"self.{child.name}({', '.join(arguments)})"
         if isinstance(lowered, InlineCall) and child.condition is not None:
-            if target != arguments[0]:
-                lines.append(f"{BODY}{target} = {arguments[0]}")
-            lines.append(f"{BODY}if self.use_{child.name}:")
+            # Switched off, the node passes its first input on (if/else: the target may
+            # hold another input).
+            use, first = f"self.use_{child.name}", arguments[0]
+            choice = f"{BODY}{target} = {value} if {use} else {first}"
+            if target != first and len(choice) <= LINE_LIMIT:
+                lines.append(choice)
+                continue
+            lines.append(f"{BODY}if {use}:")
             lines += layout_source(f"{target} = ", value, 3)
+            if target != first:
+                lines += [f"{BODY}else:", f"{BODY}{INDENT}{target} = {first}"]
             continue
         statement = layout_source(f"{target} = ", value, 2)
         if block_class.is_model and _changes_shape(child):

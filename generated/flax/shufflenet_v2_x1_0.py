@@ -225,9 +225,7 @@ class ShuffleV2Block(nnx.Module):
         out = self.branch1(x) if self.branch1 is not None else x
         if self.use_x1:
             out = out[..., : self.in_channels // 2]
-        x2 = x
-        if self.use_x2:
-            x2 = x[..., self.in_channels // 2 :]
+        x2 = x[..., self.in_channels // 2 :] if self.use_x2 else x
         branch2 = self.branch2(x2)
         out = jnp.concatenate([out, branch2], axis=-1)
         out = channel_shuffle(out, 2)

@@ -44,6 +44,7 @@ CASES = [
     ("darknet53", 64),
     ("cspdarknet53", 64),
     ("cspresnet50", 64),
+    ("xception41", 64),
 ]
 
 

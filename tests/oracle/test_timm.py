@@ -9,7 +9,10 @@ torch = pytest.importorskip("torch")
 
 from tests.helpers import GENERATED, archc_stats, compare, load_generated, torchvision  # noqa: E402
 
-TIMM = ["mobilenetv1_100", "lcnet_100", "ghostnet_100", "darknet53", "cspdarknet53", "cspresnet50"]
+TIMM = [
+    *("mobilenetv1_100", "lcnet_100", "ghostnet_100"),
+    *("darknet53", "cspdarknet53", "cspresnet50", "xception41"),
+]
 
 
 @pytest.fixture(scope="module")
