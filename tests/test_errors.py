@@ -132,6 +132,16 @@ CASES = {
         "5:9",
         "half (slice): expected 0 <= start < stop <= 3, got 2:5",
     ),
+    "names without repeat": (
+        HEAD + "  r: {op: relu, names: \"act{i}\"}\n",
+        "5:17",
+        "node 'r': names: applies to a repeated op or block",
+    ),
+    "names that are not identifiers": (
+        HEAD + "  r: {op: relu, repeat: 2, names: \"act-{i}\"}\n",
+        "5:35",
+        "names: expected identifiers, got 'act-0'",
+    ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",
         "6:18",

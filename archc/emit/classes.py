@@ -20,7 +20,10 @@ from archc.emit.layout import (
     RESERVED,
     Call,
     layout,
+    layout_assignment,
     layout_source,
+    named_expressions,
+    substitute_names,
     variable_name,
     wrap_text,
 )
@@ -95,8 +98,7 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
         init += _sequence_init(block_class, backend)
     else:
         base = backend.module
-        for child in block_class.children:
-            init += _construct(child, block_class, backend)
+        init += _with_named_widths(block_class, backend)
         init += [f"{BODY}self.{name} = {name}" for name in _forward_names(block_class, backend)]
         inputs = _input_variables(block_class)
         call_signature = _wrap_def(
@@ -148,7 +150,9 @@ def _wrap_def(name: str, params: list[str], returns: str) -> list[str]:
 def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> list[str]:
     """Constructor lines that build one child (nothing for an inline function)."""
     depth = 2 if child.condition is None else 3
-    if child.kind == "loop" or (child.kind == "sequence" and _needs_list(child.children)):
+    if child.kind == "loop" and child.names is not None:
+        lines = _named_loop(child, depth, backend)
+    elif child.kind == "loop" or (child.kind == "sequence" and _needs_list(child.children)):
         items = child.children if child.kind == "sequence" else [replace(child, condition=None)]
         lines = _build_list(child.name, items, depth, backend)
         lines.append(f"{INDENT * depth}self.{child.name} = {backend.sequential}(*{child.name})")
@@ -170,6 +174,30 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
             "into the model body",
             child.spec.location,
         )
+    return lines
+
+
+WIDTH_NAME_FROM = 30
+"""Channel expressions at least this long get a local name when later lines reuse them."""
+
+
+def _with_named_widths(block_class: BlockClass, backend: Backend) -> list[str]:
+    """Constructor lines for the children, where a long output-width expression that later
+    children repeat (DenseNet's running feature count) is named once, `<child>_channels`."""
+    children = block_class.children
+    plain = [_construct(child, block_class, backend) for child in children]
+    lines: list[str] = []
+    names: list[tuple[str, str]] = []
+    for position, child in enumerate(children):
+        with named_expressions(names):
+            lines += _construct(child, block_class, backend)
+            width = source(child.output.channels)
+            later = "\n".join(line for chunk in plain[position + 1 :] for line in chunk)
+            already_named = str(substitute_names(width)).isidentifier()
+            if len(width) >= WIDTH_NAME_FROM and width in later and not already_named:
+                name = f"{child.name}_channels"
+                lines += layout_assignment(name, width, 2)
+                names.insert(0, (width, name))
     return lines
 
 
@@ -232,12 +260,32 @@ def _append(name: str, child: ModuleNode, position: int, depth: int, backend: Ba
 
 
 def _loop(name: str, loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
-    """A `for` loop appending each iteration's modules; `channels` carries each iteration's
-    output channels."""
-    pad = INDENT * depth
+    """A `for` loop appending each iteration's modules to the list `name`."""
     body = []
     for position, child in enumerate(loop.children):
         body += _append(name, child, position, depth + 1, backend)
+    return _loop_frame(loop, body, depth)
+
+
+def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
+    """A `for` loop setting each copy as an attribute named by the loop's template, and the
+    count kept for the call method."""
+    (item,) = loop.children
+    expression = _expression(item, backend)
+    if expression is None:
+        raise SpecError(
+            f"'{loop.name}': names: needs a module (a block or an op with a module form)",
+            loop.spec.location,
+        )
+    body = layout("", Call("setattr", ["self", loop.names, expression]), depth + 1)
+    count = f"{INDENT * depth}self.num_{loop.name} = {source(loop.count)}"
+    return [*_loop_frame(loop, body, depth), count]
+
+
+def _loop_frame(loop: ModuleNode, body: list[str], depth: int) -> list[str]:
+    """`for i in range(count):` around `body`; `channels` carries each iteration's output
+    channels to the next."""
+    pad = INDENT * depth
     step = source(loop.loop_output)
     index = "i" if re.search(r"\bi\b", "\n".join(body) + step) else "_"
     start = source(loop.input_types[0].channels)
@@ -325,6 +373,12 @@ def _call_body(block_class: BlockClass, inputs: list[str], backend: Backend) -> 
         arguments = [names[ref] for ref in child.inputs]
         target = names[child.name]
         lowered = _lower(child, backend) if child.kind == "op" else None
+        if child.kind == "loop" and child.names is not None:
+            if target != arguments[0]:
+                lines.append(f"{BODY}{target} = {arguments[0]}")
+            lines.append(f"{BODY}for i in range(self.num_{child.name}):")
+            lines.append(f"{BODY}{INDENT}{target} = getattr(self, {child.names})({target})")
+            continue
         if isinstance(lowered, InlineCall):
             template = lowered.template
             for name in kept:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import functools
 import keyword
 import re
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 LINE_LIMIT = 100
@@ -33,9 +35,39 @@ class Call:
         return f"{self.head}{self.brackets[0]}{inner}{self.brackets[1]}{self.trailing}"
 
 
+_NAMED: list[tuple[str, str]] = []
+"""(expression, local name) pairs that `layout` writes by name (see `named_expressions`)."""
+
+
+@contextlib.contextmanager
+def named_expressions(names: list[tuple[str, str]]) -> Iterator[None]:
+    """Within the block, `layout` writes each expression (or its parenthesised form) as its
+    local name, before measuring lines."""
+    _NAMED[:0] = names
+    try:
+        yield
+    finally:
+        del _NAMED[: len(names)]
+
+
+def substitute_names(value: str | Call) -> str | Call:
+    """`value` with every named expression written as its name."""
+    if isinstance(value, Call):
+        return Call(
+            value.head,
+            [substitute_names(arg) for arg in value.args],
+            value.trailing,
+            value.brackets,
+        )
+    for expression, name in _NAMED:
+        value = value.replace(f"({expression})", name).replace(expression, name)
+    return value
+
+
 def layout(prefix: str, value: str | Call, indent: int, reserve: int = 0) -> list[str]:
     """Physical lines for `prefix + value` at `indent` levels, wrapping calls as needed;
     `reserve` characters stay free at the end (an argument's comma)."""
+    value = substitute_names(value)
     pad = INDENT * indent
     text = value if isinstance(value, str) else value.flat()
     fits = len(pad + prefix + text) + reserve <= LINE_LIMIT
@@ -51,6 +83,7 @@ def layout(prefix: str, value: str | Call, indent: int, reserve: int = 0) -> lis
 def layout_source(prefix: str, text: str, indent: int, reserve: int = 0) -> list[str]:
     """Like `layout`, for an expression already in source form: a call, tuple or lookup
     table that does not fit has its arguments (items, entries) broken one per line."""
+    text = substitute_names(text)
     pad = INDENT * indent
     if len(pad + prefix + text) + reserve <= LINE_LIMIT:
         return [pad + prefix + text]
@@ -93,3 +126,34 @@ def variable_name(name: str, reserved: frozenset[str] = RESERVED) -> str:
 def wrap_text(text: str, indent: int) -> list[str]:
     """Prose (docstrings) wrapped to the line limit at `indent` levels, without the indent."""
     return textwrap.wrap(text, LINE_LIMIT - len(INDENT * indent) - 3) or [""]
+
+
+def layout_assignment(name: str, text: str, indent: int) -> list[str]:
+    """`name = text`; an arithmetic expression too long for a line is built up in steps
+    from its parenthesised left part (`n = a + b`, `n = n // 2 + c`, …), as one would write
+    a running width by hand."""
+    text = substitute_names(text)
+    lines = layout_source(f"{name} = ", text, indent)
+    if all(len(line) <= LINE_LIMIT for line in lines):
+        return lines
+    inner = _parenthesised_left(text)
+    if inner is None:
+        return lines
+    start, end = inner
+    rest = text[: start - 1] + name + text[end + 1 :]
+    return [
+        *layout_assignment(name, text[start:end], indent),
+        *layout_source(f"{name} = ", rest, indent),
+    ]
+
+
+def _parenthesised_left(text: str) -> tuple[int, int] | None:
+    """The outermost parenthesised operand on the left spine of a binary expression, as
+    (start, end) offsets inside its parentheses."""
+    node = ast.parse(text, mode="eval").body
+    while isinstance(node, ast.BinOp):
+        node = node.left
+        start, end = node.col_offset, node.end_col_offset
+        if text[start - 1 : start] == "(" and text[end : end + 1] == ")":
+            return start, end
+    return None

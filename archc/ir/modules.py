@@ -38,9 +38,12 @@ class ModuleNode:
     condition: Any = None
     """A symbolic `when:`: the module exists only when it holds, else it is the identity."""
     count: Any = None
-    """A loop's repeat count; its single child is the body of iteration `i`."""
+    """A loop's repeat count; its children are the body of iteration `i`."""
     loop_output: Any = None
     """A loop's channel count after one iteration, in terms of `i` and `channels`."""
+    names: str | None = None
+    """A named loop's attribute names as an f-string (`f"denselayer{i + 1}"`); its copies are
+    attributes of the class rather than items of a sequence."""
 
 
 @dataclass

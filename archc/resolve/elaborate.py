@@ -27,7 +27,7 @@ from archc.resolve.params import (
     input_shape,
     model_args,
 )
-from archc.resolve.values import build_attrs, evaluate_value, is_string_field
+from archc.resolve.values import build_attrs, evaluate_names, evaluate_value, is_string_field
 from archc.spec.document import BlockDef, ModelSpec, NodeSpec
 
 LOOP_VARIABLES = re.compile(r"\b(i|channels)\b")
@@ -239,6 +239,8 @@ class Elaborator:
                 modules += group
                 continue
             number = str(start + len(modules))
+            if node.names is not None:
+                number = evaluate_names(node.names, env)
             copy = replace(site, name=number, full_name=prefix + number, bounds=[bound], env=env)
             module, bound = self.single(copy)
             modules.append(module)
@@ -266,6 +268,7 @@ class Elaborator:
         elif LOOP_VARIABLES.search(source(out_channels)):
             out_channels = Sym("channels", concrete(out_channels))
         output = TensorType((bound.type.shape[0], out_channels, *bound.type.shape[2:]))
+        names = site.node.names
         module = ModuleNode(
             site.node.name,
             site.node,
@@ -276,6 +279,7 @@ class Elaborator:
             children=body,
             count=count,
             loop_output=bound.type.channels,
+            names=None if names is None else source(evaluate_names(names, env)),
         )
         return [module], Bound(bound.name, output)
 
@@ -316,7 +320,8 @@ class Elaborator:
         is the simpler expression to write where the output feeds a loop."""
         promise = definition.output_channels
         channels = evaluate_checked(promise, env, "int", "output_channels")
-        if concrete(channels) != concrete(output.type.channels):
+        # Checked on the concrete graph: in a class, a loop's width stands for one iteration.
+        if not self.symbolic and concrete(channels) != concrete(output.type.channels):
             raise ShapeError(
                 f"{site.full_name}: block {definition.name} promises output_channels "
                 f"{concrete(channels)}, but its body gives {concrete(output.type.channels)}",

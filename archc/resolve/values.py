@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from archc.errors import Location, SpecError
-from archc.ir.symbolic import concrete, is_symbolic
+from archc.ir.symbolic import Sym, concrete, is_symbolic, source
 from archc.ops.base import Attrs
 from archc.spec.document import Value
 from archc.spec.expressions import evaluate
@@ -33,6 +34,25 @@ def _evaluate(raw: Any, location: Location, env: Mapping[str, Any], literal_stri
         ]
         return [_evaluate(item, at, env, literal_strings) for item, at in zip(raw, locations)]
     return raw
+
+
+def evaluate_names(value: Value, env: Mapping[str, Any]) -> Any:
+    """A `names:` template such as `denselayer{i + 1}`: the name, or in a class an f-string."""
+    if not isinstance(value.raw, str):
+        raise SpecError(f"names: expected a template string, got {value.raw!r}", value.location)
+    literal_parts, source_parts, symbolic = [], [], False
+    for literal, field, _, _ in string.Formatter().parse(value.raw):
+        literal_parts.append(literal)
+        source_parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is not None:
+            result = evaluate(field, env, value.location)
+            symbolic = symbolic or is_symbolic(result)
+            literal_parts.append(str(concrete(result)))
+            source_parts.append("{" + source(result) + "}")
+    name = "".join(literal_parts)
+    if not name.isidentifier():
+        raise SpecError(f"names: expected identifiers, got {name!r}", value.location)
+    return Sym('f"' + "".join(source_parts) + '"', name) if symbolic else name
 
 
 def is_string_field(annotation: Any) -> bool:

@@ -34,7 +34,7 @@ DOCUMENT_KEYS = {
 }
 MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body")
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body")
-NODE_KEYS = ("op", "block", "seq", "from", "when", "repeat")
+NODE_KEYS = ("op", "block", "seq", "from", "when", "repeat", "names")
 EXPECT_KEYS = ("params", "buffers", "macs")
 
 
@@ -70,6 +70,8 @@ class NodeSpec:
     sources: list[Value] | None = None
     when: Value | None = None
     repeat: Value | None = None
+    names: Value | None = None
+    """With `repeat:` in a body, the copies' names: a template such as `denselayer{i + 1}`."""
 
 
 @dataclass
@@ -341,8 +343,14 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         )
     sources = _parse_sources(entry) if "from" in entry else None
     optional = {
-        key: Value(entry[key], entry.value_at(key)) for key in ("when", "repeat") if key in entry
+        key: Value(entry[key], entry.value_at(key))
+        for key in ("when", "repeat", "names")
+        if key in entry
     }
+    if "names" in optional and ("repeat" not in optional or kind == "seq"):
+        raise SpecError(
+            f"node '{name}': names: applies to a repeated op or block", entry.key_at("names")
+        )
     args = {
         key: Value(raw, entry.value_at(key), entry.key_at(key))
         for key, raw in entry.items()
@@ -358,6 +366,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         sources=sources,
         when=optional.get("when"),
         repeat=optional.get("repeat"),
+        names=optional.get("names"),
     )
 
 
@@ -382,6 +391,10 @@ def _parse_sequence(name: str, entries: Any, location: Location) -> list[NodeSpe
     items = []
     for index, entry in enumerate(entries):
         item = _parse_node(str(index), entry, entries.item_at(index))
+        if item.names is not None:
+            raise SpecError(
+                "items of a sequence are numbered and cannot have 'names'", item.names.location
+            )
         if item.sources is not None:
             raise SpecError(
                 "items of a sequence are wired in order and cannot have 'from'",

@@ -173,12 +173,8 @@ class DarkBlock(nnx.Module):
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
         self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio), rngs=rngs)
-        self.conv2 = ConvNormAct(
-            round(in_channels * bottle_ratio),
-            out=in_channels,
-            kernel=3,
-            rngs=rngs,
-        )
+        conv1_channels = round(in_channels * bottle_ratio)
+        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -240,8 +236,9 @@ class CrossStage(nnx.Module):
             )
         else:
             self.conv_down = None
+        conv_down_channels = (out if down_growth else in_channels) if stride != 1 else in_channels
         self.conv_exp = ConvNormAct(
-            (out if down_growth else in_channels) if stride != 1 else in_channels,
+            conv_down_channels,
             out=expanded,
             act=not cross_linear,
             rngs=rngs,

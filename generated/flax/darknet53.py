@@ -173,12 +173,8 @@ class DarkBlock(nnx.Module):
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
         self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio), rngs=rngs)
-        self.conv2 = ConvNormAct(
-            round(in_channels * bottle_ratio),
-            out=in_channels,
-            kernel=3,
-            rngs=rngs,
-        )
+        conv1_channels = round(in_channels * bottle_ratio)
+        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)

@@ -144,8 +144,9 @@ class SqueezeExcite(nnx.Module):
             use_bias=True,
             rngs=rngs,
         )
+        conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
         self.conv_expand = nnx.Conv(
-            make_divisible(in_channels * rd_ratio, rd_divisor),
+            conv_reduce_channels,
             in_channels,
             kernel_size=(1, 1),
             strides=(1, 1),

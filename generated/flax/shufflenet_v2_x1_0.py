@@ -184,9 +184,10 @@ class ShuffleV2Block(nnx.Module):
             self.branch1 = None
         self.use_x1 = stride == 1
         self.use_x2 = stride == 1
+        x2_channels = in_channels - in_channels // 2 if stride == 1 else in_channels
         self.branch2 = nnx.Sequential(
             nnx.Conv(
-                in_channels - in_channels // 2 if stride == 1 else in_channels,
+                x2_channels,
                 branch,
                 kernel_size=(1, 1),
                 strides=(1, 1),

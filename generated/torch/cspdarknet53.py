@@ -72,7 +72,8 @@ class DarkBlock(nn.Module):
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5) -> None:
         super().__init__()
         self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio))
-        self.conv2 = ConvNormAct(round(in_channels * bottle_ratio), out=in_channels, kernel=3)
+        conv1_channels = round(in_channels * bottle_ratio)
+        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -135,11 +136,8 @@ class CrossStage(nn.Module):
             )
         else:
             self.conv_down = None
-        self.conv_exp = ConvNormAct(
-            (out if down_growth else in_channels) if stride != 1 else in_channels,
-            out=expanded,
-            act=not cross_linear,
-        )
+        conv_down_channels = (out if down_growth else in_channels) if stride != 1 else in_channels
+        self.conv_exp = ConvNormAct(conv_down_channels, out=expanded, act=not cross_linear)
         blocks = []
         if kind == "dark":
             channels = expanded - expanded // 2

@@ -37,9 +37,10 @@ class SqueezeExcite(nn.Module):
             padding=0,
             bias=True,
         )
+        conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
         self.act1 = nn.ReLU()
         self.conv_expand = nn.Conv2d(
-            make_divisible(in_channels * rd_ratio, rd_divisor),
+            conv_reduce_channels,
             in_channels,
             kernel_size=1,
             stride=1,

@@ -42,15 +42,9 @@ class ShuffleV2Block(nn.Module):
             self.branch1 = None
         self.use_x1 = stride == 1
         self.use_x2 = stride == 1
+        x2_channels = in_channels - in_channels // 2 if stride == 1 else in_channels
         self.branch2 = nn.Sequential(
-            nn.Conv2d(
-                in_channels - in_channels // 2 if stride == 1 else in_channels,
-                branch,
-                kernel_size=1,
-                stride=1,
-                padding=0,
-                bias=False,
-            ),
+            nn.Conv2d(x2_channels, branch, kernel_size=1, stride=1, padding=0, bias=False),
             nn.BatchNorm2d(branch, eps=1e-05, momentum=0.1),
             nn.ReLU(),
             nn.Conv2d(

@@ -39,6 +39,7 @@ CASES = [
     ("efficientnet_b0", 64),
     ("shufflenet_v2_x1_0", 64),
     ("shufflenet_v1", 64),
+    ("densenet121", 64),
     ("mobilenetv1_100", 64),
     ("lcnet_100", 64),
     ("ghostnet_100", 64),

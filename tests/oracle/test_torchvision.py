@@ -35,6 +35,7 @@ TORCHVISION = {
     "mobilenet_v3_small": "mobilenet_v3_small",
     "efficientnet_b0": "efficientnet_b0",
     "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
+    "densenet121": "densenet121",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {
