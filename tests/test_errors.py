@@ -133,12 +133,12 @@ CASES = {
         "half (slice): expected 0 <= start < stop <= 3, got 2:5",
     ),
     "names without repeat": (
-        HEAD + "  r: {op: relu, names: \"act{i}\"}\n",
+        HEAD + '  r: {op: relu, names: "act{i}"}\n',
         "5:17",
         "node 'r': names: applies to a repeated op or block",
     ),
     "names that are not identifiers": (
-        HEAD + "  r: {op: relu, repeat: 2, names: \"act-{i}\"}\n",
+        HEAD + '  r: {op: relu, repeat: 2, names: "act-{i}"}\n',
         "5:35",
         "names: expected identifiers, got 'act-0'",
     ),
