@@ -194,3 +194,8 @@ def test_build_flax_never_imports_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=GENERATED.parent
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_spec_has_a_parity_case() -> None:
+    specs = {path.stem for path in (GENERATED.parent / "specs").glob("*.yaml")}
+    assert specs == {name for name, _ in CASES}

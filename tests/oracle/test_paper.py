@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch")
 
 from tests.helpers import GENERATED, archc_stats, count_macs, load_generated  # noqa: E402
 
+PAPER = ["shufflenet_v1"]
+
 
 def test_shufflenet_v1_counts_and_the_papers_140_million_multiply_adds() -> None:
     stats = archc_stats("specs/shufflenet_v1.yaml")

@@ -1,0 +1,15 @@
+"""Every spec of the zoo is held to an independent oracle."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from tests.helpers import SPECS
+from tests.oracle import test_paper, test_timm, test_torchvision
+
+
+def test_every_spec_has_a_reference_or_a_paper_check() -> None:
+    covered = {*test_torchvision.TORCHVISION, *test_timm.TIMM, *test_paper.PAPER}
+    assert {path.stem for path in SPECS.glob("*.yaml")} == covered
