@@ -21,7 +21,7 @@ from archc.ops.lowering import InlineCall, ModuleCall
 class Attrs(BaseModel):
     """Base of every op's attributes: frozen, strictly typed, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class NoAttrs(Attrs):
