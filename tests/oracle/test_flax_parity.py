@@ -90,11 +90,13 @@ def first_divergence(torch_model: torch.nn.Module, flax_model: Any, example: tor
     return "no submodule diverges on its own"
 
 
-def models(name: str, folder: Path = GENERATED) -> tuple[ModuleType, torch.nn.Module, Any]:
+def models(
+    name: str, folder: Path = GENERATED, **overrides: Any
+) -> tuple[ModuleType, torch.nn.Module, Any]:
     flax_file = load_generated(folder / "flax" / f"{name}.py")
-    torch_model = load_generated(folder / "torch" / f"{name}.py").create_model()
+    torch_model = load_generated(folder / "torch" / f"{name}.py").create_model(**overrides)
     randomize_batch_norm(torch_model)
-    flax_model = flax_file.create_model(nnx.Rngs(0))
+    flax_model = flax_file.create_model(nnx.Rngs(0), **overrides)
     state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
     flax_file.load_torch_state_dict(flax_model, state)
     return flax_file, torch_model, flax_model
@@ -133,9 +135,14 @@ def test_language_features_match(overrides: list[str], tmp_path: Path) -> None:
     assert_eval_outputs_match(torch_model, flax_model, 32)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_train_step_updates_batch_norm_like_torch(name: str) -> None:
-    flax_file, torch_model, flax_model = models(name)
+# mobilenet_v3_small: BatchNorm with momentum 0.01 and eps 1e-3; its dropout is set to 0 so
+# that both frameworks compute the same function in training.
+TRAIN_CASES = [("resnet18", {}), ("resnet50", {}), ("mobilenet_v3_small", {"dropout": 0.0})]
+
+
+@pytest.mark.parametrize(("name", "overrides"), TRAIN_CASES, ids=[n for n, _ in TRAIN_CASES])
+def test_train_step_updates_batch_norm_like_torch(name: str, overrides: dict) -> None:
+    flax_file, torch_model, flax_model = models(name, **overrides)
     torch_model.train()
     flax_model.train()
     example = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
