@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         default="table",
         help="output format (default: table)",
     )
+    stats.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="one table row per primitive op (name, op, output shape, params, MACs, share); "
+        "the JSON lists them under 'nodes' anyway",
+    )
     build = _command(commands, "build", "emit model code for a backend", _build)
     build.add_argument(
         "--backend",
@@ -129,7 +135,8 @@ def _stats(args: argparse.Namespace) -> int:
     from archc.render import stats
 
     compiled = _compile(args)
-    render = {"table": stats.stats_table, "json": stats.stats_json, "csv": stats.stats_csv}
+    table = stats.stats_per_layer if args.per_layer else stats.stats_table
+    render = {"table": table, "json": stats.stats_json, "csv": stats.stats_csv}
     sys.stdout.write(render[args.format](compiled.program.graph.name, compiled.costs))
     return 0
 

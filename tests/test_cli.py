@@ -121,3 +121,18 @@ def test_compare_rows_equal_stats_in_every_format() -> None:
         for key in ("params", "buffers", "macs", "flops", "activations"):
             assert row[key] == stats[key] == int(csv_row[key])
         assert f"| {stats['params']:,} | {stats['macs'] / 1e9:.3f} |" in as_markdown
+
+
+def test_stats_per_layer_lists_every_node_as_the_json_does() -> None:
+    stats = json.loads(run_archc("stats", "specs/mobilenet_v2.yaml", "--format", "json").stdout)
+    table = run_archc("stats", "specs/mobilenet_v2.yaml", "--per-layer")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("mobilenet_v2 at input 1x3x224x224 (batch 1); core tier")
+    rows = [line.split() for line in lines[3 : 3 + len(stats["nodes"])]]
+    for node, row in zip(stats["nodes"], rows, strict=True):
+        assert row[:3] == [node["name"], node["op"], node["shape"]]
+        assert [int(cell.replace(",", "")) for cell in row[3:5]] == [node["params"], node["macs"]]
+        assert float(row[5]) == round(100 * node["macs"] / stats["macs"], 1)
+    assert lines[-1] == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
+    assert lines[-3].split()[1:3] == [f"{stats['params']:,}", f"{stats['macs']:,}"]

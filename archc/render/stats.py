@@ -47,44 +47,76 @@ def stats_csv(name: str, report: CostReport) -> str:
 
 
 def stats_table(name: str, report: CostReport) -> str:
+    """Costs per top-level block of the model."""
     header = ("block", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
     total = report.total
     rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
-    rows.append(_table_row("total", total, total))
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return _table(name, report, header, rows, _table_row("total", total, total))
+
+
+def stats_per_layer(name: str, report: CostReport) -> str:
+    """Costs per primitive op, as torchinfo lists layers, with each one's share of the MACs."""
+    header = ("layer", "op", "output", "params", "MACs", "MACs %")
+    total = report.total
+    rows = [
+        (
+            node.name,
+            node.op,
+            node.shape,
+            f"{node.cost.params:,}",
+            f"{node.cost.macs:,}",
+            _share(node.cost, total),
+        )
+        for node in report.nodes
+    ]
+    totals = ("total", "", "", f"{total.params:,}", f"{total.macs:,}", _share(total, total))
+    return _table(name, report, header, rows, totals, left_columns=3)
+
+
+def _table(
+    name: str,
+    report: CostReport,
+    header: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    totals: tuple[str, ...],
+    left_columns: int = 1,
+) -> str:
+    """Aligned columns (the first `left_columns` flush left), the input and convention above,
+    the totals, the FLOP convention and the coverage below."""
+    widths = [max(len(row[i]) for row in [header, *rows, totals]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
-        first = cells[0].ljust(widths[0])
         return "  ".join(
-            [first, *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))]
-        )
+            cell.ljust(width) if index < left_columns else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     rule = "-" * len(line(header))
-    return (
-        "\n".join(
-            [
-                f"{name} at input {input_label(report)} (batch 1); {TIER_NOTE}",
-                line(header),
-                rule,
-                *map(line, rows[:-1]),
-                rule,
-                line(rows[-1]),
-                f"MACs {total.macs:,}; FLOPs = 2 x MACs = {total.flops:,}",
-                f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed",
-            ]
-        )
-        + "\n"
-    )
+    total = report.total
+    lines = [
+        f"{name} at input {input_label(report)} (batch 1); {TIER_NOTE}",
+        line(header),
+        rule,
+        *map(line, rows),
+        rule,
+        line(totals),
+        f"MACs {total.macs:,}; FLOPs = 2 x MACs = {total.flops:,}",
+        f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _share(cost: Cost, total: Cost) -> str:
+    return f"{100 * cost.macs / total.macs if total.macs else 0.0:.1f}"
 
 
 def _table_row(block: str, cost: Cost, total: Cost) -> tuple[str, ...]:
-    share = 100 * cost.macs / total.macs if total.macs else 0.0
     return (
         block,
         f"{cost.params:,}",
         f"{cost.buffers:,}",
         f"{cost.macs / 1e9:.3f}",
         f"{cost.flops / 1e9:.3f}",
-        f"{share:.1f}",
+        _share(cost, total),
         f"{cost.activations:,}",
     )
