@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("specs", type=Path, nargs="+", metavar="SPEC", help="model specs")
     compare.add_argument(
-        "--format", choices=("md", "csv", "json"), default="md", help="output format (default: md)"
+        "--format",
+        choices=("md", "csv", "json", "html", "latex"),
+        default="md",
+        help="output format (default: md)",
     )
     compare.add_argument(
         "--sort", choices=SORT_KEYS, help="order rows by this column (default: as given)"
@@ -182,6 +185,8 @@ def _compare(args: argparse.Namespace) -> int:
         "md": compare.compare_markdown,
         "csv": compare.compare_csv,
         "json": compare.compare_json,
+        "html": compare.compare_html,
+        "latex": compare.compare_latex,
     }
     sys.stdout.write(render[args.format](rows))
     return 0

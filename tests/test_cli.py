@@ -136,3 +136,38 @@ def test_stats_per_layer_lists_every_node_as_the_json_does() -> None:
         assert float(row[5]) == round(100 * node["macs"] / stats["macs"], 1)
     assert lines[-1] == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
     assert lines[-3].split()[1:3] == [f"{stats['params']:,}", f"{stats['macs']:,}"]
+
+
+def test_compare_html_and_latex_tables_hold_the_json_numbers() -> None:
+    from html.parser import HTMLParser
+
+    specs = ["specs/resnet18.yaml", "specs/mobilenet_v3_small.yaml"]
+    rows = json.loads(run_archc("compare", *specs, "--format", "json").stdout)
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "tr":
+                self.rows.append([])
+
+        def handle_data(self, data: str) -> None:
+            if self.rows and data.strip():
+                self.rows[-1].append(data)
+
+    parser = Cells()
+    parser.feed(run_archc("compare", *specs, "--format", "html").stdout)
+    header, *body = parser.rows
+    latex = run_archc("compare", *specs, "--format", "latex").stdout.splitlines()
+    assert latex[0] == "\\begin{tabular}{llrrrrr}" and latex[-1] == "\\end{tabular}"
+    latex_rows = [
+        line.removesuffix(" \\\\").split(" & ") for line in latex if line.endswith("\\\\")
+    ]
+    assert all(len(cells) == len(header) for cells in latex_rows)
+    for row, cells, tex in zip(rows, body, latex_rows[1:], strict=True):
+        assert cells[0] == row["model"] and tex[0] == row["model"].replace("_", "\\_")
+        assert int(cells[2].replace(",", "")) == row["params"] == int(tex[2].replace(",", ""))
+        assert cells[3] == tex[3] == f"{row['macs'] / 1e9:.3f}"
+        assert float(cells[6]) == round(row["activations"] * 2 / 2**20, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -29,6 +30,10 @@ class Row:
     def activation_mib_fp32(self) -> float:
         return self.activations * 4 / MIB
 
+    @property
+    def activation_mib_bf16(self) -> float:
+        return self.activations * 2 / MIB
+
 
 SORT_KEYS = ("model", "params", "macs", "flops", "activations")
 
@@ -47,16 +52,67 @@ def comparison_row(name: str, spec: str, costs: CostReport) -> Row:
     )
 
 
+HEADER = (
+    "model",
+    "input",
+    "params",
+    "GMACs",
+    "GFLOPs",
+    "activations (MiB, fp32)",
+    "activations (MiB, bf16)",
+)
+
+
+def _cells(row: Row) -> tuple[str, ...]:
+    return (
+        row.model,
+        row.input,
+        f"{row.params:,}",
+        f"{row.macs / 1e9:.3f}",
+        f"{row.flops / 1e9:.3f}",
+        f"{row.activation_mib_fp32:.1f}",
+        f"{row.activation_mib_bf16:.1f}",
+    )
+
+
 def compare_markdown(rows: list[Row]) -> str:
-    lines = [
-        "| model | input | params | GMACs | GFLOPs | activations (MiB, fp32) |",
-        "|---|---|--:|--:|--:|--:|",
-    ]
+    lines = ["| " + " | ".join(HEADER) + " |", "|---|---|" + "--:|" * (len(HEADER) - 2)]
     for row in rows:
-        lines.append(
-            f"| [{row.model}]({row.spec}) | {row.input} | {row.params:,} | {row.macs / 1e9:.3f} "
-            f"| {row.flops / 1e9:.3f} | {row.activation_mib_fp32:.1f} |"
-        )
+        model, *rest = _cells(row)
+        lines.append("| " + " | ".join([f"[{model}]({row.spec})", *rest]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_latex(rows: list[Row]) -> str:
+    """A booktabs-free `tabular` (plain \\hline), text escaped for LaTeX."""
+
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
+
+    lines = [
+        "\\begin{tabular}{ll" + "r" * (len(HEADER) - 2) + "}",
+        "\\hline",
+        " & ".join(escape(cell) for cell in HEADER) + " \\\\",
+        "\\hline",
+        *(" & ".join(escape(cell) for cell in _cells(row)) + " \\\\" for row in rows),
+        "\\hline",
+        "\\end{tabular}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def compare_html(rows: list[Row]) -> str:
+    def cells(tag: str, values: tuple[str, ...]) -> str:
+        return "".join(f"<{tag}>{html.escape(value)}</{tag}>" for value in values)
+
+    lines = [
+        "<table>",
+        f"<thead><tr>{cells('th', HEADER)}</tr></thead>",
+        "<tbody>",
+        *(f"<tr>{cells('td', _cells(row))}</tr>" for row in rows),
+        "</tbody>",
+        "</table>",
+    ]
     return "\n".join(lines) + "\n"
 
 
