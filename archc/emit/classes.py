@@ -98,15 +98,16 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
         init += _sequence_init(block_class, backend)
     else:
         base = backend.module
+        kept = _forward_names(block_class, backend)
         init += _with_named_widths(block_class, backend)
-        init += [f"{BODY}self.{name} = {name}" for name in _forward_names(block_class, backend)]
+        init += [f"{BODY}self.{name} = {name}" for name in kept]
         inputs = _input_variables(block_class)
         call_signature = _wrap_def(
             backend.call_method,
             ["self", *(f"{name}: {backend.tensor}" for name in inputs)],
             backend.tensor,
         )
-        call = _call_body(block_class, inputs, backend)
+        call = _call_body(block_class, inputs, kept, backend)
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
 
@@ -189,8 +190,8 @@ def _with_named_widths(block_class: BlockClass, backend: Backend) -> list[str]:
     lines: list[str] = []
     names: list[tuple[str, str]] = []
     for position, child in enumerate(children):
-        with named_expressions(names):
-            lines += _construct(child, block_class, backend)
+        with named_expressions(names):  # laid out again only once a width has a name
+            lines += _construct(child, block_class, backend) if names else plain[position]
             width = source(child.output.channels)
             later = "\n".join(line for chunk in plain[position + 1 :] for line in chunk)
             already_named = str(substitute_names(width)).isidentifier()
@@ -365,22 +366,23 @@ def _forward_names(block_class: BlockClass, backend: Backend) -> list[str]:
     return list(used)
 
 
-def _call_body(block_class: BlockClass, inputs: list[str], backend: Backend) -> list[str]:
+def _call_body(
+    block_class: BlockClass, inputs: list[str], kept: list[str], backend: Backend
+) -> list[str]:
+    """The call method; `kept` are the constructor names inline code reads from `self`."""
     names = _variables(block_class, inputs)
-    kept = _forward_names(block_class, backend)
     lines = []
     for child in block_class.children:
         arguments = [names[ref] for ref in child.inputs]
         target = names[child.name]
-        lowered = _lower(child, backend) if child.kind == "op" else None
+        template = _inline_template(child, backend)
         if child.kind == "loop" and child.names is not None:
             if target != arguments[0]:
                 lines.append(f"{BODY}{target} = {arguments[0]}")
             lines.append(f"{BODY}for i in range(self.num_{child.name}):")
             lines.append(f"{BODY}{INDENT}{target} = getattr(self, {child.names})({target})")
             continue
-        if isinstance(lowered, InlineCall):
-            template = lowered.template
+        if template is not None:
             for name in kept:
                 template = re.sub(rf"(?<![\w.]){name}\b", f"self.{name}", template)
             value = template.format(*arguments)
@@ -389,7 +391,7 @@ def _call_body(block_class: BlockClass, inputs: list[str], backend: Backend) -> 
             value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"
         else:
             value = f"self.{child.name}({', '.join(arguments)})"
-        if isinstance(lowered, InlineCall) and child.condition is not None:
+        if template is not None and child.condition is not None:
             # Switched off, the node passes its first input on (if/else: the target may
             # hold another input).
             use, first = f"self.use_{child.name}", arguments[0]
