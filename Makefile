@@ -29,6 +29,7 @@ generated: setup
 	  $(BIN)/archc build $$spec --backend flax && \
 	  $(BIN)/archc ir $$spec > generated/ir/$$(basename $$spec .yaml).txt || exit 1; \
 	done
+	$(BIN)/archc diagram specs/resnet50.yaml -o docs/resnet50.svg
 	$(BIN)/python tools/readme_zoo.py
 
 bench: setup

@@ -68,6 +68,30 @@ def _parser() -> argparse.ArgumentParser:
         help="output folder; writes DIR/<backend>/<name>.py (default: generated)",
     )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
+    diagram = _command(
+        commands, "diagram", "draw the architecture: nested blocks, shapes, costs", _diagram
+    )
+    diagram.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="FILE.svg, .png or .pdf (needs Graphviz's dot) or .dot (needs nothing)",
+    )
+    diagram.add_argument(
+        "--depth",
+        type=_positive,
+        metavar="N",
+        help="levels of blocks drawn open as clusters; deeper ones are boxes "
+        "(default: the deepest that keeps the drawing within 60 boxes)",
+    )
+    diagram.add_argument(
+        "--rankdir",
+        choices=("TB", "LR"),
+        default="TB",
+        help="top to bottom or left to right (default: TB)",
+    )
     compare = commands.add_parser(
         "compare",
         help="one row per model: params, MACs, FLOPs, activation memory",
@@ -109,6 +133,12 @@ def _command(
     )
     command.set_defaults(run=run)
     return command
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def _compile(args: argparse.Namespace):
@@ -189,6 +219,17 @@ def _compare(args: argparse.Namespace) -> int:
         "latex": compare.compare_latex,
     }
     sys.stdout.write(render[args.format](rows))
+    return 0
+
+
+def _diagram(args: argparse.Namespace) -> int:
+    from archc.emit.files import write_atomic
+    from archc.render.diagram import diagram_dot, render_dot
+
+    compiled = _compile(args)
+    dot = diagram_dot(compiled.program, compiled.costs, args.depth, args.rankdir)
+    write_atomic(args.out, render_dot(dot, args.out))
+    print(f"wrote {args.out}")
     return 0
 
 

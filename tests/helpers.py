@@ -16,10 +16,12 @@ SPECS = REPO / "specs"
 GENERATED = REPO / "generated"
 
 
-def run_archc(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run_archc(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`archc ARGS` as a separate process, as a user runs it."""
     command = [sys.executable, "-m", "archc.cli", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ FRAMEWORKS = ("torch", "jax", "flax", "torchvision")
 def test_help_lists_the_commands() -> None:
     result = run_archc("--help")
     assert result.returncode == 0
-    for command in ("check", "stats", "build", "ir", "compare", "ops"):
+    for command in ("check", "stats", "build", "ir", "diagram", "compare", "ops"):
         assert command in result.stdout
 
 
@@ -33,7 +33,9 @@ def test_compiling_and_emitting_never_import_a_framework(tmp_path: Path) -> None
 import sys
 from archc.cli import main
 for argv in (["check", "specs/resnet50.yaml"], ["stats", "specs/resnet50.yaml"],
-             ["build", "specs/resnet50.yaml", "-o", {str(tmp_path)!r}]):
+             ["build", "specs/resnet50.yaml", "-o", {str(tmp_path)!r}],
+             ["diagram", "specs/resnet50.yaml", "-o", {str(tmp_path / "r.svg")!r}],
+             ["compare", "specs/resnet50.yaml", "specs/unet.yaml"]):
     assert main(argv) == 0
 loaded = sorted(name for name in {FRAMEWORKS!r} if name in sys.modules)
 assert not loaded, loaded

@@ -77,7 +77,8 @@ CASES = {
         "  b: {op: conv2d, out: 8, kernel: 1, stride: 2, from: input}\n"
         "  cat: {op: concat, from: [a, b]}\n",
         "7:8",
-        "cat (concat): inputs must match on every axis but 1, got f32[N,8,16,16] and f32[N,8,8,8]",
+        "cat (concat): inputs must match on every axis but 1: expected f32[N,*,16,16], "
+        "got f32[N,8,8,8]; crop the larger (center_crop) or pad the smaller",
     ),
     "groups do not divide": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3, groups: 2}\n",
@@ -195,3 +196,18 @@ def test_missing_spec_file() -> None:
     result = run_archc("check", "specs/nope.yaml")
     assert result.returncode == 2
     assert result.stderr.startswith("specs/nope.yaml:1:1: error: cannot read spec")
+
+
+def test_a_unet_skip_without_its_crop_is_caught_at_the_concat(tmp_path: Path) -> None:
+    text = (REPO / "specs" / "unet.yaml").read_text()
+    concat = "cat: {op: concat, from: [crop, up]}"
+    spec = tmp_path / "unet.yaml"
+    spec.write_text(text.replace(concat, concat.replace("crop,", "skip,")))
+    line = text[: text.index(concat)].count("\n") + 1
+    result = run_archc("check", str(spec), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"unet.yaml:{line}:"), result.stderr
+    # The valid convs leave the skip (64x64) larger than the up-convolved map (56x56).
+    assert "up1.cat (concat): inputs must match on every axis but 1" in result.stderr
+    assert "expected f32[N,*,64,64], got f32[N,512,56,56]" in result.stderr
+    assert "center_crop" in result.stderr

@@ -86,13 +86,8 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     params = [_signature_param(name, block_class) for name in definition.params]
     keywords = [*params, *backend.init_kwargs]
     signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
-    lets = [
-        line
-        for name, value in block_class.lets
-        for line in layout_source(f"{name} = ", source(value), 2)
-    ]
     prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
-    init = prelude + lets
+    init: list[str] = []
     if definition.sequential:  # a subclass of the framework's sequential: no call method
         base, call_signature, call = backend.sequential, [], []
         init += _sequence_init(block_class, backend)
@@ -108,8 +103,22 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
             backend.tensor,
         )
         call = _call_body(block_class, inputs, kept, backend)
+    init = prelude + _used_lets(block_class, [*init, *call]) + init
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
+
+
+def _used_lets(block_class: BlockClass, code: list[str]) -> list[str]:
+    """The constructor lines binding the lets that the code (or a later kept let) reads; a
+    let that only sets the input size, say, has no place in the class."""
+    text = "\n".join(code)
+    lines: list[str] = []
+    for name, value in reversed(block_class.lets):
+        if re.search(rf"\b{name}\b", text):
+            binding = layout_source(f"{name} = ", source(value), 2)
+            lines = binding + lines
+            text += "\n" + "\n".join(binding)
+    return lines
 
 
 def _sequence_init(block_class: BlockClass, backend: Backend) -> list[str]:
@@ -354,13 +363,18 @@ def _inline_template(child: ModuleNode, backend: Backend) -> str | None:
     return lowered.template if isinstance(lowered, InlineCall) else None
 
 
+def _reads(name: str) -> str:
+    """A pattern for `name` read as a value in code: not an attribute, not a keyword."""
+    return rf"(?<![\w.])({name})\b(?!\s*=(?!=))"
+
+
 def _forward_names(block_class: BlockClass, backend: Backend) -> list[str]:
     """Constructor names that inline code in the call method reads (kept on `self`)."""
     scope = _constructor_names(block_class)
     used: dict[str, None] = {}
     for child in block_class.children:
         template = _inline_template(child, backend) or ""
-        for name in re.findall(r"(?<![\w.])[A-Za-z_]\w*", template):
+        for name in re.findall(_reads(r"[A-Za-z_]\w*"), template):
             if name in scope:
                 used[name] = None
     return list(used)
@@ -384,7 +398,7 @@ def _call_body(
             continue
         if template is not None:
             for name in kept:
-                template = re.sub(rf"(?<![\w.]){name}\b", f"self.{name}", template)
+                template = re.sub(_reads(name), f"self.{name}", template)
             value = template.format(*arguments)
         elif child.condition is not None:
             first = arguments[0]

@@ -31,6 +31,7 @@ class Activation(Op):
 
 def _activation(op_name: str, module: str, function: str) -> None:
     namespace = {
+        "__module__": __name__,
         "name": op_name,
         "torch_module": module,
         "jax_function": function,

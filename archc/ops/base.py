@@ -37,6 +37,11 @@ class Op(ABC):
     """Number of inputs; None means two or more."""
     summary: ClassVar[str] = ""
 
+    @property
+    def family(self) -> str:
+        """The kind of op, named by the module that declares it: conv, norm, pool, …"""
+        return type(self).__module__.rpartition(".")[2]
+
     def check(self, attrs: Any, inputs: list[TensorType]) -> list[str]:
         """Constraint violations as messages ('…, got X'); empty when the inputs fit."""
         return []

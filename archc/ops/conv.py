@@ -11,14 +11,19 @@ from archc.ops.lowering import ModuleCall
 IntOrPair = int | tuple[int, int]
 
 
-class Conv2dAttrs(Attrs):
+class ConvAttrs(Attrs):
+    """What plain and transposed convolutions share."""
+
     out: int
     kernel: IntOrPair
     stride: IntOrPair = 1
     padding: IntOrPair = 0
     dilation: IntOrPair = 1
-    groups: int = 1
     bias: bool = True
+
+
+class Conv2dAttrs(ConvAttrs):
+    groups: int = 1
 
 
 def conv_output_size(size: Dim, kernel: Dim, stride: Dim, padding: Dim, dilation: Dim) -> Dim:
@@ -97,3 +102,83 @@ class Conv2d(Op):
             kwargs.append(("feature_group_count", attrs.groups))
         kwargs.append(("use_bias", attrs.bias))
         return ModuleCall("nnx.Conv", (inputs[0].channels, attrs.out), tuple(kwargs))
+
+
+class ConvTranspose2dAttrs(ConvAttrs):
+    output_padding: IntOrPair = 0
+    """Extra rows and columns at the bottom and right, to reach an exact size."""
+
+
+@register
+class ConvTranspose2d(Op):
+    name = "conv_transpose2d"
+    Attrs = ConvTranspose2dAttrs
+    summary = "2-d transposed convolution (up-convolution) over NCHW, as PyTorch's"
+
+    def check(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 4, "NCHW")
+        for extra, stride, dilation in zip(
+            pair(attrs.output_padding), pair(attrs.stride), pair(attrs.dilation)
+        ):
+            if not problems and extra >= max(stride, dilation):
+                problems = [f"output_padding must be smaller than stride or dilation, got {extra}"]
+        output = None if problems else self.infer(attrs, inputs)
+        if output is not None and min(output.shape[2:]) < 1:
+            return [f"the padding leaves no output: {inputs[0]} gives {output}"]
+        return problems
+
+    def infer(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> TensorType:
+        n, _, h, w = inputs[0].shape
+        sizes = [
+            (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + extra + 1
+            for size, kernel, stride, padding, extra, dilation in zip(
+                (h, w),
+                pair(attrs.kernel),
+                pair(attrs.stride),
+                pair(attrs.padding),
+                pair(attrs.output_padding),
+                pair(attrs.dilation),
+            )
+        ]
+        return TensorType((n, attrs.out, *sizes))
+
+    def parameters(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> dict:
+        weight = (inputs[0].channels, attrs.out, *pair(attrs.kernel))
+        return {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
+
+    def macs(
+        self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType], output: TensorType
+    ) -> int:
+        kh, kw = pair(attrs.kernel)  # every input element meets every kernel tap once
+        return inputs[0].numel_per_sample() * attrs.out * kh * kw
+
+    def lower_torch(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> ModuleCall:
+        kwargs = [("kernel_size", attrs.kernel), ("stride", attrs.stride)]
+        for name, default in (("padding", 0), ("output_padding", 0), ("dilation", 1)):
+            value = getattr(attrs, name)
+            if differs(value, default) and differs(value, (default, default)):
+                kwargs.append((name, value))
+        kwargs.append(("bias", attrs.bias))
+        return ModuleCall("nn.ConvTranspose2d", (inputs[0].channels, attrs.out), tuple(kwargs))
+
+    def lower_flax(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # PyTorch's transposed conv is flax's with the kernel transposed (flipped, in/out
+        # swapped) and explicit padding dilation·(kernel−1)−padding, plus output_padding after.
+        padding = tuple(
+            (dilation * (kernel - 1) - side, dilation * (kernel - 1) - side + extra)
+            for kernel, side, extra, dilation in zip(
+                pair(attrs.kernel),
+                pair(attrs.padding),
+                pair(attrs.output_padding),
+                pair(attrs.dilation),
+            )
+        )
+        kwargs = [
+            ("kernel_size", pair(attrs.kernel)),
+            ("strides", pair(attrs.stride)),
+            ("padding", padding),
+        ]
+        if differs(attrs.dilation, 1) and differs(attrs.dilation, (1, 1)):
+            kwargs.append(("kernel_dilation", pair(attrs.dilation)))
+        kwargs += [("use_bias", attrs.bias), ("transpose_kernel", True)]
+        return ModuleCall("nnx.ConvTranspose", (inputs[0].channels, attrs.out), tuple(kwargs))

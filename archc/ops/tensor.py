@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from archc.ir.graph import TensorType
-from archc.ir.symbolic import concrete, source
+from archc.ir.symbolic import Sym, concrete, source
 from archc.ops import register
 from archc.ops.base import Attrs, NoAttrs, Op, expect_rank, flax_axis
 from archc.ops.lowering import InlineCall, ModuleCall
@@ -60,8 +61,14 @@ class Concat(Op):
                 if axis != attrs.axis and concrete(other.shape[axis]) != concrete(first.shape[axis])
             ]
             if other.rank != first.rank or mismatch:
+                spatial = first.rank == 4 and other.rank == 4 and min(mismatch) >= 2
+                advice = "; crop the larger (center_crop) or pad the smaller" if spatial else ""
+                shape = list(first.shape)
+                shape[attrs.axis] = Sym("*", None)  # any size along the concatenated axis
+                expected = TensorType(tuple(shape), first.dtype)
                 return [
-                    f"inputs must match on every axis but {attrs.axis}, got {first} and {other}"
+                    f"inputs must match on every axis but {attrs.axis}: expected {expected}, "
+                    f"got {other}{advice}"
                 ]
         return []
 
@@ -194,3 +201,68 @@ class ChannelShuffle(Op):
     def lower_flax(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> InlineCall:
         # A helper function of the generated file, in PyTorch's channel order.
         return InlineCall(f"channel_shuffle({{0}}, {source(attrs.groups)})")
+
+
+class FlattenAttrs(Attrs):
+    start: int = 1
+
+
+@register
+class Flatten(Op):
+    name = "flatten"
+    Attrs = FlattenAttrs
+    summary = "merge the axes from `start` on (NCHW order, as PyTorch)"
+
+    def check(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> list[str]:
+        rank = inputs[0].rank
+        if 1 <= attrs.start < rank:
+            return []
+        return [
+            f"start must be an axis after the batch axis, from 1 to {rank - 1}, got {attrs.start}"
+        ]
+
+    def infer(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> TensorType:
+        shape = inputs[0].shape
+        return TensorType((*shape[: attrs.start], math.prod(shape[attrs.start :])))
+
+    def macs(self, attrs: FlattenAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # a view
+
+    def lower_torch(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"torch.flatten({{0}}, {attrs.start})")
+
+    def lower_flax(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
+        kept = [source(dim) for dim in inputs[0].shape[1 : attrs.start]]
+        shape = ", ".join(["{0}.shape[0]", *kept, "-1"])
+        if inputs[0].rank == 4:  # back to NCHW first, so the merged order is PyTorch's
+            return InlineCall(f"jnp.transpose({{0}}, (0, 3, 1, 2)).reshape({shape})")
+        return InlineCall(f"{{0}}.reshape({shape})")
+
+
+@register
+class CenterCrop(Op):
+    name = "center_crop"
+    arity = 2
+    summary = "crop the first input's centre to the second's height and width (U-Net skips)"
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 4, "NCHW") or expect_rank(inputs[1:], 4, "NCHW")
+        if problems:
+            return problems
+        given, like = (concrete(kind.shape[2:]) for kind in inputs)
+        if any(a < b for a, b in zip(given, like)):
+            return [f"cannot crop {inputs[0]} to the height and width of {inputs[1]}"]
+        return []
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        given, like = inputs
+        return TensorType((*given.shape[:2], *like.shape[2:]))
+
+    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # a view
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("center_crop({0}, {1})")
+
+    def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("center_crop({0}, {1})")

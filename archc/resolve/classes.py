@@ -91,6 +91,9 @@ def _elaborate_class(
         evaluated = evaluate_value(value, env, literal_strings=False)
         lets.append((name, evaluated))
         env[name] = Sym(name, concrete(evaluated))
+    if is_model:  # the input's channels may be a param (`input: [image_channels, 572, 572]`)
+        channels = evaluate_value(program.spec.input, env, literal_strings=False)[0]
+        input_types = [TensorType((BATCH, channels, *input_types[0].shape[2:]))]
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
     children, _, output = elaborator.body(definition, env, inputs, prefix="")

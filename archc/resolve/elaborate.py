@@ -69,13 +69,15 @@ class Instance:
 
 @dataclass
 class Program:
-    """The resolved model: its params after overrides, the IR graph, the block instances."""
+    """The resolved model: its params after overrides, the IR graph, the block instances and
+    the concrete module tree (the body as written, for diagrams)."""
 
     spec: ModelSpec
     args: dict[str, Any]
     overrides: dict[str, Any]
     graph: Graph
     instances: dict[str, Instance] = field(default_factory=dict)
+    modules: list[ModuleNode] = field(default_factory=list)
 
 
 def elaborate(spec: ModelSpec, overrides: dict[str, str]) -> Program:
@@ -85,9 +87,9 @@ def elaborate(spec: ModelSpec, overrides: dict[str, str]) -> Program:
     input_type = TensorType((BATCH, *input_shape(spec.input, env)))
     graph = Graph(spec.root.name, {"input": input_type})
     elaborator = Elaborator(spec, graph)
-    _, output, _ = elaborator.body(spec.root, env, {"input": Bound("input", input_type)}, "")
+    modules, output, _ = elaborator.body(spec.root, env, {"input": Bound("input", input_type)}, "")
     graph.output = output.name
-    return Program(spec, args, applied, graph, elaborator.instances)
+    return Program(spec, args, applied, graph, elaborator.instances, modules)
 
 
 class Elaborator:

@@ -161,3 +161,10 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     *spatial, channels = x.shape
     x = x.reshape(*spatial, groups, channels // groups)
     return jnp.swapaxes(x, -1, -2).reshape(*spatial, channels)
+
+
+def center_crop(x: jax.Array, like: jax.Array) -> jax.Array:
+    """The centre of `x` at `like`'s height and width, NHWC (the crop of U-Net's skips)."""
+    height, width = like.shape[1:3]
+    top, left = (x.shape[1] - height) // 2, (x.shape[2] - width) // 2
+    return x[:, top : top + height, left : left + width, :]

@@ -26,3 +26,10 @@ class StochasticDepth(nn.Module):
         if survival > 0.0:
             noise.div_(survival)
         return x * noise
+
+
+def center_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The centre of `x` at `like`'s height and width (the crop of U-Net's skips)."""
+    height, width = like.shape[-2:]
+    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+    return x[..., top : top + height, left : left + width]

@@ -5,6 +5,7 @@ that exercises the language."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,4 +119,14 @@ def test_readme_zoo_table_is_current() -> None:
     assert readme_zoo.BEGIN in readme
     assert readme_zoo.with_table(readme, readme_zoo.zoo_table()) == readme, (
         "README.md's zoo table is stale; run `make generated`"
+    )
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
+def test_readme_diagram_is_current(tmp_path: Path) -> None:
+    fresh = tmp_path / "resnet50.svg"
+    assert run_archc("diagram", "specs/resnet50.yaml", "-o", str(fresh)).returncode == 0
+    committed = REPO / "docs" / "resnet50.svg"
+    assert fresh.read_bytes() == committed.read_bytes(), (
+        "docs/resnet50.svg is stale; run `make generated`"
     )

@@ -47,6 +47,7 @@ CASES = [
     ("cspdarknet53", 64),
     ("cspresnet50", 64),
     ("xception41", 64),
+    ("unet", 188),  # the smallest valid size: every pooled map stays even
 ]
 
 
@@ -105,10 +106,12 @@ def models(
 def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, size: int) -> None:
     torch_model.eval()
     flax_model.eval()
-    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    channels = next(torch_model.parameters()).shape[1]  # the stem's input channels
+    example = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = torch_model(example).numpy()
+        expected = nhwc(torch_model(example))  # flax gives feature maps as NHWC
     got = np.asarray(nnx.jit(lambda model, x: model(x))(flax_model, nhwc(example)))
+    assert got.shape == expected.shape
     difference = np.abs(got - expected).max()
     if difference > TOLERANCE:
         pytest.fail(
@@ -120,6 +123,11 @@ def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, siz
 def test_eval_outputs_match(name: str, size: int) -> None:
     _, torch_model, flax_model = models(name)
     assert_eval_outputs_match(torch_model, flax_model, size)
+
+
+def test_padded_unet_matches() -> None:
+    _, torch_model, flax_model = models("unet", padding=1)
+    assert_eval_outputs_match(torch_model, flax_model, 48)
 
 
 @pytest.mark.parametrize("overrides", [[], ["use_pool=false", "layers=2"]], ids=["defaults", "set"])

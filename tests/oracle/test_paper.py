@@ -1,5 +1,5 @@
 """Specs without a library reference: the generated code is the oracle for counts, and the
-paper for the headline figure."""
+paper for the headline figures."""
 
 from __future__ import annotations
 
@@ -9,16 +9,38 @@ torch = pytest.importorskip("torch")
 
 from tests.helpers import GENERATED, archc_stats, count_macs, load_generated  # noqa: E402
 
-PAPER = ["shufflenet_v1"]
 
-
-def test_shufflenet_v1_counts_and_the_papers_140_million_multiply_adds() -> None:
-    stats = archc_stats("specs/shufflenet_v1.yaml")
-    model = load_generated(GENERATED / "torch" / "shufflenet_v1.py").create_model().eval()
+def assert_counts_match_the_generated_code(name: str, *overrides: str) -> torch.Tensor:
+    """archc's params, buffers and MACs against the generated module and FlopCounterMode;
+    returns the output for one input of the spec's shape."""
+    stats = archc_stats(f"specs/{name}.yaml", *overrides)
+    settings = dict(item.split("=") for item in overrides)
+    model = load_generated(GENERATED / "torch" / f"{name}.py")
+    model = model.create_model(**{key: int(value) for key, value in settings.items()}).eval()
     macs, output = count_macs(model, torch.randn(stats["input"]))
-    assert output.shape == (1, 1000)
     assert stats["macs"] == macs
     assert stats["params"] == sum(p.numel() for p in model.parameters())
     assert stats["buffers"] == sum(b.numel() for b in model.buffers())
+    return output
+
+
+PAPER = ["shufflenet_v1", "unet"]
+
+
+def test_shufflenet_v1_counts_and_the_papers_140_million_multiply_adds() -> None:
+    output = assert_counts_match_the_generated_code("shufflenet_v1")
+    assert output.shape == (1, 1000)
+    stats = archc_stats("specs/shufflenet_v1.yaml")
     # Zhang et al. 2017, Table 2: ShuffleNet 1x (g = 3) costs 140 MFLOPs (multiply-adds).
     assert abs(stats["macs"] - 140e6) / 140e6 <= 0.03
+
+
+def test_unet_as_in_the_paper_572_in_388_out() -> None:
+    # Ronneberger et al. 2015, Fig. 1: a 572x572 tile gives a 388x388 map of 2 classes.
+    output = assert_counts_match_the_generated_code("unet")
+    assert output.shape == (1, 2, 388, 388)
+
+
+def test_unet_padded_keeps_the_size() -> None:
+    output = assert_counts_match_the_generated_code("unet", "padding=1")
+    assert output.shape == (1, 2, 256, 256)

@@ -1,0 +1,398 @@
+"""`archc diagram`: the module tree drawn with Graphviz, from the IR and its costs alone.
+
+Blocks and sequences become nested clusters down to `depth` levels and closed boxes below it;
+a run of identical consecutive blocks (same definition, arguments and input shapes) is drawn
+once with a ×N badge. Edges are the IR's values, labelled with their types; every number shown
+comes from the cost pass. The DOT text is ours; `dot` only lays it out.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archc.errors import ArchcError
+from archc.ir.graph import TensorType
+from archc.ir.modules import ModuleNode
+from archc.ir.symbolic import concrete
+from archc.passes.cost import TIER_NOTE, Cost, CostReport
+from archc.resolve.elaborate import Program
+
+NODE_BUDGET = 40
+"""The default depth is the deepest whose drawing has at most this many boxes."""
+
+FAMILY_COLOURS = {
+    "conv": "#9ecae1",
+    "linear": "#fdae6b",
+    "norm": "#fee391",
+    "activation": "#c7e9c0",
+    "pool": "#dadaeb",
+    "tensor": "#e0e0e0",
+    "regularization": "#f0f0f0",
+}
+HEAT = ((255, 247, 236), (227, 74, 51))
+"""Block fill from no cost to the costliest block drawn."""
+FORMATS = ("svg", "png", "pdf", "dot")
+
+
+@dataclass
+class Part:
+    """A drawn element: a box (an op, a closed block, a run of blocks) or a cluster."""
+
+    module: ModuleNode
+    members: list[str]
+    """Paths of the identical consecutive modules it stands for; the first names the part."""
+    prefix: str
+    """The enclosing cluster's path and a dot ('' at the top)."""
+    children: list[Part] | None = None
+    """The representative's parts when drawn as a cluster; None for a box."""
+
+    @property
+    def path(self) -> str:
+        return self.members[0]
+
+    @property
+    def badge(self) -> str:
+        return f"×{len(self.members)}" if len(self.members) > 1 else ""
+
+    @property
+    def title(self) -> str:
+        """The name within the enclosing cluster; a bare index keeps its parent's name."""
+        first = self.members[0].removeprefix(self.prefix)
+        if first.isdigit():
+            first = self.members[0]
+        last = self.members[-1].rpartition(".")[2]
+        return f"{first}–{last}" if len(self.members) > 1 else first
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    value: TensorType
+    skip: bool = False
+
+
+@dataclass
+class Drawing:
+    """What will be drawn, before any DOT: parts, the box each IR node belongs to, edges."""
+
+    parts: list[Part]
+    owner: dict[str, str] = field(default_factory=dict)
+    """IR node name → id of the box drawn for it."""
+    edges: list[Edge] = field(default_factory=list)
+
+
+def model_parts(program: Program, depth: int) -> list[Part]:
+    return _parts(program.modules, "", 1, depth)
+
+
+def _parts(modules: list[ModuleNode], prefix: str, level: int, depth: int) -> list[Part]:
+    parts = []
+    for run in _runs(modules, prefix):
+        module, path = run[0]
+        part = Part(module, [member for _, member in run], prefix)
+        if module.kind != "op" and level < depth:
+            part.children = _parts(module.children, path + ".", level + 1, depth)
+        parts.append(part)
+    return parts
+
+
+def _runs(modules: list[ModuleNode], prefix: str) -> list[list[tuple[ModuleNode, str]]]:
+    """Consecutive modules grouped while they are the same block on the same inputs."""
+    runs: list[list[tuple[ModuleNode, str]]] = []
+    for module in modules:
+        entry = (module, prefix + module.name)
+        if runs and _same_block(runs[-1][0][0], module):
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return runs
+
+
+def _same_block(a: ModuleNode, b: ModuleNode) -> bool:
+    return (
+        a.kind == b.kind == "block"
+        and a.block is b.block
+        and repr(a.args) == repr(b.args)
+        and a.input_types == b.input_types
+        and a.output == b.output
+    )
+
+
+def depth_of(modules: list[ModuleNode]) -> int:
+    """Levels of nesting in the module tree (1 when every top-level node is an op)."""
+    return 1 + max((depth_of(m.children) for m in modules if m.children), default=0)
+
+
+def count_boxes(parts: list[Part]) -> int:
+    return sum(1 if part.children is None else count_boxes(part.children) for part in parts)
+
+
+def default_depth(program: Program) -> int:
+    """The deepest level whose drawing stays within NODE_BUDGET boxes (at least 1)."""
+    fitting = [
+        depth
+        for depth in range(1, depth_of(program.modules) + 1)
+        if count_boxes(model_parts(program, depth)) <= NODE_BUDGET
+    ]
+    return max(fitting, default=1)
+
+
+def layout_drawing(program: Program, depth: int) -> Drawing:
+    drawing = Drawing(model_parts(program, depth))
+    aliases: dict[str, str] = {}
+    groups: dict[str, tuple[str, int]] = {}
+    for part in _walk(drawing.parts):
+        for index, member in enumerate(part.members):
+            groups[member] = (part.path, index)
+            if part.children is None:
+                drawing.owner[member] = part.path
+            else:
+                aliases[member] = part.path
+    graph = program.graph
+    locate = _Locator(drawing.owner, aliases, groups)
+    seen: set[tuple[str, str]] = set()
+    for node in graph.nodes.values():
+        target, target_groups = locate(node.name)
+        for value in node.inputs:
+            source, source_groups = locate(value) if value in graph.nodes else (value, {})
+            crosses_members = any(
+                source_groups[group] != index
+                for group, index in target_groups.items()
+                if group in source_groups
+            )
+            if source == target or crosses_members or (source, target) in seen:
+                continue
+            seen.add((source, target))
+            drawing.edges.append(Edge(source, target, graph.type_of(value)))
+    output, _ = locate(graph.output)
+    drawing.edges.append(Edge(output, "output", graph.type_of(graph.output)))
+    _mark_skips(drawing.edges)
+    return drawing
+
+
+def _walk(parts: list[Part]) -> Iterator[Part]:
+    for part in parts:
+        yield part
+        if part.children is not None:
+            yield from _walk(part.children)
+
+
+class _Locator:
+    """An IR node's box, and the runs it lies in (run → which member)."""
+
+    def __init__(
+        self, owner: dict[str, str], aliases: dict[str, str], groups: dict[str, tuple[str, int]]
+    ) -> None:
+        self.owner, self.aliases, self.groups = owner, aliases, groups
+
+    def __call__(self, name: str) -> tuple[str, dict[str, int]]:
+        path: list[str] = []
+        runs: dict[str, int] = {}
+        for segment in name.split("."):
+            path.append(segment)
+            prefix = ".".join(path)
+            if prefix in self.groups:
+                group, index = self.groups[prefix]
+                runs[group] = index
+            if prefix in self.owner:
+                return self.owner[prefix], runs
+            # A later member of a run drawn as a cluster: drawn as the first member.
+            path = self.aliases.get(prefix, prefix).split(".")
+        raise AssertionError(f"IR node {name} lies in no drawn part")
+
+
+def _mark_skips(edges: list[Edge]) -> None:
+    """An edge that jumps over levels of the longest-path layering is a skip: dashed, and
+    left out of the ranking so the main path runs straight."""
+    level: dict[str, int] = {}
+    for edge in edges:  # edges come in topological order of their targets
+        level[edge.target] = max(level.get(edge.target, 0), level.get(edge.source, 0) + 1)
+    for edge in edges:
+        edge.skip = level[edge.target] - level.get(edge.source, 0) > 2
+
+
+def shape_label(value: TensorType) -> str:
+    """A value's shape per sample, as drawn on an edge: C×H×W."""
+    return "×".join(str(concrete(dim)) for dim in value.shape[1:])
+
+
+class _Dot:
+    """DOT text for a drawing, with the costs of every part."""
+
+    def __init__(self, program: Program, costs: CostReport, drawing: Drawing) -> None:
+        self.program, self.drawing = program, drawing
+        self.total = costs.total
+        self.node_costs = {node.name: node.cost for node in costs.nodes}
+        self.part_costs = {part.path: self.cost(part) for part in _walk(drawing.parts)}
+        boxes = [p for p in _walk(drawing.parts) if p.children is None and p.module.kind != "op"]
+        self.hottest = max((self.part_costs[p.path].macs for p in boxes), default=0)
+
+    def cost(self, part: Part) -> Cost:
+        prefixes = tuple(member + "." for member in part.members)
+        return sum(
+            (
+                cost
+                for name, cost in self.node_costs.items()
+                if name in part.members or name.startswith(prefixes)
+            ),
+            Cost(),
+        )
+
+    def render(self, rankdir: str) -> str:
+        graph = self.program.graph
+        lines = [
+            f"digraph {_quote(graph.name)} {{",
+            f"  rankdir={rankdir}; newrank=true; nodesep=0.25; ranksep=0.3;",
+            '  fontname="Helvetica";',
+            '  node [fontname="Helvetica", fontsize=10, shape=box, style="rounded,filled",'
+            " penwidth=0.8];",
+            '  edge [fontname="Helvetica", fontsize=8, color="#555555", arrowsize=0.6];',
+            f'  input [id="input", shape=ellipse, fillcolor="#ffffff", '
+            f"label={_quote('input ' + shape_label(graph.inputs['input']))}];",
+            '  output [id="output", shape=ellipse, fillcolor="#ffffff", label="output"];',
+            *self.parts(self.drawing.parts, "  "),
+            *map(self.edge, self.drawing.edges),
+            self.legend(),
+            "}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def parts(self, parts: list[Part], indent: str) -> Iterator[str]:
+        for part in parts:
+            if part.children is None:
+                yield indent + self.box(part)
+                continue
+            cost = self.part_costs[part.path]
+            name = _name(part)
+            label = f"<B>{html.escape(part.title)}</B>{name}"
+            label += f"<BR/>{self.figures(cost)}"
+            yield f"{indent}subgraph {_quote('cluster:' + part.path)} {{"
+            yield (
+                f"{indent}  id={_quote('cluster:' + part.path)}; label=<{label}>; fontsize=10; "
+                f'style="rounded,filled"; fillcolor="{self.heat(cost, light=True)}"; '
+                'color="#888888"; labeljust=l;'
+            )
+            yield from self.parts(part.children, indent + "  ")
+            yield f"{indent}}}"
+
+    def box(self, part: Part) -> str:
+        module = part.module
+        title = html.escape(part.title)
+        if module.kind == "op":
+            label = f"<B>{title}</B><BR/>{html.escape(_op_summary(module))}"
+            colour, family = FAMILY_COLOURS.get(module.op.family, "#ffffff"), module.op.family
+        else:
+            cost = self.part_costs[part.path]
+            label = f"<B>{title}</B>{_name(part)}<BR/>{self.figures(cost)}"
+            colour, family = self.heat(cost), "block"
+        return (
+            f"{_quote(part.path)} [id={_quote(part.path)}, class={_quote(family)}, "
+            f'label=<{label}>, fillcolor="{colour}"];'
+        )
+
+    def figures(self, cost: Cost) -> str:
+        params = f"{_compact(cost.params)} params ({_percent(cost.params, self.total.params)})"
+        macs = f"{_compact(cost.macs)} MACs ({_percent(cost.macs, self.total.macs)})"
+        return f'<FONT POINT-SIZE="8">{params} · {macs}</FONT>'
+
+    def heat(self, cost: Cost, light: bool = False) -> str:
+        share = cost.macs / self.hottest if self.hottest else 0.0
+        share = min(share, 1.0) * (0.25 if light else 1.0)
+        low, high = HEAT
+        return "#" + "".join(f"{round(a + (b - a) * share):02x}" for a, b in zip(low, high))
+
+    def edge(self, edge: Edge) -> str:
+        label = shape_label(edge.value)
+        style = ', style=dashed, constraint=false, color="#999999"' if edge.skip else ""
+        return (
+            f"  {_quote(edge.source)} -> {_quote(edge.target)} "
+            f"[id={_quote(f'edge:{edge.source}->{edge.target}')}, label={_quote(label)}{style}];"
+        )
+
+    def legend(self) -> str:
+        graph, total = self.program.graph, self.total
+        swatches = "".join(
+            f'<TD BGCOLOR="{colour}">{family}</TD>' for family, colour in FAMILY_COLOURS.items()
+        )
+        rows = [
+            f"<B>{html.escape(graph.name)}</B>: input "
+            f"{shape_label(graph.inputs['input'])} (batch 1)",
+            f"{total.params:,} params · {total.macs:,} MACs · FLOPs = 2 × MACs",
+            html.escape(f"MACs: {TIER_NOTE}"),
+            "edges: tensor shape C×H×W; dashed: skip; ×N: N identical blocks in a row",
+            "blocks: params and MACs with their share of the total; fill: MACs",
+        ]
+        cells = "".join(f'<TR><TD ALIGN="LEFT" COLSPAN="7">{row}</TD></TR>' for row in rows)
+        table = (
+            f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1">{cells}<TR>{swatches}</TR></TABLE>'
+        )
+        return f'  legend [id="legend", shape=plaintext, style="", label=<{table}>];'
+
+
+def _name(part: Part) -> str:
+    """A block's definition name and run badge, after its title."""
+    module = part.module
+    name = f" {module.block.name}" if module.block is not None else ""
+    badge = f' <FONT COLOR="#b30000"><B>{part.badge}</B></FONT>' if part.badge else ""
+    return html.escape(name) + badge
+
+
+def _op_summary(module: ModuleNode) -> str:
+    """The op and the attributes set away from their defaults (three at most)."""
+    attrs = module.attrs.model_dump(exclude_defaults=True)
+    shown = [f"{key}={_value(value)}" for key, value in list(attrs.items())[:3]]
+    return " ".join([module.op.name, *shown])
+
+
+def _value(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "×".join(map(str, value))
+    return str(value)
+
+
+def _compact(number: int) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= scale:
+            return f"{number / scale:.3g}{suffix}"
+    return str(number)
+
+
+def _percent(part: int, total: int) -> str:
+    return f"{100 * part / total:.1f}%" if total else "0%"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def diagram_dot(program: Program, costs: CostReport, depth: int | None, rankdir: str) -> str:
+    depth = default_depth(program) if depth is None else depth
+    return _Dot(program, costs, layout_drawing(program, depth)).render(rankdir)
+
+
+def render_dot(dot: str, path: Path) -> bytes:
+    """The drawing in the format `path`'s suffix names; `dot` lays out all but .dot."""
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ArchcError(
+            f"cannot draw to {path}: expected a .svg, .png, .pdf or .dot file, got '.{fmt}'"
+        )
+    if fmt == "dot":
+        return dot.encode()
+    if shutil.which("dot") is None:
+        raise ArchcError(
+            f"drawing {path} needs Graphviz's `dot` (Debian: apt-get install graphviz); "
+            "a .dot file needs nothing"
+        )
+    result = subprocess.run(
+        ["dot", f"-T{fmt}"], input=dot.encode(), capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise ArchcError(f"dot failed drawing {path}: {result.stderr.decode().strip()}")
+    return result.stdout

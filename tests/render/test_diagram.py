@@ -1,0 +1,153 @@
+"""`archc diagram`: the SVG's clusters, badges and edge labels against the IR."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from archc.pipeline import compile_spec
+from tests.helpers import REPO, run_archc
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
+SVG = "{http://www.w3.org/2000/svg}"
+RESNET50_LAYERS = [3, 4, 6, 3]  # He et al. 2016, Table 1
+BADGE = re.compile(r"(?<!\S)×(\d+)")  # "×2" after a space; shapes read 3×224×224
+
+
+@dataclass
+class Drawn:
+    nodes: dict[str, str]
+    """Node id → its text."""
+    clusters: dict[str, str]
+    edges: dict[tuple[str, str], ElementTree.Element]
+
+
+def draw(spec: str, tmp_path: Path, *options: str) -> Drawn:
+    out = tmp_path / "drawing.svg"
+    result = run_archc("diagram", spec, "-o", str(out), *options)
+    assert result.returncode == 0, result.stderr
+    drawn = Drawn({}, {}, {})
+    for group in ElementTree.parse(out).iter(f"{SVG}g"):
+        kind, element_id = group.get("class", "").split(" ")[0], group.get("id", "")
+        text = " ".join(t.text or "" for t in group.iter(f"{SVG}text"))
+        if kind == "node":
+            drawn.nodes[element_id] = text
+        elif kind == "cluster":
+            drawn.clusters[element_id.removeprefix("cluster:")] = text
+        elif kind == "edge":
+            source, target = element_id.removeprefix("edge:").split("->")
+            drawn.edges[source, target] = group
+    return drawn
+
+
+def label(edge: ElementTree.Element) -> str:
+    return " ".join(t.text or "" for t in edge.iter(f"{SVG}text"))
+
+
+def is_dashed(edge: ElementTree.Element) -> bool:
+    return any(path.get("stroke-dasharray") for path in edge.iter(f"{SVG}path"))
+
+
+def assert_conv_inputs_are_labelled_as_in_the_ir(spec: str, drawn: Drawn) -> int:
+    """Every edge into a drawn conv carries the IR's type of the conv's input, C×H×W."""
+    graph = compile_spec(REPO / spec).program.graph
+    checked = 0
+    for (source, target), edge in drawn.edges.items():
+        node = graph.nodes.get(target)
+        if node is None or node.op.name not in ("conv2d", "conv_transpose2d"):
+            continue
+        shape = graph.type_of(node.inputs[0]).shape[1:]
+        assert label(edge) == "×".join(map(str, shape)), (source, target)
+        checked += 1
+    return checked
+
+
+@needs_dot
+def test_resnet50_fits_a_page_with_stage_clusters_and_repeat_badges(tmp_path: Path) -> None:
+    drawn = draw("specs/resnet50.yaml", tmp_path)
+    assert len(drawn.nodes) < 60
+    stages = [f"layer{k}" for k in range(1, 5)]
+    assert set(stages) <= drawn.clusters.keys()
+    for stage, blocks in zip(stages, RESNET50_LAYERS):
+        # The first block changes the shape; the rest are identical and drawn once, ×N.
+        assert not BADGE.search(drawn.nodes[f"{stage}.0"])
+        badge = BADGE.search(drawn.nodes[f"{stage}.1"])
+        assert badge and int(badge.group(1)) == blocks - 1, drawn.nodes[f"{stage}.1"]
+        assert f"{stage}.1–{blocks - 1}" in drawn.nodes[f"{stage}.1"]
+    assert "Bottleneck" in drawn.clusters["layer1"] or "Bottleneck" in drawn.nodes["layer1.0"]
+    legend = drawn.nodes["legend"]
+    assert "input 3×224×224" in legend and "FLOPs = 2 × MACs" in legend
+    assert "25,557,032 params" in legend
+
+
+@needs_dot
+@pytest.mark.parametrize(("spec", "depth", "convs"), [("resnet50", 4, 29), ("googlenet", 4, 57)])
+def test_edges_into_convs_carry_the_ir_shapes(
+    spec: str, depth: int, convs: int, tmp_path: Path
+) -> None:
+    """Deep enough that every conv is drawn: GoogLeNet's 57; ResNet-50's stem, and per stage
+    the first block's 3 with its projection and the 3 of the run drawn once."""
+    path = f"specs/{spec}.yaml"
+    drawn = draw(path, tmp_path, "--depth", str(depth))
+    assert assert_conv_inputs_are_labelled_as_in_the_ir(path, drawn) == convs
+
+
+@needs_dot
+def test_resnet_skips_are_dashed_at_block_level(tmp_path: Path) -> None:
+    drawn = draw("specs/resnet50.yaml", tmp_path, "--depth", "3")
+    # Block layer1.1's input is layer1.0's output; the add reads it straight: a skip.
+    edge = drawn.edges["layer1.0.relu3", "layer1.1.add"]
+    assert is_dashed(edge)
+    assert not is_dashed(drawn.edges["layer1.0.relu3", "layer1.1.conv1"])
+
+
+@needs_dot
+def test_googlenet_draws_each_inception_as_a_cluster(tmp_path: Path) -> None:
+    drawn = draw("specs/googlenet.yaml", tmp_path, "--depth", "2")
+    inceptions = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
+    assert {f"inception{name}" for name in inceptions} <= drawn.clusters.keys()
+    for name in inceptions:
+        branches = {f"inception{name}.branch{k}" for k in range(1, 5)}
+        assert branches <= drawn.nodes.keys()
+    assert not any(BADGE.search(text) for text in drawn.nodes.values())  # none alike in a row
+
+
+@needs_dot
+def test_unet_stages_skips_and_shapes(tmp_path: Path) -> None:
+    drawn = draw("specs/unet.yaml", tmp_path)
+    encoder = ["inc", "down1", "down2", "down3", "down4"]
+    decoder = ["up1", "up2", "up3", "up4"]
+    assert {*encoder, *decoder} <= drawn.clusters.keys()
+    # Each decoder stage crops the encoder output of the same level: a dashed skip.
+    for up, down in zip(decoder, reversed(encoder[:-1])):
+        skips = [
+            edge
+            for (source, target), edge in drawn.edges.items()
+            if source.startswith(down + ".") and target == f"{up}.crop"
+        ]
+        assert len(skips) == 1 and is_dashed(skips[0]), up
+    assert assert_conv_inputs_are_labelled_as_in_the_ir("specs/unet.yaml", drawn) >= 6
+    assert label(drawn.edges["outc", "output"]) == "2×388×388"
+
+
+def test_dot_output_needs_no_graphviz(tmp_path: Path) -> None:
+    out = tmp_path / "resnet18.dot"
+    without_dot = {**os.environ, "PATH": str(tmp_path)}
+    result = run_archc("diagram", "specs/resnet18.yaml", "-o", str(out), env=without_dot)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.startswith('digraph "resnet18" {') and text.rstrip().endswith("}")
+
+
+def test_unknown_format_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "resnet18.jpeg"
+    result = run_archc("diagram", "specs/resnet18.yaml", "-o", str(out))
+    assert result.returncode == 2
+    assert "expected a .svg, .png, .pdf or .dot file, got '.jpeg'" in result.stderr
+    assert not out.exists()
