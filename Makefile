@@ -1,7 +1,7 @@
 # One entry point for people and CI. `make run` and `make test` set everything up first.
 VENV := .venv
 BIN := $(VENV)/bin
-SPECS := $(filter-out specs/blocks/%,$(wildcard specs/*.yaml))
+SPECS := $(sort $(filter-out specs/blocks/%,$(wildcard specs/*.yaml)))
 
 .PHONY: setup run test generated bench lint
 
@@ -30,6 +30,7 @@ generated: setup
 	  $(BIN)/archc ir $$spec > generated/ir/$$(basename $$spec .yaml).txt || exit 1; \
 	done
 	$(BIN)/archc diagram specs/resnet50.yaml -o docs/resnet50.svg
+	$(BIN)/archc compare $(SPECS) --plot docs/zoo.svg > /dev/null
 	$(BIN)/python tools/readme_zoo.py
 
 bench: setup

@@ -108,7 +108,46 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--sort", choices=SORT_KEYS, help="order rows by this column (default: as given)"
     )
+    compare.add_argument(
+        "--input",
+        type=_image_sizes,
+        metavar="SIZES",
+        help="image sizes, one row per model and size: 224,320 or 320x256 "
+        "(default: each spec's own)",
+    )
+    compare.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.svg",
+        help="also draw MACs against params (log axes) with the Pareto frontier marked",
+    )
+    _add_model_options(compare)
     compare.set_defaults(run=_compare)
+    diff = commands.add_parser(
+        "diff",
+        help="what differs per block between two models (params, MACs, shapes)",
+        description="what differs per block between two models (params, MACs, output shapes); "
+        "blocks are matched by path (layer1.0)",
+        epilog=EPILOG,
+    )
+    diff.add_argument("before", type=Path, metavar="A", help="model spec (YAML)")
+    diff.add_argument("after", type=Path, metavar="B", help="model spec (YAML); may be A again")
+    _add_model_options(diff)
+    diff.set_defaults(run=_diff)
+    diff.add_argument(
+        "--depth",
+        type=_positive,
+        default=2,
+        metavar="N",
+        help="levels of nesting listed (default: 2, stages and their blocks)",
+    )
+    diff.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="also draw B with the changed blocks outlined in red (.svg, .png, .pdf, .dot)",
+    )
     ops = commands.add_parser(
         "ops",
         help="list the primitive ops and their attributes",
@@ -123,6 +162,18 @@ def _command(
 ) -> argparse.ArgumentParser:
     command = commands.add_parser(name, help=summary, description=summary, epilog=EPILOG)
     command.add_argument("spec", type=Path, help="model spec (YAML)")
+    _add_model_options(command)
+    command.add_argument(
+        "--input",
+        type=_image_size,
+        metavar="SIZE",
+        help="image height and width instead of the spec's: 320 or 320x256",
+    )
+    command.set_defaults(run=run)
+    return command
+
+
+def _add_model_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--set",
         dest="overrides",
@@ -131,8 +182,19 @@ def _command(
         metavar="NAME=VALUE",
         help="override a model param (repeatable)",
     )
-    command.set_defaults(run=run)
-    return command
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """'320' or '320x256' as (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected a size like 320 or 320x256, got {text!r}")
+    height, width = (int(parts[0]), int(parts[-1]))
+    return height, width
+
+
+def _image_sizes(text: str) -> list[tuple[int, int]]:
+    return [_image_size(item) for item in text.split(",")]
 
 
 def _positive(text: str) -> int:
@@ -141,16 +203,20 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _compile(args: argparse.Namespace):
-    from archc.pipeline import compile_spec
-
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
     overrides = {}
     for item in args.overrides:
         name, separator, value = item.partition("=")
         if not separator or not name:
             raise SpecError(f"--set expects NAME=VALUE, got {item!r}")
         overrides[name.strip()] = value.strip()
-    return compile_spec(args.spec, overrides)
+    return overrides
+
+
+def _compile(args: argparse.Namespace):
+    from archc.pipeline import compile_spec
+
+    return compile_spec(args.spec, _overrides(args), args.input)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -188,6 +254,7 @@ def _build(args: argparse.Namespace) -> int:
             "--backend",
             args.backend,
             *(f"--set={item}" for item in args.overrides),
+            *([f"--input={args.input[0]}x{args.input[1]}"] if args.input else []),
         ]
     )
     emit = {"torch": torch_source, "flax": flax_source}[args.backend]
@@ -204,11 +271,12 @@ def _compare(args: argparse.Namespace) -> int:
     from archc.render import compare
 
     rows = []
+    overrides = _overrides(args)
     for spec in args.specs:
-        compiled = compile_spec(spec)
-        rows.append(
-            compare.comparison_row(compiled.program.graph.name, spec.as_posix(), compiled.costs)
-        )
+        for size in args.input or [None]:
+            compiled = compile_spec(spec, overrides, size)
+            name = compiled.program.graph.name
+            rows.append(compare.comparison_row(name, spec.as_posix(), compiled.costs))
     if args.sort:
         rows.sort(key=lambda row: getattr(row, args.sort))
     render = {
@@ -219,6 +287,12 @@ def _compare(args: argparse.Namespace) -> int:
         "latex": compare.compare_latex,
     }
     sys.stdout.write(render[args.format](rows))
+    if args.plot is not None:
+        from archc.emit.files import write_atomic
+        from archc.render.plot import pareto_plot
+
+        write_atomic(args.plot, pareto_plot(rows))
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -230,6 +304,26 @@ def _diagram(args: argparse.Namespace) -> int:
     dot = diagram_dot(compiled.program, compiled.costs, args.depth, args.rankdir)
     write_atomic(args.out, render_dot(dot, args.out))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from archc.emit.files import write_atomic
+    from archc.pipeline import compile_spec
+    from archc.render.diagram import diagram_dot, render_dot
+    from archc.render.diff import changes, diff_table
+
+    before = compile_spec(args.before)
+    after = compile_spec(args.after, _overrides(args))
+    found = changes(before, after)
+    sets = "".join(f" --set {item}" for item in args.overrides)
+    names = (str(args.before), f"{args.after}{sets}")
+    sys.stdout.write(diff_table(names, before, after, found, args.depth))
+    if args.out is not None:
+        changed = {change.path for change in found}
+        dot = diagram_dot(after.program, after.costs, None, "TB", changed)
+        write_atomic(args.out, render_dot(dot, args.out))
+        print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

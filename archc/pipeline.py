@@ -4,7 +4,7 @@ load      spec YAML → typed documents with line:col (archc.spec)
 resolve   params, --set, expressions, blocks, repeats, conditions → IR graph; each node's
           shape is inferred by its op's rule as it is created (archc.resolve)
 cost      params, buffers, MACs, activations per node (archc.passes.cost)
-expect    the spec's golden values, when no --set changed the model
+expect    the spec's golden values, when neither --set nor --input changed the model
 emit      torch code from the block classes (archc.emit), only for `build`
 """
 
@@ -25,11 +25,13 @@ class Compiled:
     costs: CostReport
 
 
-def compile_spec(path: Path, overrides: dict[str, str] | None = None) -> Compiled:
+def compile_spec(
+    path: Path, overrides: dict[str, str] | None = None, image_size: tuple[int, int] | None = None
+) -> Compiled:
     spec = load_model(path)  # load: YAML → typed spec
-    program = elaborate(spec, overrides or {})  # resolve: → IR with shapes
+    program = elaborate(spec, overrides or {}, image_size)  # resolve: → IR with shapes
     costs = count_costs(program.graph)  # cost: per node
-    if not program.overrides:
+    if not program.overrides and image_size is None:
         check_expectations(program, costs)  # expect: golden values
     return Compiled(program, costs)
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import REPO, run_archc
+from tests.helpers import REPO, SPECS, run_archc
 
 FRAMEWORKS = ("torch", "jax", "flax", "torchvision")
 
@@ -107,7 +107,7 @@ def test_compare_rows_equal_stats_in_every_format() -> None:
     import csv
     import io
 
-    specs = ["specs/resnet18.yaml", "specs/mobilenet_v2.yaml", "specs/alexnet.yaml"]
+    specs = sorted(path.relative_to(REPO).as_posix() for path in SPECS.glob("*.yaml"))
     as_json = run_archc("compare", *specs, "--format", "json", "--sort", "macs")
     assert as_json.returncode == 0, as_json.stderr
     rows = json.loads(as_json.stdout)
@@ -120,7 +120,7 @@ def test_compare_rows_equal_stats_in_every_format() -> None:
         stats = json.loads(run_archc("stats", spec, "--format", "json").stdout)
         (row,) = [row for row in rows if row["spec"] == spec]
         (csv_row,) = [row for row in as_csv if row["spec"] == spec]
-        for key in ("params", "buffers", "macs", "flops", "activations"):
+        for key in ("params", "buffers", "macs", "flops", "activations", "depth"):
             assert row[key] == stats[key] == int(csv_row[key])
         assert f"| {stats['params']:,} | {stats['macs'] / 1e9:.3f} |" in as_markdown
 
@@ -163,7 +163,7 @@ def test_compare_html_and_latex_tables_hold_the_json_numbers() -> None:
     parser.feed(run_archc("compare", *specs, "--format", "html").stdout)
     header, *body = parser.rows
     latex = run_archc("compare", *specs, "--format", "latex").stdout.splitlines()
-    assert latex[0] == "\\begin{tabular}{llrrrrr}" and latex[-1] == "\\end{tabular}"
+    assert latex[0] == "\\begin{tabular}{llrrrrrr}" and latex[-1] == "\\end{tabular}"
     latex_rows = [
         line.removesuffix(" \\\\").split(" & ") for line in latex if line.endswith("\\\\")
     ]

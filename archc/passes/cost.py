@@ -8,6 +8,7 @@ column and FlopCounterMode ÷ 2. Counts are per sample (batch 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from archc.ir.graph import Graph
@@ -51,10 +52,25 @@ class CostReport:
     input_shape: tuple[int, ...]
     """The input the counts refer to, batch 1."""
     nodes: list[NodeCost]
+    depth: int
+    """Weighted layers (conv, linear: params and MACs) on the longest path from the input:
+    the number in a name like ResNet-50."""
 
     @property
     def total(self) -> Cost:
         return sum((node.cost for node in self.nodes), Cost())
+
+    def under(self, paths: Collection[str]) -> Cost:
+        """The total of the nodes at or below any of these module paths."""
+        prefixes = tuple(path + "." for path in paths)
+        return sum(
+            (
+                node.cost
+                for node in self.nodes
+                if node.name in paths or node.name.startswith(prefixes)
+            ),
+            Cost(),
+        )
 
     def by_block(self) -> dict[str, Cost]:
         """Totals per top-level node of the model (stem layers, stages, head)."""
@@ -67,6 +83,7 @@ class CostReport:
 
 def count_costs(graph: Graph) -> CostReport:
     nodes = []
+    depths = dict.fromkeys(graph.inputs, 0)
     for node in graph.nodes.values():
         inputs = [graph.type_of(name) for name in node.inputs]
         params = node.op.parameters(node.attrs, inputs).values()
@@ -78,5 +95,7 @@ def count_costs(graph: Graph) -> CostReport:
             activations=node.type.numel_per_sample(),
         )
         nodes.append(NodeCost(node.name, node.op.name, str(node.type), cost))
+        weighted = cost.params > 0 and cost.macs > 0
+        depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
-    return CostReport(input_shape, nodes)
+    return CostReport(input_shape, nodes, depths[graph.output])

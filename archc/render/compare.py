@@ -25,6 +25,8 @@ class Row:
     flops: int
     activations: int
     """Output elements of every node, per sample."""
+    depth: int
+    """Weighted layers on the longest path (ResNet-50: 50)."""
 
     @property
     def activation_mib_fp32(self) -> float:
@@ -35,7 +37,7 @@ class Row:
         return self.activations * 2 / MIB
 
 
-SORT_KEYS = ("model", "params", "macs", "flops", "activations")
+SORT_KEYS = ("model", "params", "macs", "flops", "activations", "depth")
 
 
 def comparison_row(name: str, spec: str, costs: CostReport) -> Row:
@@ -49,6 +51,7 @@ def comparison_row(name: str, spec: str, costs: CostReport) -> Row:
         total.macs,
         total.flops,
         total.activations,
+        costs.depth,
     )
 
 
@@ -60,6 +63,7 @@ HEADER = (
     "GFLOPs",
     "activations (MiB, fp32)",
     "activations (MiB, bf16)",
+    "depth",
 )
 
 
@@ -72,6 +76,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         f"{row.flops / 1e9:.3f}",
         f"{row.activation_mib_fp32:.1f}",
         f"{row.activation_mib_bf16:.1f}",
+        str(row.depth),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,8 @@ FAMILY_COLOURS = {
 HEAT = ((255, 247, 236), (227, 74, 51))
 """Block fill from no cost to the costliest block drawn."""
 FORMATS = ("svg", "png", "pdf", "dot")
+CHANGED = ('color="#d7301f"', "penwidth=3")
+"""The border of a block that `archc diff` found changed."""
 
 
 @dataclass
@@ -225,24 +227,14 @@ def shape_label(value: TensorType) -> str:
 class _Dot:
     """DOT text for a drawing, with the costs of every part."""
 
-    def __init__(self, program: Program, costs: CostReport, drawing: Drawing) -> None:
-        self.program, self.drawing = program, drawing
+    def __init__(
+        self, program: Program, costs: CostReport, drawing: Drawing, changed: Collection[str]
+    ) -> None:
+        self.program, self.drawing, self.changed = program, drawing, changed
         self.total = costs.total
-        self.node_costs = {node.name: node.cost for node in costs.nodes}
-        self.part_costs = {part.path: self.cost(part) for part in _walk(drawing.parts)}
+        self.part_costs = {part.path: costs.under(part.members) for part in _walk(drawing.parts)}
         boxes = [p for p in _walk(drawing.parts) if p.children is None and p.module.kind != "op"]
         self.hottest = max((self.part_costs[p.path].macs for p in boxes), default=0)
-
-    def cost(self, part: Part) -> Cost:
-        prefixes = tuple(member + "." for member in part.members)
-        return sum(
-            (
-                cost
-                for name, cost in self.node_costs.items()
-                if name in part.members or name.startswith(prefixes)
-            ),
-            Cost(),
-        )
 
     def render(self, rankdir: str) -> str:
         graph = self.program.graph
@@ -272,11 +264,13 @@ class _Dot:
             name = _name(part)
             label = f"<B>{html.escape(part.title)}</B>{name}"
             label += f"<BR/>{self.figures(cost)}"
+            changed = self.is_changed(part)
+            border = "; ".join(CHANGED) + '; class="changed";' if changed else 'color="#888888";'
             yield f"{indent}subgraph {_quote('cluster:' + part.path)} {{"
             yield (
                 f"{indent}  id={_quote('cluster:' + part.path)}; label=<{label}>; fontsize=10; "
                 f'style="rounded,filled"; fillcolor="{self.heat(cost, light=True)}"; '
-                'color="#888888"; labeljust=l;'
+                f"{border} labeljust=l;"
             )
             yield from self.parts(part.children, indent + "  ")
             yield f"{indent}}}"
@@ -291,10 +285,15 @@ class _Dot:
             cost = self.part_costs[part.path]
             label = f"<B>{title}</B>{_name(part)}<BR/>{self.figures(cost)}"
             colour, family = self.heat(cost), "block"
+        changed = ", ".join(CHANGED) if self.is_changed(part) else ""
+        kind = f"{family} changed" if changed else family
         return (
-            f"{_quote(part.path)} [id={_quote(part.path)}, class={_quote(family)}, "
-            f'label=<{label}>, fillcolor="{colour}"];'
+            f"{_quote(part.path)} [id={_quote(part.path)}, class={_quote(kind)}, "
+            f'label=<{label}>, fillcolor="{colour}"{", " * bool(changed)}{changed}];'
         )
+
+    def is_changed(self, part: Part) -> bool:
+        return any(member in self.changed for member in part.members)
 
     def figures(self, cost: Cost) -> str:
         params = f"{_compact(cost.params)} params ({_percent(cost.params, self.total.params)})"
@@ -327,6 +326,7 @@ class _Dot:
             html.escape(f"MACs: {TIER_NOTE}"),
             "edges: tensor shape C×H×W; dashed: skip; ×N: N identical blocks in a row",
             "blocks: params and MACs with their share of the total; fill: MACs",
+            *(["red border: differs from the model compared (archc diff)"] if self.changed else []),
         ]
         cells = "".join(f'<TR><TD ALIGN="LEFT" COLSPAN="7">{row}</TD></TR>' for row in rows)
         table = (
@@ -371,9 +371,16 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def diagram_dot(program: Program, costs: CostReport, depth: int | None, rankdir: str) -> str:
+def diagram_dot(
+    program: Program,
+    costs: CostReport,
+    depth: int | None,
+    rankdir: str,
+    changed: Collection[str] = (),
+) -> str:
+    """The drawing as DOT; module paths in `changed` are drawn with a red border."""
     depth = default_depth(program) if depth is None else depth
-    return _Dot(program, costs, layout_drawing(program, depth)).render(rankdir)
+    return _Dot(program, costs, layout_drawing(program, depth), changed).render(rankdir)
 
 
 def render_dot(dot: str, path: Path) -> bytes:

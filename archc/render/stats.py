@@ -26,6 +26,7 @@ def stats_json(name: str, report: CostReport) -> str:
         "input": list(report.input_shape),
         "tier": TIER,
         **_row(total),
+        "depth": report.depth,
         "blocks": {block: _row(cost) for block, cost in report.by_block().items()},
         "nodes": [
             {"name": node.name, "op": node.op, "shape": node.shape, **_row(node.cost)}

@@ -80,11 +80,22 @@ class Program:
     modules: list[ModuleNode] = field(default_factory=list)
 
 
-def elaborate(spec: ModelSpec, overrides: dict[str, str]) -> Program:
-    """Instantiate the model with concrete params: the IR graph with every shape inferred."""
+def elaborate(
+    spec: ModelSpec, overrides: dict[str, str], image_size: tuple[int, int] | None = None
+) -> Program:
+    """Instantiate the model with concrete params: the IR graph with every shape inferred.
+    `image_size` replaces the height and width of the spec's `input`."""
     args, applied = model_args(spec.root, overrides)
     env = bind_lets(spec.root, dict(args))
-    input_type = TensorType((BATCH, *input_shape(spec.input, env)))
+    shape = input_shape(spec.input, env)
+    if image_size is not None:
+        if len(shape) != 3:
+            raise SpecError(
+                f"--input sets an image's height and width, but input is {shape}",
+                spec.input.location,
+            )
+        shape = [shape[0], *image_size]
+    input_type = TensorType((BATCH, *shape))
     graph = Graph(spec.root.name, {"input": input_type})
     elaborator = Elaborator(spec, graph)
     modules, output, _ = elaborator.body(spec.root, env, {"input": Bound("input", input_type)}, "")

@@ -130,3 +130,11 @@ def test_readme_diagram_is_current(tmp_path: Path) -> None:
     assert fresh.read_bytes() == committed.read_bytes(), (
         "docs/resnet50.svg is stale; run `make generated`"
     )
+
+
+def test_readme_plot_is_current(tmp_path: Path) -> None:
+    fresh = tmp_path / "zoo.svg"
+    specs = sorted(path.relative_to(REPO).as_posix() for path in SPECS.glob("*.yaml"))
+    assert run_archc("compare", *specs, "--plot", str(fresh)).returncode == 0
+    committed = (REPO / "docs" / "zoo.svg").read_bytes()
+    assert fresh.read_bytes() == committed, "docs/zoo.svg is stale; run `make generated`"
