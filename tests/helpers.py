@@ -58,13 +58,18 @@ def load_generated(path: Path) -> ModuleType:
 
 
 def count_macs(model: Any, example: Any) -> tuple[int, Any]:
-    """FlopCounterMode's FLOPs ÷ 2 for one eval forward, and the output."""
-    import torch
+    """FlopCounterMode's FLOPs ÷ 2 for one forward, and the output.
+
+    Attention runs on the math backend, whose matmuls the counter sees (the fused CPU kernels
+    it does not count), and with autograd on, since in no_grad nn.MultiheadAttention takes a
+    fused fast path the counter misses whole.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         output = model(example)
-    return counter.get_total_flops() // 2, output
+    return counter.get_total_flops() // 2, output.detach()
 
 
 def archc_stats(spec: str, *overrides: str) -> dict:

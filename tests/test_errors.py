@@ -211,3 +211,12 @@ def test_a_unet_skip_without_its_crop_is_caught_at_the_concat(tmp_path: Path) ->
     assert "up1.cat (concat): inputs must match on every axis but 1" in result.stderr
     assert "expected f32[N,*,64,64], got f32[N,512,56,56]" in result.stderr
     assert "center_crop" in result.stderr
+
+
+def test_heads_that_do_not_divide_the_embedding_are_caught_at_the_attention() -> None:
+    result = run_archc("check", "specs/vit_b_16.yaml", "--set", "num_heads=7")
+    assert result.returncode == 2
+    text = (REPO / "specs" / "blocks" / "vit.yaml").read_text()
+    line = text[: text.index("attention: {op: attention")].count("\n") + 1
+    assert result.stderr.startswith(f"specs/blocks/vit.yaml:{line}:"), result.stderr
+    assert "the embedding dim must be divisible by heads=7, got 768" in result.stderr

@@ -168,11 +168,16 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
         lines.append(f"{INDENT * depth}self.{child.name} = {backend.sequential}(*{child.name})")
     else:
         expression = _expression(child, backend)
-        if expression is None:  # an inline function: only its condition needs keeping
+        if expression is None:  # inline code: its parameters and condition need keeping
             condition = child.condition
-            return (
-                [] if condition is None else [f"{BODY}self.use_{child.name} = {source(condition)}"]
-            )
+            lines = [
+                line
+                for suffix, value in _inline_parameters(child, backend)
+                for line in layout_source(f"self.{child.name}{suffix} = ", value, depth)
+            ]
+            if condition is None:
+                return lines
+            return [f"{BODY}self.use_{child.name} = {source(condition)}", *lines]
         lines = layout(f"self.{child.name} = ", expression, depth)
     if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
         condition = f"{BODY}if {source(child.condition)}:"
@@ -323,11 +328,12 @@ def _sequence_item(item: ModuleNode, backend: Backend) -> Call | str:
     expression = _expression(item, backend)
     if expression is not None:
         return expression
-    template = _lower(item, backend).template
-    if backend.name == "torch":
+    lowered = _lower(item, backend)
+    template = lowered.template
+    if backend.name == "torch" or lowered.parameters:
         raise SpecError(
-            f"'{item.spec.name}': op {item.op.name} has no torch module form, so it cannot "
-            "be an item of a sequence; give it a name in the body instead",
+            f"'{item.spec.name}': op {item.op.name} has no {backend.name} module form, so it "
+            "cannot be an item of a sequence; give it a name in the body instead",
             item.spec.location,
         )
     function = re.fullmatch(r"([\w.]+)\(\{0\}\)", template)
@@ -361,6 +367,11 @@ def _constructor_names(block_class: BlockClass) -> set[str]:
 def _inline_template(child: ModuleNode, backend: Backend) -> str | None:
     lowered = _lower(child, backend) if child.kind == "op" else None
     return lowered.template if isinstance(lowered, InlineCall) else None
+
+
+def _inline_parameters(child: ModuleNode, backend: Backend) -> tuple[tuple[str, str], ...]:
+    lowered = _lower(child, backend) if child.kind == "op" else None
+    return lowered.parameters if isinstance(lowered, InlineCall) else ()
 
 
 def _reads(name: str) -> str:
@@ -399,7 +410,7 @@ def _call_body(
         if template is not None:
             for name in kept:
                 template = re.sub(_reads(name), f"self.{name}", template)
-            value = template.format(*arguments)
+            value = template.format(*arguments, self=f"self.{child.name}")
         elif child.condition is not None:
             first = arguments[0]
             value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"

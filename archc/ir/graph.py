@@ -31,7 +31,14 @@ class TensorType:
 
     @property
     def channels(self) -> Dim:
-        return self.shape[1]
+        """The feature axis: 1 for images (NCHW), the last for tokens (N, L, D) and vectors."""
+        return self.shape[1] if self.rank == 4 else self.shape[-1]
+
+    def with_channels(self, channels: Dim) -> TensorType:
+        """The same type with another size on the feature axis."""
+        shape = list(self.shape)
+        shape[1 if self.rank == 4 else -1] = channels
+        return TensorType(tuple(shape), self.dtype)
 
     def numel_per_sample(self) -> int:
         return math.prod(concrete(dim) for dim in self.shape[1:])

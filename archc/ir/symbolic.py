@@ -9,6 +9,7 @@ shape rule branch; the batch dimension is `Sym("N", 1)`.
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -167,6 +168,11 @@ def binary(symbol: str, left: Any, right: Any) -> Any:
         return left
     if (symbol == "*" and _is_literal(left, 1)) or (symbol == "+" and _is_literal(left, 0)):
         return right
+    if symbol == "//" and isinstance(left, Sym) and isinstance(right, int):
+        # `k * name // k` is `name` (packed q, k, v split back into one embedding width)
+        cancelled = re.fullmatch(rf"{right} \* ([A-Za-z_]\w*)", left.src)
+        if cancelled:
+            return Sym(cancelled.group(1), concrete(left) // right)
     right_precedence = precedence if symbol == "**" else precedence + 1
     text = (
         f"{source(left, precedence + (symbol == '**'))} {symbol} {source(right, right_precedence)}"

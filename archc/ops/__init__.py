@@ -18,10 +18,12 @@ def register(cls: type[Op]) -> type[Op]:
 # Importing the families registers their ops.
 from archc.ops import (  # noqa: E402, F401
     activation,
+    attention,
     conv,
     linear,
     norm,
     pool,
     regularization,
     tensor,
+    tokens,
 )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from archc.ir.graph import TensorType
+from archc.ir.symbolic import source
 from archc.ops import register
 from archc.ops.base import Attrs, Op
-from archc.ops.lowering import LoweringError, ModuleCall
+from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 
 
 class LinearAttrs(Attrs):
     out: int
     bias: bool = True
+    flat: bool = False
+    """Parameters as `<name>_weight` and `<name>_bias` of the enclosing module rather than a
+    submodule's (nn.MultiheadAttention's `in_proj_weight`)."""
 
 
 @register
@@ -28,16 +32,35 @@ class Linear(Op):
 
     def parameters(self, attrs: LinearAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
         weight = (attrs.out, inputs[0].shape[-1])
-        return {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
+        shapes = {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
+        return {("_" if attrs.flat else "") + key: shape for key, shape in shapes.items()}
 
     def macs(self, attrs: LinearAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return output.numel_per_sample() * inputs[0].shape[-1]
 
-    def lower_torch(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall:
-        return ModuleCall("nn.Linear", (inputs[0].shape[-1], attrs.out), (("bias", attrs.bias),))
+    def lower_torch(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
+        if not attrs.flat:
+            kwargs = (("bias", attrs.bias),)
+            return ModuleCall("nn.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
+        out, features = source(attrs.out), source(inputs[0].shape[-1])
+        weight = f"nn.Parameter(nn.init.xavier_uniform_(torch.empty({out}, {features})))"
+        bias = f"nn.Parameter(torch.zeros({out}))"
+        if not attrs.bias:
+            return InlineCall("F.linear({0}, {self}_weight)", (("_weight", weight),))
+        parameters = (("_weight", weight), ("_bias", bias))
+        return InlineCall("F.linear({0}, {self}_weight, {self}_bias)", parameters)
 
-    def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall:
+    def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         if inputs[0].rank == 4:
             raise LoweringError("a linear layer on a 4-d (NHWC in flax) tensor; flatten first")
-        kwargs = (("use_bias", attrs.bias),)
-        return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
+        if not attrs.flat:
+            kwargs = (("use_bias", attrs.bias),)
+            return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
+        # Kept in PyTorch's (out, in) layout: the weight converter moves only `kernel`s.
+        out, features = source(attrs.out), source(inputs[0].shape[-1])
+        init = f"nnx.initializers.xavier_uniform()(rngs.params(), ({out}, {features}))"
+        weight = ("_weight", f"nnx.Param({init})")
+        if not attrs.bias:
+            return InlineCall("{0} @ {self}_weight[...].T", (weight,))
+        bias = ("_bias", f"nnx.Param(jnp.zeros(({out},)))")
+        return InlineCall("{0} @ {self}_weight[...].T + {self}_bias[...]", (weight, bias))

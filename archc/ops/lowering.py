@@ -20,9 +20,16 @@ class ModuleCall:
 
 @dataclass(frozen=True)
 class InlineCall:
-    """A stateless function written straight into forward; `{0}`, `{1}` are the inputs."""
+    """An expression written straight into forward; `{0}`, `{1}` are the inputs.
+
+    An op may own parameters as plain attributes of the enclosing module (a class token,
+    nn.MultiheadAttention's `in_proj_weight`): `parameters` pairs each attribute's suffix to
+    the node's name with the expression that creates it, and `{self}` in the template is
+    `self.<node name>`.
+    """
 
     template: str
+    parameters: tuple[tuple[str, str], ...] = ()
 
 
 class LoweringError(Exception):

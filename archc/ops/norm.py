@@ -18,11 +18,11 @@ class BatchNormAttrs(Attrs):
 class BatchNorm(Op):
     name = "batch_norm"
     Attrs = BatchNormAttrs
-    summary = "batch normalisation over the channel axis (1 of NC… tensors), affine, tracked stats"
+    summary = "batch normalisation over the channels (NCHW or NC), affine, tracked stats"
 
     def check(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> list[str]:
         rank = inputs[0].rank
-        return [] if rank in (2, 3, 4) else [f"expected a 2-d, 3-d or 4-d input, got {inputs[0]}"]
+        return [] if rank in (2, 4) else [f"expected an NCHW or NC input, got {inputs[0]}"]
 
     def infer(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]
@@ -45,7 +45,37 @@ class BatchNorm(Op):
     def lower_flax(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
         # The generated file's own BatchNorm keeps PyTorch's momentum convention and its
         # unbiased running variance, so both frameworks train from the same state.
-        kwargs = [("eps", attrs.eps), ("momentum", attrs.momentum)]
-        if inputs[0].rank == 3:
-            kwargs.append(("axis", 1))
-        return ModuleCall("BatchNorm", (inputs[0].channels,), tuple(kwargs), random_init=False)
+        kwargs = (("eps", attrs.eps), ("momentum", attrs.momentum))
+        return ModuleCall("BatchNorm", (inputs[0].channels,), kwargs, random_init=False)
+
+
+class LayerNormAttrs(Attrs):
+    eps: float = 1e-5
+
+
+@register
+class LayerNorm(Op):
+    name = "layer_norm"
+    Attrs = LayerNormAttrs
+    summary = "layer normalisation over the last axis (tokens N, L, D or vectors), affine"
+
+    def check(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> list[str]:
+        rank = inputs[0].rank
+        return [] if rank in (2, 3) else [f"expected tokens (N, L, D) or (N, D), got {inputs[0]}"]
+
+    def infer(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def parameters(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+        return {"weight": (inputs[0].channels,), "bias": (inputs[0].channels,)}
+
+    def macs(self, attrs: LayerNormAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # normalisation is outside the core tier
+
+    def lower_torch(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        return ModuleCall("nn.LayerNorm", (inputs[0].channels,), (("eps", attrs.eps),))
+
+    def lower_flax(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # The two-pass variance, as PyTorch computes it.
+        kwargs = (("epsilon", attrs.eps), ("use_fast_variance", False))
+        return ModuleCall("nnx.LayerNorm", (inputs[0].channels,), kwargs)

@@ -266,3 +266,38 @@ class CenterCrop(Op):
 
     def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall("center_crop({0}, {1})")
+
+
+class SelectAttrs(Attrs):
+    axis: int = 1
+    index: int = 0
+
+
+@register
+class Select(Op):
+    name = "select"
+    Attrs = SelectAttrs
+    summary = "one index along an axis, which goes away (the class token: x[:, 0])"
+
+    def check(self, attrs: SelectAttrs, inputs: list[TensorType]) -> list[str]:
+        kind = inputs[0]
+        if not 1 <= attrs.axis < kind.rank:
+            return [f"axis must be from 1 to {kind.rank - 1}, got {attrs.axis}"]
+        size = concrete(kind.shape[attrs.axis])
+        if not 0 <= attrs.index < size:
+            return [f"index must be from 0 to {size - 1} on axis {attrs.axis}, got {attrs.index}"]
+        return []
+
+    def infer(self, attrs: SelectAttrs, inputs: list[TensorType]) -> TensorType:
+        shape = inputs[0].shape
+        return TensorType((*shape[: attrs.axis], *shape[attrs.axis + 1 :]))
+
+    def macs(self, attrs: SelectAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # a view
+
+    def lower_torch(self, attrs: SelectAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("{0}[" + ":, " * attrs.axis + f"{attrs.index}]")
+
+    def lower_flax(self, attrs: SelectAttrs, inputs: list[TensorType]) -> InlineCall:
+        axis = flax_axis(attrs.axis, inputs[0].rank)
+        return InlineCall("{0}[" + ":, " * (axis % inputs[0].rank) + f"{attrs.index}]")

@@ -43,6 +43,8 @@ class Cost:
 class NodeCost:
     name: str
     op: str
+    family: str
+    """The op's kind (conv, linear, attention, …), for breaking MACs down."""
     shape: str
     cost: Cost
 
@@ -72,6 +74,14 @@ class CostReport:
             Cost(),
         )
 
+    def macs_by_family(self) -> dict[str, int]:
+        """MACs per op family, for the families that do any (conv, linear, attention)."""
+        families: dict[str, int] = {}
+        for node in self.nodes:
+            if node.cost.macs:
+                families[node.family] = families.get(node.family, 0) + node.cost.macs
+        return families
+
     def by_block(self) -> dict[str, Cost]:
         """Totals per top-level node of the model (stem layers, stages, head)."""
         blocks: dict[str, Cost] = {}
@@ -94,7 +104,7 @@ def count_costs(graph: Graph) -> CostReport:
             macs=node.op.macs(node.attrs, inputs, node.type),
             activations=node.type.numel_per_sample(),
         )
-        nodes.append(NodeCost(node.name, node.op.name, str(node.type), cost))
+        nodes.append(NodeCost(node.name, node.op.name, node.op.family, str(node.type), cost))
         weighted = cost.params > 0 and cost.macs > 0
         depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)

@@ -9,6 +9,7 @@ comes from the cost pass. The DOT text is ours; `dot` only lays it out.
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import subprocess
 from collections.abc import Collection, Iterator
@@ -28,6 +29,8 @@ NODE_BUDGET = 40
 FAMILY_COLOURS = {
     "conv": "#9ecae1",
     "linear": "#fdae6b",
+    "attention": "#fb9a99",
+    "tokens": "#cab2d6",
     "norm": "#fee391",
     "activation": "#c7e9c0",
     "pool": "#dadaeb",
@@ -63,12 +66,17 @@ class Part:
 
     @property
     def title(self) -> str:
-        """The name within the enclosing cluster; a bare index keeps its parent's name."""
+        """The name within the enclosing cluster (a bare index after its parent's name: mlp.0);
+        a run as a range (layer1.1–2, encoder_layer_0–11)."""
         first = self.members[0].removeprefix(self.prefix)
         if first.isdigit():
-            first = self.members[0]
+            first = ".".join(self.members[0].split(".")[-2:])
+        if len(self.members) == 1:
+            return first
         last = self.members[-1].rpartition(".")[2]
-        return f"{first}–{last}" if len(self.members) > 1 else first
+        stem, digits = re.fullmatch(r"(.*?)(\d*)", last).groups()
+        shared_stem = digits and first.rpartition(".")[2].startswith(stem)
+        return f"{first}–{digits if shared_stem else last}"
 
 
 @dataclass

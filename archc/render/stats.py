@@ -32,6 +32,7 @@ def stats_json(name: str, report: CostReport) -> str:
             {"name": node.name, "op": node.op, "shape": node.shape, **_row(node.cost)}
             for node in report.nodes
         ],
+        "macs_by_family": report.macs_by_family(),
         "coverage": {"nodes": len(report.nodes), "costed": len(report.nodes)},
     }
     return json.dumps(document, indent=2) + "\n"
@@ -102,9 +103,22 @@ def _table(
         rule,
         line(totals),
         f"MACs {total.macs:,}; FLOPs = 2 x MACs = {total.flops:,}",
+        *_family_lines(report),
         f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _family_lines(report: CostReport) -> list[str]:
+    """One line per op family that does MACs, so attention's share stands on its own."""
+    families = report.macs_by_family()
+    total = report.total.macs
+    width = max((len(family) for family in families), default=0)
+    digits = len(f"{total:,}")
+    return ["MACs by op family:"] + [
+        f"  {family.ljust(width)}  {macs:>{digits},}  {100 * macs / total:5.1f}%"
+        for family, macs in families.items()
+    ]
 
 
 def _share(cost: Cost, total: Cost) -> str:

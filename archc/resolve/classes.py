@@ -17,9 +17,9 @@ from archc.resolve.params import channel_names
 from archc.resolve.values import evaluate_value
 from archc.spec.document import BlockDef
 
-SPATIAL = ("«height»", "«width»")
-"""Placeholders for a block input's spatial size: a class cannot know it, and an emitter that
-meets one in a constructor argument reports the block instead of writing it."""
+SPATIAL = ("«height»", "«width»", "«length»")
+"""Placeholders for a block input's image size or sequence length: a class cannot know them,
+and an emitter that meets one in a constructor argument reports the block instead."""
 
 
 def block_classes(program: Program) -> list[BlockClass]:
@@ -93,7 +93,7 @@ def _elaborate_class(
         env[name] = Sym(name, concrete(evaluated))
     if is_model:  # the input's channels may be a param (`input: [image_channels, 572, 572]`)
         channels = evaluate_value(program.spec.input, env, literal_strings=False)[0]
-        input_types = [TensorType((BATCH, channels, *input_types[0].shape[2:]))]
+        input_types = [input_types[0].with_channels(channels)]
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
     children, _, output = elaborator.body(definition, env, inputs, prefix="")
@@ -113,6 +113,12 @@ def _elaborate_class(
 
 
 def _symbolic_input(channel_name: str, kind: TensorType) -> TensorType:
-    _n, channels, *spatial = kind.shape
-    placeholders = [Sym(name, concrete(size)) for name, size in zip(SPATIAL, spatial)]
-    return TensorType((BATCH, Sym(channel_name, concrete(channels)), *placeholders))
+    """The channels named; an image's height and width, a sequence's length placeholders."""
+    _n, *dims = kind.shape
+    channel_axis = 0 if kind.rank == 4 else len(dims) - 1
+    others = iter(SPATIAL[:2] if kind.rank == 4 else SPATIAL[2:])
+    symbolic = [
+        Sym(channel_name if axis == channel_axis else next(others), concrete(size))
+        for axis, size in enumerate(dims)
+    ]
+    return TensorType((BATCH, *symbolic))

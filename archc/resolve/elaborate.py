@@ -142,24 +142,30 @@ class Elaborator:
             site = Site(
                 node, node.name, prefix + node.name, local_refs, [values[ref] for ref in refs], env
             )
-            module, values[node.name] = self.node(site)
-            producers[node.name] = node.name if module is not None else local_refs[0]
-            if module is not None:
-                children.append(module)
+            modules, values[node.name] = self.node(site)
+            producers[node.name] = node.name if modules else local_refs[0]
+            children += modules
             previous = node.name
         return children, values[previous], producers[previous]
 
-    def node(self, site: Site) -> tuple[ModuleNode | None, Bound]:
-        """A body node: switched off (None, the identity), repeated, a sequence or single."""
+    def node(self, site: Site) -> tuple[list[ModuleNode], Bound]:
+        """A body node's modules: none when switched off (the identity), one when single, a
+        sequence or a loop; the copies themselves when a repeat names them (`names:`), since
+        they are attributes of the enclosing block (`features.denseblock1.denselayer1`)."""
         condition = self.condition(site)
         if condition is False:
-            return None, site.bounds[0]
+            return [], site.bounds[0]
         if site.node.repeat is None:
             module, bound = self.unrepeated(site)
         else:
-            modules, bound = self.repetitions(site, f"{site.full_name}.", 0)
+            named = site.node.names is not None
+            prefix = site.full_name.removesuffix(site.name) if named else f"{site.full_name}."
+            modules, bound = self.repetitions(site, prefix, 0)
+            if named and not self.symbolic:
+                return modules, bound
             module = modules[0] if self.symbolic else self.sequence_module(site, modules, bound)
-        return self.conditioned(site, condition, module, bound)
+        module, bound = self.conditioned(site, condition, module, bound)
+        return [module], bound
 
     def items(
         self, items: list[NodeSpec], prefix: str, bound: Bound, env: dict[str, Any], start: int = 0
@@ -263,9 +269,7 @@ class Elaborator:
         """One symbolic iteration `i`, reading `channels` (the previous iteration's output)."""
         first = site.input_types[0]
         channels = Sym("channels", concrete(first.channels))
-        iteration_input = Bound(
-            site.bounds[0].name, TensorType((first.shape[0], channels, *first.shape[2:]))
-        )
+        iteration_input = Bound(site.bounds[0].name, first.with_channels(channels))
         env = {**site.env, "i": Sym("i", 0)}
         if site.node.items is not None:
             body, bound = self.items(site.node.items, prefix, iteration_input, env)
@@ -280,7 +284,7 @@ class Elaborator:
             out_channels = first.channels
         elif LOOP_VARIABLES.search(source(out_channels)):
             out_channels = Sym("channels", concrete(out_channels))
-        output = TensorType((bound.type.shape[0], out_channels, *bound.type.shape[2:]))
+        output = bound.type.with_channels(out_channels)
         names = site.node.names
         module = ModuleNode(
             site.node.name,
@@ -340,8 +344,7 @@ class Elaborator:
                 f"{concrete(channels)}, but its body gives {concrete(output.type.channels)}",
                 promise.location,
             )
-        _n, _c, *rest = output.type.shape
-        return Bound(output.name, TensorType((_n, channels, *rest)))
+        return Bound(output.name, output.type.with_channels(channels))
 
     def lookup_op(self, site: Site) -> Op:
         node = site.node

@@ -79,8 +79,8 @@ def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) 
 
     Values are numpy arrays, e.g. `{k: v.numpy() for k, v in module.state_dict().items()}`;
     no torch is needed. Names follow the PyTorch model: nnx.Sequential's `layers` level is
-    dropped and a `kernel` is a `weight` (conv OIHW -> HWIO, linear transposed). A missing,
-    unexpected or misshapen entry raises, naming it.
+    dropped and a `kernel` or `scale` is a `weight` (conv OIHW -> HWIO, linear transposed).
+    A missing, unexpected or misshapen entry raises, naming it.
     """
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     flat = nnx.to_flat_state(state)
@@ -107,7 +107,7 @@ def _torch_name(path: tuple) -> str:
         for index, part in enumerate(path)
         if not (part == "layers" and index + 1 < len(path) and isinstance(path[index + 1], int))
     ]
-    if parts[-1] == "kernel":
+    if parts[-1] in ("kernel", "scale"):  # a linear's or a LayerNorm's weight
         parts[-1] = "weight"
     return ".".join(parts)
 

@@ -123,8 +123,8 @@ def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) 
 
     Values are numpy arrays, e.g. `{k: v.numpy() for k, v in module.state_dict().items()}`;
     no torch is needed. Names follow the PyTorch model: nnx.Sequential's `layers` level is
-    dropped and a `kernel` is a `weight` (conv OIHW -> HWIO, linear transposed). A missing,
-    unexpected or misshapen entry raises, naming it.
+    dropped and a `kernel` or `scale` is a `weight` (conv OIHW -> HWIO, linear transposed).
+    A missing, unexpected or misshapen entry raises, naming it.
     """
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     flat = nnx.to_flat_state(state)
@@ -151,7 +151,7 @@ def _torch_name(path: tuple) -> str:
         for index, part in enumerate(path)
         if not (part == "layers" and index + 1 < len(path) and isinstance(path[index + 1], int))
     ]
-    if parts[-1] == "kernel":
+    if parts[-1] in ("kernel", "scale"):  # a linear's or a LayerNorm's weight
         parts[-1] = "weight"
     return ".".join(parts)
 
@@ -168,3 +168,10 @@ def center_crop(x: jax.Array, like: jax.Array) -> jax.Array:
     height, width = like.shape[1:3]
     top, left = (x.shape[1] - height) // 2, (x.shape[2] - width) // 2
     return x[:, top : top + height, left : left + width, :]
+
+
+def attention(qkv: jax.Array, heads: int) -> jax.Array:
+    """Multi-head scaled dot-product attention from packed q, k, v: (N, L, 3·D) to (N, L, D)."""
+    n, length, packed = qkv.shape
+    q, k, v = qkv.reshape(n, length, 3, heads, packed // (3 * heads)).transpose(2, 0, 1, 3, 4)
+    return jax.nn.dot_product_attention(q, k, v).reshape(n, length, packed // 3)

@@ -5,6 +5,7 @@ top-level definition is one helper; it is linted and tested like the code it lan
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -33,3 +34,11 @@ def center_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     height, width = like.shape[-2:]
     top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
     return x[..., top : top + height, left : left + width]
+
+
+def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head scaled dot-product attention from packed q, k, v: (N, L, 3·D) to (N, L, D)."""
+    n, length, packed = qkv.shape
+    q, k, v = qkv.reshape(n, length, 3, heads, packed // (3 * heads)).permute(2, 0, 3, 1, 4)
+    x = F.scaled_dot_product_attention(q, k, v)
+    return x.transpose(1, 2).reshape(n, length, packed // 3)

@@ -48,6 +48,10 @@ CASES = [
     ("cspresnet50", 64),
     ("xception41", 64),
     ("unet", 188),  # the smallest valid size: every pooled map stays even
+    # Transformers learn their position embeddings for 224 x 224.
+    ("vit_b_16", 224),
+    ("deit_small_patch16_224", 224),
+    ("deit_tiny_patch16_224", 224),
 ]
 
 
@@ -106,7 +110,7 @@ def models(
 def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, size: int) -> None:
     torch_model.eval()
     flax_model.eval()
-    channels = next(torch_model.parameters()).shape[1]  # the stem's input channels
+    channels = next(p for p in torch_model.parameters() if p.ndim == 4).shape[1]  # the stem conv
     example = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = nhwc(torch_model(example))  # flax gives feature maps as NHWC

@@ -36,6 +36,7 @@ TORCHVISION = {
     "efficientnet_b0": "efficientnet_b0",
     "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
     "densenet121": "densenet121",
+    "vit_b_16": "vit_b_16",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {

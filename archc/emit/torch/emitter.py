@@ -36,6 +36,7 @@ TORCH = Backend(
         (r"\bAny\b", "from typing import Any"),
         ("", ""),
         (r"\btorch\.", "import torch"),
+        (r"\bF\.", "import torch.nn.functional as F"),
         (r"\bnn\.", "from torch import nn"),
     ),
 )

@@ -1,0 +1,109 @@
+"""Tokens for transformers: image patches as a sequence, class tokens, position embeddings.
+
+Tokens are (N, L, D) in both backends: the feature axis is the last.
+"""
+
+from __future__ import annotations
+
+from archc.ir.graph import TensorType
+from archc.ir.symbolic import concrete, source
+from archc.ops import register
+from archc.ops.base import Attrs, NoAttrs, Op, expect_rank
+from archc.ops.lowering import InlineCall
+
+
+@register
+class ToTokens(Op):
+    name = "to_tokens"
+    summary = "an image's positions as a token sequence: (N, C, H, W) to (N, H·W, C), row-major"
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        return expect_rank(inputs, 4, "NCHW")
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        n, channels, height, width = inputs[0].shape
+        return TensorType((n, height * width, channels))
+
+    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # a reshape
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("{0}.flatten(2).transpose(1, 2)")
+
+    def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("{0}.reshape({0}.shape[0], -1, {0}.shape[-1])")  # NHWC is row-major
+
+
+@register
+class ClassToken(Op):
+    name = "class_token"
+    summary = "prepend a learned token (a parameter named as the node) to every sequence"
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        return expect_rank(inputs, 3, "token (N, L, D)")
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        n, length, dim = inputs[0].shape
+        return TensorType((n, length + 1, dim))
+
+    def parameters(self, attrs: NoAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+        return {"": (1, 1, inputs[0].channels)}
+
+    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        dim = source(inputs[0].channels)
+        return InlineCall(
+            "torch.cat([{self}.expand(len({0}), -1, -1), {0}], dim=1)",
+            (("", f"nn.Parameter(torch.zeros(1, 1, {dim}))"),),
+        )
+
+    def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        dim = source(inputs[0].channels)
+        return InlineCall(
+            "jnp.concatenate([jnp.broadcast_to({self}[...], (len({0}), 1, "
+            f"{dim})), {{0}}], axis=1)",
+            (("", f"nnx.Param(jnp.zeros((1, 1, {dim})))"),),
+        )
+
+
+class PositionEmbeddingAttrs(Attrs):
+    length: int
+    """The sequence length it is learned for (patches, plus the class token)."""
+
+
+@register
+class PositionEmbedding(Op):
+    name = "position_embedding"
+    Attrs = PositionEmbeddingAttrs
+    summary = "add a learned (1, length, D) embedding (a parameter named as the node)"
+
+    def check(self, attrs: PositionEmbeddingAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 3, "token (N, L, D)")
+        if problems:
+            return problems
+        got = concrete(inputs[0].shape[1])
+        if got != concrete(attrs.length):
+            return [f"the embedding is learned for {attrs.length} tokens, got {got}"]
+        return []
+
+    def infer(self, attrs: PositionEmbeddingAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def parameters(self, attrs: PositionEmbeddingAttrs, inputs: list[TensorType]) -> dict:
+        return {"": (1, attrs.length, inputs[0].channels)}
+
+    def macs(
+        self, attrs: PositionEmbeddingAttrs, inputs: list[TensorType], output: TensorType
+    ) -> int:
+        return 0
+
+    def lower_torch(self, attrs: PositionEmbeddingAttrs, inputs: list[TensorType]) -> InlineCall:
+        shape = f"1, {source(attrs.length)}, {source(inputs[0].channels)}"
+        return InlineCall("{0} + {self}", (("", f"nn.Parameter(torch.randn({shape}) * 0.02)"),))
+
+    def lower_flax(self, attrs: PositionEmbeddingAttrs, inputs: list[TensorType]) -> InlineCall:
+        shape = f"(1, {source(attrs.length)}, {source(inputs[0].channels)})"
+        value = f"nnx.Param(jax.random.normal(rngs.params(), {shape}) * 0.02)"
+        return InlineCall("{0} + {self}[...]", (("", value),))
