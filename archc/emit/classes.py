@@ -431,7 +431,11 @@ def _call_body(
             continue
         statement = layout_source(f"{target} = ", value, 2)
         if block_class.is_model and _changes_shape(child):
-            statement[-1] += f"  # {backend.shape_comment(child.output)}"
+            comment = f"# {backend.shape_comment(child.output)}"
+            if len(statement[-1]) + 2 + len(comment) <= LINE_LIMIT:
+                statement[-1] += f"  {comment}"
+            else:  # above the statement rather than past the line limit
+                statement.insert(0, BODY + comment)
         lines += statement
     lines.append(f"{BODY}return {names[block_class.output]}")
     return lines

@@ -24,6 +24,7 @@ from archc.ops import (  # noqa: E402, F401
     norm,
     pool,
     regularization,
+    resize,
     tensor,
     tokens,
 )

@@ -34,6 +34,7 @@ FAMILY_COLOURS = {
     "norm": "#fee391",
     "activation": "#c7e9c0",
     "pool": "#dadaeb",
+    "resize": "#d9f0d3",
     "tensor": "#e0e0e0",
     "regularization": "#f0f0f0",
 }

@@ -139,7 +139,7 @@ def _torch_name(path: tuple) -> str:
 
 
 class Bottleneck(nnx.Module):
-    """1x1 reduce, 3x3 (grouped, strided), 1x1 expand by 4, and a skip.
+    """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
     Spec: specs/blocks/resnet.yaml:22
     """
@@ -152,6 +152,7 @@ class Bottleneck(nnx.Module):
         stride: int = 1,
         groups: int = 1,
         base_width: int = 64,
+        dilation: int = 1,
         rngs: nnx.Rngs,
     ) -> None:
         width = planes * base_width // 64 * groups
@@ -170,7 +171,8 @@ class Bottleneck(nnx.Module):
             width,
             kernel_size=(3, 3),
             strides=(stride, stride),
-            padding=((1, 1), (1, 1)),
+            padding=((dilation, dilation), (dilation, dilation)),
+            kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
             rngs=rngs,

@@ -12,7 +12,7 @@ from torch import nn
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped, strided), 1x1 expand by 4, and a skip.
+    """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
     Spec: specs/blocks/resnet.yaml:22
     """
@@ -25,6 +25,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         groups: int = 1,
         base_width: int = 64,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
@@ -36,7 +37,8 @@ class Bottleneck(nn.Module):
             width,
             kernel_size=3,
             stride=stride,
-            padding=1,
+            padding=dilation,
+            dilation=dilation,
             groups=groups,
             bias=False,
         )

@@ -175,3 +175,28 @@ def attention(qkv: jax.Array, heads: int) -> jax.Array:
     n, length, packed = qkv.shape
     q, k, v = qkv.reshape(n, length, 3, heads, packed // (3 * heads)).transpose(2, 0, 1, 3, 4)
     return jax.nn.dot_product_attention(q, k, v).reshape(n, length, packed // 3)
+
+
+def resize(x: jax.Array, size: Any, mode: str, align_corners: bool) -> jax.Array:
+    """PyTorch's F.interpolate on NHWC: 'nearest' takes floor(i · n / m); 'bilinear' samples
+    pixel centres, or corner to corner with align_corners, one axis after the other."""
+    for axis, out in zip((1, 2), size):
+        x = _resize_axis(x, axis, int(out), mode, align_corners)
+    return x
+
+
+def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bool) -> jax.Array:
+    size = x.shape[axis]
+    position = np.arange(out, dtype=np.float64)
+    if mode == "nearest":
+        return jnp.take(x, np.floor(position * size / out).astype(np.int32), axis=axis)
+    if align_corners:
+        source = position * ((size - 1) / (out - 1)) if out > 1 else np.zeros(out)
+    else:
+        source = np.maximum((position + 0.5) * size / out - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int32), size - 1)
+    high = np.minimum(low + 1, size - 1)
+    shape = [1] * x.ndim
+    shape[axis] = out
+    weight = jnp.asarray((source - low).reshape(shape), x.dtype)
+    return jnp.take(x, low, axis=axis) * (1 - weight) + jnp.take(x, high, axis=axis) * weight

@@ -312,3 +312,40 @@ def test_gelu_is_exact_unless_asked() -> None:
     lowered = REGISTRY["gelu"].lower_torch(REGISTRY["gelu"].Attrs(), [])
     assert lowered == ModuleCall("nn.GELU", (), (("approximate", "none"),))
     assert not isinstance(lowered, InlineCall)
+
+
+@PROPERTY
+@given(
+    height=sizes,
+    width=sizes,
+    out_height=st.integers(1, 30),
+    out_width=st.integers(1, 30),
+    mode=st.sampled_from(["nearest", "bilinear"]),
+    align_corners=st.booleans(),
+)
+def test_flax_resize_is_torch_interpolate(
+    height: int, width: int, out_height: int, out_width: int, mode: str, align_corners: bool
+) -> None:
+    """The generated flax files' `resize` helper against F.interpolate, values and all."""
+    jnp = pytest.importorskip("jax.numpy")
+    flax_helpers: dict[str, Any] = {}
+    exec((REPO / "templates" / "flax" / "helpers.py").read_text(), flax_helpers)
+    corners = align_corners and mode == "bilinear"
+    x = torch.randn(2, 3, height, width)
+    options = {"align_corners": corners} if mode == "bilinear" else {}
+    expected = torch.nn.functional.interpolate(
+        x, size=(out_height, out_width), mode=mode, **options
+    )
+    got = flax_helpers["resize"](
+        jnp.asarray(x.permute(0, 2, 3, 1).numpy()), (out_height, out_width), mode, corners
+    )
+    assert abs(expected.permute(0, 2, 3, 1).numpy() - got).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["upsample", "resize"])
+def test_resampling_shapes(name: str) -> None:
+    op = REGISTRY[name]
+    if name == "upsample":
+        check(op, op.Attrs(scale=3, mode="bilinear", align_corners=True), [(2, 4, 5, 6)])
+    else:
+        check(op, op.Attrs(mode="nearest"), [(2, 4, 5, 6), (2, 1, 9, 7)])

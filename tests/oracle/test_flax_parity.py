@@ -48,6 +48,8 @@ CASES = [
     ("cspresnet50", 64),
     ("xception41", 64),
     ("unet", 188),  # the smallest valid size: every pooled map stays even
+    ("pspnet", 64),
+    ("bisenetv1", 64),
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),

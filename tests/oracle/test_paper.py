@@ -24,7 +24,7 @@ def assert_counts_match_the_generated_code(name: str, *overrides: str) -> torch.
     return output
 
 
-PAPER = ["shufflenet_v1", "unet"]
+PAPER = ["shufflenet_v1", "unet", "pspnet", "bisenetv1"]
 
 
 def test_shufflenet_v1_counts_and_the_papers_140_million_multiply_adds() -> None:
@@ -44,3 +44,13 @@ def test_unet_as_in_the_paper_572_in_388_out() -> None:
 def test_unet_padded_keeps_the_size() -> None:
     output = assert_counts_match_the_generated_code("unet", "padding=1")
     assert output.shape == (1, 2, 256, 256)
+
+
+def test_pspnet_counts_and_full_resolution_logits() -> None:
+    output = assert_counts_match_the_generated_code("pspnet")
+    assert output.shape == (1, 21, 473, 473)
+
+
+def test_bisenetv1_counts_and_full_resolution_logits() -> None:
+    output = assert_counts_match_the_generated_code("bisenetv1")
+    assert output.shape == (1, 19, 512, 512)
