@@ -220,3 +220,13 @@ def test_heads_that_do_not_divide_the_embedding_are_caught_at_the_attention() ->
     line = text[: text.index("attention: {op: attention")].count("\n") + 1
     assert result.stderr.startswith(f"specs/blocks/vit.yaml:{line}:"), result.stderr
     assert "the embedding dim must be divisible by heads=7, got 768" in result.stderr
+
+
+def test_a_window_that_does_not_tile_the_map_is_caught_at_the_attention() -> None:
+    result = run_archc("check", "specs/swin_t.yaml", "--set", "window=5")
+    assert result.returncode == 2
+    text = (REPO / "specs" / "blocks" / "swin.yaml").read_text()
+    line = text[: text.index("attn: {op: window_attention")].count("\n") + 1
+    assert result.stderr.startswith(f"specs/blocks/swin.yaml:{line}:"), result.stderr
+    # The first stage's map is 224 / 4 = 56 a side; 5 does not divide it.
+    assert "window 5 must divide the feature map, got 56x56" in result.stderr

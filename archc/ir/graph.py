@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from archc.errors import Location
@@ -20,25 +20,38 @@ BATCH = Sym("N", 1)
 
 @dataclass(frozen=True)
 class TensorType:
-    """A tensor's logical shape (NCHW for images; batch symbolic) and element type."""
+    """A tensor's logical shape (NCHW for images; batch symbolic) and element type.
+
+    An image may be channels-last (NHWC) where a model computes on it as a grid of tokens
+    (Swin); the `permute` op moves between the two.
+    """
 
     shape: tuple[Dim, ...]
     dtype: str = "f32"
+    channels_last: bool = False
 
     @property
     def rank(self) -> int:
         return len(self.shape)
 
     @property
+    def channel_axis(self) -> int:
+        """1 for NCHW images; the last for NHWC images, tokens (N, L, D) and vectors."""
+        return 1 if self.rank == 4 and not self.channels_last else self.rank - 1
+
+    @property
     def channels(self) -> Dim:
-        """The feature axis: 1 for images (NCHW), the last for tokens (N, L, D) and vectors."""
-        return self.shape[1] if self.rank == 4 else self.shape[-1]
+        return self.shape[self.channel_axis]
+
+    def with_shape(self, shape: tuple[Dim, ...]) -> TensorType:
+        """Another shape, the same element type and layout."""
+        return replace(self, shape=shape)
 
     def with_channels(self, channels: Dim) -> TensorType:
         """The same type with another size on the feature axis."""
         shape = list(self.shape)
-        shape[1 if self.rank == 4 else -1] = channels
-        return TensorType(tuple(shape), self.dtype)
+        shape[self.channel_axis] = channels
+        return self.with_shape(tuple(shape))
 
     def numel_per_sample(self) -> int:
         return math.prod(concrete(dim) for dim in self.shape[1:])

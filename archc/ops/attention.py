@@ -1,7 +1,8 @@
-"""Attention: multi-head scaled dot-product attention over packed q, k, v.
+"""Attention: multi-head scaled dot-product attention over packed q, k, v, and Swin's
+shifted-window attention over a channels-last grid.
 
-The projections around it are ordinary linear layers, so a model names them as its reference
-does (timm's `qkv` and `proj`, nn.MultiheadAttention's `in_proj_weight` and `out_proj`).
+Around plain attention the projections are ordinary linear layers, so a model names them as
+its reference does (timm's `qkv` and `proj`, nn.MultiheadAttention's `in_proj_weight`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
 from archc.ops.base import Attrs, Op, expect_rank
-from archc.ops.lowering import InlineCall
+from archc.ops.lowering import InlineCall, ModuleCall
 
 
 class AttentionAttrs(Attrs):
@@ -50,3 +51,75 @@ class Attention(Op):
 
     def lower_flax(self, attrs: AttentionAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"attention({{0}}, heads={source(attrs.heads)})")
+
+
+class WindowAttentionAttrs(Attrs):
+    heads: int
+    window: int
+    shift: int = 0
+    """Cyclic shift of the grid before windowing (window // 2 in every other Swin block); none
+    where the window covers the whole map."""
+
+
+@register
+class WindowAttention(Op):
+    name = "window_attention"
+    Attrs = WindowAttentionAttrs
+    summary = (
+        "Swin's (shifted) window attention on NHWC: qkv and proj linears, a relative position "
+        "bias per head, the −100 mask across shifted windows"
+    )
+
+    def check(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 4, "NHWC")
+        if problems:
+            return problems
+        _, height, width, dim = (concrete(size) for size in inputs[0].shape)
+        window, heads = concrete(attrs.window), concrete(attrs.heads)
+        if height % window or width % window:
+            return [f"window {window} must divide the feature map, got {height}x{width}"]
+        if heads < 1 or dim % heads:
+            return [f"the embedding dim must be divisible by heads={heads}, got {dim}"]
+        if not 0 <= concrete(attrs.shift) < window:
+            return [f"shift must be from 0 to {window - 1}, got {concrete(attrs.shift)}"]
+        return []
+
+    def infer(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def parameters(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> dict:
+        dim = inputs[0].channels
+        return {
+            "relative_position_bias_table": ((2 * attrs.window - 1) ** 2, attrs.heads),
+            "qkv.weight": (3 * dim, dim),
+            "qkv.bias": (3 * dim,),
+            "proj.weight": (dim, dim),
+            "proj.bias": (dim,),
+        }
+
+    def buffers(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> dict:
+        return {"relative_position_index": (attrs.window**4,)}
+
+    def macs(
+        self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
+    ) -> int:
+        _, height, width, dim = (concrete(size) for size in inputs[0].shape)
+        tokens, window = height * width, concrete(attrs.window) ** 2
+        projections = tokens * dim * 3 * dim + tokens * dim * dim
+        return projections + self.attention_macs(tokens, window, dim)
+
+    @staticmethod
+    def attention_macs(tokens: int, window: int, dim: int) -> int:
+        """q·kᵀ and the weights times v, within each window."""
+        return 2 * tokens * window * dim
+
+    def lower_torch(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> ModuleCall:
+        return ModuleCall("ShiftedWindowAttention", *self._arguments(attrs, inputs))
+
+    def lower_flax(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> ModuleCall:
+        return ModuleCall("ShiftedWindowAttention", *self._arguments(attrs, inputs))
+
+    @staticmethod
+    def _arguments(attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> tuple:
+        kwargs = (("window", attrs.window), ("shift", attrs.shift), ("heads", attrs.heads))
+        return (inputs[0].channels,), kwargs

@@ -65,6 +65,11 @@ class Op(ABC):
         Zero means zero on purpose: the op does no core-tier arithmetic.
         """
 
+    def macs_by_kind(self, attrs: Any, inputs: list[TensorType], output: TensorType) -> dict:
+        """The MACs split by kind of arithmetic (conv, linear, attention): the op's family
+        unless it does more than one kind."""
+        return {self.family: self.macs(attrs, inputs, output)}
+
     @abstractmethod
     def lower_torch(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         """The PyTorch construct this op becomes (NCHW)."""
@@ -97,6 +102,10 @@ def differs(value: Any, default: Any) -> bool:
 
 
 def expect_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
-    """The shared rank constraint: one message when the input is not `rank`-d."""
+    """The shared rank constraint: one message when the input is not `rank`-d (an NCHW or
+    NHWC one when `what` names that layout)."""
     got = inputs[0]
-    return [] if got.rank == rank else [f"expected a {rank}-d {what} input, got {got}"]
+    layout = {"NCHW": False, "NHWC": True}.get(what, got.channels_last)
+    if got.rank == rank and got.channels_last == layout:
+        return []
+    return [f"expected a {rank}-d {what} input, got {got}{' (NHWC)' * got.channels_last}"]

@@ -28,7 +28,7 @@ class Linear(Op):
         return [] if got.rank >= 2 else [f"expected an input of rank 2 or more, got {got}"]
 
     def infer(self, attrs: LinearAttrs, inputs: list[TensorType]) -> TensorType:
-        return TensorType((*inputs[0].shape[:-1], attrs.out))
+        return inputs[0].with_shape((*inputs[0].shape[:-1], attrs.out))
 
     def parameters(self, attrs: LinearAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
         weight = (attrs.out, inputs[0].shape[-1])
@@ -51,8 +51,8 @@ class Linear(Op):
         return InlineCall("F.linear({0}, {self}_weight, {self}_bias)", parameters)
 
     def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
-        if inputs[0].rank == 4:
-            raise LoweringError("a linear layer on a 4-d (NHWC in flax) tensor; flatten first")
+        if inputs[0].rank == 4 and not inputs[0].channels_last:
+            raise LoweringError("a linear layer on an NCHW image (NHWC in flax); flatten first")
         if not attrs.flat:
             kwargs = (("use_bias", attrs.bias),)
             return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)

@@ -21,8 +21,10 @@ class BatchNorm(Op):
     summary = "batch normalisation over the channels (NCHW or NC), affine, tracked stats"
 
     def check(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> list[str]:
-        rank = inputs[0].rank
-        return [] if rank in (2, 4) else [f"expected an NCHW or NC input, got {inputs[0]}"]
+        kind = inputs[0]
+        if kind.rank in (2, 4) and not kind.channels_last:
+            return []
+        return [f"expected an NCHW or NC input, got {kind}{' (NHWC)' * kind.channels_last}"]
 
     def infer(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]
@@ -57,11 +59,13 @@ class LayerNormAttrs(Attrs):
 class LayerNorm(Op):
     name = "layer_norm"
     Attrs = LayerNormAttrs
-    summary = "layer normalisation over the last axis (tokens N, L, D or vectors), affine"
+    summary = "layer normalisation over the last axis (tokens, vectors, NHWC images), affine"
 
     def check(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> list[str]:
-        rank = inputs[0].rank
-        return [] if rank in (2, 3) else [f"expected tokens (N, L, D) or (N, D), got {inputs[0]}"]
+        kind = inputs[0]
+        if kind.channel_axis == kind.rank - 1:
+            return []
+        return [f"expected features last (tokens, vectors, NHWC images), got NCHW {kind}"]
 
     def infer(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Literal
 
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import Sym, concrete, source
@@ -301,3 +302,34 @@ class Select(Op):
     def lower_flax(self, attrs: SelectAttrs, inputs: list[TensorType]) -> InlineCall:
         axis = flax_axis(attrs.axis, inputs[0].rank)
         return InlineCall("{0}[" + ":, " * (axis % inputs[0].rank) + f"{attrs.index}]")
+
+
+class PermuteAttrs(Attrs):
+    layout: Literal["NHWC", "NCHW"]
+    """The layout it moves an image to."""
+
+
+@register
+class Permute(Op):
+    name = "permute"
+    Attrs = PermuteAttrs
+    summary = "move an image between NCHW and NHWC (channels last, a grid of tokens)"
+
+    def check(self, attrs: PermuteAttrs, inputs: list[TensorType]) -> list[str]:
+        given = "NCHW" if attrs.layout == "NHWC" else "NHWC"
+        return expect_rank(inputs, 4, given)
+
+    def infer(self, attrs: PermuteAttrs, inputs: list[TensorType]) -> TensorType:
+        n, a, b, c = inputs[0].shape
+        shape = (n, b, c, a) if attrs.layout == "NHWC" else (n, c, a, b)
+        return TensorType(shape, inputs[0].dtype, channels_last=attrs.layout == "NHWC")
+
+    def macs(self, attrs: PermuteAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # a view
+
+    def lower_torch(self, attrs: PermuteAttrs, inputs: list[TensorType]) -> ModuleCall:
+        dims = (0, 2, 3, 1) if attrs.layout == "NHWC" else (0, 3, 1, 2)
+        return ModuleCall("Permute", (dims,), random_init=False)  # torchvision's, a helper
+
+    def lower_flax(self, attrs: PermuteAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("{0}")  # flax keeps every image NHWC already

@@ -1,4 +1,5 @@
-"""Tokens for transformers: image patches as a sequence, class tokens, position embeddings.
+"""Tokens for transformers: image patches as a sequence, class tokens, position embeddings,
+and Swin's merging of 2x2 patches.
 
 Tokens are (N, L, D) in both backends: the feature axis is the last.
 """
@@ -107,3 +108,35 @@ class PositionEmbedding(Op):
         shape = f"(1, {source(attrs.length)}, {source(inputs[0].channels)})"
         value = f"nnx.Param(jax.random.normal(rngs.params(), {shape}) * 0.02)"
         return InlineCall("{0} + {self}[...]", (("", value),))
+
+
+@register
+class PatchMerge(Op):
+    name = "patch_merge"
+    summary = "Swin's 2x2 patch merging on NHWC: (N, H, W, C) to (N, H/2, W/2, 4C)"
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 4, "NHWC")
+        _, height, width, _ = (concrete(size) for size in inputs[0].shape)
+        if not problems and (height % 2 or width % 2):
+            problems = [f"patch merging needs an even height and width, got {height}x{width}"]
+        return problems
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        n, height, width, dim = inputs[0].shape
+        return inputs[0].with_shape((n, height // 2, width // 2, 4 * dim))
+
+    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # data movement
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(self.TEMPLATE.format(axis="-1", cat="torch.cat", dim="dim"))
+
+    def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(self.TEMPLATE.format(axis="-1", cat="jnp.concatenate", dim="axis"))
+
+    # The four pixels of each 2x2 patch in torchvision's order (x0, x1, x2, x3).
+    TEMPLATE = (
+        "{cat}([{{0}}[:, 0::2, 0::2], {{0}}[:, 1::2, 0::2], {{0}}[:, 0::2, 1::2], "
+        "{{0}}[:, 1::2, 1::2]], {dim}={axis})"
+    )

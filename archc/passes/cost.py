@@ -43,8 +43,8 @@ class Cost:
 class NodeCost:
     name: str
     op: str
-    family: str
-    """The op's kind (conv, linear, attention, …), for breaking MACs down."""
+    macs_by_kind: dict[str, int]
+    """MACs per kind of arithmetic (conv, linear, attention), for breaking them down."""
     shape: str
     cost: Cost
 
@@ -74,12 +74,13 @@ class CostReport:
             Cost(),
         )
 
-    def macs_by_family(self) -> dict[str, int]:
-        """MACs per op family, for the families that do any (conv, linear, attention)."""
+    def macs_by_kind(self) -> dict[str, int]:
+        """MACs per kind of arithmetic that any node does (conv, linear, attention)."""
         families: dict[str, int] = {}
         for node in self.nodes:
-            if node.cost.macs:
-                families[node.family] = families.get(node.family, 0) + node.cost.macs
+            for kind, macs in node.macs_by_kind.items():
+                if macs:
+                    families[kind] = families.get(kind, 0) + macs
         return families
 
     def by_block(self) -> dict[str, Cost]:
@@ -104,7 +105,8 @@ def count_costs(graph: Graph) -> CostReport:
             macs=node.op.macs(node.attrs, inputs, node.type),
             activations=node.type.numel_per_sample(),
         )
-        nodes.append(NodeCost(node.name, node.op.name, node.op.family, str(node.type), cost))
+        kinds = node.op.macs_by_kind(node.attrs, inputs, node.type)
+        nodes.append(NodeCost(node.name, node.op.name, kinds, str(node.type), cost))
         weighted = cost.params > 0 and cost.macs > 0
         depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)

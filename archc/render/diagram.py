@@ -98,41 +98,61 @@ class Drawing:
     edges: list[Edge] = field(default_factory=list)
 
 
-def model_parts(program: Program, depth: int) -> list[Part]:
-    return _parts(program.modules, "", 1, depth)
+def model_parts(program: Program, costs: CostReport, depth: int) -> list[Part]:
+    return _parts(program.modules, "", 1, depth, _Signatures(costs))
 
 
-def _parts(modules: list[ModuleNode], prefix: str, level: int, depth: int) -> list[Part]:
+def _parts(
+    modules: list[ModuleNode], prefix: str, level: int, depth: int, signature: _Signatures
+) -> list[Part]:
     parts = []
-    for run in _runs(modules, prefix):
+    for run in _runs(modules, prefix, signature):
         module, path = run[0]
         part = Part(module, [member for _, member in run], prefix)
         if module.kind != "op" and level < depth:
-            part.children = _parts(module.children, path + ".", level + 1, depth)
+            part.children = _parts(module.children, path + ".", level + 1, depth, signature)
         parts.append(part)
     return parts
 
 
-def _runs(modules: list[ModuleNode], prefix: str) -> list[list[tuple[ModuleNode, str]]]:
-    """Consecutive modules grouped while they are the same block on the same inputs."""
+def _runs(
+    modules: list[ModuleNode], prefix: str, signature: _Signatures
+) -> list[list[tuple[ModuleNode, str]]]:
+    """Consecutive blocks grouped while they are alike: one definition, the same input and
+    output types, the same ops under the same names, the same params and MACs (Swin's blocks
+    differ only in their shift and drop rate, and are drawn as one run)."""
     runs: list[list[tuple[ModuleNode, str]]] = []
     for module in modules:
-        entry = (module, prefix + module.name)
-        if runs and _same_block(runs[-1][0][0], module):
-            runs[-1].append(entry)
+        path = prefix + module.name
+        if runs and signature(runs[-1][0]) == signature((module, path)) is not None:
+            runs[-1].append((module, path))
         else:
-            runs.append([entry])
+            runs.append([(module, path)])
     return runs
 
 
-def _same_block(a: ModuleNode, b: ModuleNode) -> bool:
-    return (
-        a.kind == b.kind == "block"
-        and a.block is b.block
-        and repr(a.args) == repr(b.args)
-        and a.input_types == b.input_types
-        and a.output == b.output
-    )
+class _Signatures:
+    """What makes two blocks alike for a run; None for anything but a block."""
+
+    def __init__(self, costs: CostReport) -> None:
+        self.costs = costs
+        self.known: dict[str, tuple | None] = {}
+
+    def __call__(self, entry: tuple[ModuleNode, str]) -> tuple | None:
+        module, path = entry
+        if path not in self.known:
+            self.known[path] = self.signature(module, path) if module.kind == "block" else None
+        return self.known[path]
+
+    def signature(self, module: ModuleNode, path: str) -> tuple:
+        nodes = frozenset(
+            (node.name.removeprefix(path), node.op)
+            for node in self.costs.nodes
+            if node.name.startswith(path + ".")
+        )
+        cost = self.costs.under([path])
+        types = (tuple(module.input_types), module.output)
+        return module.block.name, types, nodes, cost.params, cost.buffers, cost.macs
 
 
 def depth_of(modules: list[ModuleNode]) -> int:
@@ -144,18 +164,18 @@ def count_boxes(parts: list[Part]) -> int:
     return sum(1 if part.children is None else count_boxes(part.children) for part in parts)
 
 
-def default_depth(program: Program) -> int:
+def default_depth(program: Program, costs: CostReport) -> int:
     """The deepest level whose drawing stays within NODE_BUDGET boxes (at least 1)."""
     fitting = [
         depth
         for depth in range(1, depth_of(program.modules) + 1)
-        if count_boxes(model_parts(program, depth)) <= NODE_BUDGET
+        if count_boxes(model_parts(program, costs, depth)) <= NODE_BUDGET
     ]
     return max(fitting, default=1)
 
 
-def layout_drawing(program: Program, depth: int) -> Drawing:
-    drawing = Drawing(model_parts(program, depth))
+def layout_drawing(program: Program, costs: CostReport, depth: int) -> Drawing:
+    drawing = Drawing(model_parts(program, costs, depth))
     aliases: dict[str, str] = {}
     groups: dict[str, tuple[str, int]] = {}
     for part in _walk(drawing.parts):
@@ -333,7 +353,8 @@ class _Dot:
             f"{shape_label(graph.inputs['input'])} (batch 1)",
             f"{total.params:,} params · {total.macs:,} MACs · FLOPs = 2 × MACs",
             html.escape(f"MACs: {TIER_NOTE}"),
-            "edges: tensor shape C×H×W; dashed: skip; ×N: N identical blocks in a row",
+            "edges: tensor shape per sample (C×H×W for NCHW images); dashed: skip",
+            "×N: a run of N blocks alike in shape and cost, drawn once",
             "blocks: params and MACs with their share of the total; fill: MACs",
             *(["red border: differs from the model compared (archc diff)"] if self.changed else []),
         ]
@@ -388,8 +409,8 @@ def diagram_dot(
     changed: Collection[str] = (),
 ) -> str:
     """The drawing as DOT; module paths in `changed` are drawn with a red border."""
-    depth = default_depth(program) if depth is None else depth
-    return _Dot(program, costs, layout_drawing(program, depth), changed).render(rankdir)
+    depth = default_depth(program, costs) if depth is None else depth
+    return _Dot(program, costs, layout_drawing(program, costs, depth), changed).render(rankdir)
 
 
 def render_dot(dot: str, path: Path) -> bytes:

@@ -32,7 +32,7 @@ def stats_json(name: str, report: CostReport) -> str:
             {"name": node.name, "op": node.op, "shape": node.shape, **_row(node.cost)}
             for node in report.nodes
         ],
-        "macs_by_family": report.macs_by_family(),
+        "macs_by_kind": report.macs_by_kind(),
         "coverage": {"nodes": len(report.nodes), "costed": len(report.nodes)},
     }
     return json.dumps(document, indent=2) + "\n"
@@ -111,11 +111,11 @@ def _table(
 
 def _family_lines(report: CostReport) -> list[str]:
     """One line per op family that does MACs, so attention's share stands on its own."""
-    families = report.macs_by_family()
+    families = report.macs_by_kind()
     total = report.total.macs
     width = max((len(family) for family in families), default=0)
     digits = len(f"{total:,}")
-    return ["MACs by op family:"] + [
+    return ["MACs by kind:"] + [
         f"  {family.ljust(width)}  {macs:>{digits},}  {100 * macs / total:5.1f}%"
         for family, macs in families.items()
     ]

@@ -114,11 +114,9 @@ def _elaborate_class(
 
 def _symbolic_input(channel_name: str, kind: TensorType) -> TensorType:
     """The channels named; an image's height and width, a sequence's length placeholders."""
-    _n, *dims = kind.shape
-    channel_axis = 0 if kind.rank == 4 else len(dims) - 1
     others = iter(SPATIAL[:2] if kind.rank == 4 else SPATIAL[2:])
     symbolic = [
-        Sym(channel_name if axis == channel_axis else next(others), concrete(size))
-        for axis, size in enumerate(dims)
+        Sym(channel_name if axis == kind.channel_axis else next(others), concrete(size))
+        for axis, size in enumerate(kind.shape[1:], start=1)
     ]
-    return TensorType((BATCH, *symbolic))
+    return kind.with_shape((BATCH, *symbolic))

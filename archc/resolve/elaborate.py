@@ -236,7 +236,9 @@ class Elaborator:
                 f"node '{site.node.name}': a conditional node must keep its input's rank",
                 site.node.when.location,
             )
-        return TensorType(tuple(choose(condition, a, b) for a, b in zip(output.shape, given.shape)))
+        return output.with_shape(
+            tuple(choose(condition, a, b) for a, b in zip(output.shape, given.shape))
+        )
 
     def repetitions(self, site: Site, prefix: str, start: int) -> tuple[list[ModuleNode], Bound]:
         """A repeated node's iterations, numbered on from `start` under `prefix`; in a class,
@@ -428,4 +430,4 @@ class Elaborator:
 
 
 def _concrete_type(kind: TensorType) -> TensorType:
-    return TensorType(tuple(concrete(dim) for dim in kind.shape))
+    return kind.with_shape(tuple(concrete(dim) for dim in kind.shape))

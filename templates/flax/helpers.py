@@ -200,3 +200,65 @@ def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bo
     shape[axis] = out
     weight = jnp.asarray((source - low).reshape(shape), x.dtype)
     return jnp.take(x, low, axis=axis) * (1 - weight) + jnp.take(x, high, axis=axis) * weight
+
+
+class ShiftedWindowAttention(nnx.Module):
+    """Swin's window attention on NHWC, with torchvision's parameter names: attention within
+    window x window patches, cyclically shifted by `shift` first (not where the window covers
+    the map), with a learned bias per relative position and head, and -100 added between
+    positions that the shift brought together from different regions."""
+
+    def __init__(self, dim: int, *, window: int, shift: int, heads: int, rngs: nnx.Rngs) -> None:
+        self.window, self.shift, self.heads = window, shift, heads
+        self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
+        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        table = jax.random.truncated_normal(rngs.params(), -2, 2, ((2 * window - 1) ** 2, heads))
+        self.relative_position_bias_table = nnx.Param(table * 0.02)
+        # PyTorch keeps the index as a buffer in its state_dict; so does this, as state.
+        self.relative_position_index = nnx.BatchStat(jnp.asarray(relative_position_index(window)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, height, width, dim = x.shape
+        w, heads = self.window, self.heads
+        shifts = [self.shift if w < size else 0 for size in (height, width)]
+        x = jnp.roll(x, (-shifts[0], -shifts[1]), axis=(1, 2))
+        windows = x.reshape(n, height // w, w, width // w, w, dim).transpose(0, 1, 3, 2, 4, 5)
+        windows = windows.reshape(-1, w * w, dim)
+        qkv = self.qkv(windows).reshape(len(windows), w * w, 3, heads, dim // heads)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+        attn = (q * (dim // heads) ** -0.5) @ k.swapaxes(-2, -1)
+        bias = self.relative_position_bias_table[...][self.relative_position_index[...]]
+        attn = attn + bias.reshape(w * w, w * w, heads).transpose(2, 0, 1)
+        if sum(shifts) > 0:
+            mask = jnp.asarray(window_mask(height, width, w, shifts), attn.dtype)
+            attn = attn.reshape(n, -1, heads, w * w, w * w) + mask[None, :, None]
+            attn = attn.reshape(-1, heads, w * w, w * w)
+        x = jax.nn.softmax(attn, axis=-1) @ v
+        x = self.proj(x.swapaxes(1, 2).reshape(len(windows), w * w, dim))
+        x = x.reshape(n, height // w, width // w, w, w, dim).transpose(0, 1, 3, 2, 4, 5)
+        return jnp.roll(x.reshape(n, height, width, dim), (shifts[0], shifts[1]), axis=(1, 2))
+
+
+def relative_position_index(window: int) -> np.ndarray:
+    """For each pair of positions in a window, the row of their offset in the bias table."""
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
+    coords = coords.reshape(2, -1)
+    offsets = coords[:, :, None] - coords[:, None, :] + window - 1
+    return (offsets[0] * (2 * window - 1) + offsets[1]).reshape(-1)
+
+
+def window_mask(height: int, width: int, window: int, shifts: list[int]) -> np.ndarray:
+    """-100 between positions of a window that come from different regions of the shifted
+    map, 0 elsewhere: (windows, window², window²)."""
+    regions = np.zeros((height, width))
+    bounds = [
+        ((0, size - window), (size - window, size - shift), (size - shift, size))
+        for size, shift in zip((height, width), shifts)
+    ]
+    for index, ((top, bottom), (left, right)) in enumerate(
+        (rows, cols) for rows in bounds[0] for cols in bounds[1]
+    ):
+        regions[top:bottom, left:right] = index
+    regions = regions.reshape(height // window, window, width // window, window)
+    regions = regions.transpose(0, 2, 1, 3).reshape(-1, window * window)
+    return (regions[:, None, :] != regions[:, :, None]) * -100.0

@@ -42,3 +42,76 @@ def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     q, k, v = qkv.reshape(n, length, 3, heads, packed // (3 * heads)).permute(2, 0, 3, 1, 4)
     x = F.scaled_dot_product_attention(q, k, v)
     return x.transpose(1, 2).reshape(n, length, packed // 3)
+
+
+class Permute(nn.Module):
+    """Reorder the axes (torchvision's Permute): NCHW to NHWC and back."""
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.dims)
+
+
+class ShiftedWindowAttention(nn.Module):
+    """Swin's window attention on NHWC (torchvision's parameters and buffer): attention within
+    window x window patches, cyclically shifted by `shift` first (not where the window covers
+    the map), with a learned bias per relative position and head, and -100 added between
+    positions that the shift brought together from different regions."""
+
+    def __init__(self, dim: int, *, window: int, shift: int, heads: int) -> None:
+        super().__init__()
+        self.window, self.shift, self.heads = window, shift, heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        table = torch.zeros((2 * window - 1) ** 2, heads)
+        self.relative_position_bias_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
+        self.register_buffer("relative_position_index", relative_position_index(window))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, height, width, dim = x.shape
+        w, heads = self.window, self.heads
+        shifts = [self.shift if w < size else 0 for size in (height, width)]
+        x = torch.roll(x, shifts=(-shifts[0], -shifts[1]), dims=(1, 2))
+        windows = x.reshape(n, height // w, w, width // w, w, dim).permute(0, 1, 3, 2, 4, 5)
+        windows = windows.reshape(-1, w * w, dim)
+        qkv = self.qkv(windows).reshape(len(windows), w * w, 3, heads, dim // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = (q * (dim // heads) ** -0.5).matmul(k.transpose(-2, -1))
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        attn = attn + bias.reshape(w * w, w * w, heads).permute(2, 0, 1)
+        if sum(shifts) > 0:
+            mask = window_mask(height, width, w, shifts).to(attn)
+            attn = attn.reshape(n, -1, heads, w * w, w * w) + mask[None, :, None]
+            attn = attn.reshape(-1, heads, w * w, w * w)
+        x = attn.softmax(dim=-1).matmul(v).transpose(1, 2).reshape(len(windows), w * w, dim)
+        x = self.proj(x).reshape(n, height // w, width // w, w, w, dim)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, height, width, dim)
+        return torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(1, 2))
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """For each pair of positions in a window, the row of their offset in the bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    offsets = (coords.flatten(1)[:, :, None] - coords.flatten(1)[:, None, :]) + window - 1
+    return (offsets[0] * (2 * window - 1) + offsets[1]).flatten()
+
+
+def window_mask(height: int, width: int, window: int, shifts: list[int]) -> torch.Tensor:
+    """-100 between positions of a window that come from different regions of the shifted
+    map, 0 elsewhere: (windows, window², window²)."""
+    regions = torch.zeros(height, width)
+    bounds = [
+        ((0, size - window), (size - window, size - shift), (size - shift, size))
+        for size, shift in zip((height, width), shifts)
+    ]
+    for index, ((top, bottom), (left, right)) in enumerate(
+        (rows, cols) for rows in bounds[0] for cols in bounds[1]
+    ):
+        regions[top:bottom, left:right] = index
+    regions = regions.reshape(height // window, window, width // window, window)
+    regions = regions.permute(0, 2, 1, 3).reshape(-1, window * window)
+    different = regions[:, None, :] != regions[:, :, None]
+    return different.float() * -100.0

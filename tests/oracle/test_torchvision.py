@@ -37,6 +37,7 @@ TORCHVISION = {
     "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
     "densenet121": "densenet121",
     "vit_b_16": "vit_b_16",
+    "swin_t": "swin_t",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {

@@ -151,3 +151,15 @@ def test_unknown_format_is_refused_and_nothing_is_written(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "expected a .svg, .png, .pdf or .dot file, got '.jpeg'" in result.stderr
     assert not out.exists()
+
+
+@needs_dot
+def test_swin_stages_collapse_to_their_depths(tmp_path: Path) -> None:
+    """Swin's blocks differ only in their shift and drop rate: each stage is one run."""
+    drawn = draw("specs/swin_t.yaml", tmp_path)
+    depths = [2, 2, 6, 2]  # Liu et al. 2021, Swin-T
+    for stage, depth in zip(("features.1", "features.3", "features.5", "features.7"), depths):
+        assert stage in drawn.clusters
+        badge = BADGE.search(drawn.nodes[f"{stage}.0"])
+        assert badge and int(badge.group(1)) == depth, drawn.nodes[f"{stage}.0"]
+    assert len(drawn.nodes) < 60

@@ -19,7 +19,7 @@ def _lower(child: ModuleNode) -> ModuleCall | InlineCall:
 
 def _shape_comment(kind: TensorType) -> str:
     dims = [str(concrete(dim)) for dim in kind.shape]
-    if kind.rank == 4:
+    if kind.rank == 4 and not kind.channels_last:
         dims = [dims[logical] for logical in sorted(NHWC_AXIS, key=NHWC_AXIS.get)]
     return "(" + ", ".join(["N", *dims[1:]]) + ")"
 
