@@ -137,7 +137,12 @@ def test_stats_per_layer_lists_every_node_as_the_json_does() -> None:
         assert [int(cell.replace(",", "")) for cell in row[3:5]] == [node["params"], node["macs"]]
         assert float(row[5]) == round(100 * node["macs"] / stats["macs"], 1)
     assert lines[-1] == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
-    assert lines[-3].split()[1:3] == [f"{stats['params']:,}", f"{stats['macs']:,}"]
+    (total,) = [line.split() for line in lines if line.startswith("total ")]
+    assert total[1:3] == [f"{stats['params']:,}", f"{stats['macs']:,}"]
+    # MACs by kind: every kind's line adds up to the total.
+    kinds = lines[lines.index("MACs by kind:") + 1 : -1]
+    assert sum(int(line.split()[1].replace(",", "")) for line in kinds) == stats["macs"]
+    assert {line.split()[0] for line in kinds} == set(stats["macs_by_kind"]) == {"conv", "linear"}
 
 
 def test_compare_html_and_latex_tables_hold_the_json_numbers() -> None:

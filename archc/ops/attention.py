@@ -103,15 +103,17 @@ class WindowAttention(Op):
     def macs(
         self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
     ) -> int:
+        return sum(self.macs_by_kind(attrs, inputs, output).values())
+
+    def macs_by_kind(
+        self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
+    ) -> dict:
         _, height, width, dim = (concrete(size) for size in inputs[0].shape)
         tokens, window = height * width, concrete(attrs.window) ** 2
-        projections = tokens * dim * 3 * dim + tokens * dim * dim
-        return projections + self.attention_macs(tokens, window, dim)
-
-    @staticmethod
-    def attention_macs(tokens: int, window: int, dim: int) -> int:
-        """q·kᵀ and the weights times v, within each window."""
-        return 2 * tokens * window * dim
+        return {
+            "linear": tokens * dim * 3 * dim + tokens * dim * dim,  # qkv and proj
+            "attention": 2 * tokens * window * dim,  # q·kᵀ and the weights times v, per window
+        }
 
     def lower_torch(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> ModuleCall:
         return ModuleCall("ShiftedWindowAttention", *self._arguments(attrs, inputs))

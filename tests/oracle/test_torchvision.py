@@ -128,3 +128,20 @@ def test_stochastic_depth_helper_draws_as_torchvision_does() -> None:
     assert torch.equal(outputs[0], outputs[1])
     assert 0 < (outputs[0] == 0).all(dim=(1, 2, 3)).sum() < 64
     assert torch.equal(ours.eval()(example), example)
+
+
+@pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])
+def test_attention_macs_are_the_references_batched_matmuls(name: str) -> None:
+    """The MACs `archc stats` lists by kind against FlopCounterMode's per-op counts on the
+    reference: convolutions, linear layers (addmm, mm) and attention's matmuls (bmm)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = getattr(torchvision().models, name)().eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, 224, 224))
+    counts = {str(op): flops // 2 for op, flops in counter.get_flop_counts()["Global"].items()}
+    kinds = archc_stats(f"specs/{name}.yaml")["macs_by_kind"]
+    assert kinds["attention"] == counts["aten.bmm"]
+    assert kinds["linear"] == counts["aten.addmm"] + counts.get("aten.mm", 0)
+    assert kinds["conv"] == counts["aten.convolution"]
