@@ -9,6 +9,7 @@ for the IR and to source text (a `Sym`) for code emission.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,11 +33,18 @@ _UNARY = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not"}
 def evaluate(text: str, env: Mapping[str, Any], location: Location) -> Any:
     """Evaluate one expression against `env`; errors point into the spec."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = _parse(text.strip())
     except SyntaxError as error:
         at = Location(location.file, location.line, location.col + max((error.offset or 1) - 1, 0))
         raise SpecError(f"bad expression {text!r}: {error.msg}", at) from error
     return _Evaluator(env, location, text).visit(tree.body)
+
+
+@functools.cache
+def _parse(text: str) -> ast.Expression:
+    """Parsed once per text: repeats and block classes evaluate the same expressions often.
+    The trees are only read."""
+    return ast.parse(text, mode="eval")
 
 
 class _Evaluator:
