@@ -168,6 +168,12 @@ def binary(symbol: str, left: Any, right: Any) -> Any:
         return left
     if (symbol == "*" and _is_literal(left, 1)) or (symbol == "+" and _is_literal(left, 0)):
         return right
+    if symbol == "*" and _is_int(left) and isinstance(right, Sym):
+        # `k * (m * name)` is `(k·m) * name` (Swin's stage widths: 2 * (2 * embed_dim))
+        product = re.fullmatch(r"(\d+) \* ([A-Za-z_]\w*)", right.src)
+        if product:
+            folded = left * int(product.group(1))
+            return Sym(f"{folded} * {product.group(2)}", function(left, concrete(right)), MUL)
     if symbol == "//" and isinstance(left, Sym) and isinstance(right, int):
         # `k * name // k` is `name` (packed q, k, v split back into one embedding width)
         cancelled = re.fullmatch(rf"{right} \* ([A-Za-z_]\w*)", left.src)
@@ -178,6 +184,10 @@ def binary(symbol: str, left: Any, right: Any) -> Any:
         f"{source(left, precedence + (symbol == '**'))} {symbol} {source(right, right_precedence)}"
     )
     return Sym(text, function(concrete(left), concrete(right)), precedence)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_literal(value: Any, literal: int) -> bool:

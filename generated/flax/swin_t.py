@@ -296,7 +296,7 @@ class SwinT(nnx.Module):
             ),
             PatchMerging(2 * embed_dim, rngs=rngs),
             Stage(
-                2 * (2 * embed_dim),
+                4 * embed_dim,
                 depth=depths[2],
                 heads=heads[2],
                 window=window,
@@ -305,9 +305,9 @@ class SwinT(nnx.Module):
                 stochastic_depth=stochastic_depth,
                 rngs=rngs,
             ),
-            PatchMerging(2 * (2 * embed_dim), rngs=rngs),
+            PatchMerging(4 * embed_dim, rngs=rngs),
             Stage(
-                2 * (2 * (2 * embed_dim)),
+                8 * embed_dim,
                 depth=depths[3],
                 heads=heads[3],
                 window=window,
@@ -317,13 +317,8 @@ class SwinT(nnx.Module):
                 rngs=rngs,
             ),
         )
-        self.norm = nnx.LayerNorm(
-            2 * (2 * (2 * embed_dim)),
-            epsilon=1e-05,
-            use_fast_variance=False,
-            rngs=rngs,
-        )
-        self.head = nnx.Linear(2 * (2 * (2 * embed_dim)), num_classes, use_bias=True, rngs=rngs)
+        self.norm = nnx.LayerNorm(8 * embed_dim, epsilon=1e-05, use_fast_variance=False, rngs=rngs)
+        self.head = nnx.Linear(8 * embed_dim, num_classes, use_bias=True, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 768)

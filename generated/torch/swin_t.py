@@ -235,7 +235,7 @@ class SwinT(nn.Module):
             ),
             PatchMerging(2 * embed_dim),
             Stage(
-                2 * (2 * embed_dim),
+                4 * embed_dim,
                 depth=depths[2],
                 heads=heads[2],
                 window=window,
@@ -243,9 +243,9 @@ class SwinT(nn.Module):
                 blocks=blocks,
                 stochastic_depth=stochastic_depth,
             ),
-            PatchMerging(2 * (2 * embed_dim)),
+            PatchMerging(4 * embed_dim),
             Stage(
-                2 * (2 * (2 * embed_dim)),
+                8 * embed_dim,
                 depth=depths[3],
                 heads=heads[3],
                 window=window,
@@ -254,10 +254,10 @@ class SwinT(nn.Module):
                 stochastic_depth=stochastic_depth,
             ),
         )
-        self.norm = nn.LayerNorm(2 * (2 * (2 * embed_dim)), eps=1e-05)
+        self.norm = nn.LayerNorm(8 * embed_dim, eps=1e-05)
         self.permute = Permute((0, 3, 1, 2))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.head = nn.Linear(2 * (2 * (2 * embed_dim)), num_classes, bias=True)
+        self.head = nn.Linear(8 * embed_dim, num_classes, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 7, 7, 768)

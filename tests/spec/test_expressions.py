@@ -100,3 +100,12 @@ def test_make_divisible_matches_torchvision_rule() -> None:
     assert make_divisible(32 * 0.75, 8) == 24
     assert make_divisible(3, 8) == 8
     assert make_divisible(67.2, 8) == 64 + 8 * (64 < 0.9 * 67.2)
+
+
+def test_symbolic_products_of_constants_fold() -> None:
+    """`2 * (2 * d)` is written `4 * d`; a floor division inside is left alone."""
+    from archc.ir.symbolic import Sym, concrete, source
+
+    width = Sym("d", 96)
+    assert source(2 * (2 * width)) == "4 * d" and concrete(2 * (2 * width)) == 384
+    assert source(2 * ((2 * width) // 3)) == "2 * (2 * d // 3)"
