@@ -213,20 +213,33 @@ def test_a_unet_skip_without_its_crop_is_caught_at_the_concat(tmp_path: Path) ->
     assert "center_crop" in result.stderr
 
 
-def test_heads_that_do_not_divide_the_embedding_are_caught_at_the_attention() -> None:
-    result = run_archc("check", "specs/vit_b_16.yaml", "--set", "num_heads=7")
+@pytest.mark.parametrize(
+    ("spec", "override", "library", "node", "message"),
+    [
+        (
+            "vit_b_16",
+            "num_heads=7",
+            "vit",
+            "attention: {op: attention",
+            "the embedding dim must be divisible by heads=7, got 768",
+        ),
+        # Swin's first stage is 224 / 4 = 56 a side; a window of 5 does not tile it.
+        (
+            "swin_t",
+            "window=5",
+            "swin",
+            "attn: {op: window_attention",
+            "window 5 must divide the feature map, got 56x56",
+        ),
+    ],
+    ids=["heads", "window"],
+)
+def test_attention_that_does_not_fit_is_caught_in_the_block_library(
+    spec: str, override: str, library: str, node: str, message: str
+) -> None:
+    result = run_archc("check", f"specs/{spec}.yaml", "--set", override)
     assert result.returncode == 2
-    text = (REPO / "specs" / "blocks" / "vit.yaml").read_text()
-    line = text[: text.index("attention: {op: attention")].count("\n") + 1
-    assert result.stderr.startswith(f"specs/blocks/vit.yaml:{line}:"), result.stderr
-    assert "the embedding dim must be divisible by heads=7, got 768" in result.stderr
-
-
-def test_a_window_that_does_not_tile_the_map_is_caught_at_the_attention() -> None:
-    result = run_archc("check", "specs/swin_t.yaml", "--set", "window=5")
-    assert result.returncode == 2
-    text = (REPO / "specs" / "blocks" / "swin.yaml").read_text()
-    line = text[: text.index("attn: {op: window_attention")].count("\n") + 1
-    assert result.stderr.startswith(f"specs/blocks/swin.yaml:{line}:"), result.stderr
-    # The first stage's map is 224 / 4 = 56 a side; 5 does not divide it.
-    assert "window 5 must divide the feature map, got 56x56" in result.stderr
+    text = (REPO / "specs" / "blocks" / f"{library}.yaml").read_text()
+    line = text[: text.index(node)].count("\n") + 1
+    assert result.stderr.startswith(f"specs/blocks/{library}.yaml:{line}:"), result.stderr
+    assert message in result.stderr

@@ -166,19 +166,18 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
         items = child.children if child.kind == "sequence" else [replace(child, condition=None)]
         lines = _build_list(child.name, items, depth, backend)
         lines.append(f"{INDENT * depth}self.{child.name} = {backend.sequential}(*{child.name})")
+    elif (inline := _inline(child, backend)) is not None:
+        # Inline code: only its parameters and its condition need keeping.
+        lines = [
+            line
+            for suffix, value in inline.parameters
+            for line in layout_source(f"self.{child.name}{suffix} = ", value, depth)
+        ]
+        if child.condition is None:
+            return lines
+        return [f"{BODY}self.use_{child.name} = {source(child.condition)}", *lines]
     else:
-        expression = _expression(child, backend)
-        if expression is None:  # inline code: its parameters and condition need keeping
-            condition = child.condition
-            lines = [
-                line
-                for suffix, value in _inline_parameters(child, backend)
-                for line in layout_source(f"self.{child.name}{suffix} = ", value, depth)
-            ]
-            if condition is None:
-                return lines
-            return [f"{BODY}self.use_{child.name} = {source(condition)}", *lines]
-        lines = layout(f"self.{child.name} = ", expression, depth)
+        lines = layout(f"self.{child.name} = ", _expression(child, backend), depth)
     if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
         condition = f"{BODY}if {source(child.condition)}:"
         lines = [condition, *lines, f"{BODY}else:", f"{BODY}{INDENT}self.{child.name} = None"]
@@ -364,14 +363,10 @@ def _constructor_names(block_class: BlockClass) -> set[str]:
     )
 
 
-def _inline_template(child: ModuleNode, backend: Backend) -> str | None:
+def _inline(child: ModuleNode, backend: Backend) -> InlineCall | None:
+    """The code an op writes straight into the call method, or None for a module."""
     lowered = _lower(child, backend) if child.kind == "op" else None
-    return lowered.template if isinstance(lowered, InlineCall) else None
-
-
-def _inline_parameters(child: ModuleNode, backend: Backend) -> tuple[tuple[str, str], ...]:
-    lowered = _lower(child, backend) if child.kind == "op" else None
-    return lowered.parameters if isinstance(lowered, InlineCall) else ()
+    return lowered if isinstance(lowered, InlineCall) else None
 
 
 def _reads(name: str) -> str:
@@ -384,8 +379,8 @@ def _forward_names(block_class: BlockClass, backend: Backend) -> list[str]:
     scope = _constructor_names(block_class)
     used: dict[str, None] = {}
     for child in block_class.children:
-        template = _inline_template(child, backend) or ""
-        for name in re.findall(_reads(r"[A-Za-z_]\w*"), template):
+        inline = _inline(child, backend)
+        for name in re.findall(_reads(r"[A-Za-z_]\w*"), inline.template if inline else ""):
             if name in scope:
                 used[name] = None
     return list(used)
@@ -400,7 +395,8 @@ def _call_body(
     for child in block_class.children:
         arguments = [names[ref] for ref in child.inputs]
         target = names[child.name]
-        template = _inline_template(child, backend)
+        inline = _inline(child, backend)
+        template = inline.template if inline else None
         if child.kind == "loop" and child.names is not None:
             if target != arguments[0]:
                 lines.append(f"{BODY}{target} = {arguments[0]}")

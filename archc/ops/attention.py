@@ -31,12 +31,7 @@ class Attention(Op):
         packed = concrete(inputs[0].channels)
         if packed % 3:
             return [f"packed q, k, v need 3 × the embedding dim features, got {packed}"]
-        heads = concrete(attrs.heads)
-        if heads < 1 or (packed // 3) % heads:
-            return [
-                f"the embedding dim must be divisible by heads={attrs.heads}, got {packed // 3}"
-            ]
-        return []
+        return check_heads(packed // 3, concrete(attrs.heads))
 
     def infer(self, attrs: AttentionAttrs, inputs: list[TensorType]) -> TensorType:
         n, length, packed = inputs[0].shape
@@ -51,6 +46,13 @@ class Attention(Op):
 
     def lower_flax(self, attrs: AttentionAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"attention({{0}}, heads={source(attrs.heads)})")
+
+
+def check_heads(dim: int, heads: int) -> list[str]:
+    """Heads split the embedding evenly."""
+    if heads >= 1 and dim % heads == 0:
+        return []
+    return [f"the embedding dim must be divisible by heads={heads}, got {dim}"]
 
 
 class WindowAttentionAttrs(Attrs):
@@ -78,8 +80,8 @@ class WindowAttention(Op):
         window, heads = concrete(attrs.window), concrete(attrs.heads)
         if height % window or width % window:
             return [f"window {window} must divide the feature map, got {height}x{width}"]
-        if heads < 1 or dim % heads:
-            return [f"the embedding dim must be divisible by heads={heads}, got {dim}"]
+        if problems := check_heads(dim, heads):
+            return problems
         if not 0 <= concrete(attrs.shift) < window:
             return [f"shift must be from 0 to {window - 1}, got {concrete(attrs.shift)}"]
         return []

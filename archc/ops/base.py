@@ -109,3 +109,8 @@ def expect_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
     if got.rank == rank and got.channels_last == layout:
         return []
     return [f"expected a {rank}-d {what} input, got {got}{' (NHWC)' * got.channels_last}"]
+
+
+def check_axis(axis: int, kind: TensorType) -> list[str]:
+    """The shared axis constraint: any axis but the batch."""
+    return [] if 1 <= axis < kind.rank else [f"axis must be from 1 to {kind.rank - 1}, got {axis}"]

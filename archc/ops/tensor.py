@@ -9,7 +9,7 @@ from typing import Literal
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import Sym, concrete, source
 from archc.ops import register
-from archc.ops.base import Attrs, NoAttrs, Op, expect_rank, flax_axis
+from archc.ops.base import Attrs, NoAttrs, Op, check_axis, expect_rank, flax_axis
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -53,8 +53,8 @@ class Concat(Op):
 
     def check(self, attrs: ConcatAttrs, inputs: list[TensorType]) -> list[str]:
         first = inputs[0]
-        if not 1 <= attrs.axis < first.rank:
-            return [f"axis must be from 1 to {first.rank - 1}, got {attrs.axis}"]
+        if problems := check_axis(attrs.axis, first):
+            return problems
         for other in inputs[1:]:
             mismatch = [
                 axis
@@ -137,8 +137,8 @@ class Slice(Op):
 
     def check(self, attrs: SliceAttrs, inputs: list[TensorType]) -> list[str]:
         kind = inputs[0]
-        if not 1 <= attrs.axis < kind.rank:
-            return [f"axis must be from 1 to {kind.rank - 1}, got {attrs.axis}"]
+        if problems := check_axis(attrs.axis, kind):
+            return problems
         size = concrete(kind.shape[attrs.axis])
         stop = size if attrs.stop is None else concrete(attrs.stop)
         if not 0 <= concrete(attrs.start) < stop <= size:
@@ -149,7 +149,7 @@ class Slice(Op):
         shape = list(inputs[0].shape)
         stop = shape[attrs.axis] if attrs.stop is None else attrs.stop
         shape[attrs.axis] = stop - attrs.start
-        return TensorType(tuple(shape))
+        return inputs[0].with_shape(tuple(shape))
 
     def macs(self, attrs: SliceAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # a view
@@ -282,8 +282,8 @@ class Select(Op):
 
     def check(self, attrs: SelectAttrs, inputs: list[TensorType]) -> list[str]:
         kind = inputs[0]
-        if not 1 <= attrs.axis < kind.rank:
-            return [f"axis must be from 1 to {kind.rank - 1}, got {attrs.axis}"]
+        if problems := check_axis(attrs.axis, kind):
+            return problems
         size = concrete(kind.shape[attrs.axis])
         if not 0 <= attrs.index < size:
             return [f"index must be from 0 to {size - 1} on axis {attrs.axis}, got {attrs.index}"]
@@ -291,7 +291,7 @@ class Select(Op):
 
     def infer(self, attrs: SelectAttrs, inputs: list[TensorType]) -> TensorType:
         shape = inputs[0].shape
-        return TensorType((*shape[: attrs.axis], *shape[attrs.axis + 1 :]))
+        return inputs[0].with_shape((*shape[: attrs.axis], *shape[attrs.axis + 1 :]))
 
     def macs(self, attrs: SelectAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # a view

@@ -130,13 +130,13 @@ class PatchMerge(Op):
         return 0  # data movement
 
     def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall(self.TEMPLATE.format(axis="-1", cat="torch.cat", dim="dim"))
+        return InlineCall(self.TEMPLATE.format(cat="torch.cat", axis="dim"))
 
     def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall(self.TEMPLATE.format(axis="-1", cat="jnp.concatenate", dim="axis"))
+        return InlineCall(self.TEMPLATE.format(cat="jnp.concatenate", axis="axis"))
 
     # The four pixels of each 2x2 patch in torchvision's order (x0, x1, x2, x3).
     TEMPLATE = (
         "{cat}([{{0}}[:, 0::2, 0::2], {{0}}[:, 1::2, 0::2], {{0}}[:, 0::2, 1::2], "
-        "{{0}}[:, 1::2, 1::2]], {dim}={axis})"
+        "{{0}}[:, 1::2, 1::2]], {axis}=-1)"
     )

@@ -76,12 +76,12 @@ class CostReport:
 
     def macs_by_kind(self) -> dict[str, int]:
         """MACs per kind of arithmetic that any node does (conv, linear, attention)."""
-        families: dict[str, int] = {}
+        kinds: dict[str, int] = {}
         for node in self.nodes:
             for kind, macs in node.macs_by_kind.items():
                 if macs:
-                    families[kind] = families.get(kind, 0) + macs
-        return families
+                    kinds[kind] = kinds.get(kind, 0) + macs
+        return kinds
 
     def by_block(self) -> dict[str, Cost]:
         """Totals per top-level node of the model (stem layers, stages, head)."""

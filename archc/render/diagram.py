@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archc.errors import ArchcError
+from archc.errors import ArchcError, InternalError
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete
@@ -235,7 +235,7 @@ class _Locator:
                 return self.owner[prefix], runs
             # A later member of a run drawn as a cluster: drawn as the first member.
             path = self.aliases.get(prefix, prefix).split(".")
-        raise AssertionError(f"IR node {name} lies in no drawn part")
+        raise InternalError("diagram", f"IR node {name} lies in no drawn part")
 
 
 def _mark_skips(edges: list[Edge]) -> None:

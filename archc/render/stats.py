@@ -103,21 +103,21 @@ def _table(
         rule,
         line(totals),
         f"MACs {total.macs:,}; FLOPs = 2 x MACs = {total.flops:,}",
-        *_family_lines(report),
+        *_kind_lines(report),
         f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _family_lines(report: CostReport) -> list[str]:
-    """One line per op family that does MACs, so attention's share stands on its own."""
-    families = report.macs_by_kind()
+def _kind_lines(report: CostReport) -> list[str]:
+    """One line per kind of MACs (conv, linear, attention), so attention's share stands out."""
+    kinds = report.macs_by_kind()
     total = report.total.macs
-    width = max((len(family) for family in families), default=0)
+    width = max((len(kind) for kind in kinds), default=0)
     digits = len(f"{total:,}")
     return ["MACs by kind:"] + [
-        f"  {family.ljust(width)}  {macs:>{digits},}  {100 * macs / total:5.1f}%"
-        for family, macs in families.items()
+        f"  {kind.ljust(width)}  {macs:>{digits},}  {100 * macs / total:5.1f}%"
+        for kind, macs in kinds.items()
     ]
 
 
