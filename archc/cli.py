@@ -225,7 +225,7 @@ def _check(args: argparse.Namespace) -> int:
     graph = compiled.program.graph
     print(
         f"{args.spec}: ok: {graph.name}, {len(graph.nodes)} nodes, {total.params:,} params, "
-        f"{total.macs / 1e9:.3f} GMACs, output {graph.type_of(graph.output)}"
+        f"{total.macs / 1e9:.3f} GMACs, output {graph.describe_outputs()}"
     )
     return 0
 

@@ -69,7 +69,15 @@ def count_macs(model: Any, example: Any) -> tuple[int, Any]:
 
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         output = model(example)
-    return counter.get_total_flops() // 2, output.detach()
+    detached = named_outputs(output, lambda value: value.detach())
+    return counter.get_total_flops() // 2, detached if isinstance(output, dict) else detached[""]
+
+
+def named_outputs(value: Any, convert: Any) -> dict[str, Any]:
+    """A model's output, or its named outputs (a dict, as torchvision's DeepLabV3 and FPN
+    return), converted and keyed by name ('' for a lone output)."""
+    named = value if isinstance(value, dict) else {"": value}
+    return {key: convert(item) for key, item in named.items()}
 
 
 def archc_stats(spec: str, *overrides: str) -> dict:
@@ -111,4 +119,7 @@ def compare(reference: Any, generated: Any, stats: dict) -> None:
     assert stats["macs"] == reference_macs
     assert stats["flops"] == 2 * reference_macs
     assert generated_macs == stats["macs"]
-    assert (output - expected).abs().max().item() <= 1e-5
+    output, expected = (named_outputs(value, lambda item: item) for value in (output, expected))
+    assert output.keys() == expected.keys()
+    for key, value in output.items():
+        assert (value - expected[key]).abs().max().item() <= 1e-5, key

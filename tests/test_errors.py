@@ -143,6 +143,32 @@ CASES = {
         "5:35",
         "names: expected identifiers, got 'act-0'",
     ),
+    "branches read by an op that takes one input": (
+        HEAD + "  convs: {branches: [relu, relu]}\n  r: {op: relu, from: convs}\n",
+        "6:6",
+        "node 'r': 'convs' is branches, a list of values, which only an op that takes a list",
+    ),
+    "a body that ends with branches": (
+        HEAD + "  convs: {branches: [relu, relu]}\n",
+        "5:10",
+        "'convs' is branches, a list of values, which a body cannot return",
+    ),
+    "a sequence item reading a node by name": (
+        HEAD + "  c: {op: conv2d, out: 8, kernel: 1}\n"
+        "  s: [relu, {op: add, from: [previous, c]}]\n",
+        "6:40",
+        "an item of a sequence cannot read 'c'",
+    ),
+    "an item of branches with its own from": (
+        HEAD + "  b: {branches: [relu, {op: relu, from: input}]}\n",
+        "5:41",
+        "an item of branches cannot read 'input'",
+    ),
+    "an output naming no node": (
+        HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\noutputs: {out: conv2}\n",
+        "6:16",
+        "output 'out': unknown node 'conv2' (did you mean 'conv1'?)",
+    ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",
         "6:18",

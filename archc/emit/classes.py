@@ -46,6 +46,7 @@ class Backend:
     module: str
     """The base class of a block class."""
     sequential: str
+    module_list: str
     tensor: str
     call_method: str
     init_prelude: tuple[str, ...]
@@ -88,19 +89,28 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
     prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
     init: list[str] = []
-    if definition.sequential:  # a subclass of the framework's sequential: no call method
+    if definition.sequential:  # a subclass of the framework's sequential
         base, call_signature, call = backend.sequential, [], []
-        init += _sequence_init(block_class, backend)
+        tail = _sequence_tail(block_class, backend)
+        init += _sequence_init(
+            block_class.children[: len(block_class.children) - len(tail)], backend, block_class
+        )
+        if tail:  # ops after the numbered modules, which read more than the item before
+            call_signature = _wrap_def(
+                backend.call_method, ["self", f"x: {backend.tensor}"], backend.tensor
+            )
+            call = _sequence_call(tail, backend)
     else:
         base = backend.module
         kept = _forward_names(block_class, backend)
         init += _with_named_widths(block_class, backend)
         init += [f"{BODY}self.{name} = {name}" for name in kept]
         inputs = _input_variables(block_class)
+        named = "" not in block_class.outputs
         call_signature = _wrap_def(
             backend.call_method,
             ["self", *(f"{name}: {backend.tensor}" for name in inputs)],
-            backend.tensor,
+            f"dict[str, {backend.tensor}]" if named else backend.tensor,
         )
         call = _call_body(block_class, inputs, kept, backend)
     init = prelude + _used_lets(block_class, [*init, *call]) + init
@@ -121,8 +131,38 @@ def _used_lets(block_class: BlockClass, code: list[str]) -> list[str]:
     return lines
 
 
-def _sequence_init(block_class: BlockClass, backend: Backend) -> list[str]:
+def _sequence_tail(block_class: BlockClass, backend: Backend) -> list[ModuleNode]:
+    """A sequence block's items from the first that reads with `from:` on: inline ops that
+    its call method applies after the numbered modules (ASPP's pooling resizes back to its
+    input's size)."""
     children = block_class.children
+    start = next(
+        (at for at, child in enumerate(children) if child.spec.sources is not None), len(children)
+    )
+    for child in children[start:]:
+        if _inline(child, backend) is None:
+            raise SpecError(
+                f"'{child.spec.name}': after an item that reads with from:, a sequence can only "
+                "apply ops written inline in its call method, and this one is a module",
+                child.spec.location,
+            )
+    return children[start:]
+
+
+def _sequence_call(tail: list[ModuleNode], backend: Backend) -> list[str]:
+    """The call method of a sequence block with a tail: the numbered modules, then the tail."""
+    lines = [f"{BODY}out = super().{backend.call_method}(x)"]
+    names = {"input": "x", "previous": "out"}
+    for position, child in enumerate(tail, start=1):
+        template = _inline(child, backend).template
+        value = template.format(*(names[ref] for ref in child.inputs))
+        lines += layout_source("return " if position == len(tail) else "out = ", value, 2)
+    return lines
+
+
+def _sequence_init(
+    children: list[ModuleNode], backend: Backend, block_class: BlockClass
+) -> list[str]:
     if not _needs_list(children):
         items = [_sequence_item(child, backend) for child in children]
         return layout("", Call("super().__init__", items), 2)
@@ -162,10 +202,17 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
     depth = 2 if child.condition is None else 3
     if child.kind == "loop" and child.names is not None:
         lines = _named_loop(child, depth, backend)
-    elif child.kind == "loop" or (child.kind == "sequence" and _needs_list(child.children)):
-        items = child.children if child.kind == "sequence" else [replace(child, condition=None)]
+    elif child.kind == "loop" or (
+        child.kind in ("sequence", "branches") and _needs_list(child.children)
+    ):
+        items = child.children if child.kind != "loop" else [replace(child, condition=None)]
         lines = _build_list(child.name, items, depth, backend)
-        lines.append(f"{INDENT * depth}self.{child.name} = {backend.sequential}(*{child.name})")
+        built = (
+            f"{backend.module_list}({child.name})"
+            if child.kind == "branches"
+            else f"{backend.sequential}(*{child.name})"
+        )
+        lines.append(f"{INDENT * depth}self.{child.name} = {built}")
     elif (inline := _inline(child, backend)) is not None:
         # Inline code: only its parameters and its condition need keeping.
         lines = [
@@ -298,12 +345,13 @@ def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
 
 def _loop_frame(loop: ModuleNode, body: list[str], depth: int) -> list[str]:
     """`for i in range(count):` around `body`; `channels` carries each iteration's output
-    channels to the next."""
+    channels to the next (not in branches, where every iteration reads the same input)."""
     pad = INDENT * depth
-    step = source(loop.loop_output)
+    step = "channels" if loop.loop_output is None else source(loop.loop_output)
     index = "i" if re.search(r"\bi\b", "\n".join(body) + step) else "_"
     start = source(loop.input_types[0].channels)
-    lines = [] if start == "channels" else [f"{pad}channels = {start}"]
+    chained = loop.loop_output is not None and start != "channels"
+    lines = [f"{pad}channels = {start}"] if chained else []
     lines.append(f"{pad}for {index} in range({source(loop.count)}):")
     lines += body
     if step != "channels":
@@ -320,7 +368,10 @@ def _expression(child: ModuleNode, backend: Backend) -> Call | None:
         channels = [source(kind.channels) for kind in child.input_types]
         args = [f"{key}={source(value)}" for key, value in child.args.items()]
         return Call(child.block.name, [*channels, *args, *backend.module_kwargs])
-    return Call(backend.sequential, [_sequence_item(item, backend) for item in child.children])
+    items = [_sequence_item(item, backend) for item in child.children]
+    if child.kind == "branches":
+        return Call(backend.module_list, [Call("", items, brackets="[]")])
+    return Call(backend.sequential, items)
 
 
 def _sequence_item(item: ModuleNode, backend: Backend) -> Call | str:
@@ -391,12 +442,17 @@ def _call_body(
 ) -> list[str]:
     """The call method; `kept` are the constructor names inline code reads from `self`."""
     names = _variables(block_class, inputs)
+    lists = {child.name for child in block_class.children if child.kind == "branches"}
     lines = []
     for child in block_class.children:
-        arguments = [names[ref] for ref in child.inputs]
+        arguments = [f"*{names[ref]}" if ref in lists else names[ref] for ref in child.inputs]
         target = names[child.name]
-        inline = _inline(child, backend)
+        inline = _inline(_as_called(child, lists), backend)
         template = inline.template if inline else None
+        if child.kind == "branches":
+            value = f"[branch({arguments[0]}) for branch in self.{child.name}]"
+            lines += layout_source(f"{target} = ", value, 2)
+            continue
         if child.kind == "loop" and child.names is not None:
             if target != arguments[0]:
                 lines.append(f"{BODY}{target} = {arguments[0]}")
@@ -407,6 +463,7 @@ def _call_body(
             for name in kept:
                 template = re.sub(_reads(name), f"self.{name}", template)
             value = template.format(*arguments, self=f"self.{child.name}")
+            value = re.sub(r"\[\*(\w+)\]", r"\1", value)  # `[*convs]` is `convs`
         elif child.condition is not None:
             first = arguments[0]
             value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"
@@ -433,8 +490,20 @@ def _call_body(
             else:  # above the statement rather than past the line limit
                 statement.insert(0, BODY + comment)
         lines += statement
-    lines.append(f"{BODY}return {names[block_class.output]}")
+    if "" in block_class.outputs:
+        lines.append(f"{BODY}return {names[block_class.outputs['']]}")
+    else:
+        entries = [f'"{name}": {names[value]}' for name, value in block_class.outputs.items()]
+        lines += layout("return ", Call("", entries, brackets="{}"), 2)
     return lines
+
+
+def _as_called(child: ModuleNode, lists: set[str]) -> ModuleNode:
+    """A node that reads branches whole, lowered as the call method writes it: one argument
+    per reference (the branches as one list), not one per branch."""
+    if not lists.intersection(child.inputs):
+        return child
+    return replace(child, input_types=child.input_types[: len(child.inputs)])
 
 
 def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
@@ -443,13 +512,14 @@ def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
     for index, child in enumerate(block_class.children):
         for ref in child.inputs:
             uses.setdefault(ref, []).append(index)
-    uses.setdefault(block_class.output, []).append(len(block_class.children))
+    for output in block_class.outputs.values():
+        uses.setdefault(output, []).append(len(block_class.children))
     names = dict(zip(block_class.inputs, inputs))
     single_use_input = len(inputs) == 1 and len(uses.get(block_class.inputs[0], [])) == 1
     chain = "x" if single_use_input else "out"
     held_until = uses[block_class.inputs[0]][-1] if single_use_input else -1
     for index, child in enumerate(block_class.children):
-        if held_until <= index:
+        if held_until <= index and child.kind != "branches":  # a list has a name of its own
             names[child.name] = chain
             held_until = uses.get(child.name, [index])[-1]
         else:

@@ -80,10 +80,19 @@ class Graph:
     name: str
     inputs: dict[str, TensorType]
     nodes: dict[str, Node] = field(default_factory=dict)
-    output: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    """What the model returns, output name → value: `{"": value}` for one unnamed output;
+    named ones (the spec's `outputs:`) come back as a dict, as torchvision's detection and
+    segmentation models return them."""
 
     def add(self, node: Node) -> None:
         self.nodes[node.name] = node
 
     def type_of(self, value: str) -> TensorType:
         return self.inputs[value] if value in self.inputs else self.nodes[value].type
+
+    def describe_outputs(self) -> str:
+        """`f32[N,1000]`, or `out f32[N,21,520,520], aux f32[…]` for named outputs."""
+        return ", ".join(
+            f"{name} {self.type_of(value)}".lstrip() for name, value in self.outputs.items()
+        )

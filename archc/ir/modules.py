@@ -59,5 +59,6 @@ class BlockClass:
     inputs: list[str]
     input_types: list[TensorType]
     children: list[ModuleNode]
-    output: str
+    outputs: dict[str, str]
+    """Output name → the local name that produces it; one unnamed output is `{"": name}`."""
     is_model: bool = False

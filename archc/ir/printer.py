@@ -20,5 +20,8 @@ def format_graph(graph: Graph) -> str:
     header = ", ".join(f"%{name} : {kind}" for name, kind in graph.inputs.items())
     lines = [f"graph {graph.name}({header}):"]
     lines += [f"  {format_node(node)}" for node in graph.nodes.values()]
-    lines.append(f"  return %{graph.output}")
+    returned = ", ".join(
+        f"{name}: %{value}" if name else f"%{value}" for name, value in graph.outputs.items()
+    )
+    lines.append(f"  return {returned}")
     return "\n".join(lines) + "\n"

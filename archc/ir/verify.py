@@ -25,5 +25,6 @@ def verify(graph: Graph, stage: str) -> None:
         if concrete(node.op.infer(node.attrs, inputs).shape) != concrete(node.type.shape):
             raise InternalError(stage, f"{name} has type {node.type}, its op's rule disagrees")
         defined.add(name)
-    if graph.output not in defined:
-        raise InternalError(stage, f"the output {graph.output!r} is not a value of the graph")
+    for value in graph.outputs.values():
+        if value not in defined:
+            raise InternalError(stage, f"the output {value!r} is not a value of the graph")

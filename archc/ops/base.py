@@ -36,6 +36,8 @@ class Op(ABC):
     arity: ClassVar[int | None] = 1
     """Number of inputs; None means two or more."""
     summary: ClassVar[str] = ""
+    takes_list: ClassVar[bool] = False
+    """Whether it may read branches whole (`from: convs`), as one list of inputs."""
 
     @property
     def family(self) -> str:

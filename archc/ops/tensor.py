@@ -49,6 +49,7 @@ class Concat(Op):
     name = "concat"
     Attrs = ConcatAttrs
     arity = None
+    takes_list = True
     summary = "concatenation along one axis (channels by default)"
 
     def check(self, attrs: ConcatAttrs, inputs: list[TensorType]) -> list[str]:

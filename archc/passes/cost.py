@@ -110,4 +110,5 @@ def count_costs(graph: Graph) -> CostReport:
         weighted = cost.params > 0 and cost.macs > 0
         depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
-    return CostReport(input_shape, nodes, depths[graph.output])
+    depth = max(depths[value] for value in graph.outputs.values())
+    return CostReport(input_shape, nodes, depth)

@@ -201,8 +201,9 @@ def layout_drawing(program: Program, costs: CostReport, depth: int) -> Drawing:
                 continue
             seen.add((source, target))
             drawing.edges.append(Edge(source, target, graph.type_of(value)))
-    output, _ = locate(graph.output)
-    drawing.edges.append(Edge(output, "output", graph.type_of(graph.output)))
+    for value in graph.outputs.values():
+        output, _ = locate(value)
+        drawing.edges.append(Edge(output, "output", graph.type_of(value)))
     _mark_skips(drawing.edges)
     return drawing
 

@@ -100,8 +100,8 @@ def diff_table(
 
 
 def _total(compiled: Compiled) -> Side:
-    graph = compiled.program.graph
-    return Side(compiled.costs.total, graph.type_of(graph.output))
+    graph = compiled.program.graph  # with several outputs, the total row shows the last
+    return Side(compiled.costs.total, graph.type_of([*graph.outputs.values()][-1]))
 
 
 def _row(change: Change) -> tuple[str, ...]:

@@ -96,7 +96,12 @@ def _elaborate_class(
         input_types = [input_types[0].with_channels(channels)]
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
-    children, _, output = elaborator.body(definition, env, inputs, prefix="")
+    if is_model:
+        children, returned = elaborator.model_body(env, inputs)
+        outputs = {name: producer for name, (_, producer) in returned.items()}
+    else:
+        children, _, producer = elaborator.body(definition, env, inputs, prefix="")
+        outputs = {"": producer}
     for name, instance in elaborator.instances.items():
         instances.setdefault(name, instance)
     return BlockClass(
@@ -107,7 +112,7 @@ def _elaborate_class(
         inputs=list(definition.inputs),
         input_types=input_types,
         children=children,
-        output=output,
+        outputs=outputs,
         is_model=is_model,
     )
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from archc.errors import ShapeError, SpecError, did_you_mean
+from archc.errors import Location, ShapeError, SpecError, did_you_mean
 from archc.ir.graph import BATCH, Graph, Node, TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
@@ -98,8 +98,8 @@ def elaborate(
     input_type = TensorType((BATCH, *shape))
     graph = Graph(spec.root.name, {"input": input_type})
     elaborator = Elaborator(spec, graph)
-    modules, output, _ = elaborator.body(spec.root, env, {"input": Bound("input", input_type)}, "")
-    graph.output = output.name
+    modules, outputs = elaborator.model_body(env, {"input": Bound("input", input_type)})
+    graph.outputs = {name: bound.name for name, (bound, _) in outputs.items()}
     return Program(spec, args, applied, graph, elaborator.instances, modules)
 
 
@@ -125,9 +125,44 @@ class Elaborator:
         """
         if definition.sequential:
             (name,) = definition.inputs
-            children, bound = self.items(definition.body, prefix, inputs[name], env)
-            return children, bound, children[-1].name if children else name
-        values = dict(inputs)
+            children, outputs = self.items(definition.body, prefix, inputs[name], env)
+            return children, outputs[-1], children[-1].name if children else name
+        children, values, producers, last = self.scope(definition, env, inputs, prefix)
+        return children, self.returned(values, last, definition.body[-1].location), producers[last]
+
+    def model_body(
+        self, env: dict[str, Any], inputs: dict[str, Bound]
+    ) -> tuple[list[ModuleNode], dict[str, tuple[Bound, str]]]:
+        """The model's body and what it returns: output name → (value, local producer)."""
+        root = self.spec.root
+        if not self.spec.outputs:
+            children, output, producer = self.body(root, env, inputs, "")
+            return children, {"": (output, producer)}
+        children, values, producers, _ = self.scope(root, env, inputs, "")
+        returned = {}
+        for name, ref in self.spec.outputs.items():
+            if ref.raw not in values:
+                hint = did_you_mean(ref.raw, values) or "outputs name nodes of the body"
+                raise SpecError(f"output '{name}': unknown node '{ref.raw}'", ref.location, hint)
+            returned[name] = (self.returned(values, ref.raw, ref.location), producers[ref.raw])
+        return children, returned
+
+    @staticmethod
+    def returned(values: dict[str, Any], name: str, location: Location) -> Bound:
+        if isinstance(values[name], list):
+            raise SpecError(
+                f"'{name}' is branches, a list of values, which a body cannot return",
+                location,
+                "concat them, or read them with from:",
+            )
+        return values[name]
+
+    def scope(
+        self, definition: BlockDef, env: dict[str, Any], inputs: dict[str, Bound], prefix: str
+    ) -> tuple[list[ModuleNode], dict[str, Any], dict[str, str], str]:
+        """A mapping body's modules, every value it makes (a Bound, or a list of them for
+        branches), the local name that produces each, and its last node's name."""
+        values: dict[str, Bound | list[Bound]] = dict(inputs)
         producers = {name: name for name in inputs}
         previous = definition.inputs[0]
         children = []
@@ -138,15 +173,30 @@ class Elaborator:
                     hint = did_you_mean(ref, values) or "from: names an earlier node or an input"
                     message = f"node '{node.name}': unknown reference '{ref}'"
                     raise SpecError(message, at.location, hint)
+            self.check_list_reads(node, refs, values)
             local_refs = [producers[ref] for ref in refs]
-            site = Site(
-                node, node.name, prefix + node.name, local_refs, [values[ref] for ref in refs], env
-            )
+            bounds = [bound for ref in refs for bound in _listed(values[ref])]
+            site = Site(node, node.name, prefix + node.name, local_refs, bounds, env)
             modules, values[node.name] = self.node(site)
             producers[node.name] = node.name if modules else local_refs[0]
             children += modules
             previous = node.name
-        return children, values[previous], producers[previous]
+        return children, values, producers, previous
+
+    def check_list_reads(
+        self, node: NodeSpec, refs: list[str], values: dict[str, Bound | list[Bound]]
+    ) -> None:
+        """Branches are read whole, and only by an op that takes a list (concat)."""
+        listed = next((ref for ref in refs if isinstance(values[ref], list)), None)
+        if listed is None:
+            return
+        op = REGISTRY.get(node.target) if node.kind != "block" else None
+        if op is None or not op.takes_list or node.items is not None:
+            raise SpecError(
+                f"node '{node.name}': '{listed}' is branches, a list of values, which only an "
+                "op that takes a list (concat) can read",
+                node.location,
+            )
 
     def node(self, site: Site) -> tuple[list[ModuleNode], Bound]:
         """A body node's modules: none when switched off (the identity), one when single, a
@@ -160,7 +210,8 @@ class Elaborator:
         else:
             named = site.node.names is not None
             prefix = site.full_name.removesuffix(site.name) if named else f"{site.full_name}."
-            modules, bound = self.repetitions(site, prefix, 0)
+            modules, made = self.repetitions(site, prefix, 0)
+            bound = made[-1]
             if named and not self.symbolic:
                 return modules, bound
             module = modules[0] if self.symbolic else self.sequence_module(site, modules, bound)
@@ -168,27 +219,49 @@ class Elaborator:
         return [module], bound
 
     def items(
-        self, items: list[NodeSpec], prefix: str, bound: Bound, env: dict[str, Any], start: int = 0
-    ) -> tuple[list[ModuleNode], Bound]:
+        self,
+        items: list[NodeSpec],
+        prefix: str,
+        bound: Bound,
+        env: dict[str, Any],
+        start: int = 0,
+        parallel: bool = False,
+    ) -> tuple[list[ModuleNode], list[Bound]]:
         """A numbered sequence's items, numbered from `start` as they are made: a repeated
         item joins the sequence once per iteration (a repeated `seq` with all its items) and
-        an item switched off by `when:` takes no number."""
+        an item switched off by `when:` takes no number. Returns the modules and the output;
+        `parallel` (branches): every item reads `bound`, and the outputs are all of theirs."""
         children: list[ModuleNode] = []
+        source, outputs = bound, []
         for item in items:
             index = str(start + len(children))
-            site = Site(item, index, prefix + index, [bound.name], [bound], env)
+            site = self.item_site(item, index, prefix, source if parallel else bound, source, env)
             condition = self.condition(site)
             if condition is False:
                 continue
             if item.repeat is None:
                 module, bound = self.unrepeated(site)
-                modules = [module]
+                modules, made = [module], [bound]
             else:
-                modules, bound = self.repetitions(site, prefix, start + len(children))
+                modules, made = self.repetitions(site, prefix, start + len(children), parallel)
+                bound = made[-1]
             if is_symbolic(condition):
                 modules[0], bound = self.conditioned(site, condition, modules[0], bound)
+                made[-1] = bound
             children += modules
-        return children, bound
+            outputs += made
+        return children, outputs if parallel else [bound]
+
+    @staticmethod
+    def item_site(
+        item: NodeSpec, index: str, prefix: str, previous: Bound, first: Bound, env: dict
+    ) -> Site:
+        """An item reads the item before it, or with `from:` also the sequence's input."""
+        if item.sources is None:
+            return Site(item, index, prefix + index, ["previous"], [previous], env)
+        scope = {"previous": previous, "input": first}
+        refs = [source.raw for source in item.sources]
+        return Site(item, index, prefix + index, refs, [scope[ref] for ref in refs], env)
 
     def condition(self, site: Site) -> Any:
         """None without `when:`, False when it is off, else the (symbolic) condition."""
@@ -209,19 +282,25 @@ class Elaborator:
         module.output = self.conditional_type(site, condition, bound.type)
         return module, Bound(bound.name, module.output)
 
-    def unrepeated(self, site: Site) -> tuple[ModuleNode, Bound]:
-        if site.node.items is None:
+    def unrepeated(self, site: Site) -> tuple[ModuleNode, Any]:
+        """One op, block or sequence (a Bound), or branches (a list of Bounds)."""
+        node = site.node
+        if node.items is None:
             return self.single(site)
-        children, bound = self.items(
-            site.node.items, f"{site.full_name}.", site.bounds[0], site.env
+        children, outputs = self.items(
+            node.items, f"{site.full_name}.", site.bounds[0], site.env, parallel=node.parallel
         )
-        return self.sequence_module(site, children, bound), bound
+        if node.parallel:
+            return self.sequence_module(site, children, outputs[0], "branches"), outputs
+        return self.sequence_module(site, children, outputs[-1]), outputs[-1]
 
-    def sequence_module(self, site: Site, children: list[ModuleNode], bound: Bound) -> ModuleNode:
+    def sequence_module(
+        self, site: Site, children: list[ModuleNode], bound: Bound, kind: str = "sequence"
+    ) -> ModuleNode:
         return ModuleNode(
             site.name,
             site.node,
-            "sequence",
+            kind,
             site.refs,
             site.input_types[:1],
             bound.type,
@@ -240,9 +319,12 @@ class Elaborator:
             tuple(choose(condition, a, b) for a, b in zip(output.shape, given.shape))
         )
 
-    def repetitions(self, site: Site, prefix: str, start: int) -> tuple[list[ModuleNode], Bound]:
-        """A repeated node's iterations, numbered on from `start` under `prefix`; in a class,
-        one symbolic loop instead."""
+    def repetitions(
+        self, site: Site, prefix: str, start: int, parallel: bool = False
+    ) -> tuple[list[ModuleNode], list[Bound]]:
+        """A repeated node's iterations, numbered on from `start` under `prefix`, and the
+        output of each (in parallel, each reads the node's input); in a class, one symbolic
+        loop instead."""
         node = site.node
         count = evaluate_checked(node.repeat, site.env, "int", "repeat")
         if concrete(count) < 1:
@@ -251,30 +333,43 @@ class Elaborator:
                 node.repeat.location,
             )
         if self.symbolic:
-            return self.loop(site, count, prefix)
-        modules, bound = [], site.bounds[0]
+            modules, bound = self.loop(site, count, prefix, parallel)
+            return modules, [bound]
+        modules, made, bound = [], [], site.bounds[0]
         for index in range(count):
             env = {**site.env, "i": index}
+            reads = site.bounds[0] if parallel else bound
             if node.items is not None:
-                group, bound = self.items(node.items, prefix, bound, env, start + len(modules))
-                modules += group
+                number = start + len(modules)
+                group, outputs = self.items(node.items, prefix, reads, env, number, parallel)
+                modules, made, bound = modules + group, made + outputs, outputs[-1]
                 continue
             number = str(start + len(modules))
             if node.names is not None:
                 number = evaluate_names(node.names, env)
-            copy = replace(site, name=number, full_name=prefix + number, bounds=[bound], env=env)
+            copy = replace(site, name=number, full_name=prefix + number, bounds=[reads], env=env)
             module, bound = self.single(copy)
             modules.append(module)
-        return modules, bound
+            made.append(bound)
+        return modules, made
 
-    def loop(self, site: Site, count: Any, prefix: str) -> tuple[list[ModuleNode], Bound]:
-        """One symbolic iteration `i`, reading `channels` (the previous iteration's output)."""
+    def loop(
+        self, site: Site, count: Any, prefix: str, parallel: bool = False
+    ) -> tuple[list[ModuleNode], Bound]:
+        """One symbolic iteration `i`, reading `channels` (the previous iteration's output);
+        in parallel, every iteration reads the input, and the output stands for all of theirs
+        side by side (as a concat reads them)."""
         first = site.input_types[0]
         channels = Sym("channels", concrete(first.channels))
-        iteration_input = Bound(site.bounds[0].name, first.with_channels(channels))
+        iteration_input = (
+            site.bounds[0]
+            if parallel
+            else Bound(site.bounds[0].name, first.with_channels(channels))
+        )
         env = {**site.env, "i": Sym("i", 0)}
         if site.node.items is not None:
-            body, bound = self.items(site.node.items, prefix, iteration_input, env)
+            body, outputs = self.items(site.node.items, prefix, iteration_input, env, 0, parallel)
+            bound = outputs[-1]
         else:
             iteration = replace(
                 site, name="0", full_name=prefix + "0", bounds=[iteration_input], env=env
@@ -282,7 +377,9 @@ class Elaborator:
             module, bound = self.single(iteration)
             body = [module]
         out_channels = bound.type.channels
-        if source(out_channels) == "channels":  # each iteration keeps its width
+        if parallel:
+            out_channels = count * out_channels
+        elif source(out_channels) == "channels":  # each iteration keeps its width
             out_channels = first.channels
         elif LOOP_VARIABLES.search(source(out_channels)):
             out_channels = Sym("channels", concrete(out_channels))
@@ -297,7 +394,7 @@ class Elaborator:
             output,
             children=body,
             count=count,
-            loop_output=bound.type.channels,
+            loop_output=None if parallel else bound.type.channels,
             names=None if names is None else source(evaluate_names(names, env)),
         )
         return [module], Bound(bound.name, output)
@@ -427,6 +524,10 @@ class Elaborator:
             children=children,
         )
         return module, output
+
+
+def _listed(value: Bound | list[Bound]) -> list[Bound]:
+    return value if isinstance(value, list) else [value]
 
 
 def _concrete_type(kind: TensorType) -> TensorType:

@@ -31,10 +31,13 @@ DOCUMENT_KEYS = {
     "expect": "golden values checked at build: params, buffers, macs",
     "blocks": "block definitions",
     "body": "the model's nodes",
+    "outputs": "named outputs, returned as a dict: {name: node}",
 }
-MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body")
+MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs")
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body")
-NODE_KEYS = ("op", "block", "seq", "from", "when", "repeat", "names")
+NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names")
+SEQUENCE_REFERENCES = ("previous", "input")
+"""What an item of a sequence may read with `from:`: the item before, the sequence's input."""
 EXPECT_KEYS = ("params", "buffers", "macs")
 
 
@@ -67,6 +70,9 @@ class NodeSpec:
     """'op' or 'block' when written out; '' for a sequence or the `relu`-style shorthand."""
     args: dict[str, Value] = field(default_factory=dict)
     items: list[NodeSpec] | None = None
+    parallel: bool = False
+    """`branches:` rather than a sequence: every item reads the node's input, and the node's
+    value is the list of their outputs (nn.ModuleList)."""
     sources: list[Value] | None = None
     when: Value | None = None
     repeat: Value | None = None
@@ -96,6 +102,8 @@ class ModelSpec:
     expect: dict[str, Value]
     blocks: dict[str, BlockDef]
     path: Path
+    outputs: dict[str, Value] = field(default_factory=dict)
+    """Output name → the node it returns; empty: the body's last node, unnamed."""
 
 
 def display_path(path: Path) -> str:
@@ -130,9 +138,8 @@ def load_model(path: Path) -> ModelSpec:
         doc=str(document.get("doc", "")),
     )
     expect = _parse_expect(document)
-    return ModelSpec(
-        root, Value(document["input"], document.value_at("input")), expect, blocks, path
-    )
+    input_value = Value(document["input"], document.value_at("input"))
+    return ModelSpec(root, input_value, expect, blocks, path, _parse_outputs(document))
 
 
 def _load_document(path: Path) -> SpecMap:
@@ -301,6 +308,19 @@ def _parse_expect(document: SpecMap) -> dict[str, Value]:
     return {key: Value(value, section.value_at(key)) for key, value in section.items()}
 
 
+def _parse_outputs(document: SpecMap) -> dict[str, Value]:
+    """`outputs: {out: logits}`; names may be numbers (`"0"`, as torchvision's FPN)."""
+    section = document.get("outputs", SpecMap())
+    if not isinstance(section, SpecMap) or not all(
+        isinstance(node, str) for node in section.values()
+    ):
+        raise SpecError(
+            "outputs must be a mapping of output names to node names",
+            document.value_at("outputs"),
+        )
+    return {str(name): Value(node, section.value_at(name)) for name, node in section.items()}
+
+
 def _parse_body(body: Any, location: Location) -> list[NodeSpec]:
     if not isinstance(body, SpecMap) or not body:
         raise SpecError("body must be a non-empty mapping of node names to nodes", location)
@@ -320,21 +340,24 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         raise SpecError(
             f"node '{name}': expected an op name, a mapping or a list, got {entry!r}", location
         )
-    kinds = [key for key in ("op", "block", "seq") if key in entry]
+    kinds = [key for key in ("op", "block", "seq", "branches") if key in entry]
     if len(kinds) != 1:
         problem = (
-            f"has both {' and '.join(kinds)}" if kinds else "needs one of 'op:', 'block:', 'seq:'"
+            f"has both {' and '.join(kinds)}"
+            if kinds
+            else "needs one of 'op:', 'block:', 'seq:', 'branches:'"
         )
         raise SpecError(f"node '{name}' {problem}", location)
     kind = kinds[0]
     target = entry[kind]
     items = None
-    if kind == "seq":
-        items, target = _parse_sequence(name, target, entry.value_at("seq")), ""
+    if kind in ("seq", "branches"):
+        items = _parse_sequence(name, target, entry.value_at(kind), kind == "branches")
+        target = ""
         extra = [key for key in entry if key not in NODE_KEYS]
         if extra:
             raise SpecError(
-                f"node '{name}': a seq takes no attributes, got '{extra[0]}'",
+                f"node '{name}': a {kind} takes no attributes, got '{extra[0]}'",
                 entry.key_at(extra[0]),
             )
     elif not isinstance(target, str):
@@ -347,7 +370,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         for key in ("when", "repeat", "names")
         if key in entry
     }
-    if "names" in optional and ("repeat" not in optional or kind == "seq"):
+    if "names" in optional and ("repeat" not in optional or items is not None):
         raise SpecError(
             f"node '{name}': names: applies to a repeated op or block", entry.key_at("names")
         )
@@ -360,9 +383,10 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         name,
         location,
         target=target,
-        kind=kind if kind != "seq" else "",
+        kind=kind if items is None else "",
         args=args,
         items=items,
+        parallel=kind == "branches",
         sources=sources,
         when=optional.get("when"),
         repeat=optional.get("repeat"),
@@ -384,22 +408,30 @@ def _parse_sources(entry: SpecMap) -> list[Value]:
     return [Value(sources, entry.value_at("from"))]
 
 
-def _parse_sequence(name: str, entries: Any, location: Location) -> list[NodeSpec]:
-    """The items of a sequence, numbered from 0 like nn.Sequential and wired in order."""
+def _parse_sequence(
+    name: str, entries: Any, location: Location, parallel: bool = False
+) -> list[NodeSpec]:
+    """The items of a sequence (or of branches), numbered from 0 like nn.Sequential (or
+    nn.ModuleList); a sequence's items are wired in order, branches all read one input."""
+    what = "branches" if parallel else "a sequence"
     if not isinstance(entries, SpecList) or not entries:
-        raise SpecError(f"node '{name}': a sequence needs a non-empty list of items", location)
+        raise SpecError(f"node '{name}': {what} needs a non-empty list of items", location)
     items = []
     for index, entry in enumerate(entries):
         item = _parse_node(str(index), entry, entries.item_at(index))
         if item.names is not None:
             raise SpecError(
-                "items of a sequence are numbered and cannot have 'names'", item.names.location
+                f"items of {what} are numbered and cannot have 'names'", item.names.location
             )
-        if item.sources is not None:
-            raise SpecError(
-                "items of a sequence are wired in order and cannot have 'from'",
-                item.sources[0].location,
-            )
+        if item.parallel:
+            raise SpecError("branches must be a named node of a body, not an item", item.location)
+        for source in item.sources or []:
+            if parallel or source.raw not in SEQUENCE_REFERENCES:
+                raise SpecError(
+                    f"an item of {what} cannot read '{source.raw}'",
+                    source.location,
+                    "" if parallel else "from: in a sequence names `previous` or `input`",
+                )
         items.append(item)
     return items
 

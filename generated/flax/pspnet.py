@@ -245,6 +245,61 @@ class Bottleneck(nnx.Module):
         return out
 
 
+class DilatedResNet(nnx.Module):
+    """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
+    strided: output stride 8, as torchvision's segmentation backbones.
+
+    Spec: specs/blocks/resnet.yaml:42
+    """
+
+    def __init__(self, in_channels: int, *, layers: tuple[int, ...], rngs: nnx.Rngs) -> None:
+        self.conv1 = nnx.Conv(
+            in_channels,
+            64,
+            kernel_size=(7, 7),
+            strides=(2, 2),
+            padding=((3, 3), (3, 3)),
+            use_bias=False,
+            rngs=rngs,
+        )
+        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
+        layer1 = []
+        channels = 64
+        for _ in range(layers[0]):
+            layer1.append(Bottleneck(channels, planes=64, rngs=rngs))
+            channels = 256
+        self.layer1 = nnx.Sequential(*layer1)
+        layer2 = []
+        channels = 256
+        for i in range(layers[1]):
+            layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
+            channels = 512
+        self.layer2 = nnx.Sequential(*layer2)
+        layer3 = []
+        channels = 512
+        for i in range(layers[2]):
+            layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2, rngs=rngs))
+            channels = 1024
+        self.layer3 = nnx.Sequential(*layer3)
+        layer4 = []
+        channels = 1024
+        for i in range(layers[3]):
+            layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4, rngs=rngs))
+            channels = 2048
+        self.layer4 = nnx.Sequential(*layer4)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = jax.nn.relu(x)
+        x = max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        return x
+
+
 class PoolBranch(nnx.Module):
     """Average-pool to bins x bins, project to width, and resize back to the input's size.
 
@@ -309,40 +364,7 @@ class Pspnet(nnx.Module):
         width: int = 512,
         rngs: nnx.Rngs,
     ) -> None:
-        self.conv1 = nnx.Conv(
-            3,
-            64,
-            kernel_size=(7, 7),
-            strides=(2, 2),
-            padding=((3, 3), (3, 3)),
-            use_bias=False,
-            rngs=rngs,
-        )
-        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
-        layer1 = []
-        channels = 64
-        for _ in range(layers[0]):
-            layer1.append(Bottleneck(channels, planes=64, rngs=rngs))
-            channels = 256
-        self.layer1 = nnx.Sequential(*layer1)
-        layer2 = []
-        channels = 256
-        for i in range(layers[1]):
-            layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 512
-        self.layer2 = nnx.Sequential(*layer2)
-        layer3 = []
-        channels = 512
-        for i in range(layers[2]):
-            layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2, rngs=rngs))
-            channels = 1024
-        self.layer3 = nnx.Sequential(*layer3)
-        layer4 = []
-        channels = 1024
-        for i in range(layers[3]):
-            layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4, rngs=rngs))
-            channels = 2048
-        self.layer4 = nnx.Sequential(*layer4)
+        self.backbone = DilatedResNet(3, layers=layers, rngs=rngs)
         self.ppm = PyramidPooling(2048, width=width, rngs=rngs)
         ppm_channels = 2048 + width + width + width + width
         self.head = nnx.Sequential(
@@ -370,15 +392,7 @@ class Pspnet(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = self.conv1(x)  # (N, 237, 237, 64)
-        out = self.bn1(out)
-        out = jax.nn.relu(out)
-        # (N, 119, 119, 64)
-        out = max_pool2d(out, kernel_size=3, stride=2, padding=1, ceil_mode=False)
-        out = self.layer1(out)  # (N, 119, 119, 256)
-        out = self.layer2(out)  # (N, 60, 60, 512)
-        out = self.layer3(out)  # (N, 60, 60, 1024)
-        out = self.layer4(out)  # (N, 60, 60, 2048)
+        out = self.backbone(x)  # (N, 60, 60, 2048)
         out = self.ppm(out)  # (N, 60, 60, 4096)
         out = self.head(out)  # (N, 60, 60, 21)
         out = resize(out, x.shape[1:3], mode="bilinear", align_corners=False)  # (N, 473, 473, 21)

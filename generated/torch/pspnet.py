@@ -79,6 +79,56 @@ class Bottleneck(nn.Module):
         return out
 
 
+class DilatedResNet(nn.Module):
+    """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
+    strided: output stride 8, as torchvision's segmentation backbones.
+
+    Spec: specs/blocks/resnet.yaml:42
+    """
+
+    def __init__(self, in_channels: int, *, layers: tuple[int, ...]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        layer1 = []
+        channels = 64
+        for _ in range(layers[0]):
+            layer1.append(Bottleneck(channels, planes=64))
+            channels = 256
+        self.layer1 = nn.Sequential(*layer1)
+        layer2 = []
+        channels = 256
+        for i in range(layers[1]):
+            layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1))
+            channels = 512
+        self.layer2 = nn.Sequential(*layer2)
+        layer3 = []
+        channels = 512
+        for i in range(layers[2]):
+            layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2))
+            channels = 1024
+        self.layer3 = nn.Sequential(*layer3)
+        layer4 = []
+        channels = 1024
+        for i in range(layers[3]):
+            layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4))
+            channels = 2048
+        self.layer4 = nn.Sequential(*layer4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        return x
+
+
 class PoolBranch(nn.Module):
     """Average-pool to bins x bins, project to width, and resize back to the input's size.
 
@@ -138,34 +188,7 @@ class Pspnet(nn.Module):
         width: int = 512,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
-        layer1 = []
-        channels = 64
-        for _ in range(layers[0]):
-            layer1.append(Bottleneck(channels, planes=64))
-            channels = 256
-        self.layer1 = nn.Sequential(*layer1)
-        layer2 = []
-        channels = 256
-        for i in range(layers[1]):
-            layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1))
-            channels = 512
-        self.layer2 = nn.Sequential(*layer2)
-        layer3 = []
-        channels = 512
-        for i in range(layers[2]):
-            layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2))
-            channels = 1024
-        self.layer3 = nn.Sequential(*layer3)
-        layer4 = []
-        channels = 1024
-        for i in range(layers[3]):
-            layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4))
-            channels = 2048
-        self.layer4 = nn.Sequential(*layer4)
+        self.backbone = DilatedResNet(3, layers=layers)
         self.ppm = PyramidPooling(2048, width=width)
         ppm_channels = 2048 + width + width + width + width
         self.head = nn.Sequential(
@@ -177,14 +200,7 @@ class Pspnet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)  # (N, 64, 237, 237)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.maxpool(out)  # (N, 64, 119, 119)
-        out = self.layer1(out)  # (N, 256, 119, 119)
-        out = self.layer2(out)  # (N, 512, 60, 60)
-        out = self.layer3(out)  # (N, 1024, 60, 60)
-        out = self.layer4(out)  # (N, 2048, 60, 60)
+        out = self.backbone(x)  # (N, 2048, 60, 60)
         out = self.ppm(out)  # (N, 4096, 60, 60)
         out = self.head(out)  # (N, 21, 60, 60)
         # (N, 21, 473, 473)

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import GENERATED, load_generated, randomize_batch_norm, run_archc
+from tests.helpers import (
+    GENERATED,
+    load_generated,
+    named_outputs,
+    randomize_batch_norm,
+    run_archc,
+)
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -50,6 +56,7 @@ CASES = [
     ("unet", 188),  # the smallest valid size: every pooled map stays even
     ("pspnet", 64),
     ("bisenetv1", 64),
+    ("deeplabv3_resnet50", 64),
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),
@@ -66,7 +73,8 @@ def nhwc(value: torch.Tensor) -> np.ndarray:
 def flax_submodule(model: Any, path: str) -> Any:
     """The flax module at a torch module path ('layer1.0.conv1'), or None."""
     for part in path.split("."):
-        model = model.layers[int(part)] if part.isdigit() else getattr(model, part, None)
+        items = getattr(model, "layers", model)  # nnx.Sequential's layers, or an nnx.List
+        model = items[int(part)] if part.isdigit() else getattr(model, part, None)
         if model is None:
             return None
     return model
@@ -116,10 +124,11 @@ def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, siz
     channels = next(p for p in torch_model.parameters() if p.ndim == 4).shape[1]  # the stem conv
     example = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = nhwc(torch_model(example))  # flax gives feature maps as NHWC
-    got = np.asarray(nnx.jit(lambda model, x: model(x))(flax_model, nhwc(example)))
-    assert got.shape == expected.shape
-    difference = np.abs(got - expected).max()
+        expected = named_outputs(torch_model(example), nhwc)  # flax gives feature maps as NHWC
+    got = named_outputs(nnx.jit(lambda model, x: model(x))(flax_model, nhwc(example)), np.asarray)
+    assert got.keys() == expected.keys()
+    assert all(got[key].shape == expected[key].shape for key in got)
+    difference = max(np.abs(got[key] - expected[key]).max() for key in got)
     if difference > TOLERANCE:
         pytest.fail(
             f"max abs diff {difference:.2e}; {first_divergence(torch_model, flax_model, example)}"

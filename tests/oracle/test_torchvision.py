@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,11 +39,13 @@ TORCHVISION = {
     "densenet121": "densenet121",
     "vit_b_16": "vit_b_16",
     "swin_t": "swin_t",
+    "deeplabv3_resnet50": "segmentation.deeplabv3_resnet50",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {
     "googlenet": {"aux_logits": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "init_weights": False},
+    "deeplabv3_resnet50": {"weights": None, "weights_backbone": None, "aux_loss": False},
 }
 # Params of a spec set with --set, and the torchvision model they give.
 VARIANTS = [
@@ -63,10 +66,18 @@ VARIANTS = [
 ]
 
 
+def torchvision_builder(path: str) -> Any:
+    """A torchvision model builder by its path under torchvision.models."""
+    found = torchvision().models
+    for part in path.split("."):
+        found = getattr(found, part)
+    return found
+
+
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_spec_matches_torchvision(name: str) -> None:
     torch.manual_seed(0)
-    reference = getattr(torchvision().models, TORCHVISION[name])(**BUILDER_KWARGS.get(name, {}))
+    reference = torchvision_builder(TORCHVISION[name])(**BUILDER_KWARGS.get(name, {}))
     generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
     compare(reference, generated, archc_stats(f"specs/{name}.yaml"))
 
@@ -85,7 +96,7 @@ def test_set_override_matches_torchvision(
     assert build.returncode == 0, build.stderr
     generated = load_generated(tmp_path / "torch" / f"{name}.py").create_model()
     torch.manual_seed(0)
-    reference = getattr(torchvision().models, builder)(**kwargs)
+    reference = torchvision_builder(builder)(**kwargs)
     compare(reference, generated, archc_stats(spec, *overrides))
 
 

@@ -29,6 +29,7 @@ FLAX = Backend(
     lower=_lower,
     module="nnx.Module",
     sequential="nnx.Sequential",
+    module_list="nnx.List",
     tensor="jax.Array",
     call_method="__call__",
     init_prelude=(),

@@ -25,6 +25,7 @@ TORCH = Backend(
     lower=_lower,
     module="nn.Module",
     sequential="nn.Sequential",
+    module_list="nn.ModuleList",
     tensor="torch.Tensor",
     call_method="forward",
     init_prelude=("super().__init__()",),
