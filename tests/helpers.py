@@ -93,12 +93,14 @@ def randomize_batch_norm(model: Any) -> None:
 
     generator = torch.Generator().manual_seed(0)
     for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            channels = module.num_features
-            module.weight.data = torch.rand(channels, generator=generator) + 0.5
-            module.bias.data = torch.randn(channels, generator=generator) * 0.1
-            module.running_mean = torch.randn(channels, generator=generator) * 0.1
-            module.running_var = torch.rand(channels, generator=generator) + 0.5
+        # nn.BatchNorm*d, and FrozenBatchNorm2d, whose weight and bias are buffers too.
+        if isinstance(getattr(module, "running_var", None), torch.Tensor):
+            channels = len(module.running_var)
+            with torch.no_grad():
+                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
 
 
 def compare(reference: Any, generated: Any, stats: dict) -> None:

@@ -146,12 +146,12 @@ CASES = {
     "branches read by an op that takes one input": (
         HEAD + "  convs: {branches: [relu, relu]}\n  r: {op: relu, from: convs}\n",
         "6:6",
-        "node 'r': 'convs' is branches, a list of values, which only an op that takes a list",
+        "node 'r': 'convs' is a list of values, which only branches, a block or an op that takes",
     ),
     "a body that ends with branches": (
         HEAD + "  convs: {branches: [relu, relu]}\n",
         "5:10",
-        "'convs' is branches, a list of values, which a body cannot return",
+        "'convs' is a list of values, which a body returns only with outputs:",
     ),
     "a sequence item reading a node by name": (
         HEAD + "  c: {op: conv2d, out: 8, kernel: 1}\n"
@@ -167,7 +167,34 @@ CASES = {
     "an output naming no node": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\noutputs: {out: conv2}\n",
         "6:16",
-        "output 'out': unknown node 'conv2' (did you mean 'conv1'?)",
+        "output 'out': unknown reference 'conv2' (did you mean 'conv1'?)",
+    ),
+    "an index into one value": (
+        HEAD + "  c: {op: conv2d, out: 8, kernel: 1}\n  r: {op: relu, from: 'c[0]'}\n",
+        "6:23",
+        "node 'r': 'c' is one value, not a list to index",
+    ),
+    "an index past the branches": (
+        HEAD + "  b: {branches: [relu, relu]}\n  r: {op: relu, from: 'b[2]'}\n",
+        "6:23",
+        "node 'r': 'b[2]' is out of range: b has 2 values",
+    ),
+    "branches over inputs that do not pair up": (
+        HEAD + "  a: relu\n  b: {branches: [relu, relu, relu], from: [input, a]}\n",
+        "6:6",
+        "node 'b': 2 inputs need one branch each (or one to copy for each, without repeat:), got 3",
+    ),
+    "an op param that names no op": (
+        "archc: 1\nname: tiny\nparams: {act: {type: op, default: rellu}}\ninput: [3, 16, 16]\n"
+        "body:\n  a: act\n",
+        "6:6",
+        "node 'a': 'act' is 'rellu', not an op (did you mean 'relu'?)",
+    ),
+    "an op param given attributes": (
+        "archc: 1\nname: tiny\nparams: {norm: {type: op, default: batch_norm}}\n"
+        "input: [3, 16, 16]\nbody:\n  bn: {op: norm, eps: 0.001}\n",
+        "6:7",
+        "an op picked by the param 'norm' is built with its defaults, so it takes no attributes",
     ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",

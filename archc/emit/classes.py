@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from archc.emit.layout import (
     INDENT,
@@ -30,7 +31,8 @@ from archc.emit.layout import (
 from archc.errors import SpecError
 from archc.ir.graph import TensorType
 from archc.ir.modules import BlockClass, ModuleNode
-from archc.ir.symbolic import concrete, source
+from archc.ir.symbolic import concrete, is_symbolic, source
+from archc.ops import REGISTRY
 from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 from archc.resolve.classes import SPATIAL
 
@@ -84,7 +86,7 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
         if block_class.is_model
         else [f"{source(kind.channels)}: int" for kind in block_class.input_types]
     )
-    params = [_signature_param(name, block_class) for name in definition.params]
+    params = [_signature_param(name, block_class, backend) for name in definition.params]
     keywords = [*params, *backend.init_kwargs]
     signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
     prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
@@ -106,11 +108,13 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
         init += _with_named_widths(block_class, backend)
         init += [f"{BODY}self.{name} = {name}" for name in kept]
         inputs = _input_variables(block_class)
-        named = "" not in block_class.outputs
+        returns = backend.tensor
+        if "" not in block_class.outputs:
+            returns = f"dict[str, {returns}]" if block_class.is_model else f"list[{returns}]"
         call_signature = _wrap_def(
             backend.call_method,
             ["self", *(f"{name}: {backend.tensor}" for name in inputs)],
-            f"dict[str, {backend.tensor}]" if named else backend.tensor,
+            returns,
         )
         call = _call_body(block_class, inputs, kept, backend)
     init = prelude + _used_lets(block_class, [*init, *call]) + init
@@ -177,16 +181,37 @@ def _input_variables(block_class: BlockClass) -> list[str]:
     return [variable_name(name, INPUT_RESERVED) for name in block_class.inputs]
 
 
-def _signature_param(name: str, block_class: BlockClass) -> str:
+def _signature_param(name: str, block_class: BlockClass, backend: Backend) -> str:
     param = block_class.definition.params[name]
-    annotation = {"list": "tuple[int, ...]", "size": "int | tuple[int, int]"}.get(
-        param.type, param.type
-    )
+    annotation = {
+        "list": "tuple[int, ...]",
+        "size": "int | tuple[int, int]",
+        "op": f"type[{backend.module}]",
+    }.get(param.type, param.type)
     if block_class.is_model:
-        return f"{name}: {annotation} = {source(block_class.params[name])}"
-    if param.default is None:
+        default = block_class.params[name]
+    elif param.default is None:
         return f"{name}: {annotation}"
-    return f"{name}: {annotation} = {source(concrete(param.default.raw))}"
+    else:
+        default = concrete(param.default.raw)
+    return f"{name}: {annotation} = {_argument_source(default, param.type, backend)}"
+
+
+def _argument_source(value: Any, kind: str, backend: Backend) -> str:
+    """A param's value as code: an `op` param's op as the class that builds it."""
+    if kind == "op" and not is_symbolic(value):
+        return _op_class(value, backend)
+    return source(value)
+
+
+def _op_class(name: str, backend: Backend) -> str:
+    """The class an `op` param names (`batch_norm` → `nn.BatchNorm2d`), as built for images."""
+    op = REGISTRY[name]
+    image = TensorType((1, 1, 1, 1))
+    lowered = backend.lower(ModuleNode(name, None, "op", [], [image], image, op, op.Attrs()))
+    if not isinstance(lowered, ModuleCall):
+        raise SpecError(f"op {name} has no {backend.name} module, so a param cannot pick it")
+    return lowered.constructor
 
 
 def _wrap_def(name: str, params: list[str], returns: str) -> list[str]:
@@ -363,10 +388,18 @@ def _expression(child: ModuleNode, backend: Backend) -> Call | None:
     """The constructor expression of a child, or None for an inline function."""
     if child.kind == "op":
         lowered = _lower(child, backend)
-        return None if isinstance(lowered, InlineCall) else _module_call(lowered, backend)
+        if isinstance(lowered, InlineCall):
+            return None
+        if child.chosen_by is not None:
+            return _chosen(child, lowered, backend)
+        return _module_call(lowered, backend)
     if child.kind == "block":
         channels = [source(kind.channels) for kind in child.input_types]
-        args = [f"{key}={source(value)}" for key, value in child.args.items()]
+        params = child.block.params
+        args = [
+            f"{key}={_argument_source(value, params[key].type, backend)}"
+            for key, value in child.args.items()
+        ]
         return Call(child.block.name, [*channels, *args, *backend.module_kwargs])
     items = [_sequence_item(item, backend) for item in child.children]
     if child.kind == "branches":
@@ -395,6 +428,13 @@ def _lower(child: ModuleNode, backend: Backend) -> ModuleCall | InlineCall:
         return backend.lower(child)
     except LoweringError as error:
         raise SpecError(f"'{child.name}': {error}", child.spec.location) from None
+
+
+def _chosen(child: ModuleNode, lowered: ModuleCall, backend: Backend) -> Call:
+    """A module whose class an `op` param picks: built from its input width alone, with the
+    class's defaults for the rest (as torchvision calls `norm_layer(width)`)."""
+    extra = backend.module_kwargs if lowered.random_init else ()
+    return Call(child.chosen_by, [*(source(value) for value in lowered.args), *extra])
 
 
 def _module_call(lowered: ModuleCall, backend: Backend) -> Call:
@@ -442,16 +482,15 @@ def _call_body(
 ) -> list[str]:
     """The call method; `kept` are the constructor names inline code reads from `self`."""
     names = _variables(block_class, inputs)
-    lists = {child.name for child in block_class.children if child.kind == "branches"}
+    lists = {child.name for child in block_class.children if _is_list(child)}
     lines = []
     for child in block_class.children:
-        arguments = [f"*{names[ref]}" if ref in lists else names[ref] for ref in child.inputs]
+        arguments = [_argument(ref, names, lists) for ref in child.inputs]
         target = names[child.name]
         inline = _inline(_as_called(child, lists), backend)
         template = inline.template if inline else None
         if child.kind == "branches":
-            value = f"[branch({arguments[0]}) for branch in self.{child.name}]"
-            lines += layout_source(f"{target} = ", value, 2)
+            lines += _branches_call(target, child, arguments)
             continue
         if child.kind == "loop" and child.names is not None:
             if target != arguments[0]:
@@ -483,19 +522,60 @@ def _call_body(
                 lines += [f"{BODY}else:", f"{BODY}{INDENT}{target} = {first}"]
             continue
         statement = layout_source(f"{target} = ", value, 2)
-        if block_class.is_model and _changes_shape(child):
+        if block_class.is_model and _changes_shape(child) and not _is_list(child):
             comment = f"# {backend.shape_comment(child.output)}"
             if len(statement[-1]) + 2 + len(comment) <= LINE_LIMIT:
                 statement[-1] += f"  {comment}"
             else:  # above the statement rather than past the line limit
                 statement.insert(0, BODY + comment)
         lines += statement
-    if "" in block_class.outputs:
-        lines.append(f"{BODY}return {names[block_class.outputs['']]}")
-    else:
-        entries = [f'"{name}": {names[value]}' for name, value in block_class.outputs.items()]
+    returned = {key: _argument(ref, names, lists) for key, ref in block_class.outputs.items()}
+    if "" in returned:
+        lines.append(f"{BODY}return {returned['']}")
+    elif block_class.is_model:
+        entries = [f'"{name}": {value}' for name, value in returned.items()]
         lines += layout("return ", Call("", entries, brackets="{}"), 2)
+    else:
+        lines += layout("return ", Call("", list(returned.values()), brackets="[]"), 2)
     return lines
+
+
+def _is_list(child: ModuleNode) -> bool:
+    """Whether a child's value is a list: branches, or a block that returns `outputs:`."""
+    return child.kind == "branches" or (child.kind == "block" and child.block.outputs is not None)
+
+
+def _argument(ref: str, names: dict[str, str], lists: set[str]) -> str:
+    """A local reference as code: a variable, one item of a list (`inner_blocks[3]`), or a
+    whole list spread into a call (`*features`)."""
+    base, index = _split_ref(ref)
+    if index:
+        return names[base] + index
+    return f"*{names[ref]}" if ref in lists else names[ref]
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """`inner_blocks[3]` → ('inner_blocks', '[3]'); a plain name has no index."""
+    base, bracket, index = ref.partition("[")
+    return base, bracket + index
+
+
+def _branches_call(target: str, child: ModuleNode, arguments: list[str]) -> list[str]:
+    """Every branch on the input, or branch k on input k; a comprehension too long for one
+    line goes inside its brackets."""
+    if len(child.inputs) == 1 and not arguments[0].startswith("*"):
+        comprehension = f"branch({arguments[0]}) for branch in self.{child.name}"
+    else:
+        values = re.sub(r"^\[\*(\w+)\]$", r"\1", f"[{', '.join(arguments)}]")
+        comprehension = f"branch(value) for branch, value in zip(self.{child.name}, {values})"
+    line = f"{BODY}{target} = [{comprehension}]"
+    if len(line) <= LINE_LIMIT:
+        return [line]
+    inner = [f"{BODY}{INDENT}{comprehension}"]
+    if len(inner[0]) > LINE_LIMIT:  # the call on one line, its `for` clause on the next
+        call, clause = comprehension.split(" for ", 1)
+        inner = [f"{BODY}{INDENT}{call}", f"{BODY}{INDENT}for {clause}"]
+    return [f"{BODY}{target} = [", *inner, f"{BODY}]"]
 
 
 def _as_called(child: ModuleNode, lists: set[str]) -> ModuleNode:
@@ -511,15 +591,15 @@ def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
     uses: dict[str, list[int]] = {}
     for index, child in enumerate(block_class.children):
         for ref in child.inputs:
-            uses.setdefault(ref, []).append(index)
+            uses.setdefault(_split_ref(ref)[0], []).append(index)
     for output in block_class.outputs.values():
-        uses.setdefault(output, []).append(len(block_class.children))
+        uses.setdefault(_split_ref(output)[0], []).append(len(block_class.children))
     names = dict(zip(block_class.inputs, inputs))
     single_use_input = len(inputs) == 1 and len(uses.get(block_class.inputs[0], [])) == 1
     chain = "x" if single_use_input else "out"
     held_until = uses[block_class.inputs[0]][-1] if single_use_input else -1
     for index, child in enumerate(block_class.children):
-        if held_until <= index and child.kind != "branches":  # a list has a name of its own
+        if held_until <= index and not _is_list(child):  # a list has a name of its own
             names[child.name] = chain
             held_until = uses.get(child.name, [index])[-1]
         else:

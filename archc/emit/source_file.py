@@ -24,7 +24,7 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 def emit_file(program: Program, costs: CostReport, command: str, backend: Backend) -> str:
     classes = block_classes(program)
     views = [class_view(block_class, backend) for block_class in classes]
-    code = "\n".join(line for view in views for line in [*view.init, *view.call])
+    code = "\n".join(line for view in views for line in [*view.signature, *view.init, *view.call])
     total = costs.total
     root = program.spec.root
     environment = jinja2.Environment(
@@ -68,7 +68,8 @@ def _helpers(code: str, backend: Backend) -> list[str]:
         if not hasattr(builtins, name)
     }
     sources.update(_backend_helpers(backend.name))
-    called = {name for name in sources if re.search(rf"(?<![\w.]){name}\(", code)}
+    # Called, or passed as a class (`norm=FrozenBatchNorm2d`).
+    called = {name for name in sources if re.search(rf"(?<![\w.]){name}\(|=\s*{name}\b", code)}
     used: set[str] = set()
     pending = called | set(backend.required_helpers)
     while pending - used:

@@ -31,6 +31,8 @@ class ModuleNode:
     output: TensorType
     op: Op | None = None
     attrs: Any = None
+    chosen_by: str | None = None
+    """In a class, the `op` param that picks this node's op (`norm` in `bn1: norm`)."""
     block: BlockDef | None = None
     args: dict[str, Any] = field(default_factory=dict)
     """Block arguments as written at this call site (evaluated; symbolic in classes)."""
@@ -60,5 +62,6 @@ class BlockClass:
     input_types: list[TensorType]
     children: list[ModuleNode]
     outputs: dict[str, str]
-    """Output name → the local name that produces it; one unnamed output is `{"": name}`."""
+    """Output name → its local reference; one unnamed output is `{"": name}`, a block's
+    `outputs:` list is numbered `{"0": …, "1": …}` (each may be a list, spliced in)."""
     is_model: bool = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, Op
+from archc.ops.base import Attrs, Op, expect_rank
 from archc.ops.lowering import ModuleCall
 
 
@@ -49,6 +49,36 @@ class BatchNorm(Op):
         # unbiased running variance, so both frameworks train from the same state.
         kwargs = (("eps", attrs.eps), ("momentum", attrs.momentum))
         return ModuleCall("BatchNorm", (inputs[0].channels,), kwargs, random_init=False)
+
+
+class FrozenBatchNormAttrs(Attrs):
+    eps: float = 1e-5
+
+
+@register
+class FrozenBatchNorm(BatchNorm):
+    name = "frozen_batch_norm"
+    Attrs = FrozenBatchNormAttrs
+    summary = "batch normalisation with fixed statistics and affine terms, all buffers (NCHW)"
+
+    def check(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> list[str]:
+        return expect_rank(inputs, 4, "NCHW")
+
+    def parameters(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> dict:
+        return {}
+
+    def buffers(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> dict:
+        channels = (inputs[0].channels,)
+        return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), channels)
+
+    def lower_torch(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # The generated file's own copy of torchvision's FrozenBatchNorm2d.
+        kwargs = (("eps", attrs.eps),)
+        return ModuleCall("FrozenBatchNorm2d", (inputs[0].channels,), kwargs, random_init=False)
+
+    def lower_flax(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        kwargs = (("eps", attrs.eps),)
+        return ModuleCall("FrozenBatchNorm", (inputs[0].channels,), kwargs, random_init=False)
 
 
 class LayerNormAttrs(Attrs):

@@ -99,6 +99,9 @@ def _elaborate_class(
     if is_model:
         children, returned = elaborator.model_body(env, inputs)
         outputs = {name: producer for name, (_, producer) in returned.items()}
+    elif definition.outputs is not None:
+        children, _, listed = elaborator.listed_body(definition, env, inputs, prefix="")
+        outputs = {str(index): local for index, local in enumerate(listed)}
     else:
         children, _, producer = elaborator.body(definition, env, inputs, prefix="")
         outputs = {"": producer}

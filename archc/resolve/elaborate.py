@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from archc.errors import Location, ShapeError, SpecError, did_you_mean
+from archc.errors import ShapeError, SpecError, did_you_mean
 from archc.ir.graph import BATCH, Graph, Node, TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
@@ -28,7 +28,7 @@ from archc.resolve.params import (
     model_args,
 )
 from archc.resolve.values import build_attrs, evaluate_names, evaluate_value, is_string_field
-from archc.spec.document import BlockDef, ModelSpec, NodeSpec
+from archc.spec.document import BlockDef, ModelSpec, NodeSpec, Value
 
 LOOP_VARIABLES = re.compile(r"\b(i|channels)\b")
 
@@ -128,12 +128,19 @@ class Elaborator:
             children, outputs = self.items(definition.body, prefix, inputs[name], env)
             return children, outputs[-1], children[-1].name if children else name
         children, values, producers, last = self.scope(definition, env, inputs, prefix)
-        return children, self.returned(values, last, definition.body[-1].location), producers[last]
+        output = values[last]
+        if isinstance(output, list):
+            raise SpecError(
+                f"'{last}' is a list of values, which a body returns only with outputs:",
+                definition.body[-1].location,
+                "concat them, or name them in the block's outputs:",
+            )
+        return children, output, producers[last]
 
     def model_body(
         self, env: dict[str, Any], inputs: dict[str, Bound]
     ) -> tuple[list[ModuleNode], dict[str, tuple[Bound, str]]]:
-        """The model's body and what it returns: output name → (value, local producer)."""
+        """The model's body and what it returns: output name → (value, local reference)."""
         root = self.spec.root
         if not self.spec.outputs:
             children, output, producer = self.body(root, env, inputs, "")
@@ -141,61 +148,64 @@ class Elaborator:
         children, values, producers, _ = self.scope(root, env, inputs, "")
         returned = {}
         for name, ref in self.spec.outputs.items():
-            if ref.raw not in values:
-                hint = did_you_mean(ref.raw, values) or "outputs name nodes of the body"
-                raise SpecError(f"output '{name}': unknown node '{ref.raw}'", ref.location, hint)
-            returned[name] = (self.returned(values, ref.raw, ref.location), producers[ref.raw])
+            value, local = resolve_ref(ref, values, producers, f"output '{name}'")
+            if isinstance(value, list):
+                raise SpecError(
+                    f"output '{name}': '{ref.raw}' is a list of values; name one (`{ref.raw}[0]`)",
+                    ref.location,
+                )
+            returned[name] = (value, local)
         return children, returned
 
-    @staticmethod
-    def returned(values: dict[str, Any], name: str, location: Location) -> Bound:
-        if isinstance(values[name], list):
-            raise SpecError(
-                f"'{name}' is branches, a list of values, which a body cannot return",
-                location,
-                "concat them, or read them with from:",
-            )
-        return values[name]
+    def listed_body(
+        self, definition: BlockDef, env: dict[str, Any], inputs: dict[str, Bound], prefix: str
+    ) -> tuple[list[ModuleNode], list[Bound], list[str]]:
+        """A body whose block returns `outputs:` as a list: its modules, the values (a list
+        among them spliced in) and their local references."""
+        children, values, producers, _ = self.scope(definition, env, inputs, prefix)
+        bounds, locals_ = [], []
+        for ref in definition.outputs:
+            value, local = resolve_ref(ref, values, producers, f"block {definition.name}")
+            bounds += _listed(value)
+            locals_.append(local)
+        return children, bounds, locals_
 
     def scope(
         self, definition: BlockDef, env: dict[str, Any], inputs: dict[str, Bound], prefix: str
     ) -> tuple[list[ModuleNode], dict[str, Any], dict[str, str], str]:
         """A mapping body's modules, every value it makes (a Bound, or a list of them for
-        branches), the local name that produces each, and its last node's name."""
+        branches and blocks with outputs), the local name of each, and its last node's name."""
         values: dict[str, Bound | list[Bound]] = dict(inputs)
         producers = {name: name for name in inputs}
-        previous = definition.inputs[0]
+        previous = Value(definition.inputs[0], definition.location)
         children = []
         for node in definition.body:
-            refs = [source.raw for source in node.sources] if node.sources else [previous]
-            for ref, at in zip(refs, node.sources or []):
-                if ref not in values:
-                    hint = did_you_mean(ref, values) or "from: names an earlier node or an input"
-                    message = f"node '{node.name}': unknown reference '{ref}'"
-                    raise SpecError(message, at.location, hint)
-            self.check_list_reads(node, refs, values)
-            local_refs = [producers[ref] for ref in refs]
-            bounds = [bound for ref in refs for bound in _listed(values[ref])]
+            refs = node.sources or [previous]
+            resolved = [resolve_ref(ref, values, producers, f"node '{node.name}'") for ref in refs]
+            self.check_list_reads(node, refs, [value for value, _ in resolved])
+            local_refs = [local for _, local in resolved]
+            bounds = [bound for value, _ in resolved for bound in _listed(value)]
             site = Site(node, node.name, prefix + node.name, local_refs, bounds, env)
             modules, values[node.name] = self.node(site)
             producers[node.name] = node.name if modules else local_refs[0]
             children += modules
-            previous = node.name
-        return children, values, producers, previous
+            previous = Value(node.name, node.location)
+        return children, values, producers, previous.raw
 
-    def check_list_reads(
-        self, node: NodeSpec, refs: list[str], values: dict[str, Bound | list[Bound]]
-    ) -> None:
-        """Branches are read whole, and only by an op that takes a list (concat)."""
-        listed = next((ref for ref in refs if isinstance(values[ref], list)), None)
-        if listed is None:
+    def check_list_reads(self, node: NodeSpec, refs: list[Value], values: list[Any]) -> None:
+        """A list of values is read whole by branches, a block (one input per value) or an
+        op that takes a list (concat)."""
+        listed = next((ref for ref, value in zip(refs, values) if isinstance(value, list)), None)
+        if listed is None or node.parallel:
             return
-        op = REGISTRY.get(node.target) if node.kind != "block" else None
-        if op is None or not op.takes_list or node.items is not None:
+        is_block = node.kind == "block" or (not node.kind and node.target in self.spec.blocks)
+        op = REGISTRY.get(node.target)
+        if not is_block and (op is None or not op.takes_list or node.items is not None):
             raise SpecError(
-                f"node '{node.name}': '{listed}' is branches, a list of values, which only an "
-                "op that takes a list (concat) can read",
+                f"node '{node.name}': '{listed.raw}' is a list of values, which only branches, "
+                "a block or an op that takes a list (concat) can read whole",
                 node.location,
+                f"name one value: {listed.raw}[0]",
             )
 
     def node(self, site: Site) -> tuple[list[ModuleNode], Bound]:
@@ -207,6 +217,13 @@ class Elaborator:
             return [], site.bounds[0]
         if site.node.repeat is None:
             module, bound = self.unrepeated(site)
+            if isinstance(bound, list):
+                if condition is not None:
+                    raise SpecError(
+                        f"node '{site.node.name}': a list of values cannot be switched by when:",
+                        site.node.when.location,
+                    )
+                return [module], bound
         else:
             named = site.node.names is not None
             prefix = site.full_name.removesuffix(site.name) if named else f"{site.full_name}."
@@ -287,12 +304,39 @@ class Elaborator:
         node = site.node
         if node.items is None:
             return self.single(site)
-        children, outputs = self.items(
-            node.items, f"{site.full_name}.", site.bounds[0], site.env, parallel=node.parallel
-        )
         if node.parallel:
-            return self.sequence_module(site, children, outputs[0], "branches"), outputs
+            return self.branches(site)
+        children, outputs = self.items(node.items, f"{site.full_name}.", site.bounds[0], site.env)
         return self.sequence_module(site, children, outputs[-1]), outputs[-1]
+
+    def branches(self, site: Site) -> tuple[ModuleNode, list[Bound]]:
+        """Branches: every item reads the node's input, or with several inputs item k reads
+        input k (a single item is copied for each, as torchvision builds an FPN's convs)."""
+        node, sources = site.node, site.bounds
+        prefix = f"{site.full_name}."
+        if len(sources) == 1:
+            children, outputs = self.items(node.items, prefix, sources[0], site.env, parallel=True)
+            return self.sequence_module(site, children, outputs[0], "branches"), outputs
+        items = node.items * len(sources) if len(node.items) == 1 else node.items
+        if len(items) != len(sources) or any(item.repeat is not None for item in items):
+            raise SpecError(
+                f"node '{node.name}': {len(sources)} inputs need one branch each (or one to "
+                f"copy for each, without repeat:), got {len(node.items)}",
+                node.location,
+            )
+        children, outputs = [], []
+        for index, (item, value) in enumerate(zip(items, sources)):
+            made, bound = self.items([item], prefix, value, site.env, start=index)
+            children += made
+            outputs += bound
+        if len(children) != len(sources):
+            raise SpecError(
+                f"node '{node.name}': a branch over an input cannot be switched off by when:",
+                node.location,
+            )
+        module = self.sequence_module(site, children, outputs[0], "branches")
+        module.input_types = site.input_types
+        return module, outputs
 
     def sequence_module(
         self, site: Site, children: list[ModuleNode], bound: Bound, kind: str = "sequence"
@@ -405,7 +449,7 @@ class Elaborator:
         return self.block(site) if is_block else self.op(site)
 
     def op(self, site: Site) -> tuple[ModuleNode, Bound]:
-        op = self.lookup_op(site)
+        op, chosen_by = self.lookup_op(site)
         attrs = self.op_attrs(site, op)
         types = site.input_types
         if not self.symbolic:
@@ -417,7 +461,15 @@ class Elaborator:
             inputs = [bound.name for bound in site.bounds]
             self.graph.add(Node(site.full_name, op, attrs, inputs, output, site.node.location))
         module = ModuleNode(
-            site.name, site.node, "op", site.refs, types, output, op=op, attrs=attrs
+            site.name,
+            site.node,
+            "op",
+            site.refs,
+            types,
+            output,
+            op=op,
+            attrs=attrs,
+            chosen_by=chosen_by,
         )
         return module, Bound(site.full_name, output)
 
@@ -445,9 +497,24 @@ class Elaborator:
             )
         return Bound(output.name, output.type.with_channels(channels))
 
-    def lookup_op(self, site: Site) -> Op:
+    def lookup_op(self, site: Site) -> tuple[Op, str | None]:
+        """The node's op, and in a class the `op` param that picks it (`bn1: norm`)."""
         node = site.node
-        op = REGISTRY.get(node.target)
+        chosen = site.env.get(node.target) if node.target not in REGISTRY else None
+        chosen_by = source(chosen) if is_symbolic(chosen) else None
+        op = REGISTRY.get(node.target if chosen is None else concrete(chosen))
+        if op is None and chosen is not None:
+            raise SpecError(
+                f"node '{node.name}': '{node.target}' is {concrete(chosen)!r}, not an op",
+                node.location,
+                did_you_mean(str(concrete(chosen)), REGISTRY),
+            )
+        if chosen is not None and node.args:
+            raise SpecError(
+                f"node '{node.name}': an op picked by the param '{node.target}' is built with "
+                "its defaults, so it takes no attributes",
+                node.location,
+            )
         if op is None:
             raise SpecError(
                 f"node '{node.name}': unknown op '{node.target}'",
@@ -460,7 +527,7 @@ class Elaborator:
             raise SpecError(
                 f"{site.full_name} ({op.name}) takes {wanted}, got {count}", node.location
             )
-        return op
+        return op, chosen_by
 
     def op_attrs(self, site: Site, op: Op) -> Attrs:
         """The node's attributes: unknown keys refused at the key, values evaluated, typed."""
@@ -480,7 +547,7 @@ class Elaborator:
         locations = {key: value.location for key, value in node.args.items()}
         return build_attrs(op.Attrs, values, locations, where, node.location)
 
-    def block(self, site: Site) -> tuple[ModuleNode, Bound]:
+    def block(self, site: Site) -> tuple[ModuleNode, Bound | list[Bound]]:
         node = site.node
         definition = self.spec.blocks[node.target]
         args = block_args(node, definition, site.env, site.full_name)
@@ -500,10 +567,35 @@ class Elaborator:
         inner.update(zip(channel_names(definition), (t.channels for t in site.input_types)))
         bind_lets(definition, inner)
         inputs = dict(zip(definition.inputs, site.bounds))
-        children, output, _ = self.body(definition, inner, inputs, site.full_name + ".")
+        prefix = site.full_name + "."
+        if definition.outputs is not None:  # a list of values
+            children, value, _ = self.listed_body(definition, inner, inputs, prefix)
+            output_type = value[-1].type
+        else:
+            children, value, _ = self.body(definition, inner, inputs, prefix)
+            value = self.checked_output(site, definition, inner, args, value)
+            output_type = value.type
+        module = ModuleNode(
+            site.name,
+            node,
+            "block",
+            site.refs,
+            site.input_types,
+            output_type,
+            block=definition,
+            args=args,
+            children=children,
+        )
+        return module, value
+
+    def checked_output(
+        self, site: Site, definition: BlockDef, env: dict[str, Any], args: dict, output: Bound
+    ) -> Bound:
+        """A block's output with the width it promises, or its own where the caller can
+        name it."""
         if definition.output_channels is not None:
-            output = self.promised_output(site, definition, inner, output)
-        elif self.leaks_a_loop_variable(
+            return self.promised_output(site, definition, env, output)
+        if self.leaks_a_loop_variable(
             output, [*args.values(), *(kind.channels for kind in site.input_types)]
         ):
             raise SpecError(
@@ -512,18 +604,33 @@ class Elaborator:
                 definition.location,
                 "declare it with output_channels: <expression of the params>",
             )
-        module = ModuleNode(
-            site.name,
-            node,
-            "block",
-            site.refs,
-            site.input_types,
-            output.type,
-            block=definition,
-            args=args,
-            children=children,
+        return output
+
+
+INDEXED = re.compile(r"(\w+)\[(-?\d+)\]")
+
+
+def resolve_ref(
+    ref: Value, values: dict[str, Any], producers: dict[str, str], who: str
+) -> tuple[Bound | list[Bound], str]:
+    """What a reference reads and its local name: a value in scope, or one value of a list
+    (`inner_blocks[3]`: branches, or a block's outputs)."""
+    indexed = INDEXED.fullmatch(ref.raw)
+    name = indexed.group(1) if indexed else ref.raw
+    if name not in values:
+        hint = did_you_mean(name, values) or "from: names an earlier node or an input"
+        raise SpecError(f"{who}: unknown reference '{name}'", ref.location, hint)
+    value = values[name]
+    if indexed is None:
+        return value, producers[name]
+    index = int(indexed.group(2))
+    if not isinstance(value, list):
+        raise SpecError(f"{who}: '{name}' is one value, not a list to index", ref.location)
+    if not -len(value) <= index < len(value):
+        raise SpecError(
+            f"{who}: '{ref.raw}' is out of range: {name} has {len(value)} values", ref.location
         )
-        return module, output
+    return value[index], f"{producers[name]}[{index}]"
 
 
 def _listed(value: Bound | list[Bound]) -> list[Bound]:

@@ -53,7 +53,7 @@ def block_args(
                 did_you_mean(key, definition.params)
                 or f"its params are: {', '.join(definition.params) or 'none'}",
             )
-        args[key] = evaluate_value(value, env, literal_strings=param.type == "str")
+        args[key] = evaluate_value(value, env, literal_strings=param.type in ("str", "op"))
         if not matches_type(concrete(args[key]), param.type):
             raise SpecError(
                 f"{full_name}.{key}: expected a {param.type}, got {concrete(args[key])!r}",

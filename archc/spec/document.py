@@ -18,8 +18,10 @@ PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "str": str,
     "list": list,
     "size": (int, list, tuple),
+    "op": str,
 }
-"""`size` is an int or an (h, w) pair, as a kernel, stride or padding."""
+"""`size` is an int or an (h, w) pair, as a kernel, stride or padding; `op` names an op that
+nodes of the block build by the param's name (`bn1: norm`), as torchvision's `norm_layer`."""
 DOCUMENT_KEYS = {
     "archc": "spec language version (write `archc: 1`)",
     "name": "model name",
@@ -34,7 +36,7 @@ DOCUMENT_KEYS = {
     "outputs": "named outputs, returned as a dict: {name: node}",
 }
 MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs")
-BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body")
+BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outputs")
 NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names")
 SEQUENCE_REFERENCES = ("previous", "input")
 """What an item of a sequence may read with `from:`: the item before, the sequence's input."""
@@ -93,6 +95,8 @@ class BlockDef:
     """What the block promises to produce: checked against inference, written in loops."""
     sequential: bool = False
     """A body written as a YAML list: the block is a numbered sequence (nn.Sequential)."""
+    outputs: list[Value] | None = None
+    """Values the block returns as a list (torchvision's stages for an FPN); None: its last."""
 
 
 @dataclass
@@ -234,7 +238,25 @@ def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
             else None
         ),
         sequential=sequential,
+        outputs=_parse_block_outputs(name, definition, sequential),
     )
+
+
+def _parse_block_outputs(name: str, definition: SpecMap, sequential: bool) -> list[Value] | None:
+    """`outputs: [layer1, layer2, "fpn[0]"]`: what a block returns, as a list."""
+    if "outputs" not in definition:
+        return None
+    listed = definition["outputs"]
+    location = definition.value_at("outputs")
+    if (
+        not isinstance(listed, SpecList)
+        or not listed
+        or not all(isinstance(item, str) for item in listed)
+    ):
+        raise SpecError(f"block '{name}': outputs must be a list of node names", location)
+    if sequential:
+        raise SpecError(f"block '{name}': a sequence returns its last item, not outputs", location)
+    return [Value(item, listed.item_at(index)) for index, item in enumerate(listed)]
 
 
 def _parse_params(section: Any, owner: SpecMap, require_defaults: bool) -> dict[str, ParamDef]:

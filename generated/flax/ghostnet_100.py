@@ -36,7 +36,9 @@ class BatchNorm(nnx.Module):
     starts from the same state. `model.eval()` switches it to the running statistics.
     """
 
-    def __init__(self, num_features: int, *, eps: float, momentum: float, axis: int = -1) -> None:
+    def __init__(
+        self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, axis: int = -1
+    ) -> None:
         self.weight = nnx.Param(jnp.ones(num_features))
         self.bias = nnx.Param(jnp.zeros(num_features))
         self.running_mean = nnx.BatchStat(jnp.zeros(num_features))

@@ -24,7 +24,9 @@ class BatchNorm(nnx.Module):
     starts from the same state. `model.eval()` switches it to the running statistics.
     """
 
-    def __init__(self, num_features: int, *, eps: float, momentum: float, axis: int = -1) -> None:
+    def __init__(
+        self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, axis: int = -1
+    ) -> None:
         self.weight = nnx.Param(jnp.ones(num_features))
         self.bias = nnx.Param(jnp.zeros(num_features))
         self.running_mean = nnx.BatchStat(jnp.zeros(num_features))
@@ -153,6 +155,7 @@ class Bottleneck(nnx.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
+        norm: type[nnx.Module] = BatchNorm,
         rngs: nnx.Rngs,
     ) -> None:
         width = planes * base_width // 64 * groups
@@ -165,7 +168,7 @@ class Bottleneck(nnx.Module):
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(width, eps=1e-05, momentum=0.1)
+        self.bn1 = norm(width)
         self.conv2 = nnx.Conv(
             width,
             width,
@@ -177,7 +180,7 @@ class Bottleneck(nnx.Module):
             use_bias=False,
             rngs=rngs,
         )
-        self.bn2 = BatchNorm(width, eps=1e-05, momentum=0.1)
+        self.bn2 = norm(width)
         self.conv3 = nnx.Conv(
             width,
             planes * 4,
@@ -187,7 +190,7 @@ class Bottleneck(nnx.Module):
             use_bias=False,
             rngs=rngs,
         )
-        self.bn3 = BatchNorm(planes * 4, eps=1e-05, momentum=0.1)
+        self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nnx.Sequential(
                 nnx.Conv(
@@ -199,7 +202,7 @@ class Bottleneck(nnx.Module):
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(planes * 4, eps=1e-05, momentum=0.1),
+                norm(planes * 4),
             )
         else:
             self.downsample = None

@@ -29,11 +29,12 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
+        norm: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
-        self.bn1 = nn.BatchNorm2d(width, eps=1e-05, momentum=0.1)
+        self.bn1 = norm(width)
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(
             width,
@@ -45,10 +46,10 @@ class Bottleneck(nn.Module):
             groups=groups,
             bias=False,
         )
-        self.bn2 = nn.BatchNorm2d(width, eps=1e-05, momentum=0.1)
+        self.bn2 = norm(width)
         self.relu2 = nn.ReLU()
         self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4, eps=1e-05, momentum=0.1)
+        self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
                 nn.Conv2d(
@@ -59,7 +60,7 @@ class Bottleneck(nn.Module):
                     padding=0,
                     bias=False,
                 ),
-                nn.BatchNorm2d(planes * 4, eps=1e-05, momentum=0.1),
+                norm(planes * 4),
             )
         else:
             self.downsample = None
@@ -84,7 +85,7 @@ class DilatedResNet(nn.Module):
     """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
     strided: output stride 8, as torchvision's segmentation backbones.
 
-    Spec: specs/blocks/resnet.yaml:42
+    Spec: specs/blocks/resnet.yaml:43
     """
 
     def __init__(self, in_channels: int, *, layers: tuple[int, ...]) -> None:

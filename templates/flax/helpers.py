@@ -21,7 +21,9 @@ class BatchNorm(nnx.Module):
     starts from the same state. `model.eval()` switches it to the running statistics.
     """
 
-    def __init__(self, num_features: int, *, eps: float, momentum: float, axis: int = -1) -> None:
+    def __init__(
+        self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, axis: int = -1
+    ) -> None:
         self.weight = nnx.Param(jnp.ones(num_features))
         self.bias = nnx.Param(jnp.zeros(num_features))
         self.running_mean = nnx.BatchStat(jnp.zeros(num_features))
@@ -50,6 +52,22 @@ class BatchNorm(nnx.Module):
             self.num_batches_tracked[...] += 1
         scale = self.weight[...] * jax.lax.rsqrt(var + self.eps)
         return (x - mean.reshape(shape)) * scale.reshape(shape) + self.bias[...].reshape(shape)
+
+
+class FrozenBatchNorm(nnx.Module):
+    """BatchNorm with fixed statistics and affine terms, all state rather than parameters, as
+    torchvision's FrozenBatchNorm2d (its detection backbones); channels last."""
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5) -> None:
+        self.weight = nnx.BatchStat(jnp.ones(num_features))
+        self.bias = nnx.BatchStat(jnp.zeros(num_features))
+        self.running_mean = nnx.BatchStat(jnp.zeros(num_features))
+        self.running_var = nnx.BatchStat(jnp.ones(num_features))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.weight[...] * jax.lax.rsqrt(self.running_var[...] + self.eps)
+        return x * scale + (self.bias[...] - self.running_mean[...] * scale)
 
 
 def pool_padding(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple:

@@ -29,6 +29,24 @@ class StochasticDepth(nn.Module):
         return x * noise
 
 
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d whose statistics and affine terms are fixed buffers, as torchvision's (its
+    detection backbones): x * weight / sqrt(running_var + eps) + (bias - running_mean * …)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+
 def center_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The centre of `x` at `like`'s height and width (the crop of U-Net's skips)."""
     height, width = like.shape[-2:]

@@ -57,6 +57,7 @@ CASES = [
     ("pspnet", 64),
     ("bisenetv1", 64),
     ("deeplabv3_resnet50", 64),
+    ("resnet50_fpn", 64),
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),

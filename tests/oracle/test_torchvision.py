@@ -40,12 +40,14 @@ TORCHVISION = {
     "vit_b_16": "vit_b_16",
     "swin_t": "swin_t",
     "deeplabv3_resnet50": "segmentation.deeplabv3_resnet50",
+    "resnet50_fpn": "detection.backbone_utils.resnet_fpn_backbone",
 }
 # Builder arguments: no auxiliary heads; the default truncated-normal init is slow and moot.
 BUILDER_KWARGS = {
     "googlenet": {"aux_logits": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "init_weights": False},
     "deeplabv3_resnet50": {"weights": None, "weights_backbone": None, "aux_loss": False},
+    "resnet50_fpn": {"backbone_name": "resnet50", "weights": None},  # FrozenBatchNorm2d
 }
 # Params of a spec set with --set, and the torchvision model they give.
 VARIANTS = [
