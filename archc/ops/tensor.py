@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import Sym, concrete, source
@@ -64,7 +64,11 @@ class Concat(Op):
             ]
             if other.rank != first.rank or mismatch:
                 spatial = first.rank == 4 and other.rank == 4 and min(mismatch) >= 2
-                advice = "; crop the larger (center_crop) or pad the smaller" if spatial else ""
+                advice = (
+                    "; crop the larger (center_crop) or pad the smaller (center_pad)"
+                    if spatial
+                    else ""
+                )
                 shape = list(first.shape)
                 shape[attrs.axis] = Sym("*", None)  # any size along the concatenated axis
                 expected = TensorType(tuple(shape), first.dtype)
@@ -241,19 +245,21 @@ class Flatten(Op):
         return InlineCall(f"{{0}}.reshape({shape})")
 
 
-@register
-class CenterCrop(Op):
-    name = "center_crop"
+class _Centred(Op):
+    """The first input, centred in the second's height and width: cropped or padded (U-Net's
+    skips), by a helper of the same name in each backend."""
+
     arity = 2
-    summary = "crop the first input's centre to the second's height and width (U-Net skips)"
+    shrinks: ClassVar[bool]
 
     def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
         problems = expect_rank(inputs, 4, "NCHW") or expect_rank(inputs[1:], 4, "NCHW")
         if problems:
             return problems
         given, like = (concrete(kind.shape[2:]) for kind in inputs)
-        if any(a < b for a, b in zip(given, like)):
-            return [f"cannot crop {inputs[0]} to the height and width of {inputs[1]}"]
+        if any(a < b if self.shrinks else a > b for a, b in zip(given, like)):
+            verb = "crop" if self.shrinks else "pad"
+            return [f"cannot {verb} {inputs[0]} to the height and width of {inputs[1]}"]
         return []
 
     def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
@@ -261,13 +267,30 @@ class CenterCrop(Op):
         return TensorType((*given.shape[:2], *like.shape[2:]))
 
     def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
-        return 0  # a view
+        return 0  # data movement only
 
     def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall("center_crop({0}, {1})")
+        return InlineCall(f"{self.name}({{0}}, {{1}})")
 
     def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall("center_crop({0}, {1})")
+        return InlineCall(f"{self.name}({{0}}, {{1}})")
+
+
+@register
+class CenterCrop(_Centred):
+    name = "center_crop"
+    shrinks = True
+    summary = "crop the first input's centre to the second's height and width (U-Net skips)"
+
+
+@register
+class CenterPad(_Centred):
+    name = "center_pad"
+    shrinks = False
+    summary = (
+        "zero-pad the first input, centred, to the second's height and width (the odd row "
+        "or column at the bottom or right, as U-Net ports pad their skips)"
+    )
 
 
 class SelectAttrs(Attrs):

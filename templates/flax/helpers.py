@@ -188,6 +188,14 @@ def center_crop(x: jax.Array, like: jax.Array) -> jax.Array:
     return x[:, top : top + height, left : left + width, :]
 
 
+def center_pad(x: jax.Array, like: jax.Array) -> jax.Array:
+    """`x` zero-padded to `like`'s height and width, centred, NHWC; the odd row or column
+    goes to the bottom or right (as U-Net ports pad their skips)."""
+    height, width = (b - a for a, b in zip(x.shape[1:3], like.shape[1:3]))
+    pads = ((height // 2, height - height // 2), (width // 2, width - width // 2))
+    return jnp.pad(x, ((0, 0), *pads, (0, 0)))
+
+
 def attention(qkv: jax.Array, heads: int) -> jax.Array:
     """Multi-head scaled dot-product attention from packed q, k, v: (N, L, 3·D) to (N, L, D)."""
     n, length, packed = qkv.shape

@@ -54,6 +54,13 @@ def center_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x[..., top : top + height, left : left + width]
 
 
+def center_pad(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`x` zero-padded to `like`'s height and width, centred; the odd row or column goes to
+    the bottom or right (as U-Net ports pad their skips)."""
+    height, width = (b - a for a, b in zip(x.shape[-2:], like.shape[-2:]))
+    return F.pad(x, [width // 2, width - width // 2, height // 2, height - height // 2])
+
+
 def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head scaled dot-product attention from packed q, k, v: (N, L, 3·D) to (N, L, D)."""
     n, length, packed = qkv.shape

@@ -233,6 +233,40 @@ def test_center_crop(given: list[int], like: list[int]) -> None:
 
 
 @PROPERTY
+@given(given=st.lists(sizes, min_size=2, max_size=2), like=st.lists(sizes, min_size=2, max_size=2))
+def test_center_pad(given: list[int], like: list[int]) -> None:
+    op = REGISTRY["center_pad"]
+    shapes = [(2, 3, *given), (2, 5, *like)]
+    types = [TensorType((BATCH, *shape[1:])) for shape in shapes]
+    if op.check(op.Attrs(), types):  # F.pad would crop on a negative pad; archc refuses
+        assert any(g > w for g, w in zip(given, like))
+    else:
+        agree(op, op.Attrs(), shapes)
+
+
+@PROPERTY
+@given(height=sizes, width=sizes, extra_height=st.integers(0, 5), extra_width=st.integers(0, 5))
+def test_center_pad_places_the_input_as_unet_ports_do(
+    height: int, width: int, extra_height: int, extra_width: int
+) -> None:
+    """Both backends' helpers: x at rows extra // 2 on (the odd row at the bottom), zeros
+    around it."""
+    jnp = pytest.importorskip("jax.numpy")
+    flax_helpers: dict[str, Any] = {}
+    exec((REPO / "templates" / "flax" / "helpers.py").read_text(), flax_helpers)
+    x = torch.randn(2, 3, height, width)
+    like = torch.empty(1, 1, height + extra_height, width + extra_width)
+    expected = torch.zeros(2, 3, *like.shape[2:])
+    top, left = extra_height // 2, extra_width // 2
+    expected[:, :, top : top + height, left : left + width] = x
+    assert torch.equal(HELPERS["center_pad"](x, like), expected)
+    got = flax_helpers["center_pad"](
+        jnp.asarray(x.permute(0, 2, 3, 1).numpy()), jnp.zeros((1, *like.shape[2:], 1))
+    )
+    assert (expected.permute(0, 2, 3, 1).numpy() == got).all()
+
+
+@PROPERTY
 @given(
     count=st.integers(2, 3),
     channels=st.lists(small, min_size=3, max_size=3),
