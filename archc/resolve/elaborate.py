@@ -502,7 +502,8 @@ class Elaborator:
         node = site.node
         chosen = site.env.get(node.target) if node.target not in REGISTRY else None
         chosen_by = source(chosen) if is_symbolic(chosen) else None
-        op = REGISTRY.get(node.target if chosen is None else concrete(chosen))
+        name = node.target if chosen is None else concrete(chosen)
+        op = REGISTRY.get(name) if isinstance(name, str) else None
         if op is None and chosen is not None:
             raise SpecError(
                 f"node '{node.name}': '{node.target}' is {concrete(chosen)!r}, not an op",

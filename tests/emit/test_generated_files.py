@@ -158,3 +158,31 @@ def test_ir_names_are_the_state_dict_keys(spec: Path) -> None:
     with torch.device("meta"):
         module = load_generated(GENERATED / "torch" / f"{spec.stem}.py").create_model()
     assert declared == {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+
+def test_an_op_param_set_from_the_command_line_picks_the_module(tmp_path: Path) -> None:
+    """`--set norm=frozen_batch_norm` swaps the class the generated code builds: the norm's
+    weight and bias become buffers, as the checker counts them."""
+    torch = pytest.importorskip("torch")
+    spec = tmp_path / "normed.yaml"
+    spec.write_text(
+        "archc: 1\nname: normed\nparams: {norm: {type: op, default: batch_norm}}\n"
+        "input: [3, 8, 8]\nbody:\n  conv: {op: conv2d, out: 4, kernel: 3}\n  bn: norm\n"
+    )
+    counts = {}
+    for norm in ("batch_norm", "frozen_batch_norm"):
+        out = tmp_path / norm
+        build = run_archc("build", str(spec), "-o", str(out), f"--set=norm={norm}")
+        assert build.returncode == 0, build.stderr
+        stats = json.loads(
+            run_archc("stats", str(spec), "--format", "json", f"--set=norm={norm}").stdout
+        )
+        model = load_generated(out / "torch" / "normed.py").create_model()
+        counts[norm] = (
+            sum(p.numel() for p in model.parameters()),
+            sum(b.numel() for b in model.buffers()),
+        )
+        assert counts[norm] == (stats["params"], stats["buffers"])
+        assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4, 6, 6)
+    # conv 3·4·9 + 4 = 112; BatchNorm adds 8 params, 9 buffers; frozen, 16 buffers.
+    assert counts == {"batch_norm": (120, 9), "frozen_batch_norm": (112, 16)}
