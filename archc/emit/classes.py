@@ -502,7 +502,7 @@ def _call_body(
             for name in kept:
                 template = re.sub(_reads(name), f"self.{name}", template)
             value = template.format(*arguments, self=f"self.{child.name}")
-            value = re.sub(r"\[\*(\w+)\]", r"\1", value)  # `[*convs]` is `convs`
+            value = _unspread(value)
         elif child.condition is not None:
             first = arguments[0]
             value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"
@@ -566,7 +566,7 @@ def _branches_call(target: str, child: ModuleNode, arguments: list[str]) -> list
     if len(child.inputs) == 1 and not arguments[0].startswith("*"):
         comprehension = f"branch({arguments[0]}) for branch in self.{child.name}"
     else:
-        values = re.sub(r"^\[\*(\w+)\]$", r"\1", f"[{', '.join(arguments)}]")
+        values = _unspread(f"[{', '.join(arguments)}]")
         comprehension = f"branch(value) for branch, value in zip(self.{child.name}, {values})"
     line = f"{BODY}{target} = [{comprehension}]"
     if len(line) <= LINE_LIMIT:
@@ -576,6 +576,11 @@ def _branches_call(target: str, child: ModuleNode, arguments: list[str]) -> list
         call, clause = comprehension.split(" for ", 1)
         inner = [f"{BODY}{INDENT}{call}", f"{BODY}{INDENT}for {clause}"]
     return [f"{BODY}{target} = [", *inner, f"{BODY}]"]
+
+
+def _unspread(code: str) -> str:
+    """`[*convs]` is `convs`: a list spread alone into a list literal is the list itself."""
+    return re.sub(r"\[\*(\w+)\]", r"\1", code)
 
 
 def _as_called(child: ModuleNode, lists: set[str]) -> ModuleNode:
