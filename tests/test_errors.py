@@ -169,6 +169,11 @@ CASES = {
         "6:16",
         "output 'out': unknown reference 'conv2' (did you mean 'conv1'?)",
     ),
+    "a token placed past the sequence": (
+        HEAD + "  t: to_tokens\n  c: {op: class_token, at: 300}\n",
+        "6:6",
+        "c (class_token): at must be from 0 to the sequence length 256, got 300",
+    ),
     "an index into one value": (
         HEAD + "  c: {op: conv2d, out: 8, kernel: 1}\n  r: {op: relu, from: 'c[0]'}\n",
         "6:23",

@@ -81,8 +81,8 @@ def layout(prefix: str, value: str | Call, indent: int, reserve: int = 0) -> lis
 
 
 def layout_source(prefix: str, text: str, indent: int, reserve: int = 0) -> list[str]:
-    """Like `layout`, for an expression already in source form: a call, tuple or lookup
-    table that does not fit has its arguments (items, entries) broken one per line."""
+    """Like `layout`, for an expression already in source form: a call, tuple, list or
+    lookup table that does not fit has its arguments (items, entries) broken one per line."""
     text = substitute_names(text)
     pad = INDENT * indent
     if len(pad + prefix + text) + reserve <= LINE_LIMIT:
@@ -96,8 +96,10 @@ def layout_source(prefix: str, text: str, indent: int, reserve: int = 0) -> list
     if isinstance(tree, ast.Dict):
         entries = [f"{segment(key)}: {segment(item)}" for key, item in zip(tree.keys, tree.values)]
         return layout(prefix, Call("", entries, trailing, brackets="{}"), indent, reserve)
-    if isinstance(tree, ast.Tuple):
-        return layout(prefix, Call("", [segment(item) for item in tree.elts]), indent, reserve)
+    if isinstance(tree, (ast.Tuple, ast.List)):
+        brackets = "()" if isinstance(tree, ast.Tuple) else "[]"
+        items = [segment(item) for item in tree.elts]
+        return layout(prefix, Call("", items, brackets=brackets), indent, reserve)
     if not isinstance(tree, ast.Call):
         return [pad + prefix + text]
     arguments = [segment(piece) for piece in [*tree.args, *tree.keywords]]

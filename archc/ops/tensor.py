@@ -39,6 +39,17 @@ class Add(Op):
     lower_flax = lower_torch
 
 
+@register
+class Mean(Add):
+    name = "mean"
+    summary = "elementwise mean of tensors of one shape (a distilled model's two heads)"
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"({super().lower_torch(attrs, inputs).template}) / {len(inputs)}")
+
+    lower_flax = lower_torch
+
+
 class ConcatAttrs(Attrs):
     axis: int = 1
     """A logical (NCHW) axis; the batch axis 0 is not allowed."""

@@ -6,8 +6,10 @@ Tokens are (N, L, D) in both backends: the feature axis is the last.
 
 from __future__ import annotations
 
+from typing import Any
+
 from archc.ir.graph import TensorType
-from archc.ir.symbolic import concrete, source
+from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import register
 from archc.ops.base import Attrs, NoAttrs, Op, expect_rank
 from archc.ops.lowering import InlineCall
@@ -35,36 +37,54 @@ class ToTokens(Op):
         return InlineCall("{0}.reshape({0}.shape[0], -1, {0}.shape[-1])")  # NHWC is row-major
 
 
+class ClassTokenAttrs(Attrs):
+    at: int = 0
+    """Where the token goes in the sequence: first, or after the tokens before it (DeiT's
+    distillation token follows the class token: `at: 1`)."""
+
+
 @register
 class ClassToken(Op):
     name = "class_token"
-    summary = "prepend a learned token (a parameter named as the node) to every sequence"
+    Attrs = ClassTokenAttrs
+    summary = "insert a learned token (a parameter named as the node) into every sequence"
 
-    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
-        return expect_rank(inputs, 3, "token (N, L, D)")
+    def check(self, attrs: ClassTokenAttrs, inputs: list[TensorType]) -> list[str]:
+        problems = expect_rank(inputs, 3, "token (N, L, D)")
+        length = concrete(inputs[0].shape[1]) if not problems else 0
+        if not problems and not 0 <= attrs.at <= length:
+            problems = [f"at must be from 0 to the sequence length {length}, got {attrs.at}"]
+        return problems
 
-    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+    def infer(self, attrs: ClassTokenAttrs, inputs: list[TensorType]) -> TensorType:
         n, length, dim = inputs[0].shape
         return TensorType((n, length + 1, dim))
 
-    def parameters(self, attrs: NoAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+    def parameters(self, attrs: ClassTokenAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
         return {"": (1, 1, inputs[0].channels)}
 
-    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+    def macs(self, attrs: ClassTokenAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0
 
-    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+    @staticmethod
+    def pieces(token: str, at: Any) -> str:
+        """The sequence around the token: `{0}[:, :at], token, {0}[:, at:]`."""
+        if not is_symbolic(at) and at == 0:
+            return f"{token}, {{0}}"
+        return f"{{0}}[:, :{source(at)}], {token}, {{0}}[:, {source(at)}:]"
+
+    def lower_torch(self, attrs: ClassTokenAttrs, inputs: list[TensorType]) -> InlineCall:
         dim = source(inputs[0].channels)
+        pieces = self.pieces("{self}.expand(len({0}), -1, -1)", attrs.at)
         return InlineCall(
-            "torch.cat([{self}.expand(len({0}), -1, -1), {0}], dim=1)",
-            (("", f"nn.Parameter(torch.zeros(1, 1, {dim}))"),),
+            f"torch.cat([{pieces}], dim=1)", (("", f"nn.Parameter(torch.zeros(1, 1, {dim}))"),)
         )
 
-    def lower_flax(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+    def lower_flax(self, attrs: ClassTokenAttrs, inputs: list[TensorType]) -> InlineCall:
         dim = source(inputs[0].channels)
+        pieces = self.pieces(f"jnp.broadcast_to({{self}}[...], (len({{0}}), 1, {dim}))", attrs.at)
         return InlineCall(
-            "jnp.concatenate([jnp.broadcast_to({self}[...], (len({0}), 1, "
-            f"{dim})), {{0}}], axis=1)",
+            f"jnp.concatenate([{pieces}], axis=1)",
             (("", f"nnx.Param(jnp.zeros((1, 1, {dim})))"),),
         )
 

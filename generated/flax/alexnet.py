@@ -180,8 +180,9 @@ class Alexnet(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Alexnet with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Alexnet with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

@@ -439,8 +439,9 @@ class Bisenetv1(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Bisenetv1 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Bisenetv1 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes.
     """

@@ -318,8 +318,9 @@ class Cspdarknet53(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Cspdarknet53 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Cspdarknet53 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, depths.
     """

@@ -385,8 +385,9 @@ class Cspresnet50(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Cspresnet50 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Cspresnet50 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, depths.
     """

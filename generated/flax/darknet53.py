@@ -252,8 +252,9 @@ class Darknet53(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Darknet53 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Darknet53 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, depths.
     """

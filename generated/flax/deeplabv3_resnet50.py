@@ -458,8 +458,9 @@ class Deeplabv3Resnet50(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Deeplabv3Resnet50 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Deeplabv3Resnet50 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, layers, rates.
     """

@@ -186,8 +186,9 @@ class DeitSmallPatch16224(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build DeitSmallPatch16224 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build DeitSmallPatch16224 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: embed_dim, depth, heads, mlp_ratio, patch, num_classes.
     """

@@ -383,8 +383,9 @@ class Densenet121(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Densenet121 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Densenet121 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, growth_rate, block_config, bn_size.
     """

@@ -452,8 +452,9 @@ class EfficientnetB0(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build EfficientnetB0 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build EfficientnetB0 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, width_mult, depth_mult, resolution, dropout, stochastic_depth_prob.
     """

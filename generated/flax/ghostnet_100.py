@@ -407,8 +407,9 @@ class Ghostnet100(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Ghostnet100 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Ghostnet100 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes.
     """

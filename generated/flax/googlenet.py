@@ -257,8 +257,9 @@ class Googlenet(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Googlenet with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Googlenet with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

@@ -419,8 +419,9 @@ class InceptionV3(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build InceptionV3 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build InceptionV3 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

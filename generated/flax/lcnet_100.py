@@ -340,8 +340,9 @@ class Lcnet100(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Lcnet100 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Lcnet100 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes.
     """

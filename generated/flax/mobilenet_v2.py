@@ -324,8 +324,9 @@ class MobilenetV2(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build MobilenetV2 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build MobilenetV2 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, width_mult, dropout.
     """

@@ -366,8 +366,9 @@ class MobilenetV3Large(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build MobilenetV3Large with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build MobilenetV3Large with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

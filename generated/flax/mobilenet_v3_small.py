@@ -367,8 +367,9 @@ class MobilenetV3Small(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build MobilenetV3Small with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build MobilenetV3Small with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

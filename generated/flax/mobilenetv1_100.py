@@ -297,8 +297,9 @@ class Mobilenetv1100(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Mobilenetv1100 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Mobilenetv1100 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes.
     """

@@ -403,8 +403,9 @@ class Pspnet(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Pspnet with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Pspnet with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, layers, width.
     """

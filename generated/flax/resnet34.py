@@ -259,8 +259,9 @@ class Resnet34(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Resnet34 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Resnet34 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, layers.
     """

@@ -312,8 +312,9 @@ class Resnet50(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Resnet50 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Resnet50 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, width_per_group, layers.
     """

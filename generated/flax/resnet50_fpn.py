@@ -480,8 +480,9 @@ class Resnet50Fpn(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Resnet50Fpn with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Resnet50Fpn with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: layers, width.
     """

@@ -346,8 +346,9 @@ class ShufflenetV1(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build ShufflenetV1 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build ShufflenetV1 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, groups, widths, repeats.
     """

@@ -315,8 +315,9 @@ class ShufflenetV2X10(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build ShufflenetV2X10 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build ShufflenetV2X10 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, widths, repeats.
     """

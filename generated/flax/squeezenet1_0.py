@@ -205,8 +205,9 @@ class Squeezenet10(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Squeezenet10 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Squeezenet10 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

@@ -206,8 +206,9 @@ class Squeezenet11(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Squeezenet11 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Squeezenet11 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, dropout.
     """

@@ -331,8 +331,9 @@ class SwinT(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build SwinT with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build SwinT with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: embed_dim, depths, heads, window, stochastic_depth, num_classes.
     """

@@ -218,8 +218,9 @@ class Unet(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Unet with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Unet with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: image_channels, num_classes, base, padding.
     """

@@ -225,8 +225,9 @@ class Vgg16(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Vgg16 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Vgg16 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes, depth, dropout.
     """

@@ -245,8 +245,9 @@ class VitB16(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build VitB16 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build VitB16 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes.
     """

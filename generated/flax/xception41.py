@@ -345,8 +345,9 @@ class Xception41(nnx.Module):
 
 
 def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
-    """Build Xception41 with parameters drawn from `rngs`; keyword arguments override the
-    spec's params.
+    """Build Xception41 with parameters drawn from `rngs`.
+
+    Keyword arguments override the spec's params.
 
     Params: num_classes.
     """

@@ -62,6 +62,7 @@ CASES = [
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),
     ("deit_tiny_patch16_224", 224),
+    ("deit_tiny_distilled_patch16_224", 224),
     ("swin_t", 224),  # a grid its 7 x 7 windows tile at every stage (56, 28, 14, 7)
 ]
 

@@ -12,7 +12,7 @@ from tests.helpers import GENERATED, archc_stats, compare, load_generated, torch
 TIMM = [
     *("mobilenetv1_100", "lcnet_100", "ghostnet_100"),
     *("darknet53", "cspdarknet53", "cspresnet50", "xception41"),
-    *("deit_small_patch16_224", "deit_tiny_patch16_224"),
+    *("deit_small_patch16_224", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"),
 ]
 
 
