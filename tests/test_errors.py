@@ -169,6 +169,18 @@ CASES = {
         "6:16",
         "output 'out': unknown reference 'conv2' (did you mean 'conv1'?)",
     ),
+    "empty outputs": (
+        HEAD + "  r: relu\noutputs: {}\n",
+        "6:10",
+        "outputs must be a mapping of output names to node names",
+    ),
+    "a block with outputs that promises one width": (
+        "archc: 1\nname: tiny\ninput: [3, 16, 16]\nblocks:\n  Two:\n"
+        "    output_channels: 3\n    body: {a: relu, b: relu}\n    outputs: [a, b]\n"
+        "body:\n  t: Two\n",
+        "6:5",
+        "block 'Two': output_channels promises one output, but it has outputs:",
+    ),
     "a token placed past the sequence": (
         HEAD + "  t: to_tokens\n  c: {op: class_token, at: 300}\n",
         "6:6",

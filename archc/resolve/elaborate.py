@@ -334,19 +334,18 @@ class Elaborator:
                 f"node '{node.name}': a branch over an input cannot be switched off by when:",
                 node.location,
             )
-        module = self.sequence_module(site, children, outputs[0], "branches")
-        module.input_types = site.input_types
-        return module, outputs
+        return self.sequence_module(site, children, outputs[0], "branches"), outputs
 
     def sequence_module(
         self, site: Site, children: list[ModuleNode], bound: Bound, kind: str = "sequence"
     ) -> ModuleNode:
+        """A sequence reads its first input; branches may read several."""
         return ModuleNode(
             site.name,
             site.node,
             kind,
             site.refs,
-            site.input_types[:1],
+            site.input_types if kind == "branches" else site.input_types[:1],
             bound.type,
             children=children,
         )

@@ -256,6 +256,11 @@ def _parse_block_outputs(name: str, definition: SpecMap, sequential: bool) -> li
         raise SpecError(f"block '{name}': outputs must be a list of node names", location)
     if sequential:
         raise SpecError(f"block '{name}': a sequence returns its last item, not outputs", location)
+    if "output_channels" in definition:
+        raise SpecError(
+            f"block '{name}': output_channels promises one output, but it has outputs:",
+            definition.key_at("output_channels"),
+        )
     return [Value(item, listed.item_at(index)) for index, item in enumerate(listed)]
 
 
@@ -332,9 +337,13 @@ def _parse_expect(document: SpecMap) -> dict[str, Value]:
 
 def _parse_outputs(document: SpecMap) -> dict[str, Value]:
     """`outputs: {out: logits}`; names may be numbers (`"0"`, as torchvision's FPN)."""
-    section = document.get("outputs", SpecMap())
-    if not isinstance(section, SpecMap) or not all(
-        isinstance(node, str) for node in section.values()
+    if "outputs" not in document:
+        return {}
+    section = document["outputs"]
+    if (
+        not isinstance(section, SpecMap)
+        or not section
+        or not all(isinstance(node, str) for node in section.values())
     ):
         raise SpecError(
             "outputs must be a mapping of output names to node names",
