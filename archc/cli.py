@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help="levels of blocks drawn open as clusters; deeper ones are boxes "
-        "(default: the deepest that keeps the drawing within 60 boxes)",
+        "(default: the deepest that keeps the drawing within 40 boxes)",
     )
     diagram.add_argument(
         "--rankdir",

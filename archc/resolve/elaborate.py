@@ -198,9 +198,8 @@ class Elaborator:
         listed = next((ref for ref, value in zip(refs, values) if isinstance(value, list)), None)
         if listed is None or node.parallel:
             return
-        is_block = node.kind == "block" or (not node.kind and node.target in self.spec.blocks)
-        op = REGISTRY.get(node.target)
-        if not is_block and (op is None or not op.takes_list or node.items is not None):
+        op = REGISTRY.get(node.target) if node.items is None else None
+        if not self.is_block(node) and not (op and op.takes_list):
             raise SpecError(
                 f"node '{node.name}': '{listed.raw}' is a list of values, which only branches, "
                 "a block or an op that takes a list (concat) can read whole",
@@ -442,10 +441,12 @@ class Elaborator:
         )
         return [module], Bound(bound.name, output)
 
+    def is_block(self, node: NodeSpec) -> bool:
+        """Whether a node instantiates a block (written out, or by the `Stem`-style shorthand)."""
+        return node.kind == "block" or (not node.kind and node.target in self.spec.blocks)
+
     def single(self, site: Site) -> tuple[ModuleNode, Bound]:
-        node = site.node
-        is_block = node.kind == "block" or (not node.kind and node.target in self.spec.blocks)
-        return self.block(site) if is_block else self.op(site)
+        return self.block(site) if self.is_block(site.node) else self.op(site)
 
     def op(self, site: Site) -> tuple[ModuleNode, Bound]:
         op, chosen_by = self.lookup_op(site)
