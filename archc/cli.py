@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic.fields import FieldInfo
+
 from archc import __version__
 from archc.errors import ArchcError, InternalError, SpecError
 from archc.render.compare import SORT_KEYS
 
-EPILOG = "Errors are reported as FILE:LINE:COL: error: message, with exit status 2."
+EPILOG = (
+    "Errors in a spec are reported as FILE:LINE:COL: error: message, with exit status 2; "
+    "a bug in archc exits with status 3."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,8 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArchcError as error:
         print(error.render(), file=sys.stderr)
         return 2
-    except InternalError as error:
-        print(f"archc: {error}", file=sys.stderr)
+    except BrokenPipeError:  # `archc ops | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as error:
+        if args.debug:
+            raise
+        if not isinstance(error, InternalError):
+            error = InternalError(args.command, f"{type(error).__name__}: {error}")
+        print(f"archc: {error}; rerun with --debug for the traceback", file=sys.stderr)
         return 3
 
 
@@ -36,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"archc {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _command(commands, "check", "validate a spec and check every shape", _check)
@@ -342,11 +359,25 @@ def _ops(args: argparse.Namespace) -> int:
         inputs = "2+ inputs" if op.arity is None else f"{op.arity} input"
         print(f"{name} ({inputs}): {op.summary}")
         for field, info in op.Attrs.model_fields.items():
-            annotation = info.annotation
-            kind = annotation.__name__ if isinstance(annotation, type) else str(annotation)
             default = "required" if info.is_required() else f"default {info.default!r}"
-            print(f"    {field}: {kind.replace('typing.', '')}, {default}")
+            print(f"    {field}: {_attribute_type(info)}, {default}")
     return 0
+
+
+def _attribute_type(info: FieldInfo) -> str:
+    """`int | tuple[int, int], at least 1`: the type and its range, in words."""
+    annotation = info.annotation
+    kind = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    kind = re.sub(r"Annotated\[(.*?), AfterValidator\(.*?\)\]", r"\1", kind)
+    kind = re.sub(r"Optional\[(.*)\]", r"\1 | None", kind.replace("typing.", ""))
+    ranges = [str(item.func.__doc__) for item in info.metadata if hasattr(item, "func")]
+    ranges += [
+        f"{word} {getattr(item, key)}"
+        for item in info.metadata
+        for key, word in (("gt", "above"), ("ge", "at least"), ("le", "at most"))
+        if getattr(item, key, None) is not None
+    ]
+    return ", ".join([kind, *ranges])
 
 
 if __name__ == "__main__":

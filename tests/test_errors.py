@@ -129,9 +129,9 @@ CASES = {
         "block 'Pair': a sequence body takes one input",
     ),
     "slice out of range": (
-        HEAD + "  half: {op: slice, start: 2, stop: 5}\n",
+        HEAD + "  part: {op: slice, start: 2, stop: 5}\n",
         "5:9",
-        "half (slice): expected 0 <= start < stop <= 3, got 2:5",
+        "part (slice): expected 0 <= start < stop <= 3, got 2:5",
     ),
     "names without repeat": (
         HEAD + '  r: {op: relu, names: "act{i}"}\n',
@@ -140,8 +140,8 @@ CASES = {
     ),
     "names that are not identifiers": (
         HEAD + '  r: {op: relu, repeat: 2, names: "act-{i}"}\n',
-        "5:35",
-        "names: expected identifiers, got 'act-0'",
+        "5:36",
+        "names: must be an identifier, got 'act-0'",
     ),
     "branches read by an op that takes one input": (
         HEAD + "  convs: {branches: [relu, relu]}\n  r: {op: relu, from: convs}\n",
@@ -188,12 +188,12 @@ CASES = {
     ),
     "an index into one value": (
         HEAD + "  c: {op: conv2d, out: 8, kernel: 1}\n  r: {op: relu, from: 'c[0]'}\n",
-        "6:23",
+        "6:24",
         "node 'r': 'c' is one value, not a list to index",
     ),
     "an index past the branches": (
         HEAD + "  b: {branches: [relu, relu]}\n  r: {op: relu, from: 'b[2]'}\n",
-        "6:23",
+        "6:24",
         "node 'r': 'b[2]' is out of range: b has 2 values",
     ),
     "branches over inputs that do not pair up": (

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from archc.boundary import docstring_text, string_literal
 from archc.emit.layout import (
     INDENT,
     INPUT_RESERVED,
@@ -80,7 +81,7 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     definition = block_class.definition
     location = definition.location
     doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
-    doc += ["", f"Spec: {location.file}:{location.line}"]
+    doc += ["", docstring_text(f"Spec: {location.file}:{location.line}")]
     channel_params = (
         []
         if block_class.is_model
@@ -533,7 +534,7 @@ def _call_body(
     if "" in returned:
         lines.append(f"{BODY}return {returned['']}")
     elif block_class.is_model:
-        entries = [f'"{name}": {value}' for name, value in returned.items()]
+        entries = [f"{string_literal(name)}: {value}" for name, value in returned.items()]
         lines += layout("return ", Call("", entries, brackets="{}"), 2)
     else:
         lines += layout("return ", Call("", list(returned.values()), brackets="[]"), 2)

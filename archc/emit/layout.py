@@ -13,10 +13,13 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from archc.boundary import GENERATED_GLOBALS, docstring_text
+
 LINE_LIMIT = 100
 INDENT = "    "
-RESERVED = frozenset({"self", "x", "out", "torch", "nn", "channels", "i"})
-"""Names the emitted code uses itself; `x` is free for a multi-input block's inputs."""
+RESERVED = frozenset({"self", "x", "out", "channels", "i"}) | GENERATED_GLOBALS
+"""Names the emitted code uses itself, and the file's globals; `x` is free for a multi-input
+block's inputs."""
 INPUT_RESERVED = RESERVED - {"x"}
 
 
@@ -126,8 +129,10 @@ def variable_name(name: str, reserved: frozenset[str] = RESERVED) -> str:
 
 
 def wrap_text(text: str, indent: int) -> list[str]:
-    """Prose (docstrings) wrapped to the line limit at `indent` levels, without the indent."""
-    return textwrap.wrap(text, LINE_LIMIT - len(INDENT * indent) - 3) or [""]
+    """Prose wrapped to the line limit at `indent` levels, without the indent, and escaped
+    for a docstring."""
+    lines = textwrap.wrap(text, LINE_LIMIT - len(INDENT * indent) - 3) or [""]
+    return [docstring_text(line) for line in lines]
 
 
 def layout_assignment(name: str, text: str, indent: int) -> list[str]:

@@ -6,19 +6,19 @@ import ast
 import builtins
 import inspect
 import re
-from pathlib import Path
 
 import jinja2
 
+from archc import TEMPLATES
+from archc.boundary import docstring_text
 from archc.emit.classes import Backend, class_view
 from archc.emit.layout import wrap_text
+from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
 from archc.passes.cost import CostReport
 from archc.render.stats import input_label
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def emit_file(program: Program, costs: CostReport, command: str, backend: Backend) -> str:
@@ -37,8 +37,8 @@ def emit_file(program: Program, costs: CostReport, command: str, backend: Backen
     template = environment.get_template(f"{backend.name}/model.py.j2")
     context = dict(
         title=wrap_text(f"{root.name}: {root.doc}" if root.doc else root.name, 0),
-        spec=root.location.file,
-        command=command,
+        spec=docstring_text(root.location.file),
+        command=docstring_text(command),
         totals=(
             f"Params {total.params:,} (+ {total.buffers:,} in buffers); "
             f"{total.macs / 1e9:.3f} GMACs = {total.flops / 1e9:.3f} GFLOPs "
@@ -50,7 +50,17 @@ def emit_file(program: Program, costs: CostReport, command: str, backend: Backen
         params=list(classes[-1].params),
     )
     draft = template.render(imports=[], **context)
-    return template.render(imports=_imports(draft, backend), **context)
+    return compiled(template.render(imports=_imports(draft, backend), **context))
+
+
+def compiled(text: str) -> str:
+    """The file's text, once it is known to parse and compile (never run here): a file that
+    does not is archc's bug, and is not written."""
+    try:
+        compile(text, "<generated>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as error:
+        raise InternalError("emit", f"the generated file does not compile: {error}") from None
+    return text
 
 
 def _imports(text: str, backend: Backend) -> list[str]:

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from archc.boundary import string_literal
+
 # Python operator precedence, lowest first, for parenthesising composed sources.
 TERNARY, OR, AND, NOT, COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(10)
 
@@ -127,9 +129,11 @@ def source(value: Any, precedence: int = TERNARY) -> str:
         items = ", ".join(source(item) for item in value)
         return f"({items},)" if len(value) == 1 else f"({items})"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{key!r}: {source(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, str):  # double quotes, as a formatter writes them
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return (
+            "{" + ", ".join(f"{source(key)}: {source(item)}" for key, item in value.items()) + "}"
+        )
+    if isinstance(value, str):
+        return string_literal(value)
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, int) and value < 0 and precedence > UNARY:

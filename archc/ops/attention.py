@@ -10,12 +10,12 @@ from __future__ import annotations
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
-from archc.ops.base import Attrs, Op, expect_rank
+from archc.ops.base import Attrs, Count, Offset, Op, expect_rank
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
 class AttentionAttrs(Attrs):
-    heads: int
+    heads: Count
 
 
 @register
@@ -56,9 +56,9 @@ def check_heads(dim: int, heads: int) -> list[str]:
 
 
 class WindowAttentionAttrs(Attrs):
-    heads: int
-    window: int
-    shift: int = 0
+    heads: Count
+    window: Count
+    shift: Offset = 0
     """Cyclic shift of the grid before windowing (window // 2 in every other Swin block); none
     where the window covers the whole map."""
 

@@ -5,25 +5,23 @@ from __future__ import annotations
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import Sym, SymPair, concrete
 from archc.ops import register
-from archc.ops.base import Attrs, Op, differs, expect_rank, pair
+from archc.ops.base import Attrs, Count, Op, Padding, Window, differs, expect_rank, pair
 from archc.ops.lowering import ModuleCall
-
-IntOrPair = int | tuple[int, int]
 
 
 class ConvAttrs(Attrs):
     """What plain and transposed convolutions share."""
 
-    out: int
-    kernel: IntOrPair
-    stride: IntOrPair = 1
-    padding: IntOrPair = 0
-    dilation: IntOrPair = 1
+    out: Count
+    kernel: Window
+    stride: Window = 1
+    padding: Padding = 0
+    dilation: Window = 1
     bias: bool = True
 
 
 class Conv2dAttrs(ConvAttrs):
-    groups: int = 1
+    groups: Count = 1
 
 
 def conv_output_size(size: Dim, kernel: Dim, stride: Dim, padding: Dim, dilation: Dim) -> Dim:
@@ -105,7 +103,7 @@ class Conv2d(Op):
 
 
 class ConvTranspose2dAttrs(ConvAttrs):
-    output_padding: IntOrPair = 0
+    output_padding: Padding = 0
     """Extra rows and columns at the bottom and right, to reach an exact size."""
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import Attrs, Op
+from archc.ops.base import Attrs, Count, Op
 from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 
 
 class LinearAttrs(Attrs):
-    out: int
+    out: Count
     bias: bool = True
     flat: bool = False
     """Parameters as `<name>_weight` and `<name>_bias` of the enclosing module rather than a

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, Op, expect_rank
+from archc.ops.base import Attrs, Epsilon, Op, Probability, expect_rank
 from archc.ops.lowering import ModuleCall
 
 
 class BatchNormAttrs(Attrs):
-    eps: float = 1e-5
-    momentum: float = 0.1
+    eps: Epsilon = 1e-5
+    momentum: Probability = 0.1
     """PyTorch's convention: running = (1 - momentum) * running + momentum * batch."""
 
 
@@ -52,7 +52,7 @@ class BatchNorm(Op):
 
 
 class FrozenBatchNormAttrs(Attrs):
-    eps: float = 1e-5
+    eps: Epsilon = 1e-5
 
 
 @register
@@ -82,7 +82,7 @@ class FrozenBatchNorm(BatchNorm):
 
 
 class LayerNormAttrs(Attrs):
-    eps: float = 1e-5
+    eps: Epsilon = 1e-5
 
 
 @register

@@ -5,17 +5,15 @@ from __future__ import annotations
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import Attrs, Op, expect_rank, pair
+from archc.ops.base import Attrs, Op, Padding, Window, expect_rank, pair
 from archc.ops.lowering import InlineCall, ModuleCall
-
-IntOrPair = int | tuple[int, int]
 
 
 class PoolAttrs(Attrs):
-    kernel: IntOrPair
-    stride: IntOrPair | None = None
+    kernel: Window
+    stride: Window | None = None
     """Defaults to the kernel size, as in PyTorch."""
-    padding: IntOrPair = 0
+    padding: Padding = 0
     ceil_mode: bool = False
 
 
@@ -94,7 +92,7 @@ class AvgPool2d(WindowPool):
 
 
 class AdaptivePoolAttrs(Attrs):
-    size: IntOrPair
+    size: Window
 
 
 @register

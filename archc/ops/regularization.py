@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, Op
+from archc.ops.base import Attrs, Op, Probability
 from archc.ops.lowering import ModuleCall
 
 
 class DropoutAttrs(Attrs):
-    p: float = Field(0.5, ge=0, le=1)
+    p: Probability = 0.5
     """The probability of zeroing an element in training."""
 
 
@@ -36,7 +34,7 @@ class Dropout(Op):
 
 
 class StochasticDepthAttrs(Attrs):
-    p: float = Field(ge=0, le=1)
+    p: Probability
     """The probability of dropping a sample's whole branch in training."""
 
 

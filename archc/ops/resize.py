@@ -10,7 +10,7 @@ from typing import Literal
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import Attrs, Op, expect_rank
+from archc.ops.base import Attrs, Count, Op, expect_rank
 from archc.ops.lowering import InlineCall, ModuleCall
 
 Mode = Literal["nearest", "bilinear"]
@@ -23,7 +23,7 @@ class ResizeAttrs(Attrs):
 
 
 class UpsampleAttrs(ResizeAttrs):
-    scale: int
+    scale: Count
 
 
 class _Resampling(Op):

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import Sym, concrete, source
 from archc.ops import register
-from archc.ops.base import Attrs, NoAttrs, Op, check_axis, expect_rank, flax_axis
+from archc.ops.base import Attrs, Count, NoAttrs, Op, check_axis, expect_rank, flax_axis
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -190,7 +190,7 @@ def _index(axis: int, attrs: SliceAttrs) -> str:
 
 
 class ChannelShuffleAttrs(Attrs):
-    groups: int
+    groups: Count
 
 
 @register

@@ -11,7 +11,7 @@ from typing import Any
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import register
-from archc.ops.base import Attrs, NoAttrs, Op, expect_rank
+from archc.ops.base import Attrs, Count, NoAttrs, Offset, Op, expect_rank
 from archc.ops.lowering import InlineCall
 
 
@@ -38,7 +38,7 @@ class ToTokens(Op):
 
 
 class ClassTokenAttrs(Attrs):
-    at: int = 0
+    at: Offset = 0
     """Where the token goes in the sequence: first, or after the tokens before it (DeiT's
     distillation token follows the class token: `at: 1`)."""
 
@@ -90,7 +90,7 @@ class ClassToken(Op):
 
 
 class PositionEmbeddingAttrs(Attrs):
-    length: int
+    length: Count
     """The sequence length it is learned for (patches, plus the class token)."""
 
 

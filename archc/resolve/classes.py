@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from archc.boundary import model_class_name
 from archc.ir.graph import BATCH, TensorType
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import SizeSym, Sym, concrete
@@ -61,13 +62,6 @@ def _child_blocks(children: list[ModuleNode]) -> list[str]:
     return names
 
 
-def class_name(definition: BlockDef, is_model: bool) -> str:
-    """Block classes keep their spec name; the model's name becomes PascalCase."""
-    if not is_model:
-        return definition.name
-    return "".join(part[:1].upper() + part[1:] for part in definition.name.split("_"))
-
-
 def _elaborate_class(
     program: Program,
     definition: BlockDef,
@@ -109,7 +103,7 @@ def _elaborate_class(
         instances.setdefault(name, instance)
     return BlockClass(
         definition=definition,
-        class_name=class_name(definition, is_model),
+        class_name=model_class_name(definition.name) if is_model else definition.name,
         params=args,
         lets=lets,
         inputs=list(definition.inputs),

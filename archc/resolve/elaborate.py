@@ -16,6 +16,7 @@ from archc.errors import ShapeError, SpecError, did_you_mean
 from archc.ir.graph import BATCH, Graph, Node, TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
+from archc.limits import MAX_DEPTH, MAX_NODES, MAX_REPEAT
 from archc.ops import REGISTRY
 from archc.ops.base import Attrs, Op
 from archc.resolve.params import (
@@ -110,6 +111,11 @@ class Elaborator:
         self.spec = spec
         self.graph = graph
         self.instances: dict[str, Instance] = {}
+        self.active_blocks: list[str] = []
+        """The blocks being elaborated, outermost first (to report recursion by its chain)."""
+        self.copies = 1
+        """How many times the node being elaborated is made: the product of the enclosing
+        repeats' counts."""
 
     @property
     def symbolic(self) -> bool:
@@ -369,14 +375,31 @@ class Elaborator:
         loop instead."""
         node = site.node
         count = evaluate_checked(node.repeat, site.env, "int", "repeat")
-        if concrete(count) < 1:
+        if not 1 <= concrete(count) <= MAX_REPEAT:
             raise SpecError(
-                f"repeat: expected a count of at least 1, got {concrete(count)}",
+                f"repeat: expected a count from 1 to {MAX_REPEAT:,}, got {concrete(count):,}",
                 node.repeat.location,
             )
         if self.symbolic:
             modules, bound = self.loop(site, count, prefix, parallel)
             return modules, [bound]
+        if self.copies * count > MAX_NODES:
+            raise SpecError(
+                f"repeat: {count:,} copies inside repeats that make {self.copies:,} make more "
+                f"than the limit of {MAX_NODES:,} nodes",
+                node.repeat.location,
+            )
+        self.copies *= count
+        try:
+            return self.copies_of(site, count, prefix, start, parallel)
+        finally:
+            self.copies //= count
+
+    def copies_of(
+        self, site: Site, count: int, prefix: str, start: int, parallel: bool
+    ) -> tuple[list[ModuleNode], list[Bound]]:
+        """The concrete iterations of a repeated node."""
+        node = site.node
         modules, made, bound = [], [], site.bounds[0]
         for index in range(count):
             env = {**site.env, "i": index}
@@ -384,7 +407,9 @@ class Elaborator:
             if node.items is not None:
                 number = start + len(modules)
                 group, outputs = self.items(node.items, prefix, reads, env, number, parallel)
-                modules, made, bound = modules + group, made + outputs, outputs[-1]
+                modules += group
+                made += outputs
+                bound = outputs[-1]
                 continue
             number = str(start + len(modules))
             if node.names is not None:
@@ -458,6 +483,14 @@ class Elaborator:
                 raise ShapeError(f"{site.full_name} ({op.name}): {problems[0]}", site.node.location)
         output = op.infer(attrs, types)
         if self.graph is not None:
+            if len(self.graph.nodes) >= MAX_NODES:
+                raise SpecError(f"the model has more than {MAX_NODES:,} nodes", site.node.location)
+            if site.full_name in self.graph.nodes:  # two copies named alike by `names:`
+                raise SpecError(
+                    f"two nodes are named {site.full_name}",
+                    site.node.location,
+                    "a names: template must give each copy a name of its own",
+                )
             inputs = [bound.name for bound in site.bounds]
             self.graph.add(Node(site.full_name, op, attrs, inputs, output, site.node.location))
         module = ModuleNode(
@@ -550,7 +583,34 @@ class Elaborator:
 
     def block(self, site: Site) -> tuple[ModuleNode, Bound | list[Bound]]:
         node = site.node
-        definition = self.spec.blocks[node.target]
+        definition = self.spec.blocks.get(node.target)
+        if definition is None:
+            raise SpecError(
+                f"node '{node.name}': unknown block '{node.target}'",
+                node.location,
+                did_you_mean(node.target, self.spec.blocks),
+            )
+        if definition.name in self.active_blocks:
+            chain = " → ".join([*self.active_blocks, definition.name])
+            raise SpecError(
+                f"block {definition.name} contains itself: {chain}",
+                node.location,
+                "a block cannot use itself, directly or through other blocks",
+            )
+        if len(self.active_blocks) >= MAX_DEPTH:
+            raise SpecError(
+                f"blocks nested more than {MAX_DEPTH} deep", node.location, "the limit of nesting"
+            )
+        self.active_blocks.append(definition.name)
+        try:
+            return self.block_body(site, definition)
+        finally:
+            self.active_blocks.pop()
+
+    def block_body(
+        self, site: Site, definition: BlockDef
+    ) -> tuple[ModuleNode, Bound | list[Bound]]:
+        node = site.node
         args = block_args(node, definition, site.env, site.full_name)
         if len(site.bounds) != len(definition.inputs):
             raise SpecError(

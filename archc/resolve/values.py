@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archc.boundary import NODE_RESERVED, check_name
 from archc.errors import Location, SpecError
 from archc.ir.symbolic import Sym, concrete, is_symbolic, source
 from archc.ops.base import Attrs
@@ -49,9 +50,7 @@ def evaluate_names(value: Value, env: Mapping[str, Any]) -> Any:
             symbolic = symbolic or is_symbolic(result)
             literal_parts.append(str(concrete(result)))
             source_parts.append("{" + source(result) + "}")
-    name = "".join(literal_parts)
-    if not name.isidentifier():
-        raise SpecError(f"names: expected identifiers, got {name!r}", value.location)
+    name = check_name("".join(literal_parts), value.location, "names:", NODE_RESERVED)
     return Sym('f"' + "".join(source_parts) + '"', name) if symbolic else name
 
 
@@ -82,10 +81,13 @@ def build_attrs(
         key = str(first["loc"][0]) if first["loc"] else ""
         if first["type"] == "missing":
             raise SpecError(f"missing required attribute '{key}' for {where}", fallback) from None
-        expected = first["msg"].replace("Input should be", "expected")
-        raise SpecError(
-            f"{where}.{key}: {expected}, got {first['input']!r}", locations.get(key, fallback)
-        ) from None
+        if first["type"] == "value_error":  # a range check's own message: "expected …, got …"
+            message = str(first["ctx"]["error"])
+        else:
+            message = (
+                f"{first['msg'].replace('Input should be', 'expected')}, got {first['input']!r}"
+            )
+        raise SpecError(f"{where}.{key}: {message}", locations.get(key, fallback)) from None
     symbolic = {key: _tuples(value) for key, value in values.items() if is_symbolic(value)}
     return attrs.model_copy(update=symbolic) if symbolic else attrs
 

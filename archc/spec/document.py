@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archc.boundary import (
+    CLASS_RESERVED,
+    MODEL_RESERVED,
+    NODE_RESERVED,
+    PARAM_RESERVED,
+    check_name,
+    model_class_name,
+)
 from archc.errors import Location, SpecError, did_you_mean
 from archc.spec.loader import SpecList, SpecMap, load_yaml
 
@@ -129,14 +137,19 @@ def load_model(path: Path) -> ModelSpec:
             raise SpecError(
                 f"missing required key '{key}' ({DOCUMENT_KEYS[key]})", document.location
             )
-    name = document["name"]
-    if not isinstance(name, str) or not name.isidentifier():
-        raise SpecError(f"name must be an identifier, got {name!r}", document.value_at("name"))
+    name = check_name(document["name"], document.value_at("name"), "name", MODEL_RESERVED)
+    if model_class_name(name) in blocks:
+        raise SpecError(
+            f"the model's class {model_class_name(name)} would be block "
+            f"{model_class_name(name)} (at {blocks[model_class_name(name)].location})",
+            document.value_at("name"),
+            "rename the model or the block",
+        )
     root = BlockDef(
         name=name,
         location=document.location,
-        params=_parse_params(document.get("params"), document, require_defaults=True),
-        lets=_parse_lets(document),
+        params=_parse_params(document.get("params"), document, PARAM_RESERVED, True),
+        lets=_parse_lets(document, PARAM_RESERVED),
         inputs=["input"],
         body=_parse_body(document["body"], document.value_at("body")),
         doc=str(document.get("doc", "")),
@@ -193,6 +206,7 @@ def _collect_blocks(
     if not isinstance(definitions, SpecMap):
         raise SpecError("blocks must be a mapping of block names", document.value_at("blocks"))
     for name, definition in definitions.items():
+        check_name(name, definitions.key_at(name), "block name", CLASS_RESERVED)
         if name in blocks:
             raise SpecError(
                 f"block '{name}' is defined twice (first at {blocks[name].location})",
@@ -202,20 +216,21 @@ def _collect_blocks(
 
 
 def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
-    if not name.isidentifier():
-        raise SpecError(f"block names must be identifiers, got {name!r}", location)
     if not isinstance(definition, SpecMap):
         raise SpecError(f"block '{name}' must be a mapping with a body", location)
     _check_keys(definition, BLOCK_KEYS, f"block '{name}'")
     if "body" not in definition:
         raise SpecError(f"block '{name}' needs a 'body'", location)
     inputs = definition.get("inputs", ["input"])
-    if not isinstance(inputs, list) or not all(
-        isinstance(i, str) and i.isidentifier() for i in inputs
-    ):
+    if "inputs" in definition and not (isinstance(inputs, SpecList) and inputs):
         raise SpecError(
             f"inputs must be a list of names, got {inputs!r}", definition.value_at("inputs")
         )
+    if "inputs" in definition:  # locals of the call method, made unique there
+        for index, input_name in enumerate(inputs):
+            check_name(input_name, inputs.item_at(index), "input name", frozenset())
+    # A block's constructor takes its inputs' channel counts under these names.
+    channels = frozenset(["in_channels", *(f"{input_name}_channels" for input_name in inputs)])
     body, body_location = definition["body"], definition.value_at("body")
     sequential = isinstance(body, SpecList)
     if sequential and len(inputs) != 1:
@@ -223,8 +238,8 @@ def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
     return BlockDef(
         name=name,
         location=location,
-        params=_parse_params(definition.get("params"), definition, require_defaults=False),
-        lets=_parse_lets(definition),
+        params=_parse_params(definition.get("params"), definition, PARAM_RESERVED | channels),
+        lets=_parse_lets(definition, PARAM_RESERVED | channels),
         inputs=list(inputs),
         body=(
             _parse_sequence(name, body, body_location)
@@ -264,7 +279,9 @@ def _parse_block_outputs(name: str, definition: SpecMap, sequential: bool) -> li
     return [Value(item, listed.item_at(index)) for index, item in enumerate(listed)]
 
 
-def _parse_params(section: Any, owner: SpecMap, require_defaults: bool) -> dict[str, ParamDef]:
+def _parse_params(
+    section: Any, owner: SpecMap, reserved: frozenset[str], require_defaults: bool = False
+) -> dict[str, ParamDef]:
     if section is None:
         return {}
     if not isinstance(section, SpecMap):
@@ -272,7 +289,7 @@ def _parse_params(section: Any, owner: SpecMap, require_defaults: bool) -> dict[
     params = {}
     for name, entry in section.items():
         location = section.value_at(name)
-        _check_identifier(name, section.key_at(name))
+        check_name(name, section.key_at(name), "param name", reserved)
         if isinstance(entry, str) and entry in PARAM_TYPES:
             kind, default = entry, None
         elif isinstance(entry, SpecMap) and "type" in entry:
@@ -313,12 +330,12 @@ def _type_of_literal(value: Any) -> str:
     return "str"
 
 
-def _parse_lets(owner: SpecMap) -> dict[str, Value]:
+def _parse_lets(owner: SpecMap, reserved: frozenset[str]) -> dict[str, Value]:
     section = owner.get("let", SpecMap())
     if not isinstance(section, SpecMap):
         raise SpecError("let must be a mapping of names to expressions", owner.value_at("let"))
     for name in section:
-        _check_identifier(name, section.key_at(name))
+        check_name(name, section.key_at(name), "let name", reserved)
     return {name: Value(raw, section.value_at(name)) for name, raw in section.items()}
 
 
@@ -357,7 +374,7 @@ def _parse_body(body: Any, location: Location) -> list[NodeSpec]:
         raise SpecError("body must be a non-empty mapping of node names to nodes", location)
     nodes = []
     for name, entry in body.items():
-        _check_identifier(name, body.key_at(name))
+        check_name(name, body.key_at(name), "node name", NODE_RESERVED)
         nodes.append(_parse_node(name, entry, body.value_at(name)))
     return nodes
 
@@ -475,8 +492,3 @@ def _check_keys(mapping: SpecMap, allowed: Any, what: str) -> None:
                 mapping.key_at(key),
                 did_you_mean(key, allowed) or f"expected one of: {', '.join(allowed)}",
             )
-
-
-def _check_identifier(name: Any, location: Location) -> None:
-    if not isinstance(name, str) or not name.isidentifier():
-        raise SpecError(f"names must be identifiers (letters, digits, _), got {name!r}", location)

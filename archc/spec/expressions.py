@@ -16,6 +16,7 @@ from typing import Any
 from archc.errors import Location, SpecError, did_you_mean
 from archc.ir import symbolic
 from archc.ir.functions import FUNCTIONS
+from archc.limits import MAX_INT_BITS, MAX_SEQUENCE_LENGTH
 
 _BINARY = {
     ast.Add: "+",
@@ -32,12 +33,19 @@ _UNARY = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not"}
 
 def evaluate(text: str, env: Mapping[str, Any], location: Location) -> Any:
     """Evaluate one expression against `env`; errors point into the spec."""
+    indent = len(text) - len(text.lstrip())
+    location = Location(location.file, location.line, location.col + indent)
     try:
         tree = _parse(text.strip())
     except SyntaxError as error:
         at = Location(location.file, location.line, location.col + max((error.offset or 1) - 1, 0))
-        raise SpecError(f"bad expression {text!r}: {error.msg}", at) from error
-    return _Evaluator(env, location, text).visit(tree.body)
+        raise SpecError(f"bad expression {text!r}: {error.msg}", at) from None
+    except (RecursionError, MemoryError):
+        raise SpecError(f"expression {text[:40]!r}… is nested too deeply", location) from None
+    try:
+        return _Evaluator(env, location, text).visit(tree.body)
+    except RecursionError:
+        raise SpecError(f"expression {text[:40]!r}… is nested too deeply", location) from None
 
 
 @functools.cache
@@ -70,7 +78,7 @@ class _Evaluator:
     def visit_Constant(self, node: ast.Constant) -> Any:
         if not isinstance(node.value, (int, float, str, bool)):
             raise self.fail(node, f"unsupported literal {node.value!r}")
-        return node.value
+        return self.bounded(node, node.value)
 
     def visit_Name(self, node: ast.Name) -> Any:
         if node.id in ("True", "False", "true", "false"):
@@ -120,15 +128,48 @@ class _Evaluator:
         if symbol is None:
             raise self.fail(node, "unsupported operator")
         left, right = self.visit(node.left), self.visit(node.right)
+        if symbol == "**":
+            self.check_power(node, symbolic.concrete(left), symbolic.concrete(right))
+        if symbol == "*":
+            self.check_repetition(node, symbolic.concrete(left), symbolic.concrete(right))
         try:
-            return symbolic.binary(symbol, left, right)
-        except (TypeError, ZeroDivisionError, OverflowError) as error:
+            return self.bounded(node, symbolic.binary(symbol, left, right))
+        except (TypeError, ZeroDivisionError, OverflowError, MemoryError) as error:
             raise self.fail(node, str(error)) from error
+
+    def check_power(self, node: ast.AST, base: Any, exponent: Any) -> None:
+        """Refuse a power whose integer result would exceed the limit before computing it."""
+        if not all(isinstance(value, int) for value in (base, exponent)) or exponent < 2:
+            return
+        if abs(base) > 1 and (abs(base).bit_length() - 1) * exponent > MAX_INT_BITS:
+            raise self.fail(node, f"the result exceeds the limit of {MAX_INT_BITS}-bit integers")
+
+    def check_repetition(self, node: ast.AST, left: Any, right: Any) -> None:
+        """Refuse `[x] * n` or `"s" * n` beyond the sequence limit before building it."""
+        sequence, count = (left, right) if isinstance(right, int) else (right, left)
+        if isinstance(sequence, (list, tuple, str)) and isinstance(count, int):
+            size = len(sequence) * count
+            if size > MAX_SEQUENCE_LENGTH:
+                raise self.fail(
+                    node, f"a sequence of {size:,} items; the limit is {MAX_SEQUENCE_LENGTH:,}"
+                )
+
+    def bounded(self, node: ast.AST, value: Any) -> Any:
+        """`value`, unless it is an integer or a sequence beyond the limits."""
+        concrete = symbolic.concrete(value)
+        if isinstance(concrete, int) and concrete.bit_length() > MAX_INT_BITS:
+            raise self.fail(node, f"the result exceeds the limit of {MAX_INT_BITS}-bit integers")
+        if isinstance(concrete, (list, tuple, range, str)) and len(concrete) > MAX_SEQUENCE_LENGTH:
+            raise self.fail(
+                node,
+                f"a sequence of {len(concrete):,} items; the limit is {MAX_SEQUENCE_LENGTH:,}",
+            )
+        return value
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
         operand = self.visit(node.operand)
         try:
-            return symbolic.unary(_UNARY[type(node.op)], operand)
+            return self.bounded(node, symbolic.unary(_UNARY[type(node.op)], operand))
         except (KeyError, TypeError) as error:
             raise self.fail(node, "unsupported unary operator") from error
 
@@ -166,6 +207,6 @@ class _Evaluator:
             raise self.fail(node, f"unknown function '{name}'", did_you_mean(name, FUNCTIONS))
         arguments = [self.visit(argument) for argument in node.args]
         try:
-            return symbolic.call(name, function, arguments)
-        except (TypeError, ValueError) as error:
+            return self.bounded(node, symbolic.call(name, function, arguments))
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as error:
             raise self.fail(node, f"{name}(): {error}") from error

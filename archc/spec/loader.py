@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from archc.errors import Location, SpecError
+from archc.limits import MAX_INT_BITS, MAX_SPEC_BYTES, MAX_TEXT_LENGTH
 
 
 class SpecMap(dict):
@@ -36,48 +38,119 @@ class SpecList(list):
         return self.item_locations[index] if index < len(self.item_locations) else self.location
 
 
+CORE_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
+)
+"""YAML 1.2's core schema: any other tag (`!!python/object`, `!!binary`, a merge key) is
+refused, so a spec is plain data."""
+
+
 def load_yaml(path: Path, display: str | None = None) -> Any:
     """Parse one YAML file (YAML 1.2 semantics) into SpecMap/SpecList/plain scalars."""
     name = display or str(path)
+    start = Location(name, 1, 1)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"the spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}",
+                start,
+            )
+        data = path.read_bytes()
     except OSError as error:
-        raise SpecError(f"cannot read spec: {error.strerror}", Location(name, 1, 1)) from error
+        raise SpecError(f"cannot read spec: {error.strerror}", start) from error
     try:
-        document = YAML(typ="rt", pure=True).load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        at = Location(name, before.count(b"\n") + 1, error.start - before.rfind(b"\n"))
+        raise SpecError("the spec is not UTF-8 text", at, "save it as UTF-8") from None
+    yaml = YAML(typ="rt", pure=True)
+    try:
+        root = yaml.compose(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = error.problem or error.context or "invalid YAML"
-        raise SpecError(f"invalid YAML: {problem}", Location(name, line, col)) from error
+        raise SpecError(f"invalid YAML: {problem}", Location(name, line, col)) from None
     except YAMLError as error:
-        raise SpecError(f"invalid YAML: {error}", Location(name, 1, 1)) from error
-    return _convert(document, name, Location(name, 1, 1))
+        raise SpecError(f"invalid YAML: {error}", start) from None
+    return None if root is None else _Converter(yaml, name).convert(root)
 
 
-def _convert(value: Any, file: str, location: Location) -> Any:
-    if isinstance(value, CommentedMap):
+class _Converter:
+    """Composed YAML nodes → SpecMap/SpecList/scalars, each with its line:col."""
+
+    def __init__(self, yaml: YAML, file: str) -> None:
+        self.constructor = yaml.constructor
+        self.file = file
+
+    def at(self, node: Node) -> Location:
+        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def at_text(self, node: Node) -> Location:
+        """Where a value's text starts: inside the quotes of a quoted string, so that a
+        column inside an expression is exact."""
+        at = self.at(node)
+        quoted = isinstance(node, ScalarNode) and node.style in ("'", '"')
+        return Location(at.file, at.line, at.col + 1) if quoted else at
+
+    def convert(self, node: Node) -> Any:
+        if getattr(node, "anchor", None) is not None:
+            raise SpecError(
+                "YAML anchors and aliases are not allowed in specs",
+                self.at(node),
+                "write the value out, or make it a block or a param",
+            )
+        tag = str(node.tag)
+        if tag not in CORE_TAGS:
+            shown = tag.replace("tag:yaml.org,2002:", "!!")
+            raise SpecError(
+                f"YAML tag {shown} is not allowed in specs (a spec is plain data)",
+                self.at(node),
+                "only strings, numbers, booleans, null, lists and mappings",
+            )
+        if isinstance(node, MappingNode):
+            return self.mapping(node)
+        if isinstance(node, SequenceNode):
+            items = SpecList()
+            items.location = self.at(node)
+            items.item_locations = [self.at_text(item) for item in node.value]
+            items.extend(self.convert(item) for item in node.value)
+            return items
+        return self.scalar(node)
+
+    def mapping(self, node: MappingNode) -> SpecMap:
         result = SpecMap()
-        result.location = location
+        result.location = self.at(node)
         result.key_locations, result.value_locations = {}, {}
-        for key, item in value.items():
-            key_line, key_col = value.lc.key(key)
-            value_line, value_col = value.lc.value(key)
-            key = str(key)
-            result.key_locations[key] = Location(file, key_line + 1, key_col + 1)
-            result.value_locations[key] = Location(file, value_line + 1, value_col + 1)
-            result[key] = _convert(item, file, result.value_locations[key])
+        for key_node, value_node in node.value:
+            key = str(self.convert(key_node))
+            if key in result:
+                raise SpecError(
+                    f"duplicate key '{key}' (first at line {result.key_locations[key].line})",
+                    self.at(key_node),
+                )
+            result.key_locations[key] = self.at(key_node)
+            result.value_locations[key] = self.at_text(value_node)
+            result[key] = self.convert(value_node)
         return result
-    if isinstance(value, CommentedSeq):
-        items = SpecList()
-        items.location = location
-        items.item_locations = []
-        for index, item in enumerate(value):
-            line, col = value.lc.item(index)
-            items.item_locations.append(Location(file, line + 1, col + 1))
-            items.append(_convert(item, file, items.item_locations[-1]))
-        return items
-    return _plain_scalar(value)
+
+    def scalar(self, node: ScalarNode) -> Any:
+        value = _plain_scalar(self.constructor.construct_object(node, deep=True))
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise SpecError(
+                f"an integer beyond the limit of {MAX_INT_BITS} bits, got {node.value[:40]}",
+                self.at(node),
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"expected a finite number, got {node.value}", self.at(node))
+        if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
+            raise SpecError(
+                f"a string of {len(value):,} characters; the limit is {MAX_TEXT_LENGTH:,}",
+                self.at(node),
+            )
+        return value
 
 
 def _plain_scalar(value: Any) -> Any:

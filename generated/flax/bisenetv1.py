@@ -274,8 +274,8 @@ class AttentionRefinement(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
         pool = adaptive_avg_pool2d(x, (1, 1))
-        attention = self.attention(pool)
-        bn = self.bn(attention)
+        attention_ = self.attention(pool)
+        bn = self.bn(attention_)
         gate = jax.nn.sigmoid(bn)
         x = x * gate
         return x

@@ -93,8 +93,8 @@ class AttentionRefinement(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         pool = self.pool(x)
-        attention = self.attention(pool)
-        bn = self.bn(attention)
+        attention_ = self.attention(pool)
+        bn = self.bn(attention_)
         gate = self.gate(bn)
         x = x * gate
         return x

@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
 
 HELPERS: dict[str, Any] = {}
-exec((REPO / "templates" / "torch" / "helpers.py").read_text(), HELPERS)  # what files copy in
+exec((REPO / "archc" / "templates" / "torch" / "helpers.py").read_text(), HELPERS)  # what files copy in
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -253,7 +253,7 @@ def test_center_pad_places_the_input_as_unet_ports_do(
     around it."""
     jnp = pytest.importorskip("jax.numpy")
     flax_helpers: dict[str, Any] = {}
-    exec((REPO / "templates" / "flax" / "helpers.py").read_text(), flax_helpers)
+    exec((REPO / "archc" / "templates" / "flax" / "helpers.py").read_text(), flax_helpers)
     x = torch.randn(2, 3, height, width)
     like = torch.empty(1, 1, height + extra_height, width + extra_width)
     expected = torch.zeros(2, 3, *like.shape[2:])
@@ -363,7 +363,7 @@ def test_flax_resize_is_torch_interpolate(
     """The generated flax files' `resize` helper against F.interpolate, values and all."""
     jnp = pytest.importorskip("jax.numpy")
     flax_helpers: dict[str, Any] = {}
-    exec((REPO / "templates" / "flax" / "helpers.py").read_text(), flax_helpers)
+    exec((REPO / "archc" / "templates" / "flax" / "helpers.py").read_text(), flax_helpers)
     corners = align_corners and mode == "bilinear"
     x = torch.randn(2, 3, height, width)
     options = {"align_corners": corners} if mode == "bilinear" else {}
