@@ -1,7 +1,7 @@
 # One entry point for people and CI. `make run` and `make test` set everything up first.
 VENV := .venv
 BIN := $(VENV)/bin
-SPECS := $(sort $(filter-out specs/blocks/%,$(wildcard specs/*.yaml)))
+SPECS := $(sort $(wildcard specs/*.yaml))
 
 .PHONY: setup run test generated bench lint
 

@@ -27,11 +27,35 @@ class ArchcError(Exception):
         self.message = message
         self.location = location
         self.hint = hint
+        self.notes: list[tuple[Location, str]] = []
+        """Further places to look, such as the line that imported the file at fault."""
 
     def render(self) -> str:
+        """`FILE:LINE:COL: error: message (hint)`, the spec's line with a caret under the
+        column, then a `FILE:LINE:COL: note: …` line per note."""
         where = f"{self.location}: " if self.location else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}error: {self.message}{hint}"
+        lines = [f"{where}error: {self.message}{hint}", *_quoted(self.location)]
+        lines += [f"{location}: note: {note}" for location, note in self.notes]
+        return "\n".join(lines)
+
+
+def _quoted(location: Location | None) -> list[str]:
+    """The source line of `location` and a caret under its column (nothing for a line that
+    cannot be read, or one too long to show)."""
+    if location is None:
+        return []
+    try:
+        with open(location.file, encoding="utf-8") as file:
+            text = next(
+                (line for number, line in enumerate(file, 1) if number == location.line), None
+            )
+    except (OSError, UnicodeDecodeError):
+        return []
+    if text is None or len(text) > 200:
+        return []
+    text = text.rstrip("\n").replace("\t", " ")
+    return [f"    {text}", "    " + " " * (location.col - 1) + "^"]
 
 
 class SpecError(ArchcError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from archc.errors import ExpectError
+from archc.errors import ArchcError, ExpectError
 from archc.passes.cost import CostReport, count_costs
 from archc.resolve.elaborate import Program, elaborate
 from archc.spec.document import load_model
@@ -29,10 +29,14 @@ def compile_spec(
     path: Path, overrides: dict[str, str] | None = None, image_size: tuple[int, int] | None = None
 ) -> Compiled:
     spec = load_model(path)  # load: YAML → typed spec
-    program = elaborate(spec, overrides or {}, image_size)  # resolve: → IR with shapes
-    costs = count_costs(program.graph)  # cost: per node
-    if not program.overrides and image_size is None:
-        check_expectations(program, costs)  # expect: golden values
+    try:
+        program = elaborate(spec, overrides or {}, image_size)  # resolve: → IR with shapes
+        costs = count_costs(program.graph)  # cost: per node
+        if not program.overrides and image_size is None:
+            check_expectations(program, costs)  # expect: golden values
+    except ArchcError as error:
+        spec.import_notes(error)  # an error in a block library: also where it was imported
+        raise
     return Compiled(program, costs)
 
 

@@ -125,3 +125,13 @@ def compare(reference: Any, generated: Any, stats: dict) -> None:
     assert output.keys() == expected.keys()
     for key, value in output.items():
         assert (value - expected[key]).abs().max().item() <= 1e-5, key
+
+
+def assert_quotes_the_spec(quoted: list[str], text: str, position: str) -> None:
+    """The lines after an error: the spec's line at LINE:COL, and a caret under COL."""
+    line, col = (int(part) for part in position.split(":"))
+    source = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
+    if len(source) > 200 or not source:  # too long to quote, or no such line
+        return
+    source = source.replace("\t", " ")
+    assert quoted[:2] == [f"    {source}", "    " + " " * (col - 1) + "^"], quoted

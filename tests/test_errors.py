@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_archc
+from tests.helpers import REPO, assert_quotes_the_spec, run_archc
 
 HEAD = "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n"  # the body starts on line 5
 
@@ -96,13 +96,13 @@ CASES = {
         "conv1 (conv2d): expected a 4-d NCHW input, got f32[N,768]",
     ),
     "unknown block param": (
-        "archc: 1\nname: tiny\nimports: [" + str(REPO / "specs/blocks/resnet.yaml") + "]\n"
+        "archc: 1\nname: tiny\nimports: [archc:resnet]\n"
         "input: [3, 16, 16]\nbody:\n  b: {block: BasicBlock, plane: 8}\n",
         "6:26",
         "unknown param 'plane' for block BasicBlock (did you mean 'planes'?)",
     ),
     "missing block param": (
-        "archc: 1\nname: tiny\nimports: [" + str(REPO / "specs/blocks/resnet.yaml") + "]\n"
+        "archc: 1\nname: tiny\nimports: [archc:resnet]\n"
         "input: [3, 16, 16]\nbody:\n  b: {block: BasicBlock}\n",
         "6:6",
         "b: block BasicBlock needs param 'planes'",
@@ -229,10 +229,10 @@ def test_malformed_spec_gives_one_located_error(case: str, tmp_path: Path) -> No
     result = run_archc("check", str(spec), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"bad.yaml:{position}: error: "), lines[0]
-    assert message in lines[0]
+    error, *quoted = result.stderr.strip("\n").splitlines()
+    assert error.startswith(f"bad.yaml:{position}: error: "), error
+    assert message in error
+    assert_quotes_the_spec(quoted, text, position)
 
 
 def test_errors_in_an_imported_library_name_that_file(tmp_path: Path) -> None:
@@ -309,7 +309,7 @@ def test_attention_that_does_not_fit_is_caught_in_the_block_library(
 ) -> None:
     result = run_archc("check", f"specs/{spec}.yaml", "--set", override)
     assert result.returncode == 2
-    text = (REPO / "specs" / "blocks" / f"{library}.yaml").read_text()
+    text = (REPO / "archc" / "blocks" / f"{library}.yaml").read_text()
     line = text[: text.index(node)].count("\n") + 1
-    assert result.stderr.startswith(f"specs/blocks/{library}.yaml:{line}:"), result.stderr
+    assert result.stderr.startswith(f"archc/blocks/{library}.yaml:{line}:"), result.stderr
     assert message in result.stderr

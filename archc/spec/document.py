@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archc import BLOCKS
 from archc.boundary import (
     CLASS_RESERVED,
     MODEL_RESERVED,
@@ -15,7 +16,7 @@ from archc.boundary import (
     check_name,
     model_class_name,
 )
-from archc.errors import Location, SpecError, did_you_mean
+from archc.errors import ArchcError, Location, SpecError, did_you_mean
 from archc.spec.loader import SpecList, SpecMap, load_yaml
 
 SPEC_VERSION = 1
@@ -116,6 +117,16 @@ class ModelSpec:
     path: Path
     outputs: dict[str, Value] = field(default_factory=dict)
     """Output name → the node it returns; empty: the body's last node, unnamed."""
+    imported_at: dict[str, Location] = field(default_factory=dict)
+    """A block library (as errors name it) → the `imports:` entry that first brought it in."""
+
+    def import_notes(self, error: ArchcError) -> None:
+        """Add to an error inside a block library the chain of lines that imported it."""
+        file = error.location.file if error.location else None
+        while file in self.imported_at and len(error.notes) < len(self.imported_at):
+            where = self.imported_at[file]
+            error.notes.append((where, f"{file} is imported here"))
+            file = where.file
 
 
 def display_path(path: Path) -> str:
@@ -131,7 +142,8 @@ def load_model(path: Path) -> ModelSpec:
     if "body" not in document:
         raise SpecError("a model spec needs a 'body'", document.location)
     blocks: dict[str, BlockDef] = {}
-    _collect_blocks(path, document, blocks, visited=set())
+    imported_at: dict[str, Location] = {}
+    _collect_blocks(path, document, blocks, [path], imported_at)
     for key in ("name", "input"):
         if key not in document:
             raise SpecError(
@@ -156,7 +168,8 @@ def load_model(path: Path) -> ModelSpec:
     )
     expect = _parse_expect(document)
     input_value = Value(document["input"], document.value_at("input"))
-    return ModelSpec(root, input_value, expect, blocks, path, _parse_outputs(document))
+    outputs = _parse_outputs(document)
+    return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at)
 
 
 def _load_document(path: Path) -> SpecMap:
@@ -183,25 +196,41 @@ def _load_document(path: Path) -> SpecMap:
 
 
 def _collect_blocks(
-    path: Path, document: SpecMap, blocks: dict[str, BlockDef], visited: set[Path]
+    path: Path,
+    document: SpecMap,
+    blocks: dict[str, BlockDef],
+    chain: list[Path],
+    imported_at: dict[str, Location],
 ) -> None:
-    visited.add(path)
-    imports = document.get("imports", [])
-    if not isinstance(imports, list):
+    """The blocks of a document and of the libraries it imports, depth first; `chain` is
+    the import path from the model spec to this document."""
+    imports = document.get("imports")
+    if imports is None:
+        imports = SpecList()
+    elif not isinstance(imports, SpecList):
         raise SpecError(
             f"imports must be a list of paths, got {imports!r}", document.value_at("imports")
         )
-    for index, relative in enumerate(imports):
-        target = (path.parent / str(relative)).resolve()
-        if target in visited:
+    for index, entry in enumerate(imports):
+        location = imports.item_at(index)
+        target = _import_target(entry, location, path, chain[0].parent)
+        if target in chain:
+            cycle = " → ".join(display_path(file) for file in [*chain, target])
+            raise SpecError(f"imports form a cycle: {cycle}", location)
+        if display_path(target) in imported_at:  # already loaded along another path
             continue
-        if not target.is_file():
-            raise SpecError(f"imported file not found: {relative}", imports.item_at(index))
-        library = _load_document(target)
-        for key in MODEL_ONLY_KEYS:
-            if key in library:
-                raise SpecError(f"a block library cannot have '{key}'", library.key_at(key))
-        _collect_blocks(target, library, blocks, visited)
+        imported_at[display_path(target)] = location
+        try:
+            library = _load_document(target)
+            for key in MODEL_ONLY_KEYS:
+                if key in library:
+                    raise SpecError(f"a block library cannot have '{key}'", library.key_at(key))
+            _collect_blocks(target, library, blocks, [*chain, target], imported_at)
+        except ArchcError as error:  # also show the line that imported the file at fault
+            last = error.notes[-1][0] if error.notes else error.location
+            if last is not None and last.file == display_path(target):
+                error.notes.append((location, f"{display_path(target)} is imported here"))
+            raise
     definitions = document.get("blocks", SpecMap())
     if not isinstance(definitions, SpecMap):
         raise SpecError("blocks must be a mapping of block names", document.value_at("blocks"))
@@ -213,6 +242,36 @@ def _collect_blocks(
                 definitions.key_at(name),
             )
         blocks[name] = _parse_block(name, definition, definitions.value_at(name))
+
+
+def _import_target(entry: Any, location: Location, path: Path, root: Path) -> Path:
+    """Where an `imports:` entry points: a shipped library (`archc:resnet`), or a file
+    relative to the importing one, inside the model spec's folder tree or the shipped
+    libraries' folder, nowhere else."""
+    text = str(entry)
+    shipped = sorted(file.stem for file in BLOCKS.glob("*.yaml"))
+    if text.startswith("archc:"):
+        name = text.removeprefix("archc:")
+        if name not in shipped:
+            hint = did_you_mean(name, shipped) or f"shipped: {', '.join(shipped)}"
+            raise SpecError(f"no shipped block library named {text!r}", location, hint)
+        return BLOCKS / f"{name}.yaml"
+    if not isinstance(entry, str) or not entry or Path(text).is_absolute():
+        raise SpecError(
+            f"imports: expected a path relative to this file or archc:NAME, got {entry!r}",
+            location,
+        )
+    target = (path.parent / text).resolve()
+    if not (target.is_relative_to(root) or target.is_relative_to(BLOCKS)):
+        raise SpecError(
+            f"import {text!r} leaves the spec's folder",
+            location,
+            "imports stay inside the folder of the model spec, or name a shipped library "
+            "(archc:NAME)",
+        )
+    if not target.is_file():
+        raise SpecError(f"imported file not found: {text}", location)
+    return target
 
 
 def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:

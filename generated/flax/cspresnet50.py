@@ -143,7 +143,7 @@ def _torch_name(path: tuple) -> str:
 class ConvNormAct(nnx.Module):
     """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
 
-    Spec: specs/blocks/darknet.yaml:6
+    Spec: archc/blocks/darknet.yaml:6
     """
 
     def __init__(
@@ -197,7 +197,7 @@ class Stem(nnx.Module):
 class DarkBlock(nnx.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: specs/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:19
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
@@ -215,7 +215,7 @@ class DarkBlock(nnx.Module):
 class CspBottleneck(nnx.Module):
     """timm's CSPNet bottleneck - 1x1 reduce, 3x3, linear 1x1 back, a skip, leaky ReLU.
 
-    Spec: specs/blocks/darknet.yaml:34
+    Spec: archc/blocks/darknet.yaml:34
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
@@ -237,7 +237,7 @@ class CrossStage(nnx.Module):
     """timm's CrossStage (CSPNet) - downsample, expand, split the channels, run blocks on one part,
     then rejoin and fuse.
 
-    Spec: specs/blocks/darknet.yaml:45
+    Spec: archc/blocks/darknet.yaml:45
     """
 
     def __init__(
@@ -301,7 +301,7 @@ class CrossStage(nnx.Module):
 class ClassifierHead(nnx.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: specs/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:61
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:

@@ -117,7 +117,7 @@ def _torch_name(path: tuple) -> str:
 class ConvNormAct(nnx.Module):
     """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
 
-    Spec: specs/blocks/darknet.yaml:6
+    Spec: archc/blocks/darknet.yaml:6
     """
 
     def __init__(
@@ -156,7 +156,7 @@ class ConvNormAct(nnx.Module):
 class DarkStem(nnx.Module):
     """timm's stem of the Darknet family - one 3x3 conv to 32 channels, stride 1.
 
-    Spec: specs/blocks/darknet.yaml:14
+    Spec: archc/blocks/darknet.yaml:14
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:
@@ -170,7 +170,7 @@ class DarkStem(nnx.Module):
 class DarkBlock(nnx.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: specs/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:19
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
@@ -188,7 +188,7 @@ class DarkBlock(nnx.Module):
 class DarkStage(nnx.Module):
     """A strided 3x3 downsampling conv, then `depth` DarkBlocks.
 
-    Spec: specs/blocks/darknet.yaml:27
+    Spec: archc/blocks/darknet.yaml:27
     """
 
     def __init__(self, in_channels: int, *, out: int, depth: int, rngs: nnx.Rngs) -> None:
@@ -208,7 +208,7 @@ class DarkStage(nnx.Module):
 class ClassifierHead(nnx.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: specs/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:61
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:

@@ -170,7 +170,7 @@ def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bo
 class Bottleneck(nnx.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(
@@ -253,7 +253,7 @@ class DilatedResNet(nnx.Module):
     """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
     strided: output stride 8, as torchvision's segmentation backbones.
 
-    Spec: specs/blocks/resnet.yaml:43
+    Spec: archc/blocks/resnet.yaml:43
     """
 
     def __init__(self, in_channels: int, *, layers: tuple[int, ...], rngs: nnx.Rngs) -> None:
@@ -307,7 +307,7 @@ class DilatedResNet(nnx.Module):
 class ASPPConv(nnx.Sequential):
     """A dilated 3x3 conv, BatchNorm and ReLU.
 
-    Spec: specs/blocks/deeplab.yaml:6
+    Spec: archc/blocks/deeplab.yaml:6
     """
 
     def __init__(self, in_channels: int, *, out: int, dilation: int, rngs: nnx.Rngs) -> None:
@@ -330,7 +330,7 @@ class ASPPConv(nnx.Sequential):
 class ASPPPooling(nnx.Sequential):
     """Image-level features, pooled to 1x1, projected and resized back to the input's size.
 
-    Spec: specs/blocks/deeplab.yaml:14
+    Spec: archc/blocks/deeplab.yaml:14
     """
 
     def __init__(self, in_channels: int, *, out: int, rngs: nnx.Rngs) -> None:
@@ -358,7 +358,7 @@ class ASPP(nnx.Module):
     """A 1x1 conv, a dilated 3x3 per rate and image pooling side by side, concatenated and
     projected.
 
-    Spec: specs/blocks/deeplab.yaml:24
+    Spec: archc/blocks/deeplab.yaml:24
     """
 
     def __init__(

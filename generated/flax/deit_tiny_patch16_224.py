@@ -63,7 +63,7 @@ def attention(qkv: jax.Array, heads: int) -> jax.Array:
 class PatchEmbed(nnx.Module):
     """timm's patch embedding, a strided conv whose positions become tokens.
 
-    Spec: specs/blocks/vit.yaml:32
+    Spec: archc/blocks/vit.yaml:32
     """
 
     def __init__(self, in_channels: int, *, dim: int, patch: int, rngs: nnx.Rngs) -> None:
@@ -86,7 +86,7 @@ class PatchEmbed(nnx.Module):
 class Attention(nnx.Module):
     """Packed q, k, v from one linear layer, heads, and an output projection.
 
-    Spec: specs/blocks/vit.yaml:50
+    Spec: archc/blocks/vit.yaml:50
     """
 
     def __init__(self, in_channels: int, *, heads: int, rngs: nnx.Rngs) -> None:
@@ -104,7 +104,7 @@ class Attention(nnx.Module):
 class Mlp(nnx.Module):
     """Mlp.
 
-    Spec: specs/blocks/vit.yaml:58
+    Spec: archc/blocks/vit.yaml:58
     """
 
     def __init__(self, in_channels: int, *, hidden: int, rngs: nnx.Rngs) -> None:
@@ -121,7 +121,7 @@ class Mlp(nnx.Module):
 class Block(nnx.Module):
     """timm's pre-norm block.
 
-    Spec: specs/blocks/vit.yaml:39
+    Spec: archc/blocks/vit.yaml:39
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int, rngs: nnx.Rngs) -> None:

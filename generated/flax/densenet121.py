@@ -164,7 +164,7 @@ def _torch_name(path: tuple) -> str:
 class DenseLayer(nnx.Module):
     """BN-ReLU-1x1 conv (bottleneck), BN-ReLU-3x3 conv; its growth_rate new channels join its input.
 
-    Spec: specs/blocks/densenet.yaml:6
+    Spec: archc/blocks/densenet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, growth_rate: int, bn_size: int, rngs: nnx.Rngs) -> None:
@@ -203,7 +203,7 @@ class DenseLayer(nnx.Module):
 class DenseBlock(nnx.Module):
     """num_layers dense layers, each reading every feature map before it.
 
-    Spec: specs/blocks/densenet.yaml:18
+    Spec: archc/blocks/densenet.yaml:18
     """
 
     def __init__(
@@ -234,7 +234,7 @@ class DenseBlock(nnx.Module):
 class Transition(nnx.Module):
     """BN-ReLU-1x1 conv halving the channels, then a 2x2 average pool.
 
-    Spec: specs/blocks/densenet.yaml:25
+    Spec: archc/blocks/densenet.yaml:25
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:

@@ -131,7 +131,7 @@ class ConvBNAct(nnx.Sequential):
     """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
     activation.
 
-    Spec: specs/blocks/mobilenet.yaml:6
+    Spec: archc/blocks/mobilenet.yaml:6
     """
 
     def __init__(
@@ -177,7 +177,7 @@ class ConvBNAct(nnx.Sequential):
 class SqueezeExcitation(nnx.Module):
     """torchvision's SqueezeExcitation - pooled channel weights from two 1x1 convs scale the input.
 
-    Spec: specs/blocks/mobilenet.yaml:17
+    Spec: archc/blocks/mobilenet.yaml:17
     """
 
     def __init__(
@@ -232,7 +232,7 @@ class MBConv(nnx.Module):
     """EfficientNet's block - an inverted residual with SiLU, squeeze-excitation and stochastic
     depth.
 
-    Spec: specs/blocks/mobilenet.yaml:53
+    Spec: archc/blocks/mobilenet.yaml:53
     """
 
     def __init__(

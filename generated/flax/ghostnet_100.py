@@ -130,7 +130,7 @@ class GhostModule(nnx.Module):
     """Half the output from a 1x1 conv, the other half cheaply from a depthwise 3x3 of it;
     concatenated, cut to `out`.
 
-    Spec: specs/blocks/ghostnet.yaml:7
+    Spec: archc/blocks/ghostnet.yaml:7
     """
 
     def __init__(self, in_channels: int, *, out: int, act: bool = True, rngs: nnx.Rngs) -> None:
@@ -180,7 +180,7 @@ class SqueezeExcite(nnx.Module):
     """timm's SqueezeExcite - channel weights from the pooled input through a 1x1 reduce, ReLU, 1x1
     expand and a hard-sigmoid gate.
 
-    Spec: specs/blocks/mobilenet.yaml:80
+    Spec: archc/blocks/mobilenet.yaml:80
     """
 
     def __init__(
@@ -225,7 +225,7 @@ class GhostBottleneck(nnx.Module):
     """Ghost module expansion, a strided depthwise conv when downsampling, optional squeeze-excite,
     linear ghost projection, a skip.
 
-    Spec: specs/blocks/ghostnet.yaml:23
+    Spec: archc/blocks/ghostnet.yaml:23
     """
 
     def __init__(
@@ -309,7 +309,7 @@ class GhostBottleneck(nnx.Module):
 class ConvBnAct(nnx.Module):
     """timm's ConvBnAct - conv without bias, batch norm with ReLU.
 
-    Spec: specs/blocks/ghostnet.yaml:42
+    Spec: archc/blocks/ghostnet.yaml:42
     """
 
     def __init__(self, in_channels: int, *, out: int, kernel: int = 1, rngs: nnx.Rngs) -> None:

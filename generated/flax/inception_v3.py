@@ -169,7 +169,7 @@ def _torch_name(path: tuple) -> str:
 class BasicConv2d(nnx.Module):
     """Conv without bias, batch norm (eps 1e-3), ReLU.
 
-    Spec: specs/blocks/inception.yaml:6
+    Spec: archc/blocks/inception.yaml:6
     """
 
     def __init__(
@@ -203,7 +203,7 @@ class BasicConv2d(nnx.Module):
 class InceptionA(nnx.Module):
     """Inception-v3's 35x35 block - 1x1, 5x5, double 3x3 and pooled branches.
 
-    Spec: specs/blocks/inception.yaml:24
+    Spec: archc/blocks/inception.yaml:24
     """
 
     def __init__(self, in_channels: int, *, pool_features: int, rngs: nnx.Rngs) -> None:
@@ -238,7 +238,7 @@ class InceptionA(nnx.Module):
 class InceptionB(nnx.Module):
     """Inception-v3's grid reduction 35x35 -> 17x17.
 
-    Spec: specs/blocks/inception.yaml:38
+    Spec: archc/blocks/inception.yaml:38
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:
@@ -260,7 +260,7 @@ class InceptionB(nnx.Module):
 class InceptionC(nnx.Module):
     """Inception-v3's 17x17 block with factorised 7x7 convs (1x7 then 7x1).
 
-    Spec: specs/blocks/inception.yaml:48
+    Spec: archc/blocks/inception.yaml:48
     """
 
     def __init__(self, in_channels: int, *, channels_7x7: int, rngs: nnx.Rngs) -> None:
@@ -302,7 +302,7 @@ class InceptionC(nnx.Module):
 class InceptionD(nnx.Module):
     """Inception-v3's grid reduction 17x17 -> 8x8.
 
-    Spec: specs/blocks/inception.yaml:66
+    Spec: archc/blocks/inception.yaml:66
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:
@@ -328,7 +328,7 @@ class InceptionD(nnx.Module):
 class InceptionE(nnx.Module):
     """Inception-v3's 8x8 block with expanded filter banks (1x3 and 3x1 side by side).
 
-    Spec: specs/blocks/inception.yaml:78
+    Spec: archc/blocks/inception.yaml:78
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:

@@ -125,7 +125,7 @@ class SqueezeExcite(nnx.Module):
     """timm's SqueezeExcite - channel weights from the pooled input through a 1x1 reduce, ReLU, 1x1
     expand and a hard-sigmoid gate.
 
-    Spec: specs/blocks/mobilenet.yaml:80
+    Spec: archc/blocks/mobilenet.yaml:80
     """
 
     def __init__(
@@ -170,7 +170,7 @@ class DepthwiseSeparableConv(nnx.Module):
     """timm's depthwise-separable unit (MobileNetV1, LCNet) - depthwise conv, BN, act, optional
     squeeze-excite, pointwise 1x1 conv, BN, act.
 
-    Spec: specs/blocks/mobilenet.yaml:66
+    Spec: archc/blocks/mobilenet.yaml:66
     """
 
     def __init__(

@@ -125,7 +125,7 @@ class ConvBNAct(nnx.Sequential):
     """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
     activation.
 
-    Spec: specs/blocks/mobilenet.yaml:6
+    Spec: archc/blocks/mobilenet.yaml:6
     """
 
     def __init__(
@@ -172,7 +172,7 @@ class InvertedResidual(nnx.Module):
     """MobileNetV2's block - 1x1 expansion, 3x3 depthwise, linear 1x1 projection; a skip when shapes
     allow.
 
-    Spec: specs/blocks/mobilenet.yaml:30
+    Spec: archc/blocks/mobilenet.yaml:30
     """
 
     def __init__(

@@ -125,7 +125,7 @@ class ConvBNAct(nnx.Sequential):
     """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
     activation.
 
-    Spec: specs/blocks/mobilenet.yaml:6
+    Spec: archc/blocks/mobilenet.yaml:6
     """
 
     def __init__(
@@ -171,7 +171,7 @@ class ConvBNAct(nnx.Sequential):
 class SqueezeExcitation(nnx.Module):
     """torchvision's SqueezeExcitation - pooled channel weights from two 1x1 convs scale the input.
 
-    Spec: specs/blocks/mobilenet.yaml:17
+    Spec: archc/blocks/mobilenet.yaml:17
     """
 
     def __init__(
@@ -226,7 +226,7 @@ class Bneck(nnx.Module):
     """MobileNetV3's inverted residual - expansion, depthwise conv, optional squeeze-excitation,
     projection.
 
-    Spec: specs/blocks/mobilenet.yaml:42
+    Spec: archc/blocks/mobilenet.yaml:42
     """
 
     def __init__(

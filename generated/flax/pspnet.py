@@ -169,7 +169,7 @@ def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bo
 class Bottleneck(nnx.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(
@@ -252,7 +252,7 @@ class DilatedResNet(nnx.Module):
     """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
     strided: output stride 8, as torchvision's segmentation backbones.
 
-    Spec: specs/blocks/resnet.yaml:43
+    Spec: archc/blocks/resnet.yaml:43
     """
 
     def __init__(self, in_channels: int, *, layers: tuple[int, ...], rngs: nnx.Rngs) -> None:

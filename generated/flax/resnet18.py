@@ -143,7 +143,7 @@ def _torch_name(path: tuple) -> str:
 class BasicBlock(nnx.Module):
     """Two 3x3 convs and a skip; the skip projects when the shape changes.
 
-    Spec: specs/blocks/resnet.yaml:6
+    Spec: archc/blocks/resnet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, planes: int, stride: int = 1, rngs: nnx.Rngs) -> None:

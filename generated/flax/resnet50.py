@@ -143,7 +143,7 @@ def _torch_name(path: tuple) -> str:
 class Bottleneck(nnx.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(

@@ -166,7 +166,7 @@ def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bo
 class Bottleneck(nnx.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(
@@ -249,7 +249,7 @@ class ResNetStages(nnx.Module):
     """A ResNet trunk that returns the output of each of its four stages, as torchvision's detection
     backbones take it (IntermediateLayerGetter over layer1 to layer4).
 
-    Spec: specs/blocks/resnet.yaml:58
+    Spec: archc/blocks/resnet.yaml:58
     """
 
     def __init__(
@@ -318,7 +318,7 @@ class FeaturePyramid(nnx.Module):
     (nearest) to the next, a 3x3 conv on each sum, and a fifth level max-pooled from the coarsest
     (LastLevelMaxPool).
 
-    Spec: specs/blocks/fpn.yaml:6
+    Spec: archc/blocks/fpn.yaml:6
     """
 
     def __init__(

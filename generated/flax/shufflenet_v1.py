@@ -173,7 +173,7 @@ class ShuffleV1Branch(nnx.Sequential):
     """ShuffleNetV1's main branch - grouped 1x1, shuffle, depthwise 3x3, grouped 1x1 (BN after each
     conv).
 
-    Spec: specs/blocks/shufflenet.yaml:34
+    Spec: archc/blocks/shufflenet.yaml:34
     """
 
     def __init__(
@@ -230,7 +230,7 @@ class ShuffleV1Down(nnx.Module):
     """ShuffleNetV1's downsampling unit - a strided branch concatenated with a 3x3 average pool of
     the input, then ReLU.
 
-    Spec: specs/blocks/shufflenet.yaml:56
+    Spec: archc/blocks/shufflenet.yaml:56
     """
 
     def __init__(
@@ -270,7 +270,7 @@ class ShuffleV1Down(nnx.Module):
 class ShuffleV1Unit(nnx.Module):
     """ShuffleNetV1's unit - the branch plus the identity, then ReLU.
 
-    Spec: specs/blocks/shufflenet.yaml:47
+    Spec: archc/blocks/shufflenet.yaml:47
     """
 
     def __init__(self, in_channels: int, *, groups: int, rngs: nnx.Rngs) -> None:

@@ -152,7 +152,7 @@ class ShuffleV2Block(nnx.Module):
     """ShuffleNetV2's unit - split the channels (or, when downsampling, use the whole input twice),
     transform one half, concatenate, shuffle.
 
-    Spec: specs/blocks/shufflenet.yaml:6
+    Spec: archc/blocks/shufflenet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, out: int, stride: int = 1, rngs: nnx.Rngs) -> None:

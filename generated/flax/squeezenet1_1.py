@@ -103,7 +103,7 @@ def _torch_name(path: tuple) -> str:
 class Fire(nnx.Module):
     """Squeeze with a 1x1 conv, then expand with a 1x1 and a 3x3 conv side by side, concatenated.
 
-    Spec: specs/blocks/squeezenet.yaml:6
+    Spec: archc/blocks/squeezenet.yaml:6
     """
 
     def __init__(

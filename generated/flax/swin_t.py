@@ -138,7 +138,7 @@ def window_mask(height: int, width: int, window: int, shifts: list[int]) -> np.n
 class SwinTransformerBlock(nnx.Module):
     """Pre-norm (shifted) window attention and an MLP, each added back through stochastic depth.
 
-    Spec: specs/blocks/swin.yaml:6
+    Spec: archc/blocks/swin.yaml:6
     """
 
     def __init__(
@@ -185,7 +185,7 @@ class SwinTransformerBlock(nnx.Module):
 class Stage(nnx.Sequential):
     """Blocks alternating plain and shifted windows; `first` numbers them across stages.
 
-    Spec: specs/blocks/swin.yaml:25
+    Spec: archc/blocks/swin.yaml:25
     """
 
     def __init__(
@@ -219,7 +219,7 @@ class Stage(nnx.Sequential):
 class PatchMerging(nnx.Module):
     """Each 2x2 patch's four pixels side by side, normalised, and halved to 2C features.
 
-    Spec: specs/blocks/swin.yaml:36
+    Spec: archc/blocks/swin.yaml:36
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:

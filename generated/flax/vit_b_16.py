@@ -63,7 +63,7 @@ def attention(qkv: jax.Array, heads: int) -> jax.Array:
 class MultiheadAttention(nnx.Module):
     """nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj).
 
-    Spec: specs/blocks/vit.yaml:24
+    Spec: archc/blocks/vit.yaml:24
     """
 
     def __init__(self, in_channels: int, *, heads: int, rngs: nnx.Rngs) -> None:
@@ -84,7 +84,7 @@ class MultiheadAttention(nnx.Module):
 class EncoderBlock(nnx.Module):
     """torchvision's pre-norm block, attention and an MLP, each added back.
 
-    Spec: specs/blocks/vit.yaml:6
+    Spec: archc/blocks/vit.yaml:6
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int, rngs: nnx.Rngs) -> None:

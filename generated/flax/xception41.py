@@ -117,7 +117,7 @@ def _torch_name(path: tuple) -> str:
 class ConvNormReLU(nnx.Module):
     """A "same"-padded conv without bias, batch norm (eps 1e-3), ReLU unless act is false.
 
-    Spec: specs/blocks/xception.yaml:7
+    Spec: archc/blocks/xception.yaml:7
     """
 
     def __init__(
@@ -156,7 +156,7 @@ class ConvNormReLU(nnx.Module):
 class SeparableConv2d(nnx.Module):
     """Depthwise 3x3 conv and BN, pointwise 1x1 conv and BN; ReLU after each when act.
 
-    Spec: specs/blocks/xception.yaml:15
+    Spec: archc/blocks/xception.yaml:15
     """
 
     def __init__(
@@ -208,7 +208,7 @@ class XceptionStack(nnx.Module):
     """Three separable convs (widths `out`, the last strided), each after a ReLU or with its own
     ReLUs.
 
-    Spec: specs/blocks/xception.yaml:26
+    Spec: archc/blocks/xception.yaml:26
     """
 
     def __init__(
@@ -250,7 +250,7 @@ class XceptionModule(nnx.Module):
     """An Xception block - the separable stack plus a skip (projected by a strided 1x1 conv when the
     shape changes).
 
-    Spec: specs/blocks/xception.yaml:37
+    Spec: archc/blocks/xception.yaml:37
     """
 
     def __init__(
@@ -292,7 +292,7 @@ class XceptionModule(nnx.Module):
 class ClassifierHead(nnx.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: specs/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:61
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:

@@ -38,7 +38,7 @@ class ConvBNReLU(nn.Sequential):
 class BasicBlock(nn.Module):
     """Two 3x3 convs and a skip; the skip projects when the shape changes.
 
-    Spec: specs/blocks/resnet.yaml:6
+    Spec: archc/blocks/resnet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, planes: int, stride: int = 1) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 class ConvNormAct(nn.Module):
     """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
 
-    Spec: specs/blocks/darknet.yaml:6
+    Spec: archc/blocks/darknet.yaml:6
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class ConvNormAct(nn.Module):
 class DarkStem(nn.Module):
     """timm's stem of the Darknet family - one 3x3 conv to 32 channels, stride 1.
 
-    Spec: specs/blocks/darknet.yaml:14
+    Spec: archc/blocks/darknet.yaml:14
     """
 
     def __init__(self, in_channels: int) -> None:
@@ -66,7 +66,7 @@ class DarkStem(nn.Module):
 class DarkBlock(nn.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: specs/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:19
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5) -> None:
@@ -85,7 +85,7 @@ class DarkBlock(nn.Module):
 class CspBottleneck(nn.Module):
     """timm's CSPNet bottleneck - 1x1 reduce, 3x3, linear 1x1 back, a skip, leaky ReLU.
 
-    Spec: specs/blocks/darknet.yaml:34
+    Spec: archc/blocks/darknet.yaml:34
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5) -> None:
@@ -109,7 +109,7 @@ class CrossStage(nn.Module):
     """timm's CrossStage (CSPNet) - downsample, expand, split the channels, run blocks on one part,
     then rejoin and fuse.
 
-    Spec: specs/blocks/darknet.yaml:45
+    Spec: archc/blocks/darknet.yaml:45
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class CrossStage(nn.Module):
 class ClassifierHead(nn.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: specs/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:61
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 class ConvNormAct(nn.Module):
     """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
 
-    Spec: specs/blocks/darknet.yaml:6
+    Spec: archc/blocks/darknet.yaml:6
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class ConvNormAct(nn.Module):
 class DarkStem(nn.Module):
     """timm's stem of the Darknet family - one 3x3 conv to 32 channels, stride 1.
 
-    Spec: specs/blocks/darknet.yaml:14
+    Spec: archc/blocks/darknet.yaml:14
     """
 
     def __init__(self, in_channels: int) -> None:
@@ -66,7 +66,7 @@ class DarkStem(nn.Module):
 class DarkBlock(nn.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: specs/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:19
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5) -> None:
@@ -85,7 +85,7 @@ class DarkBlock(nn.Module):
 class DarkStage(nn.Module):
     """A strided 3x3 downsampling conv, then `depth` DarkBlocks.
 
-    Spec: specs/blocks/darknet.yaml:27
+    Spec: archc/blocks/darknet.yaml:27
     """
 
     def __init__(self, in_channels: int, *, out: int, depth: int) -> None:
@@ -106,7 +106,7 @@ class DarkStage(nn.Module):
 class ClassifierHead(nn.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: specs/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:61
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(
@@ -85,7 +85,7 @@ class DilatedResNet(nn.Module):
     """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
     strided: output stride 8, as torchvision's segmentation backbones.
 
-    Spec: specs/blocks/resnet.yaml:43
+    Spec: archc/blocks/resnet.yaml:43
     """
 
     def __init__(self, in_channels: int, *, layers: tuple[int, ...]) -> None:
@@ -134,7 +134,7 @@ class DilatedResNet(nn.Module):
 class ASPPConv(nn.Sequential):
     """A dilated 3x3 conv, BatchNorm and ReLU.
 
-    Spec: specs/blocks/deeplab.yaml:6
+    Spec: archc/blocks/deeplab.yaml:6
     """
 
     def __init__(self, in_channels: int, *, out: int, dilation: int) -> None:
@@ -156,7 +156,7 @@ class ASPPConv(nn.Sequential):
 class ASPPPooling(nn.Sequential):
     """Image-level features, pooled to 1x1, projected and resized back to the input's size.
 
-    Spec: specs/blocks/deeplab.yaml:14
+    Spec: archc/blocks/deeplab.yaml:14
     """
 
     def __init__(self, in_channels: int, *, out: int) -> None:
@@ -176,7 +176,7 @@ class ASPP(nn.Module):
     """A 1x1 conv, a dilated 3x3 per rate and image pooling side by side, concatenated and
     projected.
 
-    Spec: specs/blocks/deeplab.yaml:24
+    Spec: archc/blocks/deeplab.yaml:24
     """
 
     def __init__(self, in_channels: int, *, rates: tuple[int, ...], out: int = 256) -> None:

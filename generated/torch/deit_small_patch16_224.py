@@ -23,7 +23,7 @@ def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 class PatchEmbed(nn.Module):
     """timm's patch embedding, a strided conv whose positions become tokens.
 
-    Spec: specs/blocks/vit.yaml:32
+    Spec: archc/blocks/vit.yaml:32
     """
 
     def __init__(self, in_channels: int, *, dim: int, patch: int) -> None:
@@ -46,7 +46,7 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Packed q, k, v from one linear layer, heads, and an output projection.
 
-    Spec: specs/blocks/vit.yaml:50
+    Spec: archc/blocks/vit.yaml:50
     """
 
     def __init__(self, in_channels: int, *, heads: int) -> None:
@@ -65,7 +65,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """Mlp.
 
-    Spec: specs/blocks/vit.yaml:58
+    Spec: archc/blocks/vit.yaml:58
     """
 
     def __init__(self, in_channels: int, *, hidden: int) -> None:
@@ -84,7 +84,7 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """timm's pre-norm block.
 
-    Spec: specs/blocks/vit.yaml:39
+    Spec: archc/blocks/vit.yaml:39
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int) -> None:

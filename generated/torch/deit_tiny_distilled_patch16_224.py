@@ -24,7 +24,7 @@ def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 class PatchEmbed(nn.Module):
     """timm's patch embedding, a strided conv whose positions become tokens.
 
-    Spec: specs/blocks/vit.yaml:32
+    Spec: archc/blocks/vit.yaml:32
     """
 
     def __init__(self, in_channels: int, *, dim: int, patch: int) -> None:
@@ -47,7 +47,7 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Packed q, k, v from one linear layer, heads, and an output projection.
 
-    Spec: specs/blocks/vit.yaml:50
+    Spec: archc/blocks/vit.yaml:50
     """
 
     def __init__(self, in_channels: int, *, heads: int) -> None:
@@ -66,7 +66,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """Mlp.
 
-    Spec: specs/blocks/vit.yaml:58
+    Spec: archc/blocks/vit.yaml:58
     """
 
     def __init__(self, in_channels: int, *, hidden: int) -> None:
@@ -85,7 +85,7 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """timm's pre-norm block.
 
-    Spec: specs/blocks/vit.yaml:39
+    Spec: archc/blocks/vit.yaml:39
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 class DenseLayer(nn.Module):
     """BN-ReLU-1x1 conv (bottleneck), BN-ReLU-3x3 conv; its growth_rate new channels join its input.
 
-    Spec: specs/blocks/densenet.yaml:6
+    Spec: archc/blocks/densenet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, growth_rate: int, bn_size: int) -> None:
@@ -54,7 +54,7 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.Module):
     """num_layers dense layers, each reading every feature map before it.
 
-    Spec: specs/blocks/densenet.yaml:18
+    Spec: archc/blocks/densenet.yaml:18
     """
 
     def __init__(
@@ -85,7 +85,7 @@ class DenseBlock(nn.Module):
 class Transition(nn.Module):
     """BN-ReLU-1x1 conv halving the channels, then a 2x2 average pool.
 
-    Spec: specs/blocks/densenet.yaml:25
+    Spec: archc/blocks/densenet.yaml:25
     """
 
     def __init__(self, in_channels: int) -> None:

@@ -49,7 +49,7 @@ class ConvBNAct(nn.Sequential):
     """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
     activation.
 
-    Spec: specs/blocks/mobilenet.yaml:6
+    Spec: archc/blocks/mobilenet.yaml:6
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class ConvBNAct(nn.Sequential):
 class SqueezeExcitation(nn.Module):
     """torchvision's SqueezeExcitation - pooled channel weights from two 1x1 convs scale the input.
 
-    Spec: specs/blocks/mobilenet.yaml:17
+    Spec: archc/blocks/mobilenet.yaml:17
     """
 
     def __init__(
@@ -152,7 +152,7 @@ class MBConv(nn.Module):
     """EfficientNet's block - an inverted residual with SiLU, squeeze-excitation and stochastic
     depth.
 
-    Spec: specs/blocks/mobilenet.yaml:53
+    Spec: archc/blocks/mobilenet.yaml:53
     """
 
     def __init__(

@@ -28,7 +28,7 @@ class GhostModule(nn.Module):
     """Half the output from a 1x1 conv, the other half cheaply from a depthwise 3x3 of it;
     concatenated, cut to `out`.
 
-    Spec: specs/blocks/ghostnet.yaml:7
+    Spec: archc/blocks/ghostnet.yaml:7
     """
 
     def __init__(self, in_channels: int, *, out: int, act: bool = True) -> None:
@@ -62,7 +62,7 @@ class SqueezeExcite(nn.Module):
     """timm's SqueezeExcite - channel weights from the pooled input through a 1x1 reduce, ReLU, 1x1
     expand and a hard-sigmoid gate.
 
-    Spec: specs/blocks/mobilenet.yaml:80
+    Spec: archc/blocks/mobilenet.yaml:80
     """
 
     def __init__(self, in_channels: int, *, rd_ratio: float = 0.25, rd_divisor: int = 1) -> None:
@@ -102,7 +102,7 @@ class GhostBottleneck(nn.Module):
     """Ghost module expansion, a strided depthwise conv when downsampling, optional squeeze-excite,
     linear ghost projection, a skip.
 
-    Spec: specs/blocks/ghostnet.yaml:23
+    Spec: archc/blocks/ghostnet.yaml:23
     """
 
     def __init__(
@@ -170,7 +170,7 @@ class GhostBottleneck(nn.Module):
 class ConvBnAct(nn.Module):
     """timm's ConvBnAct - conv without bias, batch norm with ReLU.
 
-    Spec: specs/blocks/ghostnet.yaml:42
+    Spec: archc/blocks/ghostnet.yaml:42
     """
 
     def __init__(self, in_channels: int, *, out: int, kernel: int = 1) -> None:

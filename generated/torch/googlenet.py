@@ -14,7 +14,7 @@ from torch import nn
 class BasicConv2d(nn.Module):
     """Conv without bias, batch norm (eps 1e-3), ReLU.
 
-    Spec: specs/blocks/inception.yaml:6
+    Spec: archc/blocks/inception.yaml:6
     """
 
     def __init__(
@@ -49,7 +49,7 @@ class Inception(nn.Module):
     """GoogLeNet's block - 1x1, 1x1-3x3, 1x1-3x3 (torchvision's kernel, vision#906), pool-1x1;
     concatenated.
 
-    Spec: specs/blocks/inception.yaml:14
+    Spec: archc/blocks/inception.yaml:14
     """
 
     def __init__(self, in_channels: int, *, widths: tuple[int, ...]) -> None:

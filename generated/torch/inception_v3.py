@@ -14,7 +14,7 @@ from torch import nn
 class BasicConv2d(nn.Module):
     """Conv without bias, batch norm (eps 1e-3), ReLU.
 
-    Spec: specs/blocks/inception.yaml:6
+    Spec: archc/blocks/inception.yaml:6
     """
 
     def __init__(
@@ -48,7 +48,7 @@ class BasicConv2d(nn.Module):
 class InceptionA(nn.Module):
     """Inception-v3's 35x35 block - 1x1, 5x5, double 3x3 and pooled branches.
 
-    Spec: specs/blocks/inception.yaml:24
+    Spec: archc/blocks/inception.yaml:24
     """
 
     def __init__(self, in_channels: int, *, pool_features: int) -> None:
@@ -84,7 +84,7 @@ class InceptionA(nn.Module):
 class InceptionB(nn.Module):
     """Inception-v3's grid reduction 35x35 -> 17x17.
 
-    Spec: specs/blocks/inception.yaml:38
+    Spec: archc/blocks/inception.yaml:38
     """
 
     def __init__(self, in_channels: int) -> None:
@@ -108,7 +108,7 @@ class InceptionB(nn.Module):
 class InceptionC(nn.Module):
     """Inception-v3's 17x17 block with factorised 7x7 convs (1x7 then 7x1).
 
-    Spec: specs/blocks/inception.yaml:48
+    Spec: archc/blocks/inception.yaml:48
     """
 
     def __init__(self, in_channels: int, *, channels_7x7: int) -> None:
@@ -151,7 +151,7 @@ class InceptionC(nn.Module):
 class InceptionD(nn.Module):
     """Inception-v3's grid reduction 17x17 -> 8x8.
 
-    Spec: specs/blocks/inception.yaml:66
+    Spec: archc/blocks/inception.yaml:66
     """
 
     def __init__(self, in_channels: int) -> None:
@@ -179,7 +179,7 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
     """Inception-v3's 8x8 block with expanded filter banks (1x3 and 3x1 side by side).
 
-    Spec: specs/blocks/inception.yaml:78
+    Spec: archc/blocks/inception.yaml:78
     """
 
     def __init__(self, in_channels: int) -> None:

@@ -22,7 +22,7 @@ class SqueezeExcite(nn.Module):
     """timm's SqueezeExcite - channel weights from the pooled input through a 1x1 reduce, ReLU, 1x1
     expand and a hard-sigmoid gate.
 
-    Spec: specs/blocks/mobilenet.yaml:80
+    Spec: archc/blocks/mobilenet.yaml:80
     """
 
     def __init__(self, in_channels: int, *, rd_ratio: float = 0.25, rd_divisor: int = 1) -> None:
@@ -62,7 +62,7 @@ class DepthwiseSeparableConv(nn.Module):
     """timm's depthwise-separable unit (MobileNetV1, LCNet) - depthwise conv, BN, act, optional
     squeeze-excite, pointwise 1x1 conv, BN, act.
 
-    Spec: specs/blocks/mobilenet.yaml:66
+    Spec: archc/blocks/mobilenet.yaml:66
     """
 
     def __init__(

@@ -22,7 +22,7 @@ class ConvBNAct(nn.Sequential):
     """torchvision's Conv2dNormActivation - a "same"-padded conv without bias, batch norm,
     activation.
 
-    Spec: specs/blocks/mobilenet.yaml:6
+    Spec: archc/blocks/mobilenet.yaml:6
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class InvertedResidual(nn.Module):
     """MobileNetV2's block - 1x1 expansion, 3x3 depthwise, linear 1x1 projection; a skip when shapes
     allow.
 
-    Spec: specs/blocks/mobilenet.yaml:30
+    Spec: archc/blocks/mobilenet.yaml:30
     """
 
     def __init__(self, in_channels: int, *, out: int, stride: int = 1, expand_ratio: int) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class DilatedResNet(nn.Module):
     """A ResNet trunk without its classifier, layer3 and layer4 dilated (by 2, then 4) rather than
     strided: output stride 8, as torchvision's segmentation backbones.
 
-    Spec: specs/blocks/resnet.yaml:43
+    Spec: archc/blocks/resnet.yaml:43
     """
 
     def __init__(self, in_channels: int, *, layers: tuple[int, ...]) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
-    Spec: specs/blocks/resnet.yaml:22
+    Spec: archc/blocks/resnet.yaml:22
     """
 
     def __init__(

@@ -14,7 +14,7 @@ from torch import nn
 class BasicBlock(nn.Module):
     """Two 3x3 convs and a skip; the skip projects when the shape changes.
 
-    Spec: specs/blocks/resnet.yaml:6
+    Spec: archc/blocks/resnet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, planes: int, stride: int = 1) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 class Fire(nn.Module):
     """Squeeze with a 1x1 conv, then expand with a 1x1 and a 3x3 conv side by side, concatenated.
 
-    Spec: specs/blocks/squeezenet.yaml:6
+    Spec: archc/blocks/squeezenet.yaml:6
     """
 
     def __init__(self, in_channels: int, *, squeeze_planes: int, expand_planes: int) -> None:

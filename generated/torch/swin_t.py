@@ -107,7 +107,7 @@ def window_mask(height: int, width: int, window: int, shifts: list[int]) -> torc
 class SwinTransformerBlock(nn.Module):
     """Pre-norm (shifted) window attention and an MLP, each added back through stochastic depth.
 
-    Spec: specs/blocks/swin.yaml:6
+    Spec: archc/blocks/swin.yaml:6
     """
 
     def __init__(self, in_channels: int, *, heads: int, window: int, shift: int, p: float) -> None:
@@ -140,7 +140,7 @@ class SwinTransformerBlock(nn.Module):
 class Stage(nn.Sequential):
     """Blocks alternating plain and shifted windows; `first` numbers them across stages.
 
-    Spec: specs/blocks/swin.yaml:25
+    Spec: archc/blocks/swin.yaml:25
     """
 
     def __init__(
@@ -172,7 +172,7 @@ class Stage(nn.Sequential):
 class PatchMerging(nn.Module):
     """Each 2x2 patch's four pixels side by side, normalised, and halved to 2C features.
 
-    Spec: specs/blocks/swin.yaml:36
+    Spec: archc/blocks/swin.yaml:36
     """
 
     def __init__(self, in_channels: int) -> None:

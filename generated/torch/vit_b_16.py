@@ -23,7 +23,7 @@ def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 class MultiheadAttention(nn.Module):
     """nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj).
 
-    Spec: specs/blocks/vit.yaml:24
+    Spec: archc/blocks/vit.yaml:24
     """
 
     def __init__(self, in_channels: int, *, heads: int) -> None:
@@ -45,7 +45,7 @@ class MultiheadAttention(nn.Module):
 class EncoderBlock(nn.Module):
     """torchvision's pre-norm block, attention and an MLP, each added back.
 
-    Spec: specs/blocks/vit.yaml:6
+    Spec: archc/blocks/vit.yaml:6
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 class ConvNormReLU(nn.Module):
     """A "same"-padded conv without bias, batch norm (eps 1e-3), ReLU unless act is false.
 
-    Spec: specs/blocks/xception.yaml:7
+    Spec: archc/blocks/xception.yaml:7
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class ConvNormReLU(nn.Module):
 class SeparableConv2d(nn.Module):
     """Depthwise 3x3 conv and BN, pointwise 1x1 conv and BN; ReLU after each when act.
 
-    Spec: specs/blocks/xception.yaml:15
+    Spec: archc/blocks/xception.yaml:15
     """
 
     def __init__(self, in_channels: int, *, out: int, stride: int = 1, act: bool = False) -> None:
@@ -91,7 +91,7 @@ class XceptionStack(nn.Module):
     """Three separable convs (widths `out`, the last strided), each after a ReLU or with its own
     ReLUs.
 
-    Spec: specs/blocks/xception.yaml:26
+    Spec: archc/blocks/xception.yaml:26
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class XceptionModule(nn.Module):
     """An Xception block - the separable stack plus a skip (projected by a strided 1x1 conv when the
     shape changes).
 
-    Spec: specs/blocks/xception.yaml:37
+    Spec: archc/blocks/xception.yaml:37
     """
 
     def __init__(
@@ -168,7 +168,7 @@ class XceptionModule(nn.Module):
 class ClassifierHead(nn.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: specs/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:61
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
