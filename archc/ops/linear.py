@@ -6,7 +6,7 @@ from archc.ir.graph import TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
 from archc.ops.base import Attrs, Count, Op
-from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
+from archc.ops.lowering import InlineCall, ModuleCall
 
 
 class LinearAttrs(Attrs):
@@ -25,6 +25,11 @@ class Linear(Op):
 
     def check(self, attrs: LinearAttrs, inputs: list[TensorType]) -> list[str]:
         got = inputs[0]
+        if got.rank == 4 and not got.channels_last:
+            return [
+                f"expected features on the last axis (N, C), (N, L, D) or an NHWC image, "
+                f"got the NCHW image {got}; flatten it first (or permute it to NHWC)"
+            ]
         return [] if got.rank >= 2 else [f"expected an input of rank 2 or more, got {got}"]
 
     def infer(self, attrs: LinearAttrs, inputs: list[TensorType]) -> TensorType:
@@ -51,8 +56,6 @@ class Linear(Op):
         return InlineCall("F.linear({0}, {self}_weight, {self}_bias)", parameters)
 
     def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
-        if inputs[0].rank == 4 and not inputs[0].channels_last:
-            raise LoweringError("a linear layer on an NCHW image (NHWC in flax); flatten first")
         if not attrs.flat:
             kwargs = (("use_bias", attrs.bias),)
             return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
