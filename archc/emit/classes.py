@@ -30,7 +30,7 @@ from archc.emit.layout import (
     wrap_text,
 )
 from archc.errors import SpecError
-from archc.ir.graph import TensorType
+from archc.ir.graph import Graph, TensorType
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import REGISTRY
@@ -64,6 +64,8 @@ class Backend:
     occurs in the file (blank entries separate the sections)."""
     required_helpers: tuple[str, ...] = ()
     """Helpers every file of this backend defines (flax's weight converter)."""
+    validate: Callable[[str, Graph, list[BlockClass]], None] | None = None
+    """Translation validation of a whole file against the IR graph (raises InternalError)."""
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,10 @@ def emit_file(program: Program, costs: CostReport, command: str, backend: Backen
         params=list(classes[-1].params),
     )
     draft = template.render(imports=[], **context)
-    return compiled(template.render(imports=_imports(draft, backend), **context))
+    text = compiled(template.render(imports=_imports(draft, backend), **context))
+    if backend.validate is not None:
+        backend.validate(text, program.graph, classes)
+    return text
 
 
 def compiled(text: str) -> str:

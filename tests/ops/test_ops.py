@@ -21,7 +21,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
 
 HELPERS: dict[str, Any] = {}
-exec((REPO / "archc" / "templates" / "torch" / "helpers.py").read_text(), HELPERS)  # what files copy in
+exec(
+    (REPO / "archc" / "templates" / "torch" / "helpers.py").read_text(), HELPERS
+)  # what files copy in
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

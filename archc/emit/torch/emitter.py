@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from archc.emit.classes import Backend
 from archc.emit.source_file import emit_file
+from archc.emit.validate import validate_torch
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete
@@ -32,6 +33,7 @@ TORCH = Backend(
     module_kwargs=(),
     init_kwargs=(),
     shape_comment=_shape_comment,
+    validate=validate_torch,
     imports=(
         (r"\bmath\.", "import math"),
         (r"\bAny\b", "from typing import Any"),

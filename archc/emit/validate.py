@@ -1,0 +1,254 @@
+"""Translation validation: the generated torch file, constructed, against the IR.
+
+A block class is symbolic (one class serves every call site), so the class view can drift
+from the concrete IR. Before a file is written, its model is built once, with stand-ins for
+torch that only record what each constructor was given (no framework is imported and no
+forward runs), and every IR node is checked at its parameter path: a node that lowers to a
+module must be that module, built with the arguments its own lowering gives; a node that keeps
+parameters inline must have them. A module the IR does not have is a mismatch too. Any
+mismatch is archc's bug, reported with the node, and the file is not written.
+
+The stand-ins run with a short list of builtins and can import nothing but themselves,
+`math` and `typing`, so a file that tried to do anything else could not.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from archc.errors import InternalError
+from archc.ir.graph import Graph, Node
+from archc.ir.modules import BlockClass
+from archc.ir.symbolic import concrete
+from archc.ops.lowering import InlineCall, ModuleCall
+
+
+class _Anything:
+    """A value of which nothing is known: every operation gives another one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Anything()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _Anything()
+
+    def __getitem__(self, key: Any) -> Any:
+        return _Anything()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def _operation(self, *args: Any) -> Any:
+        return _Anything()
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _operation
+    __truediv__ = __rtruediv__ = __floordiv__ = __neg__ = __pow__ = __matmul__ = _operation
+
+
+class _Tensor(_Anything):
+    """A tensor made with a known shape (`torch.zeros(3, 4)`)."""
+
+    def __init__(self, *shape: Any, **kwargs: Any) -> None:
+        flat = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
+        self.shape = tuple(flat)
+
+
+class _Parameter(_Anything):
+    def __init__(self, tensor: Any = None, **kwargs: Any) -> None:
+        self.shape = getattr(tensor, "shape", None)
+
+
+class _Module:
+    """nn.Module as far as a constructor sees it: children, parameters and buffers by name,
+    and for each module the class and arguments it was made with."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Module:
+        module = object.__new__(cls)
+        object.__setattr__(module, "made_as", (cls.__name__, args, kwargs))
+        object.__setattr__(module, "children", {})
+        object.__setattr__(module, "tensors", {})
+        return module
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, _Module):
+            self.children[name] = value
+        elif isinstance(value, _Parameter):
+            self.tensors[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
+        self.tensors[name] = tensor
+
+    def add_module(self, name: str, module: _Module) -> None:
+        setattr(self, name, module)
+
+
+class _Sequential(_Module):
+    def __init__(self, *modules: _Module) -> None:
+        for index, module in enumerate(modules):
+            self.children[str(index)] = module
+
+
+class _ModuleList(_Module):
+    def __init__(self, modules: Any = ()) -> None:
+        for index, module in enumerate(modules):
+            self.children[str(index)] = module
+
+
+class _Namespace(_Anything):
+    """A framework module: named classes are stand-in modules, the rest is anything."""
+
+    def __init__(self, **members: Any) -> None:
+        self.__dict__.update(members)
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:1].isupper():  # a module class, made once per name
+            made = type(name, (_Module,), {})
+            setattr(self, name, made)
+            return made
+        return super().__getattr__(name)
+
+
+def _stand_ins() -> dict[str, Any]:
+    nn = _Namespace(
+        Module=_Module,
+        Sequential=_Sequential,
+        ModuleList=_ModuleList,
+        Parameter=_Parameter,
+        functional=_Namespace(),
+        init=_Namespace(**{name: _first for name in _INITIALISERS}),
+    )
+    tensors = {name: _Tensor for name in ("zeros", "ones", "empty", "randn", "rand", "full")}
+    torch = _Namespace(nn=nn, Tensor=_Anything, **tensors)
+    return {"torch": torch, "math": math, "typing": typing}
+
+
+_INITIALISERS = ("trunc_normal_", "xavier_uniform_", "normal_", "zeros_", "ones_", "uniform_")
+
+
+def _first(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    """An in-place initialiser: gives back its tensor."""
+    return tensor
+
+
+_BUILTINS = str.split(
+    """
+    __build_class__ range len int float bool str tuple list dict set zip enumerate min max abs
+    sum round isinstance super setattr getattr hasattr object type reversed sorted any all
+    ValueError TypeError KeyError NotImplementedError
+    """
+)
+
+
+def _restricted_builtins(modules: dict[str, Any]) -> dict[str, Any]:
+    def importer(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
+        top = name.partition(".")[0]
+        if top not in modules:
+            raise ImportError(f"the generated file imports {name}")
+        return modules[top]
+
+    allowed = {name: getattr(builtins, name) for name in _BUILTINS}
+    return {**allowed, "__import__": importer}
+
+
+def build_model(source: str, model: str) -> _Module:
+    """The model of a generated torch file, built with the stand-ins."""
+    namespace: dict[str, Any] = {
+        "__builtins__": _restricted_builtins(_stand_ins()),
+        "__name__": "generated",
+    }
+    exec(compile(source, f"<generated {model}>", "exec"), namespace)
+    return namespace["create_model"]()
+
+
+def validate_torch(source: str, graph: Graph, classes: list[BlockClass]) -> None:
+    """Raise an internal error naming the first node the built model disagrees with."""
+    names = {block_class.class_name for block_class in classes}
+    try:
+        root = build_model(source, graph.name)
+    except Exception as error:
+        raise InternalError("emit", f"building the generated model failed: {error!r}") from None
+    expected = {}
+    for node in graph.nodes.values():
+        lowered = node.op.lower_torch(node.attrs, [graph.type_of(name) for name in node.inputs])
+        expected[node.name] = (node, lowered)
+        _check_node(root, node, lowered)
+    paths = [name.split(".") for name in expected]
+    holders = {".".join(parts[:end]) for parts in paths for end in range(1, len(parts) + 1)}
+    _check_no_extra_modules(root, "", holders, names)
+
+
+def _check_node(root: _Module, node: Node, lowered: ModuleCall | InlineCall) -> None:
+    *parents, name = node.name.split(".")
+    owner = _at(root, parents, node)
+    if isinstance(lowered, InlineCall):
+        for suffix, _ in lowered.parameters:
+            if name + suffix not in owner.tensors:
+                _mismatch(node, f"no parameter {name + suffix} on its module")
+        return
+    module = owner.children.get(name)
+    if module is None:
+        _mismatch(node, "the generated model has no module there")
+    made = module.made_as
+    want = (lowered.constructor.rpartition(".")[2], _plain(lowered.args))
+    got = (made[0], _plain(made[1]))
+    if got != want:
+        _mismatch(node, f"built as {_call(*got, {})}, the IR says {_call(*want, {})}")
+    for key, value in lowered.kwargs:
+        if key in made[2] and _plain(made[2][key]) != _plain(value):
+            _mismatch(node, f"{key}={made[2][key]!r}, the IR says {key}={concrete(value)!r}")
+
+
+def _check_no_extra_modules(
+    module: _Module, path: str, holders: set[str], classes: set[str]
+) -> None:
+    """Every module a generated class builds is a node of the IR, or holds some (`holders`:
+    the nodes' paths and every path above them)."""
+    for name, child in module.children.items():
+        full = f"{path}{name}"
+        if full not in holders:
+            problem = f"the generated model builds {full}, which the IR has not"
+            raise InternalError("emit", f"translation validation: {problem}")
+        if child.made_as[0] in classes or isinstance(child, _Sequential | _ModuleList):
+            _check_no_extra_modules(child, full + ".", holders, classes)
+
+
+def _at(root: _Module, path: list[str], node: Node) -> _Module:
+    module = root
+    for part in path:
+        module = module.children.get(part)
+        if module is None:
+            _mismatch(node, f"the generated model has no module {'.'.join(path)}")
+    return module
+
+
+def _plain(value: Any) -> Any:
+    value = concrete(value)
+    if isinstance(value, list | tuple):
+        return tuple(_plain(item) for item in value)
+    return value
+
+
+def _call(name: str, args: tuple, kwargs: dict) -> str:
+    return f"{name}({', '.join(map(repr, args))})"
+
+
+def _mismatch(node: Node, problem: str) -> typing.NoReturn:
+    raise InternalError(
+        "emit",
+        f"translation validation: {node.name} ({node.op.name}) at {node.location}: {problem}",
+    )

@@ -1,0 +1,90 @@
+"""Translation validation: a generated file that disagrees with the IR is never written."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+from archc.cli import main
+from archc.emit.torch.emitter import torch_source
+from archc.emit.validate import build_model, validate_torch
+from archc.errors import InternalError
+from archc.ops.linear import Linear
+from archc.ops.lowering import ModuleCall
+from archc.pipeline import compile_spec
+from archc.resolve.classes import block_classes
+from tests.helpers import SPECS
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> tuple[str, object, list]:
+    compiled = compile_spec(SPECS / "resnet18.yaml")
+    source = torch_source(compiled.program, compiled.costs, "archc build")
+    return source, compiled.program.graph, block_classes(compiled.program)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            "nn.Linear(512, num_classes, bias=True)",
+            "nn.Linear(511, num_classes, bias=True)",
+            "fc (linear) at specs/resnet18.yaml:20:7: built as Linear(511, 1000), the IR says "
+            "Linear(512, 1000)",
+        ),
+        ("self.fc = ", "self.head = ", "fc (linear) at specs/resnet18.yaml:20:7: the generated "),
+        (
+            "nn.Linear(512, num_classes, bias=True)",
+            "nn.Linear(512, num_classes, bias=False)",
+            "fc (linear) at specs/resnet18.yaml:20:7: bias=False, the IR says bias=True",
+        ),
+        (
+            "self.fc = ",
+            "self.extra = nn.ReLU()\n        self.fc = ",
+            "the generated model builds extra, which the IR has not",
+        ),
+    ],
+    ids=["width", "name", "keyword", "extra module"],
+)
+def test_a_file_that_drifts_from_the_ir_is_caught(
+    resnet18: tuple, old: str, new: str, problem: str
+) -> None:
+    source, graph, classes = resnet18
+    assert old in source
+    with pytest.raises(InternalError, match="translation validation: ") as caught:
+        validate_torch(source.replace(old, new, 1), graph, classes)
+    assert problem in str(caught.value)
+
+
+def test_the_stand_ins_import_nothing_else(resnet18: tuple) -> None:
+    source, graph, _ = resnet18
+    with pytest.raises(ImportError, match="imports os"):
+        build_model("import os\n" + source, graph.name)
+    with pytest.raises(NameError, match="open"):
+        build_model(source + "\nopen('x')\n", graph.name)
+
+
+def test_build_exits_3_and_writes_nothing_when_validation_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lowering that gives the class one width and the IR another (as the stale-width bug
+    did): exit status 3, one line, no file."""
+    original = Linear.lower_torch
+
+    def drifting(self: Linear, attrs: object, inputs: list) -> ModuleCall:
+        lowered = original(self, attrs, inputs)
+        if isinstance(attrs.out, int):  # the concrete IR, not a class's symbolic width
+            return ModuleCall(lowered.constructor, (lowered.args[0], attrs.out + 1))
+        return lowered
+
+    monkeypatch.setattr(Linear, "lower_torch", drifting)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        status = main(["build", str(SPECS / "resnet18.yaml"), "-o", str(tmp_path)])
+    assert status == 3
+    assert "translation validation: fc (linear)" in stderr.getvalue()
+    assert len(stderr.getvalue().splitlines()) == 1
+    assert not any(tmp_path.rglob("*.py"))
