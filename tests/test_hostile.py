@@ -414,6 +414,29 @@ case(
     "imported file not found",
 )
 
+# What a class could not emit as the IR says is refused by check too.
+case(
+    "index into branches with a repeat",
+    body(
+        "convs: {branches: [{op: conv2d, out: 2, kernel: 1, repeat: 2}, {op: conv2d, out: 3, "
+        "kernel: 1}]}",
+        'second: {op: relu, from: "⟨convs[1]"}',
+    ),
+    "cannot be read by index",
+)
+case(
+    "axis set by a param",
+    "archc: 1\nname: tiny\nparams: {axis: 1}\ninput: [3, 16, 16]\nbody:\n"
+    "  cat: {op: concat, from: [input, input], axis: ⟨axis}\n",
+    "expected a number written out, got 'axis'",
+)
+case(
+    "a param picking an op with no module in flax",
+    "archc: 1\nname: tiny\nparams: {act: {type: op, default: relu}}\ninput: [3, 16, 16]\n"
+    "body:\n  a: ⟨act\n",
+    "is not a module built from its input width alone in every backend",
+)
+
 # Injection attempts are refused before any code exists.
 case("code in a node name", body(f'⟨"{CANARY}": relu'), "node name must be an identifier")
 case(

@@ -250,7 +250,9 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
         ]
         if child.condition is None:
             return lines
-        return [f"{BODY}self.use_{child.name} = {source(child.condition)}", *lines]
+        use = f"self.use_{child.name}"
+        switch = [f"{BODY}{use} = {source(child.condition)}"]
+        return [*switch, f"{BODY}if {use}:", *lines] if lines else switch
     else:
         lines = layout(f"self.{child.name} = ", _expression(child, backend), depth)
     if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
@@ -474,10 +476,18 @@ def _forward_names(block_class: BlockClass, backend: Backend) -> list[str]:
     used: dict[str, None] = {}
     for child in block_class.children:
         inline = _inline(child, backend)
-        for name in re.findall(_reads(r"[A-Za-z_]\w*"), inline.template if inline else ""):
+        code = inline.template if inline else child.names or ""  # a names: f-string too
+        for name in re.findall(_reads(r"[A-Za-z_]\w*"), code):
             if name in scope:
                 used[name] = None
     return list(used)
+
+
+def _on_self(code: str, kept: list[str]) -> str:
+    """Code of the call method, with the constructor names it reads taken from `self`."""
+    for name in kept:
+        code = re.sub(_reads(name), f"self.{name}", code)
+    return code
 
 
 def _call_body(
@@ -499,16 +509,18 @@ def _call_body(
             if target != arguments[0]:
                 lines.append(f"{BODY}{target} = {arguments[0]}")
             lines.append(f"{BODY}for i in range(self.num_{child.name}):")
-            lines.append(f"{BODY}{INDENT}{target} = getattr(self, {child.names})({target})")
+            # the f-string's fields read the constructor's names; its text stays as it is
+            fields = re.compile(r"\{([^{}]*)\}")
+            named = fields.sub(lambda field: "{" + _on_self(field[1], kept) + "}", child.names)
+            lines.append(f"{BODY}{INDENT}{target} = getattr(self, {named})({target})")
             continue
         if template is not None:
-            for name in kept:
-                template = re.sub(_reads(name), f"self.{name}", template)
+            template = _on_self(template, kept)
             value = template.format(*arguments, self=f"self.{child.name}")
             value = _unspread(value)
         elif child.condition is not None:
-            first = arguments[0]
-            value = f"self.{child.name}({first}) if self.{child.name} is not None else {first}"
+            called = f"self.{child.name}({', '.join(arguments)})"
+            value = f"{called} if self.{child.name} is not None else {arguments[0]}"
         else:
             value = f"self.{child.name}({', '.join(arguments)})"
         if template is not None and child.condition is not None:
@@ -525,8 +537,9 @@ def _call_body(
                 lines += [f"{BODY}else:", f"{BODY}{INDENT}{target} = {first}"]
             continue
         statement = layout_source(f"{target} = ", value, 2)
-        if block_class.is_model and _changes_shape(child) and not _is_list(child):
-            comment = f"# {backend.shape_comment(child.output)}"
+        output = block_class.shapes.get(child.name, child.output)
+        if block_class.is_model and _changes_shape(child, output) and not _is_list(child):
+            comment = f"# {backend.shape_comment(output)}"
             if len(statement[-1]) + 2 + len(comment) <= LINE_LIMIT:
                 statement[-1] += f"  {comment}"
             else:  # above the statement rather than past the line limit
@@ -615,5 +628,5 @@ def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
     return names
 
 
-def _changes_shape(child: ModuleNode) -> bool:
-    return concrete(child.output.shape) != concrete(child.input_types[0].shape)
+def _changes_shape(child: ModuleNode, output: TensorType) -> bool:
+    return concrete(output.shape) != concrete(child.input_types[0].shape)

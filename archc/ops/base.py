@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from archc.ir import functions
 from archc.ir.graph import Dim, TensorType
@@ -63,6 +63,9 @@ class Op(ABC):
     summary: ClassVar[str] = ""
     takes_list: ClassVar[bool] = False
     """Whether it may read branches whole (`from: convs`), as one list of inputs."""
+    literal_attrs: ClassVar[tuple[str, ...]] = ()
+    """Attributes that shape the generated code itself (an axis picks the layout a backend
+    indexes in), so they must be numbers known when a class is written, not params."""
 
     @property
     def family(self) -> str:
@@ -97,6 +100,17 @@ class Op(ABC):
         unless it does more than one kind."""
         return {self.family: self.macs(attrs, inputs, output)}
 
+    def pickable(self) -> bool:
+        """Whether an `op` param can pick this op (`bn1: norm`): with its default attributes
+        it is a module, built from its input width alone, in every backend."""
+        try:
+            attrs = self.Attrs()
+        except ValidationError:  # it needs attributes, which a picked op cannot be given
+            return False
+        image = [TensorType((1, 1, 1, 1))]
+        lowered = [self.lower_torch(attrs, image), self.lower_flax(attrs, image)]
+        return all(isinstance(form, ModuleCall) for form in lowered)
+
     @abstractmethod
     def lower_torch(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         """The PyTorch construct this op becomes (NCHW)."""
@@ -115,9 +129,10 @@ NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 """Where a logical NCHW axis lives in flax's NHWC layout."""
 
 
-def flax_axis(axis: int, rank: int) -> int:
-    """A logical axis in the flax layout: 4-d tensors are NHWC (channels written as -1)."""
-    if rank != 4:
+def flax_axis(axis: int, kind: TensorType) -> int:
+    """A logical axis in the flax layout: NCHW images are NHWC there (channels written as
+    -1); other tensors, channels-last images among them, keep their axes."""
+    if kind.rank != 4 or kind.channels_last:
         return axis
     return -1 if axis == 1 else NHWC_AXIS[axis]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 from archc.ir.graph import TensorType
-from archc.ir.symbolic import source
+from archc.ir.symbolic import MUL, source
 from archc.ops import register
 from archc.ops.base import Attrs, Count, Op, expect_rank
 from archc.ops.lowering import InlineCall, ModuleCall
@@ -54,12 +54,6 @@ class Upsample(_Resampling):
     Attrs = UpsampleAttrs
     summary = "enlarge height and width by an integer factor (nearest or bilinear)"
 
-    def check(self, attrs: UpsampleAttrs, inputs: list[TensorType]) -> list[str]:
-        problems = super().check(attrs, inputs)
-        return problems or (
-            [] if attrs.scale >= 1 else [f"scale must be 1 or more, got {attrs.scale}"]
-        )
-
     def infer(self, attrs: UpsampleAttrs, inputs: list[TensorType]) -> TensorType:
         n, channels, height, width = inputs[0].shape
         return TensorType((n, channels, height * attrs.scale, width * attrs.scale))
@@ -71,7 +65,7 @@ class Upsample(_Resampling):
         return ModuleCall("nn.Upsample", (), tuple(kwargs), random_init=False)
 
     def lower_flax(self, attrs: UpsampleAttrs, inputs: list[TensorType]) -> InlineCall:
-        scale = source(attrs.scale)
+        scale = source(attrs.scale, MUL + 1)  # a factor: parenthesised unless atomic
         size = f"({{0}}.shape[1] * {scale}, {{0}}.shape[2] * {scale})"
         return InlineCall(f"resize({{0}}, {size}, {self.flax_options(attrs)})")
 

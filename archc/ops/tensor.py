@@ -7,7 +7,7 @@ import re
 from typing import ClassVar, Literal
 
 from archc.ir.graph import TensorType
-from archc.ir.symbolic import Sym, concrete, source
+from archc.ir.symbolic import Sym, concrete, is_symbolic, source
 from archc.ops import register
 from archc.ops.base import Attrs, Count, NoAttrs, Op, check_axis, expect_rank, flax_axis
 from archc.ops.lowering import InlineCall, ModuleCall
@@ -58,6 +58,7 @@ class ConcatAttrs(Attrs):
 @register
 class Concat(Op):
     name = "concat"
+    literal_attrs = ("axis",)
     Attrs = ConcatAttrs
     arity = None
     takes_list = True
@@ -94,7 +95,7 @@ class Concat(Op):
         shape[attrs.axis] = sum(
             (other.shape[attrs.axis] for other in inputs[1:]), shape[attrs.axis]
         )
-        return TensorType(tuple(shape))
+        return inputs[0].with_shape(tuple(shape))
 
     def macs(self, attrs: ConcatAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # data movement only
@@ -105,7 +106,7 @@ class Concat(Op):
 
     def lower_flax(self, attrs: ConcatAttrs, inputs: list[TensorType]) -> InlineCall:
         values = ", ".join(f"{{{index}}}" for index in range(len(inputs)))
-        axis = flax_axis(attrs.axis, inputs[0].rank)
+        axis = flax_axis(attrs.axis, inputs[0])
         return InlineCall(f"jnp.concatenate([{values}], axis={axis})")
 
 
@@ -126,7 +127,7 @@ class Mul(Op):
     def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
         first, second = inputs
         sizes = [b if concrete(a) == 1 else a for a, b in zip(first.shape[1:], second.shape[1:])]
-        return TensorType((first.shape[0], *sizes))
+        return first.with_shape((first.shape[0], *sizes))
 
     def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # elementwise arithmetic is outside the core tier
@@ -148,6 +149,7 @@ class SliceAttrs(Attrs):
 @register
 class Slice(Op):
     name = "slice"
+    literal_attrs = ("axis",)
     Attrs = SliceAttrs
     summary = "a contiguous range of one axis, channels by default (ShuffleNetV2's split)"
 
@@ -174,12 +176,12 @@ class Slice(Op):
         return InlineCall(_index(attrs.axis, attrs))
 
     def lower_flax(self, attrs: SliceAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall(_index(flax_axis(attrs.axis, inputs[0].rank), attrs))
+        return InlineCall(_index(flax_axis(attrs.axis, inputs[0]), attrs))
 
 
 def _index(axis: int, attrs: SliceAttrs) -> str:
     """`{0}[:, start:stop]` with the range on `axis` (-1: the last, written `...`)."""
-    start = "" if attrs.start == 0 else source(attrs.start)
+    start = "" if not is_symbolic(attrs.start) and attrs.start == 0 else source(attrs.start)
     stop = "" if attrs.stop is None else source(attrs.stop)
     # As a formatter writes it: spaces around the colon unless the bounds are numbers (a
     # symbolic bound ends up as `self.name` in forward, which counts as an expression).
@@ -227,6 +229,7 @@ class FlattenAttrs(Attrs):
 @register
 class Flatten(Op):
     name = "flatten"
+    literal_attrs = ("start",)
     Attrs = FlattenAttrs
     summary = "merge the axes from `start` on (NCHW order, as PyTorch)"
 
@@ -251,7 +254,8 @@ class Flatten(Op):
     def lower_flax(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
         kept = [source(dim) for dim in inputs[0].shape[1 : attrs.start]]
         shape = ", ".join(["{0}.shape[0]", *kept, "-1"])
-        if inputs[0].rank == 4:  # back to NCHW first, so the merged order is PyTorch's
+        if inputs[0].rank == 4 and not inputs[0].channels_last:  # back to NCHW first, so the
+            # merged order is PyTorch's
             return InlineCall(f"jnp.transpose({{0}}, (0, 3, 1, 2)).reshape({shape})")
         return InlineCall(f"{{0}}.reshape({shape})")
 
@@ -312,6 +316,7 @@ class SelectAttrs(Attrs):
 @register
 class Select(Op):
     name = "select"
+    literal_attrs = ("axis",)
     Attrs = SelectAttrs
     summary = "one index along an axis, which goes away (the class token: x[:, 0])"
 
@@ -332,11 +337,11 @@ class Select(Op):
         return 0  # a view
 
     def lower_torch(self, attrs: SelectAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall("{0}[" + ":, " * attrs.axis + f"{attrs.index}]")
+        return InlineCall("{0}[" + ":, " * attrs.axis + f"{source(attrs.index)}]")
 
     def lower_flax(self, attrs: SelectAttrs, inputs: list[TensorType]) -> InlineCall:
-        axis = flax_axis(attrs.axis, inputs[0].rank)
-        return InlineCall("{0}[" + ":, " * (axis % inputs[0].rank) + f"{attrs.index}]")
+        axis = flax_axis(attrs.axis, inputs[0])
+        return InlineCall("{0}[" + ":, " * (axis % inputs[0].rank) + f"{source(attrs.index)}]")
 
 
 class PermuteAttrs(Attrs):

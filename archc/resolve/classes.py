@@ -16,7 +16,7 @@ from archc.ir.symbolic import SizeSym, Sym, concrete
 from archc.resolve.elaborate import Bound, Elaborator, Instance, Program
 from archc.resolve.params import channel_names
 from archc.resolve.values import evaluate_value
-from archc.spec.document import BlockDef
+from archc.spec.document import BlockDef, matches_type
 
 SPATIAL = ("«height»", "«width»", "«length»")
 """Placeholders for a block input's image size or sequence length: a class cannot know them,
@@ -34,6 +34,7 @@ def block_classes(program: Program) -> list[BlockClass]:
     instances = dict(program.instances)
     model_input = program.graph.inputs["input"]
     model = _elaborate_class(program, spec.root, program.args, [model_input], instances, True)
+    model.shapes = {module.name: module.output for module in program.modules}
     order: list[BlockClass] = []
     done: set[str] = set()
 
@@ -71,7 +72,7 @@ def _elaborate_class(
     is_model: bool = False,
 ) -> BlockClass:
     env: dict[str, Any] = {
-        name: (SizeSym if definition.params[name].type == "size" else Sym)(name, value)
+        name: (SizeSym if _may_be_a_size(definition.params[name].type, value) else Sym)(name, value)
         for name, value in args.items()
     }
     if not is_model:
@@ -86,7 +87,8 @@ def _elaborate_class(
         lets.append((name, evaluated))
         env[name] = Sym(name, concrete(evaluated))
     if is_model:  # the input's channels may be a param (`input: [image_channels, 572, 572]`)
-        channels = evaluate_value(program.spec.input, env, literal_strings=False)[0]
+        shape = evaluate_value(program.spec.input, env, literal_strings=False)
+        channels = shape[input_types[0].channel_axis - 1]  # the spec's shape has no batch
         input_types = [input_types[0].with_channels(channels)]
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
@@ -112,6 +114,12 @@ def _elaborate_class(
         outputs=outputs,
         is_model=is_model,
     )
+
+
+def _may_be_a_size(kind: str, value: Any) -> bool:
+    """Whether a param can serve as a kernel or stride: a `size`, or a list that is an
+    (h, w) pair (`kernel: [1, 3]`), which `pair()` must take whole."""
+    return kind == "size" or (kind == "list" and matches_type(value, "size"))
 
 
 def _symbolic_input(channel_name: str, kind: TensorType) -> TensorType:

@@ -321,6 +321,8 @@ class Elaborator:
         prefix = f"{site.full_name}."
         if len(sources) == 1:
             children, outputs = self.items(node.items, prefix, sources[0], site.env, parallel=True)
+            if any(item.repeat is not None or item.when is not None for item in node.items):
+                outputs = UncountedValues(outputs)
             return self.sequence_module(site, children, outputs[0], "branches"), outputs
         items = node.items * len(sources) if len(node.items) == 1 else node.items
         if len(items) != len(sources) or any(item.repeat is not None for item in items):
@@ -543,6 +545,13 @@ class Elaborator:
                 node.location,
                 did_you_mean(str(concrete(chosen)), REGISTRY),
             )
+        if chosen is not None and op is not None and not op.pickable():
+            raise SpecError(
+                f"node '{node.name}': the param '{node.target}' picks {op.name}, which is not a "
+                "module built from its input width alone in every backend",
+                node.location,
+                "a param can pick a norm (batch_norm, frozen_batch_norm); write other ops out",
+            )
         if chosen is not None and node.args:
             raise SpecError(
                 f"node '{node.name}': an op picked by the param '{node.target}' is built with "
@@ -579,6 +588,13 @@ class Elaborator:
             for key, value in node.args.items()
         }
         locations = {key: value.location for key, value in node.args.items()}
+        for key in op.literal_attrs:
+            if key in node.args and not isinstance(node.args[key].raw, int):
+                raise SpecError(
+                    f"{where}.{key}: expected a number written out, got {node.args[key].raw!r}",
+                    locations[key],
+                    f"{key} fixes the layout the generated code indexes in, so no param sets it",
+                )
         return build_attrs(op.Attrs, values, locations, where, node.location)
 
     def block(self, site: Site) -> tuple[ModuleNode, Bound | list[Bound]]:
@@ -671,6 +687,11 @@ class Elaborator:
 INDEXED = re.compile(r"(\w+)\[(-?\d+)\]")
 
 
+class UncountedValues(list):
+    """The values of branches whose number a repeat or a condition decides: read whole (a
+    concat), never one by index, since a class cannot know which one an index would be."""
+
+
 def resolve_ref(
     ref: Value, values: dict[str, Any], producers: dict[str, str], who: str
 ) -> tuple[Bound | list[Bound], str]:
@@ -687,6 +708,13 @@ def resolve_ref(
     index = int(indexed.group(2))
     if not isinstance(value, list):
         raise SpecError(f"{who}: '{name}' is one value, not a list to index", ref.location)
+    if isinstance(value, UncountedValues):
+        raise SpecError(
+            f"{who}: '{name}' has a repeated or conditional branch, so its values cannot be "
+            "read by index",
+            ref.location,
+            "read them whole (a concat), or give each branch its own item",
+        )
     if not -len(value) <= index < len(value):
         raise SpecError(
             f"{who}: '{ref.raw}' is out of range: {name} has {len(value)} values", ref.location
