@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPECS := $(sort $(wildcard specs/*.yaml))
 
-.PHONY: setup run test generated bench lint
+.PHONY: setup run test generated bench lint fuzz
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ generated: setup
 	$(BIN)/archc diagram specs/resnet50.yaml -o docs/resnet50.svg
 	$(BIN)/archc compare $(SPECS) --plot docs/zoo.svg > /dev/null
 	$(BIN)/python tools/readme_zoo.py
+
+# The fuzz soak: zoo mutants and random valid specs for MINUTES, counts by kind at the end.
+MINUTES ?= 10
+fuzz: setup
+	$(BIN)/python -m tests.fuzz.soak --minutes $(MINUTES)
 
 bench: setup
 	$(BIN)/python bench/check_vs_flopcounter.py

@@ -1,0 +1,112 @@
+"""The invariants a random valid spec must satisfy, against the frameworks themselves.
+
+check, stats and both emitters succeed; the torch model runs, and its output shape, params,
+buffers and MACs (FlopCounterMode) equal archc's, also after `create_model(w=…)` against
+`--set w=…`; the flax model with the torch weights gives the torch outputs (≤ 1e-4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+
+from archc.cli import main
+from archc.ir.symbolic import concrete
+from archc.pipeline import compile_spec
+from tests.helpers import count_macs, load_generated, randomize_batch_norm
+
+TOLERANCE = 1e-4
+
+
+class MismatchError(AssertionError):
+    """Generated code that disagrees with archc's IR, by kind."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+def expect(kind: str, got: object, want: object) -> None:
+    if got != want:
+        raise MismatchError(kind, f"the generated code gives {got}, archc says {want}")
+
+
+def _shape_comments(path: str) -> dict[str, tuple[int, ...]]:
+    """`x = self.layer1(x)  # (N, 256, 56, 56)` in the model's forward: module → shape."""
+    text = Path(path).read_text()
+    forward = text[text.rindex("    def forward(") :]
+    found = re.findall(r"= self\.(\w+)\([^\n]*\)  # \(N, ([\d, ]+)\)", forward)
+    return {name: tuple(int(size) for size in sizes.split(", ")) for name, sizes in found}
+
+
+def build(spec: Path, backend: str, out: Path) -> Path:
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        status = main(["build", str(spec), "--backend", backend, "-o", str(out)])
+    if status != 0:
+        raise MismatchError("build", f"{backend}: {stderr.getvalue().strip()}")
+    return out / backend / f"{spec.stem}.py"
+
+
+def check_spec(spec: Path, out: Path, width: int = 16) -> None:
+    """Raise MismatchError (or a located ArchcError, for a spec archc refuses) on any violation."""
+    import jax
+    import torch
+    from flax import nnx
+
+    compiled = compile_spec(spec)
+    total = compiled.costs.total
+    graph = compiled.program.graph
+    (output,) = graph.outputs.values()
+    want_shape = tuple(concrete(dim) for dim in graph.type_of(output).shape[1:])
+    torch_module = load_generated(build(spec, "torch", out))
+    flax_module = load_generated(build(spec, "flax", out))
+
+    model = torch_module.create_model()
+    randomize_batch_norm(model)
+    model.eval()
+    commented = _shape_comments(torch_module.__file__)
+    seen: dict[str, tuple[int, ...]] = {}
+    for name in commented:
+
+        def record(module: object, inputs: object, result: object, name: str = name) -> None:
+            seen.setdefault(name, tuple(result.shape))
+
+        getattr(model, name).register_forward_hook(record)
+    shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape[1:])
+    example = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    macs, result = count_macs(model, example)
+    expect("output shape", tuple(result.shape[1:]), want_shape)
+    for name, comment in commented.items():
+        expect(f"shape comment of {name}", comment, seen[name][1:])
+    expect("macs", macs, 2 * total.macs)  # a batch of two
+
+    if "w" in compiled.program.args:  # the same model at another width, both ways
+        wider = compile_spec(spec, {"w": str(width)}).costs.total
+        other = torch_module.create_model(w=width)
+        expect(
+            "params after create_model(w=…)",
+            sum(p.numel() for p in other.parameters()),
+            wider.params,
+        )
+
+    flax_model = flax_module.create_model(nnx.Rngs(0))
+    weights = {key: value.detach().numpy() for key, value in model.state_dict().items()}
+    flax_module.load_torch_state_dict(flax_model, weights)
+    flax_model.eval()
+    array = example.numpy()
+    if array.ndim == 4:
+        array = array.transpose(0, 2, 3, 1)
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(flax_model(array))
+    want = result.numpy()
+    if want.ndim == 4 and not graph.type_of(output).channels_last:
+        want = want.transpose(0, 2, 3, 1)
+    expect("flax output shape", got.shape, want.shape)
+    difference = float(np.abs(got - want).max()) if want.size else 0.0
+    if difference > TOLERANCE:
+        raise MismatchError("flax output", f"max abs difference {difference:.2e} > {TOLERANCE}")

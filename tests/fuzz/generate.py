@@ -1,0 +1,363 @@
+"""A generator of random valid specs (nnsmith-style): a trunk of ops over an image, then tokens
+or a vector, with model params in expressions, blocks with params (residual, strided with a
+conditional projection, parallel branches, numbered sequences), `repeat` with the loop
+index, `when`, `names`, `branches`, `seq` and several outputs.
+
+It tracks shapes with its own rules (PyTorch's output-size formulas), so that what it writes
+is valid; archc's checker and the frameworks are then held to each other.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Value:
+    name: str
+    shape: tuple[int, ...]
+    """Per sample: (C, H, W) images, (L, D) tokens, (D,) vectors."""
+    channels_last: bool = False
+
+
+@dataclass
+class Spec:
+    rng: random.Random
+    lines: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
+    values: list[Value] = field(default_factory=list)
+    count: int = 0
+    width: int = 8
+    """The model param `w` (the trunk's width)."""
+
+    def name(self, prefix: str = "n") -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def add(self, text: str, value: Value) -> None:
+        self.lines.append(f"  {value.name}: {text}")
+        self.values.append(value)
+
+
+def conv_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) -> int:
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def image_step(spec: Spec, x: Value) -> None:
+    """One op (or block) on the image `x`."""
+    rng = spec.rng
+    c, h, w = x.shape
+    choice = rng.choice(
+        [
+            "conv",
+            "conv",
+            "conv_w",
+            "norm",
+            "act",
+            "pool",
+            "avg",
+            "residual",
+            "down",
+            "parallel",
+            "seq",
+            "shuffle",
+            "slice",
+            "concat",
+            "upsample",
+            "dropout",
+            "mul",
+            "tconv",
+            "grow",
+            "switch",
+            "pair",
+        ]
+    )
+    name = spec.name()
+    frm = f", from: {x.name}" if spec.values[-1] is not x else ""
+    if choice in ("conv", "conv_w"):
+        kernel, stride, dilation = (
+            rng.choice([1, 3, 5]),
+            rng.choice([1, 1, 2]),
+            rng.choice([1, 1, 2]),
+        )
+        padding = rng.choice([0, kernel // 2 * dilation])
+        if conv_size(min(h, w), kernel, stride, padding, dilation) < 1:
+            kernel, padding, dilation = 1, 0, 1
+        groups = rng.choice([g for g in (1, 2, 4) if c % g == 0])
+        if choice == "conv_w":  # the width from the model param, a multiple of the groups
+            out, text = spec.width * groups, f"w * {groups}" if groups > 1 else "w"
+        else:
+            out = groups * rng.choice([1, 2, 3, 4])
+            text = str(out)
+        bias = rng.choice(["true", "false"])
+        shape = (
+            out,
+            conv_size(h, kernel, stride, padding, dilation),
+            conv_size(w, kernel, stride, padding, dilation),
+        )
+        spec.add(
+            f"{{op: conv2d, out: {text}, kernel: {kernel}, stride: {stride}, padding: {padding}, "
+            f"dilation: {dilation}, groups: {groups}, bias: {bias}{frm}}}",
+            Value(name, shape),
+        )
+    elif choice == "tconv" and h < 16:
+        spec.add(
+            f"{{op: conv_transpose2d, out: 4, kernel: 2, stride: 2{frm}}}",
+            Value(name, (4, 2 * h, 2 * w)),
+        )
+    elif choice == "norm":
+        spec.add(
+            f"{{op: batch_norm, eps: {rng.choice(['1.0e-5', '0.001'])}, momentum: 0.1{frm}}}",
+            Value(name, x.shape),
+        )
+    elif choice == "act":
+        op = rng.choice(
+            [
+                "relu",
+                "relu6",
+                "gelu",
+                "silu",
+                "sigmoid",
+                "hardswish",
+                "tanh",
+                "hardsigmoid",
+                "leaky_relu",
+            ]
+        )
+        spec.add(f"{{op: {op}{frm}}}", Value(name, x.shape))
+    elif choice in ("pool", "avg") and min(h, w) >= 3:
+        kernel, stride = rng.choice([2, 3]), rng.choice([1, 2])
+        padding, ceil = rng.choice([0, 1]), rng.choice([False, True])
+        op = "max_pool2d" if choice == "pool" else "avg_pool2d"
+        extra = (
+            f", count_include_pad: {rng.choice(['true', 'false'])}" if op == "avg_pool2d" else ""
+        )
+        shape = (
+            c,
+            pool_size(h, kernel, stride, padding, ceil),
+            pool_size(w, kernel, stride, padding, ceil),
+        )
+        spec.add(
+            f"{{op: {op}, kernel: {kernel}, stride: {stride}, padding: {padding}, "
+            f"ceil_mode: {str(ceil).lower()}{extra}{frm}}}",
+            Value(name, shape),
+        )
+    elif choice == "residual":
+        residual_block(spec)
+        count = rng.choice([1, 2, 3])
+        names = f', names: "{name}_{{i + 1}}"' if rng.random() < 0.3 and count > 1 else ""
+        spec.add(f"{{block: Residual, repeat: {count}{names}{frm}}}", Value(name, x.shape))
+    elif choice == "down" and min(h, w) >= 2:
+        down_block(spec)
+        stride = rng.choice([1, 2])
+        shape = (spec.width * 2, conv_size(h, 3, stride, 1), conv_size(w, 3, stride, 1))
+        spec.add(f"{{block: Down, out: w * 2, stride: {stride}{frm}}}", Value(name, shape))
+    elif choice == "parallel":
+        parallel_block(spec)
+        spec.add(f"{{block: Parallel, c: {rng.choice([2, 4])}{frm}}}", Value(name, (c + 12, h, w)))
+    elif choice == "seq":
+        sequence_block(spec)
+        spec.add(f"{{block: ConvBnAct, out: 6{frm}}}", Value(name, (6, h, w)))
+    elif choice == "shuffle" and c % 2 == 0:
+        spec.add(f"{{op: channel_shuffle, groups: 2{frm}}}", Value(name, x.shape))
+    elif choice == "slice" and c >= 2:
+        spec.add(f"{{op: slice, start: {c // 2}, stop: {c}{frm}}}", Value(name, (c - c // 2, h, w)))
+    elif choice == "concat":
+        same = [
+            v
+            for v in spec.values
+            if len(v.shape) == 3 and v.shape[1:] == (h, w) and not v.channels_last
+        ]
+        other = rng.choice(same)
+        spec.add(
+            f"{{op: concat, from: [{x.name}, {other.name}]}}",
+            Value(name, (c + other.shape[0], h, w)),
+        )
+    elif choice == "mul":
+        same = [v for v in spec.values if v.shape == x.shape and not v.channels_last]
+        spec.add(f"{{op: mul, from: [{x.name}, {rng.choice(same).name}]}}", Value(name, x.shape))
+    elif choice == "upsample" and h < 16:
+        mode = rng.choice(["nearest", "bilinear"])
+        spec.add(f"{{op: upsample, scale: 2, mode: {mode}{frm}}}", Value(name, (c, 2 * h, 2 * w)))
+    elif choice == "dropout":
+        spec.add(f"{{op: dropout, p: 0.2{frm}}}", Value(name, x.shape))
+    elif choice == "grow":
+        grow_block(spec)
+        count = rng.choice([1, 2, 3])
+        spec.add(
+            f"{{block: Grow, growth: 3, repeat: {count}{frm}}}", Value(name, (c + 3 * count, h, w))
+        )
+    elif choice == "switch":  # a conditional node, on the model param `flag`
+        spec.add(f"{{op: conv2d, out: {c}, kernel: 1, when: flag{frm}}}", Value(name, x.shape))
+    elif choice == "pair":
+        pair_block(spec)
+        spec.add(f"{{block: Pair, from: [{x.name}, {x.name}], when: flag}}", Value(name, x.shape))
+    else:
+        spec.add(f"{{op: relu{frm}}}", Value(name, x.shape))
+
+
+def grow_block(spec: Spec) -> None:
+    """A dense layer: its loop widens the input every iteration."""
+    if "  Grow:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  Grow:",
+        "    params: {growth: int}",
+        "    output_channels: in_channels + growth",
+        "    body:",
+        "      conv: {op: conv2d, out: growth, kernel: 3, padding: 1}",
+        "      cat: {op: concat, from: [input, conv]}",
+    ]
+
+
+def pair_block(spec: Spec) -> None:
+    """A block of two inputs (used under `when:`)."""
+    if "  Pair:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  Pair:",
+        "    inputs: [a, b]",
+        "    body:",
+        "      sum: {op: add, from: [a, b]}",
+        "      conv: {op: conv2d, out: a_channels, kernel: 1}",
+    ]
+
+
+def residual_block(spec: Spec) -> None:
+    if "  Residual:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  Residual:",
+        "    body:",
+        "      conv1: {op: conv2d, out: in_channels, kernel: 3, padding: 1, bias: false}",
+        "      bn1: batch_norm",
+        "      act: relu",
+        "      conv2: {op: conv2d, out: in_channels, kernel: 1}",
+        "      add: {op: add, from: [conv2, input]}",
+    ]
+
+
+def down_block(spec: Spec) -> None:
+    if "  Down:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  Down:",
+        "    params: {out: int, stride: 1}",
+        "    body:",
+        "      conv: {op: conv2d, out: out, kernel: 3, stride: stride, padding: 1}",
+        "      bn: batch_norm",
+        "      skip:",
+        "        seq: [{op: conv2d, out: out, kernel: 1, stride: stride, bias: false}, batch_norm]",
+        "        from: input",
+        "        when: stride != 1 or in_channels != out",
+        "      add: {op: add, from: [bn, skip]}",
+    ]
+
+
+def parallel_block(spec: Spec) -> None:
+    if "  Parallel:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  Parallel:",
+        "    params: {c: int}",
+        "    body:",
+        "      convs:",
+        "        branches:",
+        "          - {op: conv2d, out: 4, kernel: 1}",
+        "          - {op: conv2d, out: 4, kernel: 3, padding: 1}",
+        "          - - {op: max_pool2d, kernel: 3, stride: 1, padding: 1}",
+        "            - {op: conv2d, out: 4, kernel: 1}",
+        "      cat: {op: concat, from: [input, convs]}",
+    ]
+
+
+def sequence_block(spec: Spec) -> None:
+    if "  ConvBnAct:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  ConvBnAct:",
+        "    params: {out: int, norm: {type: op, default: batch_norm}}",
+        "    body:",
+        "      - {op: conv2d, out: out, kernel: 3, padding: 1, bias: false}",
+        "      - norm",
+        "      - relu",
+    ]
+
+
+def head(spec: Spec, x: Value) -> None:
+    """Finish with a classifier over a vector, tokens through attention, or NHWC tokens."""
+    rng = spec.rng
+    c, h, w = x.shape
+    choice = rng.choice(["classifier", "tokens", "nhwc"])
+    frm = f", from: {x.name}" if spec.values[-1] is not x else ""
+    if choice == "classifier":
+        size = rng.choice([1, 2])
+        spec.add(
+            f"{{op: adaptive_avg_pool2d, size: {size}{frm}}}", Value(spec.name(), (c, size, size))
+        )
+        spec.add("flatten", Value(spec.name(), (c * size * size,)))
+        spec.add("{op: linear, out: classes}", Value(spec.name(), (10,)))
+    elif choice == "tokens":
+        spec.add(f"{{op: conv2d, out: 8, kernel: 1{frm}}}", Value(spec.name(), (8, h, w)))
+        spec.add("to_tokens", Value(spec.name(), (h * w, 8)))
+        spec.add("{op: class_token}", Value(spec.name(), (h * w + 1, 8)))
+        spec.add(
+            f"{{op: position_embedding, length: {h * w + 1}}}", Value(spec.name(), (h * w + 1, 8))
+        )
+        spec.add("{op: layer_norm, eps: 1.0e-6}", Value(spec.name(), (h * w + 1, 8)))
+        spec.add("{op: linear, out: 24}", Value(spec.name(), (h * w + 1, 24)))
+        spec.add("{op: attention, heads: 2}", Value(spec.name(), (h * w + 1, 8)))
+        spec.add("{op: select, axis: 1, index: 0}", Value(spec.name(), (8,)))
+        spec.add("{op: linear, out: classes}", Value(spec.name(), (10,)))
+    else:
+        nhwc = Value(spec.name(), (h, w, c), True)
+        spec.add(f"{{op: permute, layout: NHWC{frm}}}", nhwc)
+        spec.add("{op: layer_norm}", Value(spec.name(), (h, w, c), True))
+        linear = Value(spec.name(), (h, w, 6), True)
+        spec.add("{op: linear, out: 6}", linear)
+        joined = Value(spec.name(), (h, w, 6 + c), True)
+        spec.add(f"{{op: concat, axis: 3, from: [{linear.name}, {nhwc.name}]}}", joined)
+        spec.add("{op: sigmoid}", Value(spec.name(), (h, w, 6 + c), True))
+        spec.add(
+            f"{{op: mul, from: [{joined.name}, {spec.values[-1].name}]}}",
+            Value(spec.name(), (h, w, 6 + c), True),
+        )
+        spec.add("{op: slice, axis: 3, start: 1, stop: 5}", Value(spec.name(), (h, w, 4), True))
+        if rng.random() < 0.5:
+            spec.add("{op: flatten}", Value(spec.name(), (h * w * 4,)))
+            spec.add("{op: linear, out: classes}", Value(spec.name(), (10,)))
+        else:
+            spec.add("{op: permute, layout: NCHW}", Value(spec.name(), (4, h, w)))
+
+
+def random_spec(seed: int) -> str:
+    """A random valid model spec."""
+    rng = random.Random(seed)
+    spec = Spec(rng)
+    channels, size = rng.choice([1, 3, 4]), rng.choice([8, 9, 12, 16])
+    spec.values.append(Value("input", (channels, size, size)))
+    for _ in range(rng.randint(2, 8)):
+        image = [v for v in spec.values if len(v.shape) == 3 and not v.channels_last]
+        x = image[-1] if rng.random() < 0.8 else rng.choice(image)
+        image_step(spec, x)
+    image = [v for v in spec.values if len(v.shape) == 3 and not v.channels_last]
+    head(spec, image[-1])
+    text = [
+        "archc: 1",
+        f"name: fuzz{seed}",
+        f"params: {{w: {spec.width}, classes: 10, flag: {str(rng.random() < 0.5).lower()}}}",
+        f"input: [{channels}, {size}, {size}]",
+        "body:",
+        *spec.lines,
+    ]
+    if spec.blocks:
+        text += ["blocks:", *spec.blocks]
+    return "\n".join(text) + "\n"
