@@ -82,7 +82,7 @@ CASES = {
     ),
     "groups do not divide": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3, groups: 2}\n",
-        "5:10",
+        "5:50",
         "groups=2 must divide both the input channels and out, got 3 input channels",
     ),
     "kernel larger than the input": (
@@ -183,7 +183,7 @@ CASES = {
     ),
     "a token placed past the sequence": (
         HEAD + "  t: to_tokens\n  c: {op: class_token, at: 300}\n",
-        "6:6",
+        "6:28",
         "c (class_token): at must be from 0 to the sequence length 256, got 300",
     ),
     "an index into one value": (

@@ -338,7 +338,7 @@ case(
 case("linear on an NCHW image", body("fc: ⟨{op: linear, out: 10}"), "flatten it first")
 case(
     "pool padding beyond half the kernel",
-    body("p: ⟨{op: max_pool2d, kernel: 2, padding: 2}"),
+    body("p: {op: max_pool2d, kernel: 2, padding: ⟨2}"),
     "padding must be at most half the kernel",
 )
 case(
@@ -653,3 +653,32 @@ def test_a_broken_pipe_is_quiet() -> None:
     )
     assert result.stdout.count("\n") == 1
     assert result.stderr == ""
+
+
+def test_a_hundred_thousand_ops_compile_and_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounds are far above real networks: 10,000 units of 10 ops each."""
+    monkeypatch.chdir(tmp_path)
+    unit = "\n".join(
+        f"      {name}: {body}"
+        for name, body in [
+            ("conv1", "{op: conv2d, out: in_channels, kernel: 1}"),
+            ("bn1", "batch_norm"),
+            ("relu1", "relu"),
+            ("conv2", "{op: conv2d, out: in_channels, kernel: 1}"),
+            ("bn2", "batch_norm"),
+            ("add", "{op: add, from: [bn2, input]}"),
+            ("relu2", "relu"),
+            ("conv3", "{op: conv2d, out: in_channels, kernel: 1}"),
+            ("bn3", "batch_norm"),
+            ("relu3", "relu"),
+        ]
+    )
+    Path("big.yaml").write_text(
+        "archc: 1\nname: big\ninput: [8, 8, 8]\nblocks:\n  Unit:\n    body:\n"
+        f"{unit}\nbody:\n  stage: {{block: Unit, repeat: 10000}}\n"
+    )
+    status, stdout, stderr = run(["build", "big.yaml", "-o", "out"])
+    assert status == 0, stderr
+    assert "2,640,000 params" in stdout  # 10,000 × 3 × (8·8 + 8 + 2·8)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from archc.errors import ShapeError, SpecError, did_you_mean
+from archc.errors import Location, ShapeError, SpecError, did_you_mean
 from archc.ir.graph import BATCH, Graph, Node, TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
@@ -482,7 +482,10 @@ class Elaborator:
         if not self.symbolic:
             problems = op.check(attrs, types)
             if problems:
-                raise ShapeError(f"{site.full_name} ({op.name}): {problems[0]}", site.node.location)
+                raise ShapeError(
+                    f"{site.full_name} ({op.name}): {problems[0]}",
+                    _blamed(site.node, problems[0]),
+                )
         output = op.infer(attrs, types)
         if self.graph is not None:
             if len(self.graph.nodes) >= MAX_NODES:
@@ -720,6 +723,14 @@ def resolve_ref(
             f"{who}: '{ref.raw}' is out of range: {name} has {len(value)} values", ref.location
         )
     return value[index], f"{producers[name]}[{index}]"
+
+
+def _blamed(node: NodeSpec, problem: str) -> Location:
+    """Where a constraint's message points: the attribute it starts with (`groups=3 must
+    divide …`, `padding must be …`) where the spec writes it, else the node."""
+    first = re.match(r"\w+", problem)
+    value = node.args.get(first.group()) if first else None
+    return value.location if value is not None else node.location
 
 
 def _listed(value: Bound | list[Bound]) -> list[Bound]:

@@ -165,11 +165,20 @@ def test_adaptive_avg_pool2d(size: int, height: int, width: int) -> None:
     features=st.integers(1, 16),
     out=st.integers(1, 16),
     bias=st.booleans(),
-    extra=st.lists(st.integers(1, 3), max_size=2),
+    extra=st.lists(st.integers(1, 3), max_size=1),
 )
 def test_linear(features: int, out: int, bias: bool, extra: list[int]) -> None:
+    """Vectors (N, C) and tokens (N, L, D), as torch applies it to the last axis."""
     op = REGISTRY["linear"]
     check(op, op.Attrs(out=out, bias=bias), [(2, *extra, features)])
+
+
+def test_linear_refuses_an_nchw_image_that_torch_would_take_by_its_width() -> None:
+    """On (N, C, H, W) torch maps the W axis, never what a spec means: refused by design."""
+    op = REGISTRY["linear"]
+    (problem,) = op.check(op.Attrs(out=4), [TensorType((BATCH, 3, 8, 8))])
+    assert "flatten it first" in problem
+    assert not op.check(op.Attrs(out=4), [TensorType((BATCH, 8, 8, 3), channels_last=True)])
 
 
 @PROPERTY
