@@ -1,12 +1,13 @@
-"""Translation validation: the generated torch file, constructed, against the IR.
+"""Translation validation: a generated file, constructed, against the IR.
 
 A block class is symbolic (one class serves every call site), so the class view can drift
 from the concrete IR. Before a file is written, its model is built once, with stand-ins for
-torch that only record what each constructor was given (no framework is imported and no
-forward runs), and every IR node is checked at its parameter path: a node that lowers to a
-module must be that module, built with the arguments its own lowering gives; a node that keeps
-parameters inline must have them. A module the IR does not have is a mismatch too. Any
-mismatch is archc's bug, reported with the node, and the file is not written.
+torch (or jax, flax and numpy) that only record what each constructor was given (no
+framework is imported and no forward runs), and every IR node is checked at its parameter
+path: a node that lowers to a module must be that module, built with the arguments its own
+lowering gives; a node that keeps parameters inline must have them. A module the IR does not
+have is a mismatch too. Any mismatch is archc's bug, reported with the node, and the file is
+not written.
 
 The stand-ins run with a short list of builtins and can import nothing but themselves,
 `math` and `typing`, so a file that tried to do anything else could not.
@@ -96,15 +97,18 @@ class _Module:
 
 
 class _Sequential(_Module):
-    def __init__(self, *modules: _Module) -> None:
-        for index, module in enumerate(modules):
-            self.children[str(index)] = module
+    """Numbered items; in flax some are plain functions (`jax.nn.relu`), which keep their
+    number but hold no module."""
+
+    def __init__(self, *items: Any) -> None:
+        for index, item in enumerate(items):
+            if isinstance(item, _Module):
+                self.children[str(index)] = item
 
 
-class _ModuleList(_Module):
-    def __init__(self, modules: Any = ()) -> None:
-        for index, module in enumerate(modules):
-            self.children[str(index)] = module
+class _ModuleList(_Sequential):
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(*items)
 
 
 class _Namespace(_Anything):
@@ -122,6 +126,7 @@ class _Namespace(_Anything):
 
 
 def _stand_ins() -> dict[str, Any]:
+    tensors = {name: _Tensor for name in ("zeros", "ones", "empty", "randn", "rand", "full")}
     nn = _Namespace(
         Module=_Module,
         Sequential=_Sequential,
@@ -130,9 +135,19 @@ def _stand_ins() -> dict[str, Any]:
         functional=_Namespace(),
         init=_Namespace(**{name: _first for name in _INITIALISERS}),
     )
-    tensors = {name: _Tensor for name in ("zeros", "ones", "empty", "randn", "rand", "full")}
     torch = _Namespace(nn=nn, Tensor=_Anything, **tensors)
-    return {"torch": torch, "math": math, "typing": typing}
+    variables = {name: _Parameter for name in ("Param", "BatchStat", "Variable")}
+    nnx = _Namespace(Module=_Module, Sequential=_Sequential, List=_ModuleList, **variables)
+    jax = _Namespace(numpy=_Namespace(**tensors), Array=_Anything)
+    flax = _Namespace(nnx=nnx)
+    return {
+        "torch": torch,
+        "jax": jax,
+        "flax": flax,
+        "numpy": _Namespace(**tensors),
+        "math": math,
+        "typing": typing,
+    }
 
 
 _INITIALISERS = ("trunc_normal_", "xavier_uniform_", "normal_", "zeros_", "ones_", "uniform_")
@@ -165,26 +180,38 @@ def _restricted_builtins(modules: dict[str, Any]) -> dict[str, Any]:
     return {**allowed, "__import__": importer}
 
 
-def build_model(source: str, model: str) -> _Module:
-    """The model of a generated torch file, built with the stand-ins."""
+def build_model(source: str, model: str, *args: Any) -> _Module:
+    """The model of a generated file, built with the stand-ins (`create_model(*args)`)."""
     namespace: dict[str, Any] = {
         "__builtins__": _restricted_builtins(_stand_ins()),
         "__name__": "generated",
     }
     exec(compile(source, f"<generated {model}>", "exec"), namespace)
-    return namespace["create_model"]()
+    return namespace["create_model"](*args)
 
 
 def validate_torch(source: str, graph: Graph, classes: list[BlockClass]) -> None:
-    """Raise an internal error naming the first node the built model disagrees with."""
+    """Raise an internal error naming the first node the built torch model disagrees with."""
+    _validate(source, graph, classes, lambda op: op.lower_torch, ())
+
+
+def validate_flax(source: str, graph: Graph, classes: list[BlockClass]) -> None:
+    """Raise an internal error naming the first node the built flax model disagrees with."""
+    _validate(source, graph, classes, lambda op: op.lower_flax, (_Anything(),))
+
+
+def _validate(
+    source: str, graph: Graph, classes: list[BlockClass], lowering: Any, args: tuple
+) -> None:
     names = {block_class.class_name for block_class in classes}
     try:
-        root = build_model(source, graph.name)
+        root = build_model(source, graph.name, *args)
     except Exception as error:
         raise InternalError("emit", f"building the generated model failed: {error!r}") from None
     expected = {}
     for node in graph.nodes.values():
-        lowered = node.op.lower_torch(node.attrs, [graph.type_of(name) for name in node.inputs])
+        inputs = [graph.type_of(name) for name in node.inputs]
+        lowered = lowering(node.op)(node.attrs, inputs)
         expected[node.name] = (node, lowered)
         _check_node(root, node, lowered)
     paths = [name.split(".") for name in expected]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from archc.cli import main
+from archc.emit.flax.emitter import flax_source
 from archc.emit.torch.emitter import torch_source
-from archc.emit.validate import build_model, validate_torch
+from archc.emit.validate import build_model, validate_flax, validate_torch
 from archc.errors import InternalError
 from archc.ops.linear import Linear
 from archc.ops.lowering import ModuleCall
@@ -57,6 +58,20 @@ def test_a_file_that_drifts_from_the_ir_is_caught(
     with pytest.raises(InternalError, match="translation validation: ") as caught:
         validate_torch(source.replace(old, new, 1), graph, classes)
     assert problem in str(caught.value)
+
+
+def test_a_flax_file_that_drifts_from_the_ir_is_caught() -> None:
+    compiled = compile_spec(SPECS / "resnet18.yaml")
+    source = flax_source(compiled.program, compiled.costs, "archc build")
+    graph, classes = compiled.program.graph, block_classes(compiled.program)
+    for old, new, problem in [
+        ("nnx.Linear(512, num_classes", "nnx.Linear(511, num_classes", "built as Linear(511"),
+        ("self.bn1 = BatchNorm(64", "self.bn1 = BatchNorm(63", "built as BatchNorm(63)"),
+    ]:
+        assert old in source
+        with pytest.raises(InternalError, match="translation validation: ") as caught:
+            validate_flax(source.replace(old, new, 1), graph, classes)
+        assert problem in str(caught.value)
 
 
 def test_the_stand_ins_import_nothing_else(resnet18: tuple) -> None:

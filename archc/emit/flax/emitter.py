@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from archc.emit.classes import Backend
 from archc.emit.source_file import emit_file
+from archc.emit.validate import validate_flax
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete
@@ -46,6 +47,7 @@ FLAX = Backend(
         (r"\bnnx\.", "from flax import nnx"),
     ),
     required_helpers=("load_torch_state_dict",),
+    validate=validate_flax,
 )
 
 
