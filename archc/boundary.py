@@ -94,6 +94,53 @@ def check_name(name: object, location: Location, what: str, reserved: frozenset[
     return text
 
 
+MODULE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_node_name(name: object, location: Location) -> str:
+    """A node's name, which names its module in both frameworks (`layer3.2.conv2`): what
+    torch's `add_module` accepts, in ASCII letters, digits, `_` and `-` (a `.` would split
+    the parameter path). A name Python cannot spell (`block1-0`, `3x3`, `class`) is set and
+    read through setattr/getattr, so the state_dict keeps it."""
+    text = str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
+    if text is None or not MODULE_NAME.fullmatch(text):
+        shown = repr(name)[:60]
+        normal = unicodedata.normalize("NFKC", text) if text else ""
+        hint = (
+            f"it reads as '{normal}' once normalised (NFKC), which would collide; write that"
+            if normal != text and MODULE_NAME.fullmatch(normal)
+            else "ASCII letters, digits, _ and -; a . would split the parameter path"
+        )
+        raise SpecError(f"node name must be a module name, got {shown}", location, hint)
+    if len(text) > MAX_NAME_LENGTH:
+        raise SpecError(
+            f"node name is {len(text)} characters long; the limit is {MAX_NAME_LENGTH}", location
+        )
+    if text.startswith("__"):
+        raise SpecError(f"node name '{text}' starts with '__', which Python reserves", location)
+    if text in NODE_RESERVED:
+        reason = _why_reserved(text)
+        raise SpecError(f"node name '{text}' is reserved: {reason}", location, "rename it")
+    return text
+
+
+def spelt(name: str) -> bool:
+    """Whether Python code can write `name` as an attribute or variable."""
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def attribute(owner: str, name: str) -> str:
+    """`owner.name`, or `getattr(owner, "block1-0")` for a name Python cannot spell."""
+    return f"{owner}.{name}" if spelt(name) else f"getattr({owner}, {string_literal(name)})"
+
+
+def local_name(name: str) -> str:
+    """A Python variable for a node's value: its name with any other character made `_`
+    (`block1-0` → `block1_0`, `3x3` → `_3x3`)."""
+    text = re.sub(r"\W", "_", name)
+    return f"_{text}" if text[:1].isdigit() else text
+
+
 def _why_reserved(name: str) -> str:
     if name in FRAMEWORK_ATTRIBUTES:
         return "torch and flax modules already have an attribute of that name"

@@ -139,9 +139,9 @@ CASES = {
         "node 'r': names: applies to a repeated op or block",
     ),
     "names that are not identifiers": (
-        HEAD + '  r: {op: relu, repeat: 2, names: "act-{i}"}\n',
+        HEAD + '  r: {op: relu, repeat: 2, names: "act.{i}"}\n',
         "5:36",
-        "names: must be an identifier, got 'act-0'",
+        "node name must be a module name, got 'act.0'",
     ),
     "branches read by an op that takes one input": (
         HEAD + "  convs: {branches: [relu, relu]}\n  r: {op: relu, from: convs}\n",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from archc.boundary import docstring_text, string_literal
+from archc.boundary import attribute, docstring_text, local_name, spelt, string_literal
 from archc.emit.layout import (
     INDENT,
     INPUT_RESERVED,
@@ -234,30 +234,31 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
         child.kind in ("sequence", "branches") and _needs_list(child.children)
     ):
         items = child.children if child.kind != "loop" else [replace(child, condition=None)]
-        lines = _build_list(child.name, items, depth, backend)
+        listed = variable_name(child.name)
+        lines = _build_list(listed, items, depth, backend)
         built = (
-            f"{backend.module_list}({child.name})"
+            f"{backend.module_list}({listed})"
             if child.kind == "branches"
-            else f"{backend.sequential}(*{child.name})"
+            else f"{backend.sequential}(*{listed})"
         )
-        lines.append(f"{INDENT * depth}self.{child.name} = {built}")
+        lines += _set(child.name, built, depth)
     elif (inline := _inline(child, backend)) is not None:
         # Inline code: only its parameters and its condition need keeping.
         lines = [
             line
             for suffix, value in inline.parameters
-            for line in layout_source(f"self.{child.name}{suffix} = ", value, depth)
+            for line in _set(child.name + suffix, value, depth)
         ]
         if child.condition is None:
             return lines
-        use = f"self.use_{child.name}"
-        switch = [f"{BODY}{use} = {source(child.condition)}"]
-        return [*switch, f"{BODY}if {use}:", *lines] if lines else switch
+        use = f"use_{child.name}"
+        switch = _set(use, source(child.condition), 2)
+        return [*switch, f"{BODY}if {attribute('self', use)}:", *lines] if lines else switch
     else:
-        lines = layout(f"self.{child.name} = ", _expression(child, backend), depth)
+        lines = _set(child.name, _expression(child, backend), depth)
     if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
         condition = f"{BODY}if {source(child.condition)}:"
-        lines = [condition, *lines, f"{BODY}else:", f"{BODY}{INDENT}self.{child.name} = None"]
+        lines = [condition, *lines, f"{BODY}else:", *_set(child.name, "None", 3)]
     if any(placeholder in line for line in lines for placeholder in SPATIAL):
         raise SpecError(
             f"'{child.name}' of block {block_class.class_name}: a constructor argument depends "
@@ -286,7 +287,7 @@ def _with_named_widths(block_class: BlockClass, backend: Backend) -> list[str]:
             later = "\n".join(line for chunk in plain[position + 1 :] for line in chunk)
             already_named = str(substitute_names(width)).isidentifier()
             if len(width) >= WIDTH_NAME_FROM and width in later and not already_named:
-                name = f"{child.name}_channels"
+                name = f"{local_name(child.name)}_channels"
                 lines += layout_assignment(name, width, 2)
                 names.insert(0, (width, name))
     return lines
@@ -369,8 +370,8 @@ def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
             loop.spec.location,
         )
     body = layout("", Call("setattr", ["self", loop.names, expression]), depth + 1)
-    count = f"{INDENT * depth}self.num_{loop.name} = {source(loop.count)}"
-    return [*_loop_frame(loop, body, depth), count]
+    count = _set(f"num_{loop.name}", source(loop.count), depth)
+    return [*_loop_frame(loop, body, depth), *count]
 
 
 def _loop_frame(loop: ModuleNode, body: list[str], depth: int) -> list[str]:
@@ -508,7 +509,7 @@ def _call_body(
         if child.kind == "loop" and child.names is not None:
             if target != arguments[0]:
                 lines.append(f"{BODY}{target} = {arguments[0]}")
-            lines.append(f"{BODY}for i in range(self.num_{child.name}):")
+            lines.append(f"{BODY}for i in range({attribute('self', f'num_{child.name}')}):")
             # the f-string's fields read the constructor's names; its text stays as it is
             fields = re.compile(r"\{([^{}]*)\}")
             named = fields.sub(lambda field: "{" + _on_self(field[1], kept) + "}", child.names)
@@ -516,17 +517,19 @@ def _call_body(
             continue
         if template is not None:
             template = _on_self(template, kept)
-            value = template.format(*arguments, self=f"self.{child.name}")
+            value = _own_parameters(template, child, backend).format(
+                *arguments, self=attribute("self", child.name)
+            )
             value = _unspread(value)
         elif child.condition is not None:
-            called = f"self.{child.name}({', '.join(arguments)})"
-            value = f"{called} if self.{child.name} is not None else {arguments[0]}"
+            module = attribute("self", child.name)
+            value = f"{module}({', '.join(arguments)}) if {module} is not None else {arguments[0]}"
         else:
-            value = f"self.{child.name}({', '.join(arguments)})"
+            value = f"{attribute('self', child.name)}({', '.join(arguments)})"
         if template is not None and child.condition is not None:
             # Switched off, the node passes its first input on (if/else: the target may
             # hold another input).
-            use, first = f"self.use_{child.name}", arguments[0]
+            use, first = attribute("self", f"use_{child.name}"), arguments[0]
             choice = f"{BODY}{target} = {value} if {use} else {first}"
             if target != first and len(choice) <= LINE_LIMIT:
                 lines.append(choice)
@@ -556,6 +559,27 @@ def _call_body(
     return lines
 
 
+def _set(name: str, value: str | Call, depth: int) -> list[str]:
+    """`self.name = value`, or `setattr(self, "block1-0", value)` for a name Python cannot
+    spell (torch and flax register the module under it all the same)."""
+    if spelt(name):
+        if isinstance(value, str):
+            return layout_source(f"self.{name} = ", value, depth)
+        return layout(f"self.{name} = ", value, depth)
+    return layout("", Call("setattr", ["self", string_literal(name), value]), depth)
+
+
+def _own_parameters(template: str, child: ModuleNode, backend: Backend) -> str:
+    """An inline template with its `{self}_weight`-style parameters written as attributes
+    of the module (through getattr where Python cannot spell the name)."""
+    inline = _inline(child, backend)
+    for suffix, _ in inline.parameters if inline else ():
+        if suffix:
+            owned = attribute("self", child.name + suffix).replace("{", "{{").replace("}", "}}")
+            template = template.replace("{self}" + suffix, owned)
+    return template
+
+
 def _is_list(child: ModuleNode) -> bool:
     """Whether a child's value is a list: branches, or a block that returns `outputs:`."""
     return child.kind == "branches" or (child.kind == "block" and child.block.outputs is not None)
@@ -580,10 +604,11 @@ def _branches_call(target: str, child: ModuleNode, arguments: list[str]) -> list
     """Every branch on the input, or branch k on input k; a comprehension too long for one
     line goes inside its brackets."""
     if len(child.inputs) == 1 and not arguments[0].startswith("*"):
-        comprehension = f"branch({arguments[0]}) for branch in self.{child.name}"
+        comprehension = f"branch({arguments[0]}) for branch in {attribute('self', child.name)}"
     else:
         values = _unspread(f"[{', '.join(arguments)}]")
-        comprehension = f"branch(value) for branch, value in zip(self.{child.name}, {values})"
+        modules = attribute("self", child.name)
+        comprehension = f"branch(value) for branch, value in zip({modules}, {values})"
     line = f"{BODY}{target} = [{comprehension}]"
     if len(line) <= LINE_LIMIT:
         return [line]

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from archc.boundary import GENERATED_GLOBALS, docstring_text
+from archc.boundary import GENERATED_GLOBALS, docstring_text, local_name
 
 LINE_LIMIT = 100
 INDENT = "    "
@@ -124,6 +124,7 @@ def _with_comma(lines: list[str]) -> list[str]:
 
 def variable_name(name: str, reserved: frozenset[str] = RESERVED) -> str:
     """A local variable for a node name that shadows no builtin, keyword or fixed name."""
+    name = local_name(name)
     clash = keyword.iskeyword(name) or hasattr(builtins, name) or name in reserved
     return f"{name}_" if clash else name
 

@@ -687,7 +687,7 @@ class Elaborator:
         return output
 
 
-INDEXED = re.compile(r"(\w+)\[(-?\d+)\]")
+INDEXED = re.compile(r"([\w-]+)\[(-?\d+)\]")
 
 
 class UncountedValues(list):

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archc.boundary import NODE_RESERVED, check_name
+from archc.boundary import check_node_name
 from archc.errors import Location, SpecError
 from archc.ir.symbolic import Sym, concrete, is_symbolic, source
 from archc.ops.base import Attrs
@@ -50,7 +50,7 @@ def evaluate_names(value: Value, env: Mapping[str, Any]) -> Any:
             symbolic = symbolic or is_symbolic(result)
             literal_parts.append(str(concrete(result)))
             source_parts.append("{" + source(result) + "}")
-    name = check_name("".join(literal_parts), value.location, "names:", NODE_RESERVED)
+    name = check_node_name("".join(literal_parts), value.location)
     return Sym('f"' + "".join(source_parts) + '"', name) if symbolic else name
 
 

@@ -11,9 +11,9 @@ from archc import BLOCKS
 from archc.boundary import (
     CLASS_RESERVED,
     MODEL_RESERVED,
-    NODE_RESERVED,
     PARAM_RESERVED,
     check_name,
+    check_node_name,
     model_class_name,
 )
 from archc.errors import ArchcError, Location, SpecError, did_you_mean
@@ -433,7 +433,7 @@ def _parse_body(body: Any, location: Location) -> list[NodeSpec]:
         raise SpecError("body must be a non-empty mapping of node names to nodes", location)
     nodes = []
     for name, entry in body.items():
-        check_name(name, body.key_at(name), "node name", NODE_RESERVED)
+        check_node_name(name, body.key_at(name))
         nodes.append(_parse_node(name, entry, body.value_at(name)))
     return nodes
 

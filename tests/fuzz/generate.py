@@ -32,8 +32,10 @@ class Spec:
     """The model param `w` (the trunk's width)."""
 
     def name(self, prefix: str = "n") -> str:
+        """A fresh node name; now and then one Python cannot spell (`n-3`, `class3`)."""
         self.count += 1
-        return f"{prefix}{self.count}"
+        joint = self.rng.choice(["", "", "", "-", "_"])
+        return f"{self.rng.choice([prefix, prefix, 'class', 'def'])}{joint}{self.count}"
 
     def add(self, text: str, value: Value) -> None:
         self.lines.append(f"  {value.name}: {text}")
