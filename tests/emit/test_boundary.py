@@ -30,9 +30,14 @@ NASTY = [
 ]
 
 
+def yaml_string(text: str) -> str:
+    """`text` as a double-quoted YAML scalar."""
+    return '"' + text.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+
+
 def spec_text(text: str) -> str:
     """A model whose docs, output name and string param all carry `text` (YAML-escaped)."""
-    quoted = '"' + text.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    quoted = yaml_string(text)
     return (
         f"archc: 1\nname: tricky\ndoc: {quoted}\n"
         f"params: {{label: {quoted}, width: 4}}\n"
@@ -44,11 +49,11 @@ def spec_text(text: str) -> str:
     )
 
 
-def build(folder: Path, name: str, text: str, backend: str) -> str:
+def build(folder: Path, name: str, text: str, backend: str, *options: str) -> str:
     spec = folder / name
     spec.write_text(text, encoding="utf-8")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        status = main(["build", name, "--backend", backend, "-o", "out"])
+        status = main(["build", name, "--backend", backend, "-o", "out", *options])
     assert status == 0
     return (folder / "out" / backend / "tricky.py").read_text(encoding="utf-8")
 
@@ -77,6 +82,20 @@ def test_adversarial_strings_build_to_the_same_code_as_plain_ones(
     namespace: dict = {}
     exec(compile(ast.parse(nasty), "tricky.py", "exec"), namespace)  # defines, runs nothing
     assert namespace["__doc__"].startswith("tricky: ")
+    assert not (tmp_path / "CANARY").exists()
+
+
+@pytest.mark.parametrize("text", NASTY, ids=range(len(NASTY)))
+def test_set_string_values_reach_the_file_as_data(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--set label=…` (read as YAML, as every --set value) lands in the constructor's
+    default and the Regenerate line."""
+    monkeypatch.chdir(tmp_path)
+    option = f"--set=label={yaml_string(text)}"
+    nasty = build(tmp_path, "tricky.yaml", spec_text("plain"), "torch", option)
+    plain = build(tmp_path, "tricky.yaml", spec_text("plain"), "torch", "--set=label=plain")
+    assert structure(nasty) == structure(plain)
     assert not (tmp_path / "CANARY").exists()
 
 
