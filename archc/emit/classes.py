@@ -36,6 +36,7 @@ from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import REGISTRY
 from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 from archc.resolve.classes import SPATIAL
+from archc.resolve.elaborate import loop_width_name
 
 BODY = INDENT * 2  # the indentation of a method body
 
@@ -120,7 +121,7 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
             returns,
         )
         call = _call_body(block_class, inputs, kept, backend)
-    init = prelude + _used_lets(block_class, [*init, *call]) + init
+    init = prelude + _used_lets(block_class, [*init, *call]) + _without_unread_widths(init)
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
 
@@ -136,6 +137,19 @@ def _used_lets(block_class: BlockClass, code: list[str]) -> list[str]:
             lines = binding + lines
             text += "\n" + "\n".join(binding)
     return lines
+
+
+def _without_unread_widths(lines: list[str]) -> list[str]:
+    """Drop a loop's `<name>_channels = channels` that no later line reads."""
+    kept = []
+    for position, line in enumerate(lines):
+        binding = re.fullmatch(r"\s*(\w+_channels) = channels", line)
+        read = binding is None or any(
+            re.search(rf"\b{binding.group(1)}\b", later) for later in lines[position + 1 :]
+        )
+        if read:
+            kept.append(line)
+    return kept
 
 
 def _sequence_tail(block_class: BlockClass, backend: Backend) -> list[ModuleNode]:
@@ -387,6 +401,9 @@ def _loop_frame(loop: ModuleNode, body: list[str], depth: int) -> list[str]:
     lines += body
     if step != "channels":
         lines.append(f"{pad}{INDENT}channels = {step}")
+    width = source(loop.output.channels)
+    if width == loop_width_name(loop.spec.name):  # kept past later loops under its own name
+        lines.append(f"{pad}{width} = channels")
     return lines
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from archc.boundary import local_name
 from archc.errors import Location, ShapeError, SpecError, did_you_mean
 from archc.ir.graph import BATCH, Graph, Node, TensorType
 from archc.ir.modules import ModuleNode
@@ -451,7 +452,8 @@ class Elaborator:
         elif source(out_channels) == "channels":  # each iteration keeps its width
             out_channels = first.channels
         elif LOOP_VARIABLES.search(source(out_channels)):
-            out_channels = Sym("channels", concrete(out_channels))
+            # named after the loop: a later loop reuses `channels` for its own iterations
+            out_channels = Sym(loop_width_name(site.node.name), concrete(out_channels))
         output = bound.type.with_channels(out_channels)
         names = site.node.names
         module = ModuleNode(
@@ -723,6 +725,11 @@ def resolve_ref(
             f"{who}: '{ref.raw}' is out of range: {name} has {len(value)} values", ref.location
         )
     return value[index], f"{producers[name]}[{index}]"
+
+
+def loop_width_name(node: str) -> str:
+    """The local name of a loop's output width in a class (`denseblock1_channels`)."""
+    return f"{local_name(node)}_channels"
 
 
 def _blamed(node: NodeSpec, problem: str) -> Location:
