@@ -449,6 +449,12 @@ case(
     "is not a module built from its input width alone in every backend",
 )
 
+case(
+    "a node named as another's switch",
+    body("x: {op: relu, when: true}", "use_x: ⟨relu"),
+    "the class keeps the switch or count of node 'x'",
+)
+
 # Injection attempts are refused before any code exists.
 case("code in a node name", body(f'⟨"{CANARY}": relu'), "node name must be a module name")
 case(

@@ -110,7 +110,7 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
         base = backend.module
         kept = _forward_names(block_class, backend)
         init += _with_named_widths(block_class, backend)
-        init += [f"{BODY}self.{name} = {name}" for name in kept]
+        init += [f"{BODY}self.{kept[name]} = {name}" for name in kept]
         inputs = _input_variables(block_class)
         returns = backend.tensor
         if "" not in block_class.outputs:
@@ -488,28 +488,34 @@ def _reads(name: str) -> str:
     return rf"(?<![\w.])({name})\b(?!\s*=(?!=))"
 
 
-def _forward_names(block_class: BlockClass, backend: Backend) -> list[str]:
-    """Constructor names that inline code in the call method reads (kept on `self`)."""
+def _forward_names(block_class: BlockClass, backend: Backend) -> dict[str, str]:
+    """Constructor names that inline code in the call method reads, each with the attribute
+    it is kept in on `self`: its own name, unless a node of the class has that name."""
     scope = _constructor_names(block_class)
-    used: dict[str, None] = {}
+    taken = {child.name for child in block_class.children}
+    kept: dict[str, str] = {}
     for child in block_class.children:
         inline = _inline(child, backend)
         code = inline.template if inline else child.names or ""  # a names: f-string too
         for name in re.findall(_reads(r"[A-Za-z_]\w*"), code):
-            if name in scope:
-                used[name] = None
-    return list(used)
+            if name in scope and name not in kept:
+                attribute_name = name
+                while attribute_name in taken:
+                    attribute_name += "_"
+                kept[name] = attribute_name
+                taken.add(attribute_name)
+    return kept
 
 
-def _on_self(code: str, kept: list[str]) -> str:
+def _on_self(code: str, kept: dict[str, str]) -> str:
     """Code of the call method, with the constructor names it reads taken from `self`."""
-    for name in kept:
-        code = re.sub(_reads(name), f"self.{name}", code)
+    for name, attribute_name in kept.items():
+        code = re.sub(_reads(name), f"self.{attribute_name}", code)
     return code
 
 
 def _call_body(
-    block_class: BlockClass, inputs: list[str], kept: list[str], backend: Backend
+    block_class: BlockClass, inputs: list[str], kept: dict[str, str], backend: Backend
 ) -> list[str]:
     """The call method; `kept` are the constructor names inline code reads from `self`."""
     names = _variables(block_class, inputs)

@@ -166,6 +166,7 @@ def load_model(path: Path) -> ModelSpec:
         body=_parse_body(document["body"], document.value_at("body")),
         doc=str(document.get("doc", "")),
     )
+    _check_own_names(root)
     expect = _parse_expect(document)
     input_value = Value(document["input"], document.value_at("input"))
     outputs = _parse_outputs(document)
@@ -242,6 +243,23 @@ def _collect_blocks(
                 definitions.key_at(name),
             )
         blocks[name] = _parse_block(name, definition, definitions.value_at(name))
+        _check_own_names(blocks[name])
+
+
+def _check_own_names(block: BlockDef) -> None:
+    """A block's class keeps the `use_<node>` switch and `num_<node>` count of a node beside
+    its nodes: a node by one of those names would overwrite one of them."""
+    if block.sequential:
+        return
+    names = {node.name for node in block.body}
+    for node in block.body:
+        if node.name[:4] in ("use_", "num_") and node.name[4:] in names:
+            raise SpecError(
+                f"node name '{node.name}' is taken: the class keeps the switch or count of "
+                f"node '{node.name[4:]}' under it",
+                node.location,
+                "rename it",
+            )
 
 
 def _import_target(entry: Any, location: Location, path: Path, root: Path) -> Path:
