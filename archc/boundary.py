@@ -69,28 +69,9 @@ params, and call methods read params through `self`)."""
 def check_name(name: object, location: Location, what: str, reserved: frozenset[str]) -> str:
     """A spec name that becomes a Python identifier: ASCII letters, digits and `_`, not a
     keyword, not private (`__…`), at most MAX_NAME_LENGTH long, and none of `reserved`."""
-    text = str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
-    if text is None or not IDENTIFIER.fullmatch(text):
-        shown = repr(name)[:60]
-        normal = unicodedata.normalize("NFKC", text) if text else ""
-        hint = (
-            f"it reads as '{normal}' once normalised (NFKC), which would collide; write that"
-            if normal != text and IDENTIFIER.fullmatch(normal)
-            else "ASCII letters, digits and _, not starting with a digit"
-        )
-        raise SpecError(f"{what} must be an identifier, got {shown}", location, hint)
-    if len(text) > MAX_NAME_LENGTH:
-        raise SpecError(
-            f"{what} is {len(text)} characters long; the limit is {MAX_NAME_LENGTH}", location
-        )
+    text = _checked(name, location, what, IDENTIFIER, "an identifier", reserved)
     if keyword.iskeyword(text):
         raise SpecError(f"{what} '{text}' is a Python keyword", location, "rename it")
-    if text.startswith("__"):
-        raise SpecError(f"{what} '{text}' starts with '__', which Python reserves", location)
-    if text in reserved:
-        raise SpecError(
-            f"{what} '{text}' is reserved: {_why_reserved(text)}", location, "rename it"
-        )
     return text
 
 
@@ -102,25 +83,44 @@ def check_node_name(name: object, location: Location) -> str:
     torch's `add_module` accepts, in ASCII letters, digits, `_` and `-` (a `.` would split
     the parameter path). A name Python cannot spell (`block1-0`, `3x3`, `class`) is set and
     read through setattr/getattr, so the state_dict keeps it."""
+    return _checked(name, location, "node name", MODULE_NAME, "a module name", NODE_RESERVED)
+
+
+_ALPHABETS = {
+    IDENTIFIER.pattern: "ASCII letters, digits and _, not starting with a digit",
+    MODULE_NAME.pattern: "ASCII letters, digits, _ and -; a . would split the parameter path",
+}
+
+
+def _checked(
+    name: object,
+    location: Location,
+    what: str,
+    pattern: re.Pattern[str],
+    kind: str,
+    reserved: frozenset[str],
+) -> str:
+    """The rules every name shares: its alphabet (a look-alike is told what it normalises
+    to), its length, no leading `__`, none of `reserved`."""
     text = str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
-    if text is None or not MODULE_NAME.fullmatch(text):
-        shown = repr(name)[:60]
+    if text is None or not pattern.fullmatch(text):
         normal = unicodedata.normalize("NFKC", text) if text else ""
         hint = (
             f"it reads as '{normal}' once normalised (NFKC), which would collide; write that"
-            if normal != text and MODULE_NAME.fullmatch(normal)
-            else "ASCII letters, digits, _ and -; a . would split the parameter path"
+            if normal != text and pattern.fullmatch(normal)
+            else _ALPHABETS[pattern.pattern]
         )
-        raise SpecError(f"node name must be a module name, got {shown}", location, hint)
+        raise SpecError(f"{what} must be {kind}, got {repr(name)[:60]}", location, hint)
     if len(text) > MAX_NAME_LENGTH:
         raise SpecError(
-            f"node name is {len(text)} characters long; the limit is {MAX_NAME_LENGTH}", location
+            f"{what} is {len(text)} characters long; the limit is {MAX_NAME_LENGTH}", location
         )
     if text.startswith("__"):
-        raise SpecError(f"node name '{text}' starts with '__', which Python reserves", location)
-    if text in NODE_RESERVED:
-        reason = _why_reserved(text)
-        raise SpecError(f"node name '{text}' is reserved: {reason}", location, "rename it")
+        raise SpecError(f"{what} '{text}' starts with '__', which Python reserves", location)
+    if text in reserved:
+        raise SpecError(
+            f"{what} '{text}' is reserved: {_why_reserved(text)}", location, "rename it"
+        )
     return text
 
 
