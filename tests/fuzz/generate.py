@@ -75,6 +75,10 @@ def image_step(spec: Spec, x: Value) -> None:
             "concat",
             "upsample",
             "dropout",
+            "frozen",
+            "drop_path",
+            "crop",
+            "resize",
             "mul",
             "tconv",
             "grow",
@@ -191,6 +195,27 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{op: upsample, scale: 2, mode: {mode}{frm}}}", Value(name, (c, 2 * h, 2 * w)))
     elif choice == "dropout":
         spec.add(f"{{op: dropout, p: 0.2{frm}}}", Value(name, x.shape))
+    elif choice == "frozen":
+        spec.add(f"{{op: frozen_batch_norm, eps: 0.001{frm}}}", Value(name, x.shape))
+    elif choice == "drop_path":
+        spec.add(f"{{op: stochastic_depth, p: 0.1{frm}}}", Value(name, x.shape))
+    elif choice == "crop" and min(h, w) >= 3:  # a smaller map, then the skip cropped or padded
+        small = Value(spec.name(), (c, h - 2, w - 2))
+        spec.add(f"{{op: max_pool2d, kernel: 3, stride: 1{frm}}}", small)
+        op = rng.choice(["center_crop", "center_pad"])
+        big, like = (x, small) if op == "center_crop" else (small, x)
+        shape = (c, *like.shape[1:])
+        spec.add(f"{{op: {op}, from: [{big.name}, {like.name}]}}", Value(spec.name(), shape))
+        spec.add(f"{{op: mean, from: [{spec.values[-1].name}, {like.name}]}}", Value(name, shape))
+    elif choice == "resize" and min(h, w) >= 2:
+        small = Value(spec.name(), (c, (h + 1) // 2, (w + 1) // 2))
+        spec.add(f"{{op: avg_pool2d, kernel: 2, stride: 2, ceil_mode: true{frm}}}", small)
+        mode = rng.choice(["nearest", "bilinear"])
+        corners = rng.choice(["true", "false"]) if mode == "bilinear" else "false"
+        reads = f"from: [{small.name}, {x.name}]"
+        spec.add(
+            f"{{op: resize, mode: {mode}, align_corners: {corners}, {reads}}}", Value(name, x.shape)
+        )
     elif choice == "grow":
         grow_block(spec)
         count = rng.choice([1, 2, 3])
@@ -323,6 +348,17 @@ def head(spec: Spec, x: Value) -> None:
         nhwc = Value(spec.name(), (h, w, c), True)
         spec.add(f"{{op: permute, layout: NHWC{frm}}}", nhwc)
         spec.add("{op: layer_norm}", Value(spec.name(), (h, w, c), True))
+        if h % 2 == 0 and w % 2 == 0 and h >= 4:  # Swin: windows that tile the map, merged
+            window = rng.choice([k for k in (2, 4) if h % k == 0 and w % k == 0])
+            shift = rng.choice([0, window // 2])
+            heads = rng.choice([k for k in (1, 3) if c % k == 0])
+            spec.add(
+                f"{{op: window_attention, heads: {heads}, window: {window}, shift: {shift}}}",
+                Value(spec.name(), (h, w, c), True),
+            )
+            spec.add("patch_merge", Value(spec.name(), (h // 2, w // 2, 2 * c), True))
+            h, w, c = h // 2, w // 2, 2 * c
+            nhwc = spec.values[-1]
         linear = Value(spec.name(), (h, w, 6), True)
         spec.add("{op: linear, out: 6}", linear)
         joined = Value(spec.name(), (h, w, 6 + c), True)
