@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -370,10 +371,12 @@ def _attribute_type(info: FieldInfo) -> str:
     kind = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     kind = re.sub(r"Annotated\[(.*?), AfterValidator\(.*?\)\]", r"\1", kind)
     kind = re.sub(r"Optional\[(.*)\]", r"\1 | None", kind.replace("typing.", ""))
-    ranges = [str(item.func.__doc__) for item in info.metadata if hasattr(item, "func")]
+    inner = [getattr(arg, "__metadata__", ()) for arg in typing.get_args(annotation)]
+    metadata = [*info.metadata, *(item for items in inner for item in items)]
+    ranges = [str(item.func.__doc__) for item in metadata if hasattr(item, "func")]
     ranges += [
         f"{word} {getattr(item, key)}"
-        for item in info.metadata
+        for item in metadata
         for key, word in (("gt", "above"), ("ge", "at least"), ("le", "at most"))
         if getattr(item, key, None) is not None
     ]

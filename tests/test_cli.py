@@ -178,3 +178,17 @@ def test_compare_html_and_latex_tables_hold_the_json_numbers() -> None:
         assert int(cells[2].replace(",", "")) == row["params"] == int(tex[2].replace(",", ""))
         assert cells[3] == tex[3] == f"{row['macs'] / 1e9:.3f}"
         assert float(cells[6]) == round(row["activations"] * 2 / 2**20, 1)
+
+
+def test_ops_lists_each_attribute_with_its_range() -> None:
+    """The ranges the schemas enforce, as a user reads them (the issue's list)."""
+    result = run_archc("ops")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    conv = lines[lines.index(next(line for line in lines if line.startswith("conv2d "))) :][:8]
+    assert "    out: int, at least 1, required" in conv
+    assert "    padding: int | tuple[int, int], at least 0, default 0" in conv
+    assert "    groups: int, at least 1, default 1" in conv
+    assert "    eps: float, above 0, default 1e-05" in lines
+    assert "    p: float, at least 0, at most 1, default 0.5" in lines
+    assert "    stride: int | tuple[int, int] | None, at least 1, default None" in lines
