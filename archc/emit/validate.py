@@ -234,7 +234,7 @@ def _check_node(root: _Module, node: Node, lowered: ModuleCall | InlineCall) -> 
     want = (lowered.constructor.rpartition(".")[2], _plain(lowered.args))
     got = (made[0], _plain(made[1]))
     if got != want:
-        _mismatch(node, f"built as {_call(*got, {})}, the IR says {_call(*want, {})}")
+        _mismatch(node, f"built as {_call(*got)}, the IR says {_call(*want)}")
     for key, value in lowered.kwargs:
         if key in made[2] and _plain(made[2][key]) != _plain(value):
             _mismatch(node, f"{key}={made[2][key]!r}, the IR says {key}={concrete(value)!r}")
@@ -270,7 +270,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _call(name: str, args: tuple, kwargs: dict) -> str:
+def _call(name: str, args: tuple) -> str:
     return f"{name}({', '.join(map(repr, args))})"
 
 
