@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import sys
-import typing
 from collections.abc import Sequence
 from pathlib import Path
-
-from pydantic.fields import FieldInfo
 
 from archc import __version__
 from archc.errors import ArchcError, InternalError, SpecError
@@ -359,28 +355,10 @@ def _ops(args: argparse.Namespace) -> int:
         op = REGISTRY[name]
         inputs = "2+ inputs" if op.arity is None else f"{op.arity} input"
         print(f"{name} ({inputs}): {op.summary}")
-        for field, info in op.Attrs.model_fields.items():
-            default = "required" if info.is_required() else f"default {info.default!r}"
-            print(f"    {field}: {_attribute_type(info)}, {default}")
+        for name, field in op.Attrs.fields().items():
+            default = "required" if field.required else f"default {field.default!r}"
+            print(f"    {name}: {field.describe()}, {default}")
     return 0
-
-
-def _attribute_type(info: FieldInfo) -> str:
-    """`int | tuple[int, int], at least 1`: the type and its range, in words."""
-    annotation = info.annotation
-    kind = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    kind = re.sub(r"Annotated\[(.*?), AfterValidator\(.*?\)\]", r"\1", kind)
-    kind = re.sub(r"Optional\[(.*)\]", r"\1 | None", kind.replace("typing.", ""))
-    inner = [getattr(arg, "__metadata__", ()) for arg in typing.get_args(annotation)]
-    metadata = [*info.metadata, *(item for items in inner for item in items)]
-    ranges = [str(item.func.__doc__) for item in metadata if hasattr(item, "func")]
-    ranges += [
-        f"{word} {getattr(item, key)}"
-        for item in metadata
-        for key, word in (("gt", "above"), ("ge", "at least"), ("le", "at most"))
-        if getattr(item, key, None) is not None
-    ]
-    return ", ".join([kind, *ranges])
 
 
 if __name__ == "__main__":

@@ -189,6 +189,6 @@ def test_ops_lists_each_attribute_with_its_range() -> None:
     assert "    out: int, at least 1, required" in conv
     assert "    padding: int | tuple[int, int], at least 0, default 0" in conv
     assert "    groups: int, at least 1, default 1" in conv
-    assert "    eps: float, above 0, default 1e-05" in lines
+    assert "    eps: float, more than 0, default 1e-05" in lines
     assert "    p: float, at least 0, at most 1, default 0.5" in lines
     assert "    stride: int | tuple[int, int] | None, at least 1, default None" in lines

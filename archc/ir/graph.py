@@ -10,8 +10,7 @@ from archc.errors import Location
 from archc.ir.symbolic import Sym, concrete, source
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
+    from archc.ops.attributes import Attrs
     from archc.ops.base import Op
 
 Dim = int | Sym
@@ -67,7 +66,7 @@ class Node:
 
     name: str
     op: Op
-    attrs: BaseModel
+    attrs: Attrs
     inputs: list[str]
     type: TensorType
     location: Location

@@ -7,10 +7,7 @@ from archc.ir.symbolic import source
 
 
 def format_node(node: Node) -> str:
-    fields = type(node.attrs).model_fields
-    attrs = ", ".join(
-        f"{key}={source(value)}" for key, value in node.attrs if value != fields[key].default
-    )
+    attrs = ", ".join(f"{key}={source(value)}" for key, value in node.attrs.changed().items())
     call = f"{node.op.name}[{attrs}]" if attrs else node.op.name
     arguments = ", ".join(f"%{name}" for name in node.inputs)
     return f"%{node.name} : {node.type} = {call}({arguments})"

@@ -10,43 +10,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-
 from archc.ir import functions
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import SizeSym, SymPair, is_symbolic
+from archc.ops.attributes import PAIR, Attrs, AttrsError, Range
 from archc.ops.lowering import InlineCall, ModuleCall
 
-
-def _at_least(minimum: int) -> AfterValidator:
-    """A check that an int, or each half of an (h, w) pair, is at least `minimum`."""
-
-    def check(value: Any) -> Any:
-        if any(item < minimum for item in (value if isinstance(value, tuple) else (value,))):
-            raise ValueError(f"expected at least {minimum}, got {value}")
-        return value
-
-    check.__doc__ = f"at least {minimum}"  # how `archc ops` states the range
-    return AfterValidator(check)
-
-
 # Attribute types with their ranges, so that every op refuses a nonsense value at the spec.
-Count = Annotated[int, _at_least(1)]
+Count = Annotated[int, Range(1)]
 """Channels, heads, groups, a scale: at least one."""
-Offset = Annotated[int, _at_least(0)]
+Offset = Annotated[int, Range(0)]
 """A position or a shift: not negative."""
-Window = Annotated[int | tuple[int, int], _at_least(1)]
+Window = Annotated[int | PAIR, Range(1)]
 """A kernel, stride, dilation or output size: an int or an (h, w) pair, each at least 1."""
-Padding = Annotated[int | tuple[int, int], _at_least(0)]
+Padding = Annotated[int | PAIR, Range(0)]
 """Padding per side: an int or an (h, w) pair, not negative."""
-Epsilon = Annotated[float, Field(gt=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
-
-
-class Attrs(BaseModel):
-    """Base of every op's attributes: frozen, strictly typed, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+Epsilon = Annotated[float, Range(0, above=True)]
+Probability = Annotated[float, Range(0, 1)]
 
 
 class NoAttrs(Attrs):
@@ -105,7 +85,7 @@ class Op(ABC):
         it is a module, built from its input width alone, in every backend."""
         try:
             attrs = self.Attrs()
-        except ValidationError:  # it needs attributes, which a picked op cannot be given
+        except AttrsError:  # it needs attributes, which a picked op cannot be given
             return False
         image = [TensorType((1, 1, 1, 1))]
         lowered = [self.lower_torch(attrs, image), self.lower_flax(attrs, image)]

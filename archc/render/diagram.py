@@ -376,7 +376,7 @@ def _name(part: Part) -> str:
 
 def _op_summary(module: ModuleNode) -> str:
     """The op and the attributes set away from their defaults (three at most)."""
-    attrs = module.attrs.model_dump(exclude_defaults=True)
+    attrs = module.attrs.changed()
     shown = [f"{key}={_value(value)}" for key, value in list(attrs.items())[:3]]
     return " ".join([module.op.name, *shown])
 

@@ -29,7 +29,7 @@ from archc.resolve.params import (
     input_shape,
     model_args,
 )
-from archc.resolve.values import build_attrs, evaluate_names, evaluate_value, is_string_field
+from archc.resolve.values import build_attrs, evaluate_names, evaluate_value
 from archc.spec.document import BlockDef, ModelSpec, NodeSpec, Value
 
 LOOP_VARIABLES = re.compile(r"\b(i|channels)\b")
@@ -579,7 +579,7 @@ class Elaborator:
 
     def op_attrs(self, site: Site, op: Op) -> Attrs:
         """The node's attributes: unknown keys refused at the key, values evaluated, typed."""
-        node, fields = site.node, op.Attrs.model_fields
+        node, fields = site.node, op.Attrs.fields()
         where = f"{site.full_name} ({op.name})"
         unknown = next((key for key in node.args if key not in fields), None)
         if unknown is not None:
@@ -589,7 +589,7 @@ class Elaborator:
                 did_you_mean(unknown, fields) or f"expected one of: {', '.join(fields)}",
             )
         values = {
-            key: evaluate_value(value, site.env, is_string_field(fields[key].annotation))
+            key: evaluate_value(value, site.env, fields[key].takes_text)
             for key, value in node.args.items()
         }
         locations = {key: value.location for key, value in node.args.items()}

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import string
-import typing
 from collections.abc import Mapping
 from typing import Any
-
-from pydantic import ValidationError
 
 from archc.boundary import check_node_name
 from archc.errors import Location, SpecError
 from archc.ir.symbolic import Sym, concrete, is_symbolic, source
-from archc.ops.base import Attrs
+from archc.ops.attributes import Attrs, AttrsError
 from archc.spec.document import Value
 from archc.spec.expressions import evaluate
 from archc.spec.loader import SpecList
@@ -54,15 +51,6 @@ def evaluate_names(value: Value, env: Mapping[str, Any]) -> Any:
     return Sym('f"' + "".join(source_parts) + '"', name) if symbolic else name
 
 
-def is_string_field(annotation: Any) -> bool:
-    """Whether an attribute takes text (a str or a Literal of strings)."""
-    if annotation is str:
-        return True
-    if typing.get_origin(annotation) is typing.Literal:
-        return all(isinstance(option, str) for option in typing.get_args(annotation))
-    return False
-
-
 def build_attrs(
     schema: type[Attrs],
     values: dict[str, Any],
@@ -75,21 +63,13 @@ def build_attrs(
     Unknown keys are the caller's to report (it knows where each key stands).
     """
     try:
-        attrs = schema.model_validate({key: _tuples(concrete(v)) for key, v in values.items()})
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else ""
-        if first["type"] == "missing":
-            raise SpecError(f"missing required attribute '{key}' for {where}", fallback) from None
-        if first["type"] == "value_error":  # a range check's own message: "expected …, got …"
-            message = str(first["ctx"]["error"])
-        else:
-            message = (
-                f"{first['msg'].replace('Input should be', 'expected')}, got {first['input']!r}"
-            )
-        raise SpecError(f"{where}.{key}: {message}", locations.get(key, fallback)) from None
+        attrs = schema(**{key: _tuples(concrete(value)) for key, value in values.items()})
+    except AttrsError as error:
+        if error.key not in values:  # a required attribute left out
+            raise SpecError(f"{error} for {where}", fallback) from None
+        raise SpecError(f"{where}.{error.key}: {error}", locations[error.key]) from None
     symbolic = {key: _tuples(value) for key, value in values.items() if is_symbolic(value)}
-    return attrs.model_copy(update=symbolic) if symbolic else attrs
+    return attrs.replace(**symbolic) if symbolic else attrs
 
 
 def _tuples(value: Any) -> Any:
