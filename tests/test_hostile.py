@@ -212,6 +212,10 @@ case(
     "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n⟨\tr: relu\n",
     "invalid YAML",
 )
+case("control character", "archc: 1\nname: ⟨\x07tiny\n", "control characters are not allowed")
+case("control character after text", "archc: 1\ndoc: 'é ⟨\x00'\n", "control characters")
+case("two documents", "archc: 1\nname: tiny\n⟨---\nname: other\n", "one YAML document")
+case("core tag on wrong text", body("c: {op: conv2d, out: ⟨!!int eight, kernel: 1}"), "as !!int")
 case("a list at the top", "⟨- archc: 1\n", "a spec must be a YAML mapping")
 
 # Expressions: no work beyond the limits, no Python beyond the whitelist.

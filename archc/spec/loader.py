@@ -1,14 +1,19 @@
-"""YAML 1.2 loading that keeps the line:col of every key and value."""
+"""YAML 1.2 loading that keeps the line:col of every key and value.
+
+PyYAML's parser (libyaml's, in C, where the wheel has it) reads the text into events; archc
+builds the values itself from them, resolving plain scalars by YAML 1.2's core schema, so that
+a spec is plain data: no anchors, aliases, merge keys or tags beyond the core ones.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+import yaml
+from yaml import events
 
 from archc.errors import Location, SpecError
 from archc.limits import MAX_INT_BITS, MAX_SPEC_BYTES, MAX_TEXT_LENGTH
@@ -38,11 +43,18 @@ class SpecList(list):
         return self.item_locations[index] if index < len(self.item_locations) else self.location
 
 
-CORE_TAGS = frozenset(
-    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
-)
-"""YAML 1.2's core schema: any other tag (`!!python/object`, `!!binary`, a merge key) is
-refused, so a spec is plain data."""
+CORE = "tag:yaml.org,2002:"
+CORE_SCALARS = {  # YAML 1.2's core schema: how each tag's plain text looks, in resolution order
+    "null": re.compile(r"null|Null|NULL|~|"),
+    "bool": re.compile(r"true|True|TRUE|false|False|FALSE"),
+    "int": re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+"),
+    "float": re.compile(
+        r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+    ),
+}
+"""Any other tag (`!!python/object`, `!!binary`, `!custom`) is refused, so a spec is plain data."""
+
+_PARSER = yaml.CBaseLoader if yaml.__with_libyaml__ else yaml.BaseLoader
 
 
 def load_yaml(path: Path, display: str | None = None) -> Any:
@@ -65,106 +77,171 @@ def load_yaml(path: Path, display: str | None = None) -> Any:
         before = data[: error.start]
         at = Location(name, before.count(b"\n") + 1, error.start - before.rfind(b"\n"))
         raise SpecError("the spec is not UTF-8 text", at, "save it as UTF-8") from None
-    yaml = YAML(typ="rt", pure=True)
+    return load_text(text, name)
+
+
+def load_text(text: str, file: str) -> Any:
+    """One YAML document as SpecMap/SpecList/plain scalars (None when empty)."""
+    parser = _PARSER(text)
     try:
-        root = yaml.compose(text)
-    except MarkedYAMLError as error:
+        return _Builder(parser, file).document()
+    except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = error.problem or error.context or "invalid YAML"
-        raise SpecError(f"invalid YAML: {problem}", Location(name, line, col)) from None
-    except YAMLError as error:
-        raise SpecError(f"invalid YAML: {error}", start) from None
-    return None if root is None else _Converter(yaml, name).convert(root)
+        raise SpecError(f"invalid YAML: {problem}", Location(file, line, col)) from None
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow
+        at = _at_offset(text, error.position, file)
+        raise SpecError(f"invalid YAML: {error.reason}", at) from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"invalid YAML: {error}", Location(file, 1, 1)) from None
+    finally:
+        parser.dispose()
 
 
-class _Converter:
-    """Composed YAML nodes → SpecMap/SpecList/scalars, each with its line:col."""
+def _at_offset(text: str, offset: int, file: str) -> Location:
+    """The line:col of an offset into the text (into its UTF-8 bytes, for libyaml)."""
+    before = (
+        text.encode()[:offset].decode(errors="ignore")
+        if _PARSER is not yaml.BaseLoader
+        else text[:offset]
+    )
+    return Location(file, before.count("\n") + 1, len(before) - before.rfind("\n"))
 
-    def __init__(self, yaml: YAML, file: str) -> None:
-        self.constructor = yaml.constructor
+
+class _Builder:
+    """Parser events → SpecMap/SpecList/scalars, each with its line:col."""
+
+    def __init__(self, parser: Any, file: str) -> None:
+        self.parser = parser
         self.file = file
 
-    def at(self, node: Node) -> Location:
-        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+    def at(self, event: events.Event) -> Location:
+        return Location(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
 
-    def at_text(self, node: Node) -> Location:
+    def at_text(self, event: events.Event) -> Location:
         """Where a value's text starts: inside the quotes of a quoted string, so that a
         column inside an expression is exact."""
-        at = self.at(node)
-        quoted = isinstance(node, ScalarNode) and node.style in ("'", '"')
+        at = self.at(event)
+        quoted = isinstance(event, events.ScalarEvent) and event.style in ("'", '"')
         return Location(at.file, at.line, at.col + 1) if quoted else at
 
-    def convert(self, node: Node) -> Any:
-        if getattr(node, "anchor", None) is not None:
+    def document(self) -> Any:
+        self.parser.get_event()  # the stream's start
+        if isinstance(self.parser.peek_event(), events.StreamEndEvent):
+            return None
+        self.parser.get_event()  # the document's start
+        root = self.value(self.parser.get_event())
+        self.parser.get_event()  # the document's end
+        extra = self.parser.get_event()
+        if not isinstance(extra, events.StreamEndEvent):
+            raise SpecError("a spec is one YAML document; this is a second", self.at(extra))
+        return root
+
+    def value(self, event: events.Event) -> Any:
+        if isinstance(event, events.AliasEvent) or event.anchor is not None:
             raise SpecError(
                 "YAML anchors and aliases are not allowed in specs",
-                self.at(node),
+                self.at(event),
                 "write the value out, or make it a block or a param",
             )
-        tag = str(node.tag)
-        if tag not in CORE_TAGS:
-            shown = tag.replace("tag:yaml.org,2002:", "!!")
+        if isinstance(event, events.MappingStartEvent):
+            self.check_tag(event, "map")
+            return self.mapping(event)
+        if isinstance(event, events.SequenceStartEvent):
+            self.check_tag(event, "seq")
+            items = SpecList()
+            items.location, items.item_locations = self.at(event), []
+            while not isinstance(self.parser.peek_event(), events.SequenceEndEvent):
+                item = self.parser.get_event()
+                items.item_locations.append(self.at_text(item))
+                items.append(self.value(item))
+            self.parser.get_event()
+            return items
+        return self.scalar(event)
+
+    def check_tag(self, event: events.Event, allowed: str) -> None:
+        if event.tag not in (None, "!", CORE + allowed):
+            shown = event.tag.replace(CORE, "!!")
             raise SpecError(
                 f"YAML tag {shown} is not allowed in specs (a spec is plain data)",
-                self.at(node),
+                self.at(event),
                 "only strings, numbers, booleans, null, lists and mappings",
             )
-        if isinstance(node, MappingNode):
-            return self.mapping(node)
-        if isinstance(node, SequenceNode):
-            items = SpecList()
-            items.location = self.at(node)
-            items.item_locations = [self.at_text(item) for item in node.value]
-            items.extend(self.convert(item) for item in node.value)
-            return items
-        return self.scalar(node)
 
-    def mapping(self, node: MappingNode) -> SpecMap:
+    def mapping(self, start: events.MappingStartEvent) -> SpecMap:
         result = SpecMap()
-        result.location = self.at(node)
+        result.location = self.at(start)
         result.key_locations, result.value_locations = {}, {}
-        for key_node, value_node in node.value:
-            key = str(self.convert(key_node))
+        while not isinstance(self.parser.peek_event(), events.MappingEndEvent):
+            key_event = self.parser.get_event()
+            if _is_plain(key_event) and key_event.value == "<<":
+                raise SpecError("YAML merge keys (<<) are not allowed in specs", self.at(key_event))
+            key = str(self.value(key_event))
             if key in result:
                 raise SpecError(
                     f"duplicate key '{key}' (first at line {result.key_locations[key].line})",
-                    self.at(key_node),
+                    self.at(key_event),
                 )
-            result.key_locations[key] = self.at(key_node)
-            result.value_locations[key] = self.at_text(value_node)
-            result[key] = self.convert(value_node)
+            value_event = self.parser.get_event()
+            result.key_locations[key] = self.at(key_event)
+            result.value_locations[key] = self.at_text(value_event)
+            result[key] = self.value(value_event)
+        self.parser.get_event()
         return result
 
-    def scalar(self, node: ScalarNode) -> Any:
-        value = _plain_scalar(self.constructor.construct_object(node, deep=True))
+    def scalar(self, event: events.ScalarEvent) -> Any:
+        text = event.value
+        if _is_plain(event):
+            kind = next(
+                (kind for kind, form in CORE_SCALARS.items() if form.fullmatch(text)), "str"
+            )
+        elif event.tag in (None, "!"):
+            kind = "str"
+        else:
+            kind = event.tag.removeprefix(CORE)
+            self.check_tag(event, kind if kind in ("str", *CORE_SCALARS) else "str")
+            if kind != "str" and not CORE_SCALARS[kind].fullmatch(text):
+                raise SpecError(f"cannot read {text[:40]!r} as !!{kind}", self.at(event))
+        value = _constructed(kind, text)
         if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
             raise SpecError(
-                f"an integer beyond the limit of {MAX_INT_BITS} bits, got {node.value[:40]}",
-                self.at(node),
+                f"an integer beyond the limit of {MAX_INT_BITS} bits, got {text[:40]}",
+                self.at(event),
             )
         if isinstance(value, float) and not math.isfinite(value):
-            raise SpecError(f"expected a finite number, got {node.value}", self.at(node))
+            raise SpecError(f"expected a finite number, got {text}", self.at(event))
         if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
             raise SpecError(
                 f"a string of {len(value):,} characters; the limit is {MAX_TEXT_LENGTH:,}",
-                self.at(node),
+                self.at(event),
             )
         return value
 
 
-def _plain_scalar(value: Any) -> Any:
-    """ruamel's ScalarInt/ScalarFloat/… → the builtin types (bool stays bool)."""
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return value
+def _is_plain(event: events.Event) -> bool:
+    """A scalar written without quotes or tag, whose type its text decides."""
+    return isinstance(event, events.ScalarEvent) and event.tag is None and event.implicit[0]
+
+
+def _constructed(kind: str, text: str) -> Any:
+    """The value of core-schema text already matched to `kind`."""
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return text.lower() == "true"
+    if kind == "int":
+        base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+        return int(text[2:] if base != 10 else text, base)
+    if kind == "float":  # YAML spells infinity `.inf`: without the dot, Python reads it
+        return float(text.replace(".", "", 1) if text[-1].isalpha() else text)
+    return text
 
 
 def parse_scalar(text: str) -> Any:
     """A command-line value read as YAML 1.2 (`10`, `0.5`, `true`, `[3, 4, 6, 3]`, `name`)."""
     try:
-        value = YAML(typ="safe", pure=True).load(text)
-    except YAMLError:
+        value = load_text(text, "--set")
+    except SpecError:
         return text
     return text if value is None else value
