@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import Any
 
 from archc.boundary import attribute, docstring_text, local_name, spelt, string_literal
@@ -292,15 +293,19 @@ def _with_named_widths(block_class: BlockClass, backend: Backend) -> list[str]:
     children repeat (DenseNet's running feature count) is named once, `<child>_channels`."""
     children = block_class.children
     plain = [_construct(child, block_class, backend) for child in children]
+    text = "\n".join(line for chunk in plain for line in chunk)
+    starts = list(accumulate((sum(len(line) + 1 for line in chunk) for chunk in plain), initial=0))
     lines: list[str] = []
     names: list[tuple[str, str]] = []
     for position, child in enumerate(children):
         with named_expressions(names):  # laid out again only once a width has a name
             lines += _construct(child, block_class, backend) if names else plain[position]
             width = source(child.output.channels)
-            later = "\n".join(line for chunk in plain[position + 1 :] for line in chunk)
-            already_named = str(substitute_names(width)).isidentifier()
-            if len(width) >= WIDTH_NAME_FROM and width in later and not already_named:
+            if (
+                len(width) >= WIDTH_NAME_FROM
+                and text.find(width, starts[position + 1]) >= 0  # a later child repeats it
+                and not str(substitute_names(width)).isidentifier()
+            ):
                 name = f"{local_name(child.name)}_channels"
                 lines += layout_assignment(name, width, 2)
                 names.insert(0, (width, name))

@@ -82,7 +82,9 @@ def _helpers(code: str, backend: Backend) -> list[str]:
     }
     sources.update(_backend_helpers(backend.name))
     # Called, or passed as a class (`norm=FrozenBatchNorm2d`).
-    called = {name for name in sources if re.search(rf"(?<![\w.]){name}\(|=\s*{name}\b", code)}
+    names = "|".join(map(re.escape, sources))
+    uses = re.finditer(rf"(?<![\w.])({names})\(|=\s*({names})\b", code)  # one pass over the code
+    called = {use.group(1) or use.group(2) for use in uses}
     used: set[str] = set()
     pending = called | set(backend.required_helpers)
     while pending - used:

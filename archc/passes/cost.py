@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cached_property
 
 from archc.ir.graph import Graph
 from archc.ir.symbolic import concrete
@@ -63,16 +64,23 @@ class CostReport:
         return sum((node.cost for node in self.nodes), Cost())
 
     def under(self, paths: Collection[str]) -> Cost:
-        """The total of the nodes at or below any of these module paths."""
-        prefixes = tuple(path + "." for path in paths)
-        return sum(
-            (
-                node.cost
-                for node in self.nodes
-                if node.name in paths or node.name.startswith(prefixes)
-            ),
-            Cost(),
-        )
+        """The total of the nodes at or below any of these module paths (each node once)."""
+        chosen = set(paths)
+        outermost = (path for path in chosen if not any(map(chosen.__contains__, _above(path))))
+        return sum((node.cost for path in outermost for node in self.below(path)), Cost())
+
+    def below(self, path: str) -> list[NodeCost]:
+        """The nodes at or below a module path, in graph order."""
+        return self._subtrees.get(path, [])
+
+    @cached_property
+    def _subtrees(self) -> dict[str, list[NodeCost]]:
+        """The nodes at or below every module path: one walk, so that no query scans all."""
+        subtrees: dict[str, list[NodeCost]] = {}
+        for node in self.nodes:
+            for path in [*_above(node.name), node.name]:
+                subtrees.setdefault(path, []).append(node)
+        return subtrees
 
     def macs_by_kind(self) -> dict[str, int]:
         """MACs per kind of arithmetic that any node does (conv, linear, attention)."""
@@ -90,6 +98,12 @@ class CostReport:
             top = node.name.split(".")[0]
             blocks[top] = blocks.get(top, Cost()) + node.cost
         return blocks
+
+
+def _above(path: str) -> list[str]:
+    """The module paths that contain this one: `a.b.c` is inside `a` and `a.b`."""
+    parts = path.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts))]
 
 
 def count_costs(graph: Graph) -> CostReport:

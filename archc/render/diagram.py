@@ -25,6 +25,9 @@ from archc.resolve.elaborate import Program
 
 NODE_BUDGET = 40
 """The default depth is the deepest whose drawing has at most this many boxes."""
+MAX_PARTS = 100
+"""Parts drawn in one cluster at most: the middle of a longer sequence (a written-out body of
+thousands of ops) is one box that names the span and totals its costs."""
 
 FAMILY_COLOURS = {
     "conv": "#9ecae1",
@@ -56,6 +59,8 @@ class Part:
     """The enclosing cluster's path and a dot ('' at the top)."""
     children: list[Part] | None = None
     """The representative's parts when drawn as a cluster; None for a box."""
+    elided: bool = False
+    """A span of unlike modules left out of a long sequence, drawn as one box."""
 
     @property
     def path(self) -> str:
@@ -63,7 +68,7 @@ class Part:
 
     @property
     def badge(self) -> str:
-        return f"×{len(self.members)}" if len(self.members) > 1 else ""
+        return f"×{len(self.members)}" if len(self.members) > 1 and not self.elided else ""
 
     @property
     def title(self) -> str:
@@ -105,14 +110,20 @@ def model_parts(program: Program, costs: CostReport, depth: int) -> list[Part]:
 def _parts(
     modules: list[ModuleNode], prefix: str, level: int, depth: int, signature: _Signatures
 ) -> list[Part]:
-    parts = []
-    for run in _runs(modules, prefix, signature):
+    def part(run: list[tuple[ModuleNode, str]]) -> Part:
         module, path = run[0]
-        part = Part(module, [member for _, member in run], prefix)
+        drawn = Part(module, [member for _, member in run], prefix)
         if module.kind != "op" and level < depth:
-            part.children = _parts(module.children, path + ".", level + 1, depth, signature)
-        parts.append(part)
-    return parts
+            drawn.children = _parts(module.children, path + ".", level + 1, depth, signature)
+        return drawn
+
+    runs = _runs(modules, prefix, signature)
+    if len(runs) <= MAX_PARTS:
+        return [part(run) for run in runs]
+    kept = MAX_PARTS // 2
+    left_out = [path for run in runs[kept:-kept] for _, path in run]
+    elided = Part(runs[kept][0][0], left_out, prefix, elided=True)
+    return [*map(part, runs[:kept]), elided, *map(part, runs[-kept:])]
 
 
 def _runs(
@@ -147,8 +158,8 @@ class _Signatures:
     def signature(self, module: ModuleNode, path: str) -> tuple:
         nodes = frozenset(
             (node.name.removeprefix(path), node.op)
-            for node in self.costs.nodes
-            if node.name.startswith(path + ".")
+            for node in self.costs.below(path)
+            if node.name != path
         )
         cost = self.costs.under([path])
         types = (tuple(module.input_types), module.output)
@@ -265,6 +276,7 @@ class _Dot:
         self.part_costs = {part.path: costs.under(part.members) for part in _walk(drawing.parts)}
         boxes = [p for p in _walk(drawing.parts) if p.children is None and p.module.kind != "op"]
         self.hottest = max((self.part_costs[p.path].macs for p in boxes), default=0)
+        self.elides = any(part.elided for part in _walk(drawing.parts))
 
     def render(self, rankdir: str) -> str:
         graph = self.program.graph
@@ -308,7 +320,12 @@ class _Dot:
     def box(self, part: Part) -> str:
         module = part.module
         title = html.escape(part.title)
-        if module.kind == "op":
+        if part.elided:
+            cost = self.part_costs[part.path]
+            label = f"<B>⋯ {title}</B><BR/>{len(part.members):,} modules not drawn"
+            label += f"<BR/>{self.figures(cost)}"
+            colour, family = "#ffffff", "elided"
+        elif module.kind == "op":
             label = f"<B>{title}</B><BR/>{html.escape(_op_summary(module))}"
             colour, family = FAMILY_COLOURS.get(module.op.family, "#ffffff"), module.op.family
         else:
@@ -358,6 +375,7 @@ class _Dot:
             "×N: a run of N blocks alike in shape and cost, drawn once",
             "blocks: params and MACs with their share of the total; fill: MACs",
             *(["red border: differs from the model compared (archc diff)"] if self.changed else []),
+            *(["⋯: the middle of a long sequence, not drawn; its total"] if self.elides else []),
         ]
         cells = "".join(f'<TR><TD ALIGN="LEFT" COLSPAN="7">{row}</TD></TR>' for row in rows)
         table = (

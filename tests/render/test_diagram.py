@@ -163,3 +163,16 @@ def test_swin_stages_collapse_to_their_depths(tmp_path: Path) -> None:
         badge = BADGE.search(drawn.nodes[f"{stage}.0"])
         assert badge and int(badge.group(1)) == depth, drawn.nodes[f"{stage}.0"]
     assert len(drawn.nodes) < 60
+
+
+@needs_dot
+def test_a_long_sequence_draws_its_ends_and_one_box_for_the_middle(tmp_path: Path) -> None:
+    """300 written-out convs: the first and last 50 drawn, the 200 between as one box."""
+    body = "".join(f"  c{k}: {{op: conv2d, out: 4, kernel: 1}}\n" for k in range(300))
+    spec = tmp_path / "long.yaml"
+    spec.write_text(f"archc: 1\nname: long\ninput: [4, 4, 4]\nbody:\n{body}")
+    drawn = draw(str(spec), tmp_path)
+    convs = {name for name in drawn.nodes if name.startswith("c")}
+    assert convs == {f"c{k}" for k in [*range(51), *range(250, 300)]}
+    assert "200 modules not drawn" in drawn.nodes["c50"]  # the box is named by its first
+    assert {("c49", "c50"), ("c50", "c250")} <= drawn.edges.keys()
