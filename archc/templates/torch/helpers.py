@@ -94,6 +94,7 @@ class ShiftedWindowAttention(nn.Module):
         table = torch.zeros((2 * window - 1) ** 2, heads)
         self.relative_position_bias_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
         self.register_buffer("relative_position_index", relative_position_index(window))
+        self.masks: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, height, width, dim = x.shape
@@ -108,13 +109,21 @@ class ShiftedWindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index]
         attn = attn + bias.reshape(w * w, w * w, heads).permute(2, 0, 1)
         if sum(shifts) > 0:
-            mask = window_mask(height, width, w, shifts).to(attn)
+            mask = self.mask(height, width, shifts, attn)
             attn = attn.reshape(n, -1, heads, w * w, w * w) + mask[None, :, None]
             attn = attn.reshape(-1, heads, w * w, w * w)
         x = attn.softmax(dim=-1).matmul(v).transpose(1, 2).reshape(len(windows), w * w, dim)
         x = self.proj(x).reshape(n, height // w, width // w, w, w, dim)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, height, width, dim)
         return torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(1, 2))
+
+    def mask(self, height: int, width: int, shifts: list[int], like: torch.Tensor) -> torch.Tensor:
+        """The shift mask of a map size, made once per size, device and dtype, on the device:
+        no host work in a forward."""
+        key = (height, width, like.device, like.dtype)
+        if key not in self.masks:
+            self.masks[key] = window_mask(height, width, self.window, shifts, like)
+        return self.masks[key]
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -124,10 +133,12 @@ def relative_position_index(window: int) -> torch.Tensor:
     return (offsets[0] * (2 * window - 1) + offsets[1]).flatten()
 
 
-def window_mask(height: int, width: int, window: int, shifts: list[int]) -> torch.Tensor:
+def window_mask(
+    height: int, width: int, window: int, shifts: list[int], like: torch.Tensor
+) -> torch.Tensor:
     """-100 between positions of a window that come from different regions of the shifted
-    map, 0 elsewhere: (windows, window², window²)."""
-    regions = torch.zeros(height, width)
+    map, 0 elsewhere: (windows, window², window²), on the device and in the dtype of `like`."""
+    regions = like.new_zeros(height, width)
     bounds = [
         ((0, size - window), (size - window, size - shift), (size - shift, size))
         for size, shift in zip((height, width), shifts)
@@ -139,4 +150,4 @@ def window_mask(height: int, width: int, window: int, shifts: list[int]) -> torc
     regions = regions.reshape(height // window, window, width // window, window)
     regions = regions.permute(0, 2, 1, 3).reshape(-1, window * window)
     different = regions[:, None, :] != regions[:, :, None]
-    return different.float() * -100.0
+    return different.to(like.dtype) * -100.0
