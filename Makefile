@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPECS := $(sort $(wildcard specs/*.yaml))
 
-.PHONY: setup run test generated bench lint fuzz
+.PHONY: setup run test generated bench bench-models lint fuzz
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ fuzz: setup
 
 bench: setup
 	$(BIN)/python bench/check_vs_flopcounter.py
+	$(BIN)/python bench/scaling.py
+
+# Generated models against torchvision's, inference; `python bench/models.py --help` for more.
+bench-models: setup
+	$(BIN)/python bench/models.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
