@@ -13,7 +13,7 @@ from pathlib import Path
 
 from archc import __version__
 from archc.errors import ArchcError, InternalError, SpecError
-from archc.render.compare import SORT_KEYS
+from archc.render import SORT_KEYS
 
 EPILOG = (
     "Errors in a spec are reported as FILE:LINE:COL: error: message, with exit status 2; "

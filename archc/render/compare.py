@@ -37,9 +37,6 @@ class Row:
         return self.activations * 2 / MIB
 
 
-SORT_KEYS = ("model", "params", "macs", "flops", "activations", "depth")
-
-
 def comparison_row(name: str, spec: str, costs: CostReport) -> Row:
     total = costs.total
     return Row(
