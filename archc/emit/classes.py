@@ -68,6 +68,8 @@ class Backend:
     """Helpers every file of this backend defines (flax's weight converter)."""
     validate: Callable[[str, Graph, list[BlockClass]], None] | None = None
     """Translation validation of a whole file against the IR graph (raises InternalError)."""
+    passes: tuple[Callable[[BlockClass], BlockClass], ...] = ()
+    """Class-view rewrites for this framework, in order (torch's in-place ops)."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,9 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
     return lines
 
 
+SUM = "{0} + "
+"""How an inline sum starts; run in place, its first operand takes the rest (`out += skip`)."""
+
 WIDTH_NAME_FROM = 30
 """Channel expressions at least this long get a local name when later lines reuse them."""
 
@@ -420,7 +425,8 @@ def _expression(child: ModuleNode, backend: Backend) -> Call | None:
             return None
         if child.chosen_by is not None:
             return _chosen(child, lowered, backend)
-        return _module_call(lowered, backend)
+        call = _module_call(lowered, backend)
+        return replace(call, args=[*call.args, "inplace=True"]) if child.in_place else call
     if child.kind == "block":
         channels = [source(kind.channels) for kind in child.input_types]
         params = child.block.params
@@ -543,6 +549,12 @@ def _call_body(
             named = fields.sub(lambda field: "{" + _on_self(field[1], kept) + "}", child.names)
             lines.append(f"{BODY}{INDENT}{target} = getattr(self, {named})({target})")
             continue
+        if child.in_place and child.condition is None and template and template.startswith(SUM):
+            # `out += skip`: the first operand is overwritten, as `in_place` allows
+            rest = template.removeprefix(SUM).format(None, *arguments[1:])
+            if target == arguments[0]:
+                lines += layout_source(f"{target} += ", rest, 2)
+                continue
         if template is not None:
             template = _on_self(template, kept)
             value = _own_parameters(template, child, backend).format(

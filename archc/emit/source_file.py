@@ -23,6 +23,8 @@ from archc.resolve.elaborate import Program
 
 def emit_file(program: Program, costs: CostReport, command: str, backend: Backend) -> str:
     classes = block_classes(program)
+    for rewrite in backend.passes:
+        classes = [rewrite(block_class) for block_class in classes]
     views = [class_view(block_class, backend) for block_class in classes]
     code = "\n".join(line for view in views for line in [*view.signature, *view.init, *view.call])
     total = costs.total

@@ -46,6 +46,9 @@ class ModuleNode:
     names: str | None = None
     """A named loop's attribute names as an f-string (`f"denselayer{i + 1}"`); its copies are
     attributes of the class rather than items of a sequence."""
+    in_place: bool = False
+    """The op may overwrite its first input (`ReLU(inplace=True)`, `out += skip`): set by
+    `archc.passes.in_place` where nothing else reads that tensor."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ class ConvBNReLU(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -52,7 +52,7 @@ class BasicBlock(nn.Module):
             bias=False,
         )
         self.bn1 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
         if stride != 1 or in_channels != planes:
@@ -62,7 +62,7 @@ class BasicBlock(nn.Module):
             )
         else:
             self.downsample = None
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -71,7 +71,7 @@ class BasicBlock(nn.Module):
         out = self.conv2(out)
         out = self.bn2(out)
         downsample = self.downsample(x) if self.downsample is not None else x
-        out = out + downsample
+        out += downsample
         out = self.relu2(out)
         return out
 
@@ -112,7 +112,7 @@ class FeatureFusion(nn.Module):
         self.conv = ConvBNReLU(cat_channels, out=out, kernel=1)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
         self.reduce = nn.Conv2d(out, out // 4, kernel_size=1, stride=1, padding=0, bias=False)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.expand = nn.Conv2d(out // 4, out, kernel_size=1, stride=1, padding=0, bias=False)
         self.gate = nn.Sigmoid()
 
@@ -146,7 +146,7 @@ class Bisenetv1(nn.Module):
         )
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
         layer1 = []
         channels = 64

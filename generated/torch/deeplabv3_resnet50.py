@@ -35,7 +35,7 @@ class Bottleneck(nn.Module):
         width = planes * base_width // 64 * groups
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn1 = norm(width)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
             width,
             width,
@@ -47,7 +47,7 @@ class Bottleneck(nn.Module):
             bias=False,
         )
         self.bn2 = norm(width)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
@@ -64,7 +64,7 @@ class Bottleneck(nn.Module):
             )
         else:
             self.downsample = None
-        self.relu3 = nn.ReLU()
+        self.relu3 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -76,7 +76,7 @@ class Bottleneck(nn.Module):
         out = self.conv3(out)
         out = self.bn3(out)
         downsample = self.downsample(x) if self.downsample is not None else x
-        out = out + downsample
+        out += downsample
         out = self.relu3(out)
         return out
 
@@ -92,7 +92,7 @@ class DilatedResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
         layer1 = []
         channels = 64
@@ -149,7 +149,7 @@ class ASPPConv(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -164,7 +164,7 @@ class ASPPPooling(nn.Sequential):
             nn.AdaptiveAvgPool2d((1, 1)),
             nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False),
             nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, *, growth_rate: int, bn_size: int) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(
             in_channels,
             bn_size * growth_rate,
@@ -30,7 +30,7 @@ class DenseLayer(nn.Module):
             bias=False,
         )
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate, eps=1e-05, momentum=0.1)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
             bn_size * growth_rate,
             growth_rate,
@@ -91,7 +91,7 @@ class Transition(nn.Module):
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.conv = nn.Conv2d(
             in_channels,
             in_channels // 2,
@@ -140,7 +140,7 @@ class Features(nn.Module):
             bias=False,
         )
         self.norm0 = nn.BatchNorm2d(2 * growth_rate, eps=1e-05, momentum=0.1)
-        self.relu0 = nn.ReLU()
+        self.relu0 = nn.ReLU(inplace=True)
         self.pool0 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
         self.denseblock1 = DenseBlock(
             2 * growth_rate,

@@ -77,7 +77,7 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(out, eps=eps, momentum=momentum),
         ]
         if act == "relu6":
-            layers.append(nn.ReLU6())
+            layers.append(nn.ReLU6(inplace=True))
         if act == "relu":
             layers.append(nn.ReLU())
         if act == "hardswish":
@@ -112,7 +112,7 @@ class SqueezeExcitation(nn.Module):
             bias=True,
         )
         if act == "relu":
-            self.relu = nn.ReLU()
+            self.relu = nn.ReLU(inplace=True)
         else:
             self.relu = None
         if act == "silu":

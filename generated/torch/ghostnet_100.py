@@ -77,7 +77,7 @@ class SqueezeExcite(nn.Module):
             bias=True,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
-        self.act1 = nn.ReLU()
+        self.act1 = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv2d(
             conv_reduce_channels,
             in_channels,
@@ -184,7 +184,7 @@ class ConvBnAct(nn.Module):
             bias=False,
         )
         self.bn1 = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -203,7 +203,7 @@ class Ghostnet100(nn.Module):
         super().__init__()
         self.conv_stem = nn.Conv2d(3, 16, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16, eps=1e-05, momentum=0.1)
-        self.act1 = nn.ReLU()
+        self.act1 = nn.ReLU(inplace=True)
         blocks = [
             nn.Sequential(GhostBottleneck(16, mid=16, out=16)),
             nn.Sequential(GhostBottleneck(16, mid=48, out=24, stride=2)),
@@ -233,7 +233,7 @@ class Ghostnet100(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
         self.conv_head = nn.Conv2d(960, 1280, kernel_size=1, stride=1, padding=0, bias=True)
-        self.act2 = nn.ReLU()
+        self.act2 = nn.ReLU(inplace=True)
         self.classifier = nn.Linear(1280, num_classes, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ class BasicConv2d(nn.Module):
             bias=False,
         )
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)

@@ -37,7 +37,7 @@ class SqueezeExcite(nn.Module):
             bias=True,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
-        self.act1 = nn.ReLU()
+        self.act1 = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv2d(
             conv_reduce_channels,
             in_channels,
@@ -87,7 +87,7 @@ class DepthwiseSeparableConv(nn.Module):
         )
         self.bn1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
         if act == "relu6":
-            self.relu6_1 = nn.ReLU6()
+            self.relu6_1 = nn.ReLU6(inplace=True)
         else:
             self.relu6_1 = None
         if act == "hardswish":
@@ -101,7 +101,7 @@ class DepthwiseSeparableConv(nn.Module):
         self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn2 = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
         if act == "relu6":
-            self.relu6_2 = nn.ReLU6()
+            self.relu6_2 = nn.ReLU6(inplace=True)
         else:
             self.relu6_2 = None
         if act == "hardswish":

@@ -32,7 +32,7 @@ class Bottleneck(nn.Module):
         width = planes * base_width // 64 * groups
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn1 = norm(width)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
             width,
             width,
@@ -44,7 +44,7 @@ class Bottleneck(nn.Module):
             bias=False,
         )
         self.bn2 = norm(width)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
@@ -61,7 +61,7 @@ class Bottleneck(nn.Module):
             )
         else:
             self.downsample = None
-        self.relu3 = nn.ReLU()
+        self.relu3 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -73,7 +73,7 @@ class Bottleneck(nn.Module):
         out = self.conv3(out)
         out = self.bn3(out)
         downsample = self.downsample(x) if self.downsample is not None else x
-        out = out + downsample
+        out += downsample
         out = self.relu3(out)
         return out
 
@@ -94,7 +94,7 @@ class Resnet101(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
         layer1 = []
         channels = 64

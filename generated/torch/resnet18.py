@@ -28,7 +28,7 @@ class BasicBlock(nn.Module):
             bias=False,
         )
         self.bn1 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
         if stride != 1 or in_channels != planes:
@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
             )
         else:
             self.downsample = None
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
         out = self.conv2(out)
         out = self.bn2(out)
         downsample = self.downsample(x) if self.downsample is not None else x
-        out = out + downsample
+        out += downsample
         out = self.relu2(out)
         return out
 
@@ -62,7 +62,7 @@ class Resnet18(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
         layer1 = []
         channels = 64

@@ -40,7 +40,7 @@ class ShuffleV1Branch(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(mid, eps=1e-05, momentum=0.1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.ChannelShuffle(groups),
             nn.Conv2d(mid, mid, kernel_size=3, stride=stride, padding=1, groups=mid, bias=False),
             nn.BatchNorm2d(mid, eps=1e-05, momentum=0.1),
@@ -104,7 +104,7 @@ class ShuffleV1Unit(nn.Module):
             mid=in_channels // 4,
             groups=groups,
         )
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch_main(x)

@@ -27,7 +27,7 @@ class Fire(nn.Module):
             padding=0,
             bias=True,
         )
-        self.squeeze_activation = nn.ReLU()
+        self.squeeze_activation = nn.ReLU(inplace=True)
         self.expand1x1 = nn.Conv2d(
             squeeze_planes,
             expand_planes,
@@ -36,7 +36,7 @@ class Fire(nn.Module):
             padding=0,
             bias=True,
         )
-        self.expand1x1_activation = nn.ReLU()
+        self.expand1x1_activation = nn.ReLU(inplace=True)
         self.expand3x3 = nn.Conv2d(
             squeeze_planes,
             expand_planes,
@@ -45,7 +45,7 @@ class Fire(nn.Module):
             padding=1,
             bias=True,
         )
-        self.expand3x3_activation = nn.ReLU()
+        self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze(x)

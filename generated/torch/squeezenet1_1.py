@@ -28,7 +28,7 @@ class Fire(nn.Module):
             padding=0,
             bias=True,
         )
-        self.squeeze_activation = nn.ReLU()
+        self.squeeze_activation = nn.ReLU(inplace=True)
         self.expand1x1 = nn.Conv2d(
             squeeze_planes,
             expand_planes,
@@ -37,7 +37,7 @@ class Fire(nn.Module):
             padding=0,
             bias=True,
         )
-        self.expand1x1_activation = nn.ReLU()
+        self.expand1x1_activation = nn.ReLU(inplace=True)
         self.expand3x3 = nn.Conv2d(
             squeeze_planes,
             expand_planes,
@@ -46,7 +46,7 @@ class Fire(nn.Module):
             padding=1,
             bias=True,
         )
-        self.expand3x3_activation = nn.ReLU()
+        self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze(x)

@@ -28,9 +28,9 @@ class DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, *, width: int, padding: int) -> None:
         super().__init__(
             nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=padding, bias=True),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, width, kernel_size=3, stride=1, padding=padding, bias=True),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
 

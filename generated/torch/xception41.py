@@ -37,7 +37,7 @@ class ConvNormReLU(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
         if act:
-            self.act = nn.ReLU()
+            self.act = nn.ReLU(inplace=True)
         else:
             self.act = None
 
@@ -67,13 +67,13 @@ class SeparableConv2d(nn.Module):
         )
         self.bn_dw = nn.BatchNorm2d(in_channels, eps=0.001, momentum=0.1)
         if act:
-            self.act_dw = nn.ReLU()
+            self.act_dw = nn.ReLU(inplace=True)
         else:
             self.act_dw = None
         self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False)
         self.bn_pw = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
         if act:
-            self.act_pw = nn.ReLU()
+            self.act_pw = nn.ReLU(inplace=True)
         else:
             self.act_pw = None
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,3 +118,15 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     difference = float(np.abs(got - want).max()) if want.size else 0.0
     if difference > TOLERANCE:
         raise MismatchError("flax output", f"max abs difference {difference:.2e} > {TOLERANCE}")
+    _train_step(model, example)
+
+
+def _train_step(model: Any, example: Any) -> None:
+    """A training forward and backward (the input requiring grad, so that a model without
+    parameters has a graph too): an op run in place where autograd needs the tensor it
+    overwrote fails here, which the eval comparisons cannot see."""
+    model.train()
+    try:
+        model(example.clone().requires_grad_()).float().sum().backward()
+    except RuntimeError as error:
+        raise MismatchError("training step", str(error).splitlines()[0]) from None

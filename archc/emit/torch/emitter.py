@@ -10,6 +10,7 @@ from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.passes.cost import CostReport
+from archc.passes.in_place import mark_in_place
 from archc.resolve.elaborate import Program
 
 
@@ -34,6 +35,7 @@ TORCH = Backend(
     init_kwargs=(),
     shape_comment=_shape_comment,
     validate=validate_torch,
+    passes=(mark_in_place,),
     imports=(
         (r"\bmath\.", "import math"),
         (r"\bAny\b", "from typing import Any"),
