@@ -549,12 +549,11 @@ def _call_body(
             named = fields.sub(lambda field: "{" + _on_self(field[1], kept) + "}", child.names)
             lines.append(f"{BODY}{INDENT}{target} = getattr(self, {named})({target})")
             continue
-        if child.in_place and child.condition is None and template and template.startswith(SUM):
-            # `out += skip`: the first operand is overwritten, as `in_place` allows
+        overwrites = child.in_place and child.condition is None and target == arguments[0]
+        if overwrites and template and template.startswith(SUM):  # `out += skip`
             rest = template.removeprefix(SUM).format(None, *arguments[1:])
-            if target == arguments[0]:
-                lines += layout_source(f"{target} += ", rest, 2)
-                continue
+            lines += layout_source(f"{target} += ", rest, 2)
+            continue
         if template is not None:
             template = _on_self(template, kept)
             value = _own_parameters(template, child, backend).format(

@@ -153,7 +153,8 @@ def _spelt(kind: Any) -> str:
 class Attrs:
     """Base of every op's attributes: frozen, strictly typed, unknown keys refused."""
 
-    _fields: ClassVar[dict[str, Field] | None] = None
+    _fields: ClassVar[dict[str, Field]]
+    """Each subclass's own, made on first use (annotations are strings until then)."""
 
     @classmethod
     def fields(cls) -> dict[str, Field]:

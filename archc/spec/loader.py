@@ -162,12 +162,15 @@ class _Builder:
 
     def check_tag(self, event: events.Event, allowed: str) -> None:
         if event.tag not in (None, "!", CORE + allowed):
-            shown = event.tag.replace(CORE, "!!")
-            raise SpecError(
-                f"YAML tag {shown} is not allowed in specs (a spec is plain data)",
-                self.at(event),
-                "only strings, numbers, booleans, null, lists and mappings",
-            )
+            self.refuse_tag(event)
+
+    def refuse_tag(self, event: events.Event) -> None:
+        shown = event.tag.replace(CORE, "!!")
+        raise SpecError(
+            f"YAML tag {shown} is not allowed in specs (a spec is plain data)",
+            self.at(event),
+            "only strings, numbers, booleans, null, lists and mappings",
+        )
 
     def mapping(self, start: events.MappingStartEvent) -> SpecMap:
         result = SpecMap()
@@ -200,7 +203,8 @@ class _Builder:
             kind = "str"
         else:
             kind = event.tag.removeprefix(CORE)
-            self.check_tag(event, kind if kind in ("str", *CORE_SCALARS) else "str")
+            if kind not in ("str", *CORE_SCALARS):
+                self.refuse_tag(event)
             if kind != "str" and not CORE_SCALARS[kind].fullmatch(text):
                 raise SpecError(f"cannot read {text[:40]!r} as !!{kind}", self.at(event))
         value = _constructed(kind, text)
