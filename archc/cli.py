@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="output folder; writes DIR/<backend>/<name>.py (default: generated)",
     )
+    build.add_argument(
+        "--optimize",
+        choices=("inference",),
+        help="inference: the inference export, DIR/<backend>/<name>_inference.py, with each "
+        "batch norm folded into its conv and inference_state_dict() to convert a training "
+        "checkpoint (the default build keeps the training model's parameters)",
+    )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
     diagram = _command(
         commands, "diagram", "draw the architecture: nested blocks, shapes, costs", _diagram
@@ -274,6 +281,7 @@ def _build(args: argparse.Namespace) -> int:
     from archc.emit.files import write_atomic
     from archc.emit.flax.emitter import flax_source
     from archc.emit.torch.emitter import torch_source
+    from archc.passes.inference import inference_export
 
     compiled = _compile(args)
     command = shlex.join(
@@ -285,13 +293,16 @@ def _build(args: argparse.Namespace) -> int:
             args.backend,
             *(f"--set={item}" for item in args.overrides),
             *([f"--input={args.input[0]}x{args.input[1]}"] if args.input else []),
+            *([f"--optimize={args.optimize}"] if args.optimize else []),
         ]
     )
     emit = {"torch": torch_source, "flax": flax_source}[args.backend]
-    text = emit(compiled.program, compiled.costs, command)
-    path = args.out / args.backend / f"{compiled.program.graph.name}.py"
+    export = inference_export(compiled.program) if args.optimize == "inference" else None
+    text = emit(compiled.program, compiled.costs, command, export)
+    suffix = "_inference" if export else ""
+    path = args.out / args.backend / f"{compiled.program.graph.name}{suffix}.py"
     write_atomic(path, text)
-    total = compiled.costs.total
+    total = (export or compiled).costs.total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
     return 0
 

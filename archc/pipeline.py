@@ -5,7 +5,8 @@ resolve   params, --set, expressions, blocks, repeats, conditions → IR graph; 
           shape is inferred by its op's rule as it is created (archc.resolve)
 cost      params, buffers, MACs, activations per node (archc.passes.cost)
 expect    the spec's golden values, when neither --set nor --input changed the model
-emit      torch code from the block classes (archc.emit), only for `build`
+emit      torch or flax code from the block classes (archc.emit), only for `build`; with
+          `--optimize inference`, after the inference passes (archc.passes.inference)
 """
 
 from __future__ import annotations

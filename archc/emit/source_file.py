@@ -10,19 +10,30 @@ import re
 import jinja2
 
 from archc import TEMPLATES
-from archc.boundary import docstring_text
+from archc.boundary import docstring_text, string_literal
 from archc.emit.classes import Backend, class_view
 from archc.emit.layout import wrap_text
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
 from archc.passes.cost import CostReport
+from archc.passes.inference import InferenceExport
 from archc.render.stats import input_label
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
 
 
-def emit_file(program: Program, costs: CostReport, command: str, backend: Backend) -> str:
-    classes = block_classes(program)
+def emit_file(
+    program: Program,
+    costs: CostReport,
+    command: str,
+    backend: Backend,
+    export: InferenceExport | None = None,
+) -> str:
+    """The file's text: the training model, or the inference `export` of it with a
+    converter for training checkpoints beside the model."""
+    classes, graph = block_classes(program), program.graph
+    if export is not None:
+        classes, graph, costs = export.classes, export.graph, export.costs
     for rewrite in backend.passes:
         classes = [rewrite(block_class) for block_class in classes]
     views = [class_view(block_class, backend) for block_class in classes]
@@ -36,6 +47,7 @@ def emit_file(program: Program, costs: CostReport, command: str, backend: Backen
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+    environment.filters["literal"] = string_literal
     template = environment.get_template(f"{backend.name}/model.py.j2")
     context = dict(
         title=wrap_text(f"{root.name}: {root.doc}" if root.doc else root.name, 0),
@@ -50,11 +62,12 @@ def emit_file(program: Program, costs: CostReport, command: str, backend: Backen
         classes=views,
         model=classes[-1].class_name,
         params=list(classes[-1].params),
+        checkpoint=export,
     )
     draft = template.render(imports=[], **context)
     text = compiled(template.render(imports=_imports(draft, backend), **context))
     if backend.validate is not None:
-        backend.validate(text, program.graph, classes)
+        backend.validate(text, graph, classes)
     return text
 
 

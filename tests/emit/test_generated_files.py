@@ -62,6 +62,11 @@ def test_generated_code_is_ruff_clean(regenerated: Path, tmp_path: Path) -> None
         assert build.returncode == 0, build.stderr
         files.append(str(tmp_path / backend / "features.py"))
         files += [str(path) for path in (regenerated / backend).glob("*.py")]
+        for spec in ("specs/resnet50.yaml", "specs/shufflenet_v2_x1_0.yaml"):  # the export too
+            export = ["--optimize", "inference", "--backend", backend, "-o", str(tmp_path)]
+            build = run_archc("build", spec, *export)
+            assert build.returncode == 0, build.stderr
+            files.append(str(tmp_path / backend / f"{Path(spec).stem}_inference.py"))
     ruff = [sys.executable, "-m", "ruff"]
     settings = ["--config", str(REPO / "pyproject.toml")]
     for command in (["check", *settings], ["format", "--check", *settings]):

@@ -57,18 +57,18 @@ def _shape_comments(path: str) -> dict[str, tuple[int, ...]]:
     return {name: tuple(int(size) for size in sizes.split(", ")) for name, sizes in found}
 
 
-def build(spec: Path, backend: str, out: Path) -> Path:
+def build(spec: Path, backend: str, out: Path, inference: bool = False) -> Path:
     stderr = io.StringIO()
+    optimize = ["--optimize", "inference"] if inference else []
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
-        status = main(["build", str(spec), "--backend", backend, "-o", str(out)])
+        status = main(["build", str(spec), "--backend", backend, "-o", str(out), *optimize])
     if status != 0:
         raise MismatchError("build", f"{backend}: {stderr.getvalue().strip()}")
-    return out / backend / f"{spec.stem}.py"
+    return out / backend / f"{spec.stem}{'_inference' if inference else ''}.py"
 
 
 def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     """Raise MismatchError (or a located ArchcError, for a spec archc refuses) on any violation."""
-    import jax
     import torch
     from flax import nnx
 
@@ -102,23 +102,50 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     if "w" in compiled.program.args:  # the same model at another width, both ways
         _compare_at_width(spec, torch_module, width)
 
-    flax_model = flax_module.create_model(nnx.Rngs(0))
     weights = {key: value.detach().numpy() for key, value in model.state_dict().items()}
-    flax_module.load_torch_state_dict(flax_model, weights)
-    flax_model.eval()
     array = example.numpy()
     if array.ndim == 4:
         array = array.transpose(0, 2, 3, 1)
-    with jax.default_matmul_precision("highest"):
-        got = np.asarray(flax_model(array))
     want = result.numpy()
     if want.ndim == 4 and not graph.type_of(output).channels_last:
         want = want.transpose(0, 2, 3, 1)
-    expect("flax output shape", got.shape, want.shape)
-    difference = float(np.abs(got - want).max()) if want.size else 0.0
-    if difference > TOLERANCE:
-        raise MismatchError("flax output", f"max abs difference {difference:.2e} > {TOLERANCE}")
+    flax_model = flax_module.create_model(nnx.Rngs(0))
+    flax_module.load_torch_state_dict(flax_model, weights)
+    _expect_close("flax output", _flax_output(flax_model, array), want)
+
+    # The inference export, both backends, from the training weights.
+    inference = load_generated(build(spec, "torch", out, inference=True))
+    folded = inference.create_model().eval()
+    folded.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
+    with torch.no_grad():
+        folded_output = folded(example).numpy()
+    if folded_output.ndim == 4 and not graph.type_of(output).channels_last:
+        folded_output = folded_output.transpose(0, 2, 3, 1)
+    _expect_close("inference export output", folded_output, want)
+    flax_inference = load_generated(build(spec, "flax", out, inference=True))
+    flax_folded = flax_inference.create_model(nnx.Rngs(0))
+    flax_inference.load_torch_state_dict(flax_folded, flax_inference.inference_state_dict(weights))
+    _expect_close("flax inference export output", _flax_output(flax_folded, array), want)
     _train_step(model, example)
+
+
+def _flax_output(model: Any, array: np.ndarray) -> np.ndarray:
+    import jax
+
+    model.eval()
+    with jax.default_matmul_precision("highest"):
+        return np.asarray(model(array))
+
+
+def _expect_close(kind: str, got: np.ndarray, want: np.ndarray) -> None:
+    """Within TOLERANCE of the torch model's output, relative to its largest value."""
+    expect(f"{kind} shape", got.shape, want.shape)
+    difference = float(np.abs(got - want).max()) if want.size else 0.0
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    if difference > TOLERANCE * scale:
+        raise MismatchError(
+            kind, f"max abs difference {difference:.2e} > {TOLERANCE} x {scale:.2g}"
+        )
 
 
 def _train_step(model: Any, example: Any) -> None:

@@ -316,6 +316,8 @@ def sequence_block(spec: Spec) -> None:
         "      - {op: conv2d, out: out, kernel: 3, padding: 1, bias: false}",
         "      - norm",
         "      - relu",
+        "      - {op: conv2d, out: out, kernel: 1, bias: false}",
+        "      - norm",
     ]
 
 

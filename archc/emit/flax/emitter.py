@@ -11,6 +11,7 @@ from archc.ir.symbolic import concrete
 from archc.ops.base import NHWC_AXIS
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.passes.cost import CostReport
+from archc.passes.inference import InferenceExport
 from archc.resolve.elaborate import Program
 
 
@@ -51,6 +52,8 @@ FLAX = Backend(
 )
 
 
-def flax_source(program: Program, costs: CostReport, command: str) -> str:
+def flax_source(
+    program: Program, costs: CostReport, command: str, export: InferenceExport | None = None
+) -> str:
     """The generated flax.nnx file for a compiled model."""
-    return emit_file(program, costs, command, FLAX)
+    return emit_file(program, costs, command, FLAX, export)

@@ -11,6 +11,7 @@ from archc.ir.symbolic import concrete
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.passes.cost import CostReport
 from archc.passes.in_place import mark_in_place
+from archc.passes.inference import InferenceExport
 from archc.resolve.elaborate import Program
 
 
@@ -47,6 +48,8 @@ TORCH = Backend(
 )
 
 
-def torch_source(program: Program, costs: CostReport, command: str) -> str:
+def torch_source(
+    program: Program, costs: CostReport, command: str, export: InferenceExport | None = None
+) -> str:
     """The generated PyTorch file for a compiled model."""
-    return emit_file(program, costs, command, TORCH)
+    return emit_file(program, costs, command, TORCH, export)
