@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any
 
@@ -70,6 +70,9 @@ class Backend:
     """Translation validation of a whole file against the IR graph (raises InternalError)."""
     passes: tuple[Callable[[BlockClass], BlockClass], ...] = ()
     """Class-view rewrites for this framework, in order (torch's in-place ops)."""
+    checkpoint_arrays: dict[str, str] = field(default_factory=dict)
+    """How the inference export's checkpoint converter names its arrays (`tensors`) and
+    joins them (`concatenate`)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import jinja2
 from archc import TEMPLATES
 from archc.boundary import docstring_text, string_literal
 from archc.emit.classes import Backend, class_view
-from archc.emit.layout import wrap_text
+from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, wrap_text
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
 from archc.passes.cost import CostReport
@@ -47,12 +47,12 @@ def emit_file(
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["literal"] = string_literal
     template = environment.get_template(f"{backend.name}/model.py.j2")
     context = dict(
         title=wrap_text(f"{root.name}: {root.doc}" if root.doc else root.name, 0),
         spec=docstring_text(root.location.file),
-        command=docstring_text(command),
+        regenerate=_regenerate(command),
+        export_note=wrap_text(_export_note(export), 0) if export else [],
         totals=(
             f"Params {total.params:,} (+ {total.buffers:,} in buffers); "
             f"{total.macs / 1e9:.3f} GMACs = {total.flops / 1e9:.3f} GFLOPs "
@@ -63,12 +63,52 @@ def emit_file(
         model=classes[-1].class_name,
         params=list(classes[-1].params),
         checkpoint=export,
+        tables=_checkpoint_tables(export) if export else {},
+        **backend.checkpoint_arrays,
     )
     draft = template.render(imports=[], **context)
     text = compiled(template.render(imports=_imports(draft, backend), **context))
     if backend.validate is not None:
         backend.validate(text, graph, classes)
     return text
+
+
+def _regenerate(command: str) -> list[str]:
+    """`Regenerate: <command>`, the command on a line of its own when both do not fit one."""
+    line = f"Regenerate: {docstring_text(command)}"
+    return [line] if len(line) <= LINE_LIMIT else ["Regenerate:", INDENT + docstring_text(command)]
+
+
+def _export_note(export: InferenceExport) -> str:
+    """What the inference export changed, for the file's docstring."""
+    changes = [
+        f"{len(export.folds)} batch norms folded into their convs" if export.folds else "",
+        f"{len(export.joined)} groups of parallel convs joined" if export.joined else "",
+    ]
+    done = ", ".join(change for change in changes if change) or "nothing to fold or join"
+    return f"Inference export: {done}; inference_state_dict() converts a training checkpoint."
+
+
+def _checkpoint_tables(export: InferenceExport) -> dict[str, list[str]]:
+    """The lines of the tables that the inference export's checkpoint converter reads."""
+    folds = [
+        Call("", [string_literal(fold.conv), string_literal(fold.norm), repr(fold.eps)])
+        for fold in export.folds
+    ]
+    joined = [
+        Call(
+            "", [string_literal(name), Call("", [string_literal(p) for p in parts], brackets="[]")]
+        )
+        for name, parts in export.joined
+    ]
+    renamed = [
+        f"{string_literal(old)}: {string_literal(new)}" for old, new in export.renamed.items()
+    ]
+    return {
+        "folds": layout("FOLDED_NORMS = ", Call("", folds, brackets="[]"), 0),
+        "joined": layout("JOINED = ", Call("", joined, brackets="[]"), 0),
+        "renamed": layout("RENUMBERED = ", Call("", renamed, brackets="{}"), 0),
+    }
 
 
 def compiled(text: str) -> str:

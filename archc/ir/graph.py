@@ -90,8 +90,35 @@ class Graph:
     def type_of(self, value: str) -> TensorType:
         return self.inputs[value] if value in self.inputs else self.nodes[value].type
 
+    def holds_state(self, name: str) -> bool:
+        """Whether a node has parameters or buffers (entries in a state_dict)."""
+        node = self.nodes[name]
+        inputs = [self.type_of(ref) for ref in node.inputs]
+        return bool(node.op.parameters(node.attrs, inputs) or node.op.buffers(node.attrs, inputs))
+
     def describe_outputs(self) -> str:
         """`f32[N,1000]`, or `out f32[N,21,520,520], aux f32[…]` for named outputs."""
         return ", ".join(
             f"{name} {self.type_of(value)}".lstrip() for name, value in self.outputs.items()
         )
+
+
+class Renumbering:
+    """Node paths once some sequence items are dropped: the items after one move down."""
+
+    def __init__(self, dropped: set[str]) -> None:
+        self.gaps: dict[str, list[int]] = {}  # a sequence's path → its dropped numbers
+        for name in dropped:
+            parent, _, last = name.rpartition(".")
+            if last.isdigit():
+                self.gaps.setdefault(parent, []).append(int(last))
+
+    def __call__(self, path: str) -> str:
+        """`features.3` → `features.2` when `features.1` is dropped."""
+        parts = path.split(".")
+        moved = list(parts)
+        for at, part in enumerate(parts):
+            below = self.gaps.get(".".join(parts[:at])) if part.isdigit() else None
+            if below:
+                moved[at] = str(int(part) - sum(number < int(part) for number in below))
+        return ".".join(moved)

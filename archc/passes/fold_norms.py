@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from archc.errors import InternalError, Location
-from archc.ir.graph import Graph, Node
+from archc.ir.graph import Graph, Node, Renumbering
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import source
 
@@ -40,9 +40,11 @@ class Folded:
     classes: list[BlockClass]
     graph: Graph
     folds: list[NormFold]
-    renamed: dict[str, str]
-    """Training paths of modules with state that the inference model numbers anew (a norm
-    dropped from a sequence moves the items after it down by one)."""
+    names: dict[str, str]
+    """Each kept node's path before the pass → after it."""
+    renumber: Renumbering
+    """Any path before the pass → after it (a norm dropped from a sequence moves the items
+    after it down by one)."""
 
 
 def fold_norms(classes: list[BlockClass], graph: Graph) -> Folded:
@@ -53,8 +55,7 @@ def fold_norms(classes: list[BlockClass], graph: Graph) -> Folded:
     }
     locations = candidates - picked_otherwise
     folded_classes = [_fold_class(block_class, locations) for block_class in classes]
-    folded_graph, folds, renamed = _fold_graph(graph, locations)
-    return Folded(folded_classes, folded_graph, folds, renamed)
+    return Folded(folded_classes, *_fold_graph(graph, locations))
 
 
 def _lists(block_class: BlockClass) -> Iterator[tuple[list[ModuleNode], bool]]:
@@ -133,7 +134,7 @@ def _fold_class(block_class: BlockClass, locations: set[Location]) -> BlockClass
 
 def _fold_graph(
     graph: Graph, locations: set[Location]
-) -> tuple[Graph, list[NormFold], dict[str, str]]:
+) -> tuple[Graph, list[NormFold], dict[str, str], Renumbering]:
     norms = [node for node in graph.nodes.values() if node.location in locations]
     folds = []
     for norm in norms:
@@ -142,7 +143,8 @@ def _fold_graph(
             raise InternalError("fold", f"{norm.name} is not a norm of a conv's output")
         folds.append(NormFold(conv.name, norm.name, norm.attrs.eps))
     into = {fold.norm: fold.conv for fold in folds}
-    names = _renumbered(list(graph.nodes), set(into))
+    renumber = Renumbering(set(into))
+    names = {name: renumber(name) for name in graph.nodes if name not in into}
     folded = Graph(graph.name, dict(graph.inputs))
     for node in graph.nodes.values():
         if node.name in into:
@@ -151,35 +153,4 @@ def _fold_graph(
         inputs = [names.get(into.get(ref, ref), ref) for ref in node.inputs]
         folded.add(Node(names[node.name], node.op, attrs, inputs, node.type, node.location))
     folded.outputs = {key: names.get(into.get(ref, ref), ref) for key, ref in graph.outputs.items()}
-    renamed = {
-        old: new
-        for old, new in names.items()
-        if old != new and old not in into and _has_state(graph, old)
-    }
-    return folded, folds, renamed
-
-
-def _has_state(graph: Graph, name: str) -> bool:
-    node = graph.nodes[name]
-    inputs = [graph.type_of(ref) for ref in node.inputs]
-    return bool(node.op.parameters(node.attrs, inputs) or node.op.buffers(node.attrs, inputs))
-
-
-def _renumbered(names: list[str], dropped: set[str]) -> dict[str, str]:
-    """Each kept path with its sequence numbers moved down past the dropped items before it
-    (`features.3` → `features.2` when `features.1` is dropped)."""
-    gaps: dict[str, list[int]] = {}
-    for name in dropped:
-        parent, _, last = name.rpartition(".")
-        if last.isdigit():
-            gaps.setdefault(parent, []).append(int(last))
-    renumbered = {}
-    for name in names:
-        parts = name.split(".")
-        new = list(parts)
-        for at, part in enumerate(parts):
-            below = gaps.get(".".join(parts[:at])) if part.isdigit() else None
-            if below:
-                new[at] = str(int(part) - sum(index < int(part) for index in below))
-        renumbered[name] = ".".join(new)
-    return renumbered
+    return folded, folds, names, renumber

@@ -1,5 +1,5 @@
 """The inference export: the destructive rewrites, in order, over the class view and the IR
-graph together, with what a training checkpoint needs to load into the result."""
+graph together, and what a training checkpoint needs to load into the result."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from archc.ir.graph import Graph
 from archc.ir.modules import BlockClass
 from archc.passes.cost import CostReport, count_costs
 from archc.passes.fold_norms import NormFold, fold_norms
+from archc.passes.fuse_parallel import fuse_parallel
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
 
@@ -19,12 +20,20 @@ class InferenceExport:
     graph: Graph
     costs: CostReport
     folds: list[NormFold]
+    """The norms folded into convs, by their training paths."""
+    joined: list[tuple[str, list[str]]]
+    """Each fused module with state → the training modules whose state it concatenates."""
     renamed: dict[str, str]
-    """Training path → inference path, for the modules with state that moved."""
+    """Training path → inference path, for the other modules with state that moved."""
 
 
 def inference_export(program: Program) -> InferenceExport:
-    folded = fold_norms(block_classes(program), program.graph)
-    return InferenceExport(
-        folded.classes, folded.graph, count_costs(folded.graph), folded.folds, folded.renamed
-    )
+    graph = program.graph
+    folded = fold_norms(block_classes(program), graph)
+    fused = fuse_parallel(folded.classes, folded.graph, program.modules, folded.renumber)
+    final = {old: fused.names[new] for old, new in folded.names.items() if new in fused.names}
+    renamed = {old: new for old, new in final.items() if old != new and graph.holds_state(old)}
+    before_folding = {new: old for old, new in folded.names.items()}
+    joined = [(name, [before_folding[part] for part in parts]) for name, parts in fused.parts]
+    costs = count_costs(fused.graph)
+    return InferenceExport(fused.classes, fused.graph, costs, folded.folds, joined, renamed)

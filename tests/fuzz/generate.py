@@ -69,6 +69,7 @@ def image_step(spec: Spec, x: Value) -> None:
             "residual",
             "down",
             "parallel",
+            "heads",
             "seq",
             "shuffle",
             "slice",
@@ -169,6 +170,10 @@ def image_step(spec: Spec, x: Value) -> None:
     elif choice == "parallel":
         parallel_block(spec)
         spec.add(f"{{block: Parallel, c: {rng.choice([2, 4])}{frm}}}", Value(name, (c + 12, h, w)))
+    elif choice == "heads":
+        heads_block(spec)
+        a, b = rng.choice([2, 3]), rng.choice([1, 5])
+        spec.add(f"{{block: Heads, a: {a}, b: {b}{frm}}}", Value(name, (a + 9, h, w)))
     elif choice == "seq":
         sequence_block(spec)
         spec.add(f"{{block: ConvBnAct, out: 6{frm}}}", Value(name, (6, h, w)))
@@ -303,6 +308,31 @@ def parallel_block(spec: Spec) -> None:
         "          - - {op: max_pool2d, kernel: 3, stride: 1, padding: 1}",
         "            - {op: conv2d, out: 4, kernel: 1}",
         "      cat: {op: concat, from: [input, convs]}",
+    ]
+
+
+def heads_block(spec: Spec) -> None:
+    """Inception-like branches: instances of one conv block on the same input, which the
+    inference export joins where only their widths differ."""
+    if "  Heads:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  ConvAct:",
+        "    params: {out: int, kernel: 1}",
+        "    body:",
+        "      conv: {op: conv2d, out: out, kernel: kernel, padding: kernel // 2, bias: false}",
+        "      bn: batch_norm",
+        "      act: relu6",
+        "  Heads:",
+        "    params: {a: int, b: int}",
+        "    body:",
+        "      one: {block: ConvAct, out: a}",
+        "      two:",
+        "        from: input",
+        "        seq: [{block: ConvAct, out: b}, {block: ConvAct, out: 4, kernel: 3}]",
+        "      three: {block: ConvAct, out: 2, from: input}",
+        "      wide: {block: ConvAct, out: 3, kernel: 3, from: input}",
+        "      cat: {op: concat, from: [one, two, three, wide]}",
     ]
 
 

@@ -4,19 +4,15 @@ its own checkpoint converter, gives the training model's outputs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from archc.emit.flax.emitter import flax_source
-from archc.emit.torch.emitter import torch_source
 from archc.passes.fold_norms import FOLDABLE
-from archc.passes.inference import inference_export
 from archc.pipeline import compile_spec
 from tests.helpers import SPECS, load_generated, randomize_batch_norm, run_archc
+from tests.passes.exports import TOLERANCE, assert_export_matches, models
 
 HEAD = "archc: 1\nname: net\ninput: [4, 8, 8]\n"
-TOLERANCE = 1e-4
 SIZES = {"inception_v3": 80, "unet": 188}
 """Input sizes other than 64 for the specs that need them."""
 
@@ -34,79 +30,6 @@ def touched(spec: Path) -> bool:
 ZOO = [spec for spec in sorted(SPECS.glob("*.yaml")) if touched(spec)]
 
 
-def models(spec: Path, folder: Path, backend: str = "torch") -> tuple[Any, Any, dict[str, str]]:
-    """The generated training module and inference-export module of a spec, and the export's
-    folds (norm → conv)."""
-    compiled = compile_spec(spec)
-    export = inference_export(compiled.program)
-    emit = {"torch": torch_source, "flax": flax_source}[backend]
-    modules = []
-    for name, chosen in (("training", None), ("inference", export)):
-        path = folder / f"{backend}_{name}.py"
-        path.write_text(emit(compiled.program, compiled.costs, "test", chosen))
-        modules.append(load_generated(path))
-    return *modules, {fold.norm: fold.conv for fold in export.folds}
-
-
-def conv_norm_pairs(model: Any, example: Any) -> dict[str, str]:
-    """norm → conv for every torch BatchNorm whose input is exactly a conv's output tensor,
-    seen by forward hooks: an oracle apart from the pass."""
-    import torch
-
-    made_by: dict[int, str] = {}
-    kept = []  # every conv output stays alive, so that no other tensor takes its id
-    pairs: dict[str, str] = {}
-
-    def record(name: str) -> Any:
-        def hook(module: Any, inputs: tuple, output: Any) -> None:
-            if isinstance(module, torch.nn.Conv2d):
-                made_by[id(output)] = name
-                kept.append(output)
-            elif id(inputs[0]) in made_by:
-                pairs[name] = made_by[id(inputs[0])]
-
-        return hook
-
-    hooks = [
-        module.register_forward_hook(record(name))
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Conv2d) or hasattr(module, "running_var")
-    ]
-    with torch.no_grad():
-        model(example)
-    for hook in hooks:
-        hook.remove()
-    return pairs
-
-
-def assert_export_matches(
-    spec: Path, folder: Path, size: int, channels: int = 3
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The torch export, loaded with inference_state_dict() of a training model with random
-    norm statistics, against that model in eval; returns the folds (norm → conv), and the
-    pairs the forward hooks see."""
-    import torch
-
-    training, inference, folds = models(spec, folder)
-    model = training.create_model()
-    randomize_batch_norm(model)
-    model.eval()
-    exported = inference.create_model().eval()
-    exported.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
-    example = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want, got = model(example), exported(example)
-    for key in want if isinstance(want, dict) else [None]:
-        expected, actual = (want[key], got[key]) if key else (want, got)
-        scale = max(1.0, expected.abs().max().item())
-        assert (actual - expected).abs().max().item() <= TOLERANCE * scale, key
-    norms = sum(hasattr(module, "running_var") for module in model.modules())
-    assert sum(hasattr(module, "running_var") for module in exported.modules()) == norms - len(
-        folds
-    )
-    return folds, conv_norm_pairs(model, example)
-
-
 @pytest.mark.parametrize("spec", ZOO, ids=[spec.stem for spec in ZOO])
 def test_zoo_export_gives_the_training_outputs(spec: Path, tmp_path: Path) -> None:
     """Every norm that reads a conv's output is folded: no zoo model reads such a conv
@@ -116,9 +39,10 @@ def test_zoo_export_gives_the_training_outputs(spec: Path, tmp_path: Path) -> No
     assert folds == pairs
 
 
-@pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "resnet50_fpn"])
+@pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "resnet50_fpn", "googlenet"])
 def test_flax_export_gives_the_torch_training_outputs(name: str, tmp_path: Path) -> None:
-    """Sequences numbered anew (ShuffleNet) and FrozenBatchNorm (the FPN backbone)."""
+    """Sequences numbered anew (ShuffleNet), FrozenBatchNorm (the FPN backbone), parallel
+    branches joined (GoogLeNet)."""
     import numpy as np
 
     torch = pytest.importorskip("torch")

@@ -49,6 +49,7 @@ FLAX = Backend(
     ),
     required_helpers=("load_torch_state_dict",),
     validate=validate_flax,
+    checkpoint_arrays={"tensors": "numpy arrays", "concatenate": "np.concatenate"},
 )
 
 

@@ -37,6 +37,7 @@ TORCH = Backend(
     shape_comment=_shape_comment,
     validate=validate_torch,
     passes=(mark_in_place,),
+    checkpoint_arrays={"tensors": "tensors", "concatenate": "torch.cat"},
     imports=(
         (r"\bmath\.", "import math"),
         (r"\bAny\b", "from typing import Any"),
