@@ -56,6 +56,7 @@ def _helper_names() -> frozenset[str]:
 GENERATED_GLOBALS = (
     # Imports (each backend's import table) and the functions every file defines.
     _words("math Any torch F nn jax jnp np nnx create_model load_torch_state_dict")
+    | _words("inference_state_dict FOLDED_NORMS JOINED RENUMBERED")
     | _helper_names()
 )
 """Module-level names of a generated file, which a class name or a constructor's local
@@ -157,7 +158,12 @@ NODE_RESERVED = FRAMEWORK_ATTRIBUTES
 """A node becomes an attribute of its block's module."""
 CLASS_RESERVED = GENERATED_GLOBALS | frozenset(dir(builtins))
 """A block becomes a class at the top of the generated file."""
-PARAM_RESERVED = GENERATED_GLOBALS | CONSTRUCTOR_LOCALS | frozenset(dir(builtins))
+CREATE_MODEL_OPTIONS = _words("channels_last autocast compile")
+"""Keyword arguments of a torch file's create_model besides the model's params."""
+
+PARAM_RESERVED = (
+    GENERATED_GLOBALS | CONSTRUCTOR_LOCALS | CREATE_MODEL_OPTIONS | frozenset(dir(builtins))
+)
 """A param or let becomes a constructor argument or local, and expressions read it."""
 MODEL_RESERVED = frozenset(dir(builtins))
 """A model name becomes a file and module name."""

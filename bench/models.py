@@ -4,9 +4,10 @@
                            [--dtype fp32|bf16] [--compile] [--flax] [--repeat 5]
 
 Each variant runs the same weights (torchvision's, loaded strictly into the archc model):
-torchvision eager and the archc model (default build), each also in channels_last, torchvision
-with BatchNorm folded into the convs (torch.fx) in channels_last, and each of these under
-torch.compile with --compile; inference
+torchvision eager, the archc model (default build) and, for inference, archc's inference export
+(`--optimize inference`, the weights through its inference_state_dict()), each also in
+channels_last, torchvision with BatchNorm folded into the convs (torch.fx) in channels_last,
+and each of these under torch.compile with --compile; inference
 (no_grad, eval) and one SGD training step. Rounds interleave the variants so that a busy
 moment of the machine is shared; the median round is printed as images per second and as a
 ratio to torchvision eager. With --flax, the flax build runs under jax.jit beside them (its own
@@ -20,6 +21,7 @@ import copy
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.fx.experimental.optimization import fuse  # noqa: E402
 
+from archc.emit.torch.emitter import torch_source  # noqa: E402
+from archc.passes.inference import inference_export  # noqa: E402
+from archc.pipeline import compile_spec  # noqa: E402
 from tests.helpers import GENERATED, load_generated, torchvision  # noqa: E402
 from tests.oracle.test_torchvision import BUILDER_KWARGS  # noqa: E402
 
@@ -43,14 +48,32 @@ def torch_variants(name: str, options: argparse.Namespace) -> dict[str, torch.nn
     generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
     generated.load_state_dict(reference.state_dict(), strict=True)
     variants = {"torchvision eager": reference, "archc default": generated}
+    if not options.train:  # folding BatchNorm is for inference only
+        variants["archc inference export"] = inference_export_model(name, reference)
     for key in list(variants):
         variants[f"{key}, channels_last"] = _channels_last(copy.deepcopy(variants[key]))
-    if not options.train:  # folding BatchNorm is for inference only
+    if not options.train:
         folded = fuse(copy.deepcopy(reference).eval())
         variants["torchvision BN-folded, channels_last"] = _channels_last(folded)
     if options.compile:
         variants |= {f"{key} + compile": torch.compile(model) for key, model in variants.items()}
     return {key: model.to(options.device) for key, model in variants.items()}
+
+
+def inference_export_model(name: str, reference: torch.nn.Module) -> torch.nn.Module:
+    """`archc build --optimize inference` of the spec, with the reference's weights converted
+    by the export's own inference_state_dict()."""
+    compiled = compile_spec(REPO / "specs" / f"{name}.yaml")
+    text = torch_source(
+        compiled.program, compiled.costs, "bench", inference_export(compiled.program)
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{name}_inference.py"
+        path.write_text(text)
+        module = load_generated(path)
+    model = module.create_model()
+    model.load_state_dict(module.inference_state_dict(reference.state_dict()), strict=True)
+    return model
 
 
 def _channels_last(model: torch.nn.Module) -> torch.nn.Module:

@@ -14,6 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The model, its forward now run under torch.autocast in `dtype` on the input's device
+    type (its own forward, and so its state_dict, unchanged)."""
+    forward = model.forward
+
+    def autocast_forward(x: torch.Tensor) -> Any:
+        with torch.autocast(x.device.type, dtype):
+            return forward(x)
+
+    model.forward = autocast_forward
+    return model
+
+
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
@@ -245,9 +258,24 @@ class Deeplabv3Resnet50(nn.Module):
         return {"out": out}
 
 
-def create_model(**overrides: Any) -> nn.Module:
+def create_model(
+    *,
+    channels_last: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool = False,
+    **overrides: Any,
+) -> nn.Module:
     """Build Deeplabv3Resnet50; keyword arguments override the spec's params.
 
     Params: num_classes, layers, rates.
+    Options: `channels_last` keeps the weights in NHWC order (give it NHWC inputs too: the
+    fast layout for convolutions on tensor cores); `autocast` runs forward under
+    torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and
+    state_dict unchanged; `compile` returns it under torch.compile.
     """
-    return Deeplabv3Resnet50(**overrides)
+    model = Deeplabv3Resnet50(**overrides)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if autocast is not None:
+        model = with_autocast(model, autocast)
+    return torch.compile(model) if compile else model

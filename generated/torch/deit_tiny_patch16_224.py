@@ -12,6 +12,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The model, its forward now run under torch.autocast in `dtype` on the input's device
+    type (its own forward, and so its state_dict, unchanged)."""
+    forward = model.forward
+
+    def autocast_forward(x: torch.Tensor) -> Any:
+        with torch.autocast(x.device.type, dtype):
+            return forward(x)
+
+    model.forward = autocast_forward
+    return model
+
+
 def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head scaled dot-product attention from packed q, k, v: (N, L, 3·D) to (N, L, D)."""
     n, length, packed = qkv.shape
@@ -143,9 +156,24 @@ class DeitTinyPatch16224(nn.Module):
         return x
 
 
-def create_model(**overrides: Any) -> nn.Module:
+def create_model(
+    *,
+    channels_last: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool = False,
+    **overrides: Any,
+) -> nn.Module:
     """Build DeitTinyPatch16224; keyword arguments override the spec's params.
 
     Params: embed_dim, depth, heads, mlp_ratio, patch, num_classes.
+    Options: `channels_last` keeps the weights in NHWC order (give it NHWC inputs too: the
+    fast layout for convolutions on tensor cores); `autocast` runs forward under
+    torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and
+    state_dict unchanged; `compile` returns it under torch.compile.
     """
-    return DeitTinyPatch16224(**overrides)
+    model = DeitTinyPatch16224(**overrides)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if autocast is not None:
+        model = with_autocast(model, autocast)
+    return torch.compile(model) if compile else model

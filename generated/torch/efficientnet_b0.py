@@ -25,6 +25,19 @@ def ceil(value: float) -> int:
     return math.ceil(value)
 
 
+def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The model, its forward now run under torch.autocast in `dtype` on the input's device
+    type (its own forward, and so its state_dict, unchanged)."""
+    forward = model.forward
+
+    def autocast_forward(x: torch.Tensor) -> Any:
+        with torch.autocast(x.device.type, dtype):
+            return forward(x)
+
+    model.forward = autocast_forward
+    return model
+
+
 class StochasticDepth(nn.Module):
     """Drops a sample's whole residual branch with probability `p` in training and scales the
     survivors by 1 / (1 - p), as torchvision's `StochasticDepth(p, "row")`; the identity in eval.
@@ -359,9 +372,24 @@ class EfficientnetB0(nn.Module):
         return x
 
 
-def create_model(**overrides: Any) -> nn.Module:
+def create_model(
+    *,
+    channels_last: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool = False,
+    **overrides: Any,
+) -> nn.Module:
     """Build EfficientnetB0; keyword arguments override the spec's params.
 
     Params: num_classes, width_mult, depth_mult, resolution, dropout, stochastic_depth_prob.
+    Options: `channels_last` keeps the weights in NHWC order (give it NHWC inputs too: the
+    fast layout for convolutions on tensor cores); `autocast` runs forward under
+    torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and
+    state_dict unchanged; `compile` returns it under torch.compile.
     """
-    return EfficientnetB0(**overrides)
+    model = EfficientnetB0(**overrides)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if autocast is not None:
+        model = with_autocast(model, autocast)
+    return torch.compile(model) if compile else model

@@ -14,6 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The model, its forward now run under torch.autocast in `dtype` on the input's device
+    type (its own forward, and so its state_dict, unchanged)."""
+    forward = model.forward
+
+    def autocast_forward(x: torch.Tensor) -> Any:
+        with torch.autocast(x.device.type, dtype):
+            return forward(x)
+
+    model.forward = autocast_forward
+    return model
+
+
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm2d whose statistics and affine terms are fixed buffers, as torchvision's (its
     detection backbones): x * weight / sqrt(running_var + eps) + (bias - running_mean * …)."""
@@ -240,9 +253,24 @@ class Resnet50Fpn(nn.Module):
         return {"0": fpn[0], "1": fpn[1], "2": fpn[2], "3": fpn[3], "pool": fpn[4]}
 
 
-def create_model(**overrides: Any) -> nn.Module:
+def create_model(
+    *,
+    channels_last: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool = False,
+    **overrides: Any,
+) -> nn.Module:
     """Build Resnet50Fpn; keyword arguments override the spec's params.
 
     Params: layers, width.
+    Options: `channels_last` keeps the weights in NHWC order (give it NHWC inputs too: the
+    fast layout for convolutions on tensor cores); `autocast` runs forward under
+    torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and
+    state_dict unchanged; `compile` returns it under torch.compile.
     """
-    return Resnet50Fpn(**overrides)
+    model = Resnet50Fpn(**overrides)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if autocast is not None:
+        model = with_autocast(model, autocast)
+    return torch.compile(model) if compile else model

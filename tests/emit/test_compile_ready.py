@@ -68,3 +68,40 @@ def test_the_off_device_check_sees_a_host_tensor() -> None:
     with OffDevice() as watch:
         HostMask()(torch.empty(2, 3, device="meta"))
     assert "aten.zeros.default" in watch.ops or "aten.fill_.Scalar" in watch.ops, watch.ops
+
+
+def test_create_model_options_keep_the_weights_and_the_outputs() -> None:
+    """channels_last and bf16 autocast change how a forward runs, not what the model holds
+    or (beyond bf16's precision) what it computes; with compile it is one graph still."""
+    module = load_generated(GENERATED / "torch" / "resnet18.py")
+    plain = module.create_model().eval()
+    example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = plain(example)
+
+    fast = module.create_model(channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    convs = [p for p in fast.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    with torch.no_grad():
+        output = fast(example.to(memory_format=torch.channels_last))
+    assert (output - expected).abs().max().item() <= 1e-4
+
+    mixed = module.create_model(channels_last=True, autocast=torch.bfloat16).eval()
+    mixed.load_state_dict(plain.state_dict(), strict=True)
+    assert {p.dtype for p in mixed.state_dict().values() if p.is_floating_point()} == {
+        torch.float32
+    }
+    with torch.no_grad():
+        output = mixed(example)
+    assert output.dtype == torch.bfloat16
+    relative = (output.float() - expected).norm() / expected.norm()
+    assert relative.item() <= 5e-2
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(mixed)(example)
+    torch._dynamo.reset()
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0)
+
+    compiled = module.create_model(compile=True)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.state_dict().keys() == {f"_orig_mod.{key}" for key in plain.state_dict()}

@@ -37,6 +37,7 @@ TORCH = Backend(
     shape_comment=_shape_comment,
     validate=validate_torch,
     passes=(mark_in_place,),
+    required_helpers=("with_autocast",),
     checkpoint_arrays={"tensors": "tensors", "concatenate": "torch.cat"},
     imports=(
         (r"\bmath\.", "import math"),

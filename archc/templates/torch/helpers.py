@@ -4,9 +4,24 @@ This file is read as text, never imported by archc: emission must not import tor
 top-level definition is one helper; it is linted and tested like the code it lands in.
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The model, its forward now run under torch.autocast in `dtype` on the input's device
+    type (its own forward, and so its state_dict, unchanged)."""
+    forward = model.forward
+
+    def autocast_forward(x: torch.Tensor) -> Any:
+        with torch.autocast(x.device.type, dtype):
+            return forward(x)
+
+    model.forward = autocast_forward
+    return model
 
 
 class StochasticDepth(nn.Module):
