@@ -56,7 +56,7 @@ def _helper_names() -> frozenset[str]:
 GENERATED_GLOBALS = (
     # Imports (each backend's import table) and the functions every file defines.
     _words("math Any torch F nn jax jnp np nnx create_model load_torch_state_dict")
-    | _words("inference_state_dict FOLDED_NORMS JOINED RENUMBERED")
+    | _words("inference_state_dict FOLDED_NORMS JOINED RENUMBERED functools")
     | _helper_names()
 )
 """Module-level names of a generated file, which a class name or a constructor's local
@@ -158,8 +158,8 @@ NODE_RESERVED = FRAMEWORK_ATTRIBUTES
 """A node becomes an attribute of its block's module."""
 CLASS_RESERVED = GENERATED_GLOBALS | frozenset(dir(builtins))
 """A block becomes a class at the top of the generated file."""
-CREATE_MODEL_OPTIONS = _words("channels_last autocast compile")
-"""Keyword arguments of a torch file's create_model besides the model's params."""
+CREATE_MODEL_OPTIONS = _words("channels_last autocast compile dtype param_dtype")
+"""Keyword arguments of create_model besides the model's params (torch's, flax's)."""
 
 PARAM_RESERVED = (
     GENERATED_GLOBALS | CONSTRUCTOR_LOCALS | CREATE_MODEL_OPTIONS | frozenset(dir(builtins))

@@ -113,14 +113,15 @@ def flax_step(name: str, options: argparse.Namespace) -> Step:
     import jax
     from flax import nnx
 
-    model = load_generated(GENERATED / "flax" / f"{name}.py").create_model(rngs=nnx.Rngs(0))
+    module = load_generated(GENERATED / "flax" / f"{name}.py")
+    dtype = jax.numpy.bfloat16 if options.dtype == "bf16" else None
+    model = module.create_model(nnx.Rngs(0), dtype=dtype)
     model.eval()
     batch = jax.numpy.ones((options.batch, options.size, options.size, 3))
-    graph, state = nnx.split(model)
-    forward = jax.jit(lambda state, x: nnx.merge(graph, state)(x))
+    forward = module.jit_forward(model)
 
     def infer() -> None:
-        jax.block_until_ready(forward(state, batch))
+        jax.block_until_ready(forward(batch))
 
     return infer
 

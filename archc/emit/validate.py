@@ -10,12 +10,13 @@ have is a mismatch too. Any mismatch is archc's bug, reported with the node, and
 not written.
 
 The stand-ins run with a short list of builtins and can import nothing but themselves,
-`math` and `typing`, so a file that tried to do anything else could not.
+`functools`, `math` and `typing`, so a file that tried to do anything else could not.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import typing
 from collections.abc import Iterator
@@ -145,6 +146,7 @@ def _stand_ins() -> dict[str, Any]:
         "jax": jax,
         "flax": flax,
         "numpy": _Namespace(**tensors),
+        "functools": functools,
         "math": math,
         "typing": typing,
     }

@@ -8,12 +8,44 @@ Layout: NHWC (channels last); shape comments are (N, H, W, C). Names and classes
 the PyTorch file; load_torch_state_dict() takes its weights.
 """
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+
+def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
+    """The model computing in `dtype` (jnp.bfloat16: each conv, linear and norm casts its
+    input and weights to it; None: as its input) from parameters stored in `param_dtype`
+    (float32 keeps master weights for training)."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and hasattr(node, "dtype"):
+            node.dtype = dtype
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda value: value.astype(param_dtype), params))
+    return model
+
+
+def jit_forward(model: nnx.Module) -> Any:
+    """`model(x)` under jax.jit, its state (batch statistics in training) passed through the
+    compiled call and donated, so that XLA updates it in place; the model is kept current."""
+    graph, state = nnx.split(model)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state: Any, x: jax.Array) -> tuple[Any, Any]:
+        module = nnx.merge(graph, state)
+        return module(x), nnx.state(module)
+
+    def forward(x: jax.Array) -> Any:
+        nonlocal state
+        output, state = run(state, x)
+        nnx.update(model, state)
+        return output
+
+    return forward
 
 
 def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) -> None:
@@ -200,11 +232,22 @@ class DeitTinyDistilledPatch16224(nnx.Module):
         return x
 
 
-def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
+def create_model(
+    rngs: nnx.Rngs,
+    *,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    **overrides: Any,
+) -> nnx.Module:
     """Build DeitTinyDistilledPatch16224 with parameters drawn from `rngs`.
 
     Keyword arguments override the spec's params.
 
     Params: embed_dim, depth, heads, mlp_ratio, patch, num_classes.
+    Options: `dtype` is what every conv, linear and norm computes in (jnp.bfloat16), from
+    parameters kept in `param_dtype`; jit_forward(model) runs it under jax.jit.
     """
-    return DeitTinyDistilledPatch16224(**overrides, rngs=rngs)
+    model = DeitTinyDistilledPatch16224(**overrides, rngs=rngs)
+    if dtype is not None or param_dtype != jnp.float32:
+        set_dtypes(model, dtype, param_dtype)
+    return model

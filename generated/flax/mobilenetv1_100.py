@@ -8,6 +8,7 @@ Layout: NHWC (channels last); shape comments are (N, H, W, C). Names and classes
 the PyTorch file; load_torch_state_dict() takes its weights.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -44,8 +45,11 @@ class BatchNorm(nnx.Module):
         self.momentum = momentum
         self.axis = axis
         self.use_running_average = False
+        self.dtype: Any = None  # of the result; None: the input's (statistics in float32)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         axis = self.axis % x.ndim
         reduce = tuple(i for i in range(x.ndim) if i != axis)
         shape = [1] * x.ndim
@@ -62,7 +66,39 @@ class BatchNorm(nnx.Module):
             self.running_var[...] = keep * self.running_var[...] + self.momentum * unbiased
             self.num_batches_tracked[...] += 1
         scale = self.weight[...] * jax.lax.rsqrt(var + self.eps)
-        return (x - mean.reshape(shape)) * scale.reshape(shape) + self.bias[...].reshape(shape)
+        y = (x - mean.reshape(shape)) * scale.reshape(shape) + self.bias[...].reshape(shape)
+        return y.astype(dtype)
+
+
+def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
+    """The model computing in `dtype` (jnp.bfloat16: each conv, linear and norm casts its
+    input and weights to it; None: as its input) from parameters stored in `param_dtype`
+    (float32 keeps master weights for training)."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and hasattr(node, "dtype"):
+            node.dtype = dtype
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda value: value.astype(param_dtype), params))
+    return model
+
+
+def jit_forward(model: nnx.Module) -> Any:
+    """`model(x)` under jax.jit, its state (batch statistics in training) passed through the
+    compiled call and donated, so that XLA updates it in place; the model is kept current."""
+    graph, state = nnx.split(model)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state: Any, x: jax.Array) -> tuple[Any, Any]:
+        module = nnx.merge(graph, state)
+        return module(x), nnx.state(module)
+
+    def forward(x: jax.Array) -> Any:
+        nonlocal state
+        output, state = run(state, x)
+        nnx.update(model, state)
+        return output
+
+    return forward
 
 
 def adaptive_avg_pool2d(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
@@ -296,11 +332,22 @@ class Mobilenetv1100(nnx.Module):
         return x
 
 
-def create_model(rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
+def create_model(
+    rngs: nnx.Rngs,
+    *,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    **overrides: Any,
+) -> nnx.Module:
     """Build Mobilenetv1100 with parameters drawn from `rngs`.
 
     Keyword arguments override the spec's params.
 
     Params: num_classes.
+    Options: `dtype` is what every conv, linear and norm computes in (jnp.bfloat16), from
+    parameters kept in `param_dtype`; jit_forward(model) runs it under jax.jit.
     """
-    return Mobilenetv1100(**overrides, rngs=rngs)
+    model = Mobilenetv1100(**overrides, rngs=rngs)
+    if dtype is not None or param_dtype != jnp.float32:
+        set_dtypes(model, dtype, param_dtype)
+    return model

@@ -232,3 +232,42 @@ def test_build_flax_never_imports_torch(tmp_path: Path) -> None:
 def test_every_spec_has_a_parity_case() -> None:
     specs = {path.stem for path in (GENERATED.parent / "specs").glob("*.yaml")}
     assert specs == {name for name, _ in CASES}
+
+
+def test_create_model_dtypes_compute_in_bf16_from_float32_parameters() -> None:
+    _, torch_model, _ = models("resnet18")
+    flax_file = load_generated(GENERATED / "flax" / "resnet18.py")
+    weights = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch_model.eval()(example).numpy()
+    model = flax_file.create_model(nnx.Rngs(0), dtype=jax.numpy.bfloat16)
+    flax_file.load_torch_state_dict(model, weights)
+    model.eval()
+    output = flax_file.jit_forward(model)(nhwc(example))
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert output.dtype == jax.numpy.bfloat16
+    assert {value.dtype for value in params} == {np.dtype("float32")}
+    error = np.linalg.norm(np.asarray(output, np.float32) - expected) / np.linalg.norm(expected)
+    assert error <= 2e-2
+    stored = flax_file.create_model(nnx.Rngs(0), param_dtype=jax.numpy.bfloat16)
+    params = jax.tree.leaves(nnx.state(stored, nnx.Param))
+    assert {value.dtype for value in params} == {np.dtype(jax.numpy.bfloat16)}
+
+
+def test_jit_forward_updates_batch_statistics_as_the_eager_call() -> None:
+    """The donated state comes back updated: two jitted training calls, two eager ones."""
+    flax_file, torch_model, eager = models("resnet18")
+    jitted = flax_file.create_model(nnx.Rngs(1))
+    weights = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    flax_file.load_torch_state_dict(jitted, weights)
+    example = nhwc(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    eager.train()
+    jitted.train()
+    forward = flax_file.jit_forward(jitted)
+    for _ in range(2):
+        difference = np.abs(np.asarray(eager(example)) - np.asarray(forward(example))).max()
+        assert difference <= TOLERANCE
+    statistics = [jax.tree.leaves(nnx.state(model, nnx.BatchStat)) for model in (eager, jitted)]
+    for first, second in zip(*statistics):
+        assert np.abs(np.asarray(first) - np.asarray(second)).max() <= TOLERANCE

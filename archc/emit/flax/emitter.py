@@ -39,6 +39,7 @@ FLAX = Backend(
     init_kwargs=("rngs: nnx.Rngs",),
     shape_comment=_shape_comment,
     imports=(
+        (r"\bfunctools\.", "import functools"),
         (r"\bmath\.", "import math"),
         (r"\bAny\b", "from typing import Any"),
         ("", ""),
@@ -47,7 +48,7 @@ FLAX = Backend(
         (r"\bnp\.", "import numpy as np"),
         (r"\bnnx\.", "from flax import nnx"),
     ),
-    required_helpers=("load_torch_state_dict",),
+    required_helpers=("load_torch_state_dict", "set_dtypes", "jit_forward"),
     validate=validate_flax,
     checkpoint_arrays={"tensors": "numpy arrays", "concatenate": "np.concatenate"},
 )

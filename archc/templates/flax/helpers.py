@@ -4,6 +4,7 @@ This file is read as text, never imported by archc: emission must not import jax
 top-level definition is one helper; it is linted and tested like the code it lands in.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -33,8 +34,11 @@ class BatchNorm(nnx.Module):
         self.momentum = momentum
         self.axis = axis
         self.use_running_average = False
+        self.dtype: Any = None  # of the result; None: the input's (statistics in float32)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         axis = self.axis % x.ndim
         reduce = tuple(i for i in range(x.ndim) if i != axis)
         shape = [1] * x.ndim
@@ -51,7 +55,8 @@ class BatchNorm(nnx.Module):
             self.running_var[...] = keep * self.running_var[...] + self.momentum * unbiased
             self.num_batches_tracked[...] += 1
         scale = self.weight[...] * jax.lax.rsqrt(var + self.eps)
-        return (x - mean.reshape(shape)) * scale.reshape(shape) + self.bias[...].reshape(shape)
+        y = (x - mean.reshape(shape)) * scale.reshape(shape) + self.bias[...].reshape(shape)
+        return y.astype(dtype)
 
 
 class FrozenBatchNorm(nnx.Module):
@@ -64,10 +69,44 @@ class FrozenBatchNorm(nnx.Module):
         self.running_mean = nnx.BatchStat(jnp.zeros(num_features))
         self.running_var = nnx.BatchStat(jnp.ones(num_features))
         self.eps = eps
+        self.dtype: Any = None  # of the result; None: the input's
 
     def __call__(self, x: jax.Array) -> jax.Array:
         scale = self.weight[...] * jax.lax.rsqrt(self.running_var[...] + self.eps)
-        return x * scale + (self.bias[...] - self.running_mean[...] * scale)
+        shift = self.bias[...] - self.running_mean[...] * scale
+        dtype = self.dtype or x.dtype
+        return x.astype(dtype) * scale.astype(dtype) + shift.astype(dtype)
+
+
+def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
+    """The model computing in `dtype` (jnp.bfloat16: each conv, linear and norm casts its
+    input and weights to it; None: as its input) from parameters stored in `param_dtype`
+    (float32 keeps master weights for training)."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and hasattr(node, "dtype"):
+            node.dtype = dtype
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda value: value.astype(param_dtype), params))
+    return model
+
+
+def jit_forward(model: nnx.Module) -> Any:
+    """`model(x)` under jax.jit, its state (batch statistics in training) passed through the
+    compiled call and donated, so that XLA updates it in place; the model is kept current."""
+    graph, state = nnx.split(model)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state: Any, x: jax.Array) -> tuple[Any, Any]:
+        module = nnx.merge(graph, state)
+        return module(x), nnx.state(module)
+
+    def forward(x: jax.Array) -> Any:
+        nonlocal state
+        output, state = run(state, x)
+        nnx.update(model, state)
+        return output
+
+    return forward
 
 
 def pool_padding(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple:
