@@ -128,16 +128,15 @@ class ShiftedWindowAttention(nnx.Module):
         windows = x.reshape(n, height // w, w, width // w, w, dim).transpose(0, 1, 3, 2, 4, 5)
         windows = windows.reshape(-1, w * w, dim)
         qkv = self.qkv(windows).reshape(len(windows), w * w, 3, heads, dim // heads)
-        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
-        attn = (q * (dim // heads) ** -0.5) @ k.swapaxes(-2, -1)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (N·windows, w², heads, d)
         bias = self.relative_position_bias_table[...][self.relative_position_index[...]]
-        attn = attn + bias.reshape(w * w, w * w, heads).transpose(2, 0, 1)
-        if sum(shifts) > 0:
-            mask = jnp.asarray(window_mask(height, width, w, shifts), attn.dtype)
-            attn = attn.reshape(n, -1, heads, w * w, w * w) + mask[None, :, None]
-            attn = attn.reshape(-1, heads, w * w, w * w)
-        x = jax.nn.softmax(attn, axis=-1) @ v
-        x = self.proj(x.swapaxes(1, 2).reshape(len(windows), w * w, dim))
+        bias = bias.reshape(w * w, w * w, heads).transpose(2, 0, 1)[None]  # (1, heads, w², w²)
+        if sum(shifts) > 0:  # and the shift mask, the same for every sample
+            mask = jnp.asarray(window_mask(height, width, w, shifts))[:, None]
+            bias = (bias + mask).reshape(1, -1, heads, w * w, w * w)
+            bias = jnp.broadcast_to(bias, (n, *bias.shape[1:])).reshape(-1, heads, w * w, w * w)
+        x = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype))
+        x = self.proj(x.reshape(len(windows), w * w, dim))
         x = x.reshape(n, height // w, width // w, w, w, dim).transpose(0, 1, 3, 2, 4, 5)
         return jnp.roll(x.reshape(n, height, width, dim), (shifts[0], shifts[1]), axis=(1, 2))
 

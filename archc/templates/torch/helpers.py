@@ -117,18 +117,16 @@ class ShiftedWindowAttention(nn.Module):
         shifts = [self.shift if w < size else 0 for size in (height, width)]
         x = torch.roll(x, shifts=(-shifts[0], -shifts[1]), dims=(1, 2))
         windows = x.reshape(n, height // w, w, width // w, w, dim).permute(0, 1, 3, 2, 4, 5)
-        windows = windows.reshape(-1, w * w, dim)
-        qkv = self.qkv(windows).reshape(len(windows), w * w, 3, heads, dim // heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = (q * (dim // heads) ** -0.5).matmul(k.transpose(-2, -1))
+        windows = windows.reshape(n, -1, w * w, dim)
+        qkv = self.qkv(windows).reshape(n, windows.shape[1], w * w, 3, heads, dim // heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)  # each (N, windows, heads, w², head dim)
         bias = self.relative_position_bias_table[self.relative_position_index]
-        attn = attn + bias.reshape(w * w, w * w, heads).permute(2, 0, 1)
-        if sum(shifts) > 0:
-            mask = self.mask(height, width, shifts, attn)
-            attn = attn.reshape(n, -1, heads, w * w, w * w) + mask[None, :, None]
-            attn = attn.reshape(-1, heads, w * w, w * w)
-        x = attn.softmax(dim=-1).matmul(v).transpose(1, 2).reshape(len(windows), w * w, dim)
-        x = self.proj(x).reshape(n, height // w, width // w, w, w, dim)
+        bias = bias.reshape(w * w, w * w, heads).permute(2, 0, 1)  # (heads, w², w²)
+        if sum(shifts) > 0:  # and the shift mask: (windows, heads, w², w²)
+            bias = bias + self.mask(height, width, shifts, bias)[:, None]
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        x = self.proj(x.transpose(2, 3).reshape(n, -1, w * w, dim))
+        x = x.reshape(n, height // w, width // w, w, w, dim)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, height, width, dim)
         return torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(1, 2))
 
