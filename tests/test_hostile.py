@@ -454,6 +454,14 @@ case(
 )
 
 case(
+    "a param picking dropout, whose module takes no width, where a class builds norm(width)",
+    "archc: 1\nname: tiny\ninput: [4, 8, 8]\nblocks:\n  Unit:\n"
+    "    params: {norm: {type: op, default: batch_norm}}\n    body:\n"
+    "      conv: {op: conv2d, out: 4, kernel: 1}\n      bn: ⟨norm\n"
+    "body:\n  a: Unit\n  b: {block: Unit, norm: dropout}\n",
+    "is not a module built from its input width alone in every backend",
+)
+case(
     "a node named as another's switch",
     body("x: {op: relu, when: true}", "use_x: ⟨relu"),
     "the class keeps the switch or count of node 'x'",
