@@ -69,6 +69,7 @@ def build(spec: Path, backend: str, out: Path, inference: bool = False) -> Path:
 
 def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     """Raise MismatchError (or a located ArchcError, for a spec archc refuses) on any violation."""
+    import jax
     import torch
     from flax import nnx
 
@@ -125,7 +126,18 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     flax_inference = load_generated(build(spec, "flax", out, inference=True))
     flax_folded = flax_inference.create_model(nnx.Rngs(0))
     flax_inference.load_torch_state_dict(flax_folded, flax_inference.inference_state_dict(weights))
-    _expect_close("flax inference export output", _flax_output(flax_folded, array), want)
+    flax_folded.eval()
+    with jax.default_matmul_precision("highest"):  # under jit, its state donated
+        folded_flax_output = np.asarray(flax_inference.jit_forward(flax_folded)(array))
+    _expect_close("flax inference export output (jit_forward)", folded_flax_output, want)
+
+    fast = torch_module.create_model(channels_last=True)
+    fast.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        fast_output = fast.eval()(example).numpy()
+    if fast_output.ndim == 4 and not graph.type_of(output).channels_last:
+        fast_output = fast_output.transpose(0, 2, 3, 1)
+    _expect_close("create_model(channels_last=True) output", fast_output, want)
     _train_step(model, example)
 
 
