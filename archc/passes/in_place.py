@@ -1,23 +1,29 @@
 """Class-view pass: the ops torch may run in place, as hand-written models do
-(`nn.ReLU(inplace=True)`, `out += identity`), saving a tensor's allocation and memory traffic.
+(`nn.ReLU(inplace=True)`, `nn.SiLU(inplace=True)`, `out += identity`), saving a tensor's
+allocation and memory traffic.
 
 An op may overwrite its first input when that tensor was made in this forward by an op whose
 backward does not read its own output, and nothing else reads it: not the block's input (the
 caller may still hold it), not a value read twice, not a block's result (it may be its input).
 Ops that may hand their input back unchanged (dropout in eval, any op an `op` param picks) are
 looked through to the tensor they were given; an op under `when:` may be switched off and hand
-its input on, so its output is never taken as fresh.
+its input on, so its output is never taken as fresh, but it is looked through where its
+condition excludes the overwriting op's (`act == 'relu'` against `act == 'silu'`: one of a
+block's alternative activations never runs after another).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import replace
 
-from archc.ir.modules import BlockClass, ModuleNode
+from archc.ir.modules import BlockClass
+from archc.ir.symbolic import source
 
-OVERWRITING = ("relu", "relu6", "add")
-"""Ops with an in-place form in torch whose backward does not read the input they overwrite."""
+OVERWRITING = ("relu", "relu6", "silu", "hardswish", "add")
+"""Ops with an in-place form in torch (where their backward needs the input they overwrite,
+autograd keeps a copy of it)."""
 FRESH = (
     "conv2d",
     "conv_transpose2d",
@@ -42,19 +48,24 @@ def mark_in_place(block_class: BlockClass) -> BlockClass:
     reads = Counter(ref for refs in inputs.values() for ref in refs)
     reads.update(block_class.outputs.values())
 
-    def overwritable(ref: str) -> bool:
+    def overwritable(ref: str, condition: object) -> bool:
+        """Whether an op under `condition` may overwrite the value `ref`."""
         producer = children.get(ref)  # None for the block's inputs and indexed lists
-        if producer is None or reads[ref] != 1 or not _plain_op(producer):
+        if producer is None or reads[ref] != 1 or producer.kind != "op":
             return False
+        if producer.condition is not None:  # off wherever the overwriting op runs: its input
+            return _exclusive(producer.condition, condition) and overwritable(
+                inputs[ref][0], condition
+            )
         if producer.chosen_by is not None or producer.op.name in PASSING:
-            return overwritable(inputs[ref][0])
+            return overwritable(inputs[ref][0], condition)
         return producer.op.name in FRESH
 
     marked = [
         replace(child, in_place=True)
         if child.kind == "op"
         and child.op.name in OVERWRITING
-        and overwritable(inputs[child.name][0])
+        and overwritable(inputs[child.name][0], child.condition)
         else child
         for child in block_class.children
     ]
@@ -67,6 +78,9 @@ def _named_inputs(block_class: BlockClass, index: int) -> list[str]:
     return [before if ref == "previous" else ref for ref in block_class.children[index].inputs]
 
 
-def _plain_op(child: ModuleNode) -> bool:
-    """An op that always runs: switched off by `when:`, an op hands its input on."""
-    return child.kind == "op" and child.condition is None
+def _exclusive(first: object, second: object) -> bool:
+    """Whether two conditions cannot both hold: `name == 'a'` and `name == 'b'`."""
+    tests = [re.fullmatch(r"(\w+) == (['\"])(.*)\2", source(value)) for value in (first, second)]
+    if not all(tests):
+        return False
+    return tests[0][1] == tests[1][1] and tests[0][3] != tests[1][3]

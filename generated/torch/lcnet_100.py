@@ -104,7 +104,7 @@ class DepthwiseSeparableConv(nn.Module):
         else:
             self.relu6_1 = None
         if act == "hardswish":
-            self.hardswish_1 = nn.Hardswish()
+            self.hardswish_1 = nn.Hardswish(inplace=True)
         else:
             self.hardswish_1 = None
         if se:
@@ -118,7 +118,7 @@ class DepthwiseSeparableConv(nn.Module):
         else:
             self.relu6_2 = None
         if act == "hardswish":
-            self.hardswish_2 = nn.Hardswish()
+            self.hardswish_2 = nn.Hardswish(inplace=True)
         else:
             self.hardswish_2 = None
 
@@ -145,7 +145,7 @@ class Lcnet100(nn.Module):
         super().__init__()
         self.conv_stem = nn.Conv2d(3, 16, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16, eps=1e-05, momentum=0.1)
-        self.act1 = nn.Hardswish()
+        self.act1 = nn.Hardswish(inplace=True)
         blocks = [nn.Sequential(DepthwiseSeparableConv(16, out=32, act="hardswish"))]
         blocks_1 = []
         channels = 32
@@ -206,7 +206,7 @@ class Lcnet100(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
         self.conv_head = nn.Conv2d(512, 1280, kernel_size=1, stride=1, padding=0, bias=True)
-        self.act2 = nn.Hardswish()
+        self.act2 = nn.Hardswish(inplace=True)
         self.classifier = nn.Linear(1280, num_classes, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

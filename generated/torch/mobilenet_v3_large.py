@@ -65,11 +65,11 @@ class ConvBNAct(nn.Sequential):
         if act == "relu6":
             layers.append(nn.ReLU6(inplace=True))
         if act == "relu":
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
         if act == "hardswish":
-            layers.append(nn.Hardswish())
+            layers.append(nn.Hardswish(inplace=True))
         if act == "silu":
-            layers.append(nn.SiLU())
+            layers.append(nn.SiLU(inplace=True))
         super().__init__(*layers)
 
 
@@ -102,7 +102,7 @@ class SqueezeExcitation(nn.Module):
         else:
             self.relu = None
         if act == "silu":
-            self.silu = nn.SiLU()
+            self.silu = nn.SiLU(inplace=True)
         else:
             self.silu = None
         self.fc2 = nn.Conv2d(

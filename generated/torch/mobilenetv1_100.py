@@ -105,7 +105,7 @@ class DepthwiseSeparableConv(nn.Module):
         else:
             self.relu6_1 = None
         if act == "hardswish":
-            self.hardswish_1 = nn.Hardswish()
+            self.hardswish_1 = nn.Hardswish(inplace=True)
         else:
             self.hardswish_1 = None
         if se:
@@ -119,7 +119,7 @@ class DepthwiseSeparableConv(nn.Module):
         else:
             self.relu6_2 = None
         if act == "hardswish":
-            self.hardswish_2 = nn.Hardswish()
+            self.hardswish_2 = nn.Hardswish(inplace=True)
         else:
             self.hardswish_2 = None
 

@@ -83,11 +83,12 @@ def test_a_sequential_block_reads_the_item_before(tmp_path: Path) -> None:
     ]
 
 
-def test_in_place_changes_neither_outputs_nor_gradients(tmp_path: Path) -> None:
-    """resnet18 built with and without the pass: same weights, same outputs and gradients
-    after a training step's forward and backward."""
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "mobilenet_v3_small"])
+def test_in_place_changes_neither_outputs_nor_gradients(name: str, tmp_path: Path) -> None:
+    """A model built with and without the pass: same weights, same outputs and gradients
+    after a training step's forward and backward (ReLU, SiLU, Hardswish, residual sums)."""
     torch = pytest.importorskip("torch")
-    compiled = compile_spec(Path("specs/resnet18.yaml"))
+    compiled = compile_spec(Path(f"specs/{name}.yaml"))
     models = []
     for backend in (TORCH, replace(TORCH, passes=())):
         text = emit_file(compiled.program, compiled.costs, "test", backend)
@@ -100,9 +101,36 @@ def test_in_place_changes_neither_outputs_nor_gradients(tmp_path: Path) -> None:
     example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     outputs = []
     for model in models:
+        torch.manual_seed(0)  # the same stochastic-depth draws
         output = model.train()(example)
         output.square().sum().backward()
         outputs.append(output)
     assert torch.equal(outputs[0], outputs[1])
     for (name, first), second in zip(models[0].named_parameters(), models[1].parameters()):
         assert torch.equal(first.grad, second.grad), name
+
+
+def test_alternative_activations_are_looked_through(tmp_path: Path) -> None:
+    """A block's activations chosen by `act == '…'` never run after one another: the SiLU
+    overwrites the norm's output through the switched-off ReLU6 and ReLU; after `when: gate`,
+    which may hold with it, it does not."""
+    spec = tmp_path / "net.yaml"
+    spec.write_text(
+        "archc: 1\nname: net\ninput: [4, 8, 8]\nblocks:\n  Unit:\n"
+        "    params: {act: relu6, gate: false}\n    body:\n"
+        "      - {op: conv2d, out: 4, kernel: 1}\n      - batch_norm\n"
+        "      - {op: relu6, when: act == 'relu6'}\n      - {op: relu, when: act == 'relu'}\n"
+        "      - {op: silu, when: act == 'silu'}\n      - {op: relu, when: gate}\n"
+        "      - {op: hardswish, when: act == 'hardswish'}\n"
+        "body:\n  a: {block: Unit, act: silu}\n  b: {block: Unit, act: hardswish}\n"
+    )
+    unit = next(c for c in block_classes(compile_spec(spec).program) if c.class_name == "Unit")
+    assert [child.in_place for child in mark_in_place(unit).children] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
