@@ -24,6 +24,7 @@ COMMANDS = {
     "ir": ["ir"],
     "build torch": ["build", "--backend", "torch", "-o", "out"],
     "build flax": ["build", "--backend", "flax", "-o", "out"],
+    "build --optimize inference": ["build", "--optimize", "inference", "-o", "out"],
     "diagram": ["diagram", "-o", "out.svg"],
 }
 UNIT = [  # a residual unit of ten ops; its names take the unit's number
@@ -82,21 +83,27 @@ def main() -> None:
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
     names = options.commands.split(",")
-    print(f"{'ops':>8s}" + "".join(f"{name:>13s}" for name in names))
+    width = {name: max(13, len(name) + 2) for name in names}  # one column per command
+    print(f"{'ops':>8s}" + "".join(f"{name:>{width[name]}s}" for name in names))
     times: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         startup = {name: _run(name, written_out(10), folder, options.limit) for name in names}
-        print("start-up" + "".join(f"{startup[name]:12.2f}s" for name in names))
+        print("start-up" + "".join(_cell(startup[name], width[name]) for name in names))
         for size in sizes:
             row = f"{size:8d}"
             for name in names:
                 seconds = _run(name, written_out(size), folder, options.limit)
-                row += f"{seconds:12.2f}s" if seconds is not None else f"{'> limit':>13s}"
+                row += _cell(seconds, width[name])
                 if seconds is not None:
                     times[name].append((size, max(seconds - startup[name], 1e-3)))
             print(row, flush=True)
-    print("exponent" + "".join(_fitted(times[name]) for name in names) + "   (goal <= 1.1)")
+    fitted = [_fitted(times[name], width[name]) for name in names]
+    print("exponent" + "".join(fitted) + "   (goal <= 1.1)")
+
+
+def _cell(seconds: float | None, width: int) -> str:
+    return f"{seconds:{width - 1}.2f}s" if seconds is not None else f"{'> limit':>{width}s}"
 
 
 def _run(name: str, spec: str, folder: Path, limit: float) -> float | None:
@@ -105,8 +112,8 @@ def _run(name: str, spec: str, folder: Path, limit: float) -> float | None:
     return time_command([command, "spec.yaml", *options], folder, limit)
 
 
-def _fitted(points: list[tuple[int, float]]) -> str:
-    return f"{exponent(points):13.2f}" if len(points) > 1 else f"{'-':>13s}"
+def _fitted(points: list[tuple[int, float]], width: int) -> str:
+    return f"{exponent(points):{width}.2f}" if len(points) > 1 else f"{'-':>{width}s}"
 
 
 if __name__ == "__main__":

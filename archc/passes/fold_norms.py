@@ -117,11 +117,12 @@ def _fold_class(block_class: BlockClass, locations: set[Location]) -> BlockClass
 
     def fold(siblings: list[ModuleNode]) -> list[ModuleNode]:
         into = folded_in(siblings)
+        convs = set(into.values())
         kept = []
         for child in siblings:
             if child.name in into:
                 continue
-            if child.name in into.values():
+            if child.name in convs:
                 child = replace(child, attrs=child.attrs.replace(bias=True))
             inputs = [into.get(ref, ref) for ref in child.inputs]
             kept.append(replace(child, inputs=inputs, children=fold(child.children)))
@@ -145,11 +146,12 @@ def _fold_graph(
     into = {fold.norm: fold.conv for fold in folds}
     renumber = Renumbering(set(into))
     names = {name: renumber(name) for name in graph.nodes if name not in into}
+    convs = set(into.values())
     folded = Graph(graph.name, dict(graph.inputs))
     for node in graph.nodes.values():
         if node.name in into:
             continue
-        attrs = node.attrs.replace(bias=True) if node.name in into.values() else node.attrs
+        attrs = node.attrs.replace(bias=True) if node.name in convs else node.attrs
         inputs = [names.get(into.get(ref, ref), ref) for ref in node.inputs]
         folded.add(Node(names[node.name], node.op, attrs, inputs, node.type, node.location))
     folded.outputs = {key: names.get(into.get(ref, ref), ref) for key, ref in graph.outputs.items()}
