@@ -32,11 +32,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.fx.experimental.optimization import fuse  # noqa: E402
 
-from archc.emit.torch.emitter import torch_source  # noqa: E402
-from archc.passes.inference import inference_export  # noqa: E402
-from archc.pipeline import compile_spec  # noqa: E402
 from tests.helpers import GENERATED, load_generated, torchvision  # noqa: E402
 from tests.oracle.test_torchvision import BUILDER_KWARGS  # noqa: E402
+from tests.passes.exports import models as export_models  # noqa: E402
 
 DEFAULT_MODELS = "resnet50,googlenet,mobilenet_v2,efficientnet_b0,vit_b_16,swin_t"
 Step = Callable[[], None]
@@ -63,14 +61,8 @@ def torch_variants(name: str, options: argparse.Namespace) -> dict[str, torch.nn
 def inference_export_model(name: str, reference: torch.nn.Module) -> torch.nn.Module:
     """`archc build --optimize inference` of the spec, with the reference's weights converted
     by the export's own inference_state_dict()."""
-    compiled = compile_spec(REPO / "specs" / f"{name}.yaml")
-    text = torch_source(
-        compiled.program, compiled.costs, "bench", inference_export(compiled.program)
-    )
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{name}_inference.py"
-        path.write_text(text)
-        module = load_generated(path)
+        _, module, _ = export_models(REPO / "specs" / f"{name}.yaml", Path(folder))
     model = module.create_model()
     model.load_state_dict(module.inference_state_dict(reference.state_dict()), strict=True)
     return model

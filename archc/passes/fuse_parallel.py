@@ -24,9 +24,6 @@ from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import concrete, source
 from archc.ops import REGISTRY
 
-ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "hardsigmoid", "gelu", "sigmoid", "tanh")
-"""Ops that act on each element alone: applied to a wider tensor, each slice is the same."""
-
 
 @dataclass(frozen=True)
 class Branch:
@@ -93,7 +90,7 @@ def _width_param(block_class: BlockClass) -> str | None:
     chained = conv.inputs in (["previous"], block_class.inputs) and all(
         child.inputs in (["previous"], [before.name])
         and child.kind == "op"
-        and child.op.name in ACTIVATIONS
+        and child.op.family == "activation"  # elementwise: each slice of a wider map the same
         and child.condition is None
         for before, child in zip(children, activations)
     )

@@ -69,7 +69,6 @@ def build(spec: Path, backend: str, out: Path, inference: bool = False) -> Path:
 
 def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     """Raise MismatchError (or a located ArchcError, for a spec archc refuses) on any violation."""
-    import jax
     import torch
     from flax import nnx
 
@@ -103,50 +102,51 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     if "w" in compiled.program.args:  # the same model at another width, both ways
         _compare_at_width(spec, torch_module, width)
 
+    def in_flax_layout(value: Any) -> np.ndarray:
+        """A torch output as flax gives it: NHWC maps."""
+        array = value.detach().numpy()
+        if array.ndim == 4 and not graph.type_of(output).channels_last:
+            array = array.transpose(0, 2, 3, 1)
+        return array
+
+    def torch_output(module: Any) -> np.ndarray:
+        with torch.no_grad():
+            return in_flax_layout(module.eval()(example))
+
     weights = {key: value.detach().numpy() for key, value in model.state_dict().items()}
     array = example.numpy()
     if array.ndim == 4:
         array = array.transpose(0, 2, 3, 1)
-    want = result.numpy()
-    if want.ndim == 4 and not graph.type_of(output).channels_last:
-        want = want.transpose(0, 2, 3, 1)
+    want = in_flax_layout(result)
     flax_model = flax_module.create_model(nnx.Rngs(0))
     flax_module.load_torch_state_dict(flax_model, weights)
+    flax_model.eval()
     _expect_close("flax output", _flax_output(flax_model, array), want)
 
     # The inference export, both backends, from the training weights.
     inference = load_generated(build(spec, "torch", out, inference=True))
-    folded = inference.create_model().eval()
+    folded = inference.create_model()
     folded.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
-    with torch.no_grad():
-        folded_output = folded(example).numpy()
-    if folded_output.ndim == 4 and not graph.type_of(output).channels_last:
-        folded_output = folded_output.transpose(0, 2, 3, 1)
-    _expect_close("inference export output", folded_output, want)
+    _expect_close("inference export output", torch_output(folded), want)
     flax_inference = load_generated(build(spec, "flax", out, inference=True))
     flax_folded = flax_inference.create_model(nnx.Rngs(0))
     flax_inference.load_torch_state_dict(flax_folded, flax_inference.inference_state_dict(weights))
-    flax_folded.eval()
-    with jax.default_matmul_precision("highest"):  # under jit, its state donated
-        folded_flax_output = np.asarray(flax_inference.jit_forward(flax_folded)(array))
-    _expect_close("flax inference export output (jit_forward)", folded_flax_output, want)
+    flax_folded.eval()  # then under jit, its state donated
+    got = _flax_output(flax_inference.jit_forward(flax_folded), array)
+    _expect_close("flax inference export output (jit_forward)", got, want)
 
     fast = torch_module.create_model(channels_last=True)
     fast.load_state_dict(model.state_dict(), strict=True)
-    with torch.no_grad():
-        fast_output = fast.eval()(example).numpy()
-    if fast_output.ndim == 4 and not graph.type_of(output).channels_last:
-        fast_output = fast_output.transpose(0, 2, 3, 1)
-    _expect_close("create_model(channels_last=True) output", fast_output, want)
+    _expect_close("create_model(channels_last=True) output", torch_output(fast), want)
     _train_step(model, example)
 
 
-def _flax_output(model: Any, array: np.ndarray) -> np.ndarray:
+def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:
+    """A flax model's (or a jitted forward's) output, matmuls at full fp32 precision."""
     import jax
 
-    model.eval()
     with jax.default_matmul_precision("highest"):
-        return np.asarray(model(array))
+        return np.asarray(forward(array))
 
 
 def _expect_close(kind: str, got: np.ndarray, want: np.ndarray) -> None:
