@@ -28,6 +28,26 @@ def ceil(value: float) -> int:
     return math.ceil(value)
 
 
+def floor(value: float) -> int:
+    """The greatest integer not above `value`."""
+    return math.floor(value)
+
+
+def log(value: float, base: float = math.e) -> float:
+    """The logarithm of `value` (natural, or to `base`): RegNet's width quantisation."""
+    return math.log(value, base)
+
+
+def log2(value: float) -> float:
+    """The base-2 logarithm of `value`."""
+    return math.log2(value)
+
+
+def exp(value: float) -> float:
+    """e to the power `value`."""
+    return math.exp(value)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "make_divisible": make_divisible,
     "pair": pair,
@@ -40,5 +60,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sum": sum,
     "range": range,
     "ceil": ceil,
+    "floor": floor,
+    "log": log,
+    "log2": log2,
+    "exp": exp,
 }
 """Functions a spec may call; generated code defines the non-builtin ones itself."""

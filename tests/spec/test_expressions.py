@@ -31,6 +31,13 @@ ENV = {"planes": 64, "base_width": 64, "groups": 1, "i": 0, "layers": [3, 4, 6, 
         ("[ceil(n * w) for n in layers]", [2, 2, 3, 2]),
         ("sum(layers[:2]) + sum(layers[2:])", 16),
         ("[sum(layers[:k]) for k in range(3)]", [0, 3, 7]),
+        # Width rules as papers write them (RegNet's quantisation to powers of a multiplier).
+        ("round(log(planes * 3 / 48) / log(2))", 2),
+        ("floor(log2(planes * 3))", 7),
+        ("floor(-w)", -1),
+        ("log(1000, 10)", pytest.approx(3)),
+        ("int(48 * exp(log(2.5) * 2))", 300),
+        ("min(abs(-planes), round(2.5))", 2),
     ],
 )
 def test_concrete_values(text: str, value: object) -> None:
@@ -53,6 +60,7 @@ def test_concrete_values(text: str, value: object) -> None:
         ("{64: [1, 2], 128: [3]}[planes][i]", "{64: (1, 2), 128: (3,)}[planes][i]"),
         ("sum(layers[:2]) * w", "sum(layers[:2]) * w"),
         ("[ceil(n * w) for n in [1, 2]][i]", "(ceil(w), ceil(2 * w))[i]"),
+        ("floor(log2(planes) + exp(w))", "floor(log2(planes) + exp(w))"),
     ],
 )
 def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
@@ -85,6 +93,9 @@ def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
         ("{1: 2}[planes]", "cannot index"),
         ("[n for n in layers if n]", "one plain `for"),
         ("layers[::2]", "without a step"),
+        ("log(planes - 64)", "log(): math domain error"),
+        ("exp(planes * 100)", "exp(): math range error"),
+        ("log(planes, 1)", "log(): float division by zero"),
     ],
 )
 def test_refused_expressions_are_located_errors(text: str, message: str) -> None:
