@@ -88,10 +88,15 @@ def archc_stats(spec: str, *overrides: str) -> dict:
 
 
 def randomize_batch_norm(model: Any) -> None:
-    """Give every BatchNorm non-trivial statistics, so eval outputs exercise them."""
+    """Give every BatchNorm non-trivial statistics, and every constant-initialised scale (a
+    ConvNeXt layer scale of 1e-6) random values, so eval outputs exercise them."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if name.rpartition(".")[2] in ("layer_scale", "gamma"):
+            with torch.no_grad():
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) + 0.5)
     for module in model.modules():
         # nn.BatchNorm*d, and FrozenBatchNorm2d, whose weight and bias are buffers too.
         if isinstance(getattr(module, "running_var", None), torch.Tensor):

@@ -450,6 +450,9 @@ def _sequence_item(item: ModuleNode, backend: Backend) -> Call | str:
         return expression
     lowered = _lower(item, backend)
     template = lowered.template
+    module = item.op.torch_module(item.attrs, item.input_types) if backend.name == "torch" else None
+    if module is not None:
+        return _module_call(module, backend)
     if backend.name == "torch" or lowered.parameters:
         raise SpecError(
             f"'{item.spec.name}': op {item.op.name} has no {backend.name} module form, so it "

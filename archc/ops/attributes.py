@@ -55,8 +55,10 @@ class Range:
 
 
 PAIR = tuple[int, int]
+SHAPE = tuple[int, ...]
+"""A tensor shape: a list of one to four integers."""
 _WORDS = {int: "a valid integer", float: "a valid number", bool: "a valid boolean"}
-_WORDS |= {PAIR: "a pair of integers", type(None): "null"}
+_WORDS |= {PAIR: "a pair of integers", SHAPE: "a list of 1 to 4 integers", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ def _as_kind(value: Any, kind: Any) -> Any:
         pair = tuple(value) if isinstance(value, (tuple, list)) else ()
         good = len(pair) == 2 and all(_as_kind(item, int) is not _REFUSED for item in pair)
         return pair if good else _REFUSED
+    if kind == SHAPE:
+        shape = tuple(value) if isinstance(value, (tuple, list)) else ()
+        good = 1 <= len(shape) <= 4 and all(_as_kind(item, int) is not _REFUSED for item in shape)
+        return shape if good else _REFUSED
     return value if value in typing.get_args(kind) and isinstance(value, str) else _REFUSED
 
 
@@ -147,7 +153,8 @@ def _expected(kind: Any) -> str:
 def _spelt(kind: Any) -> str:
     if typing.get_origin(kind) is typing.Literal:
         return " | ".join(repr(option) for option in typing.get_args(kind))
-    return "None" if kind is type(None) else "tuple[int, int]" if kind == PAIR else kind.__name__
+    spellings = {type(None): "None", PAIR: "tuple[int, int]", SHAPE: "list[int]"}
+    return spellings.get(kind) or kind.__name__
 
 
 class Attrs:

@@ -80,16 +80,28 @@ class Op(ABC):
         unless it does more than one kind."""
         return {self.family: self.macs(attrs, inputs, output)}
 
-    def pickable(self) -> bool:
-        """Whether an `op` param can pick this op (`bn1: norm`): with its default attributes
-        it is a module, built from its input width alone, in every backend."""
+    def pickable(self, kind: TensorType) -> bool:
+        """Whether an `op` param can pick this op (`bn1: norm`) for an input of `kind`: with
+        its default attributes it is a module, built from its input width alone, in every
+        backend, and of the class it is for an image (the class the param holds)."""
         try:
             attrs = self.Attrs()
         except AttrsError:  # it needs attributes, which a picked op cannot be given
             return False
         image = [TensorType((1, 7, 1, 1))]  # 7 channels: the width, told apart from any 1
         lowered = [self.lower_torch(attrs, image), self.lower_flax(attrs, image)]
-        return all(isinstance(form, ModuleCall) and form.args == (7,) for form in lowered)
+        if not all(isinstance(form, ModuleCall) and form.args == (7,) for form in lowered):
+            return False
+        here = [self.lower_torch(attrs, [kind]), self.lower_flax(attrs, [kind])]
+        return all(
+            isinstance(form, ModuleCall) and form.constructor == held.constructor
+            for form, held in zip(here, lowered)
+        )
+
+    def torch_module(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | None:
+        """The op as a torch module where an `nn.Sequential` item needs one and its lowering is
+        inline (flatten: `nn.Flatten`); None when torch has none."""
+        return None
 
     @abstractmethod
     def lower_torch(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:

@@ -89,13 +89,9 @@ class LayerNormAttrs(Attrs):
 class LayerNorm(Op):
     name = "layer_norm"
     Attrs = LayerNormAttrs
-    summary = "layer normalisation over the last axis (tokens, vectors, NHWC images), affine"
-
-    def check(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> list[str]:
-        kind = inputs[0]
-        if kind.channel_axis == kind.rank - 1:
-            return []
-        return [f"expected features last (tokens, vectors, NHWC images), got NCHW {kind}"]
+    summary = (
+        "layer normalisation over the features (the last axis; an NCHW image's channels), affine"
+    )
 
     def infer(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]
@@ -107,9 +103,14 @@ class LayerNorm(Op):
         return 0  # normalisation is outside the core tier
 
     def lower_torch(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> ModuleCall:
-        return ModuleCall("nn.LayerNorm", (inputs[0].channels,), (("eps", attrs.eps),))
+        # Over an NCHW image's channels: the file's LayerNorm2d, torchvision's ConvNeXt norm
+        # (nn.LayerNorm between two permutes, with nn.LayerNorm's state_dict names).
+        kind = inputs[0]
+        constructor = "nn.LayerNorm" if kind.channel_axis == kind.rank - 1 else "LayerNorm2d"
+        return ModuleCall(constructor, (kind.channels,), (("eps", attrs.eps),))
 
     def lower_flax(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> ModuleCall:
-        # The two-pass variance, as PyTorch computes it.
+        # Images are NHWC in flax, so the features are always last. The two-pass variance,
+        # as PyTorch computes it.
         kwargs = (("epsilon", attrs.eps), ("use_fast_variance", False))
         return ModuleCall("nnx.LayerNorm", (inputs[0].channels,), kwargs)

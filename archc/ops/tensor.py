@@ -251,6 +251,11 @@ class Flatten(Op):
     def lower_torch(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"torch.flatten({{0}}, {attrs.start})")
 
+    def torch_module(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> ModuleCall:
+        return ModuleCall(
+            "nn.Flatten", (attrs.start,) if attrs.start != 1 else (), random_init=False
+        )
+
     def lower_flax(self, attrs: FlattenAttrs, inputs: list[TensorType]) -> InlineCall:
         kept = [source(dim) for dim in inputs[0].shape[1 : attrs.start]]
         shape = ", ".join(["{0}.shape[0]", *kept, "-1"])

@@ -550,12 +550,15 @@ class Elaborator:
                 node.location,
                 did_you_mean(str(concrete(chosen)), REGISTRY),
             )
-        if chosen is not None and op is not None and not op.pickable():
+        picked = chosen is not None and op is not None and site.bounds
+        if picked and not op.pickable(site.bounds[0].type):
             raise SpecError(
                 f"node '{node.name}': the param '{node.target}' picks {op.name}, which is not a "
-                "module built from its input width alone in every backend",
+                f"module built from its input width alone in every backend, of the class it is "
+                f"for an image, for this {site.bounds[0].type} input",
                 node.location,
-                "a param can pick a norm (batch_norm, frozen_batch_norm); write other ops out",
+                "a param can pick a norm for images (batch_norm, frozen_batch_norm, layer_norm); "
+                "write other ops out",
             )
         if chosen is not None and node.args:
             raise SpecError(

@@ -129,14 +129,14 @@ def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) 
     """
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     flat = nnx.to_flat_state(state)
-    variables = {_torch_name(path): (path, variable) for path, variable in flat}
+    variables = {_torch_name(model, path): (path, variable) for path, variable in flat}
     missing = sorted(variables.keys() - state_dict.keys())
     unexpected = sorted(state_dict.keys() - variables.keys())
     if missing or unexpected:
         raise KeyError(f"state_dict does not fit: missing {missing}, unexpected {unexpected}")
     for name, (path, variable) in variables.items():
         value = np.asarray(state_dict[name])
-        if path[-1] == "kernel":
+        if path[-1] == "kernel" and name.endswith(".weight"):
             value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
         if value.shape != variable.shape:
             raise ValueError(f"{name}: expected {variable.shape} (flax layout), got {value.shape}")
@@ -145,14 +145,18 @@ def load_torch_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray]) 
     nnx.update(model, state)
 
 
-def _torch_name(path: tuple) -> str:
-    """('layer1', 'layers', 0, 'conv1', 'kernel') -> 'layer1.0.conv1.weight'."""
+def _torch_name(model: nnx.Module, path: tuple) -> str:
+    """('layer1', 'layers', 0, 'conv1', 'kernel') -> 'layer1.0.conv1.weight'. Only flax's own
+    layers name a weight `kernel` or `scale`: a parameter a node names so keeps its name."""
+    owner = model
+    for part in path[:-1]:
+        owner = owner[part] if isinstance(part, int) else getattr(owner, part)
     parts = [
         str(part)
         for index, part in enumerate(path)
         if not (part == "layers" and index + 1 < len(path) and isinstance(path[index + 1], int))
     ]
-    if parts[-1] in ("kernel", "scale"):  # a linear's or a LayerNorm's weight
+    if parts[-1] in ("kernel", "scale") and type(owner).__module__.startswith("flax."):
         parts[-1] = "weight"
     return ".".join(parts)
 

@@ -85,6 +85,8 @@ def image_step(spec: Spec, x: Value) -> None:
             "grow",
             "switch",
             "pair",
+            "learned",
+            "layer_norm",
         ]
     )
     name = spec.name()
@@ -232,6 +234,12 @@ def image_step(spec: Spec, x: Value) -> None:
     elif choice == "pair":
         pair_block(spec)
         spec.add(f"{{block: Pair, from: [{x.name}, {x.name}], when: flag}}", Value(name, x.shape))
+    elif choice == "learned":  # a per-channel (or per-pixel) scale or bias, ConvNeXt's
+        op, fill = rng.choice(["scale", "bias"]), rng.choice(["", ", fill: 0.5", ", std: 0.3"])
+        shape = rng.choice([[c, 1, 1], [1, h, w], [c, h, w], [1, c, 1, w]])
+        spec.add(f"{{op: {op}, shape: {shape}{fill}{frm}}}", Value(name, x.shape))
+    elif choice == "layer_norm":  # over the channels of the NCHW image
+        spec.add(f"{{op: layer_norm, eps: 1.0e-6{frm}}}", Value(name, x.shape))
     else:
         spec.add(f"{{op: relu{frm}}}", Value(name, x.shape))
 
@@ -368,9 +376,12 @@ def head(spec: Spec, x: Value) -> None:
         spec.add(f"{{op: conv2d, out: 8, kernel: 1{frm}}}", Value(spec.name(), (8, h, w)))
         spec.add("to_tokens", Value(spec.name(), (h * w, 8)))
         spec.add("{op: class_token}", Value(spec.name(), (h * w + 1, 8)))
-        spec.add(
-            f"{{op: position_embedding, length: {h * w + 1}}}", Value(spec.name(), (h * w + 1, 8))
-        )
+        if rng.random() < 0.5:
+            embedding = f"{{op: position_embedding, length: {h * w + 1}}}"
+        else:  # the same, as a learned tensor
+            embedding = f"{{op: bias, shape: [1, {h * w + 1}, 8], std: 0.02}}"
+        spec.add(embedding, Value(spec.name(), (h * w + 1, 8)))
+        spec.add("{op: scale, shape: [8], fill: 0.1}", Value(spec.name(), (h * w + 1, 8)))
         spec.add("{op: layer_norm, eps: 1.0e-6}", Value(spec.name(), (h * w + 1, 8)))
         spec.add("{op: linear, out: 24}", Value(spec.name(), (h * w + 1, 24)))
         spec.add("{op: attention, heads: 2}", Value(spec.name(), (h * w + 1, 8)))

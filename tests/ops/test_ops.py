@@ -394,3 +394,41 @@ def test_resampling_shapes(name: str) -> None:
         check(op, op.Attrs(scale=3, mode="bilinear", align_corners=True), [(2, 4, 5, 6)])
     else:
         check(op, op.Attrs(mode="nearest"), [(2, 4, 5, 6), (2, 1, 9, 7)])
+
+
+@PROPERTY
+@given(
+    name=st.sampled_from(["scale", "bias"]),
+    shape=st.lists(st.integers(1, 3), min_size=2, max_size=4),
+    learned=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+)
+def test_learned_tensors_broadcast_into_their_input_as_torch_does(
+    name: str, shape: list[int], learned: list[int]
+) -> None:
+    """archc takes a learned tensor exactly where torch broadcasts it into the input without
+    growing it, no batch axis learned, and (its own rule) spanning an NCHW image's channels."""
+    from archc.ops.learned import LearnedAttrs
+
+    op, attrs = REGISTRY[name], LearnedAttrs(shape=tuple(learned))
+    kind = TensorType((BATCH, *shape[1:]))
+    x, tensor = torch.randn(shape), torch.randn(learned)
+    try:
+        fits = (x * tensor).shape == x.shape
+    except RuntimeError:
+        fits = False
+    fits = fits and not (len(learned) == len(shape) and learned[0] != 1)
+    fits = fits and not (len(shape) == 4 and len(learned) < 3)
+    assert not op.check(attrs, [kind]) == fits
+    if fits:
+        assert op.infer(attrs, [kind]) == kind
+        assert op.parameters(attrs, [kind]) == {"": tuple(learned)}
+        assert op.macs(attrs, [kind], kind) == 0
+
+
+def test_learned_tensor_takes_fill_or_std_not_both() -> None:
+    from archc.ops.learned import LearnedAttrs
+
+    attrs = LearnedAttrs(shape=(4,), fill=0.5, std=0.02)
+    assert REGISTRY["scale"].check(attrs, [TensorType((BATCH, 9, 4))]) == [
+        "give fill or std, not both"
+    ]

@@ -64,6 +64,7 @@ CASES = [
     ("deit_tiny_patch16_224", 224),
     ("deit_tiny_distilled_patch16_224", 224),
     ("swin_t", 224),  # a grid its 7 x 7 windows tile at every stage (56, 28, 14, 7)
+    ("convnext_tiny", 64),
 ]
 
 
@@ -179,7 +180,7 @@ def test_train_step_updates_batch_norm_like_torch(name: str, overrides: dict) ->
     # noise in the logits; they are held relative to their scale, the statistics absolutely.
     assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
     flax_state = {
-        flax_file._torch_name(path): np.asarray(variable.get_value())
+        flax_file._torch_name(flax_model, path): np.asarray(variable.get_value())
         for path, variable in nnx.to_flat_state(nnx.state(flax_model, nnx.BatchStat))
     }
     torch_buffers = dict(torch_model.named_buffers())

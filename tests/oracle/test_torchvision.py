@@ -39,6 +39,7 @@ TORCHVISION = {
     "densenet121": "densenet121",
     "vit_b_16": "vit_b_16",
     "swin_t": "swin_t",
+    "convnext_tiny": "convnext_tiny",
     "deeplabv3_resnet50": "segmentation.deeplabv3_resnet50",
     "resnet50_fpn": "detection.backbone_utils.resnet_fpn_backbone",
 }

@@ -62,6 +62,16 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """Layer normalisation over the channels of an NCHW image, as torchvision's ConvNeXt: the
+    image is moved channels-last for nn.LayerNorm and back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
 def center_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The centre of `x` at `like`'s height and width (the crop of U-Net's skips)."""
     height, width = like.shape[-2:]
