@@ -4,6 +4,8 @@ load      spec YAML → typed documents with line:col (archc.spec)
 resolve   params, --set, expressions, blocks, repeats, conditions → IR graph; each node's
           shape is inferred by its op's rule as it is created (archc.resolve)
 cost      params, buffers, MACs, activations per node (archc.passes.cost)
+emittable every backend's code for each class, made and dropped: what one cannot write is
+          refused by every command, as `build` would (archc.emit.backends)
 expect    the spec's golden values, when neither --set nor --input changed the model
 emit      torch or flax code from the block classes (archc.emit), only for `build`; with
           `--optimize inference`, after the inference passes (archc.passes.inference)
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from archc.emit.backends import check_emittable
 from archc.errors import ArchcError, ExpectError
 from archc.passes.cost import CostReport, count_costs
 from archc.resolve.elaborate import Program, elaborate
@@ -33,6 +36,7 @@ def compile_spec(
     try:
         program = elaborate(spec, overrides or {}, image_size)  # resolve: → IR with shapes
         costs = count_costs(program.graph)  # cost: per node
+        check_emittable(program)  # emittable: in every backend
         if not program.overrides and image_size is None:
             check_expectations(program, costs)  # expect: golden values
     except ArchcError as error:

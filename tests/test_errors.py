@@ -213,6 +213,29 @@ CASES = {
         "6:7",
         "an op picked by the param 'norm' is built with its defaults, so it takes no attributes",
     ),
+    # What a backend cannot write is refused by check too, as build would (one decision).
+    "an item of a sequence that torch has no module for": (
+        HEAD + "  s: [{op: conv2d, out: 8, kernel: 3}, to_tokens]\n",
+        "5:40",
+        "op to_tokens has no torch module form, so it cannot be an item of a sequence",
+    ),
+    "a learned tensor as an item of a sequence": (
+        HEAD + "  s: [relu, {op: scale, shape: [3, 1, 1]}]\n",
+        "5:13",
+        "op scale has no torch module form",
+    ),
+    "a conditional node that changes rank": (
+        "archc: 1\nname: tiny\nparams: {flat: true}\ninput: [3, 16, 16]\nbody:\n"
+        "  f: {op: flatten, when: flat}\n",
+        "6:26",
+        "a conditional node must keep its input's rank",
+    ),
+    "a block constructor argument that depends on the spatial size": (
+        "archc: 1\nname: tiny\ninput: [3, 16, 16]\nblocks:\n  Head:\n    body:\n"
+        "      flatten: flatten\n      fc: {op: linear, out: 10}\nbody:\n  head: Head\n",
+        "8:11",
+        "a constructor argument depends on the input's spatial size",
+    ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",
         "6:18",

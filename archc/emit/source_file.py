@@ -6,8 +6,7 @@ import ast
 import builtins
 import inspect
 import re
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from archc import TEMPLATES
 from archc.boundary import docstring_text, string_literal
@@ -16,10 +15,12 @@ from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, wrap_text
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
 from archc.passes.cost import CostReport
-from archc.passes.inference import InferenceExport
 from archc.render.stats import input_label
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
+
+if TYPE_CHECKING:  # only annotated: the passes load where an export is made
+    from archc.passes.inference import InferenceExport
 
 
 def emit_file(
@@ -40,6 +41,8 @@ def emit_file(
     code = "\n".join(line for view in views for line in [*view.signature, *view.init, *view.call])
     total = costs.total
     root = program.spec.root
+    import jinja2  # here, not at the top: every command checks emission, only build renders
+
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         trim_blocks=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from archc.emit.classes import Backend
 from archc.emit.source_file import emit_file
 from archc.emit.validate import validate_flax
@@ -11,8 +13,10 @@ from archc.ir.symbolic import concrete
 from archc.ops.base import NHWC_AXIS
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.passes.cost import CostReport
-from archc.passes.inference import InferenceExport
 from archc.resolve.elaborate import Program
+
+if TYPE_CHECKING:  # only annotated: the passes load where an export is made
+    from archc.passes.inference import InferenceExport
 
 
 def _lower(child: ModuleNode) -> ModuleCall | InlineCall:
