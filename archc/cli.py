@@ -150,7 +150,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_image_sizes,
         metavar="SIZES",
         help="image sizes, one row per model and size: 224,320 or 320x256 "
-        "(default: each spec's own)",
+        "(default: each spec's own); a size a model refuses is a row marked refused, its "
+        "located reason on stderr, and the exit status 2",
     )
     compare.add_argument(
         "--plot",
@@ -315,7 +316,14 @@ def _compare(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     for spec in args.specs:
         for size in args.input or [None]:
-            compiled = compile_spec(spec, overrides, size)
+            try:
+                compiled = compile_spec(spec, overrides, size)
+            except ArchcError as error:  # InternalError, archc's bug, is no ArchcError
+                if size is None:  # the spec itself is wrong, not the size asked of it
+                    raise
+                print(error.render(), file=sys.stderr)  # the located reason; the others go on
+                rows.append(compare.refused_row(spec.as_posix(), size, error.message))
+                continue
             name = compiled.program.graph.name
             rows.append(compare.comparison_row(name, spec.as_posix(), compiled.costs))
     if args.sort:
@@ -332,9 +340,9 @@ def _compare(args: argparse.Namespace) -> int:
         from archc.emit.files import write_atomic
         from archc.render.plot import pareto_plot
 
-        write_atomic(args.plot, pareto_plot(rows))
+        write_atomic(args.plot, pareto_plot([row for row in rows if not row.error]))
         print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
+    return 2 if any(row.error for row in rows) else 0
 
 
 def _diagram(args: argparse.Namespace) -> int:

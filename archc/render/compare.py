@@ -7,6 +7,7 @@ import html
 import io
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from archc.passes.cost import CostReport
 from archc.render.stats import input_label
@@ -27,6 +28,8 @@ class Row:
     """Output elements of every node, per sample."""
     depth: int
     """Weighted layers on the longest path (ResNet-50: 50)."""
+    error: str = ""
+    """Why the model refused this input (a row without figures), or empty."""
 
     @property
     def activation_mib_fp32(self) -> float:
@@ -52,6 +55,11 @@ def comparison_row(name: str, spec: str, costs: CostReport) -> Row:
     )
 
 
+def refused_row(spec: str, size: tuple[int, int], message: str) -> Row:
+    """The row of a model that refuses an input size: the reason, no figures."""
+    return Row(Path(spec).stem, spec, "x".join(map(str, size)), 0, 0, 0, 0, 0, 0, message)
+
+
 HEADER = (
     "model",
     "input",
@@ -65,6 +73,8 @@ HEADER = (
 
 
 def _cells(row: Row) -> tuple[str, ...]:
+    if row.error:
+        return (row.model, row.input, "refused", *("-",) * (len(HEADER) - 3))
     return (
         row.model,
         row.input,

@@ -71,6 +71,21 @@ def test_a_size_the_model_cannot_take_is_a_located_error() -> None:
     assert bad.returncode == 2 and "expected a size like 320 or 320x256" in bad.stderr
 
 
+def test_a_refused_size_is_one_row_and_the_others_are_printed(tmp_path: Path) -> None:
+    plot = tmp_path / "plot.svg"
+    specs = ("specs/unet.yaml", "specs/resnet18.yaml")
+    result = run_archc("compare", *specs, "--input", "100,188", "--format", "json", "--plot", plot)
+    assert result.returncode == 2
+    assert result.stderr.startswith("specs/unet.yaml:") and "Traceback" not in result.stderr
+    rows = {(row["model"], row["input"]): row for row in json.loads(result.stdout)}
+    assert "the kernel does not fit the input" in rows["unet", "100x100"]["error"]
+    for key in [("unet", "1x1x188x188"), ("resnet18", "1x3x100x100"), ("resnet18", "1x3x188x188")]:
+        assert rows[key]["error"] == "" and rows[key]["macs"] > 0
+    table = run_archc("compare", *specs, "--input", "100,188").stdout.splitlines()
+    assert sum("refused" in line for line in table) == 1 and len(table) == 2 + 4
+    assert len(ElementTree.parse(plot).findall(f".//{SVG}g[@data-model]")) == 3
+
+
 def test_plot_marks_the_pareto_frontier(tmp_path: Path) -> None:
     specs = [
         "specs/resnet18.yaml",
