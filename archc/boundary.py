@@ -55,7 +55,7 @@ def _helper_names() -> frozenset[str]:
 
 GENERATED_GLOBALS = (
     # Imports (each backend's import table) and the functions every file defines.
-    _words("math Any torch F nn jax jnp np nnx create_model load_torch_state_dict")
+    _words("math Any Callable torch F nn jax jnp np nnx create_model load_torch_state_dict")
     | _words("inference_state_dict FOLDED_NORMS JOINED RENUMBERED functools")
     | _helper_names()
 )

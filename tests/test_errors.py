@@ -211,7 +211,7 @@ CASES = {
         "archc: 1\nname: tiny\nparams: {norm: {type: op, default: batch_norm}}\n"
         "input: [3, 16, 16]\nbody:\n  bn: {op: norm, eps: 0.001}\n",
         "6:7",
-        "an op picked by the param 'norm' is built with its defaults, so it takes no attributes",
+        "an op picked by the param 'norm' takes its attributes from the param, not the node",
     ),
     # What a backend cannot write is refused by check too, as build would (one decision).
     "an item of a sequence that torch has no module for": (
@@ -235,6 +235,30 @@ CASES = {
         "      flatten: flatten\n      fc: {op: linear, out: 10}\nbody:\n  head: Head\n",
         "8:11",
         "a constructor argument depends on the input's spatial size",
+    ),
+    "an op param's unknown attribute": (
+        "archc: 1\nname: tiny\nparams: {norm: {op: batch_norm, epss: 0.001}}\n"
+        "input: [3, 16, 16]\nbody:\n  bn: norm\n",
+        "3:33",
+        "unknown attribute 'epss' for param 'norm' (batch_norm) (did you mean 'eps'?)",
+    ),
+    "an op param's attribute out of range": (
+        "archc: 1\nname: tiny\nparams: {norm: {op: batch_norm, momentum: 2}}\n"
+        "input: [3, 16, 16]\nbody:\n  bn: norm\n",
+        "3:43",
+        "param 'norm' (batch_norm).momentum: expected at least 0, at most 1, got 2",
+    ),
+    "an op param's unknown op": (
+        "archc: 1\nname: tiny\nparams: {norm: {op: batch_nrom, eps: 0.001}}\n"
+        "input: [3, 16, 16]\nbody:\n  bn: norm\n",
+        "3:21",
+        "param 'norm': unknown op 'batch_nrom' (did you mean 'batch_norm'?)",
+    ),
+    "an op param with attributes that picks an op no width builds": (
+        "archc: 1\nname: tiny\nparams: {drop: {op: dropout, p: 0.1}}\n"
+        "input: [3, 16, 16]\nbody:\n  d: drop\n",
+        "6:6",
+        "the param 'drop' picks dropout, which is not a module built from its input width alone",
     ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",

@@ -35,9 +35,11 @@ from archc.ir.graph import Graph, TensorType
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import REGISTRY
+from archc.ops.base import OpChoice, differs
 from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 from archc.resolve.classes import SPATIAL
 from archc.resolve.elaborate import loop_width_name
+from archc.resolve.params import defaults
 
 BODY = INDENT * 2  # the indentation of a method body
 
@@ -127,7 +129,8 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
             returns,
         )
         call = _call_body(block_class, inputs, kept, backend)
-    init = prelude + _used_lets(block_class, [*init, *call]) + _without_unread_widths(init)
+    lets = _used_lets(block_class, [*init, *call])
+    init = prelude + _late_defaults(block_class, backend) + lets + _without_unread_widths(init)
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
 
@@ -209,15 +212,39 @@ def _signature_param(name: str, block_class: BlockClass, backend: Backend) -> st
     annotation = {
         "list": "tuple[int, ...]",
         "size": "int | tuple[int, int]",
-        "op": f"type[{backend.module}]",
+        "op": f"Callable[..., {backend.module}]",
     }.get(param.type, param.type)
-    if block_class.is_model:
-        default = block_class.params[name]
-    elif param.default is None:
+    default = _default_source(name, block_class, backend)
+    if default is None:
         return f"{name}: {annotation}"
-    else:
-        default = concrete(param.default.raw)
-    return f"{name}: {annotation} = {_argument_source(default, param.type, backend)}"
+    if _is_call(default):  # a partial: made in the constructor, as a default would be shared
+        return f"{name}: {annotation} | None = None"
+    return f"{name}: {annotation} = {default}"
+
+
+def _default_source(name: str, block_class: BlockClass, backend: Backend) -> str | None:
+    """A param's default as code (the model's: its value), or None when it has none."""
+    param = block_class.definition.params[name]
+    if block_class.is_model:
+        return _argument_source(block_class.params[name], param.type, backend)
+    if param.default is None:
+        return None
+    return _argument_source(defaults(block_class.definition)[name], param.type, backend)
+
+
+def _is_call(code: str) -> bool:
+    return code.startswith("functools.partial(")
+
+
+def _late_defaults(block_class: BlockClass, backend: Backend) -> list[str]:
+    """Constructor lines giving an `op` param its partial default, as torchvision writes
+    `if norm_layer is None: norm_layer = partial(nn.BatchNorm2d, eps=0.001)`."""
+    lines = []
+    for name in block_class.definition.params:
+        default = _default_source(name, block_class, backend)
+        if default is not None and _is_call(default):
+            lines += [f"{BODY}if {name} is None:", *layout_source(f"{name} = ", default, 3)]
+    return lines
 
 
 def _argument_source(value: Any, kind: str, backend: Backend) -> str:
@@ -227,14 +254,30 @@ def _argument_source(value: Any, kind: str, backend: Backend) -> str:
     return source(value)
 
 
-def _op_class(name: str, backend: Backend) -> str:
-    """The class an `op` param names (`batch_norm` → `nn.BatchNorm2d`), as built for images."""
-    op = REGISTRY[name]
+def _op_class(choice: OpChoice, backend: Backend) -> str:
+    """The class an `op` param picks, as built for images (`batch_norm` → `nn.BatchNorm2d`),
+    its attributes set by `functools.partial` where they differ from the class's defaults,
+    as torchvision writes `partial(nn.BatchNorm2d, eps=0.001)`."""
+    op = REGISTRY[choice.name]
     image = TensorType((1, 1, 1, 1))
-    lowered = backend.lower(ModuleNode(name, None, "op", [], [image], image, op, op.Attrs()))
-    if not isinstance(lowered, ModuleCall):
-        raise SpecError(f"op {name} has no {backend.name} module, so a param cannot pick it")
-    return lowered.constructor
+
+    def lowered(attrs: Any) -> ModuleCall | InlineCall:
+        return backend.lower(ModuleNode(choice.name, None, "op", [], [image], image, op, attrs))
+
+    built = lowered(choice.attrs) if choice.attrs is not None else None
+    if not isinstance(built, ModuleCall):
+        raise SpecError(f"op {choice.name} has no {backend.name} module, so a param cannot pick it")
+    standard = dict(lowered(op.Attrs()).kwargs)
+    settings = [
+        f"{key}={source(value)}"
+        for key, value in built.kwargs
+        if key not in standard or differs(value, standard[key])
+    ]
+    return (
+        f"functools.partial({', '.join([built.constructor, *settings])})"
+        if settings
+        else built.constructor
+    )
 
 
 def _wrap_def(name: str, params: list[str], returns: str) -> list[str]:

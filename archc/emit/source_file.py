@@ -139,9 +139,9 @@ def _helpers(code: str, backend: Backend) -> list[str]:
         if not hasattr(builtins, name)
     }
     sources.update(_backend_helpers(backend.name))
-    # Called, or passed as a class (`norm=FrozenBatchNorm2d`).
+    # Called, or passed as a class (`norm=FrozenBatchNorm2d`, `partial(FrozenBatchNorm2d, …)`).
     names = "|".join(map(re.escape, sources))
-    uses = re.finditer(rf"(?<![\w.])({names})\(|=\s*({names})\b", code)  # one pass over the code
+    uses = re.finditer(rf"(?<![\w.])({names})\(|[=(]\s*({names})\b", code)  # one pass
     called = {use.group(1) or use.group(2) for use in uses}
     used: set[str] = set()
     pending = called | set(backend.required_helpers)

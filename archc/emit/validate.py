@@ -16,6 +16,7 @@ The stand-ins run with a short list of builtins and can import nothing but thems
 from __future__ import annotations
 
 import builtins
+import collections.abc
 import functools
 import math
 import typing
@@ -23,9 +24,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from archc.errors import InternalError
-from archc.ir.graph import Graph, Node
+from archc.ir.graph import Graph, Node, TensorType
 from archc.ir.modules import BlockClass
 from archc.ir.symbolic import concrete
+from archc.ops.attributes import AttrsError
+from archc.ops.base import Op
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -147,6 +150,8 @@ def _stand_ins() -> dict[str, Any]:
         "flax": flax,
         "numpy": _Namespace(**tensors),
         "functools": functools,
+        "collections": collections,
+        "collections.abc": collections.abc,
         "math": math,
         "typing": typing,
     }
@@ -176,7 +181,7 @@ def _restricted_builtins(modules: dict[str, Any]) -> dict[str, Any]:
         top = name.partition(".")[0]
         if top not in modules:
             raise ImportError(f"the generated file imports {name}")
-        return modules[top]
+        return modules.get(name, modules[top]) if fromlist else modules[top]
 
     allowed = {name: getattr(builtins, name) for name in _BUILTINS}
     return {**allowed, "__import__": importer}
@@ -215,13 +220,15 @@ def _validate(
         inputs = [graph.type_of(name) for name in node.inputs]
         lowered = lowering(node.op)(node.attrs, inputs)
         expected[node.name] = (node, lowered)
-        _check_node(root, node, lowered)
+        _check_node(root, node, lowered, _standard_kwargs(node.op, lowering(node.op), inputs))
     paths = [name.split(".") for name in expected]
     holders = {".".join(parts[:end]) for parts in paths for end in range(1, len(parts) + 1)}
     _check_no_extra_modules(root, "", holders, names)
 
 
-def _check_node(root: _Module, node: Node, lowered: ModuleCall | InlineCall) -> None:
+def _check_node(
+    root: _Module, node: Node, lowered: ModuleCall | InlineCall, standard: dict[str, Any]
+) -> None:
     *parents, name = node.name.split(".")
     owner = _at(root, parents, node)
     if isinstance(lowered, InlineCall):
@@ -240,6 +247,19 @@ def _check_node(root: _Module, node: Node, lowered: ModuleCall | InlineCall) -> 
     for key, value in lowered.kwargs:
         if key in made[2] and _plain(made[2][key]) != _plain(value):
             _mismatch(node, f"{key}={made[2][key]!r}, the IR says {key}={concrete(value)!r}")
+        if key not in made[2] and (key not in standard or _plain(standard[key]) != _plain(value)):
+            _mismatch(node, f"{key} is left to the class, the IR says {key}={concrete(value)!r}")
+
+
+def _standard_kwargs(op: Op, lower: Any, inputs: list[TensorType]) -> dict[str, Any]:
+    """What a module built from its width alone (`norm(width)`) has: the lowering's keywords
+    at the op's default attributes (none for an op without defaults)."""
+    try:
+        attrs = op.Attrs()
+    except AttrsError:
+        return {}
+    lowered = lower(attrs, inputs)
+    return dict(lowered.kwargs) if isinstance(lowered, ModuleCall) else {}
 
 
 def _check_no_extra_modules(

@@ -8,11 +8,12 @@ buffer tensors, its cost in multiply-accumulates, and its lowering to each backe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from archc.ir import functions
 from archc.ir.graph import Dim, TensorType
-from archc.ir.symbolic import SizeSym, SymPair, is_symbolic
+from archc.ir.symbolic import SizeSym, SymPair, is_symbolic, source
 from archc.ops.attributes import PAIR, Attrs, AttrsError, Range
 from archc.ops.lowering import InlineCall, ModuleCall
 
@@ -110,6 +111,30 @@ class Op(ABC):
     @abstractmethod
     def lower_flax(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         """The flax.nnx / jax construct this op becomes (NHWC for 4-d tensors)."""
+
+
+@dataclass(frozen=True)
+class OpChoice:
+    """The value of an `op` param: the op it picks and the attributes the caller set
+    (`norm: batch_norm`, `norm: {op: batch_norm, eps: 1.0e-3}`). A node that names the param
+    builds that op from its input width, as torchvision calls `norm_layer(width)`."""
+
+    name: str
+    attrs: Attrs | None
+    """Checked against the op's schema; None for an op that cannot be built with its
+    defaults (its node reports that it cannot be picked)."""
+
+    def settings(self) -> dict[str, Any]:
+        """The attributes set away from their defaults (symbolic ones always: the class they
+        land in serves other values too)."""
+        if self.attrs is None:
+            return {}
+        fields = self.attrs.fields()
+        return {key: value for key, value in self.attrs if differs(value, fields[key].default)}
+
+    def __str__(self) -> str:
+        settings = "".join(f", {key}: {source(value)}" for key, value in self.settings().items())
+        return f"{{op: {self.name}{settings}}}" if settings else self.name
 
 
 def pair(value: Any) -> tuple[Any, ...]:

@@ -19,7 +19,7 @@ from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
 from archc.limits import MAX_DEPTH, MAX_NODES, MAX_REPEAT
 from archc.ops import REGISTRY
-from archc.ops.base import Attrs, Op
+from archc.ops.base import Attrs, Op, OpChoice
 from archc.resolve.params import (
     bind_lets,
     block_args,
@@ -29,7 +29,7 @@ from archc.resolve.params import (
     input_shape,
     model_args,
 )
-from archc.resolve.values import build_attrs, evaluate_names, evaluate_value
+from archc.resolve.values import evaluate_names, op_attrs
 from archc.spec.document import BlockDef, ModelSpec, NodeSpec, Value
 
 LOOP_VARIABLES = re.compile(r"\b(i|channels)\b")
@@ -478,8 +478,8 @@ class Elaborator:
         return self.block(site) if self.is_block(site.node) else self.op(site)
 
     def op(self, site: Site) -> tuple[ModuleNode, Bound]:
-        op, chosen_by = self.lookup_op(site)
-        attrs = self.op_attrs(site, op)
+        op, choice, chosen_by = self.lookup_op(site)
+        attrs = self.op_attrs(site, op, choice)
         types = site.input_types
         if not self.symbolic:
             problems = op.check(attrs, types)
@@ -537,21 +537,27 @@ class Elaborator:
             )
         return Bound(output.name, output.type.with_channels(channels))
 
-    def lookup_op(self, site: Site) -> tuple[Op, str | None]:
-        """The node's op, and in a class the `op` param that picks it (`bn1: norm`)."""
+    def lookup_op(self, site: Site) -> tuple[Op, OpChoice | None, str | None]:
+        """The node's op; in a class, the `op` param that picks it (`bn1: norm`), with what
+        the param holds, and the param's name in code."""
         node = site.node
         chosen = site.env.get(node.target) if node.target not in REGISTRY else None
-        chosen_by = source(chosen) if is_symbolic(chosen) else None
-        name = node.target if chosen is None else concrete(chosen)
-        op = REGISTRY.get(name) if isinstance(name, str) else None
-        if op is None and chosen is not None:
+        choice = concrete(chosen) if isinstance(concrete(chosen), OpChoice) else None
+        if chosen is not None and choice is None:
             raise SpecError(
                 f"node '{node.name}': '{node.target}' is {concrete(chosen)!r}, not an op",
                 node.location,
-                did_you_mean(str(concrete(chosen)), REGISTRY),
             )
-        picked = chosen is not None and op is not None and site.bounds
-        if picked and not op.pickable(site.bounds[0].type):
+        chosen_by = source(chosen) if is_symbolic(chosen) else None
+        name = node.target if choice is None else choice.name
+        op = REGISTRY.get(name)
+        if op is None and choice is not None:
+            raise SpecError(
+                f"node '{node.name}': '{node.target}' is {name!r}, not an op",
+                node.location,
+                did_you_mean(name, REGISTRY),
+            )
+        if choice is not None and site.bounds and not op.pickable(site.bounds[0].type):
             raise SpecError(
                 f"node '{node.name}': the param '{node.target}' picks {op.name}, which is not a "
                 f"module built from its input width alone in every backend, of the class it is "
@@ -560,11 +566,12 @@ class Elaborator:
                 "a param can pick a norm for images (batch_norm, frozen_batch_norm, layer_norm); "
                 "write other ops out",
             )
-        if chosen is not None and node.args:
+        if choice is not None and node.args:
             raise SpecError(
-                f"node '{node.name}': an op picked by the param '{node.target}' is built with "
-                "its defaults, so it takes no attributes",
+                f"node '{node.name}': an op picked by the param '{node.target}' takes its "
+                "attributes from the param, not the node",
                 node.location,
+                f"set them where the param is given: {node.target}: {{op: {op.name}, …}}",
             )
         if op is None:
             raise SpecError(
@@ -578,32 +585,14 @@ class Elaborator:
             raise SpecError(
                 f"{site.full_name} ({op.name}) takes {wanted}, got {count}", node.location
             )
-        return op, chosen_by
+        return op, choice, chosen_by
 
-    def op_attrs(self, site: Site, op: Op) -> Attrs:
-        """The node's attributes: unknown keys refused at the key, values evaluated, typed."""
-        node, fields = site.node, op.Attrs.fields()
+    def op_attrs(self, site: Site, op: Op, choice: OpChoice | None) -> Attrs:
+        """The node's attributes; a picked op's are the param's (`{op: batch_norm, eps: …}`)."""
+        if choice is not None:
+            return choice.attrs
         where = f"{site.full_name} ({op.name})"
-        unknown = next((key for key in node.args if key not in fields), None)
-        if unknown is not None:
-            raise SpecError(
-                f"unknown attribute '{unknown}' for {where}",
-                node.args[unknown].key_location or node.args[unknown].location,
-                did_you_mean(unknown, fields) or f"expected one of: {', '.join(fields)}",
-            )
-        values = {
-            key: evaluate_value(value, site.env, fields[key].takes_text)
-            for key, value in node.args.items()
-        }
-        locations = {key: value.location for key, value in node.args.items()}
-        for key in op.literal_attrs:
-            if key in node.args and not isinstance(node.args[key].raw, int):
-                raise SpecError(
-                    f"{where}.{key}: expected a number written out, got {node.args[key].raw!r}",
-                    locations[key],
-                    f"{key} fixes the layout the generated code indexes in, so no param sets it",
-                )
-        return build_attrs(op.Attrs, values, locations, where, node.location)
+        return op_attrs(op, site.node.args, site.env, where, site.node.location)
 
     def block(self, site: Site) -> tuple[ModuleNode, Bound | list[Bound]]:
         node = site.node

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from archc.errors import SpecError, did_you_mean
+from archc.errors import Location, SpecError, did_you_mean
 from archc.ir.symbolic import concrete
-from archc.resolve.values import evaluate_value
+from archc.resolve.values import evaluate_value, op_choice
 from archc.spec.document import BlockDef, NodeSpec, Value, matches_type
 from archc.spec.loader import parse_scalar
 
@@ -24,6 +24,8 @@ def parse_override(root: BlockDef, key: str, text: str) -> Any:
         hint = did_you_mean(key, root.params) or f"the params are: {known}"
         raise SpecError(f"--set {key}={text}: '{key}' is not a param of {root.name}", hint=hint)
     value, kind = parse_scalar(text), root.params[key].type
+    if kind == "op" and matches_type(value, kind):
+        return op_choice(Value(value, Location("--set", 1, 1)), {}, f"--set {key}")
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not matches_type(value, kind):
@@ -33,7 +35,11 @@ def parse_override(root: BlockDef, key: str, text: str) -> Any:
 
 def defaults(definition: BlockDef) -> dict[str, Any]:
     return {
-        name: _plain(param.default.raw)
+        name: (
+            op_choice(param.default, {}, f"param '{name}'")
+            if param.type == "op"
+            else _plain(param.default.raw)
+        )
         for name, param in definition.params.items()
         if param.default is not None
     }
@@ -53,7 +59,10 @@ def block_args(
                 did_you_mean(key, definition.params)
                 or f"its params are: {', '.join(definition.params) or 'none'}",
             )
-        args[key] = evaluate_value(value, env, literal_strings=param.type in ("str", "op"))
+        if param.type == "op":
+            args[key] = op_choice(value, env, f"{full_name}.{key}")
+            continue
+        args[key] = evaluate_value(value, env, literal_strings=param.type == "str")
         if not matches_type(concrete(args[key]), param.type):
             raise SpecError(
                 f"{full_name}.{key}: expected a {param.type}, got {concrete(args[key])!r}",

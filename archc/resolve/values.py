@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from archc.boundary import check_node_name
-from archc.errors import Location, SpecError
+from archc.errors import Location, SpecError, did_you_mean
 from archc.ir.symbolic import Sym, concrete, is_symbolic, source
+from archc.ops import REGISTRY
 from archc.ops.attributes import Attrs, AttrsError
+from archc.ops.base import Op, OpChoice
 from archc.spec.document import Value
 from archc.spec.expressions import evaluate
-from archc.spec.loader import SpecList
+from archc.spec.loader import SpecList, SpecMap
 
 
 def evaluate_value(value: Value, env: Mapping[str, Any], literal_strings: bool) -> Any:
@@ -74,3 +76,65 @@ def build_attrs(
 
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+def op_attrs(
+    op: Op, args: Mapping[str, Value], env: Mapping[str, Any], where: str, fallback: Location
+) -> Attrs:
+    """An op's attributes as written (a node's, or an `op` param's): unknown keys refused at
+    the key, values evaluated, typed."""
+    fields = op.Attrs.fields()
+    unknown = next((key for key in args if key not in fields), None)
+    if unknown is not None:
+        raise SpecError(
+            f"unknown attribute '{unknown}' for {where}",
+            args[unknown].key_location or args[unknown].location,
+            did_you_mean(unknown, fields) or f"expected one of: {', '.join(fields)}",
+        )
+    values = {
+        key: evaluate_value(value, env, fields[key].takes_text) for key, value in args.items()
+    }
+    locations = {key: value.location for key, value in args.items()}
+    for key in op.literal_attrs:
+        if key in args and not isinstance(args[key].raw, int):
+            raise SpecError(
+                f"{where}.{key}: expected a number written out, got {args[key].raw!r}",
+                locations[key],
+                f"{key} fixes the layout the generated code indexes in, so no param sets it",
+            )
+    return build_attrs(op.Attrs, values, locations, where, fallback)
+
+
+def op_choice(value: Value, env: Mapping[str, Any], where: str) -> Any:
+    """An `op` param's value: an op's name, `{op: NAME, attribute: value, …}`, or the name
+    of a param in scope that holds one (`norm: norm` passes a block's own on)."""
+    raw = value.raw
+    if isinstance(raw, str) and raw in env:
+        return env[raw]
+    if isinstance(raw, str):
+        op = REGISTRY.get(raw)
+        return OpChoice(raw, _default_attrs(op) if op is not None else None)
+    name = raw.get("op") if isinstance(raw, SpecMap) else None
+    if not isinstance(name, str):
+        raise SpecError(
+            f"{where}: expected an op, as a name or {{op: NAME, attribute: value, …}}, got {raw!r}",
+            value.location,
+        )
+    op = REGISTRY.get(name)
+    if op is None:
+        raise SpecError(
+            f"{where}: unknown op '{name}'", raw.value_at("op"), did_you_mean(name, REGISTRY)
+        )
+    args = {
+        key: Value(item, raw.value_at(key), raw.key_at(key))
+        for key, item in raw.items()
+        if key != "op"
+    }
+    return OpChoice(name, op_attrs(op, args, env, f"{where} ({name})", value.location))
+
+
+def _default_attrs(op: Op) -> Attrs | None:
+    try:
+        return op.Attrs()
+    except AttrsError:  # it needs attributes: not an op a param can pick
+        return None

@@ -27,10 +27,11 @@ PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "str": str,
     "list": list,
     "size": (int, list, tuple),
-    "op": str,
+    "op": (str, dict),
 }
-"""`size` is an int or an (h, w) pair, as a kernel, stride or padding; `op` names an op that
-nodes of the block build by the param's name (`bn1: norm`), as torchvision's `norm_layer`."""
+"""`size` is an int or an (h, w) pair, as a kernel, stride or padding; `op` names an op, or
+gives it with attributes (`{op: batch_norm, eps: 1.0e-3}`), that nodes of the block build by
+the param's name (`bn1: norm`), as torchvision's `norm_layer`."""
 DOCUMENT_KEYS = {
     "archc": "spec language version (write `archc: 1`)",
     "name": "model name",
@@ -397,10 +398,14 @@ def matches_type(value: Any, kind: str) -> bool:
     """Whether a concrete value is of a param type (a bool is not an int here)."""
     if kind == "size" and isinstance(value, (list, tuple)):
         return len(value) == 2 and all(matches_type(item, "int") for item in value)
+    if kind == "op" and isinstance(value, dict):  # `{op: batch_norm, eps: 1.0e-3}`
+        return isinstance(value.get("op"), str)
     return isinstance(value, PARAM_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
 
 
 def _type_of_literal(value: Any) -> str:
+    if isinstance(value, dict) and "op" in value:
+        return "op"
     for name in ("bool", "int", "float", "str", "list"):
         if isinstance(value, PARAM_TYPES[name]):
             return name

@@ -9,6 +9,7 @@ the PyTorch file; load_torch_state_dict() takes its weights.
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -177,8 +178,7 @@ class ConvBNAct(nnx.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: str = "relu6",
-        eps: float = 1e-05,
-        momentum: float = 0.1,
+        norm: Callable[..., nnx.Module] = BatchNorm,
         rngs: nnx.Rngs,
     ) -> None:
         layers = [
@@ -195,7 +195,7 @@ class ConvBNAct(nnx.Sequential):
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=eps, momentum=momentum),
+            norm(out),
         ]
         if act == "relu6":
             layers.append(jax.nn.relu6)

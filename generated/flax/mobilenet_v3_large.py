@@ -9,6 +9,7 @@ the PyTorch file; load_torch_state_dict() takes its weights.
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -177,8 +178,7 @@ class ConvBNAct(nnx.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: str = "relu6",
-        eps: float = 1e-05,
-        momentum: float = 0.1,
+        norm: Callable[..., nnx.Module] = BatchNorm,
         rngs: nnx.Rngs,
     ) -> None:
         layers = [
@@ -195,7 +195,7 @@ class ConvBNAct(nnx.Sequential):
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=eps, momentum=momentum),
+            norm(out),
         ]
         if act == "relu6":
             layers.append(jax.nn.relu6)
@@ -279,20 +279,15 @@ class Bneck(nnx.Module):
         se: bool = False,
         act: str = "relu",
         stride: int = 1,
+        norm: Callable[..., nnx.Module] | None = None,
         rngs: nnx.Rngs,
     ) -> None:
+        if norm is None:
+            norm = functools.partial(BatchNorm, eps=0.001, momentum=0.01)
         block = []
         if expanded != in_channels:
             block.append(
-                ConvBNAct(
-                    in_channels,
-                    out=expanded,
-                    kernel=1,
-                    act=act,
-                    eps=0.001,
-                    momentum=0.01,
-                    rngs=rngs,
-                ),
+                ConvBNAct(in_channels, out=expanded, kernel=1, act=act, norm=norm, rngs=rngs),
             )
         block.append(
             ConvBNAct(
@@ -302,8 +297,7 @@ class Bneck(nnx.Module):
                 stride=stride,
                 groups=expanded,
                 act=act,
-                eps=0.001,
-                momentum=0.01,
+                norm=norm,
                 rngs=rngs,
             ),
         )
@@ -316,9 +310,7 @@ class Bneck(nnx.Module):
                     rngs=rngs,
                 ),
             )
-        block.append(
-            ConvBNAct(expanded, out=out, kernel=1, act="none", eps=0.001, momentum=0.01, rngs=rngs),
-        )
+        block.append(ConvBNAct(expanded, out=out, kernel=1, act="none", norm=norm, rngs=rngs))
         self.block = nnx.Sequential(*block)
         self.use_add = stride == 1 and in_channels == out
 
@@ -335,31 +327,79 @@ class MobilenetV3Large(nnx.Module):
     Spec: specs/mobilenet_v3_large.yaml:1
     """
 
-    def __init__(self, *, num_classes: int = 1000, dropout: float = 0.2, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        norm: Callable[..., nnx.Module] | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
+        if norm is None:
+            norm = functools.partial(BatchNorm, eps=0.001, momentum=0.01)
         features = [
-            ConvBNAct(3, out=16, stride=2, act="hardswish", eps=0.001, momentum=0.01, rngs=rngs),
-            Bneck(16, kernel=3, expanded=16, out=16, rngs=rngs),
-            Bneck(16, kernel=3, expanded=64, out=24, stride=2, rngs=rngs),
-            Bneck(24, kernel=3, expanded=72, out=24, rngs=rngs),
-            Bneck(24, kernel=5, expanded=72, out=40, se=True, stride=2, rngs=rngs),
+            ConvBNAct(3, out=16, stride=2, act="hardswish", norm=norm, rngs=rngs),
+            Bneck(16, kernel=3, expanded=16, out=16, norm=norm, rngs=rngs),
+            Bneck(16, kernel=3, expanded=64, out=24, stride=2, norm=norm, rngs=rngs),
+            Bneck(24, kernel=3, expanded=72, out=24, norm=norm, rngs=rngs),
+            Bneck(24, kernel=5, expanded=72, out=40, se=True, stride=2, norm=norm, rngs=rngs),
         ]
         channels = 40
         for _ in range(2):
-            features.append(Bneck(channels, kernel=5, expanded=120, out=40, se=True, rngs=rngs))
+            features.append(
+                Bneck(channels, kernel=5, expanded=120, out=40, se=True, norm=norm, rngs=rngs),
+            )
         features.append(
-            Bneck(40, kernel=3, expanded=240, out=80, act="hardswish", stride=2, rngs=rngs),
+            Bneck(
+                40,
+                kernel=3,
+                expanded=240,
+                out=80,
+                act="hardswish",
+                stride=2,
+                norm=norm,
+                rngs=rngs,
+            ),
         )
-        features.append(Bneck(80, kernel=3, expanded=200, out=80, act="hardswish", rngs=rngs))
+        features.append(
+            Bneck(80, kernel=3, expanded=200, out=80, act="hardswish", norm=norm, rngs=rngs),
+        )
         channels = 80
         for _ in range(2):
             features.append(
-                Bneck(channels, kernel=3, expanded=184, out=80, act="hardswish", rngs=rngs),
+                Bneck(
+                    channels,
+                    kernel=3,
+                    expanded=184,
+                    out=80,
+                    act="hardswish",
+                    norm=norm,
+                    rngs=rngs,
+                ),
             )
         features.append(
-            Bneck(80, kernel=3, expanded=480, out=112, se=True, act="hardswish", rngs=rngs),
+            Bneck(
+                80,
+                kernel=3,
+                expanded=480,
+                out=112,
+                se=True,
+                act="hardswish",
+                norm=norm,
+                rngs=rngs,
+            ),
         )
         features.append(
-            Bneck(112, kernel=3, expanded=672, out=112, se=True, act="hardswish", rngs=rngs),
+            Bneck(
+                112,
+                kernel=3,
+                expanded=672,
+                out=112,
+                se=True,
+                act="hardswish",
+                norm=norm,
+                rngs=rngs,
+            ),
         )
         features.append(
             Bneck(
@@ -370,6 +410,7 @@ class MobilenetV3Large(nnx.Module):
                 se=True,
                 act="hardswish",
                 stride=2,
+                norm=norm,
                 rngs=rngs,
             ),
         )
@@ -383,12 +424,11 @@ class MobilenetV3Large(nnx.Module):
                     out=160,
                     se=True,
                     act="hardswish",
+                    norm=norm,
                     rngs=rngs,
                 ),
             )
-        features.append(
-            ConvBNAct(160, out=960, kernel=1, act="hardswish", eps=0.001, momentum=0.01, rngs=rngs),
-        )
+        features.append(ConvBNAct(160, out=960, kernel=1, act="hardswish", norm=norm, rngs=rngs))
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
             nnx.Linear(960, 1280, use_bias=True, rngs=rngs),
@@ -416,7 +456,7 @@ def create_model(
 
     Keyword arguments override the spec's params.
 
-    Params: num_classes, dropout.
+    Params: num_classes, dropout, norm.
     Options: `dtype` is what every conv, linear and norm computes in (jnp.bfloat16), from
     parameters kept in `param_dtype`; jit_forward(model) runs it under jax.jit.
     """

@@ -9,6 +9,7 @@ the PyTorch file; load_torch_state_dict() takes its weights.
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -195,7 +196,7 @@ class Bottleneck(nnx.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
-        norm: type[nnx.Module] = BatchNorm,
+        norm: Callable[..., nnx.Module] = BatchNorm,
         rngs: nnx.Rngs,
     ) -> None:
         width = planes * base_width // 64 * groups

@@ -7,6 +7,7 @@ Regenerate: archc build specs/deeplabv3_resnet50.yaml --backend torch
 Params 39,638,869 (+ 56,764 in buffers); 168.731 GMACs = 337.462 GFLOPs at 1x3x520x520, core tier.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
-        norm: type[nn.Module] = nn.BatchNorm2d,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups

@@ -7,6 +7,7 @@ Params 5,288,548 (+ 42,065 in buffers); 0.386 GMACs = 0.772 GFLOPs at 1x3x224x22
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -74,8 +75,7 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: str = "relu6",
-        eps: float = 1e-05,
-        momentum: float = 0.1,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         layers = [
             nn.Conv2d(
@@ -87,7 +87,7 @@ class ConvBNAct(nn.Sequential):
                 groups=groups,
                 bias=False,
             ),
-            nn.BatchNorm2d(out, eps=eps, momentum=momentum),
+            norm(out),
         ]
         if act == "relu6":
             layers.append(nn.ReLU6(inplace=True))

@@ -5,6 +5,7 @@ Regenerate: archc build specs/mobilenet_v2.yaml --backend torch
 Params 3,504,872 (+ 34,164 in buffers); 0.301 GMACs = 0.602 GFLOPs at 1x3x224x224, core tier.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,8 +48,7 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: str = "relu6",
-        eps: float = 1e-05,
-        momentum: float = 0.1,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         layers = [
             nn.Conv2d(
@@ -60,7 +60,7 @@ class ConvBNAct(nn.Sequential):
                 groups=groups,
                 bias=False,
             ),
-            nn.BatchNorm2d(out, eps=eps, momentum=momentum),
+            norm(out),
         ]
         if act == "relu6":
             layers.append(nn.ReLU6(inplace=True))

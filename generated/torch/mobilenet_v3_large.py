@@ -5,6 +5,8 @@ Regenerate: archc build specs/mobilenet_v3_large.yaml --backend torch
 Params 5,483,032 (+ 24,446 in buffers); 0.217 GMACs = 0.433 GFLOPs at 1x3x224x224, core tier.
 """
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,8 +49,7 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: str = "relu6",
-        eps: float = 1e-05,
-        momentum: float = 0.1,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         layers = [
             nn.Conv2d(
@@ -60,7 +61,7 @@ class ConvBNAct(nn.Sequential):
                 groups=groups,
                 bias=False,
             ),
-            nn.BatchNorm2d(out, eps=eps, momentum=momentum),
+            norm(out),
         ]
         if act == "relu6":
             layers.append(nn.ReLU6(inplace=True))
@@ -151,13 +152,14 @@ class Bneck(nn.Module):
         se: bool = False,
         act: str = "relu",
         stride: int = 1,
+        norm: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
+        if norm is None:
+            norm = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
         block = []
         if expanded != in_channels:
-            block.append(
-                ConvBNAct(in_channels, out=expanded, kernel=1, act=act, eps=0.001, momentum=0.01),
-            )
+            block.append(ConvBNAct(in_channels, out=expanded, kernel=1, act=act, norm=norm))
         block.append(
             ConvBNAct(
                 expanded if expanded != in_channels else in_channels,
@@ -166,8 +168,7 @@ class Bneck(nn.Module):
                 stride=stride,
                 groups=expanded,
                 act=act,
-                eps=0.001,
-                momentum=0.01,
+                norm=norm,
             ),
         )
         if se:
@@ -178,7 +179,7 @@ class Bneck(nn.Module):
                     scale="hardsigmoid",
                 ),
             )
-        block.append(ConvBNAct(expanded, out=out, kernel=1, act="none", eps=0.001, momentum=0.01))
+        block.append(ConvBNAct(expanded, out=out, kernel=1, act="none", norm=norm))
         self.block = nn.Sequential(*block)
         self.use_add = stride == 1 and in_channels == out
 
@@ -195,36 +196,67 @@ class MobilenetV3Large(nn.Module):
     Spec: specs/mobilenet_v3_large.yaml:1
     """
 
-    def __init__(self, *, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        norm: Callable[..., nn.Module] | None = None,
+    ) -> None:
         super().__init__()
+        if norm is None:
+            norm = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
         features = [
-            ConvBNAct(3, out=16, stride=2, act="hardswish", eps=0.001, momentum=0.01),
-            Bneck(16, kernel=3, expanded=16, out=16),
-            Bneck(16, kernel=3, expanded=64, out=24, stride=2),
-            Bneck(24, kernel=3, expanded=72, out=24),
-            Bneck(24, kernel=5, expanded=72, out=40, se=True, stride=2),
+            ConvBNAct(3, out=16, stride=2, act="hardswish", norm=norm),
+            Bneck(16, kernel=3, expanded=16, out=16, norm=norm),
+            Bneck(16, kernel=3, expanded=64, out=24, stride=2, norm=norm),
+            Bneck(24, kernel=3, expanded=72, out=24, norm=norm),
+            Bneck(24, kernel=5, expanded=72, out=40, se=True, stride=2, norm=norm),
         ]
         channels = 40
         for _ in range(2):
-            features.append(Bneck(channels, kernel=5, expanded=120, out=40, se=True))
-        features.append(Bneck(40, kernel=3, expanded=240, out=80, act="hardswish", stride=2))
-        features.append(Bneck(80, kernel=3, expanded=200, out=80, act="hardswish"))
+            features.append(Bneck(channels, kernel=5, expanded=120, out=40, se=True, norm=norm))
+        features.append(
+            Bneck(40, kernel=3, expanded=240, out=80, act="hardswish", stride=2, norm=norm),
+        )
+        features.append(Bneck(80, kernel=3, expanded=200, out=80, act="hardswish", norm=norm))
         channels = 80
         for _ in range(2):
-            features.append(Bneck(channels, kernel=3, expanded=184, out=80, act="hardswish"))
-        features.append(Bneck(80, kernel=3, expanded=480, out=112, se=True, act="hardswish"))
-        features.append(Bneck(112, kernel=3, expanded=672, out=112, se=True, act="hardswish"))
+            features.append(
+                Bneck(channels, kernel=3, expanded=184, out=80, act="hardswish", norm=norm),
+            )
         features.append(
-            Bneck(112, kernel=5, expanded=672, out=160, se=True, act="hardswish", stride=2),
+            Bneck(80, kernel=3, expanded=480, out=112, se=True, act="hardswish", norm=norm),
+        )
+        features.append(
+            Bneck(112, kernel=3, expanded=672, out=112, se=True, act="hardswish", norm=norm),
+        )
+        features.append(
+            Bneck(
+                112,
+                kernel=5,
+                expanded=672,
+                out=160,
+                se=True,
+                act="hardswish",
+                stride=2,
+                norm=norm,
+            ),
         )
         channels = 160
         for _ in range(2):
             features.append(
-                Bneck(channels, kernel=5, expanded=960, out=160, se=True, act="hardswish"),
+                Bneck(
+                    channels,
+                    kernel=5,
+                    expanded=960,
+                    out=160,
+                    se=True,
+                    act="hardswish",
+                    norm=norm,
+                ),
             )
-        features.append(
-            ConvBNAct(160, out=960, kernel=1, act="hardswish", eps=0.001, momentum=0.01),
-        )
+        features.append(ConvBNAct(160, out=960, kernel=1, act="hardswish", norm=norm))
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Sequential(
@@ -251,7 +283,7 @@ def create_model(
 ) -> nn.Module:
     """Build MobilenetV3Large; keyword arguments override the spec's params.
 
-    Params: num_classes, dropout.
+    Params: num_classes, dropout, norm.
     Options: `channels_last` keeps the weights in NHWC order (give it NHWC inputs too: the
     fast layout for convolutions on tensor cores); `autocast` runs forward under
     torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and

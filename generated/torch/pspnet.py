@@ -6,6 +6,7 @@ Regenerate: archc build specs/pspnet.yaml --backend torch
 Params 46,592,597 (+ 58,298 in buffers); 155.567 GMACs = 311.133 GFLOPs at 1x3x473x473, core tier.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
-        norm: type[nn.Module] = nn.BatchNorm2d,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups

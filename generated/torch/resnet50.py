@@ -5,6 +5,7 @@ Regenerate: archc build specs/resnet50.yaml --backend torch
 Params 25,557,032 (+ 53,173 in buffers); 4.089 GMACs = 8.178 GFLOPs at 1x3x224x224, core tier.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
-        norm: type[nn.Module] = nn.BatchNorm2d,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups

@@ -7,6 +7,7 @@ Regenerate: archc build specs/resnet50_fpn.yaml --backend torch
 Params 26,799,296 (+ 106,240 in buffers); 6.929 GMACs = 13.858 GFLOPs at 1x3x224x224, core tier.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,7 +61,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
-        norm: type[nn.Module] = nn.BatchNorm2d,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
@@ -124,7 +125,7 @@ class ResNetStages(nn.Module):
         in_channels: int,
         *,
         layers: tuple[int, ...],
-        norm: type[nn.Module] = nn.BatchNorm2d,
+        norm: Callable[..., nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)

@@ -60,6 +60,18 @@ def test_a_file_that_drifts_from_the_ir_is_caught(
     assert problem in str(caught.value)
 
 
+def test_a_picked_norm_that_loses_its_settings_is_caught() -> None:
+    """mobilenet_v3_small's norm param holds partial(nn.BatchNorm2d, eps=0.001, …): a file
+    whose partial drops eps builds norm(width) at the class default, which the IR refuses."""
+    compiled = compile_spec(SPECS / "mobilenet_v3_small.yaml")
+    source = torch_source(compiled.program, compiled.costs, "archc build")
+    old = "functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)"
+    assert source.count(old) == 2
+    drifted = source.replace(old, "functools.partial(nn.BatchNorm2d, momentum=0.01)")
+    with pytest.raises(InternalError, match=r"eps is left to the class, the IR says eps=0\.001"):
+        validate_torch(drifted, compiled.program.graph, block_classes(compiled.program))
+
+
 def test_a_flax_file_that_drifts_from_the_ir_is_caught() -> None:
     compiled = compile_spec(SPECS / "resnet18.yaml")
     source = flax_source(compiled.program, compiled.costs, "archc build")

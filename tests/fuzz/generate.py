@@ -178,7 +178,15 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{block: Heads, a: {a}, b: {b}{frm}}}", Value(name, (a + 9, h, w)))
     elif choice == "seq":
         sequence_block(spec)
-        spec.add(f"{{block: ConvBnAct, out: 6{frm}}}", Value(name, (6, h, w)))
+        norm = rng.choice(
+            [
+                "",
+                ", norm: frozen_batch_norm",
+                ", norm: {op: batch_norm, eps: 0.001, momentum: 0.01}",
+                ", norm: {op: frozen_batch_norm, eps: 0.01}",
+            ]
+        )
+        spec.add(f"{{block: ConvBnAct, out: 6{norm}{frm}}}", Value(name, (6, h, w)))
     elif choice == "shuffle" and c % 2 == 0:
         spec.add(f"{{op: channel_shuffle, groups: 2{frm}}}", Value(name, x.shape))
     elif choice == "slice" and c >= 2:

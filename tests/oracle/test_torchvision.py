@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,12 @@ VARIANTS = [
     ("mobilenet_v2", ["width_mult=0.5"], "mobilenet_v2", {"width_mult": 0.5}),
     ("efficientnet_b0", ["resolution=160"], "efficientnet_b0", {}),
     ("efficientnet_b0", ["depth_mult=1.1", "resolution=240"], "efficientnet_b1", {}),
+    (  # an op param with attributes, as torchvision's norm_layer=partial(…)
+        "mobilenet_v3_small",
+        ["norm={op: batch_norm, eps: 0.01, momentum: 0.2}"],
+        "mobilenet_v3_small",
+        {"norm_layer": functools.partial(torch.nn.BatchNorm2d, eps=0.01, momentum=0.2)},
+    ),
     (
         "efficientnet_b0",
         ["width_mult=1.2", "depth_mult=1.4", "resolution=300"],

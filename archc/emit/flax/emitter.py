@@ -45,6 +45,7 @@ FLAX = Backend(
     imports=(
         (r"\bfunctools\.", "import functools"),
         (r"\bmath\.", "import math"),
+        (r"\bCallable\b", "from collections.abc import Callable"),
         (r"\bAny\b", "from typing import Any"),
         ("", ""),
         (r"\bjax\.", "import jax"),

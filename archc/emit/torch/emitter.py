@@ -44,7 +44,9 @@ TORCH = Backend(
     required_helpers=("with_autocast",),
     checkpoint_arrays={"tensors": "tensors", "concatenate": "torch.cat"},
     imports=(
+        (r"\bfunctools\.", "import functools"),
         (r"\bmath\.", "import math"),
+        (r"\bCallable\b", "from collections.abc import Callable"),
         (r"\bAny\b", "from typing import Any"),
         ("", ""),
         (r"\btorch\.", "import torch"),
