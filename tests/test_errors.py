@@ -340,16 +340,16 @@ def test_a_unet_skip_without_its_crop_is_caught_at_the_concat(tmp_path: Path) ->
             "attention: {op: attention",
             "the embedding dim must be divisible by heads=7, got 768",
         ),
-        # Swin's first stage is 224 / 4 = 56 a side; a window of 5 does not tile it.
+        # Swin's last stage is 768 wide; 25 heads do not split it.
         (
             "swin_t",
-            "window=5",
+            "heads=[3, 6, 12, 25]",
             "swin",
             "attn: {op: window_attention",
-            "window 5 must divide the feature map, got 56x56",
+            "the embedding dim must be divisible by heads=25, got 768",
         ),
     ],
-    ids=["heads", "window"],
+    ids=["heads", "window heads"],
 )
 def test_attention_that_does_not_fit_is_caught_in_the_block_library(
     spec: str, override: str, library: str, node: str, message: str

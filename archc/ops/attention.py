@@ -58,9 +58,11 @@ def check_heads(dim: int, heads: int) -> list[str]:
 class WindowAttentionAttrs(Attrs):
     heads: Count
     window: Count
+    """The window's side; a map it does not divide is padded with zeros to whole windows (at
+    the bottom and right) and cropped back, as torchvision does."""
     shift: Offset = 0
     """Cyclic shift of the grid before windowing (window // 2 in every other Swin block); none
-    where the window covers the whole map."""
+    where the window covers the whole (padded) map."""
 
 
 @register
@@ -76,10 +78,9 @@ class WindowAttention(Op):
         problems = expect_rank(inputs, 4, "NHWC")
         if problems:
             return problems
-        _, height, width, dim = (concrete(size) for size in inputs[0].shape)
-        window, heads = concrete(attrs.window), concrete(attrs.heads)
-        if height % window or width % window:
-            return [f"window {window} must divide the feature map, got {height}x{width}"]
+        dim, window, heads = (
+            concrete(value) for value in (inputs[0].channels, attrs.window, attrs.heads)
+        )
         if problems := check_heads(dim, heads):
             return problems
         if not 0 <= concrete(attrs.shift) < window:
@@ -111,10 +112,12 @@ class WindowAttention(Op):
         self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
     ) -> dict:
         _, height, width, dim = (concrete(size) for size in inputs[0].shape)
-        tokens, window = height * width, concrete(attrs.window) ** 2
+        window = concrete(attrs.window)
+        # The map padded to whole windows, as the padded tokens are computed too.
+        tokens = (height + -height % window) * (width + -width % window)
         return {
             "linear": tokens * dim * 3 * dim + tokens * dim * dim,  # qkv and proj
-            "attention": 2 * tokens * window * dim,  # q·kᵀ and the weights times v, per window
+            "attention": 2 * tokens * window**2 * dim,  # q·kᵀ and the weights times v
         }
 
     def lower_torch(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> ModuleCall:

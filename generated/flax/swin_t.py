@@ -113,7 +113,8 @@ class ShiftedWindowAttention(nnx.Module):
     """Swin's window attention on NHWC, with torchvision's parameter names: attention within
     window x window patches, cyclically shifted by `shift` first (not where the window covers
     the map), with a learned bias per relative position and head, and -100 added between
-    positions that the shift brought together from different regions."""
+    positions that the shift brought together from different regions. A map the window does
+    not divide is padded with zeros to whole windows and cropped back, as torchvision does."""
 
     def __init__(self, dim: int, *, window: int, shift: int, heads: int, rngs: nnx.Rngs) -> None:
         self.window, self.shift, self.heads = window, shift, heads
@@ -125,8 +126,11 @@ class ShiftedWindowAttention(nnx.Module):
         self.relative_position_index = nnx.BatchStat(jnp.asarray(relative_position_index(window)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        n, height, width, dim = x.shape
         w, heads = self.window, self.heads
+        unpadded = x.shape[1:3]
+        if unpadded[0] % w or unpadded[1] % w:  # zeros to whole windows, bottom and right
+            x = jnp.pad(x, ((0, 0), (0, -unpadded[0] % w), (0, -unpadded[1] % w), (0, 0)))
+        n, height, width, dim = x.shape
         shifts = [self.shift if w < size else 0 for size in (height, width)]
         x = jnp.roll(x, (-shifts[0], -shifts[1]), axis=(1, 2))
         windows = x.reshape(n, height // w, w, width // w, w, dim).transpose(0, 1, 3, 2, 4, 5)
@@ -142,7 +146,8 @@ class ShiftedWindowAttention(nnx.Module):
         x = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype))
         x = self.proj(x.reshape(len(windows), w * w, dim))
         x = x.reshape(n, height // w, width // w, w, w, dim).transpose(0, 1, 3, 2, 4, 5)
-        return jnp.roll(x.reshape(n, height, width, dim), (shifts[0], shifts[1]), axis=(1, 2))
+        x = jnp.roll(x.reshape(n, height, width, dim), (shifts[0], shifts[1]), axis=(1, 2))
+        return x[:, : unpadded[0], : unpadded[1]]
 
 
 def relative_position_index(window: int) -> np.ndarray:

@@ -60,7 +60,8 @@ class ShiftedWindowAttention(nn.Module):
     """Swin's window attention on NHWC (torchvision's parameters and buffer): attention within
     window x window patches, cyclically shifted by `shift` first (not where the window covers
     the map), with a learned bias per relative position and head, and -100 added between
-    positions that the shift brought together from different regions."""
+    positions that the shift brought together from different regions. A map the window does
+    not divide is padded with zeros to whole windows and cropped back, as torchvision does."""
 
     def __init__(self, dim: int, *, window: int, shift: int, heads: int) -> None:
         super().__init__()
@@ -73,8 +74,11 @@ class ShiftedWindowAttention(nn.Module):
         self.masks: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, height, width, dim = x.shape
         w, heads = self.window, self.heads
+        unpadded = x.shape[1:3]
+        if unpadded[0] % w or unpadded[1] % w:  # zeros to whole windows, bottom and right
+            x = F.pad(x, (0, 0, 0, -unpadded[1] % w, 0, -unpadded[0] % w))
+        n, height, width, dim = x.shape
         shifts = [self.shift if w < size else 0 for size in (height, width)]
         x = torch.roll(x, shifts=(-shifts[0], -shifts[1]), dims=(1, 2))
         windows = x.reshape(n, height // w, w, width // w, w, dim).permute(0, 1, 3, 2, 4, 5)
@@ -89,7 +93,8 @@ class ShiftedWindowAttention(nn.Module):
         x = self.proj(x.transpose(2, 3).reshape(n, -1, w * w, dim))
         x = x.reshape(n, height // w, width // w, w, w, dim)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, height, width, dim)
-        return torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(1, 2))
+        x = torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(1, 2))
+        return x[:, : unpadded[0], : unpadded[1]]
 
     def mask(self, height: int, width: int, shifts: list[int], like: torch.Tensor) -> torch.Tensor:
         """The shift mask of a map size, made once per size, device and dtype, on the device:

@@ -399,8 +399,8 @@ def head(spec: Spec, x: Value) -> None:
         nhwc = Value(spec.name(), (h, w, c), True)
         spec.add(f"{{op: permute, layout: NHWC{frm}}}", nhwc)
         spec.add("{op: layer_norm}", Value(spec.name(), (h, w, c), True))
-        if h % 2 == 0 and w % 2 == 0 and h >= 4:  # Swin: windows that tile the map, merged
-            window = rng.choice([k for k in (2, 4) if h % k == 0 and w % k == 0])
+        if h % 2 == 0 and w % 2 == 0 and h >= 4:  # Swin: windows (padded where they do not
+            window = rng.choice([2, 3, 4, 5])  # tile the map), then patches merged
             shift = rng.choice([0, window // 2])
             heads = rng.choice([k for k in (1, 3) if c % k == 0])
             spec.add(

@@ -64,6 +64,7 @@ CASES = [
     ("deit_tiny_patch16_224", 224),
     ("deit_tiny_distilled_patch16_224", 224),
     ("swin_t", 224),  # a grid its 7 x 7 windows tile at every stage (56, 28, 14, 7)
+    ("swin_t", 96),  # and one they tile at none (24, 12, 6, 3): each map padded to windows
     ("convnext_tiny", 64),
 ]
 
@@ -138,7 +139,7 @@ def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, siz
         )
 
 
-@pytest.mark.parametrize(("name", "size"), CASES, ids=[name for name, _ in CASES])
+@pytest.mark.parametrize(("name", "size"), CASES, ids=[f"{name}-{size}" for name, size in CASES])
 def test_eval_outputs_match(name: str, size: int) -> None:
     _, torch_model, flax_model = models(name)
     assert_eval_outputs_match(torch_model, flax_model, size)
@@ -189,7 +190,7 @@ def test_train_step_updates_batch_norm_like_torch(name: str, overrides: dict) ->
         assert np.abs(flax_state[key] - value.numpy()).max() <= TOLERANCE, key
 
 
-@pytest.mark.parametrize("name", [name for name, _ in CASES])
+@pytest.mark.parametrize("name", list(dict.fromkeys(name for name, _ in CASES)))
 def test_flax_counts_equal_archc(name: str) -> None:
     stats = json.loads(run_archc("stats", f"specs/{name}.yaml", "--format", "json").stdout)
     flax_model = load_generated(GENERATED / "flax" / f"{name}.py").create_model(nnx.Rngs(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,19 @@ VARIANTS = [
     ("mobilenet_v2", ["width_mult=0.5"], "mobilenet_v2", {"width_mult": 0.5}),
     ("efficientnet_b0", ["resolution=160"], "efficientnet_b0", {}),
     ("efficientnet_b0", ["depth_mult=1.1", "resolution=240"], "efficientnet_b1", {}),
+    (  # 5 x 5 windows tile no stage (56, 28, 14, 7): every map is padded to whole windows
+        "swin_t",
+        ["window=5"],
+        "swin_transformer.SwinTransformer",
+        {
+            "patch_size": [4, 4],
+            "embed_dim": 96,
+            "depths": [2, 2, 6, 2],
+            "num_heads": [3, 6, 12, 24],
+            "window_size": [5, 5],
+            "stochastic_depth_prob": 0.2,
+        },
+    ),
     (  # an op param with attributes, as torchvision's norm_layer=partial(…)
         "mobilenet_v3_small",
         ["norm={op: batch_norm, eps: 0.01, momentum: 0.2}"],
@@ -90,6 +104,17 @@ def test_spec_matches_torchvision(name: str) -> None:
     reference = torchvision_builder(TORCHVISION[name])(**BUILDER_KWARGS.get(name, {}))
     generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
     compare(reference, generated, archc_stats(f"specs/{name}.yaml"))
+
+
+def test_swin_pads_maps_its_windows_do_not_tile() -> None:
+    """At 320 x 320 the stages are 80, 40, 20 and 10 wide: 7 x 7 windows tile none of them, so
+    torchvision pads each map to whole windows; archc's counts and the generated code agree."""
+    torch.manual_seed(0)
+    reference = torchvision().models.swin_t()
+    generated = load_generated(GENERATED / "torch" / "swin_t.py").create_model()
+    stats = run_archc("stats", "specs/swin_t.yaml", "--input", "320", "--format", "json")
+    assert stats.returncode == 0, stats.stderr
+    compare(reference, generated, json.loads(stats.stdout))
 
 
 @pytest.mark.parametrize(
