@@ -260,6 +260,18 @@ CASES = {
         "6:6",
         "the param 'drop' picks dropout, which is not a module built from its input width alone",
     ),
+    # Before, check passed and build failed inside archc (the loop's width was not a name
+    # the caller had).
+    "a block whose output width comes out of its loop": (
+        "archc: 1\nname: tiny\nparams: {widths: [4, 8]}\ninput: [3, 16, 16]\nblocks:\n"
+        "  Stage:\n    params: {out: int}\n    body:\n"
+        "      units: {op: conv2d, repeat: 2, out: out, kernel: 1, stride: 2 if i == 0 else 1}\n"
+        "  Trunk:\n    params: {widths: list}\n    output_channels: widths[-1]\n    body:\n"
+        "      stages: {block: Stage, repeat: len(widths), out: 'widths[i]'}\n"
+        "body:\n  trunk: {block: Trunk, widths: widths}\n",
+        "7:5",
+        "trunk.stages.0: the output width of block Stage comes out of a loop",
+    ),
     "expect drift": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 3}\nexpect: {params: 1}\n",
         "6:18",

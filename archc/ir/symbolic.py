@@ -184,10 +184,15 @@ def binary(symbol: str, left: Any, right: Any) -> Any:
         if cancelled:
             return Sym(cancelled.group(1), concrete(left) // right)
     right_precedence = precedence if symbol == "**" else precedence + 1
-    text = (
-        f"{source(left, precedence + (symbol == '**'))} {symbol} {source(right, right_precedence)}"
-    )
+    operands = source(left, precedence + (symbol == "**")), source(right, right_precedence)
+    # Black and ruff hug a power of simple operands (`wm**s`), and so does generated code.
+    hugged = symbol == "**" and all(SIMPLE_OPERAND.fullmatch(text) for text in operands)
+    text = f"{operands[0]}{symbol if hugged else f' {symbol} '}{operands[1]}"
     return Sym(text, function(concrete(left), concrete(right)), precedence)
+
+
+SIMPLE_OPERAND = re.compile(r"-?(\d[\d.e+-]*|[A-Za-z_]\w*)(\*\*-?(\d[\d.e+-]*|[A-Za-z_]\w*))*")
+"""A name or a number, maybe negated, or a hugged power of them: a power of two is hugged."""
 
 
 def _is_int(value: Any) -> bool:
@@ -206,9 +211,9 @@ def unary(symbol: str, operand: Any) -> Any:
         return function(operand)
     precedence = NOT if symbol == "not" else UNARY
     spacer = " " if symbol == "not" else ""
-    return Sym(
-        f"{symbol}{spacer}{source(operand, precedence)}", function(operand.value), precedence
-    )
+    # A negated power is written `-(a**2)`, as ruff writes it.
+    inner = source(operand, POWER + 1 if symbol != "not" else precedence)
+    return Sym(f"{symbol}{spacer}{inner}", function(operand.value), precedence)
 
 
 def boolean(symbol: str, operands: list[Any]) -> Any:

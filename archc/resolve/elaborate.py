@@ -32,7 +32,7 @@ from archc.resolve.params import (
 from archc.resolve.values import evaluate_names, op_attrs
 from archc.spec.document import BlockDef, ModelSpec, NodeSpec, Value
 
-LOOP_VARIABLES = re.compile(r"\b(i|channels)\b")
+LOOP_VARIABLES = re.compile(r"\b(i|\w*channels)\b")  # `i`, a loop's width (`blocks_channels`)
 
 
 class Bound(NamedTuple):

@@ -92,23 +92,34 @@ class _Evaluator:
 
     visit_Tuple = visit_List
 
-    def visit_ListComp(self, node: ast.ListComp) -> list[Any]:
-        """`[f(c) for c in xs]`: one `for` over a list known here, no `if`."""
+    def visit_ListComp(self, node: ast.ListComp) -> Any:
+        """`[f(c) for c in xs]`: one `for`, no `if`. Over a list a param decides (`range(depth)`
+        in a model), it is symbolic: generated code computes it as written."""
         (loop,) = node.generators if len(node.generators) == 1 else (None,)
         if loop is None or loop.ifs or loop.is_async or not isinstance(loop.target, ast.Name):
             raise self.fail(node, "a comprehension takes one plain `for name in …`, no `if`")
-        items = self.visit(loop.iter)
-        if symbolic.is_symbolic(items) or not isinstance(items, (list, tuple, range)):
-            raise self.fail(loop.iter, "a comprehension needs a list whose length is known here")
+        iterable = self.visit(loop.iter)
+        items = symbolic.concrete(iterable)
+        if not isinstance(items, (list, tuple, range)):
+            raise self.fail(loop.iter, "a comprehension runs over a list or a range")
+        values = [self.with_name(loop.target.id, item, node.elt) for item in items]
+        if not symbolic.is_symbolic(iterable):
+            return values
+        if not items:
+            raise self.fail(loop.iter, "a comprehension over a param's list needs an item")
+        # The element's source, with the loop variable as a name (its value: the first item).
+        element = self.with_name(loop.target.id, symbolic.Sym(loop.target.id, items[0]), node.elt)
+        text = f"[{symbolic.source(element)} for {loop.target.id} in {symbolic.source(iterable)}]"
+        return symbolic.Sym(text, symbolic.concrete(values))
+
+    def with_name(self, name: str, value: Any, node: ast.AST) -> Any:
+        """`node` evaluated with `name` bound to `value` (a comprehension's variable)."""
         outer = self.env
         try:
-            values = []
-            for item in items:
-                self.env = {**outer, loop.target.id: item}
-                values.append(self.visit(node.elt))
+            self.env = {**outer, name: value}
+            return self.visit(node)
         finally:
             self.env = outer
-        return values
 
     def visit_Slice(self, node: ast.Slice) -> slice:
         bounds = [None if part is None else self.visit(part) for part in (node.lower, node.upper)]

@@ -66,6 +66,7 @@ CASES = [
     ("swin_t", 224),  # a grid its 7 x 7 windows tile at every stage (56, 28, 14, 7)
     ("swin_t", 96),  # and one they tile at none (24, 12, 6, 3): each map padded to windows
     ("convnext_tiny", 64),
+    ("regnet_x_400mf", 64),
 ]
 
 

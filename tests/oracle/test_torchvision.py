@@ -42,6 +42,7 @@ TORCHVISION = {
     "vit_b_16": "vit_b_16",
     "swin_t": "swin_t",
     "convnext_tiny": "convnext_tiny",
+    "regnet_x_400mf": "regnet_x_400mf",
     "deeplabv3_resnet50": "segmentation.deeplabv3_resnet50",
     "resnet50_fpn": "detection.backbone_utils.resnet_fpn_backbone",
 }
@@ -75,6 +76,9 @@ VARIANTS = [
             "stochastic_depth_prob": 0.2,
         },
     ),
+    # RegNetX's widths and depths come from the paper's rule in the spec: other settings of it
+    # are the other models.
+    ("regnet_x_400mf", ["depth=16", "w0=56", "wa=35.73", "wm=2.28"], "regnet_x_800mf", {}),
     (  # an op param with attributes, as torchvision's norm_layer=partial(…)
         "mobilenet_v3_small",
         ["norm={op: batch_norm, eps: 0.01, momentum: 0.2}"],
@@ -142,6 +146,17 @@ def test_create_model_overrides_match_the_set_build() -> None:
     reference = torchvision().models.wide_resnet50_2()
     wide.load_state_dict(reference.state_dict(), strict=True)
     assert sum(p.numel() for p in wide.parameters()) == 68_883_240
+
+
+def test_generated_code_computes_the_regnet_rule() -> None:
+    """The committed regnet_x_400mf.py computes its widths and depths from the rule, so
+    create_model with RegNetX-1.6GF's settings builds torchvision's regnet_x_1_6gf."""
+    settings = {"depth": 18, "w0": 80, "wa": 34.01, "wm": 2.25, "group_width": 24}
+    generated = load_generated(GENERATED / "torch" / "regnet_x_400mf.py").create_model(**settings)
+    torch.manual_seed(0)
+    reference = torchvision().models.regnet_x_1_6gf()
+    sets = [f"{key}={value}" for key, value in settings.items()]
+    compare(reference, generated, archc_stats("specs/regnet_x_400mf.yaml", *sets))
 
 
 def test_activation_count_matches_traced_outputs() -> None:

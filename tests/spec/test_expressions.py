@@ -61,6 +61,17 @@ def test_concrete_values(text: str, value: object) -> None:
         ("sum(layers[:2]) * w", "sum(layers[:2]) * w"),
         ("[ceil(n * w) for n in [1, 2]][i]", "(ceil(w), ceil(2 * w))[i]"),
         ("floor(log2(planes) + exp(w))", "floor(log2(planes) + exp(w))"),
+        # Over a list a param decides, a comprehension stays one for generated code to run.
+        ("[ceil(n * w) for n in layers]", "[ceil(n * w) for n in layers]"),
+        (
+            "[k * planes for k in range(groups + 1)][-1]",
+            "[k * planes for k in range(groups + 1)][-1]",
+        ),
+        (
+            "[sum([1 if c == s else 0 for c in layers]) for s in range(groups + 2)]",
+            "[sum([1 if c == s else 0 for c in layers]) for s in range(groups + 2)]",
+        ),
+        ("w ** groups + (-w) ** 2 - -w ** 2", "w**groups + (-w) ** 2 - -(w**2)"),
     ],
 )
 def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
@@ -71,7 +82,8 @@ def test_symbolic_sources_keep_meaning(text: str, expected: str) -> None:
     concrete_env = {**ENV, "stride": 2}
     assert result.value == evaluate(text, concrete_env, AT)
     # The source is what generated code runs: evaluated by Python, it gives the same value.
-    emitted = eval(source(result), dict(FUNCTIONS), concrete_env)
+    # (one namespace: a comprehension reads the constructor's locals as a closure would)
+    emitted = eval(source(result), {**FUNCTIONS, **concrete_env})
     assert emitted == result.value
 
 
