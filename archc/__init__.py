@@ -1,6 +1,13 @@
-"""archc: a compiler for neural-network architectures written as YAML specs."""
+"""archc: a compiler for neural-network architectures written as YAML specs.
+
+From Python: `archc.load(spec)` and `archc.compare(specs)` (see archc.api); errors raise
+`archc.ArchcError`, located in the spec.
+"""
 
 from pathlib import Path
+from typing import Any
+
+from archc.errors import ArchcError
 
 __version__ = "0.1.0"
 
@@ -9,3 +16,15 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 package, so an installed archc finds them)."""
 BLOCKS = Path(__file__).resolve().parent / "blocks"
 """The shipped block libraries, which any spec imports by name (`imports: [archc:resnet]`)."""
+
+
+def __getattr__(name: str) -> Any:
+    """The API, imported on first use: the command line starts without it."""
+    if name in ("load", "compare", "Model", "Comparison"):
+        from archc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'archc' has no attribute {name!r}")
+
+
+__all__ = ["ArchcError", "Comparison", "Model", "compare", "load"]

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from archc import __version__
 from archc.errors import ArchcError, InternalError, SpecError
 from archc.render import SORT_KEYS
+
+if TYPE_CHECKING:
+    from archc.api import Model
 
 EPILOG = (
     "Errors in a spec are reported as FILE:LINE:COL: error: message, with exit status 2; "
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     stats = _command(commands, "stats", "params, buffers, MACs, FLOPs, activations", _stats)
     stats.add_argument(
         "--format",
-        choices=("table", "json", "csv"),
+        choices=("table", "json", "csv", "html"),
         default="table",
         help="output format (default: table)",
     )
@@ -251,119 +254,67 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-def _compile(args: argparse.Namespace):
-    from archc.pipeline import compile_spec
+def _load(args: argparse.Namespace) -> Model:
+    from archc.api import load_texts
 
-    return compile_spec(args.spec, _overrides(args), args.input)
+    return load_texts(args.spec, _overrides(args), args.input)
 
 
 def _check(args: argparse.Namespace) -> int:
-    compiled = _compile(args)
-    total = compiled.costs.total
-    graph = compiled.program.graph
-    print(
-        f"{args.spec}: ok: {graph.name}, {len(graph.nodes)} nodes, {total.params:,} params, "
-        f"{total.macs / 1e9:.3f} GMACs, output {graph.describe_outputs()}"
-    )
+    print(f"{args.spec}: ok: {_load(args).check_line()}")
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from archc.render import stats
-
-    compiled = _compile(args)
-    table = stats.stats_per_layer if args.per_layer else stats.stats_table
-    render = {"table": table, "json": stats.stats_json, "csv": stats.stats_csv}
-    sys.stdout.write(render[args.format](compiled.program.graph.name, compiled.costs))
+    sys.stdout.write(_load(args).stats_text(args.format, args.per_layer))
     return 0
 
 
 def _build(args: argparse.Namespace) -> int:
     from archc.emit.files import write_atomic
-    from archc.emit.flax.emitter import flax_source
-    from archc.emit.torch.emitter import torch_source
-    from archc.passes.inference import inference_export
 
-    compiled = _compile(args)
-    command = shlex.join(
-        [
-            "archc",
-            "build",
-            str(args.spec),
-            "--backend",
-            args.backend,
-            *(f"--set={item}" for item in args.overrides),
-            *([f"--input={args.input[0]}x{args.input[1]}"] if args.input else []),
-            *([f"--optimize={args.optimize}"] if args.optimize else []),
-        ]
-    )
-    emit = {"torch": torch_source, "flax": flax_source}[args.backend]
-    export = inference_export(compiled.program) if args.optimize == "inference" else None
-    text = emit(compiled.program, compiled.costs, command, export)
-    suffix = "_inference" if export else ""
-    path = args.out / args.backend / f"{compiled.program.graph.name}{suffix}.py"
+    model = _load(args)
+    text = model.source(args.backend, args.optimize)
+    suffix = "_inference" if args.optimize else ""
+    path = args.out / args.backend / f"{model.name}{suffix}.py"
     write_atomic(path, text)
-    total = (export or compiled).costs.total
+    total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from archc.pipeline import compile_spec
-    from archc.render import compare
+    from archc.api import compare_texts
 
-    rows = []
-    overrides = _overrides(args)
-    for spec in args.specs:
-        for size in args.input or [None]:
-            try:
-                compiled = compile_spec(spec, overrides, size)
-            except ArchcError as error:  # InternalError, archc's bug, is no ArchcError
-                if size is None:  # the spec itself is wrong, not the size asked of it
-                    raise
-                print(error.render(), file=sys.stderr)  # the located reason; the others go on
-                rows.append(compare.refused_row(spec.as_posix(), size, error.message))
-                continue
-            name = compiled.program.graph.name
-            rows.append(compare.comparison_row(name, spec.as_posix(), compiled.costs))
+    comparison = compare_texts(args.specs, _overrides(args), args.input)
+    for error in comparison.errors:  # the located reason of each refused size
+        print(error.render(), file=sys.stderr)
     if args.sort:
-        rows.sort(key=lambda row: getattr(row, args.sort))
-    render = {
-        "md": compare.compare_markdown,
-        "csv": compare.compare_csv,
-        "json": compare.compare_json,
-        "html": compare.compare_html,
-        "latex": compare.compare_latex,
-    }
-    sys.stdout.write(render[args.format](rows))
+        comparison = comparison.sorted(args.sort)
+    sys.stdout.write(comparison.table(args.format))
     if args.plot is not None:
         from archc.emit.files import write_atomic
         from archc.render.plot import pareto_plot
 
-        write_atomic(args.plot, pareto_plot([row for row in rows if not row.error]))
+        write_atomic(args.plot, pareto_plot([row for row in comparison.rows if not row.error]))
         print(f"wrote {args.plot}", file=sys.stderr)
-    return 2 if any(row.error for row in rows) else 0
+    return 2 if comparison.errors else 0
 
 
 def _diagram(args: argparse.Namespace) -> int:
-    from archc.emit.files import write_atomic
-    from archc.render.diagram import diagram_dot, render_dot
-
-    compiled = _compile(args)
-    dot = diagram_dot(compiled.program, compiled.costs, args.depth, args.rankdir)
-    write_atomic(args.out, render_dot(dot, args.out))
+    _load(args).diagram(args.out, depth=args.depth, rankdir=args.rankdir)
     print(f"wrote {args.out}")
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
+    from archc.api import load_texts
     from archc.emit.files import write_atomic
-    from archc.pipeline import compile_spec
     from archc.render.diagram import diagram_dot, render_dot
     from archc.render.diff import changes, diff_table
 
-    before = compile_spec(args.before)
-    after = compile_spec(args.after, _overrides(args))
+    before = load_texts(args.before).compiled
+    after = load_texts(args.after, _overrides(args)).compiled
     found = changes(before, after)
     sets = "".join(f" --set {item}" for item in args.overrides)
     names = (str(args.before), f"{args.after}{sets}")
@@ -377,9 +328,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _ir(args: argparse.Namespace) -> int:
-    from archc.ir.printer import format_graph
-
-    sys.stdout.write(format_graph(_compile(args).program.graph))
+    sys.stdout.write(_load(args).ir())
     return 0
 
 

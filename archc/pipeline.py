@@ -30,9 +30,14 @@ class Compiled:
 
 
 def compile_spec(
-    path: Path, overrides: dict[str, str] | None = None, image_size: tuple[int, int] | None = None
+    path: Path,
+    overrides: dict[str, str] | None = None,
+    image_size: tuple[int, int] | None = None,
+    text: str | None = None,
 ) -> Compiled:
-    spec = load_model(path)  # load: YAML → typed spec
+    """Compile the spec at `path` (or the spec `text`, named `path`), its params overridden
+    by `overrides` (`--set` texts) and its input by `image_size`."""
+    spec = load_model(path, text)  # load: YAML → typed spec
     try:
         program = elaborate(spec, overrides or {}, image_size)  # resolve: → IR with shapes
         costs = count_costs(program.graph)  # cost: per node

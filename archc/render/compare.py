@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from archc.passes.cost import CostReport
+from archc.render import html_table
 from archc.render.stats import input_label
 
 MIB = 2**20
@@ -114,18 +114,7 @@ def compare_latex(rows: list[Row]) -> str:
 
 
 def compare_html(rows: list[Row]) -> str:
-    def cells(tag: str, values: tuple[str, ...]) -> str:
-        return "".join(f"<{tag}>{html.escape(value)}</{tag}>" for value in values)
-
-    lines = [
-        "<table>",
-        f"<thead><tr>{cells('th', HEADER)}</tr></thead>",
-        "<tbody>",
-        *(f"<tr>{cells('td', _cells(row))}</tr>" for row in rows),
-        "</tbody>",
-        "</table>",
-    ]
-    return "\n".join(lines) + "\n"
+    return html_table(HEADER, [_cells(row) for row in rows])
 
 
 def compare_csv(rows: list[Row]) -> str:

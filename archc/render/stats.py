@@ -7,6 +7,7 @@ import io
 import json
 
 from archc.passes.cost import TIER, TIER_NOTE, Cost, CostReport
+from archc.render import html_table
 
 COLUMNS = ("params", "buffers", "macs", "flops", "activations")
 
@@ -48,12 +49,22 @@ def stats_csv(name: str, report: CostReport) -> str:
     return buffer.getvalue()
 
 
+BLOCK_HEADER = ("block", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
+
+
 def stats_table(name: str, report: CostReport) -> str:
     """Costs per top-level block of the model."""
-    header = ("block", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
     total = report.total
     rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
-    return _table(name, report, header, rows, _table_row("total", total, total))
+    return _table(name, report, BLOCK_HEADER, rows, _table_row("total", total, total))
+
+
+def stats_html(name: str, report: CostReport) -> str:
+    """The per-block table as HTML (a notebook shows a model so), the totals in its footer."""
+    total = report.total
+    rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
+    caption = f"{name} at input {input_label(report)} (batch 1); {TIER_NOTE}"
+    return html_table(BLOCK_HEADER, [*rows, _table_row("total", total, total)], caption, 1)
 
 
 def stats_per_layer(name: str, report: CostReport) -> str:

@@ -17,7 +17,7 @@ from archc.boundary import (
     model_class_name,
 )
 from archc.errors import ArchcError, Location, SpecError, did_you_mean
-from archc.spec.loader import SpecList, SpecMap, load_yaml
+from archc.spec.loader import SpecList, SpecMap, load_spec_text, load_yaml
 
 SPEC_VERSION = 1
 PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -136,10 +136,11 @@ def display_path(path: Path) -> str:
     return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()
 
 
-def load_model(path: Path) -> ModelSpec:
-    """Load a model spec and every block library it imports, transitively."""
+def load_model(path: Path, text: str | None = None) -> ModelSpec:
+    """Load a model spec and every block library it imports, transitively. With `text`, the
+    spec is that text, named `path` in errors (its imports resolve from path's folder)."""
     path = path.resolve()
-    document = _load_document(path)
+    document = _load_document(path, text)
     if "body" not in document:
         raise SpecError("a model spec needs a 'body'", document.location)
     blocks: dict[str, BlockDef] = {}
@@ -174,8 +175,9 @@ def load_model(path: Path) -> ModelSpec:
     return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at)
 
 
-def _load_document(path: Path) -> SpecMap:
-    document = load_yaml(path, display_path(path))
+def _load_document(path: Path, text: str | None = None) -> SpecMap:
+    display = display_path(path)
+    document = load_yaml(path, display) if text is None else load_spec_text(text, display)
     if not isinstance(document, SpecMap):
         raise SpecError(
             "a spec must be a YAML mapping",

@@ -62,12 +62,7 @@ def load_yaml(path: Path, display: str | None = None) -> Any:
     name = display or str(path)
     start = Location(name, 1, 1)
     try:
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(
-                f"the spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}",
-                start,
-            )
+        _check_size(path.stat().st_size, start)
         data = path.read_bytes()
     except OSError as error:
         raise SpecError(f"cannot read spec: {error.strerror}", start) from error
@@ -78,6 +73,17 @@ def load_yaml(path: Path, display: str | None = None) -> Any:
         at = Location(name, before.count(b"\n") + 1, error.start - before.rfind(b"\n"))
         raise SpecError("the spec is not UTF-8 text", at, "save it as UTF-8") from None
     return load_text(text, name)
+
+
+def load_spec_text(text: str, file: str) -> Any:
+    """A spec given as text (`archc.load` of a string), under the file size limit."""
+    _check_size(len(text.encode("utf-8", "surrogatepass")), Location(file, 1, 1))
+    return load_text(text, file)
+
+
+def _check_size(size: int, start: Location) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}", start)
 
 
 def load_text(text: str, file: str) -> Any:

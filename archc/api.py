@@ -1,0 +1,260 @@
+"""archc from Python: `load` compiles a spec once, and the model it gives answers what the
+command line prints (stats, summaries, code, drawings) as plain data, and builds its generated
+code in memory as a framework module. The command line is a thin layer over this.
+
+    import archc
+    model = archc.load("specs/resnet50.yaml", set={"num_classes": 10}, input=320)
+    model.stats()["macs"]; print(model.summary()); net = model.torch()
+
+A bad spec raises `archc.ArchcError`, whose `location` is the FILE:LINE:COL it points at.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archc.errors import ArchcError
+from archc.pipeline import Compiled, compile_spec
+from archc.render import compare as compare_render
+from archc.render import stats as stats_render
+
+if TYPE_CHECKING:
+    from archc.passes.inference import InferenceExport
+
+Size = int | tuple[int, int]
+"""An image size: 320 (square) or (height, width)."""
+
+TEXT_NAME = "<spec>"
+"""What errors call a spec given as text."""
+
+
+def load(
+    spec: str | Path, set: Mapping[str, Any] | None = None, input: Size | None = None
+) -> Model:
+    """Compile a spec: a path, or a spec's text (its imports resolve from the working folder).
+
+    `set` overrides model params with Python values, as `--set NAME=VALUE` does
+    (`{"num_classes": 10, "norm": {"op": "batch_norm", "eps": 1e-3}}`); `input` is the image
+    size instead of the spec's.
+    """
+    overrides = {name: json.dumps(value) for name, value in (set or {}).items()}
+    return load_texts(spec, overrides, _size(input))
+
+
+def load_texts(
+    spec: str | Path,
+    overrides: Mapping[str, str] | None = None,
+    size: tuple[int, int] | None = None,
+) -> Model:
+    """`load` with the overrides as `--set` gives them (YAML texts): the command line's."""
+    path, text = _spec_source(spec)
+    overrides = dict(overrides or {})
+    return Model(compile_spec(path, overrides, size, text), path, overrides, size, text)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A compiled spec, and everything archc says about it."""
+
+    compiled: Compiled
+    path: Path
+    overrides: dict[str, str]
+    """The `--set` texts it was compiled with."""
+    input_size: tuple[int, int] | None
+    text: str | None = None
+    """The spec's text, when it was given as text."""
+
+    @property
+    def name(self) -> str:
+        return self.compiled.program.graph.name
+
+    def stats(self) -> dict[str, Any]:
+        """Params, buffers, MACs, FLOPs, activations, depth, per block and per node: the
+        keys of `archc stats --format json`."""
+        return json.loads(self.stats_text("json"))
+
+    def stats_text(self, format: str = "table", per_layer: bool = False) -> str:
+        """`archc stats` as text: table (per block, or per layer), json, csv or html."""
+        renderers = {
+            "table": stats_render.stats_per_layer if per_layer else stats_render.stats_table,
+            "json": stats_render.stats_json,
+            "csv": stats_render.stats_csv,
+            "html": stats_render.stats_html,
+        }
+        return renderers[format](self.name, self.compiled.costs)
+
+    def summary(self, per_layer: bool = False) -> str:
+        """The cost table, per top-level block or per primitive op."""
+        return self.stats_text("table", per_layer)
+
+    def check_line(self) -> str:
+        """What `archc check` prints: nodes, params, MACs and the output types."""
+        total, graph = self.compiled.costs.total, self.compiled.program.graph
+        return (
+            f"{graph.name}, {len(graph.nodes)} nodes, {total.params:,} params, "
+            f"{total.macs / 1e9:.3f} GMACs, output {graph.describe_outputs()}"
+        )
+
+    def ir(self) -> str:
+        """The IR graph, one line per node (`archc ir`)."""
+        from archc.ir.printer import format_graph
+
+        return format_graph(self.compiled.program.graph)
+
+    def source(self, backend: str = "torch", optimize: str | None = None) -> str:
+        """The generated file's text (`archc build`); `optimize="inference"` gives the
+        inference export."""
+        from archc.emit.flax.emitter import flax_source
+        from archc.emit.torch.emitter import torch_source
+
+        emitters = {"torch": torch_source, "flax": flax_source}
+        if backend not in emitters:
+            raise ArchcError(f"unknown backend {backend!r}: expected torch or flax")
+        if optimize not in (None, "inference"):
+            raise ArchcError(f"unknown optimization {optimize!r}: expected inference")
+        program, costs = self.compiled.program, self.compiled.costs
+        export = self.inference_export if optimize else None
+        return emitters[backend](program, costs, self.build_command(backend, optimize), export)
+
+    @functools.cached_property
+    def inference_export(self) -> InferenceExport:
+        """The inference passes' rewrite of the model (norms folded, branches joined)."""
+        from archc.passes.inference import inference_export
+
+        return inference_export(self.compiled.program)
+
+    def build_command(self, backend: str, optimize: str | None = None) -> str:
+        """The `archc build` command that writes this model's file (its header quotes it)."""
+        size = [f"--input={self.input_size[0]}x{self.input_size[1]}"] if self.input_size else []
+        return shlex.join(
+            [
+                "archc",
+                "build",
+                self.path.as_posix() if self.text is None else TEXT_NAME,
+                "--backend",
+                backend,
+                *(f"--set={name}={value}" for name, value in self.overrides.items()),
+                *size,
+                *([f"--optimize={optimize}"] if optimize else []),
+            ]
+        )
+
+    def module(self, backend: str = "torch", optimize: str | None = None) -> types.ModuleType:
+        """The generated file, run in memory as a module of its own."""
+        source = self.source(backend, optimize)
+        module = types.ModuleType(f"archc_generated.{backend}.{self.name}")
+        exec(compile(source, f"<archc {backend} {self.name}>", "exec"), module.__dict__)
+        return module
+
+    def torch(self, **options: Any) -> Any:
+        """An `nn.Module` built from the generated code (`create_model(**options)`)."""
+        return self.module("torch").create_model(**options)
+
+    def flax(self, rngs: Any, **options: Any) -> Any:
+        """An `nnx.Module` built from the generated code (`create_model(rngs, **options)`)."""
+        return self.module("flax").create_model(rngs, **options)
+
+    def diagram(
+        self, path: str | Path | None = None, *, depth: int | None = None, rankdir: str = "TB"
+    ) -> bytes:
+        """The drawing as SVG (or, with `path`, in its format, written there atomically)."""
+        from archc.emit.files import write_atomic
+        from archc.render.diagram import diagram_dot, render_dot
+
+        program, costs = self.compiled.program, self.compiled.costs
+        target = Path(path) if path is not None else Path(f"{self.name}.svg")
+        drawing = render_dot(diagram_dot(program, costs, depth, rankdir), target)
+        if path is not None:
+            write_atomic(target, drawing)
+        return drawing
+
+    def _repr_html_(self) -> str:
+        return self.stats_text("html")
+
+    def _repr_svg_(self) -> str | None:
+        try:
+            return self.diagram().decode()
+        except ArchcError:  # no Graphviz here: the notebook shows the table instead
+            return None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`archc compare`'s rows; a size a model refuses is a row marked refused, its error in
+    `errors`."""
+
+    rows: list[compare_render.Row]
+    errors: list[ArchcError]
+
+    def table(self, format: str = "md") -> str:
+        renderers = {
+            "md": compare_render.compare_markdown,
+            "csv": compare_render.compare_csv,
+            "json": compare_render.compare_json,
+            "html": compare_render.compare_html,
+            "latex": compare_render.compare_latex,
+        }
+        return renderers[format](self.rows)
+
+    def sorted(self, key: str) -> Comparison:
+        return Comparison(sorted(self.rows, key=lambda row: getattr(row, key)), self.errors)
+
+    def _repr_html_(self) -> str:
+        return self.table("html")
+
+
+def compare(
+    specs: Iterable[str | Path],
+    set: Mapping[str, Any] | None = None,
+    input: Iterable[Size] | None = None,
+) -> Comparison:
+    """One row per spec and input size (`archc compare`)."""
+    overrides = {name: json.dumps(value) for name, value in (set or {}).items()}
+    return compare_texts(specs, overrides, [_size(size) for size in input or []])
+
+
+def compare_texts(
+    specs: Iterable[str | Path],
+    overrides: Mapping[str, str] | None = None,
+    sizes: Iterable[tuple[int, int]] | None = None,
+) -> Comparison:
+    """`compare` with the overrides as `--set` gives them: the command line's."""
+    rows, errors = [], []
+    for spec in specs:
+        for size in list(sizes or [None]):
+            try:
+                model = load_texts(spec, overrides, size)
+            except ArchcError as error:
+                if size is None:  # the spec itself is wrong, not the size asked of it
+                    raise
+                errors.append(error)
+                label = spec.as_posix() if isinstance(spec, Path) else str(spec)
+                rows.append(compare_render.refused_row(label, size, error.message))
+                continue
+            label = model.path.as_posix() if model.text is None else TEXT_NAME
+            rows.append(compare_render.comparison_row(model.name, label, model.compiled.costs))
+    return Comparison(rows, errors)
+
+
+def _spec_source(spec: str | Path) -> tuple[Path, str | None]:
+    """A path to read, or (for a spec's text) the name errors give it and the text."""
+    if isinstance(spec, str) and ("\n" in spec or spec.lstrip().startswith("archc:")):
+        return Path(TEXT_NAME), spec
+    return Path(spec), None
+
+
+def _size(value: Size | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    whole = [isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in pair]
+    if len(pair) != 2 or not all(whole):
+        raise ArchcError(f"input: expected a size like 320 or (320, 256), got {value!r}")
+    return pair
