@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archc.errors import ArchcError
+from archc.passes.memory import DTYPE_BYTES, OPTIMIZER_STATES, Memory, training_memory
 from archc.pipeline import Compiled, compile_spec
 from archc.render import compare as compare_render
 from archc.render import stats as stats_render
@@ -75,24 +76,47 @@ class Model:
     def name(self) -> str:
         return self.compiled.program.graph.name
 
-    def stats(self) -> dict[str, Any]:
-        """Params, buffers, MACs, FLOPs, activations, depth, per block and per node: the
-        keys of `archc stats --format json`."""
-        return json.loads(self.stats_text("json"))
+    def stats(self, **memory: Any) -> dict[str, Any]:
+        """Params, buffers, MACs, FLOPs, activations, depth, per block and per node, and the
+        training-memory estimate (`memory` options: batch, dtype, optimizer): the keys of
+        `archc stats --format json`."""
+        return json.loads(self.stats_text("json", **memory))
 
-    def stats_text(self, format: str = "table", per_layer: bool = False) -> str:
+    def stats_text(
+        self,
+        format: str = "table",
+        per_layer: bool = False,
+        batch: int = 1,
+        dtype: str = "fp32",
+        optimizer: str = "sgd",
+    ) -> str:
         """`archc stats` as text: table (per block, or per layer), json, csv or html."""
-        renderers = {
-            "table": stats_render.stats_per_layer if per_layer else stats_render.stats_table,
-            "json": stats_render.stats_json,
-            "csv": stats_render.stats_csv,
-            "html": stats_render.stats_html,
-        }
-        return renderers[format](self.name, self.compiled.costs)
+        costs = self.compiled.costs
+        if format == "csv":
+            return stats_render.stats_csv(self.name, costs)
+        if format == "html":
+            return stats_render.stats_html(self.name, costs)
+        memory = self.memory(batch, dtype, optimizer)
+        if format == "json":
+            return stats_render.stats_json(self.name, costs, memory)
+        table = stats_render.stats_per_layer if per_layer else stats_render.stats_table
+        return table(self.name, costs, memory)
 
-    def summary(self, per_layer: bool = False) -> str:
-        """The cost table, per top-level block or per primitive op."""
-        return self.stats_text("table", per_layer)
+    def summary(self, per_layer: bool = False, **memory: Any) -> str:
+        """The cost table, per top-level block or per primitive op, and the memory line."""
+        return self.stats_text("table", per_layer, **memory)
+
+    def memory(self, batch: int = 1, dtype: str = "fp32", optimizer: str = "sgd") -> Memory:
+        """What a training step holds at its peak, in bytes (archc.passes.memory)."""
+        if dtype not in DTYPE_BYTES or optimizer not in OPTIMIZER_STATES:
+            raise ArchcError(
+                f"memory: expected a dtype of {', '.join(DTYPE_BYTES)} and an optimizer of "
+                f"{', '.join(OPTIMIZER_STATES)}, got {dtype!r} and {optimizer!r}"
+            )
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ArchcError(f"memory: expected a batch of at least 1, got {batch!r}")
+        graph = self.compiled.program.graph
+        return training_memory(graph, self.compiled.costs, batch, dtype, optimizer)
 
     def check_line(self) -> str:
         """What `archc check` prints: nodes, params, MACs and the output types."""

@@ -85,6 +85,25 @@ def _parser() -> argparse.ArgumentParser:
         help="one table row per primitive op (name, op, output shape, params, MACs, share); "
         "the JSON lists them under 'nodes' anyway",
     )
+    stats.add_argument(
+        "--batch",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="the batch of the training-memory estimate (default 1; the counts are per sample)",
+    )
+    stats.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="the activations' dtype in the memory estimate; parameters stay fp32 (default fp32)",
+    )
+    stats.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam", "none"),
+        default="sgd",
+        help="state per parameter in the memory estimate: sgd (momentum) 1, adam 2 (default sgd)",
+    )
     build = _command(commands, "build", "emit model code for a backend", _build)
     build.add_argument(
         "--backend",
@@ -266,7 +285,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    sys.stdout.write(_load(args).stats_text(args.format, args.per_layer))
+    model = _load(args)
+    memory = {"batch": args.batch, "dtype": args.dtype, "optimizer": args.optimizer}
+    sys.stdout.write(model.stats_text(args.format, args.per_layer, **memory))
     return 0
 
 

@@ -72,9 +72,10 @@ def test_stats_csv_and_table_agree_with_json() -> None:
     assert f"{stats['params']:,}" in table
     assert f"MACs {stats['macs']:,}" in table
     assert "1x3x224x224" in table.splitlines()[0]
-    assert table.rstrip().endswith(
-        f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
-    )
+    *_, coverage, memory = table.rstrip().splitlines()
+    assert coverage == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
+    assert memory.startswith("training memory at batch 1, fp32 activations (MiB): params ")
+    assert memory.endswith(f" = {stats['memory']['total'] / 2**20:,.1f}")
 
 
 def test_a_failed_build_leaves_existing_output_alone(tmp_path: Path) -> None:
@@ -136,11 +137,12 @@ def test_stats_per_layer_lists_every_node_as_the_json_does() -> None:
         assert row[:3] == [node["name"], node["op"], node["shape"]]
         assert [int(cell.replace(",", "")) for cell in row[3:5]] == [node["params"], node["macs"]]
         assert float(row[5]) == round(100 * node["macs"] / stats["macs"], 1)
-    assert lines[-1] == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
+    assert lines[-2] == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
+    assert lines[-1].startswith("training memory at batch 1")
     (total,) = [line.split() for line in lines if line.startswith("total ")]
     assert total[1:3] == [f"{stats['params']:,}", f"{stats['macs']:,}"]
     # MACs by kind: every kind's line adds up to the total.
-    kinds = lines[lines.index("MACs by kind:") + 1 : -1]
+    kinds = lines[lines.index("MACs by kind:") + 1 : -2]
     assert sum(int(line.split()[1].replace(",", "")) for line in kinds) == stats["macs"]
     assert {line.split()[0] for line in kinds} == set(stats["macs_by_kind"]) == {"conv", "linear"}
 

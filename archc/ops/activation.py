@@ -6,7 +6,7 @@ from typing import Literal
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, Op
+from archc.ops.base import KEEPS_INPUT, KEEPS_OUTPUT, Attrs, Op, Saved
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -15,6 +15,11 @@ class Activation(Op):
 
     torch_module: str
     jax_function: str
+    keeps_output: bool = False
+    """Whether its backward reads its output (relu, sigmoid, tanh), not its input."""
+
+    def saved(self, attrs: Attrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_OUTPUT if self.keeps_output else KEEPS_INPUT
 
     def infer(self, attrs: Attrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]
@@ -29,28 +34,30 @@ class Activation(Op):
         return InlineCall(f"{self.jax_function}({{0}})")
 
 
-def _activation(op_name: str, module: str, function: str) -> None:
+def _activation(op_name: str, module: str, function: str, keeps_output: bool) -> None:
     namespace = {
         "__module__": __name__,
         "name": op_name,
         "torch_module": module,
         "jax_function": function,
+        "keeps_output": keeps_output,
         "summary": f"elementwise {op_name}",
     }
     register(type(op_name.title(), (Activation,), namespace))
 
 
 # PyTorch and jax agree on each of these (hardswish = x·relu6(x+3)/6, hardsigmoid = relu6(x+3)/6).
-for _name, _module, _function in [
-    ("relu", "nn.ReLU", "jax.nn.relu"),
-    ("relu6", "nn.ReLU6", "jax.nn.relu6"),
-    ("sigmoid", "nn.Sigmoid", "jax.nn.sigmoid"),
-    ("silu", "nn.SiLU", "jax.nn.silu"),
-    ("hardswish", "nn.Hardswish", "jax.nn.hard_swish"),
-    ("hardsigmoid", "nn.Hardsigmoid", "jax.nn.hard_sigmoid"),
-    ("tanh", "nn.Tanh", "jnp.tanh"),
+# The last column: whether PyTorch's backward reads the output rather than the input.
+for _name, _module, _function, _keeps_output in [
+    ("relu", "nn.ReLU", "jax.nn.relu", True),
+    ("relu6", "nn.ReLU6", "jax.nn.relu6", False),
+    ("sigmoid", "nn.Sigmoid", "jax.nn.sigmoid", True),
+    ("silu", "nn.SiLU", "jax.nn.silu", False),
+    ("hardswish", "nn.Hardswish", "jax.nn.hard_swish", False),
+    ("hardsigmoid", "nn.Hardsigmoid", "jax.nn.hard_sigmoid", False),
+    ("tanh", "nn.Tanh", "jnp.tanh", True),
 ]:
-    _activation(_name, _module, _function)
+    _activation(_name, _module, _function, _keeps_output)
 
 
 class GeluAttrs(Attrs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
-from archc.ops.base import Attrs, Count, Offset, Op, expect_rank
+from archc.ops.base import Attrs, Count, Offset, Op, Saved, expect_rank
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -36,6 +36,13 @@ class Attention(Op):
     def infer(self, attrs: AttentionAttrs, inputs: list[TensorType]) -> TensorType:
         n, length, packed = inputs[0].shape
         return TensorType((n, length, packed // 3))
+
+    def saved(self, attrs: AttentionAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        # SDPA keeps q, k, v (views of the packed input), its output (laid out so that merging
+        # the heads back is a view: the op's output) and a log-sum-exp per head and position.
+        _, length, _ = output.shape
+        lse = concrete(attrs.heads) * concrete(length)
+        return Saved(inputs=(0,), output=True, own=((lse, None),))
 
     def macs(self, attrs: AttentionAttrs, inputs: list[TensorType], output: TensorType) -> int:
         _, length, dim = output.shape
@@ -69,6 +76,7 @@ class WindowAttentionAttrs(Attrs):
 class WindowAttention(Op):
     name = "window_attention"
     Attrs = WindowAttentionAttrs
+    wide_buffers = ("relative_position_index",)
     summary = (
         "Swin's (shifted) window attention on NHWC: qkv and proj linears, a relative position "
         "bias per head, the −100 mask across shifted windows"
@@ -103,6 +111,16 @@ class WindowAttention(Op):
     def buffers(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> dict:
         return {"relative_position_index": (attrs.window**4,)}
 
+    def saved(
+        self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
+    ) -> Saved:
+        # Over the map padded to whole windows: the windows (the qkv linear's input), q, k
+        # and v, the proj linear's input, and the attention weights of each head (PyTorch's
+        # CPU attention with a mask keeps them). Not the input, which the roll copies.
+        tokens, dim = self.padded(attrs, inputs)
+        weights = tokens * concrete(attrs.heads) * concrete(attrs.window) ** 2
+        return Saved(own=((5 * tokens * dim, None), (weights, None)))
+
     def macs(
         self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
     ) -> int:
@@ -111,14 +129,19 @@ class WindowAttention(Op):
     def macs_by_kind(
         self, attrs: WindowAttentionAttrs, inputs: list[TensorType], output: TensorType
     ) -> dict:
-        _, height, width, dim = (concrete(size) for size in inputs[0].shape)
+        tokens, dim = self.padded(attrs, inputs)  # the padded tokens are computed too
         window = concrete(attrs.window)
-        # The map padded to whole windows, as the padded tokens are computed too.
-        tokens = (height + -height % window) * (width + -width % window)
         return {
             "linear": tokens * dim * 3 * dim + tokens * dim * dim,  # qkv and proj
             "attention": 2 * tokens * window**2 * dim,  # q·kᵀ and the weights times v
         }
+
+    @staticmethod
+    def padded(attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> tuple[int, int]:
+        """Tokens of the map padded to whole windows, and their width."""
+        _, height, width, dim = (concrete(size) for size in inputs[0].shape)
+        window = concrete(attrs.window)
+        return (height + -height % window) * (width + -width % window), dim
 
     def lower_torch(self, attrs: WindowAttentionAttrs, inputs: list[TensorType]) -> ModuleCall:
         return ModuleCall("ShiftedWindowAttention", *self._arguments(attrs, inputs))

@@ -30,6 +30,22 @@ Epsilon = Annotated[float, Range(0, above=True)]
 Probability = Annotated[float, Range(0, 1)]
 
 
+@dataclass(frozen=True)
+class Saved:
+    """What autograd keeps of an op for its backward, per sample: some of its inputs, its
+    output, and tensors of its own as (elements, bytes per element; None: the activations'
+    dtype), such as max pooling's int64 indices. Parameters are not listed: they are counted
+    as parameters. Per-batch tensors (a batch norm's statistics) are left out."""
+
+    inputs: tuple[int, ...] = ()
+    output: bool = False
+    own: tuple[tuple[int, int | None], ...] = ()
+
+
+KEEPS_INPUT = Saved(inputs=(0,))
+KEEPS_OUTPUT = Saved(output=True)
+
+
 class NoAttrs(Attrs):
     """For ops that take no attributes."""
 
@@ -44,6 +60,13 @@ class Op(ABC):
     summary: ClassVar[str] = ""
     takes_list: ClassVar[bool] = False
     """Whether it may read branches whole (`from: convs`), as one list of inputs."""
+    returns_view: ClassVar[bool] = False
+    """Whether its output, in PyTorch, is a view of its first input's memory (a slice, a
+    permutation): what keeps the view keeps all of that memory. A reshape (flatten) views
+    only memory laid out in order: `reshapes`."""
+    reshapes: ClassVar[bool] = False
+    wide_buffers: ClassVar[tuple[str, ...]] = ()
+    """Buffers held as int64 (a batch counter, an index table); the others are fp32."""
     literal_attrs: ClassVar[tuple[str, ...]] = ()
     """Attributes that shape the generated code itself (an axis picks the layout a backend
     indexes in), so they must be numbers known when a class is written, not params."""
@@ -75,6 +98,11 @@ class Op(ABC):
 
         Zero means zero on purpose: the op does no core-tier arithmetic.
         """
+
+    def saved(self, attrs: Any, inputs: list[TensorType], output: TensorType) -> Saved:
+        """What PyTorch's autograd keeps of this op for backward (for the training-memory
+        estimate): by default nothing, as for views, sums and concatenations."""
+        return Saved()
 
     def macs_by_kind(self, attrs: Any, inputs: list[TensorType], output: TensorType) -> dict:
         """The MACs split by kind of arithmetic (conv, linear, attention): the op's family

@@ -5,7 +5,18 @@ from __future__ import annotations
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import Sym, SymPair, concrete
 from archc.ops import register
-from archc.ops.base import Attrs, Count, Op, Padding, Window, differs, expect_rank, pair
+from archc.ops.base import (
+    KEEPS_INPUT,
+    Attrs,
+    Count,
+    Op,
+    Padding,
+    Saved,
+    Window,
+    differs,
+    expect_rank,
+    pair,
+)
 from archc.ops.lowering import ModuleCall
 
 
@@ -64,6 +75,9 @@ class Conv2d(Op):
     def parameters(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
         weight = (attrs.out, inputs[0].channels // attrs.groups, *pair(attrs.kernel))
         return {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
+
+    def saved(self, attrs: Conv2dAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_INPUT  # for the weight's gradient
 
     def macs(self, attrs: Conv2dAttrs, inputs: list[TensorType], output: TensorType) -> int:
         kh, kw = pair(attrs.kernel)
@@ -143,6 +157,11 @@ class ConvTranspose2d(Op):
     def parameters(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> dict:
         weight = (inputs[0].channels, attrs.out, *pair(attrs.kernel))
         return {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
+
+    def saved(
+        self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType], output: TensorType
+    ) -> Saved:
+        return KEEPS_INPUT  # for the weight's gradient
 
     def macs(
         self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType], output: TensorType

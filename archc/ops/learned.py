@@ -14,7 +14,7 @@ from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import register
 from archc.ops.attributes import SHAPE, Range
-from archc.ops.base import Attrs, Op
+from archc.ops.base import KEEPS_INPUT, Attrs, Op, Saved
 from archc.ops.lowering import InlineCall
 
 
@@ -87,6 +87,10 @@ class Scale(Learned):
     name = "scale"
     combine = "{0} * {1}"
     neutral = 1.0
+
+    def saved(self, attrs: LearnedAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_INPUT  # for the tensor's gradient
+
     summary = "multiply by a learned tensor (a parameter named as the node): a layer scale"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import Attrs, Count, Op
+from archc.ops.base import KEEPS_INPUT, Attrs, Count, Op, Saved
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -39,6 +39,9 @@ class Linear(Op):
         weight = (attrs.out, inputs[0].shape[-1])
         shapes = {"weight": weight, "bias": (attrs.out,)} if attrs.bias else {"weight": weight}
         return {("_" if attrs.flat else "") + key: shape for key, shape in shapes.items()}
+
+    def saved(self, attrs: LinearAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_INPUT  # for the weight's gradient
 
     def macs(self, attrs: LinearAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return output.numel_per_sample() * inputs[0].shape[-1]

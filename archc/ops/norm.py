@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from archc.ir.graph import TensorType
+from archc.ir.symbolic import concrete
 from archc.ops import register
-from archc.ops.base import Attrs, Epsilon, Op, Probability, expect_rank
+from archc.ops.base import KEEPS_INPUT, Attrs, Epsilon, Op, Probability, Saved, expect_rank
 from archc.ops.lowering import ModuleCall
 
 
@@ -18,6 +19,7 @@ class BatchNormAttrs(Attrs):
 class BatchNorm(Op):
     name = "batch_norm"
     Attrs = BatchNormAttrs
+    wide_buffers = ("num_batches_tracked",)
     summary = "batch normalisation over the channels (NCHW or NC), affine, tracked stats"
 
     def check(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> list[str]:
@@ -35,6 +37,9 @@ class BatchNorm(Op):
     def buffers(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
         channels = inputs[0].channels
         return {"running_mean": (channels,), "running_var": (channels,), "num_batches_tracked": ()}
+
+    def saved(self, attrs: BatchNormAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_INPUT  # (and its per-channel batch statistics, left out)
 
     def macs(self, attrs: BatchNormAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # normalisation is outside the core tier
@@ -59,6 +64,7 @@ class FrozenBatchNormAttrs(Attrs):
 class FrozenBatchNorm(BatchNorm):
     name = "frozen_batch_norm"
     Attrs = FrozenBatchNormAttrs
+    wide_buffers = ()
     summary = "batch normalisation with fixed statistics and affine terms, all buffers (NCHW)"
 
     def check(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> list[str]:
@@ -66,6 +72,11 @@ class FrozenBatchNorm(BatchNorm):
 
     def parameters(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> dict:
         return {}
+
+    def saved(
+        self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType], output: TensorType
+    ) -> Saved:
+        return Saved()  # x * scale + shift with fixed buffers: only the scale is kept
 
     def buffers(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> dict:
         channels = (inputs[0].channels,)
@@ -98,6 +109,12 @@ class LayerNorm(Op):
 
     def parameters(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
         return {"weight": (inputs[0].channels,), "bias": (inputs[0].channels,)}
+
+    def saved(self, attrs: LayerNormAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        positions = output.numel_per_sample() // concrete(output.channels)
+        return Saved(
+            inputs=(0,), own=((positions, None), (positions, None))
+        )  # a mean and 1/std each
 
     def macs(self, attrs: LayerNormAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # normalisation is outside the core tier

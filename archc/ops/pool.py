@@ -5,7 +5,7 @@ from __future__ import annotations
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import Attrs, Op, Padding, Window, expect_rank, pair
+from archc.ops.base import KEEPS_INPUT, Attrs, Op, Padding, Saved, Window, expect_rank, pair
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -56,6 +56,9 @@ class WindowPool(Op):
         sizes = zip((h, w), pair(attrs.kernel), pair(stride), pair(attrs.padding))
         return TensorType((n, c, *(pool_output_size(*axis, attrs.ceil_mode) for axis in sizes)))
 
+    def saved(self, attrs: PoolAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_INPUT
+
     def macs(self, attrs: PoolAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # pooling is outside the core tier
 
@@ -77,6 +80,9 @@ class WindowPool(Op):
 
 @register
 class MaxPool2d(WindowPool):
+    def saved(self, attrs: PoolAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return Saved(inputs=(0,), own=((output.numel_per_sample(), 8),))  # int64 indices
+
     name = "max_pool2d"
     Attrs = PoolAttrs
     torch_module = "nn.MaxPool2d"
@@ -107,6 +113,12 @@ class AdaptiveAvgPool2d(Op):
     def infer(self, attrs: AdaptivePoolAttrs, inputs: list[TensorType]) -> TensorType:
         n, c = inputs[0].shape[:2]
         return TensorType((n, c, *pair(attrs.size)))
+
+    def saved(
+        self, attrs: AdaptivePoolAttrs, inputs: list[TensorType], output: TensorType
+    ) -> Saved:
+        # To 1 x 1 PyTorch takes a mean, whose backward needs only the input's size.
+        return Saved() if pair(attrs.size) == (1, 1) else KEEPS_INPUT
 
     def macs(self, attrs: AdaptivePoolAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # pooling is outside the core tier

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, Op, Probability
+from archc.ops.base import Attrs, Op, Probability, Saved
 from archc.ops.lowering import ModuleCall
 
 
@@ -21,6 +21,10 @@ class Dropout(Op):
 
     def infer(self, attrs: DropoutAttrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]
+
+    def saved(self, attrs: DropoutAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        # The mask, in the input's dtype (none at p = 0, where the input passes unchanged).
+        return Saved(own=((output.numel_per_sample(), None),)) if attrs.p > 0 else Saved()
 
     def macs(self, attrs: DropoutAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0

@@ -9,7 +9,16 @@ from typing import ClassVar, Literal
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import Sym, concrete, is_symbolic, source
 from archc.ops import register
-from archc.ops.base import Attrs, Count, NoAttrs, Op, check_axis, expect_rank, flax_axis
+from archc.ops.base import (
+    Attrs,
+    Count,
+    NoAttrs,
+    Op,
+    Saved,
+    check_axis,
+    expect_rank,
+    flax_axis,
+)
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -129,6 +138,9 @@ class Mul(Op):
         sizes = [b if concrete(a) == 1 else a for a, b in zip(first.shape[1:], second.shape[1:])]
         return first.with_shape((first.shape[0], *sizes))
 
+    def saved(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return Saved(inputs=(0, 1))  # each input's gradient reads the other
+
     def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
         return 0  # elementwise arithmetic is outside the core tier
 
@@ -149,6 +161,7 @@ class SliceAttrs(Attrs):
 @register
 class Slice(Op):
     name = "slice"
+    returns_view = True
     literal_attrs = ("axis",)
     Attrs = SliceAttrs
     summary = "a contiguous range of one axis, channels by default (ShuffleNetV2's split)"
@@ -229,6 +242,7 @@ class FlattenAttrs(Attrs):
 @register
 class Flatten(Op):
     name = "flatten"
+    reshapes = True
     literal_attrs = ("start",)
     Attrs = FlattenAttrs
     summary = "merge the axes from `start` on (NCHW order, as PyTorch)"
@@ -299,6 +313,7 @@ class _Centred(Op):
 @register
 class CenterCrop(_Centred):
     name = "center_crop"
+    returns_view = True
     shrinks = True
     summary = "crop the first input's centre to the second's height and width (U-Net skips)"
 
@@ -321,6 +336,7 @@ class SelectAttrs(Attrs):
 @register
 class Select(Op):
     name = "select"
+    returns_view = True
     literal_attrs = ("axis",)
     Attrs = SelectAttrs
     summary = "one index along an axis, which goes away (the class token: x[:, 0])"
@@ -357,6 +373,7 @@ class PermuteAttrs(Attrs):
 @register
 class Permute(Op):
     name = "permute"
+    returns_view = True
     Attrs = PermuteAttrs
     summary = "move an image between NCHW and NHWC (channels last, a grid of tokens)"
 

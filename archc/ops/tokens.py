@@ -18,6 +18,7 @@ from archc.ops.lowering import InlineCall
 @register
 class ToTokens(Op):
     name = "to_tokens"
+    returns_view = True
     summary = "an image's positions as a token sequence: (N, C, H, W) to (N, H·W, C), row-major"
 
     def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:

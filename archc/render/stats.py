@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import asdict
 
 from archc.passes.cost import TIER, TIER_NOTE, Cost, CostReport
+from archc.passes.memory import Memory
 from archc.render import html_table
+
+MIB = 2**20
 
 COLUMNS = ("params", "buffers", "macs", "flops", "activations")
 
@@ -20,7 +24,7 @@ def _row(cost: Cost) -> dict[str, int]:
     return {column: getattr(cost, column) for column in COLUMNS}
 
 
-def stats_json(name: str, report: CostReport) -> str:
+def stats_json(name: str, report: CostReport, memory: Memory | None = None) -> str:
     total = report.total
     document = {
         "model": name,
@@ -36,7 +40,25 @@ def stats_json(name: str, report: CostReport) -> str:
         "macs_by_kind": report.macs_by_kind(),
         "coverage": {"nodes": len(report.nodes), "costed": len(report.nodes)},
     }
+    if memory is not None:
+        document["memory"] = {**asdict(memory), "total": memory.total}
     return json.dumps(document, indent=2) + "\n"
+
+
+def memory_line(memory: Memory) -> str:
+    """The training-memory estimate in words, MiB per part."""
+    parts = [
+        ("params", memory.params),
+        ("buffers", memory.buffers),
+        ("gradients", memory.gradients),
+        (f"{memory.optimizer} state", memory.optimizer_state),
+        ("activations kept for backward", memory.activations),
+    ]
+    terms = " + ".join(f"{what} {size / MIB:,.1f}" for what, size in parts)
+    return (
+        f"training memory at batch {memory.batch}, {memory.dtype} activations (MiB): "
+        f"{terms} = {memory.total / MIB:,.1f}"
+    )
 
 
 def stats_csv(name: str, report: CostReport) -> str:
@@ -52,11 +74,12 @@ def stats_csv(name: str, report: CostReport) -> str:
 BLOCK_HEADER = ("block", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
 
 
-def stats_table(name: str, report: CostReport) -> str:
-    """Costs per top-level block of the model."""
+def stats_table(name: str, report: CostReport, memory: Memory | None = None) -> str:
+    """Costs per top-level block of the model (and the training-memory estimate)."""
     total = report.total
     rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
-    return _table(name, report, BLOCK_HEADER, rows, _table_row("total", total, total))
+    table = _table(name, report, BLOCK_HEADER, rows, _table_row("total", total, total))
+    return table + (memory_line(memory) + "\n" if memory else "")
 
 
 def stats_html(name: str, report: CostReport) -> str:
@@ -67,7 +90,7 @@ def stats_html(name: str, report: CostReport) -> str:
     return html_table(BLOCK_HEADER, [*rows, _table_row("total", total, total)], caption, 1)
 
 
-def stats_per_layer(name: str, report: CostReport) -> str:
+def stats_per_layer(name: str, report: CostReport, memory: Memory | None = None) -> str:
     """Costs per primitive op, as torchinfo lists layers, with each one's share of the MACs."""
     header = ("layer", "op", "output", "params", "MACs", "MACs %")
     total = report.total
@@ -83,7 +106,8 @@ def stats_per_layer(name: str, report: CostReport) -> str:
         for node in report.nodes
     ]
     totals = ("total", "", "", f"{total.params:,}", f"{total.macs:,}", _share(total, total))
-    return _table(name, report, header, rows, totals, left_columns=3)
+    table = _table(name, report, header, rows, totals, left_columns=3)
+    return table + (memory_line(memory) + "\n" if memory else "")
 
 
 def _table(
