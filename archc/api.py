@@ -76,11 +76,11 @@ class Model:
     def name(self) -> str:
         return self.compiled.program.graph.name
 
-    def stats(self, **memory: Any) -> dict[str, Any]:
+    def stats(self, **options: Any) -> dict[str, Any]:
         """Params, buffers, MACs, FLOPs, activations, depth, per block and per node, and the
-        training-memory estimate (`memory` options: batch, dtype, optimizer): the keys of
-        `archc stats --format json`."""
-        return json.loads(self.stats_text("json", **memory))
+        training-memory estimate (`options`: batch, dtype, optimizer, and depth for the
+        blocks): the keys of `archc stats --format json`."""
+        return json.loads(self.stats_text("json", **options))
 
     def stats_text(
         self,
@@ -89,22 +89,26 @@ class Model:
         batch: int = 1,
         dtype: str = "fp32",
         optimizer: str = "sgd",
+        depth: int = 1,
     ) -> str:
-        """`archc stats` as text: table (per block, or per layer), json, csv or html."""
+        """`archc stats` as text: table, json, csv or html; a row per module down to `depth`
+        levels, or per primitive op; the training-memory estimate at `batch` (table, json)."""
         costs = self.compiled.costs
         if format == "csv":
-            return stats_render.stats_csv(self.name, costs)
+            return stats_render.stats_csv(self.name, costs, depth, per_layer)
         if format == "html":
-            return stats_render.stats_html(self.name, costs)
+            return stats_render.stats_html(self.name, costs, depth, per_layer)
         memory = self.memory(batch, dtype, optimizer)
         if format == "json":
-            return stats_render.stats_json(self.name, costs, memory)
-        table = stats_render.stats_per_layer if per_layer else stats_render.stats_table
-        return table(self.name, costs, memory)
+            return stats_render.stats_json(self.name, costs, memory, depth)
+        if per_layer:
+            return stats_render.stats_per_layer(self.name, costs, memory)
+        return stats_render.stats_table(self.name, costs, memory, depth)
 
-    def summary(self, per_layer: bool = False, **memory: Any) -> str:
-        """The cost table, per top-level block or per primitive op, and the memory line."""
-        return self.stats_text("table", per_layer, **memory)
+    def summary(self, depth: int = 1, per_layer: bool = False, **memory: Any) -> str:
+        """The cost table, per module down to `depth` levels or per primitive op, and the
+        memory line."""
+        return self.stats_text("table", per_layer, depth=depth, **memory)
 
     def memory(self, batch: int = 1, dtype: str = "fp32", optimizer: str = "sgd") -> Memory:
         """What a training step holds at its peak, in bytes (archc.passes.memory)."""

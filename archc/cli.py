@@ -82,8 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument(
         "--per-layer",
         action="store_true",
-        help="one table row per primitive op (name, op, output shape, params, MACs, share); "
-        "the JSON lists them under 'nodes' anyway",
+        help="one row per primitive op (name, op, output shape, params, MACs, share), in "
+        "every format (the JSON lists them under 'nodes' anyway)",
+    )
+    stats.add_argument(
+        "--depth",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="one row per module down to N levels of the model (2: layer1, layer1.0, …); "
+        "default 1, the top-level blocks",
     )
     stats.add_argument(
         "--batch",
@@ -286,8 +294,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     model = _load(args)
-    memory = {"batch": args.batch, "dtype": args.dtype, "optimizer": args.optimizer}
-    sys.stdout.write(model.stats_text(args.format, args.per_layer, **memory))
+    options = {"batch": args.batch, "dtype": args.dtype, "optimizer": args.optimizer}
+    text = model.stats_text(args.format, args.per_layer, depth=args.depth, **options)
+    sys.stdout.write(text)
     return 0
 
 

@@ -140,7 +140,7 @@ def test_notebook_reprs() -> None:
     rows = [[cell.text for cell in row] for row in table.iter("tr")]
     blocks = model.stats()["blocks"]
     assert [row[0] for row in rows[1:]] == [*blocks, "total"]
-    assert [row[1] for row in rows[1:-1]] == [f"{cost['params']:,}" for cost in blocks.values()]
+    assert [row[2] for row in rows[1:-1]] == [f"{cost['params']:,}" for cost in blocks.values()]
     comparison = ElementTree.fromstring(archc.compare(["specs/resnet18.yaml"])._repr_html_())
     assert [cell.text for cell in list(comparison.iter("tr"))[1]][:3] == [
         "resnet18",

@@ -91,13 +91,18 @@ class CostReport:
                     kinds[kind] = kinds.get(kind, 0) + macs
         return kinds
 
-    def by_block(self) -> dict[str, Cost]:
-        """Totals per top-level node of the model (stem layers, stages, head)."""
-        blocks: dict[str, Cost] = {}
-        for node in self.nodes:
-            top = node.name.split(".")[0]
-            blocks[top] = blocks.get(top, Cost()) + node.cost
-        return blocks
+    def by_module(self, depth: int = 1) -> dict[str, Cost]:
+        """Totals per module down to `depth` levels (1: the model's top-level nodes, its stem
+        layers, stages and head; 2: also `layer1.0`, …), in graph order, each module before
+        the modules inside it."""
+        paths = dict.fromkeys(
+            path for node in self.nodes for path in [*_above(node.name), node.name][:depth]
+        )
+        return {path: self.under([path]) for path in paths}
+
+    def output_of(self, path: str) -> str:
+        """The type a module gives: its last node's."""
+        return self.below(path)[-1].shape
 
 
 def _above(path: str) -> list[str]:

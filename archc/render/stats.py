@@ -24,7 +24,7 @@ def _row(cost: Cost) -> dict[str, int]:
     return {column: getattr(cost, column) for column in COLUMNS}
 
 
-def stats_json(name: str, report: CostReport, memory: Memory | None = None) -> str:
+def stats_json(name: str, report: CostReport, memory: Memory | None = None, depth: int = 1) -> str:
     total = report.total
     document = {
         "model": name,
@@ -32,7 +32,10 @@ def stats_json(name: str, report: CostReport, memory: Memory | None = None) -> s
         "tier": TIER,
         **_row(total),
         "depth": report.depth,
-        "blocks": {block: _row(cost) for block, cost in report.by_block().items()},
+        "blocks": {
+            block: {**_row(cost), "output": report.output_of(block)}
+            for block, cost in report.by_module(depth).items()
+        },
         "nodes": [
             {"name": node.name, "op": node.op, "shape": node.shape, **_row(node.cost)}
             for node in report.nodes
@@ -61,37 +64,64 @@ def memory_line(memory: Memory) -> str:
     )
 
 
-def stats_csv(name: str, report: CostReport) -> str:
+def stats_csv(name: str, report: CostReport, depth: int = 1, per_layer: bool = False) -> str:
+    """A row per module down to `depth` levels (or per primitive op), then the total."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "input", "block", *COLUMNS])
     label = input_label(report)
-    for block, cost in [*report.by_block().items(), ("total", report.total)]:
-        writer.writerow([name, label, block, *_row(cost).values()])
+    if per_layer:
+        writer.writerow(["model", "input", "layer", "op", "output", *COLUMNS])
+        for node in report.nodes:
+            writer.writerow(
+                [name, label, node.name, node.op, node.shape, *_row(node.cost).values()]
+            )
+        writer.writerow([name, label, "total", "", "", *_row(report.total).values()])
+        return buffer.getvalue()
+    writer.writerow(["model", "input", "block", "output", *COLUMNS])
+    for block, cost in report.by_module(depth).items():
+        writer.writerow([name, label, block, report.output_of(block), *_row(cost).values()])
+    writer.writerow([name, label, "total", "", *_row(report.total).values()])
     return buffer.getvalue()
 
 
-BLOCK_HEADER = ("block", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
+BLOCK_HEADER = ("block", "output", "params", "buffers", "GMACs", "GFLOPs", "MACs %", "activations")
 
 
-def stats_table(name: str, report: CostReport, memory: Memory | None = None) -> str:
-    """Costs per top-level block of the model (and the training-memory estimate)."""
+def _block_rows(report: CostReport, depth: int) -> list[tuple[str, ...]]:
+    """A row per module down to `depth` levels, indented by its depth, then the total."""
     total = report.total
-    rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
-    table = _table(name, report, BLOCK_HEADER, rows, _table_row("total", total, total))
+    rows = [
+        _table_row("  " * block.count(".") + block, report.output_of(block), cost, total)
+        for block, cost in report.by_module(depth).items()
+    ]
+    return [*rows, _table_row("total", "", total, total)]
+
+
+def stats_table(name: str, report: CostReport, memory: Memory | None = None, depth: int = 1) -> str:
+    """Costs per module of the model down to `depth` levels (and the training-memory
+    estimate)."""
+    *rows, totals = _block_rows(report, depth)
+    table = _table(name, report, BLOCK_HEADER, rows, totals, left_columns=2)
     return table + (memory_line(memory) + "\n" if memory else "")
 
 
-def stats_html(name: str, report: CostReport) -> str:
-    """The per-block table as HTML (a notebook shows a model so), the totals in its footer."""
-    total = report.total
-    rows = [_table_row(block, cost, total) for block, cost in report.by_block().items()]
+def stats_html(name: str, report: CostReport, depth: int = 1, per_layer: bool = False) -> str:
+    """The table as HTML (a notebook shows a model so), the totals in its footer."""
     caption = f"{name} at input {input_label(report)} (batch 1); {TIER_NOTE}"
-    return html_table(BLOCK_HEADER, [*rows, _table_row("total", total, total)], caption, 1)
+    if per_layer:
+        header, rows, totals = _layer_rows(report)
+        return html_table(header, [*rows, totals], caption, 1)
+    return html_table(BLOCK_HEADER, _block_rows(report, depth), caption, 1)
 
 
 def stats_per_layer(name: str, report: CostReport, memory: Memory | None = None) -> str:
     """Costs per primitive op, as torchinfo lists layers, with each one's share of the MACs."""
+    header, rows, totals = _layer_rows(report)
+    table = _table(name, report, header, rows, totals, left_columns=3)
+    return table + (memory_line(memory) + "\n" if memory else "")
+
+
+def _layer_rows(report: CostReport) -> tuple[tuple[str, ...], list[tuple[str, ...]], tuple]:
     header = ("layer", "op", "output", "params", "MACs", "MACs %")
     total = report.total
     rows = [
@@ -106,8 +136,7 @@ def stats_per_layer(name: str, report: CostReport, memory: Memory | None = None)
         for node in report.nodes
     ]
     totals = ("total", "", "", f"{total.params:,}", f"{total.macs:,}", _share(total, total))
-    table = _table(name, report, header, rows, totals, left_columns=3)
-    return table + (memory_line(memory) + "\n" if memory else "")
+    return header, rows, totals
 
 
 def _table(
@@ -160,9 +189,10 @@ def _share(cost: Cost, total: Cost) -> str:
     return f"{100 * cost.macs / total.macs if total.macs else 0.0:.1f}"
 
 
-def _table_row(block: str, cost: Cost, total: Cost) -> tuple[str, ...]:
+def _table_row(block: str, output: str, cost: Cost, total: Cost) -> tuple[str, ...]:
     return (
         block,
+        output,
         f"{cost.params:,}",
         f"{cost.buffers:,}",
         f"{cost.macs / 1e9:.3f}",

@@ -206,3 +206,34 @@ def test_attention_macs_are_the_references_batched_matmuls(name: str) -> None:
     assert kinds["attention"] == counts["aten.bmm"]
     assert kinds["linear"] == counts["aten.addmm"] + counts.get("aten.mm", 0)
     assert kinds["conv"] == counts["aten.convolution"]
+
+
+def test_stats_per_module_match_the_references_modules() -> None:
+    """`stats --depth 2`: each module's params, MACs and output shape equal the reference's
+    submodule at that path (its parameters, FlopCounterMode's per-module count, a hook)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    result = run_archc("stats", "specs/resnet50.yaml", "--depth", "2", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    blocks = json.loads(result.stdout)["blocks"]
+    assert "layer3.5" in blocks and "layer3.5.conv1" not in blocks
+    reference = torchvision().models.resnet50().eval()
+    modules = dict(reference.named_modules())
+    assert [path for path in blocks if path not in modules] == ["flatten"]  # torch.flatten
+    shapes: dict[str, Any] = {}
+
+    def record(module: Any, inputs: Any, output: Any) -> None:
+        shapes.setdefault(module, output.shape)
+
+    for path in [path for path in blocks if path in modules]:
+        modules[path].register_forward_hook(record)
+    with FlopCounterMode(display=False) as counter:
+        reference(torch.randn(1, 3, 224, 224))
+    counts = counter.get_flop_counts().items()
+    flops = {key.removeprefix("ResNet."): sum(ops.values()) for key, ops in counts}
+    for path, row in blocks.items():
+        if path in modules:
+            assert row["params"] == sum(p.numel() for p in modules[path].parameters()), path
+            assert row["macs"] == flops.get(path, 0) // 2, path
+            shape = shapes[modules[path]][1:]
+            assert row["output"] == "f32[N," + ",".join(map(str, shape)) + "]", path
