@@ -26,10 +26,8 @@ from typing import Any
 from archc.errors import InternalError
 from archc.ir.graph import Graph, Node, TensorType
 from archc.ir.modules import BlockClass
-from archc.ir.symbolic import concrete
-from archc.ops.attributes import AttrsError
-from archc.ops.base import Op
-from archc.ops.lowering import InlineCall, ModuleCall
+from archc.ir.symbolic import Sym, concrete
+from archc.ops.lowering import InlineCall
 
 
 class _Anything:
@@ -215,20 +213,15 @@ def _validate(
         root = build_model(source, graph.name, *args)
     except Exception as error:
         raise InternalError("emit", f"building the generated model failed: {error!r}") from None
-    expected = {}
     for node in graph.nodes.values():
-        inputs = [graph.type_of(name) for name in node.inputs]
-        lowered = lowering(node.op)(node.attrs, inputs)
-        expected[node.name] = (node, lowered)
-        _check_node(root, node, lowered, _standard_kwargs(node.op, lowering(node.op), inputs))
-    paths = [name.split(".") for name in expected]
+        _check_node(root, node, [graph.type_of(name) for name in node.inputs], lowering)
+    paths = [name.split(".") for name in graph.nodes]
     holders = {".".join(parts[:end]) for parts in paths for end in range(1, len(parts) + 1)}
     _check_no_extra_modules(root, "", holders, names)
 
 
-def _check_node(
-    root: _Module, node: Node, lowered: ModuleCall | InlineCall, standard: dict[str, Any]
-) -> None:
+def _check_node(root: _Module, node: Node, inputs: list[TensorType], lowering: Any) -> None:
+    lowered = lowering(node.op)(node.attrs, inputs)
     *parents, name = node.name.split(".")
     owner = _at(root, parents, node)
     if isinstance(lowered, InlineCall):
@@ -244,22 +237,36 @@ def _check_node(
     got = (made[0], _plain(made[1]))
     if got != want:
         _mismatch(node, f"built as {_call(*got)}, the IR says {_call(*want)}")
-    for key, value in lowered.kwargs:
-        if key in made[2] and _plain(made[2][key]) != _plain(value):
-            _mismatch(node, f"{key}={made[2][key]!r}, the IR says {key}={concrete(value)!r}")
-        if key not in made[2] and (key not in standard or _plain(standard[key]) != _plain(value)):
+    # A lowering lists every keyword away from the framework's default, and only those.
+    wanted = dict(lowered.kwargs)
+    for key, value in wanted.items():
+        if key not in made[2]:
             _mismatch(node, f"{key} is left to the class, the IR says {key}={concrete(value)!r}")
+        if _plain(made[2][key]) != _plain(value):
+            _mismatch(node, f"{key}={made[2][key]!r}, the IR says {key}={concrete(value)!r}")
+    extra = made[2].keys() - wanted.keys() - SETTINGS_OF_THE_RUN
+    written = _spelt_out(node, inputs, lowering) if extra else {}  # a param's default, say
+    for key in extra:
+        if key not in written or _plain(made[2][key]) != _plain(written[key]):
+            _mismatch(node, f"{key}={made[2][key]!r}, the IR leaves {key} at the class's default")
 
 
-def _standard_kwargs(op: Op, lower: Any, inputs: list[TensorType]) -> dict[str, Any]:
-    """What a module built from its width alone (`norm(width)`) has: the lowering's keywords
-    at the op's default attributes (none for an op without defaults)."""
-    try:
-        attrs = op.Attrs()
-    except AttrsError:
-        return {}
-    lowered = lower(attrs, inputs)
-    return dict(lowered.kwargs) if isinstance(lowered, ModuleCall) else {}
+def _spelt_out(node: Node, inputs: list[TensorType], lowering: Any) -> dict[str, Any]:
+    """The node's keywords with none left at its default: every attribute made symbolic, as
+    a class that passes its params on writes them."""
+
+    def symbolic(key: str, value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(symbolic(key, item) for item in value)
+        return value if value is None else Sym(key, value)
+
+    attrs = node.attrs.replace(**{key: symbolic(key, value) for key, value in node.attrs})
+    lowered = lowering(node.op)(attrs, inputs)
+    return {key: concrete(value) for key, value in lowered.kwargs}
+
+
+SETTINGS_OF_THE_RUN = frozenset(("inplace", "rngs"))
+"""Keywords that say how a module runs, not what it computes: never in the IR."""
 
 
 def _check_no_extra_modules(

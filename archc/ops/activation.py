@@ -6,7 +6,7 @@ from typing import Literal
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import KEEPS_INPUT, KEEPS_OUTPUT, Attrs, Op, Saved
+from archc.ops.base import KEEPS_INPUT, KEEPS_OUTPUT, Attrs, Op, Saved, keywords
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -28,7 +28,10 @@ class Activation(Op):
         return 0  # activations are outside the core tier
 
     def lower_torch(self, attrs: Attrs, inputs: list[TensorType]) -> ModuleCall:
-        return ModuleCall(self.torch_module, (), tuple(attrs))
+        fields = attrs.fields()  # the op's defaults are PyTorch's (approximate, negative_slope)
+        return ModuleCall(
+            self.torch_module, (), keywords(*((k, v, fields[k].default) for k, v in attrs))
+        )
 
     def lower_flax(self, attrs: Attrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"{self.jax_function}({{0}})")

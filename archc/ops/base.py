@@ -182,6 +182,17 @@ def flax_axis(axis: int, kind: TensorType) -> int:
     return -1 if axis == 1 else NHWC_AXIS[axis]
 
 
+def keywords(*items: tuple[str, Any, Any]) -> tuple[tuple[str, Any], ...]:
+    """A module's keyword arguments from (name, value, the framework's default): those at
+    their default left out, as a careful hand-written file leaves them (an (h, w) pair of
+    defaults too)."""
+    return tuple(
+        (key, value)
+        for key, value, default in items
+        if differs(value, default) and differs(value, (default, default))
+    )
+
+
 def differs(value: Any, default: Any) -> bool:
     """Whether a lowering must write an argument out: symbolic values always are, since the
     class they land in serves other values too."""

@@ -13,8 +13,8 @@ from archc.ops.base import (
     Padding,
     Saved,
     Window,
-    differs,
     expect_rank,
+    keywords,
     pair,
 )
 from archc.ops.lowering import ModuleCall
@@ -84,17 +84,17 @@ class Conv2d(Op):
         return output.numel_per_sample() * (inputs[0].channels // attrs.groups) * kh * kw
 
     def lower_torch(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> ModuleCall:
-        kwargs = [
+        kwargs = (
             ("kernel_size", attrs.kernel),
-            ("stride", attrs.stride),
-            ("padding", attrs.padding),
-        ]
-        if differs(attrs.dilation, 1) and differs(attrs.dilation, (1, 1)):
-            kwargs.append(("dilation", attrs.dilation))
-        if differs(attrs.groups, 1):
-            kwargs.append(("groups", attrs.groups))
-        kwargs.append(("bias", attrs.bias))
-        return ModuleCall("nn.Conv2d", (inputs[0].channels, attrs.out), tuple(kwargs))
+            *keywords(
+                ("stride", attrs.stride, 1),
+                ("padding", attrs.padding, 0),
+                ("dilation", attrs.dilation, 1),
+                ("groups", attrs.groups, 1),
+                ("bias", attrs.bias, True),
+            ),
+        )
+        return ModuleCall("nn.Conv2d", (inputs[0].channels, attrs.out), kwargs)
 
     def lower_flax(self, attrs: Conv2dAttrs, inputs: list[TensorType]) -> ModuleCall:
         sides = pair(attrs.padding)
@@ -103,17 +103,17 @@ class Conv2d(Op):
             if isinstance(sides, SymPair)
             else tuple((side, side) for side in sides)
         )
-        kwargs = [
+        kwargs = (
             ("kernel_size", pair(attrs.kernel)),
-            ("strides", pair(attrs.stride)),
-            ("padding", padding),
-        ]
-        if differs(attrs.dilation, 1) and differs(attrs.dilation, (1, 1)):
-            kwargs.append(("kernel_dilation", pair(attrs.dilation)))
-        if differs(attrs.groups, 1):
-            kwargs.append(("feature_group_count", attrs.groups))
-        kwargs.append(("use_bias", attrs.bias))
-        return ModuleCall("nnx.Conv", (inputs[0].channels, attrs.out), tuple(kwargs))
+            ("padding", padding),  # always written: flax's default is 'SAME'
+            *keywords(
+                ("strides", pair(attrs.stride), 1),
+                ("kernel_dilation", pair(attrs.dilation), 1),
+                ("feature_group_count", attrs.groups, 1),
+                ("use_bias", attrs.bias, True),
+            ),
+        )
+        return ModuleCall("nnx.Conv", (inputs[0].channels, attrs.out), kwargs)
 
 
 class ConvTranspose2dAttrs(ConvAttrs):
@@ -170,13 +170,17 @@ class ConvTranspose2d(Op):
         return inputs[0].numel_per_sample() * attrs.out * kh * kw
 
     def lower_torch(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> ModuleCall:
-        kwargs = [("kernel_size", attrs.kernel), ("stride", attrs.stride)]
-        for name, default in (("padding", 0), ("output_padding", 0), ("dilation", 1)):
-            value = getattr(attrs, name)
-            if differs(value, default) and differs(value, (default, default)):
-                kwargs.append((name, value))
-        kwargs.append(("bias", attrs.bias))
-        return ModuleCall("nn.ConvTranspose2d", (inputs[0].channels, attrs.out), tuple(kwargs))
+        kwargs = (
+            ("kernel_size", attrs.kernel),
+            *keywords(
+                ("stride", attrs.stride, 1),
+                ("padding", attrs.padding, 0),
+                ("output_padding", attrs.output_padding, 0),
+                ("dilation", attrs.dilation, 1),
+                ("bias", attrs.bias, True),
+            ),
+        )
+        return ModuleCall("nn.ConvTranspose2d", (inputs[0].channels, attrs.out), kwargs)
 
     def lower_flax(self, attrs: ConvTranspose2dAttrs, inputs: list[TensorType]) -> ModuleCall:
         # PyTorch's transposed conv is flax's with the kernel transposed (flipped, in/out
@@ -190,12 +194,14 @@ class ConvTranspose2d(Op):
                 pair(attrs.dilation),
             )
         )
-        kwargs = [
+        kwargs = (
             ("kernel_size", pair(attrs.kernel)),
-            ("strides", pair(attrs.stride)),
-            ("padding", padding),
-        ]
-        if differs(attrs.dilation, 1) and differs(attrs.dilation, (1, 1)):
-            kwargs.append(("kernel_dilation", pair(attrs.dilation)))
-        kwargs += [("use_bias", attrs.bias), ("transpose_kernel", True)]
-        return ModuleCall("nnx.ConvTranspose", (inputs[0].channels, attrs.out), tuple(kwargs))
+            ("padding", padding),  # always written: flax's default is 'SAME'
+            *keywords(
+                ("strides", pair(attrs.stride), 1),
+                ("kernel_dilation", pair(attrs.dilation), 1),
+                ("use_bias", attrs.bias, True),
+            ),
+            ("transpose_kernel", True),
+        )
+        return ModuleCall("nnx.ConvTranspose", (inputs[0].channels, attrs.out), kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import KEEPS_INPUT, Attrs, Count, Op, Saved
+from archc.ops.base import KEEPS_INPUT, Attrs, Count, Op, Saved, keywords
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -48,7 +48,7 @@ class Linear(Op):
 
     def lower_torch(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         if not attrs.flat:
-            kwargs = (("bias", attrs.bias),)
+            kwargs = keywords(("bias", attrs.bias, True))
             return ModuleCall("nn.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
         out, features = source(attrs.out), source(inputs[0].shape[-1])
         weight = f"nn.Parameter(nn.init.xavier_uniform_(torch.empty({out}, {features})))"
@@ -60,7 +60,7 @@ class Linear(Op):
 
     def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         if not attrs.flat:
-            kwargs = (("use_bias", attrs.bias),)
+            kwargs = keywords(("use_bias", attrs.bias, True))
             return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
         # Kept in PyTorch's (out, in) layout: the weight converter moves only `kernel`s.
         out, features = source(attrs.out), source(inputs[0].shape[-1])

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete
 from archc.ops import register
-from archc.ops.base import KEEPS_INPUT, Attrs, Epsilon, Op, Probability, Saved, expect_rank
+from archc.ops.base import (
+    KEEPS_INPUT,
+    Attrs,
+    Epsilon,
+    Op,
+    Probability,
+    Saved,
+    expect_rank,
+    keywords,
+)
 from archc.ops.lowering import ModuleCall
 
 
@@ -46,14 +57,19 @@ class BatchNorm(Op):
 
     def lower_torch(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
         constructor = "nn.BatchNorm2d" if inputs[0].rank == 4 else "nn.BatchNorm1d"
-        kwargs = (("eps", attrs.eps), ("momentum", attrs.momentum))
-        return ModuleCall(constructor, (inputs[0].channels,), kwargs)
+        return ModuleCall(constructor, (inputs[0].channels,), self.keywords(attrs))
+
+    @staticmethod
+    def keywords(attrs: BatchNormAttrs) -> tuple[tuple[str, Any], ...]:
+        """eps and momentum where they are not PyTorch's (the file's own classes agree)."""
+        return keywords(("eps", attrs.eps, 1e-5), ("momentum", attrs.momentum, 0.1))
 
     def lower_flax(self, attrs: BatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
         # The generated file's own BatchNorm keeps PyTorch's momentum convention and its
         # unbiased running variance, so both frameworks train from the same state.
-        kwargs = (("eps", attrs.eps), ("momentum", attrs.momentum))
-        return ModuleCall("BatchNorm", (inputs[0].channels,), kwargs, random_init=False)
+        return ModuleCall(
+            "BatchNorm", (inputs[0].channels,), self.keywords(attrs), random_init=False
+        )
 
 
 class FrozenBatchNormAttrs(Attrs):
@@ -84,11 +100,11 @@ class FrozenBatchNorm(BatchNorm):
 
     def lower_torch(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
         # The generated file's own copy of torchvision's FrozenBatchNorm2d.
-        kwargs = (("eps", attrs.eps),)
+        kwargs = keywords(("eps", attrs.eps, 1e-5))
         return ModuleCall("FrozenBatchNorm2d", (inputs[0].channels,), kwargs, random_init=False)
 
     def lower_flax(self, attrs: FrozenBatchNormAttrs, inputs: list[TensorType]) -> ModuleCall:
-        kwargs = (("eps", attrs.eps),)
+        kwargs = keywords(("eps", attrs.eps, 1e-5))
         return ModuleCall("FrozenBatchNorm", (inputs[0].channels,), kwargs, random_init=False)
 
 
@@ -124,10 +140,10 @@ class LayerNorm(Op):
         # (nn.LayerNorm between two permutes, with nn.LayerNorm's state_dict names).
         kind = inputs[0]
         constructor = "nn.LayerNorm" if kind.channel_axis == kind.rank - 1 else "LayerNorm2d"
-        return ModuleCall(constructor, (kind.channels,), (("eps", attrs.eps),))
+        return ModuleCall(constructor, (kind.channels,), keywords(("eps", attrs.eps, 1e-5)))
 
     def lower_flax(self, attrs: LayerNormAttrs, inputs: list[TensorType]) -> ModuleCall:
         # Images are NHWC in flax, so the features are always last. The two-pass variance,
         # as PyTorch computes it.
-        kwargs = (("epsilon", attrs.eps), ("use_fast_variance", False))
+        kwargs = keywords(("epsilon", attrs.eps, 1e-6), ("use_fast_variance", False, True))
         return ModuleCall("nnx.LayerNorm", (inputs[0].channels,), kwargs)

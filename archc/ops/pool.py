@@ -5,7 +5,17 @@ from __future__ import annotations
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
-from archc.ops.base import KEEPS_INPUT, Attrs, Op, Padding, Saved, Window, expect_rank, pair
+from archc.ops.base import (
+    KEEPS_INPUT,
+    Attrs,
+    Op,
+    Padding,
+    Saved,
+    Window,
+    expect_rank,
+    keywords,
+    pair,
+)
 from archc.ops.lowering import InlineCall, ModuleCall
 
 
@@ -63,9 +73,11 @@ class WindowPool(Op):
         return 0  # pooling is outside the core tier
 
     def lower_torch(self, attrs: PoolAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # PyTorch's defaults: a stride of the kernel, no padding, floor, padding counted.
         stride = attrs.kernel if attrs.stride is None else attrs.stride
-        rest = tuple((key, value) for key, value in attrs if key not in ("kernel", "stride"))
-        kwargs = (("kernel_size", attrs.kernel), ("stride", stride), *rest)
+        defaults = {"padding": 0, "ceil_mode": False, "count_include_pad": True}
+        rest = [(key, value, defaults[key]) for key, value in attrs if key in defaults]
+        kwargs = (("kernel_size", attrs.kernel), *keywords(("stride", stride, attrs.kernel), *rest))
         return ModuleCall(self.torch_module, (), kwargs)
 
     def lower_flax(self, attrs: PoolAttrs, inputs: list[TensorType]) -> InlineCall:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from archc.ir.graph import TensorType
 from archc.ops import register
-from archc.ops.base import Attrs, Op, Probability, Saved
+from archc.ops.base import Attrs, Op, Probability, Saved, keywords
 from archc.ops.lowering import ModuleCall
 
 
@@ -30,7 +30,7 @@ class Dropout(Op):
         return 0
 
     def lower_torch(self, attrs: DropoutAttrs, inputs: list[TensorType]) -> ModuleCall:
-        return ModuleCall("nn.Dropout", kwargs=(("p", attrs.p),), random_init=False)
+        return ModuleCall("nn.Dropout", kwargs=keywords(("p", attrs.p, 0.5)), random_init=False)
 
     def lower_flax(self, attrs: DropoutAttrs, inputs: list[TensorType]) -> ModuleCall:
         # nnx.Dropout draws its masks from the `rngs` it is built with.

@@ -227,12 +227,12 @@ class ConvBNReLU(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(kernel, kernel),
-                strides=(stride, stride),
                 padding=((kernel // 2, kernel // 2), (kernel // 2, kernel // 2)),
+                strides=(stride, stride),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=1e-05, momentum=0.1),
+            BatchNorm(out),
             jax.nn.relu,
         )
 
@@ -248,34 +248,33 @@ class BasicBlock(nnx.Module):
             in_channels,
             planes,
             kernel_size=(3, 3),
-            strides=(stride, stride),
             padding=((1, 1), (1, 1)),
+            strides=(stride, stride),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(planes, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(planes)
         self.conv2 = nnx.Conv(
             planes,
             planes,
             kernel_size=(3, 3),
-            strides=(1, 1),
             padding=((1, 1), (1, 1)),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn2 = BatchNorm(planes, eps=1e-05, momentum=0.1)
+        self.bn2 = BatchNorm(planes)
         if stride != 1 or in_channels != planes:
             self.downsample = nnx.Sequential(
                 nnx.Conv(
                     in_channels,
                     planes,
                     kernel_size=(1, 1),
-                    strides=(stride, stride),
                     padding=((0, 0), (0, 0)),
+                    strides=(stride, stride),
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(planes, eps=1e-05, momentum=0.1),
+                BatchNorm(planes),
             )
         else:
             self.downsample = None
@@ -304,12 +303,11 @@ class AttentionRefinement(nnx.Module):
             out,
             out,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn = BatchNorm(out, eps=1e-05, momentum=0.1)
+        self.bn = BatchNorm(out)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
@@ -341,7 +339,6 @@ class FeatureFusion(nnx.Module):
             out,
             out // 4,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -350,7 +347,6 @@ class FeatureFusion(nnx.Module):
             out // 4,
             out,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -387,12 +383,12 @@ class Bisenetv1(nnx.Module):
             3,
             64,
             kernel_size=(7, 7),
-            strides=(2, 2),
             padding=((3, 3), (3, 3)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(64)
         layer1 = []
         channels = 64
         for _ in range(2):
@@ -427,9 +423,7 @@ class Bisenetv1(nnx.Module):
             256,
             num_classes,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
 

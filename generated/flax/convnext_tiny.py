@@ -129,17 +129,15 @@ class CNBlock(nnx.Module):
                 in_channels,
                 in_channels,
                 kernel_size=(7, 7),
-                strides=(1, 1),
                 padding=((3, 3), (3, 3)),
                 feature_group_count=in_channels,
-                use_bias=True,
                 rngs=rngs,
             ),
             lambda x: x,
-            nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs),
-            nnx.Linear(in_channels, 4 * in_channels, use_bias=True, rngs=rngs),
+            nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs),
+            nnx.Linear(in_channels, 4 * in_channels, rngs=rngs),
             lambda x: jax.nn.gelu(x, approximate=False),
-            nnx.Linear(4 * in_channels, in_channels, use_bias=True, rngs=rngs),
+            nnx.Linear(4 * in_channels, in_channels, rngs=rngs),
             lambda x: x,
         )
         self.layer_scale = nnx.Param(jnp.full((in_channels, 1, 1), layer_scale))
@@ -186,14 +184,13 @@ class Downsample(nnx.Sequential):
 
     def __init__(self, in_channels: int, *, out: int, rngs: nnx.Rngs) -> None:
         super().__init__(
-            nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs),
+            nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs),
             nnx.Conv(
                 in_channels,
                 out,
                 kernel_size=(2, 2),
-                strides=(2, 2),
                 padding=((0, 0), (0, 0)),
-                use_bias=True,
+                strides=(2, 2),
                 rngs=rngs,
             ),
         )
@@ -221,12 +218,11 @@ class ConvnextTiny(nnx.Module):
                     3,
                     dims[0],
                     kernel_size=(4, 4),
-                    strides=(4, 4),
                     padding=((0, 0), (0, 0)),
-                    use_bias=True,
+                    strides=(4, 4),
                     rngs=rngs,
                 ),
-                nnx.LayerNorm(dims[0], epsilon=1e-06, use_fast_variance=False, rngs=rngs),
+                nnx.LayerNorm(dims[0], use_fast_variance=False, rngs=rngs),
             ),
             Stage(
                 dims[0],
@@ -265,9 +261,9 @@ class ConvnextTiny(nnx.Module):
             ),
         )
         self.classifier = nnx.Sequential(
-            nnx.LayerNorm(dims[3], epsilon=1e-06, use_fast_variance=False, rngs=rngs),
+            nnx.LayerNorm(dims[3], use_fast_variance=False, rngs=rngs),
             lambda x: jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1),
-            nnx.Linear(dims[3], num_classes, use_bias=True, rngs=rngs),
+            nnx.Linear(dims[3], num_classes, rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

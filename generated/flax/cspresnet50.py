@@ -200,15 +200,15 @@ class ConvNormAct(nnx.Module):
             in_channels,
             out,
             kernel_size=(kernel, kernel),
-            strides=(stride, stride),
             padding=(
                 ((kernel - 1) // 2, (kernel - 1) // 2),
                 ((kernel - 1) // 2, (kernel - 1) // 2),
             ),
+            strides=(stride, stride),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn = BatchNorm(out, eps=1e-05, momentum=0.1)
+        self.bn = BatchNorm(out)
         self.use_act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -345,7 +345,7 @@ class ClassifierHead(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
-        self.fc = nnx.Linear(in_channels, num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(in_channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = adaptive_avg_pool2d(x, (1, 1))

@@ -231,7 +231,6 @@ class Bottleneck(nnx.Module):
             in_channels,
             width,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -241,8 +240,8 @@ class Bottleneck(nnx.Module):
             width,
             width,
             kernel_size=(3, 3),
-            strides=(stride, stride),
             padding=((dilation, dilation), (dilation, dilation)),
+            strides=(stride, stride),
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
@@ -253,7 +252,6 @@ class Bottleneck(nnx.Module):
             width,
             planes * 4,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -265,8 +263,8 @@ class Bottleneck(nnx.Module):
                     in_channels,
                     planes * 4,
                     kernel_size=(1, 1),
-                    strides=(stride, stride),
                     padding=((0, 0), (0, 0)),
+                    strides=(stride, stride),
                     use_bias=False,
                     rngs=rngs,
                 ),
@@ -302,12 +300,12 @@ class DilatedResNet(nnx.Module):
             in_channels,
             64,
             kernel_size=(7, 7),
-            strides=(2, 2),
             padding=((3, 3), (3, 3)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(64)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -357,13 +355,12 @@ class ASPPConv(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(3, 3),
-                strides=(1, 1),
                 padding=((dilation, dilation), (dilation, dilation)),
                 kernel_dilation=(dilation, dilation),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=1e-05, momentum=0.1),
+            BatchNorm(out),
             jax.nn.relu,
         )
 
@@ -381,12 +378,11 @@ class ASPPPooling(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=1e-05, momentum=0.1),
+            BatchNorm(out),
             jax.nn.relu,
         )
 
@@ -416,12 +412,11 @@ class ASPP(nnx.Module):
                     in_channels,
                     out,
                     kernel_size=(1, 1),
-                    strides=(1, 1),
                     padding=((0, 0), (0, 0)),
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(out, eps=1e-05, momentum=0.1),
+                BatchNorm(out),
                 jax.nn.relu,
             ),
         ]
@@ -434,12 +429,11 @@ class ASPP(nnx.Module):
                 out + len(rates) * out + out,
                 out,
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(out, eps=1e-05, momentum=0.1),
+            BatchNorm(out),
             jax.nn.relu,
             nnx.Dropout(rate=0.5, rngs=rngs),
         )
@@ -473,22 +467,13 @@ class Deeplabv3Resnet50(nnx.Module):
                 256,
                 256,
                 kernel_size=(3, 3),
-                strides=(1, 1),
                 padding=((1, 1), (1, 1)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(256, eps=1e-05, momentum=0.1),
+            BatchNorm(256),
             jax.nn.relu,
-            nnx.Conv(
-                256,
-                num_classes,
-                kernel_size=(1, 1),
-                strides=(1, 1),
-                padding=((0, 0), (0, 0)),
-                use_bias=True,
-                rngs=rngs,
-            ),
+            nnx.Conv(256, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:

@@ -107,9 +107,8 @@ class PatchEmbed(nnx.Module):
             in_channels,
             dim,
             kernel_size=(patch, patch),
-            strides=(patch, patch),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
+            strides=(patch, patch),
             rngs=rngs,
         )
 
@@ -126,8 +125,8 @@ class Attention(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, heads: int, rngs: nnx.Rngs) -> None:
-        self.qkv = nnx.Linear(in_channels, 3 * in_channels, use_bias=True, rngs=rngs)
-        self.proj = nnx.Linear(in_channels, in_channels, use_bias=True, rngs=rngs)
+        self.qkv = nnx.Linear(in_channels, 3 * in_channels, rngs=rngs)
+        self.proj = nnx.Linear(in_channels, in_channels, rngs=rngs)
         self.heads = heads
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -144,8 +143,8 @@ class Mlp(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, hidden: int, rngs: nnx.Rngs) -> None:
-        self.fc1 = nnx.Linear(in_channels, hidden, use_bias=True, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, in_channels, use_bias=True, rngs=rngs)
+        self.fc1 = nnx.Linear(in_channels, hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, in_channels, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.fc1(x)
@@ -161,9 +160,9 @@ class Block(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int, rngs: nnx.Rngs) -> None:
-        self.norm1 = nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs)
         self.attn = Attention(in_channels, heads=heads, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs)
         self.mlp = Mlp(in_channels, hidden=mlp_dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -203,8 +202,8 @@ class DeitTinyPatch16224(nnx.Module):
         for _ in range(depth):
             blocks.append(Block(channels, heads=heads, mlp_dim=embed_dim * mlp_ratio, rngs=rngs))
         self.blocks = nnx.Sequential(*blocks)
-        self.norm = nnx.LayerNorm(embed_dim, epsilon=1e-06, use_fast_variance=False, rngs=rngs)
-        self.head = nnx.Linear(embed_dim, num_classes, use_bias=True, rngs=rngs)
+        self.norm = nnx.LayerNorm(embed_dim, use_fast_variance=False, rngs=rngs)
+        self.head = nnx.Linear(embed_dim, num_classes, rngs=rngs)
         self.embed_dim = embed_dim
 
     def __call__(self, x: jax.Array) -> jax.Array:

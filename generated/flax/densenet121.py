@@ -208,22 +208,20 @@ class DenseLayer(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, growth_rate: int, bn_size: int, rngs: nnx.Rngs) -> None:
-        self.norm1 = BatchNorm(in_channels, eps=1e-05, momentum=0.1)
+        self.norm1 = BatchNorm(in_channels)
         self.conv1 = nnx.Conv(
             in_channels,
             bn_size * growth_rate,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
         )
-        self.norm2 = BatchNorm(bn_size * growth_rate, eps=1e-05, momentum=0.1)
+        self.norm2 = BatchNorm(bn_size * growth_rate)
         self.conv2 = nnx.Conv(
             bn_size * growth_rate,
             growth_rate,
             kernel_size=(3, 3),
-            strides=(1, 1),
             padding=((1, 1), (1, 1)),
             use_bias=False,
             rngs=rngs,
@@ -278,12 +276,11 @@ class Transition(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:
-        self.norm = BatchNorm(in_channels, eps=1e-05, momentum=0.1)
+        self.norm = BatchNorm(in_channels)
         self.conv = nnx.Conv(
             in_channels,
             in_channels // 2,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -323,12 +320,12 @@ class Features(nnx.Module):
             in_channels,
             2 * growth_rate,
             kernel_size=(7, 7),
-            strides=(2, 2),
             padding=((3, 3), (3, 3)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.norm0 = BatchNorm(2 * growth_rate, eps=1e-05, momentum=0.1)
+        self.norm0 = BatchNorm(2 * growth_rate)
         self.denseblock1 = DenseBlock(
             2 * growth_rate,
             num_layers=block_config[0],
@@ -367,7 +364,7 @@ class Features(nnx.Module):
             rngs=rngs,
         )
         denseblock4_channels = transition3_channels + block_config[3] * growth_rate
-        self.norm5 = BatchNorm(denseblock4_channels, eps=1e-05, momentum=0.1)
+        self.norm5 = BatchNorm(denseblock4_channels)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv0(x)
@@ -411,7 +408,7 @@ class Densenet121(nnx.Module):
         features_channels = features_channels // 2 + block_config[1] * growth_rate
         features_channels = features_channels // 2 + block_config[2] * growth_rate
         features_channels = features_channels // 2 + block_config[3] * growth_rate
-        self.classifier = nnx.Linear(features_channels, num_classes, use_bias=True, rngs=rngs)
+        self.classifier = nnx.Linear(features_channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 1024)

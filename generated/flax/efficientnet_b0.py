@@ -192,11 +192,11 @@ class ConvBNAct(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(kernel, kernel),
-                strides=(stride, stride),
                 padding=(
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                 ),
+                strides=(stride, stride),
                 feature_group_count=groups,
                 use_bias=False,
                 rngs=rngs,
@@ -233,9 +233,7 @@ class SqueezeExcitation(nnx.Module):
             in_channels,
             squeeze_channels,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.use_relu = act == "relu"
@@ -244,9 +242,7 @@ class SqueezeExcitation(nnx.Module):
             squeeze_channels,
             in_channels,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.use_sigmoid = scale == "sigmoid"
@@ -480,7 +476,7 @@ class EfficientnetB0(nnx.Module):
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(4 * widths[7], num_classes, use_bias=True, rngs=rngs),
+            nnx.Linear(4 * widths[7], num_classes, rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

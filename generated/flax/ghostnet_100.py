@@ -180,12 +180,11 @@ class GhostModule(nnx.Module):
                 in_channels,
                 init,
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(init, eps=1e-05, momentum=0.1),
+            BatchNorm(init),
         ]
         if act:
             primary_conv.append(jax.nn.relu)
@@ -195,13 +194,12 @@ class GhostModule(nnx.Module):
                 init,
                 init,
                 kernel_size=(3, 3),
-                strides=(1, 1),
                 padding=((1, 1), (1, 1)),
                 feature_group_count=init,
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(init, eps=1e-05, momentum=0.1),
+            BatchNorm(init),
         ]
         if act:
             cheap_operation.append(jax.nn.relu)
@@ -235,9 +233,7 @@ class SqueezeExcite(nnx.Module):
             in_channels,
             make_divisible(in_channels * rd_ratio, rd_divisor),
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
@@ -245,9 +241,7 @@ class SqueezeExcite(nnx.Module):
             conv_reduce_channels,
             in_channels,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
 
@@ -285,11 +279,11 @@ class GhostBottleneck(nnx.Module):
                 mid,
                 mid,
                 kernel_size=(kernel, kernel),
-                strides=(stride, stride),
                 padding=(
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                 ),
+                strides=(stride, stride),
                 feature_group_count=mid,
                 use_bias=False,
                 rngs=rngs,
@@ -297,7 +291,7 @@ class GhostBottleneck(nnx.Module):
         else:
             self.conv_dw = None
         if stride > 1:
-            self.bn_dw = BatchNorm(mid, eps=1e-05, momentum=0.1)
+            self.bn_dw = BatchNorm(mid)
         else:
             self.bn_dw = None
         if se > 0:
@@ -311,26 +305,25 @@ class GhostBottleneck(nnx.Module):
                     in_channels,
                     in_channels,
                     kernel_size=(kernel, kernel),
-                    strides=(stride, stride),
                     padding=(
                         ((kernel - 1) // 2, (kernel - 1) // 2),
                         ((kernel - 1) // 2, (kernel - 1) // 2),
                     ),
+                    strides=(stride, stride),
                     feature_group_count=in_channels,
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(in_channels, eps=1e-05, momentum=0.1),
+                BatchNorm(in_channels),
                 nnx.Conv(
                     in_channels,
                     out,
                     kernel_size=(1, 1),
-                    strides=(1, 1),
                     padding=((0, 0), (0, 0)),
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(out, eps=1e-05, momentum=0.1),
+                BatchNorm(out),
             )
         else:
             self.shortcut = None
@@ -357,7 +350,6 @@ class ConvBnAct(nnx.Module):
             in_channels,
             out,
             kernel_size=(kernel, kernel),
-            strides=(1, 1),
             padding=(
                 ((kernel - 1) // 2, (kernel - 1) // 2),
                 ((kernel - 1) // 2, (kernel - 1) // 2),
@@ -365,7 +357,7 @@ class ConvBnAct(nnx.Module):
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(out, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(out)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
@@ -385,12 +377,12 @@ class Ghostnet100(nnx.Module):
             3,
             16,
             kernel_size=(3, 3),
-            strides=(2, 2),
             padding=((1, 1), (1, 1)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(16, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(16)
         blocks = [
             nnx.Sequential(GhostBottleneck(16, mid=16, out=16, rngs=rngs)),
             nnx.Sequential(GhostBottleneck(16, mid=48, out=24, stride=2, rngs=rngs)),
@@ -426,12 +418,10 @@ class Ghostnet100(nnx.Module):
             960,
             1280,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
-        self.classifier = nnx.Linear(1280, num_classes, use_bias=True, rngs=rngs)
+        self.classifier = nnx.Linear(1280, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv_stem(x)  # (N, 112, 112, 16)

@@ -205,12 +205,12 @@ class BasicConv2d(nnx.Module):
             in_channels,
             out,
             kernel_size=pair(kernel),
-            strides=(stride, stride),
             padding=tuple((side, side) for side in pair(padding)),
+            strides=(stride, stride),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn = BatchNorm(out, eps=0.001, momentum=0.1)
+        self.bn = BatchNorm(out, eps=0.001)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
@@ -270,7 +270,7 @@ class Googlenet(nnx.Module):
         self.inception5a = Inception(832, widths=(256, 160, 320, 32, 128, 128), rngs=rngs)
         self.inception5b = Inception(832, widths=(384, 192, 384, 48, 128, 128), rngs=rngs)
         self.dropout = nnx.Dropout(rate=dropout, rngs=rngs)
-        self.fc = nnx.Linear(1024, num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(1024, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 64)

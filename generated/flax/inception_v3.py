@@ -226,12 +226,12 @@ class BasicConv2d(nnx.Module):
             in_channels,
             out,
             kernel_size=pair(kernel),
-            strides=(stride, stride),
             padding=tuple((side, side) for side in pair(padding)),
+            strides=(stride, stride),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn = BatchNorm(out, eps=0.001, momentum=0.1)
+        self.bn = BatchNorm(out, eps=0.001)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
@@ -430,7 +430,7 @@ class InceptionV3(nnx.Module):
         self.Mixed_7b = InceptionE(1280, rngs=rngs)
         self.Mixed_7c = InceptionE(2048, rngs=rngs)
         self.dropout = nnx.Dropout(rate=dropout, rngs=rngs)
-        self.fc = nnx.Linear(2048, num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(2048, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.Conv2d_1a_3x3(x)  # (N, 149, 149, 32)

@@ -186,11 +186,11 @@ class ConvBNAct(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(kernel, kernel),
-                strides=(stride, stride),
                 padding=(
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                 ),
+                strides=(stride, stride),
                 feature_group_count=groups,
                 use_bias=False,
                 rngs=rngs,
@@ -242,13 +242,12 @@ class InvertedResidual(nnx.Module):
                 hidden,
                 out,
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
         )
-        conv.append(BatchNorm(out, eps=1e-05, momentum=0.1))
+        conv.append(BatchNorm(out))
         self.conv = nnx.Sequential(*conv)
         self.use_add = stride == 1 and in_channels == out
 
@@ -352,7 +351,7 @@ class MobilenetV2(nnx.Module):
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(last_channel, num_classes, use_bias=True, rngs=rngs),
+            nnx.Linear(last_channel, num_classes, rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

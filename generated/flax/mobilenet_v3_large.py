@@ -186,11 +186,11 @@ class ConvBNAct(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(kernel, kernel),
-                strides=(stride, stride),
                 padding=(
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                 ),
+                strides=(stride, stride),
                 feature_group_count=groups,
                 use_bias=False,
                 rngs=rngs,
@@ -227,9 +227,7 @@ class SqueezeExcitation(nnx.Module):
             in_channels,
             squeeze_channels,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.use_relu = act == "relu"
@@ -238,9 +236,7 @@ class SqueezeExcitation(nnx.Module):
             squeeze_channels,
             in_channels,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.use_sigmoid = scale == "sigmoid"
@@ -431,10 +427,10 @@ class MobilenetV3Large(nnx.Module):
         features.append(ConvBNAct(160, out=960, kernel=1, act="hardswish", norm=norm, rngs=rngs))
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
-            nnx.Linear(960, 1280, use_bias=True, rngs=rngs),
+            nnx.Linear(960, 1280, rngs=rngs),
             jax.nn.hard_swish,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(1280, num_classes, use_bias=True, rngs=rngs),
+            nnx.Linear(1280, num_classes, rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -181,9 +181,7 @@ class SqueezeExcite(nnx.Module):
             in_channels,
             make_divisible(in_channels * rd_ratio, rd_divisor),
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
@@ -191,9 +189,7 @@ class SqueezeExcite(nnx.Module):
             conv_reduce_channels,
             in_channels,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
 
@@ -229,16 +225,16 @@ class DepthwiseSeparableConv(nnx.Module):
             in_channels,
             in_channels,
             kernel_size=(kernel, kernel),
-            strides=(stride, stride),
             padding=(
                 ((kernel - 1) // 2, (kernel - 1) // 2),
                 ((kernel - 1) // 2, (kernel - 1) // 2),
             ),
+            strides=(stride, stride),
             feature_group_count=in_channels,
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(in_channels, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(in_channels)
         self.use_relu6_1 = act == "relu6"
         self.use_hardswish_1 = act == "hardswish"
         if se:
@@ -249,12 +245,11 @@ class DepthwiseSeparableConv(nnx.Module):
             in_channels,
             out,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn2 = BatchNorm(out, eps=1e-05, momentum=0.1)
+        self.bn2 = BatchNorm(out)
         self.use_relu6_2 = act == "relu6"
         self.use_hardswish_2 = act == "hardswish"
 
@@ -286,12 +281,12 @@ class Mobilenetv1100(nnx.Module):
             3,
             32,
             kernel_size=(3, 3),
-            strides=(2, 2),
             padding=((1, 1), (1, 1)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(32, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(32)
         blocks = [nnx.Sequential(DepthwiseSeparableConv(32, out=64, rngs=rngs))]
         blocks_1 = []
         channels = 64
@@ -323,7 +318,7 @@ class Mobilenetv1100(nnx.Module):
             channels = 1024
         blocks.append(nnx.Sequential(*blocks_4))
         self.blocks = nnx.Sequential(*blocks)
-        self.classifier = nnx.Linear(1024, num_classes, use_bias=True, rngs=rngs)
+        self.classifier = nnx.Linear(1024, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv_stem(x)  # (N, 112, 112, 32)

@@ -230,7 +230,6 @@ class Bottleneck(nnx.Module):
             in_channels,
             width,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -240,8 +239,8 @@ class Bottleneck(nnx.Module):
             width,
             width,
             kernel_size=(3, 3),
-            strides=(stride, stride),
             padding=((dilation, dilation), (dilation, dilation)),
+            strides=(stride, stride),
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
@@ -252,7 +251,6 @@ class Bottleneck(nnx.Module):
             width,
             planes * 4,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -264,8 +262,8 @@ class Bottleneck(nnx.Module):
                     in_channels,
                     planes * 4,
                     kernel_size=(1, 1),
-                    strides=(stride, stride),
                     padding=((0, 0), (0, 0)),
+                    strides=(stride, stride),
                     use_bias=False,
                     rngs=rngs,
                 ),
@@ -301,12 +299,12 @@ class DilatedResNet(nnx.Module):
             in_channels,
             64,
             kernel_size=(7, 7),
-            strides=(2, 2),
             padding=((3, 3), (3, 3)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(64)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -355,12 +353,11 @@ class PoolBranch(nnx.Module):
             in_channels,
             width,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn = BatchNorm(width, eps=1e-05, momentum=0.1)
+        self.bn = BatchNorm(width)
         self.bins = bins
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -416,23 +413,14 @@ class Pspnet(nnx.Module):
                 ppm_channels,
                 width,
                 kernel_size=(3, 3),
-                strides=(1, 1),
                 padding=((1, 1), (1, 1)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(width, eps=1e-05, momentum=0.1),
+            BatchNorm(width),
             jax.nn.relu,
             nnx.Dropout(rate=0.1, rngs=rngs),
-            nnx.Conv(
-                width,
-                num_classes,
-                kernel_size=(1, 1),
-                strides=(1, 1),
-                padding=((0, 0), (0, 0)),
-                use_bias=True,
-                rngs=rngs,
-            ),
+            nnx.Conv(width, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

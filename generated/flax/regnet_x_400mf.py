@@ -192,11 +192,11 @@ class ConvBNAct(nnx.Sequential):
                 in_channels,
                 out,
                 kernel_size=(kernel, kernel),
-                strides=(stride, stride),
                 padding=(
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                     ((kernel - 1) // 2, (kernel - 1) // 2),
                 ),
+                strides=(stride, stride),
                 feature_group_count=groups,
                 use_bias=False,
                 rngs=rngs,
@@ -397,7 +397,7 @@ class RegnetX400mf(nnx.Module):
             group_width=group_width,
             rngs=rngs,
         )
-        self.fc = nnx.Linear(widths[-1], num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(widths[-1], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.stem(x)  # (N, 112, 112, 32)

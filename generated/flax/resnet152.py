@@ -204,7 +204,6 @@ class Bottleneck(nnx.Module):
             in_channels,
             width,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -214,8 +213,8 @@ class Bottleneck(nnx.Module):
             width,
             width,
             kernel_size=(3, 3),
-            strides=(stride, stride),
             padding=((dilation, dilation), (dilation, dilation)),
+            strides=(stride, stride),
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
@@ -226,7 +225,6 @@ class Bottleneck(nnx.Module):
             width,
             planes * 4,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
@@ -238,8 +236,8 @@ class Bottleneck(nnx.Module):
                     in_channels,
                     planes * 4,
                     kernel_size=(1, 1),
-                    strides=(stride, stride),
                     padding=((0, 0), (0, 0)),
+                    strides=(stride, stride),
                     use_bias=False,
                     rngs=rngs,
                 ),
@@ -281,12 +279,12 @@ class Resnet152(nnx.Module):
             3,
             64,
             kernel_size=(7, 7),
-            strides=(2, 2),
             padding=((3, 3), (3, 3)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(64)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -335,7 +333,7 @@ class Resnet152(nnx.Module):
             )
             channels = 2048
         self.layer4 = nnx.Sequential(*layer4)
-        self.fc = nnx.Linear(2048, num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(2048, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 64)

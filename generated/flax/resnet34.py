@@ -191,34 +191,33 @@ class BasicBlock(nnx.Module):
             in_channels,
             planes,
             kernel_size=(3, 3),
-            strides=(stride, stride),
             padding=((1, 1), (1, 1)),
+            strides=(stride, stride),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(planes, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(planes)
         self.conv2 = nnx.Conv(
             planes,
             planes,
             kernel_size=(3, 3),
-            strides=(1, 1),
             padding=((1, 1), (1, 1)),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn2 = BatchNorm(planes, eps=1e-05, momentum=0.1)
+        self.bn2 = BatchNorm(planes)
         if stride != 1 or in_channels != planes:
             self.downsample = nnx.Sequential(
                 nnx.Conv(
                     in_channels,
                     planes,
                     kernel_size=(1, 1),
-                    strides=(stride, stride),
                     padding=((0, 0), (0, 0)),
+                    strides=(stride, stride),
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(planes, eps=1e-05, momentum=0.1),
+                BatchNorm(planes),
             )
         else:
             self.downsample = None
@@ -252,12 +251,12 @@ class Resnet34(nnx.Module):
             3,
             64,
             kernel_size=(7, 7),
-            strides=(2, 2),
             padding=((3, 3), (3, 3)),
+            strides=(2, 2),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn1 = BatchNorm(64, eps=1e-05, momentum=0.1)
+        self.bn1 = BatchNorm(64)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -281,7 +280,7 @@ class Resnet34(nnx.Module):
             layer4.append(BasicBlock(channels, planes=512, stride=2 if i == 0 else 1, rngs=rngs))
             channels = 512
         self.layer4 = nnx.Sequential(*layer4)
-        self.fc = nnx.Linear(512, num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(512, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 64)

@@ -203,23 +203,22 @@ class ShuffleV2Block(nnx.Module):
                     in_channels,
                     in_channels,
                     kernel_size=(3, 3),
-                    strides=(stride, stride),
                     padding=((1, 1), (1, 1)),
+                    strides=(stride, stride),
                     feature_group_count=in_channels,
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(in_channels, eps=1e-05, momentum=0.1),
+                BatchNorm(in_channels),
                 nnx.Conv(
                     in_channels,
                     branch,
                     kernel_size=(1, 1),
-                    strides=(1, 1),
                     padding=((0, 0), (0, 0)),
                     use_bias=False,
                     rngs=rngs,
                 ),
-                BatchNorm(branch, eps=1e-05, momentum=0.1),
+                BatchNorm(branch),
                 jax.nn.relu,
             )
         else:
@@ -232,34 +231,32 @@ class ShuffleV2Block(nnx.Module):
                 x2_channels,
                 branch,
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(branch, eps=1e-05, momentum=0.1),
+            BatchNorm(branch),
             jax.nn.relu,
             nnx.Conv(
                 branch,
                 branch,
                 kernel_size=(3, 3),
-                strides=(stride, stride),
                 padding=((1, 1), (1, 1)),
+                strides=(stride, stride),
                 feature_group_count=branch,
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(branch, eps=1e-05, momentum=0.1),
+            BatchNorm(branch),
             nnx.Conv(
                 branch,
                 branch,
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(branch, eps=1e-05, momentum=0.1),
+            BatchNorm(branch),
             jax.nn.relu,
         )
         self.in_channels = in_channels
@@ -294,12 +291,12 @@ class ShufflenetV2X10(nnx.Module):
                 3,
                 widths[0],
                 kernel_size=(3, 3),
-                strides=(2, 2),
                 padding=((1, 1), (1, 1)),
+                strides=(2, 2),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(widths[0], eps=1e-05, momentum=0.1),
+            BatchNorm(widths[0]),
             jax.nn.relu,
         )
         stage2 = []
@@ -331,15 +328,14 @@ class ShufflenetV2X10(nnx.Module):
                 2 * (widths[3] // 2),
                 widths[4],
                 kernel_size=(1, 1),
-                strides=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
                 rngs=rngs,
             ),
-            BatchNorm(widths[4], eps=1e-05, momentum=0.1),
+            BatchNorm(widths[4]),
             jax.nn.relu,
         )
-        self.fc = nnx.Linear(widths[4], num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(widths[4], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 24)

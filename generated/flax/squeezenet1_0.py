@@ -153,27 +153,21 @@ class Fire(nnx.Module):
             in_channels,
             squeeze_planes,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.expand1x1 = nnx.Conv(
             squeeze_planes,
             expand_planes,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.expand3x3 = nnx.Conv(
             squeeze_planes,
             expand_planes,
             kernel_size=(3, 3),
-            strides=(1, 1),
             padding=((1, 1), (1, 1)),
-            use_bias=True,
             rngs=rngs,
         )
 
@@ -200,9 +194,8 @@ class Squeezenet10(nnx.Module):
                 3,
                 96,
                 kernel_size=(7, 7),
-                strides=(2, 2),
                 padding=((0, 0), (0, 0)),
-                use_bias=True,
+                strides=(2, 2),
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -220,15 +213,7 @@ class Squeezenet10(nnx.Module):
         )
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Conv(
-                512,
-                num_classes,
-                kernel_size=(1, 1),
-                strides=(1, 1),
-                padding=((0, 0), (0, 0)),
-                use_bias=True,
-                rngs=rngs,
-            ),
+            nnx.Conv(512, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
             jax.nn.relu,
             lambda x: adaptive_avg_pool2d(x, (1, 1)),
         )

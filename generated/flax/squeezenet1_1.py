@@ -154,27 +154,21 @@ class Fire(nnx.Module):
             in_channels,
             squeeze_planes,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.expand1x1 = nnx.Conv(
             squeeze_planes,
             expand_planes,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
             rngs=rngs,
         )
         self.expand3x3 = nnx.Conv(
             squeeze_planes,
             expand_planes,
             kernel_size=(3, 3),
-            strides=(1, 1),
             padding=((1, 1), (1, 1)),
-            use_bias=True,
             rngs=rngs,
         )
 
@@ -201,9 +195,8 @@ class Squeezenet11(nnx.Module):
                 3,
                 64,
                 kernel_size=(3, 3),
-                strides=(2, 2),
                 padding=((0, 0), (0, 0)),
-                use_bias=True,
+                strides=(2, 2),
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -221,15 +214,7 @@ class Squeezenet11(nnx.Module):
         )
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Conv(
-                512,
-                num_classes,
-                kernel_size=(1, 1),
-                strides=(1, 1),
-                padding=((0, 0), (0, 0)),
-                use_bias=True,
-                rngs=rngs,
-            ),
+            nnx.Conv(512, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
             jax.nn.relu,
             lambda x: adaptive_avg_pool2d(x, (1, 1)),
         )

@@ -202,10 +202,10 @@ class SwinTransformerBlock(nnx.Module):
         self.stochastic_depth = nnx.Dropout(rate=p, broadcast_dims=(1, 2, 3), rngs=rngs)
         self.norm2 = nnx.LayerNorm(in_channels, epsilon=1e-05, use_fast_variance=False, rngs=rngs)
         self.mlp = nnx.Sequential(
-            nnx.Linear(in_channels, 4 * in_channels, use_bias=True, rngs=rngs),
+            nnx.Linear(in_channels, 4 * in_channels, rngs=rngs),
             lambda x: jax.nn.gelu(x, approximate=False),
             nnx.Dropout(rate=0.0, rngs=rngs),
-            nnx.Linear(4 * in_channels, in_channels, use_bias=True, rngs=rngs),
+            nnx.Linear(4 * in_channels, in_channels, rngs=rngs),
             nnx.Dropout(rate=0.0, rngs=rngs),
         )
         self.mlp_depth = nnx.Dropout(rate=p, broadcast_dims=(1, 2, 3), rngs=rngs)
@@ -305,9 +305,8 @@ class SwinT(nnx.Module):
                     3,
                     embed_dim,
                     kernel_size=(4, 4),
-                    strides=(4, 4),
                     padding=((0, 0), (0, 0)),
-                    use_bias=True,
+                    strides=(4, 4),
                     rngs=rngs,
                 ),
                 lambda x: x,
@@ -358,7 +357,7 @@ class SwinT(nnx.Module):
             ),
         )
         self.norm = nnx.LayerNorm(8 * embed_dim, epsilon=1e-05, use_fast_variance=False, rngs=rngs)
-        self.head = nnx.Linear(8 * embed_dim, num_classes, use_bias=True, rngs=rngs)
+        self.head = nnx.Linear(8 * embed_dim, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 768)

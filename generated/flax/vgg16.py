@@ -159,15 +159,7 @@ class Vgg16(nnx.Module):
         channels = 3
         for _ in range(convs[0]):
             features.append(
-                nnx.Conv(
-                    channels,
-                    64,
-                    kernel_size=(3, 3),
-                    strides=(1, 1),
-                    padding=((1, 1), (1, 1)),
-                    use_bias=True,
-                    rngs=rngs,
-                ),
+                nnx.Conv(channels, 64, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
             )
             features.append(jax.nn.relu)
             channels = 64
@@ -176,15 +168,7 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[1]):
             features.append(
-                nnx.Conv(
-                    channels,
-                    128,
-                    kernel_size=(3, 3),
-                    strides=(1, 1),
-                    padding=((1, 1), (1, 1)),
-                    use_bias=True,
-                    rngs=rngs,
-                ),
+                nnx.Conv(channels, 128, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
             )
             features.append(jax.nn.relu)
             channels = 128
@@ -193,15 +177,7 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[2]):
             features.append(
-                nnx.Conv(
-                    channels,
-                    256,
-                    kernel_size=(3, 3),
-                    strides=(1, 1),
-                    padding=((1, 1), (1, 1)),
-                    use_bias=True,
-                    rngs=rngs,
-                ),
+                nnx.Conv(channels, 256, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
             )
             features.append(jax.nn.relu)
             channels = 256
@@ -210,15 +186,7 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[3]):
             features.append(
-                nnx.Conv(
-                    channels,
-                    512,
-                    kernel_size=(3, 3),
-                    strides=(1, 1),
-                    padding=((1, 1), (1, 1)),
-                    use_bias=True,
-                    rngs=rngs,
-                ),
+                nnx.Conv(channels, 512, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
             )
             features.append(jax.nn.relu)
             channels = 512
@@ -227,15 +195,7 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[4]):
             features.append(
-                nnx.Conv(
-                    channels,
-                    512,
-                    kernel_size=(3, 3),
-                    strides=(1, 1),
-                    padding=((1, 1), (1, 1)),
-                    use_bias=True,
-                    rngs=rngs,
-                ),
+                nnx.Conv(channels, 512, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
             )
             features.append(jax.nn.relu)
         features.append(
@@ -243,13 +203,13 @@ class Vgg16(nnx.Module):
         )
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
-            nnx.Linear(25088, 4096, use_bias=True, rngs=rngs),
+            nnx.Linear(25088, 4096, rngs=rngs),
             jax.nn.relu,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(4096, 4096, use_bias=True, rngs=rngs),
+            nnx.Linear(4096, 4096, rngs=rngs),
             jax.nn.relu,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(4096, num_classes, use_bias=True, rngs=rngs),
+            nnx.Linear(4096, num_classes, rngs=rngs),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

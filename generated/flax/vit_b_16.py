@@ -107,7 +107,7 @@ class MultiheadAttention(nnx.Module):
             nnx.initializers.xavier_uniform()(rngs.params(), (3 * in_channels, in_channels)),
         )
         self.in_proj_bias = nnx.Param(jnp.zeros((3 * in_channels,)))
-        self.out_proj = nnx.Linear(in_channels, in_channels, use_bias=True, rngs=rngs)
+        self.out_proj = nnx.Linear(in_channels, in_channels, rngs=rngs)
         self.heads = heads
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -124,15 +124,15 @@ class EncoderBlock(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, heads: int, mlp_dim: int, rngs: nnx.Rngs) -> None:
-        self.ln_1 = nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs)
+        self.ln_1 = nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs)
         self.self_attention = MultiheadAttention(in_channels, heads=heads, rngs=rngs)
         self.dropout = nnx.Dropout(rate=0.0, rngs=rngs)
-        self.ln_2 = nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs)
         self.mlp = nnx.Sequential(
-            nnx.Linear(in_channels, mlp_dim, use_bias=True, rngs=rngs),
+            nnx.Linear(in_channels, mlp_dim, rngs=rngs),
             lambda x: jax.nn.gelu(x, approximate=False),
             nnx.Dropout(rate=0.0, rngs=rngs),
-            nnx.Linear(mlp_dim, in_channels, use_bias=True, rngs=rngs),
+            nnx.Linear(mlp_dim, in_channels, rngs=rngs),
             nnx.Dropout(rate=0.0, rngs=rngs),
         )
 
@@ -204,7 +204,7 @@ class Encoder(nnx.Module):
             mlp_dim=mlp_dim,
             rngs=rngs,
         )
-        self.ln = nnx.LayerNorm(in_channels, epsilon=1e-06, use_fast_variance=False, rngs=rngs)
+        self.ln = nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.pos_embedding[...]
@@ -221,7 +221,7 @@ class Heads(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
-        self.head = nnx.Linear(in_channels, num_classes, use_bias=True, rngs=rngs)
+        self.head = nnx.Linear(in_channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.head(x)
@@ -250,9 +250,8 @@ class VitB16(nnx.Module):
             3,
             hidden_dim,
             kernel_size=(patch_size, patch_size),
-            strides=(patch_size, patch_size),
             padding=((0, 0), (0, 0)),
-            use_bias=True,
+            strides=(patch_size, patch_size),
             rngs=rngs,
         )
         self.class_token = nnx.Param(jnp.zeros((1, 1, hidden_dim)))

@@ -174,15 +174,15 @@ class ConvNormReLU(nnx.Module):
             in_channels,
             out,
             kernel_size=(kernel, kernel),
-            strides=(stride, stride),
             padding=(
                 ((kernel - 1) // 2, (kernel - 1) // 2),
                 ((kernel - 1) // 2, (kernel - 1) // 2),
             ),
+            strides=(stride, stride),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn = BatchNorm(out, eps=0.001, momentum=0.1)
+        self.bn = BatchNorm(out, eps=0.001)
         self.use_act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -212,24 +212,23 @@ class SeparableConv2d(nnx.Module):
             in_channels,
             in_channels,
             kernel_size=(3, 3),
-            strides=(stride, stride),
             padding=((1, 1), (1, 1)),
+            strides=(stride, stride),
             feature_group_count=in_channels,
             use_bias=False,
             rngs=rngs,
         )
-        self.bn_dw = BatchNorm(in_channels, eps=0.001, momentum=0.1)
+        self.bn_dw = BatchNorm(in_channels, eps=0.001)
         self.use_act_dw = act
         self.conv_pw = nnx.Conv(
             in_channels,
             out,
             kernel_size=(1, 1),
-            strides=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
             rngs=rngs,
         )
-        self.bn_pw = BatchNorm(out, eps=0.001, momentum=0.1)
+        self.bn_pw = BatchNorm(out, eps=0.001)
         self.use_act_pw = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -336,7 +335,7 @@ class ClassifierHead(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
-        self.fc = nnx.Linear(in_channels, num_classes, use_bias=True, rngs=rngs)
+        self.fc = nnx.Linear(in_channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = adaptive_avg_pool2d(x, (1, 1))

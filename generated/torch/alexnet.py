@@ -33,29 +33,29 @@ class Alexnet(nn.Module):
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.5) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, bias=True),
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False),
-            nn.Conv2d(64, 192, kernel_size=5, stride=1, padding=2, bias=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False),
-            nn.Conv2d(192, 384, kernel_size=3, stride=1, padding=1, bias=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(384, 256, kernel_size=3, stride=1, padding=1, bias=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(256, 256, kernel_size=3, stride=1, padding=1, bias=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False),
+            nn.MaxPool2d(kernel_size=3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
-            nn.Linear(9216, 4096, bias=True),
+            nn.Linear(9216, 4096),
             nn.ReLU(),
             nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096, bias=True),
+            nn.Linear(4096, 4096),
             nn.ReLU(),
-            nn.Linear(4096, num_classes, bias=True),
+            nn.Linear(4096, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ class ConvBNReLU(nn.Sequential):
                 padding=kernel // 2,
                 bias=False,
             ),
-            nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(out),
             nn.ReLU(inplace=True),
         )
 
@@ -64,14 +64,14 @@ class BasicBlock(nn.Module):
             padding=1,
             bias=False,
         )
-        self.bn1 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(planes)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
         if stride != 1 or in_channels != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, planes, kernel_size=1, stride=stride, padding=0, bias=False),
-                nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1),
+                nn.Conv2d(in_channels, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
             )
         else:
             self.downsample = None
@@ -99,8 +99,8 @@ class AttentionRefinement(nn.Module):
         super().__init__()
         self.conv = ConvBNReLU(in_channels, out=out)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.attention = nn.Conv2d(out, out, kernel_size=1, stride=1, padding=0, bias=False)
-        self.bn = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
+        self.attention = nn.Conv2d(out, out, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(out)
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,9 +124,9 @@ class FeatureFusion(nn.Module):
         cat_channels = spatial_channels + context_channels
         self.conv = ConvBNReLU(cat_channels, out=out, kernel=1)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.reduce = nn.Conv2d(out, out // 4, kernel_size=1, stride=1, padding=0, bias=False)
+        self.reduce = nn.Conv2d(out, out // 4, kernel_size=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
-        self.expand = nn.Conv2d(out // 4, out, kernel_size=1, stride=1, padding=0, bias=False)
+        self.expand = nn.Conv2d(out // 4, out, kernel_size=1, bias=False)
         self.gate = nn.Sigmoid()
 
     def forward(self, spatial: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -158,9 +158,9 @@ class Bisenetv1(nn.Module):
             ConvBNReLU(128, out=256, stride=2),
         )
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         layer1 = []
         channels = 64
         for _ in range(2):
@@ -194,7 +194,7 @@ class Bisenetv1(nn.Module):
         self.head16 = ConvBNReLU(128, out=128)
         self.ffm = FeatureFusion(256, 128, out=256)
         self.head = ConvBNReLU(256, out=256)
-        self.classifier = nn.Conv2d(256, num_classes, kernel_size=1, stride=1, padding=0, bias=True)
+        self.classifier = nn.Conv2d(256, num_classes, kernel_size=1)
         self.logits = nn.Upsample(scale_factor=8, mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

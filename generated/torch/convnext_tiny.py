@@ -76,20 +76,12 @@ class CNBlock(nn.Module):
     def __init__(self, in_channels: int, *, p: float, layer_scale: float = 1e-06) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv2d(
-                in_channels,
-                in_channels,
-                kernel_size=7,
-                stride=1,
-                padding=3,
-                groups=in_channels,
-                bias=True,
-            ),
+            nn.Conv2d(in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels),
             Permute((0, 2, 3, 1)),
             nn.LayerNorm(in_channels, eps=1e-06),
-            nn.Linear(in_channels, 4 * in_channels, bias=True),
-            nn.GELU(approximate="none"),
-            nn.Linear(4 * in_channels, in_channels, bias=True),
+            nn.Linear(in_channels, 4 * in_channels),
+            nn.GELU(),
+            nn.Linear(4 * in_channels, in_channels),
             Permute((0, 3, 1, 2)),
         )
         self.layer_scale = nn.Parameter(torch.full((in_channels, 1, 1), layer_scale))
@@ -134,7 +126,7 @@ class Downsample(nn.Sequential):
     def __init__(self, in_channels: int, *, out: int) -> None:
         super().__init__(
             LayerNorm2d(in_channels, eps=1e-06),
-            nn.Conv2d(in_channels, out, kernel_size=2, stride=2, padding=0, bias=True),
+            nn.Conv2d(in_channels, out, kernel_size=2, stride=2),
         )
 
 
@@ -156,7 +148,7 @@ class ConvnextTiny(nn.Module):
         blocks = sum(depths)
         self.features = nn.Sequential(
             nn.Sequential(
-                nn.Conv2d(3, dims[0], kernel_size=4, stride=4, padding=0, bias=True),
+                nn.Conv2d(3, dims[0], kernel_size=4, stride=4),
                 LayerNorm2d(dims[0], eps=1e-06),
             ),
             Stage(
@@ -195,7 +187,7 @@ class ConvnextTiny(nn.Module):
         self.classifier = nn.Sequential(
             LayerNorm2d(dims[3], eps=1e-06),
             nn.Flatten(),
-            nn.Linear(dims[3], num_classes, bias=True),
+            nn.Linear(dims[3], num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -48,9 +48,9 @@ class ConvNormAct(nn.Module):
             padding=(kernel - 1) // 2,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
+        self.bn = nn.BatchNorm2d(out)
         if act:
-            self.act = nn.LeakyReLU(negative_slope=0.01)
+            self.act = nn.LeakyReLU()
         else:
             self.act = None
 
@@ -70,7 +70,7 @@ class Stem(nn.Module):
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.conv1 = ConvNormAct(in_channels, out=64, kernel=7, stride=2)
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -109,7 +109,7 @@ class CspBottleneck(nn.Module):
         self.conv1 = ConvNormAct(in_channels, out=mid)
         self.conv2 = ConvNormAct(mid, out=mid, kernel=3)
         self.conv3 = ConvNormAct(mid, out=in_channels, act=False)
-        self.act3 = nn.LeakyReLU(negative_slope=0.01)
+        self.act3 = nn.LeakyReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -188,7 +188,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
         super().__init__()
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(in_channels, num_classes, bias=True)
+        self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.global_pool(x)

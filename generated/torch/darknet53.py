@@ -48,9 +48,9 @@ class ConvNormAct(nn.Module):
             padding=(kernel - 1) // 2,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
+        self.bn = nn.BatchNorm2d(out)
         if act:
-            self.act = nn.LeakyReLU(negative_slope=0.01)
+            self.act = nn.LeakyReLU()
         else:
             self.act = None
 
@@ -125,7 +125,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
         super().__init__()
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(in_channels, num_classes, bias=True)
+        self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.global_pool(x)

@@ -47,7 +47,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = norm(width)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
@@ -62,18 +62,11 @@ class Bottleneck(nn.Module):
         )
         self.bn2 = norm(width)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, bias=False)
         self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels,
-                    planes * 4,
-                    kernel_size=1,
-                    stride=stride,
-                    padding=0,
-                    bias=False,
-                ),
+                nn.Conv2d(in_channels, planes * 4, kernel_size=1, stride=stride, bias=False),
                 norm(planes * 4),
             )
         else:
@@ -105,9 +98,9 @@ class DilatedResNet(nn.Module):
     def __init__(self, in_channels: int, *, layers: tuple[int, ...]) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -157,12 +150,11 @@ class ASPPConv(nn.Sequential):
                 in_channels,
                 out,
                 kernel_size=3,
-                stride=1,
                 padding=dilation,
                 dilation=dilation,
                 bias=False,
             ),
-            nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(out),
             nn.ReLU(inplace=True),
         )
 
@@ -176,8 +168,8 @@ class ASPPPooling(nn.Sequential):
     def __init__(self, in_channels: int, *, out: int) -> None:
         super().__init__(
             nn.AdaptiveAvgPool2d((1, 1)),
-            nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False),
-            nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
+            nn.BatchNorm2d(out),
             nn.ReLU(inplace=True),
         )
 
@@ -197,8 +189,8 @@ class ASPP(nn.Module):
         super().__init__()
         convs = [
             nn.Sequential(
-                nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False),
-                nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+                nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
+                nn.BatchNorm2d(out),
                 nn.ReLU(),
             ),
         ]
@@ -207,17 +199,10 @@ class ASPP(nn.Module):
         convs.append(ASPPPooling(in_channels, out=out))
         self.convs = nn.ModuleList(convs)
         self.project = nn.Sequential(
-            nn.Conv2d(
-                out + len(rates) * out + out,
-                out,
-                kernel_size=1,
-                stride=1,
-                padding=0,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+            nn.Conv2d(out + len(rates) * out + out, out, kernel_size=1, bias=False),
+            nn.BatchNorm2d(out),
             nn.ReLU(),
-            nn.Dropout(p=0.5),
+            nn.Dropout(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,10 +230,10 @@ class Deeplabv3Resnet50(nn.Module):
         self.backbone = DilatedResNet(3, layers=layers)
         self.classifier = nn.Sequential(
             ASPP(2048, rates=rates),
-            nn.Conv2d(256, 256, kernel_size=3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(256, eps=1e-05, momentum=0.1),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(256),
             nn.ReLU(),
-            nn.Conv2d(256, num_classes, kernel_size=1, stride=1, padding=0, bias=True),
+            nn.Conv2d(256, num_classes, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -42,14 +42,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_channels: int, *, dim: int, patch: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(
-            in_channels,
-            dim,
-            kernel_size=patch,
-            stride=patch,
-            padding=0,
-            bias=True,
-        )
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)
@@ -65,8 +58,8 @@ class Attention(nn.Module):
 
     def __init__(self, in_channels: int, *, heads: int) -> None:
         super().__init__()
-        self.qkv = nn.Linear(in_channels, 3 * in_channels, bias=True)
-        self.proj = nn.Linear(in_channels, in_channels, bias=True)
+        self.qkv = nn.Linear(in_channels, 3 * in_channels)
+        self.proj = nn.Linear(in_channels, in_channels)
         self.heads = heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,9 +77,9 @@ class Mlp(nn.Module):
 
     def __init__(self, in_channels: int, *, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(in_channels, hidden, bias=True)
-        self.act = nn.GELU(approximate="none")
-        self.fc2 = nn.Linear(hidden, in_channels, bias=True)
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)
@@ -146,8 +139,8 @@ class DeitTinyDistilledPatch16224(nn.Module):
             blocks.append(Block(channels, heads=heads, mlp_dim=embed_dim * mlp_ratio))
         self.blocks = nn.Sequential(*blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-06)
-        self.head = nn.Linear(embed_dim, num_classes, bias=True)
-        self.head_dist = nn.Linear(embed_dim, num_classes, bias=True)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.head_dist = nn.Linear(embed_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (N, 196, 192)

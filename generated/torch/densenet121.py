@@ -32,23 +32,15 @@ class DenseLayer(nn.Module):
 
     def __init__(self, in_channels: int, *, growth_rate: int, bn_size: int) -> None:
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.norm1 = nn.BatchNorm2d(in_channels)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(
-            in_channels,
-            bn_size * growth_rate,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=False,
-        )
-        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate, eps=1e-05, momentum=0.1)
+        self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
             bn_size * growth_rate,
             growth_rate,
             kernel_size=3,
-            stride=1,
             padding=1,
             bias=False,
         )
@@ -103,23 +95,10 @@ class Transition(nn.Module):
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.norm = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.conv = nn.Conv2d(
-            in_channels,
-            in_channels // 2,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=False,
-        )
-        self.pool = nn.AvgPool2d(
-            kernel_size=2,
-            stride=2,
-            padding=0,
-            ceil_mode=False,
-            count_include_pad=True,
-        )
+        self.conv = nn.Conv2d(in_channels, in_channels // 2, kernel_size=1, bias=False)
+        self.pool = nn.AvgPool2d(kernel_size=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
@@ -152,9 +131,9 @@ class Features(nn.Module):
             padding=3,
             bias=False,
         )
-        self.norm0 = nn.BatchNorm2d(2 * growth_rate, eps=1e-05, momentum=0.1)
+        self.norm0 = nn.BatchNorm2d(2 * growth_rate)
         self.relu0 = nn.ReLU(inplace=True)
-        self.pool0 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.pool0 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.denseblock1 = DenseBlock(
             2 * growth_rate,
             num_layers=block_config[0],
@@ -189,7 +168,7 @@ class Features(nn.Module):
             bn_size=bn_size,
         )
         denseblock4_channels = transition3_channels + block_config[3] * growth_rate
-        self.norm5 = nn.BatchNorm2d(denseblock4_channels, eps=1e-05, momentum=0.1)
+        self.norm5 = nn.BatchNorm2d(denseblock4_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv0(x)
@@ -234,7 +213,7 @@ class Densenet121(nn.Module):
         features_channels = features_channels // 2 + block_config[3] * growth_rate
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.classifier = nn.Linear(features_channels, num_classes, bias=True)
+        self.classifier = nn.Linear(features_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 1024, 7, 7)

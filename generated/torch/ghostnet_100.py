@@ -48,15 +48,15 @@ class GhostModule(nn.Module):
         super().__init__()
         init = ceil(out / 2)
         primary_conv = [
-            nn.Conv2d(in_channels, init, kernel_size=1, stride=1, padding=0, bias=False),
-            nn.BatchNorm2d(init, eps=1e-05, momentum=0.1),
+            nn.Conv2d(in_channels, init, kernel_size=1, bias=False),
+            nn.BatchNorm2d(init),
         ]
         if act:
             primary_conv.append(nn.ReLU())
         self.primary_conv = nn.Sequential(*primary_conv)
         cheap_operation = [
-            nn.Conv2d(init, init, kernel_size=3, stride=1, padding=1, groups=init, bias=False),
-            nn.BatchNorm2d(init, eps=1e-05, momentum=0.1),
+            nn.Conv2d(init, init, kernel_size=3, padding=1, groups=init, bias=False),
+            nn.BatchNorm2d(init),
         ]
         if act:
             cheap_operation.append(nn.ReLU())
@@ -85,20 +85,10 @@ class SqueezeExcite(nn.Module):
             in_channels,
             make_divisible(in_channels * rd_ratio, rd_divisor),
             kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv_expand = nn.Conv2d(
-            conv_reduce_channels,
-            in_channels,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
-        )
+        self.conv_expand = nn.Conv2d(conv_reduce_channels, in_channels, kernel_size=1)
         self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +133,7 @@ class GhostBottleneck(nn.Module):
         else:
             self.conv_dw = None
         if stride > 1:
-            self.bn_dw = nn.BatchNorm2d(mid, eps=1e-05, momentum=0.1)
+            self.bn_dw = nn.BatchNorm2d(mid)
         else:
             self.bn_dw = None
         if se > 0:
@@ -162,9 +152,9 @@ class GhostBottleneck(nn.Module):
                     groups=in_channels,
                     bias=False,
                 ),
-                nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1),
-                nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False),
-                nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+                nn.BatchNorm2d(in_channels),
+                nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
+                nn.BatchNorm2d(out),
             )
         else:
             self.shortcut = None
@@ -192,11 +182,10 @@ class ConvBnAct(nn.Module):
             in_channels,
             out,
             kernel_size=kernel,
-            stride=1,
             padding=(kernel - 1) // 2,
             bias=False,
         )
-        self.bn1 = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(out)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +204,7 @@ class Ghostnet100(nn.Module):
     def __init__(self, *, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv_stem = nn.Conv2d(3, 16, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(16)
         self.act1 = nn.ReLU(inplace=True)
         blocks = [
             nn.Sequential(GhostBottleneck(16, mid=16, out=16)),
@@ -245,9 +234,9 @@ class Ghostnet100(nn.Module):
         blocks.append(nn.Sequential(ConvBnAct(160, out=960)))
         self.blocks = nn.Sequential(*blocks)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.conv_head = nn.Conv2d(960, 1280, kernel_size=1, stride=1, padding=0, bias=True)
+        self.conv_head = nn.Conv2d(960, 1280, kernel_size=1)
         self.act2 = nn.ReLU(inplace=True)
-        self.classifier = nn.Linear(1280, num_classes, bias=True)
+        self.classifier = nn.Linear(1280, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_stem(x)  # (N, 16, 112, 112)

@@ -48,7 +48,7 @@ class BasicConv2d(nn.Module):
             padding=padding,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
+        self.bn = nn.BatchNorm2d(out, eps=0.001)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,24 +99,24 @@ class Googlenet(nn.Module):
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.conv1 = BasicConv2d(3, out=64, kernel=7, stride=2, padding=3)
-        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.conv2 = BasicConv2d(64, out=64)
         self.conv3 = BasicConv2d(64, out=192, kernel=3, padding=1)
-        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.inception3a = Inception(192, widths=(64, 96, 128, 16, 32, 32))
         self.inception3b = Inception(256, widths=(128, 128, 192, 32, 96, 64))
-        self.maxpool3 = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+        self.maxpool3 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.inception4a = Inception(480, widths=(192, 96, 208, 16, 48, 64))
         self.inception4b = Inception(512, widths=(160, 112, 224, 24, 64, 64))
         self.inception4c = Inception(512, widths=(128, 128, 256, 24, 64, 64))
         self.inception4d = Inception(512, widths=(112, 144, 288, 32, 64, 64))
         self.inception4e = Inception(528, widths=(256, 160, 320, 32, 128, 128))
-        self.maxpool4 = nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=True)
+        self.maxpool4 = nn.MaxPool2d(kernel_size=2, ceil_mode=True)
         self.inception5a = Inception(832, widths=(256, 160, 320, 32, 128, 128))
         self.inception5b = Inception(832, widths=(384, 192, 384, 48, 128, 128))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(1024, num_classes, bias=True)
+        self.fc = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)

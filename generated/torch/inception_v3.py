@@ -48,7 +48,7 @@ class BasicConv2d(nn.Module):
             padding=padding,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
+        self.bn = nn.BatchNorm2d(out, eps=0.001)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,13 +72,7 @@ class InceptionA(nn.Module):
         self.branch3x3dbl_1 = BasicConv2d(in_channels, out=64)
         self.branch3x3dbl_2 = BasicConv2d(64, out=96, kernel=3, padding=1)
         self.branch3x3dbl_3 = BasicConv2d(96, out=96, kernel=3, padding=1)
-        self.pool = nn.AvgPool2d(
-            kernel_size=3,
-            stride=1,
-            padding=1,
-            ceil_mode=False,
-            count_include_pad=True,
-        )
+        self.pool = nn.AvgPool2d(kernel_size=3, stride=1, padding=1)
         self.branch_pool = BasicConv2d(in_channels, out=pool_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +100,7 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_1 = BasicConv2d(in_channels, out=64)
         self.branch3x3dbl_2 = BasicConv2d(64, out=96, kernel=3, padding=1)
         self.branch3x3dbl_3 = BasicConv2d(96, out=96, kernel=3, stride=2)
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch3x3(x)
@@ -136,13 +130,7 @@ class InceptionC(nn.Module):
         self.branch7x7dbl_3 = BasicConv2d(c7, out=c7, kernel=(1, 7), padding=(0, 3))
         self.branch7x7dbl_4 = BasicConv2d(c7, out=c7, kernel=(7, 1), padding=(3, 0))
         self.branch7x7dbl_5 = BasicConv2d(c7, out=192, kernel=(1, 7), padding=(0, 3))
-        self.pool = nn.AvgPool2d(
-            kernel_size=3,
-            stride=1,
-            padding=1,
-            ceil_mode=False,
-            count_include_pad=True,
-        )
+        self.pool = nn.AvgPool2d(kernel_size=3, stride=1, padding=1)
         self.branch_pool = BasicConv2d(in_channels, out=192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +163,7 @@ class InceptionD(nn.Module):
         self.branch7x7x3_2 = BasicConv2d(192, out=192, kernel=(1, 7), padding=(0, 3))
         self.branch7x7x3_3 = BasicConv2d(192, out=192, kernel=(7, 1), padding=(3, 0))
         self.branch7x7x3_4 = BasicConv2d(192, out=192, kernel=3, stride=2)
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch3x3_1(x)
@@ -205,13 +193,7 @@ class InceptionE(nn.Module):
         self.branch3x3dbl_2 = BasicConv2d(448, out=384, kernel=3, padding=1)
         self.branch3x3dbl_3a = BasicConv2d(384, out=384, kernel=(1, 3), padding=(0, 1))
         self.branch3x3dbl_3b = BasicConv2d(384, out=384, kernel=(3, 1), padding=(1, 0))
-        self.pool = nn.AvgPool2d(
-            kernel_size=3,
-            stride=1,
-            padding=1,
-            ceil_mode=False,
-            count_include_pad=True,
-        )
+        self.pool = nn.AvgPool2d(kernel_size=3, stride=1, padding=1)
         self.branch_pool = BasicConv2d(in_channels, out=192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -242,10 +224,10 @@ class InceptionV3(nn.Module):
         self.Conv2d_1a_3x3 = BasicConv2d(3, out=32, kernel=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, out=32, kernel=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, out=64, kernel=3, padding=1)
-        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False)
+        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2)
         self.Conv2d_3b_1x1 = BasicConv2d(64, out=80)
         self.Conv2d_4a_3x3 = BasicConv2d(80, out=192, kernel=3)
-        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=False)
+        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
         self.Mixed_5b = InceptionA(192, pool_features=32)
         self.Mixed_5c = InceptionA(256, pool_features=64)
         self.Mixed_5d = InceptionA(288, pool_features=64)
@@ -259,7 +241,7 @@ class InceptionV3(nn.Module):
         self.Mixed_7c = InceptionE(2048)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(2048, num_classes, bias=True)
+        self.fc = nn.Linear(2048, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Conv2d_1a_3x3(x)  # (N, 32, 149, 149)

@@ -94,8 +94,8 @@ class InvertedResidual(nn.Module):
                 groups=hidden,
             ),
         )
-        conv.append(nn.Conv2d(hidden, out, kernel_size=1, stride=1, padding=0, bias=False))
-        conv.append(nn.BatchNorm2d(out, eps=1e-05, momentum=0.1))
+        conv.append(nn.Conv2d(hidden, out, kernel_size=1, bias=False))
+        conv.append(nn.BatchNorm2d(out))
         self.conv = nn.Sequential(*conv)
         self.use_add = stride == 1 and in_channels == out
 
@@ -185,10 +185,7 @@ class MobilenetV2(nn.Module):
         features.append(ConvBNAct(make_divisible(320 * width_mult, 8), out=last_channel, kernel=1))
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
-            nn.Linear(last_channel, num_classes, bias=True),
-        )
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channel, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 1280, 7, 7)

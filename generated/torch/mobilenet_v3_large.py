@@ -90,14 +90,7 @@ class SqueezeExcitation(nn.Module):
     ) -> None:
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc1 = nn.Conv2d(
-            in_channels,
-            squeeze_channels,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
-        )
+        self.fc1 = nn.Conv2d(in_channels, squeeze_channels, kernel_size=1)
         if act == "relu":
             self.relu = nn.ReLU(inplace=True)
         else:
@@ -106,14 +99,7 @@ class SqueezeExcitation(nn.Module):
             self.silu = nn.SiLU(inplace=True)
         else:
             self.silu = None
-        self.fc2 = nn.Conv2d(
-            squeeze_channels,
-            in_channels,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
-        )
+        self.fc2 = nn.Conv2d(squeeze_channels, in_channels, kernel_size=1)
         if scale == "sigmoid":
             self.sigmoid = nn.Sigmoid()
         else:
@@ -260,10 +246,10 @@ class MobilenetV3Large(nn.Module):
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Sequential(
-            nn.Linear(960, 1280, bias=True),
+            nn.Linear(960, 1280),
             nn.Hardswish(),
             nn.Dropout(p=dropout),
-            nn.Linear(1280, num_classes, bias=True),
+            nn.Linear(1280, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

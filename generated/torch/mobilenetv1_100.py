@@ -46,20 +46,10 @@ class SqueezeExcite(nn.Module):
             in_channels,
             make_divisible(in_channels * rd_ratio, rd_divisor),
             kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv_expand = nn.Conv2d(
-            conv_reduce_channels,
-            in_channels,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
-        )
+        self.conv_expand = nn.Conv2d(conv_reduce_channels, in_channels, kernel_size=1)
         self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +89,7 @@ class DepthwiseSeparableConv(nn.Module):
             groups=in_channels,
             bias=False,
         )
-        self.bn1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(in_channels)
         if act == "relu6":
             self.relu6_1 = nn.ReLU6(inplace=True)
         else:
@@ -112,8 +102,8 @@ class DepthwiseSeparableConv(nn.Module):
             self.se = SqueezeExcite(in_channels)
         else:
             self.se = None
-        self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False)
-        self.bn2 = nn.BatchNorm2d(out, eps=1e-05, momentum=0.1)
+        self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
         if act == "relu6":
             self.relu6_2 = nn.ReLU6(inplace=True)
         else:
@@ -145,7 +135,7 @@ class Mobilenetv1100(nn.Module):
     def __init__(self, *, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv_stem = nn.Conv2d(3, 32, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(32)
         self.act1 = nn.ReLU6(inplace=True)
         blocks = [nn.Sequential(DepthwiseSeparableConv(32, out=64))]
         blocks_1 = []
@@ -171,7 +161,7 @@ class Mobilenetv1100(nn.Module):
         blocks.append(nn.Sequential(*blocks_4))
         self.blocks = nn.Sequential(*blocks)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.classifier = nn.Linear(1024, num_classes, bias=True)
+        self.classifier = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_stem(x)  # (N, 32, 112, 112)

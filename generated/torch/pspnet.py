@@ -46,7 +46,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = norm(width)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
@@ -61,18 +61,11 @@ class Bottleneck(nn.Module):
         )
         self.bn2 = norm(width)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, bias=False)
         self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels,
-                    planes * 4,
-                    kernel_size=1,
-                    stride=stride,
-                    padding=0,
-                    bias=False,
-                ),
+                nn.Conv2d(in_channels, planes * 4, kernel_size=1, stride=stride, bias=False),
                 norm(planes * 4),
             )
         else:
@@ -104,9 +97,9 @@ class DilatedResNet(nn.Module):
     def __init__(self, in_channels: int, *, layers: tuple[int, ...]) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -153,8 +146,8 @@ class PoolBranch(nn.Module):
     def __init__(self, in_channels: int, *, bins: int, width: int) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d((bins, bins))
-        self.conv = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
-        self.bn = nn.BatchNorm2d(width, eps=1e-05, momentum=0.1)
+        self.conv = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,11 +200,11 @@ class Pspnet(nn.Module):
         self.ppm = PyramidPooling(2048, width=width)
         ppm_channels = 2048 + width + width + width + width
         self.head = nn.Sequential(
-            nn.Conv2d(ppm_channels, width, kernel_size=3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(width, eps=1e-05, momentum=0.1),
+            nn.Conv2d(ppm_channels, width, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
             nn.ReLU(),
             nn.Dropout(p=0.1),
-            nn.Conv2d(width, num_classes, kernel_size=1, stride=1, padding=0, bias=True),
+            nn.Conv2d(width, num_classes, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -229,7 +229,7 @@ class RegnetX400mf(nn.Module):
         self.stem = ConvBNAct(3, out=32, stride=2, act="relu")
         self.trunk_output = Trunk(32, widths=widths, depths=depths, group_width=group_width)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(widths[-1], num_classes, bias=True)
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (N, 32, 112, 112)

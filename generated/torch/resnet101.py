@@ -44,7 +44,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = norm(width)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
@@ -59,18 +59,11 @@ class Bottleneck(nn.Module):
         )
         self.bn2 = norm(width)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, bias=False)
         self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels,
-                    planes * 4,
-                    kernel_size=1,
-                    stride=stride,
-                    padding=0,
-                    bias=False,
-                ),
+                nn.Conv2d(in_channels, planes * 4, kernel_size=1, stride=stride, bias=False),
                 norm(planes * 4),
             )
         else:
@@ -107,9 +100,9 @@ class Resnet101(nn.Module):
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -156,7 +149,7 @@ class Resnet101(nn.Module):
             channels = 2048
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(2048, num_classes, bias=True)
+        self.fc = nn.Linear(2048, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)

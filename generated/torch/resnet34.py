@@ -40,14 +40,14 @@ class BasicBlock(nn.Module):
             padding=1,
             bias=False,
         )
-        self.bn1 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(planes)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
         if stride != 1 or in_channels != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, planes, kernel_size=1, stride=stride, padding=0, bias=False),
-                nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1),
+                nn.Conv2d(in_channels, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
             )
         else:
             self.downsample = None
@@ -74,9 +74,9 @@ class Resnet34(nn.Module):
     def __init__(self, *, num_classes: int = 1000, layers: tuple[int, ...] = (3, 4, 6, 3)) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -101,7 +101,7 @@ class Resnet34(nn.Module):
             channels = 512
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512, num_classes, bias=True)
+        self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)

@@ -65,7 +65,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = norm(width)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
@@ -80,18 +80,11 @@ class Bottleneck(nn.Module):
         )
         self.bn2 = norm(width)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, stride=1, padding=0, bias=False)
+        self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, bias=False)
         self.bn3 = norm(planes * 4)
         if stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels,
-                    planes * 4,
-                    kernel_size=1,
-                    stride=stride,
-                    padding=0,
-                    bias=False,
-                ),
+                nn.Conv2d(in_channels, planes * 4, kernel_size=1, stride=stride, bias=False),
                 norm(planes * 4),
             )
         else:
@@ -131,7 +124,7 @@ class ResNetStages(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):
@@ -189,29 +182,21 @@ class FeaturePyramid(nn.Module):
         super().__init__()
         self.inner_blocks = nn.ModuleList(
             [
-                nn.Sequential(
-                    nn.Conv2d(c2_channels, out, kernel_size=1, stride=1, padding=0, bias=True),
-                ),
-                nn.Sequential(
-                    nn.Conv2d(c3_channels, out, kernel_size=1, stride=1, padding=0, bias=True),
-                ),
-                nn.Sequential(
-                    nn.Conv2d(c4_channels, out, kernel_size=1, stride=1, padding=0, bias=True),
-                ),
-                nn.Sequential(
-                    nn.Conv2d(c5_channels, out, kernel_size=1, stride=1, padding=0, bias=True),
-                ),
+                nn.Sequential(nn.Conv2d(c2_channels, out, kernel_size=1)),
+                nn.Sequential(nn.Conv2d(c3_channels, out, kernel_size=1)),
+                nn.Sequential(nn.Conv2d(c4_channels, out, kernel_size=1)),
+                nn.Sequential(nn.Conv2d(c5_channels, out, kernel_size=1)),
             ],
         )
         self.layer_blocks = nn.ModuleList(
             [
-                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, stride=1, padding=1, bias=True)),
-                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, stride=1, padding=1, bias=True)),
-                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, stride=1, padding=1, bias=True)),
-                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, stride=1, padding=1, bias=True)),
+                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, padding=1)),
+                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, padding=1)),
+                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, padding=1)),
+                nn.Sequential(nn.Conv2d(out, out, kernel_size=3, padding=1)),
             ],
         )
-        self.pool = nn.MaxPool2d(kernel_size=1, stride=2, padding=0, ceil_mode=False)
+        self.pool = nn.MaxPool2d(kernel_size=1, stride=2)
 
     def forward(
         self,

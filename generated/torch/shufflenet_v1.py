@@ -47,18 +47,16 @@ class ShuffleV1Branch(nn.Sequential):
                 in_channels,
                 mid,
                 kernel_size=1,
-                stride=1,
-                padding=0,
                 groups=groups if group_input else 1,
                 bias=False,
             ),
-            nn.BatchNorm2d(mid, eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
             nn.ChannelShuffle(groups),
             nn.Conv2d(mid, mid, kernel_size=3, stride=stride, padding=1, groups=mid, bias=False),
-            nn.BatchNorm2d(mid, eps=1e-05, momentum=0.1),
-            nn.Conv2d(mid, out, kernel_size=1, stride=1, padding=0, groups=groups, bias=False),
-            nn.BatchNorm2d(out, eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, out, kernel_size=1, groups=groups, bias=False),
+            nn.BatchNorm2d(out),
         )
 
 
@@ -78,13 +76,7 @@ class ShuffleV1Down(nn.Module):
         group_input: bool = True,
     ) -> None:
         super().__init__()
-        self.branch_proj = nn.AvgPool2d(
-            kernel_size=3,
-            stride=2,
-            padding=1,
-            ceil_mode=False,
-            count_include_pad=True,
-        )
+        self.branch_proj = nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
         self.branch_main = ShuffleV1Branch(
             in_channels,
             out=out - in_channels,
@@ -144,10 +136,10 @@ class ShufflenetV1(nn.Module):
         super().__init__()
         self.first_conv = nn.Sequential(
             nn.Conv2d(3, widths[0], kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0], eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(widths[0]),
             nn.ReLU(),
         )
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         features = [ShuffleV1Down(widths[0], out=widths[1], groups=groups, group_input=False)]
         channels = widths[1]
         for _ in range(repeats[0] - 1):

@@ -46,9 +46,9 @@ class ShuffleV2Block(nn.Module):
                     groups=in_channels,
                     bias=False,
                 ),
-                nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1),
-                nn.Conv2d(in_channels, branch, kernel_size=1, stride=1, padding=0, bias=False),
-                nn.BatchNorm2d(branch, eps=1e-05, momentum=0.1),
+                nn.BatchNorm2d(in_channels),
+                nn.Conv2d(in_channels, branch, kernel_size=1, bias=False),
+                nn.BatchNorm2d(branch),
                 nn.ReLU(),
             )
         else:
@@ -57,8 +57,8 @@ class ShuffleV2Block(nn.Module):
         self.use_x2 = stride == 1
         x2_channels = in_channels - in_channels // 2 if stride == 1 else in_channels
         self.branch2 = nn.Sequential(
-            nn.Conv2d(x2_channels, branch, kernel_size=1, stride=1, padding=0, bias=False),
-            nn.BatchNorm2d(branch, eps=1e-05, momentum=0.1),
+            nn.Conv2d(x2_channels, branch, kernel_size=1, bias=False),
+            nn.BatchNorm2d(branch),
             nn.ReLU(),
             nn.Conv2d(
                 branch,
@@ -69,9 +69,9 @@ class ShuffleV2Block(nn.Module):
                 groups=branch,
                 bias=False,
             ),
-            nn.BatchNorm2d(branch, eps=1e-05, momentum=0.1),
-            nn.Conv2d(branch, branch, kernel_size=1, stride=1, padding=0, bias=False),
-            nn.BatchNorm2d(branch, eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(branch),
+            nn.Conv2d(branch, branch, kernel_size=1, bias=False),
+            nn.BatchNorm2d(branch),
             nn.ReLU(),
         )
         self.shuffle = nn.ChannelShuffle(2)
@@ -104,10 +104,10 @@ class ShufflenetV2X10(nn.Module):
         super().__init__()
         self.conv1 = nn.Sequential(
             nn.Conv2d(3, widths[0], kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0], eps=1e-05, momentum=0.1),
+            nn.BatchNorm2d(widths[0]),
             nn.ReLU(),
         )
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         stage2 = []
         channels = widths[0]
         for i in range(repeats[0]):
@@ -127,19 +127,12 @@ class ShufflenetV2X10(nn.Module):
             channels = 2 * (widths[3] // 2)
         self.stage4 = nn.Sequential(*stage4)
         self.conv5 = nn.Sequential(
-            nn.Conv2d(
-                2 * (widths[3] // 2),
-                widths[4],
-                kernel_size=1,
-                stride=1,
-                padding=0,
-                bias=False,
-            ),
-            nn.BatchNorm2d(widths[4], eps=1e-05, momentum=0.1),
+            nn.Conv2d(2 * (widths[3] // 2), widths[4], kernel_size=1, bias=False),
+            nn.BatchNorm2d(widths[4]),
             nn.ReLU(),
         )
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(widths[4], num_classes, bias=True)
+        self.fc = nn.Linear(widths[4], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 24, 112, 112)

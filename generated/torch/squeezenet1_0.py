@@ -32,32 +32,11 @@ class Fire(nn.Module):
 
     def __init__(self, in_channels: int, *, squeeze_planes: int, expand_planes: int) -> None:
         super().__init__()
-        self.squeeze = nn.Conv2d(
-            in_channels,
-            squeeze_planes,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
-        )
+        self.squeeze = nn.Conv2d(in_channels, squeeze_planes, kernel_size=1)
         self.squeeze_activation = nn.ReLU(inplace=True)
-        self.expand1x1 = nn.Conv2d(
-            squeeze_planes,
-            expand_planes,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            bias=True,
-        )
+        self.expand1x1 = nn.Conv2d(squeeze_planes, expand_planes, kernel_size=1)
         self.expand1x1_activation = nn.ReLU(inplace=True)
-        self.expand3x3 = nn.Conv2d(
-            squeeze_planes,
-            expand_planes,
-            kernel_size=3,
-            stride=1,
-            padding=1,
-            bias=True,
-        )
+        self.expand3x3 = nn.Conv2d(squeeze_planes, expand_planes, kernel_size=3, padding=1)
         self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,23 +59,23 @@ class Squeezenet10(nn.Module):
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.5) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 96, kernel_size=7, stride=2, padding=0, bias=True),
+            nn.Conv2d(3, 96, kernel_size=7, stride=2),
             nn.ReLU(),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
             Fire(96, squeeze_planes=16, expand_planes=64),
             Fire(128, squeeze_planes=16, expand_planes=64),
             Fire(128, squeeze_planes=32, expand_planes=128),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
             Fire(256, squeeze_planes=32, expand_planes=128),
             Fire(256, squeeze_planes=48, expand_planes=192),
             Fire(384, squeeze_planes=48, expand_planes=192),
             Fire(384, squeeze_planes=64, expand_planes=256),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
             Fire(512, squeeze_planes=64, expand_planes=256),
         )
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
-            nn.Conv2d(512, num_classes, kernel_size=1, stride=1, padding=0, bias=True),
+            nn.Conv2d(512, num_classes, kernel_size=1),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d((1, 1)),
         )

@@ -140,15 +140,15 @@ class SwinTransformerBlock(nn.Module):
 
     def __init__(self, in_channels: int, *, heads: int, window: int, shift: int, p: float) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(in_channels, eps=1e-05)
+        self.norm1 = nn.LayerNorm(in_channels)
         self.attn = ShiftedWindowAttention(in_channels, window=window, shift=shift, heads=heads)
         self.stochastic_depth = StochasticDepth(p=p)
-        self.norm2 = nn.LayerNorm(in_channels, eps=1e-05)
+        self.norm2 = nn.LayerNorm(in_channels)
         self.mlp = nn.Sequential(
-            nn.Linear(in_channels, 4 * in_channels, bias=True),
-            nn.GELU(approximate="none"),
+            nn.Linear(in_channels, 4 * in_channels),
+            nn.GELU(),
             nn.Dropout(p=0.0),
-            nn.Linear(4 * in_channels, in_channels, bias=True),
+            nn.Linear(4 * in_channels, in_channels),
             nn.Dropout(p=0.0),
         )
         self.mlp_depth = StochasticDepth(p=p)
@@ -205,7 +205,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(4 * in_channels, eps=1e-05)
+        self.norm = nn.LayerNorm(4 * in_channels)
         self.reduction = nn.Linear(4 * in_channels, 2 * in_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -238,9 +238,9 @@ class SwinT(nn.Module):
         blocks = sum(depths)
         self.features = nn.Sequential(
             nn.Sequential(
-                nn.Conv2d(3, embed_dim, kernel_size=4, stride=4, padding=0, bias=True),
+                nn.Conv2d(3, embed_dim, kernel_size=4, stride=4),
                 Permute((0, 2, 3, 1)),
-                nn.LayerNorm(embed_dim, eps=1e-05),
+                nn.LayerNorm(embed_dim),
             ),
             Stage(
                 embed_dim,
@@ -282,10 +282,10 @@ class SwinT(nn.Module):
                 stochastic_depth=stochastic_depth,
             ),
         )
-        self.norm = nn.LayerNorm(8 * embed_dim, eps=1e-05)
+        self.norm = nn.LayerNorm(8 * embed_dim)
         self.permute = Permute((0, 3, 1, 2))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.head = nn.Linear(8 * embed_dim, num_classes, bias=True)
+        self.head = nn.Linear(8 * embed_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 7, 7, 768)

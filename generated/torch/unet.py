@@ -40,9 +40,9 @@ class DoubleConv(nn.Sequential):
 
     def __init__(self, in_channels: int, *, width: int, padding: int) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=padding, bias=True),
+            nn.Conv2d(in_channels, width, kernel_size=3, padding=padding),
             nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, kernel_size=3, stride=1, padding=padding, bias=True),
+            nn.Conv2d(width, width, kernel_size=3, padding=padding),
             nn.ReLU(inplace=True),
         )
 
@@ -55,7 +55,7 @@ class Down(nn.Module):
 
     def __init__(self, in_channels: int, *, width: int, padding: int) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=False)
+        self.pool = nn.MaxPool2d(kernel_size=2)
         self.conv = DoubleConv(in_channels, width=width, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ class Up(nn.Module):
 
     def __init__(self, x_channels: int, skip_channels: int, *, width: int, padding: int) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(x_channels, width, kernel_size=2, stride=2, bias=True)
+        self.up = nn.ConvTranspose2d(x_channels, width, kernel_size=2, stride=2)
         self.conv = DoubleConv(skip_channels + width, width=width, padding=padding)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,7 @@ class Unet(nn.Module):
         self.up2 = Up(base * 8, base * 4, width=base * 4, padding=padding)
         self.up3 = Up(base * 4, base * 2, width=base * 2, padding=padding)
         self.up4 = Up(base * 2, base, width=base, padding=padding)
-        self.outc = nn.Conv2d(base, num_classes, kernel_size=1, stride=1, padding=0, bias=True)
+        self.outc = nn.Conv2d(base, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inc(x)  # (N, 64, 568, 568)

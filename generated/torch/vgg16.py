@@ -41,39 +41,39 @@ class Vgg16(nn.Module):
         features = []
         channels = 3
         for _ in range(convs[0]):
-            features.append(nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=True))
+            features.append(nn.Conv2d(channels, 64, kernel_size=3, padding=1))
             features.append(nn.ReLU())
             channels = 64
-        features.append(nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=False))
+        features.append(nn.MaxPool2d(kernel_size=2))
         for _ in range(convs[1]):
-            features.append(nn.Conv2d(channels, 128, kernel_size=3, stride=1, padding=1, bias=True))
+            features.append(nn.Conv2d(channels, 128, kernel_size=3, padding=1))
             features.append(nn.ReLU())
             channels = 128
-        features.append(nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=False))
+        features.append(nn.MaxPool2d(kernel_size=2))
         for _ in range(convs[2]):
-            features.append(nn.Conv2d(channels, 256, kernel_size=3, stride=1, padding=1, bias=True))
+            features.append(nn.Conv2d(channels, 256, kernel_size=3, padding=1))
             features.append(nn.ReLU())
             channels = 256
-        features.append(nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=False))
+        features.append(nn.MaxPool2d(kernel_size=2))
         for _ in range(convs[3]):
-            features.append(nn.Conv2d(channels, 512, kernel_size=3, stride=1, padding=1, bias=True))
+            features.append(nn.Conv2d(channels, 512, kernel_size=3, padding=1))
             features.append(nn.ReLU())
             channels = 512
-        features.append(nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=False))
+        features.append(nn.MaxPool2d(kernel_size=2))
         for _ in range(convs[4]):
-            features.append(nn.Conv2d(channels, 512, kernel_size=3, stride=1, padding=1, bias=True))
+            features.append(nn.Conv2d(channels, 512, kernel_size=3, padding=1))
             features.append(nn.ReLU())
-        features.append(nn.MaxPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=False))
+        features.append(nn.MaxPool2d(kernel_size=2))
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(25088, 4096, bias=True),
+            nn.Linear(25088, 4096),
             nn.ReLU(),
             nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096, bias=True),
+            nn.Linear(4096, 4096),
             nn.ReLU(),
             nn.Dropout(p=dropout),
-            nn.Linear(4096, num_classes, bias=True),
+            nn.Linear(4096, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ class MultiheadAttention(nn.Module):
             nn.init.xavier_uniform_(torch.empty(3 * in_channels, in_channels)),
         )
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * in_channels))
-        self.out_proj = nn.Linear(in_channels, in_channels, bias=True)
+        self.out_proj = nn.Linear(in_channels, in_channels)
         self.heads = heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,10 +68,10 @@ class EncoderBlock(nn.Module):
         self.dropout = nn.Dropout(p=0.0)
         self.ln_2 = nn.LayerNorm(in_channels, eps=1e-06)
         self.mlp = nn.Sequential(
-            nn.Linear(in_channels, mlp_dim, bias=True),
-            nn.GELU(approximate="none"),
+            nn.Linear(in_channels, mlp_dim),
+            nn.GELU(),
             nn.Dropout(p=0.0),
-            nn.Linear(mlp_dim, in_channels, bias=True),
+            nn.Linear(mlp_dim, in_channels),
             nn.Dropout(p=0.0),
         )
 
@@ -146,7 +146,7 @@ class Heads(nn.Module):
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
         super().__init__()
-        self.head = nn.Linear(in_channels, num_classes, bias=True)
+        self.head = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
@@ -171,14 +171,7 @@ class VitB16(nn.Module):
         num_classes: int = 1000,
     ) -> None:
         super().__init__()
-        self.conv_proj = nn.Conv2d(
-            3,
-            hidden_dim,
-            kernel_size=patch_size,
-            stride=patch_size,
-            padding=0,
-            bias=True,
-        )
+        self.conv_proj = nn.Conv2d(3, hidden_dim, kernel_size=patch_size, stride=patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
         self.encoder = Encoder(
             hidden_dim,

@@ -48,7 +48,7 @@ class ConvNormReLU(nn.Module):
             padding=(kernel - 1) // 2,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
+        self.bn = nn.BatchNorm2d(out, eps=0.001)
         if act:
             self.act = nn.ReLU(inplace=True)
         else:
@@ -78,13 +78,13 @@ class SeparableConv2d(nn.Module):
             groups=in_channels,
             bias=False,
         )
-        self.bn_dw = nn.BatchNorm2d(in_channels, eps=0.001, momentum=0.1)
+        self.bn_dw = nn.BatchNorm2d(in_channels, eps=0.001)
         if act:
             self.act_dw = nn.ReLU(inplace=True)
         else:
             self.act_dw = None
-        self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, stride=1, padding=0, bias=False)
-        self.bn_pw = nn.BatchNorm2d(out, eps=0.001, momentum=0.1)
+        self.conv_pw = nn.Conv2d(in_channels, out, kernel_size=1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(out, eps=0.001)
         if act:
             self.act_pw = nn.ReLU(inplace=True)
         else:
@@ -187,7 +187,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
         super().__init__()
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(in_channels, num_classes, bias=True)
+        self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.global_pool(x)

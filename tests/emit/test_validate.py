@@ -31,16 +31,17 @@ def resnet18() -> tuple[str, object, list]:
     ("old", "new", "problem"),
     [
         (
-            "nn.Linear(512, num_classes, bias=True)",
-            "nn.Linear(511, num_classes, bias=True)",
+            "nn.Linear(512, num_classes)",
+            "nn.Linear(511, num_classes)",
             "fc (linear) at specs/resnet18.yaml:20:7: built as Linear(511, 1000), the IR says "
             "Linear(512, 1000)",
         ),
         ("self.fc = ", "self.head = ", "fc (linear) at specs/resnet18.yaml:20:7: the generated "),
         (
-            "nn.Linear(512, num_classes, bias=True)",
+            "nn.Linear(512, num_classes)",
             "nn.Linear(512, num_classes, bias=False)",
-            "fc (linear) at specs/resnet18.yaml:20:7: bias=False, the IR says bias=True",
+            "fc (linear) at specs/resnet18.yaml:20:7: bias=False, the IR leaves bias at the "
+            "class's default",
         ),
         (
             "self.fc = ",

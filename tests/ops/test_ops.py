@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from archc.ir.graph import BATCH, TensorType
 from archc.ops import REGISTRY
 from archc.ops.base import Op
-from archc.ops.lowering import InlineCall, ModuleCall
+from archc.ops.lowering import ModuleCall
 
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -354,9 +354,12 @@ def test_shape_preserving_ops(name: str) -> None:
 
 
 def test_gelu_is_exact_unless_asked() -> None:
-    lowered = REGISTRY["gelu"].lower_torch(REGISTRY["gelu"].Attrs(), [])
-    assert lowered == ModuleCall("nn.GELU", (), (("approximate", "none"),))
-    assert not isinstance(lowered, InlineCall)
+    """Exact (erf) in both backends by default: jax's own default is the tanh form."""
+    op = REGISTRY["gelu"]
+    lowered = op.lower_torch(op.Attrs(), [])
+    assert isinstance(lowered, ModuleCall)
+    assert torch.nn.GELU(*lowered.args, **dict(lowered.kwargs)).approximate == "none"
+    assert "approximate=False" in op.lower_flax(op.Attrs(), []).template
 
 
 @PROPERTY
@@ -433,3 +436,71 @@ def test_learned_tensor_takes_fill_or_std_not_both() -> None:
     assert REGISTRY["scale"].check(attrs, [TensorType((BATCH, 9, 4))]) == [
         "give fill or std, not both"
     ]
+
+
+IMAGE, TOKENS = (2, 4, 9, 9), (2, 5, 4)
+CONSTRUCTED = [
+    ("conv2d", {"out": 4, "kernel": 3}, IMAGE),
+    (
+        "conv2d",
+        {
+            "out": 4,
+            "kernel": 3,
+            "stride": 2,
+            "padding": 1,
+            "dilation": 2,
+            "groups": 2,
+            "bias": False,
+        },
+        IMAGE,
+    ),
+    ("conv_transpose2d", {"out": 4, "kernel": 2}, IMAGE),
+    (
+        "conv_transpose2d",
+        {"out": 4, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1, "bias": False},
+        IMAGE,
+    ),
+    ("batch_norm", {}, IMAGE),
+    ("batch_norm", {"eps": 1e-3, "momentum": 0.01}, IMAGE),
+    ("frozen_batch_norm", {"eps": 1e-3}, IMAGE),
+    ("frozen_batch_norm", {}, IMAGE),
+    ("layer_norm", {}, TOKENS),
+    ("layer_norm", {"eps": 1e-6}, IMAGE),
+    ("linear", {"out": 3}, TOKENS),
+    ("linear", {"out": 3, "bias": False}, TOKENS),
+    ("max_pool2d", {"kernel": 3}, IMAGE),
+    ("max_pool2d", {"kernel": 3, "stride": 1, "padding": 1, "ceil_mode": True}, IMAGE),
+    ("avg_pool2d", {"kernel": 2}, IMAGE),
+    ("avg_pool2d", {"kernel": 3, "stride": 2, "padding": 1, "count_include_pad": False}, IMAGE),
+    ("dropout", {}, IMAGE),
+    ("dropout", {"p": 0.1}, IMAGE),
+    ("gelu", {}, IMAGE),
+    ("gelu", {"approximate": "tanh"}, IMAGE),
+    ("leaky_relu", {"negative_slope": 0.2}, IMAGE),
+    ("leaky_relu", {}, IMAGE),
+]
+
+
+@pytest.mark.parametrize(("name", "values", "shape"), CONSTRUCTED)
+def test_modules_left_at_their_defaults_are_the_ops_attributes(
+    name: str, values: dict, shape: tuple[int, ...]
+) -> None:
+    """Generated code leaves out the keywords equal to the framework's defaults; the module
+    built from what is written has each of the op's attributes (torch is the oracle)."""
+    op = REGISTRY[name]
+    attrs = op.Attrs(**values)
+    lowered = op.lower_torch(attrs, [TensorType((BATCH, *shape[1:]))])
+    constructor = lowered.constructor.removeprefix("nn.")
+    module = (getattr(torch.nn, constructor, None) or HELPERS[constructor])(
+        *lowered.args, **dict(lowered.kwargs)
+    )
+    expected = {key: value for key, value in attrs if key not in ("out", "kernel", "flat")}
+    if "stride" in expected and expected["stride"] is None:
+        expected["stride"] = attrs.kernel
+    for key, value in expected.items():
+        got = getattr(module, key)
+        if key == "bias":
+            got = got is not None
+        elif isinstance(got, tuple) and not isinstance(value, tuple):
+            value = (value,) * len(got)
+        assert got == value, (key, got, value)
