@@ -53,11 +53,14 @@ def load_texts(
     spec: str | Path,
     overrides: Mapping[str, str] | None = None,
     size: tuple[int, int] | None = None,
+    emittable: bool = False,
 ) -> Model:
-    """`load` with the overrides as `--set` gives them (YAML texts): the command line's."""
+    """`load` with the overrides as `--set` gives them (YAML texts): the command line's.
+    With `emittable`, also refuse what a backend could not write (`check`)."""
     path, text = _spec_source(spec)
     overrides = dict(overrides or {})
-    return Model(compile_spec(path, overrides, size, text), path, overrides, size, text)
+    compiled = compile_spec(path, overrides, size, text, emittable)
+    return Model(compiled, path, overrides, size, text)
 
 
 @dataclass(frozen=True)

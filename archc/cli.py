@@ -281,14 +281,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-def _load(args: argparse.Namespace) -> Model:
+def _load(args: argparse.Namespace, emittable: bool = False) -> Model:
     from archc.api import load_texts
 
-    return load_texts(args.spec, _overrides(args), args.input)
+    return load_texts(args.spec, _overrides(args), args.input, emittable)
 
 
 def _check(args: argparse.Namespace) -> int:
-    print(f"{args.spec}: ok: {_load(args).check_line()}")
+    print(f"{args.spec}: ok: {_load(args, emittable=True).check_line()}")
     return 0
 
 

@@ -2,14 +2,14 @@
 
 What code can say is decided where the code is made: a sequence item needs a module form, a
 constructor argument cannot depend on a spatial size a class does not know, a conditional node
-keeps its input's rank. Every command makes each class's code in every backend and discards
+keeps its input's rank. `check` makes each class's constructor in every backend and discards
 it, so a spec that one backend would refuse at `build` is refused by `check` too, at the same
 location, with the same message.
 """
 
 from __future__ import annotations
 
-from archc.emit.classes import class_view
+from archc.emit.classes import constructor_lines
 from archc.emit.flax.emitter import FLAX
 from archc.emit.torch.emitter import TORCH
 from archc.resolve.classes import block_classes
@@ -23,4 +23,4 @@ def check_emittable(program: Program) -> None:
     classes = block_classes(program)
     for backend in BACKENDS:
         for block_class in classes:
-            class_view(block_class, backend)
+            constructor_lines(block_class, backend)

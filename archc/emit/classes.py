@@ -103,12 +103,10 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
     prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
     init: list[str] = []
+    init += constructor_lines(block_class, backend)
     if definition.sequential:  # a subclass of the framework's sequential
         base, call_signature, call = backend.sequential, [], []
         tail = _sequence_tail(block_class, backend)
-        init += _sequence_init(
-            block_class.children[: len(block_class.children) - len(tail)], backend, block_class
-        )
         if tail:  # ops after the numbered modules, which read more than the item before
             call_signature = _wrap_def(
                 backend.call_method, ["self", f"x: {backend.tensor}"], backend.tensor
@@ -117,7 +115,6 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     else:
         base = backend.module
         kept = _forward_names(block_class, backend)
-        init += _with_named_widths(block_class, backend)
         init += [f"{BODY}self.{kept[name]} = {name}" for name in kept]
         inputs = _input_variables(block_class)
         returns = backend.tensor
@@ -133,6 +130,19 @@ def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
     init = prelude + _late_defaults(block_class, backend) + lets + _without_unread_widths(init)
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
+
+
+def constructor_lines(block_class: BlockClass, backend: Backend) -> list[str]:
+    """The constructor lines that build a class's children: where what code can say is
+    decided (an item of a sequence needs a module form; an argument cannot depend on a
+    spatial size a class does not know), so `check` runs them too."""
+    for name in block_class.definition.params:  # an op param's class, which must exist
+        _signature_param(name, block_class, backend)
+    if not block_class.definition.sequential:
+        return _with_named_widths(block_class, backend)
+    tail = _sequence_tail(block_class, backend)
+    children = block_class.children[: len(block_class.children) - len(tail)]
+    return _sequence_init(children, backend, block_class)
 
 
 def _used_lets(block_class: BlockClass, code: list[str]) -> list[str]:

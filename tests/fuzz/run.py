@@ -36,7 +36,8 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def outcome(spec: Path, out: Path) -> tuple[str, str]:
     """('ok', '') when check, stats and both builds succeed; ('refused', first line) for a
-    located error; otherwise ('crash' | 'unlocated' | 'hang' | 'internal', details)."""
+    located error from check; otherwise ('crash' | 'unlocated' | 'hang' | 'internal' |
+    'mismatch', details): a command refusing what check accepted is a mismatch."""
     commands = [
         ["check", str(spec)],
         ["stats", str(spec), "--format", "json"],
@@ -60,9 +61,11 @@ def outcome(spec: Path, out: Path) -> tuple[str, str]:
             return "crash", traceback.format_exc(limit=-4)
         first = stderr.getvalue().split("\n", 1)[0]
         if status == 2 and ": error: " in first and first.split(":")[0]:
-            if not first.startswith("error:"):
-                return "refused", first
-            return "unlocated", first
+            if first.startswith("error:"):
+                return "unlocated", first
+            if argv[0] != "check":
+                return "mismatch", f"check accepted what {' '.join(argv[:4])} refuses: {first}"
+            return "refused", first
         if status != 0:
             return "internal", first
     return "ok", ""
