@@ -96,6 +96,8 @@ class Model:
     ) -> str:
         """`archc stats` as text: table, json, csv or html; a row per module down to `depth`
         levels, or per primitive op; the training-memory estimate at `batch` (table, json)."""
+        if format not in ("table", "json", "csv", "html"):
+            raise ArchcError(f"unknown stats format {format!r}: expected table, json, csv or html")
         costs = self.compiled.costs
         if format == "csv":
             return stats_render.stats_csv(self.name, costs, depth, per_layer)

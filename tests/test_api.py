@@ -122,6 +122,8 @@ def test_bad_arguments_are_archc_errors() -> None:
         archc.load("specs/resnet18.yaml", set={"num_clases": 10})
     with pytest.raises(archc.ArchcError, match="unknown backend 'jax'"):
         archc.load("specs/resnet18.yaml").source("jax")
+    with pytest.raises(archc.ArchcError, match="unknown stats format 'xml'"):
+        archc.load("specs/resnet18.yaml").stats_text("xml")
 
 
 def test_compare_is_the_command_lines() -> None:

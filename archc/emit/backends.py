@@ -1,8 +1,8 @@
 """Every backend, and the check that each can write a program.
 
 What code can say is decided where the code is made: a sequence item needs a module form, a
-constructor argument cannot depend on a spatial size a class does not know, a conditional node
-keeps its input's rank. `check` makes each class's constructor in every backend and discards
+constructor argument cannot depend on a spatial size a class does not know, an op param must
+pick a class that exists. `check` makes each class's constructor in every backend and discards
 it, so a spec that one backend would refuse at `build` is refused by `check` too, at the same
 location, with the same message.
 """

@@ -49,20 +49,41 @@ def training_memory(
     graph: Graph, costs: CostReport, batch: int = 1, dtype: str = "fp32", optimizer: str = "sgd"
 ) -> Memory:
     """The estimate for a batch of `batch` in `dtype`, trained with `optimizer`."""
-    width = DTYPE_BYTES[dtype]
+    params = costs.total.params * PARAM_BYTES
+    return Memory(
+        batch=batch,
+        dtype=dtype,
+        optimizer=optimizer,
+        params=params,
+        buffers=_buffer_bytes(graph),
+        gradients=params,
+        optimizer_state=OPTIMIZER_STATES[optimizer] * params,
+        activations=_kept_bytes(graph, DTYPE_BYTES[dtype]) * batch,
+    )
+
+
+def _buffer_bytes(graph: Graph) -> int:
+    total = 0
+    for node in graph.nodes.values():
+        inputs = [graph.type_of(name) for name in node.inputs]
+        for name, shape in node.op.buffers(node.attrs, inputs).items():
+            wide = name in node.op.wide_buffers
+            total += math.prod(concrete(shape)) * (8 if wide else PARAM_BYTES)
+    return total
+
+
+def _kept_bytes(graph: Graph, width: int) -> int:
+    """Bytes per sample autograd keeps, activations `width` bytes an element."""
     kept: set[str] = set()
     base = {name: name for name in graph.inputs}  # the value whose memory a value is
     graded = dict.fromkeys(graph.inputs, False)  # whether a value's gradient is computed
-    own = buffers = 0
+    own = 0
     for node in graph.nodes.values():
         inputs = [graph.type_of(name) for name in node.inputs]
         first = node.inputs[0]
         in_order = base[first] == first  # not a view of other memory: a reshape views it
         viewed = node.op.returns_view or (node.op.reshapes and in_order)
         base[node.name] = base[first] if viewed else node.name
-        for name, shape in node.op.buffers(node.attrs, inputs).items():
-            wide = name in node.op.wide_buffers
-            buffers += math.prod(concrete(shape)) * (8 if wide else PARAM_BYTES)
         trained = bool(node.op.parameters(node.attrs, inputs))
         graded[node.name] = trained or any(graded[name] for name in node.inputs)
         if not graded[node.name]:  # autograd records nothing before the first parameter
@@ -72,15 +93,4 @@ def training_memory(
         if saved.output:
             kept.add(base[node.name])
         own += sum(elements * (width if size is None else size) for elements, size in saved.own)
-    values = sum(graph.type_of(value).numel_per_sample() for value in kept) * width
-    total = costs.total
-    return Memory(
-        batch=batch,
-        dtype=dtype,
-        optimizer=optimizer,
-        params=total.params * PARAM_BYTES,
-        buffers=buffers,
-        gradients=total.params * PARAM_BYTES,
-        optimizer_state=OPTIMIZER_STATES[optimizer] * total.params * PARAM_BYTES,
-        activations=(values + own) * batch,
-    )
+    return sum(graph.type_of(value).numel_per_sample() for value in kept) * width + own
