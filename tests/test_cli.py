@@ -134,9 +134,12 @@ def test_stats_per_layer_lists_every_node_as_the_json_does() -> None:
     assert lines[0].startswith("mobilenet_v2 at input 1x3x224x224 (batch 1); core tier")
     rows = [line.split() for line in lines[3 : 3 + len(stats["nodes"])]]
     for node, row in zip(stats["nodes"], rows, strict=True):
-        assert row[:3] == [node["name"], node["op"], node["shape"]]
-        assert [int(cell.replace(",", "")) for cell in row[3:5]] == [node["params"], node["macs"]]
-        assert float(row[5]) == round(100 * node["macs"] / stats["macs"], 1)
+        kernel = ["x".join(map(str, node["kernel"]))] if node["kernel"] else []
+        inputs = "+".join(node["inputs"])
+        assert row[: 4 + len(kernel)] == [node["name"], node["op"], inputs, node["shape"], *kernel]
+        counts = row[4 + len(kernel) : 6 + len(kernel)]
+        assert [int(cell.replace(",", "")) for cell in counts] == [node["params"], node["macs"]]
+        assert float(row[-1]) == round(100 * node["macs"] / stats["macs"], 1)
     assert lines[-2] == f"coverage: {len(stats['nodes'])} of {len(stats['nodes'])} nodes costed"
     assert lines[-1].startswith("training memory at batch 1")
     (total,) = [line.split() for line in lines if line.startswith("total ")]

@@ -48,6 +48,10 @@ class NodeCost:
     """MACs per kind of arithmetic (conv, linear, attention), for breaking them down."""
     shape: str
     cost: Cost
+    inputs: tuple[str, ...] = ()
+    """The types it reads."""
+    kernel: tuple[int, ...] | None = None
+    """Its weight's shape (torchinfo's kernel shape), if it has a conv's or a linear's."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,10 @@ def count_costs(graph: Graph) -> CostReport:
             activations=node.type.numel_per_sample(),
         )
         kinds = node.op.macs_by_kind(node.attrs, inputs, node.type)
-        nodes.append(NodeCost(node.name, node.op.name, kinds, str(node.type), cost))
+        weight = node.op.parameters(node.attrs, inputs).get("weight")
+        kernel = tuple(concrete(weight)) if weight is not None and len(weight) > 1 else None
+        reads = tuple(map(str, inputs))
+        nodes.append(NodeCost(node.name, node.op.name, kinds, str(node.type), cost, reads, kernel))
         weighted = cost.params > 0 and cost.macs > 0
         depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)

@@ -7,7 +7,7 @@ import io
 import json
 from dataclasses import asdict
 
-from archc.passes.cost import TIER, TIER_NOTE, Cost, CostReport
+from archc.passes.cost import TIER, TIER_NOTE, Cost, CostReport, NodeCost
 from archc.passes.memory import Memory
 from archc.render import html_table
 
@@ -37,7 +37,14 @@ def stats_json(name: str, report: CostReport, memory: Memory | None = None, dept
             for block, cost in report.by_module(depth).items()
         },
         "nodes": [
-            {"name": node.name, "op": node.op, "shape": node.shape, **_row(node.cost)}
+            {
+                "name": node.name,
+                "op": node.op,
+                "inputs": list(node.inputs),
+                "shape": node.shape,
+                "kernel": list(node.kernel) if node.kernel else None,
+                **_row(node.cost),
+            }
             for node in report.nodes
         ],
         "macs_by_kind": report.macs_by_kind(),
@@ -70,12 +77,11 @@ def stats_csv(name: str, report: CostReport, depth: int = 1, per_layer: bool = F
     writer = csv.writer(buffer, lineterminator="\n")
     label = input_label(report)
     if per_layer:
-        writer.writerow(["model", "input", "layer", "op", "output", *COLUMNS])
+        writer.writerow(["model", "input", "layer", "op", "inputs", "output", "kernel", *COLUMNS])
         for node in report.nodes:
-            writer.writerow(
-                [name, label, node.name, node.op, node.shape, *_row(node.cost).values()]
-            )
-        writer.writerow([name, label, "total", "", "", *_row(report.total).values()])
+            cells = [node.name, node.op, "+".join(node.inputs), node.shape, _kernel(node)]
+            writer.writerow([name, label, *cells, *_row(node.cost).values()])
+        writer.writerow([name, label, "total", "", "", "", "", *_row(report.total).values()])
         return buffer.getvalue()
     writer.writerow(["model", "input", "block", "output", *COLUMNS])
     for block, cost in report.by_module(depth).items():
@@ -117,26 +123,33 @@ def stats_html(name: str, report: CostReport, depth: int = 1, per_layer: bool = 
 def stats_per_layer(name: str, report: CostReport, memory: Memory | None = None) -> str:
     """Costs per primitive op, as torchinfo lists layers, with each one's share of the MACs."""
     header, rows, totals = _layer_rows(report)
-    table = _table(name, report, header, rows, totals, left_columns=3)
+    table = _table(name, report, header, rows, totals, left_columns=5)
     return table + (memory_line(memory) + "\n" if memory else "")
 
 
 def _layer_rows(report: CostReport) -> tuple[tuple[str, ...], list[tuple[str, ...]], tuple]:
-    header = ("layer", "op", "output", "params", "MACs", "MACs %")
+    header = ("layer", "op", "input", "output", "kernel", "params", "MACs", "MACs %")
     total = report.total
     rows = [
         (
             node.name,
             node.op,
+            "+".join(node.inputs),
             node.shape,
+            _kernel(node),
             f"{node.cost.params:,}",
             f"{node.cost.macs:,}",
             _share(node.cost, total),
         )
         for node in report.nodes
     ]
-    totals = ("total", "", "", f"{total.params:,}", f"{total.macs:,}", _share(total, total))
+    totals = ("total", "", "", "", "", f"{total.params:,}", f"{total.macs:,}", _share(total, total))
     return header, rows, totals
+
+
+def _kernel(node: NodeCost) -> str:
+    """A weight's shape as torchinfo writes it (`64x3x7x7`), or empty."""
+    return "x".join(map(str, node.kernel)) if node.kernel else ""
 
 
 def _table(

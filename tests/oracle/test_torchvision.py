@@ -237,3 +237,33 @@ def test_stats_per_module_match_the_references_modules() -> None:
             assert row["macs"] == flops.get(path, 0) // 2, path
             shape = shapes[modules[path]][1:]
             assert row["output"] == "f32[N," + ",".join(map(str, shape)) + "]", path
+
+
+def test_per_layer_input_and_kernel_shapes_are_the_modules() -> None:
+    """`stats --per-layer`: each node's input types and kernel (weight) shape equal what the
+    generated module at that path is given and holds."""
+    result = run_archc("stats", "specs/resnet18.yaml", "--format", "json")
+    nodes = json.loads(result.stdout)["nodes"]
+    model = load_generated(GENERATED / "torch" / "resnet18.py").create_model().eval()
+    modules = dict(model.named_modules())
+    given: dict[Any, Any] = {}
+
+    def record(module: Any, inputs: Any) -> None:
+        given.setdefault(module, [tuple(value.shape[1:]) for value in inputs])
+
+    for node in nodes:
+        if node["name"] in modules:
+            modules[node["name"]].register_forward_pre_hook(record)
+    model(torch.randn(1, 3, 224, 224))
+    checked = 0
+    for node in nodes:
+        module = modules.get(node["name"])
+        if module is None:  # written inline in forward (the flatten, the residual sums)
+            continue
+        shapes = [tuple(int(d) for d in kind[4:-1].split(",")[1:]) for kind in node["inputs"]]
+        assert shapes == given[module], node["name"]
+        weight = getattr(module, "weight", None)
+        expected = list(weight.shape) if weight is not None and weight.ndim > 1 else None
+        assert node["kernel"] == expected, node["name"]
+        checked += 1
+    assert checked == len(nodes) - 1 - 8  # flatten, and the eight residual sums
