@@ -45,8 +45,7 @@ def load(
     (`{"num_classes": 10, "norm": {"op": "batch_norm", "eps": 1e-3}}`); `input` is the image
     size instead of the spec's.
     """
-    overrides = {name: json.dumps(value) for name, value in (set or {}).items()}
-    return load_texts(spec, overrides, _size(input))
+    return load_texts(spec, _as_texts(set), _size(input))
 
 
 def load_texts(
@@ -249,8 +248,7 @@ def compare(
     input: Iterable[Size] | None = None,
 ) -> Comparison:
     """One row per spec and input size (`archc compare`)."""
-    overrides = {name: json.dumps(value) for name, value in (set or {}).items()}
-    return compare_texts(specs, overrides, [_size(size) for size in input or []])
+    return compare_texts(specs, _as_texts(set), [_size(size) for size in input or []])
 
 
 def compare_texts(
@@ -274,6 +272,11 @@ def compare_texts(
             label = model.path.as_posix() if model.text is None else TEXT_NAME
             rows.append(compare_render.comparison_row(model.name, label, model.compiled.costs))
     return Comparison(rows, errors)
+
+
+def _as_texts(values: Mapping[str, Any] | None) -> dict[str, str]:
+    """Python values as `--set` texts: JSON is YAML 1.2."""
+    return {name: json.dumps(value) for name, value in (values or {}).items()}
 
 
 def _spec_source(spec: str | Path) -> tuple[Path, str | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from archc.ir.graph import TensorType
 from archc.ops import register
@@ -15,7 +15,7 @@ class Activation(Op):
 
     torch_module: str
     jax_function: str
-    keeps_output: bool = False
+    keeps_output: ClassVar[bool] = False
     """Whether its backward reads its output (relu, sigmoid, tanh), not its input."""
 
     def saved(self, attrs: Attrs, inputs: list[TensorType], output: TensorType) -> Saved:
@@ -37,30 +37,34 @@ class Activation(Op):
         return InlineCall(f"{self.jax_function}({{0}})")
 
 
-def _activation(op_name: str, module: str, function: str, keeps_output: bool) -> None:
+def _activation(
+    op_name: str, module: str, function: str, keeps_output: bool, in_place: bool
+) -> None:
     namespace = {
         "__module__": __name__,
         "name": op_name,
         "torch_module": module,
         "jax_function": function,
         "keeps_output": keeps_output,
+        "overwrites_in_place": in_place,
         "summary": f"elementwise {op_name}",
     }
     register(type(op_name.title(), (Activation,), namespace))
 
 
 # PyTorch and jax agree on each of these (hardswish = x·relu6(x+3)/6, hardsigmoid = relu6(x+3)/6).
-# The last column: whether PyTorch's backward reads the output rather than the input.
-for _name, _module, _function, _keeps_output in [
-    ("relu", "nn.ReLU", "jax.nn.relu", True),
-    ("relu6", "nn.ReLU6", "jax.nn.relu6", False),
-    ("sigmoid", "nn.Sigmoid", "jax.nn.sigmoid", True),
-    ("silu", "nn.SiLU", "jax.nn.silu", False),
-    ("hardswish", "nn.Hardswish", "jax.nn.hard_swish", False),
-    ("hardsigmoid", "nn.Hardsigmoid", "jax.nn.hard_sigmoid", False),
-    ("tanh", "nn.Tanh", "jnp.tanh", True),
+# The last columns: whether PyTorch's backward reads the output rather than the input, and
+# whether the generated code runs it in place where that is safe (`nn.ReLU(inplace=True)`).
+for _name, _module, _function, _keeps_output, _in_place in [
+    ("relu", "nn.ReLU", "jax.nn.relu", True, True),
+    ("relu6", "nn.ReLU6", "jax.nn.relu6", False, True),
+    ("sigmoid", "nn.Sigmoid", "jax.nn.sigmoid", True, False),
+    ("silu", "nn.SiLU", "jax.nn.silu", False, True),
+    ("hardswish", "nn.Hardswish", "jax.nn.hard_swish", False, True),
+    ("hardsigmoid", "nn.Hardsigmoid", "jax.nn.hard_sigmoid", False, False),
+    ("tanh", "nn.Tanh", "jnp.tanh", True, False),
 ]:
-    _activation(_name, _module, _function, _keeps_output)
+    _activation(_name, _module, _function, _keeps_output, _in_place)
 
 
 class GeluAttrs(Attrs):

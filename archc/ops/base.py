@@ -60,6 +60,14 @@ class Op(ABC):
     summary: ClassVar[str] = ""
     takes_list: ClassVar[bool] = False
     """Whether it may read branches whole (`from: convs`), as one list of inputs."""
+    overwrites_in_place: ClassVar[bool] = False
+    """Whether torch has a form of it that overwrites its first input (`nn.ReLU(inplace=True)`,
+    `out += skip`); where its backward needs that input, autograd keeps a copy."""
+    fresh_output: ClassVar[bool] = False
+    """Whether its output is a new tensor that its own backward does not read (a conv's), so
+    an op after it may overwrite it."""
+    may_return_input: ClassVar[bool] = False
+    """Whether it may hand back its input itself (dropout in eval mode)."""
     returns_view: ClassVar[bool] = False
     """Whether its output, in PyTorch, is a view of its first input's memory (a slice, a
     permutation): what keeps the view keeps all of that memory. A reshape (flatten) views
@@ -109,13 +117,19 @@ class Op(ABC):
         unless it does more than one kind."""
         return {self.family: self.macs(attrs, inputs, output)}
 
+    def default_attrs(self) -> Attrs | None:
+        """Its attributes at their defaults; None when some are required."""
+        try:
+            return self.Attrs()
+        except AttrsError:
+            return None
+
     def pickable(self, kind: TensorType) -> bool:
         """Whether an `op` param can pick this op (`bn1: norm`) for an input of `kind`: with
         its default attributes it is a module, built from its input width alone, in every
         backend, and of the class it is for an image (the class the param holds)."""
-        try:
-            attrs = self.Attrs()
-        except AttrsError:  # it needs attributes, which a picked op cannot be given
+        attrs = self.default_attrs()
+        if attrs is None:  # it needs attributes, which a picked op cannot be given
             return False
         image = [TensorType((1, 7, 1, 1))]  # 7 channels: the width, told apart from any 1
         lowered = [self.lower_torch(attrs, image), self.lower_flax(attrs, image)]

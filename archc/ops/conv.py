@@ -43,6 +43,7 @@ def conv_output_size(size: Dim, kernel: Dim, stride: Dim, padding: Dim, dilation
 @register
 class Conv2d(Op):
     name = "conv2d"
+    fresh_output = True
     Attrs = Conv2dAttrs
     summary = "2-d convolution over NCHW; symmetric padding per axis"
 
@@ -124,6 +125,7 @@ class ConvTranspose2dAttrs(ConvAttrs):
 @register
 class ConvTranspose2d(Op):
     name = "conv_transpose2d"
+    fresh_output = True
     Attrs = ConvTranspose2dAttrs
     summary = "2-d transposed convolution (up-convolution) over NCHW, as PyTorch's"
 

@@ -20,6 +20,7 @@ class LinearAttrs(Attrs):
 @register
 class Linear(Op):
     name = "linear"
+    fresh_output = True
     Attrs = LinearAttrs
     summary = "affine map of the last axis"
 

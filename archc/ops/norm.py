@@ -29,6 +29,7 @@ class BatchNormAttrs(Attrs):
 @register
 class BatchNorm(Op):
     name = "batch_norm"
+    fresh_output = True
     Attrs = BatchNormAttrs
     wide_buffers = ("num_batches_tracked",)
     summary = "batch normalisation over the channels (NCHW or NC), affine, tracked stats"
@@ -115,6 +116,7 @@ class LayerNormAttrs(Attrs):
 @register
 class LayerNorm(Op):
     name = "layer_norm"
+    fresh_output = True
     Attrs = LayerNormAttrs
     summary = (
         "layer normalisation over the features (the last axis; an NCHW image's channels), affine"

@@ -16,6 +16,7 @@ class DropoutAttrs(Attrs):
 @register
 class Dropout(Op):
     name = "dropout"
+    may_return_input = True  # in eval mode
     Attrs = DropoutAttrs
     summary = "zeroes elements with probability p in training (scaling the rest); identity in eval"
 

@@ -25,6 +25,8 @@ from archc.ops.lowering import InlineCall, ModuleCall
 @register
 class Add(Op):
     name = "add"
+    overwrites_in_place = True  # `out += skip`
+    fresh_output = True
     Attrs = NoAttrs
     arity = None
     summary = "elementwise sum of tensors of one shape (residual connections)"
@@ -51,6 +53,8 @@ class Add(Op):
 @register
 class Mean(Add):
     name = "mean"
+    overwrites_in_place = False
+    fresh_output = False
     summary = "elementwise mean of tensors of one shape (a distilled model's two heads)"
 
     def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:

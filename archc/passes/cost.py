@@ -120,16 +120,16 @@ def count_costs(graph: Graph) -> CostReport:
     depths = dict.fromkeys(graph.inputs, 0)
     for node in graph.nodes.values():
         inputs = [graph.type_of(name) for name in node.inputs]
-        params = node.op.parameters(node.attrs, inputs).values()
+        params = node.op.parameters(node.attrs, inputs)
         buffers = node.op.buffers(node.attrs, inputs).values()
         cost = Cost(
-            params=sum(math.prod(concrete(shape)) for shape in params),
+            params=sum(math.prod(concrete(shape)) for shape in params.values()),
             buffers=sum(math.prod(concrete(shape)) for shape in buffers),
             macs=node.op.macs(node.attrs, inputs, node.type),
             activations=node.type.numel_per_sample(),
         )
         kinds = node.op.macs_by_kind(node.attrs, inputs, node.type)
-        weight = node.op.parameters(node.attrs, inputs).get("weight")
+        weight = params.get("weight")
         kernel = tuple(concrete(weight)) if weight is not None and len(weight) > 1 else None
         reads = tuple(map(str, inputs))
         nodes.append(NodeCost(node.name, node.op.name, kinds, str(node.type), cost, reads, kernel))

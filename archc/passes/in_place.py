@@ -2,10 +2,11 @@
 (`nn.ReLU(inplace=True)`, `nn.SiLU(inplace=True)`, `out += identity`), saving a tensor's
 allocation and memory traffic.
 
-An op may overwrite its first input when that tensor was made in this forward by an op whose
-backward does not read its own output, and nothing else reads it: not the block's input (the
-caller may still hold it), not a value read twice, not a block's result (it may be its input).
-Ops that may hand their input back unchanged (dropout in eval, any op an `op` param picks) are
+An op that can (`Op.overwrites_in_place`) may overwrite its first input when that tensor was
+made in this forward by an op whose backward does not read its own output
+(`Op.fresh_output`), and nothing else reads it: not the block's input (the caller may still
+hold it), not a value read twice, not a block's result (it may be its input).
+Ops that may hand their input back unchanged (`Op.may_return_input`, any op an `op` param picks) are
 looked through to the tensor they were given; an op under `when:` may be switched off and hand
 its input on, so its output is never taken as fresh, but it is looked through where its
 condition excludes the overwriting op's (`act == 'relu'` against `act == 'silu'`: one of a
@@ -20,22 +21,6 @@ from dataclasses import replace
 
 from archc.ir.modules import BlockClass
 from archc.ir.symbolic import source
-
-OVERWRITING = ("relu", "relu6", "silu", "hardswish", "add")
-"""Ops with an in-place form in torch (where their backward needs the input they overwrite,
-autograd keeps a copy of it)."""
-FRESH = (
-    "conv2d",
-    "conv_transpose2d",
-    "linear",
-    "batch_norm",
-    "frozen_batch_norm",
-    "layer_norm",
-    "add",
-)
-"""Ops whose output is a new tensor that their own backward does not read."""
-PASSING = ("dropout",)
-"""Ops that may return their input itself (dropout in eval mode)."""
 
 
 def mark_in_place(block_class: BlockClass) -> BlockClass:
@@ -57,14 +42,14 @@ def mark_in_place(block_class: BlockClass) -> BlockClass:
             return _exclusive(producer.condition, condition) and overwritable(
                 inputs[ref][0], condition
             )
-        if producer.chosen_by is not None or producer.op.name in PASSING:
+        if producer.chosen_by is not None or producer.op.may_return_input:
             return overwritable(inputs[ref][0], condition)
-        return producer.op.name in FRESH
+        return producer.op.fresh_output
 
     marked = [
         replace(child, in_place=True)
         if child.kind == "op"
-        and child.op.name in OVERWRITING
+        and child.op.overwrites_in_place
         and overwritable(inputs[child.name][0], child.condition)
         else child
         for child in block_class.children

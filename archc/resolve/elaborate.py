@@ -542,10 +542,11 @@ class Elaborator:
         the param holds, and the param's name in code."""
         node = site.node
         chosen = site.env.get(node.target) if node.target not in REGISTRY else None
-        choice = concrete(chosen) if isinstance(concrete(chosen), OpChoice) else None
+        picked = concrete(chosen)
+        choice = picked if isinstance(picked, OpChoice) else None
         if chosen is not None and choice is None:
             raise SpecError(
-                f"node '{node.name}': '{node.target}' is {concrete(chosen)!r}, not an op",
+                f"node '{node.name}': '{node.target}' is {picked!r}, not an op",
                 node.location,
             )
         chosen_by = source(chosen) if is_symbolic(chosen) else None

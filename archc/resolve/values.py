@@ -113,7 +113,7 @@ def op_choice(value: Value, env: Mapping[str, Any], where: str) -> Any:
         return env[raw]
     if isinstance(raw, str):
         op = REGISTRY.get(raw)
-        return OpChoice(raw, _default_attrs(op) if op is not None else None)
+        return OpChoice(raw, op.default_attrs() if op is not None else None)
     name = raw.get("op") if isinstance(raw, SpecMap) else None
     if not isinstance(name, str):
         raise SpecError(
@@ -131,10 +131,3 @@ def op_choice(value: Value, env: Mapping[str, Any], where: str) -> Any:
         if key != "op"
     }
     return OpChoice(name, op_attrs(op, args, env, f"{where} ({name})", value.location))
-
-
-def _default_attrs(op: Op) -> Attrs | None:
-    try:
-        return op.Attrs()
-    except AttrsError:  # it needs attributes: not an op a param can pick
-        return None
