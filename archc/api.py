@@ -140,9 +140,11 @@ class Model:
 
         return format_graph(self.compiled.program.graph)
 
-    def source(self, backend: str = "torch", optimize: str | None = None) -> str:
+    def source(
+        self, backend: str = "torch", optimize: str | None = None, folder: Path | None = None
+    ) -> str:
         """The generated file's text (`archc build`); `optimize="inference"` gives the
-        inference export."""
+        inference export; `folder`, where it is to be written, makes its paths relative."""
         from archc.emit.flax.emitter import flax_source
         from archc.emit.torch.emitter import torch_source
 
@@ -153,7 +155,8 @@ class Model:
             raise ArchcError(f"unknown optimization {optimize!r}: expected inference")
         program, costs = self.compiled.program, self.compiled.costs
         export = self.inference_export if optimize else None
-        return emitters[backend](program, costs, self.build_command(backend, optimize), export)
+        command = self.build_command(backend, optimize, folder)
+        return emitters[backend](program, costs, command, export, folder)
 
     @functools.cached_property
     def inference_export(self) -> InferenceExport:
@@ -162,16 +165,23 @@ class Model:
 
         return inference_export(self.compiled.program)
 
-    def build_command(self, backend: str, optimize: str | None = None) -> str:
-        """The `archc build` command that writes this model's file (its header quotes it)."""
+    def build_command(
+        self, backend: str, optimize: str | None = None, folder: Path | None = None
+    ) -> str:
+        """The `archc build` command that writes this model's file (its header quotes it);
+        with `folder`, the command run there that writes the file to it."""
+        from archc.emit.source_file import shown_path
+
         size = [f"--input={self.input_size[0]}x{self.input_size[1]}"] if self.input_size else []
+        spec = self.path.as_posix() if self.text is None else TEXT_NAME
         return shlex.join(
             [
                 "archc",
                 "build",
-                self.path.as_posix() if self.text is None else TEXT_NAME,
+                shown_path(spec, folder),
                 "--backend",
                 backend,
+                *(["-o", ".."] if folder is not None else []),
                 *(f"--set={name}={value}" for name, value in self.overrides.items()),
                 *size,
                 *([f"--optimize={optimize}"] if optimize else []),

@@ -304,9 +304,9 @@ def _build(args: argparse.Namespace) -> int:
     from archc.emit.files import write_atomic
 
     model = _load(args)
-    text = model.source(args.backend, args.optimize)
     suffix = "_inference" if args.optimize else ""
     path = args.out / args.backend / f"{model.name}{suffix}.py"
+    text = model.source(args.backend, args.optimize, path.parent)
     write_atomic(path, text)
     total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")

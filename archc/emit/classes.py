@@ -88,18 +88,20 @@ class ClassView:
     call: list[str]
 
 
-def class_view(block_class: BlockClass, backend: Backend) -> ClassView:
+def class_view(
+    block_class: BlockClass, backend: Backend, shown: Callable[[str], str] = str
+) -> ClassView:
+    """The class's lines; `shown` names its spec file as the generated file does."""
     definition = block_class.definition
     location = definition.location
     doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
-    doc += ["", docstring_text(f"Spec: {location.file}:{location.line}")]
+    doc += ["", docstring_text(f"Spec: {shown(location.file)}:{location.line}")]
     channel_params = (
         []
         if block_class.is_model
         else [f"{source(kind.channels)}: int" for kind in block_class.input_types]
     )
-    params = [_signature_param(name, block_class, backend) for name in definition.params]
-    keywords = [*params, *backend.init_kwargs]
+    keywords = [*signature_params(block_class, backend), *backend.init_kwargs]
     signature = ["self", *channel_params, *(["*", *keywords] if keywords else [])]
     prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
     init: list[str] = []
@@ -136,8 +138,7 @@ def constructor_lines(block_class: BlockClass, backend: Backend) -> list[str]:
     """The constructor lines that build a class's children: where what code can say is
     decided (an item of a sequence needs a module form; an argument cannot depend on a
     spatial size a class does not know), so `check` runs them too."""
-    for name in block_class.definition.params:  # an op param's class, which must exist
-        _signature_param(name, block_class, backend)
+    signature_params(block_class, backend)  # an op param's class, which must exist
     if not block_class.definition.sequential:
         return _with_named_widths(block_class, backend)
     tail = _sequence_tail(block_class, backend)
@@ -215,6 +216,12 @@ def _input_variables(block_class: BlockClass) -> list[str]:
     if len(block_class.inputs) == 1:
         return ["x"]
     return [variable_name(name, INPUT_RESERVED) for name in block_class.inputs]
+
+
+def signature_params(block_class: BlockClass, backend: Backend) -> list[str]:
+    """A class's keyword parameters, annotated, with their defaults (the model's: its
+    values), as its constructor and the model's create_model take them."""
+    return [_signature_param(name, block_class, backend) for name in block_class.definition.params]
 
 
 def _signature_param(name: str, block_class: BlockClass, backend: Backend) -> str:

@@ -136,6 +136,14 @@ def wrap_text(text: str, indent: int) -> list[str]:
     return [docstring_text(line) for line in lines]
 
 
+def wrap_exact(text: str, indent: int) -> list[str]:
+    """Text that must read exactly as it is (a command, a path), escaped for a docstring
+    and broken only at its spaces: a word longer than a line stays whole."""
+    width = LINE_LIMIT - len(INDENT * indent) - 3
+    whole = dict(break_long_words=False, break_on_hyphens=False, replace_whitespace=False)
+    return textwrap.wrap(docstring_text(text), width, **whole) or [""]
+
+
 def layout_assignment(name: str, text: str, indent: int) -> list[str]:
     """`name = text`; an arithmetic expression too long for a line is built up in steps
     from its parenthesised left part (`n = a + b`, `n = n // 2 + c`, …), as one would write

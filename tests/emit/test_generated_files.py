@@ -5,6 +5,8 @@ that exercises the language."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,12 +24,14 @@ FEATURES = "tests/specs/features.yaml"
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every model spec built afresh, plus its IR dump."""
-    out = tmp_path_factory.mktemp("generated")
-    (out / "ir").mkdir()
+    checkout = tmp_path_factory.mktemp("checkout")  # the specs as far from it as from ours
+    shutil.copytree(SPECS, checkout / "specs")
+    out = checkout / "generated"
+    (out / "ir").mkdir(parents=True)
     for spec in MODEL_SPECS:
         relative = spec.relative_to(REPO).as_posix()
         for backend in BACKENDS:
-            build = run_archc("build", relative, "--backend", backend, "-o", str(out))
+            build = run_archc("build", relative, "--backend", backend, cwd=checkout)
             assert build.returncode == 0, build.stderr
         dump = run_archc("ir", relative)
         assert dump.returncode == 0, dump.stderr
@@ -53,6 +57,29 @@ def test_build_is_byte_identical_across_runs(tmp_path: Path) -> None:
         assert run_archc("build", "specs/resnet18.yaml", "-o", str(out)).returncode == 0
         outputs.append((out / "torch" / "resnet18.py").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_a_build_reads_the_same_from_anywhere_and_its_header_regenerates_it(
+    tmp_path: Path,
+) -> None:
+    """Spec paths are written relative to the output folder (a shipped library's as
+    archc/blocks/…), so the file does not depend on the working directory; the header's
+    command, run in that folder, writes the same file."""
+    absolute = run_archc("build", str(SPECS / "resnet18.yaml"), "-o", str(tmp_path / "a"))
+    relative = run_archc("build", "specs/resnet18.yaml", "-o", str(tmp_path / "a" / "b"))
+    assert absolute.returncode == relative.returncode == 0, absolute.stderr + relative.stderr
+    first = (tmp_path / "a" / "torch" / "resnet18.py").read_text()
+    assert "Spec: archc/blocks/resnet.yaml:" in first
+    paths = re.findall(r"(?:Spec:|archc from) (\S+?):", first)
+    assert len(paths) > 2 and not any(Path(path).is_absolute() for path in paths), paths
+    folder = tmp_path / "a" / "b" / "torch"
+    second = (folder / "resnet18.py").read_text()
+    command = re.search(r"Regenerate, in this folder:\s+archc (.*?)\nParams", second, re.S)[1]
+    (folder / "resnet18.py").unlink()
+    assert run_archc(*shlex.split(command), cwd=folder).returncode == 0
+    assert (folder / "resnet18.py").read_text() == second
+    deeper = re.sub(r"((?:\.\./)+)", r"\1../", first)  # b/ is one level deeper than a/
+    assert deeper.split() == second.split()  # the same words, wrapped where they fit
 
 
 def test_generated_code_is_ruff_clean(regenerated: Path, tmp_path: Path) -> None:

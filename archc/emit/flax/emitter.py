@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archc.emit.classes import Backend
@@ -60,7 +61,11 @@ FLAX = Backend(
 
 
 def flax_source(
-    program: Program, costs: CostReport, command: str, export: InferenceExport | None = None
+    program: Program,
+    costs: CostReport,
+    command: str,
+    export: InferenceExport | None = None,
+    folder: Path | None = None,
 ) -> str:
     """The generated flax.nnx file for a compiled model."""
-    return emit_file(program, costs, command, FLAX, export)
+    return emit_file(program, costs, command, FLAX, export, folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archc.emit.classes import Backend
@@ -57,7 +58,12 @@ TORCH = Backend(
 
 
 def torch_source(
-    program: Program, costs: CostReport, command: str, export: InferenceExport | None = None
+    program: Program,
+    costs: CostReport,
+    command: str,
+    export: InferenceExport | None = None,
+    folder: Path | None = None,
 ) -> str:
-    """The generated PyTorch file for a compiled model."""
-    return emit_file(program, costs, command, TORCH, export)
+    """The generated PyTorch file for a compiled model (its spec paths relative to
+    `folder`, where it is written)."""
+    return emit_file(program, costs, command, TORCH, export, folder)
