@@ -44,13 +44,15 @@ def test_source_is_the_built_file(tmp_path: Path) -> None:
         build = run_archc("build", "specs/resnet18.yaml", "--backend", backend, "-o", str(tmp_path))
         assert build.returncode == 0, build.stderr
         built = (tmp_path / backend / "resnet18.py").read_text()
-        assert archc.load("specs/resnet18.yaml").source(backend) == built
+        folder = tmp_path / backend
+        assert archc.load("specs/resnet18.yaml").source(backend, folder=folder) == built
     export = run_archc(
         "build", "specs/resnet18.yaml", "--optimize", "inference", "-o", str(tmp_path)
     )
     assert export.returncode == 0, export.stderr
     text = (tmp_path / "torch" / "resnet18_inference.py").read_text()
-    assert archc.load("specs/resnet18.yaml").source("torch", "inference") == text
+    export = archc.load("specs/resnet18.yaml").source("torch", "inference", tmp_path / "torch")
+    assert export == text
 
 
 def test_torch_and_flax_modules_are_built_in_memory() -> None:

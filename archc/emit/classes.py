@@ -129,7 +129,8 @@ def class_view(
         )
         call = _call_body(block_class, inputs, kept, backend)
     lets = _used_lets(block_class, [*init, *call])
-    init = prelude + _late_defaults(block_class, backend) + lets + _without_unread_widths(init)
+    init = _without_repeated_channels(_without_unread_widths(init))  # across stages too
+    init = prelude + _late_defaults(block_class, backend) + lets + init
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
 
@@ -643,6 +644,8 @@ def _call_body(
             lines += layout_source(f"{target} = ", value, 3)
             if target != first:
                 lines += [f"{BODY}else:", f"{BODY}{INDENT}{target} = {first}"]
+            continue
+        if value == target:  # nothing to do in this framework (a permute to its own layout)
             continue
         statement = layout_source(f"{target} = ", value, 2)
         output = block_class.shapes.get(child.name, child.output)

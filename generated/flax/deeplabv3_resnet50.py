@@ -313,19 +313,16 @@ class DilatedResNet(nnx.Module):
             channels = 256
         self.layer1 = nnx.Sequential(*layer1)
         layer2 = []
-        channels = 256
         for i in range(layers[1]):
             layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
             channels = 512
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
-        channels = 512
         for i in range(layers[2]):
             layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2, rngs=rngs))
             channels = 1024
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
-        channels = 1024
         for i in range(layers[3]):
             layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4, rngs=rngs))
             channels = 2048

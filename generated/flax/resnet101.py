@@ -292,7 +292,6 @@ class Resnet101(nnx.Module):
             channels = 256
         self.layer1 = nnx.Sequential(*layer1)
         layer2 = []
-        channels = 256
         for i in range(layers[1]):
             layer2.append(
                 Bottleneck(
@@ -306,7 +305,6 @@ class Resnet101(nnx.Module):
             channels = 512
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
-        channels = 512
         for i in range(layers[2]):
             layer3.append(
                 Bottleneck(
@@ -320,7 +318,6 @@ class Resnet101(nnx.Module):
             channels = 1024
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
-        channels = 1024
         for i in range(layers[3]):
             layer4.append(
                 Bottleneck(

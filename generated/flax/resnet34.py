@@ -263,19 +263,16 @@ class Resnet34(nnx.Module):
             layer1.append(BasicBlock(channels, planes=64, rngs=rngs))
         self.layer1 = nnx.Sequential(*layer1)
         layer2 = []
-        channels = 64
         for i in range(layers[1]):
             layer2.append(BasicBlock(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
             channels = 128
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
-        channels = 128
         for i in range(layers[2]):
             layer3.append(BasicBlock(channels, planes=256, stride=2 if i == 0 else 1, rngs=rngs))
             channels = 256
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
-        channels = 256
         for i in range(layers[3]):
             layer4.append(BasicBlock(channels, planes=512, stride=2 if i == 0 else 1, rngs=rngs))
             channels = 512

@@ -308,7 +308,6 @@ class ShufflenetV2X10(nnx.Module):
             channels = 2 * (widths[1] // 2)
         self.stage2 = nnx.Sequential(*stage2)
         stage3 = []
-        channels = 2 * (widths[1] // 2)
         for i in range(repeats[1]):
             stage3.append(
                 ShuffleV2Block(channels, out=widths[2], stride=2 if i == 0 else 1, rngs=rngs),
@@ -316,7 +315,6 @@ class ShufflenetV2X10(nnx.Module):
             channels = 2 * (widths[2] // 2)
         self.stage3 = nnx.Sequential(*stage3)
         stage4 = []
-        channels = 2 * (widths[2] // 2)
         for i in range(repeats[2]):
             stage4.append(
                 ShuffleV2Block(channels, out=widths[3], stride=2 if i == 0 else 1, rngs=rngs),

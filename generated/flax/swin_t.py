@@ -362,7 +362,6 @@ class SwinT(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 768)
         x = self.norm(x)
-        x = x  # (N, 7, 7, 768)
         x = adaptive_avg_pool2d(x, (1, 1))  # (N, 1, 1, 768)
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 768)
         x = self.head(x)  # (N, 1000)

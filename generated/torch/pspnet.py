@@ -107,19 +107,16 @@ class DilatedResNet(nn.Module):
             channels = 256
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
-        channels = 256
         for i in range(layers[1]):
             layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1))
             channels = 512
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
-        channels = 512
         for i in range(layers[2]):
             layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2))
             channels = 1024
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
-        channels = 1024
         for i in range(layers[3]):
             layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4))
             channels = 2048

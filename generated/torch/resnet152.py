@@ -110,7 +110,6 @@ class Resnet152(nn.Module):
             channels = 256
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
-        channels = 256
         for i in range(layers[1]):
             layer2.append(
                 Bottleneck(
@@ -123,7 +122,6 @@ class Resnet152(nn.Module):
             channels = 512
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
-        channels = 512
         for i in range(layers[2]):
             layer3.append(
                 Bottleneck(
@@ -136,7 +134,6 @@ class Resnet152(nn.Module):
             channels = 1024
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
-        channels = 1024
         for i in range(layers[3]):
             layer4.append(
                 Bottleneck(

@@ -132,19 +132,16 @@ class ResNetStages(nn.Module):
             channels = 256
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
-        channels = 256
         for i in range(layers[1]):
             layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1, norm=norm))
             channels = 512
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
-        channels = 512
         for i in range(layers[2]):
             layer3.append(Bottleneck(channels, planes=256, stride=2 if i == 0 else 1, norm=norm))
             channels = 1024
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
-        channels = 1024
         for i in range(layers[3]):
             layer4.append(Bottleneck(channels, planes=512, stride=2 if i == 0 else 1, norm=norm))
             channels = 2048

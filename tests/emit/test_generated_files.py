@@ -96,7 +96,8 @@ def test_generated_code_is_ruff_clean(regenerated: Path, tmp_path: Path) -> None
             files.append(str(tmp_path / backend / f"{Path(spec).stem}_inference.py"))
     ruff = [sys.executable, "-m", "ruff"]
     settings = ["--config", str(REPO / "pyproject.toml")]
-    for command in (["check", *settings], ["format", "--check", *settings]):
+    check = ["check", *settings, "--extend-select", "PLW0127"]  # and no `x = x`
+    for command in (check, ["format", "--check", *settings]):
         result = subprocess.run([*ruff, *command, *files], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
 
