@@ -9,6 +9,7 @@ comes from the cost pass. The DOT text is ours; `dot` only lays it out.
 from __future__ import annotations
 
 import html
+import math
 import re
 import shutil
 import subprocess
@@ -61,6 +62,8 @@ class Part:
     """The representative's parts when drawn as a cluster; None for a box."""
     elided: bool = False
     """A span of unlike modules left out of a long sequence, drawn as one box."""
+    fused: list[ModuleNode] = field(default_factory=list)
+    """The norm and activation after a conv or linear, drawn in its box."""
 
     @property
     def path(self) -> str:
@@ -77,6 +80,8 @@ class Part:
         first = self.members[0].removeprefix(self.prefix)
         if first.isdigit():
             first = ".".join(self.members[0].split(".")[-2:])
+        if self.fused:
+            return " · ".join([first, *(module.name for module in self.fused)])
         if len(self.members) == 1:
             return first
         last = self.members[-1].rpartition(".")[2]
@@ -103,27 +108,75 @@ class Drawing:
     edges: list[Edge] = field(default_factory=list)
 
 
-def model_parts(program: Program, costs: CostReport, depth: int) -> list[Part]:
-    return _parts(program.modules, "", 1, depth, _Signatures(costs))
+def model_parts(
+    program: Program, costs: CostReport, depth: int, open_each: bool = False
+) -> list[Part]:
+    """The parts drawn: clusters down to `depth` levels; with `open_each`, the first block
+    of each definition below that level is opened too, all the way down, so that every kind
+    of block is shown once inside."""
+    opened: set[str] | None = set() if open_each else None
+    return _parts(program.modules, "", 1, depth, _Signatures(costs), opened)
 
 
 def _parts(
-    modules: list[ModuleNode], prefix: str, level: int, depth: int, signature: _Signatures
+    modules: list[ModuleNode],
+    prefix: str,
+    level: int,
+    depth: float,
+    signature: _Signatures,
+    opened: set[str] | None,
 ) -> list[Part]:
     def part(run: list[tuple[ModuleNode, str]]) -> Part:
         module, path = run[0]
         drawn = Part(module, [member for _, member in run], prefix)
-        if module.kind != "op" and level < depth:
-            drawn.children = _parts(module.children, path + ".", level + 1, depth, signature)
+        inner = depth
+        if module.kind == "block" and level >= depth and opened is not None:
+            if module.block.name not in opened:  # the first of its kind: opened in full
+                opened.add(module.block.name)
+                inner = math.inf
+        if module.kind != "op" and level < inner:
+            children = module.children
+            drawn.children = _parts(children, path + ".", level + 1, inner, signature, opened)
         return drawn
 
     runs = _runs(modules, prefix, signature)
     if len(runs) <= MAX_PARTS:
-        return [part(run) for run in runs]
+        return _fuse([part(run) for run in runs])
     kept = MAX_PARTS // 2
     left_out = [path for run in runs[kept:-kept] for _, path in run]
     elided = Part(runs[kept][0][0], left_out, prefix, elided=True)
-    return [*map(part, runs[:kept]), elided, *map(part, runs[-kept:])]
+    return _fuse([*map(part, runs[:kept]), elided, *map(part, runs[-kept:])])
+
+
+FUSED_AFTER = {"conv": ("norm", "activation"), "linear": ("norm", "activation")}
+"""The families drawn in the box of the op before them, in this order (conv + BN + ReLU)."""
+
+
+def _fuse(parts: list[Part]) -> list[Part]:
+    """A conv or linear with the norm and activation that read it straight after it, as
+    one box: the unit a paper draws."""
+    drawn: list[Part] = []
+    for part in parts:
+        head = drawn[-1] if drawn else None
+        last = head.fused[-1] if head and head.fused else head.module if head else None
+        follows = (
+            head is not None
+            and not head.elided
+            and head.children is None
+            and head.module.kind == "op"
+            and part.children is None
+            and part.module.kind == "op"
+            and not part.elided
+            and part.module.inputs in ([last.name], ["previous"])  # a sequence's next item
+        )
+        if follows:
+            order = FUSED_AFTER.get(head.module.op.family, ())
+            families = [module.op.family for module in [*head.fused, part.module]]
+            if families == [family for family in order if family in families]:
+                head.fused.append(part.module)
+                continue
+        drawn.append(part)
+    return drawn
 
 
 def _runs(
@@ -176,17 +229,20 @@ def count_boxes(parts: list[Part]) -> int:
 
 
 def default_depth(program: Program, costs: CostReport) -> int:
-    """The deepest level whose drawing stays within NODE_BUDGET boxes (at least 1)."""
+    """The deepest level whose drawing, one block of each kind opened, stays within
+    NODE_BUDGET boxes (at least 1)."""
     fitting = [
         depth
         for depth in range(1, depth_of(program.modules) + 1)
-        if count_boxes(model_parts(program, costs, depth)) <= NODE_BUDGET
+        if count_boxes(model_parts(program, costs, depth, open_each=True)) <= NODE_BUDGET
     ]
     return max(fitting, default=1)
 
 
-def layout_drawing(program: Program, costs: CostReport, depth: int) -> Drawing:
-    drawing = Drawing(model_parts(program, costs, depth))
+def layout_drawing(
+    program: Program, costs: CostReport, depth: int, open_each: bool = False
+) -> Drawing:
+    drawing = Drawing(model_parts(program, costs, depth, open_each))
     aliases: dict[str, str] = {}
     groups: dict[str, tuple[str, int]] = {}
     for part in _walk(drawing.parts):
@@ -196,6 +252,8 @@ def layout_drawing(program: Program, costs: CostReport, depth: int) -> Drawing:
                 drawing.owner[member] = part.path
             else:
                 aliases[member] = part.path
+        for module in part.fused:
+            drawing.owner[part.prefix + module.name] = part.path
     graph = program.graph
     locate = _Locator(drawing.owner, aliases, groups)
     seen: set[tuple[str, str]] = set()
@@ -307,7 +365,9 @@ class _Dot:
             label = f"<B>{html.escape(part.title)}</B>{name}"
             label += f"<BR/>{self.figures(cost)}"
             changed = self.is_changed(part)
-            border = "; ".join(CHANGED) + '; class="changed";' if changed else 'color="#888888";'
+            # set either way: a cluster inherits what its enclosing cluster sets
+            unchanged = 'color="#888888"; penwidth=1; class="";'
+            border = "; ".join(CHANGED) + '; class="changed";' if changed else unchanged
             yield f"{indent}subgraph {_quote('cluster:' + part.path)} {{"
             yield (
                 f"{indent}  id={_quote('cluster:' + part.path)}; label=<{label}>; fontsize=10; "
@@ -326,7 +386,8 @@ class _Dot:
             label += f"<BR/>{self.figures(cost)}"
             colour, family = "#ffffff", "elided"
         elif module.kind == "op":
-            label = f"<B>{title}</B><BR/>{html.escape(_op_summary(module))}"
+            summary = " + ".join(_op_summary(op) for op in [module, *part.fused])
+            label = f"<B>{title}</B><BR/>{html.escape(summary)}"
             colour, family = FAMILY_COLOURS.get(module.op.family, "#ffffff"), module.op.family
         else:
             cost = self.part_costs[part.path]
@@ -363,8 +424,22 @@ class _Dot:
 
     def legend(self) -> str:
         graph, total = self.program.graph, self.total
+        drawn = {
+            op.op.family
+            for part in _walk(self.drawing.parts)
+            if part.children is None and not part.elided
+            for op in [part.module, *part.fused]
+            if op.kind == "op"
+        }
         swatches = "".join(
-            f'<TD BGCOLOR="{colour}">{family}</TD>' for family, colour in FAMILY_COLOURS.items()
+            f'<TD BGCOLOR="{colour}">{family}</TD>'
+            for family, colour in FAMILY_COLOURS.items()
+            if family in drawn
+        )
+        scale = "".join(
+            f'<TD BGCOLOR="{self.heat(Cost(macs=round(self.hottest * step / 4)))}">'
+            f"{_compact(round(self.hottest * step / 4))}</TD>"
+            for step in range(5)
         )
         rows = [
             f"<B>{html.escape(graph.name)}</B>: input "
@@ -373,14 +448,17 @@ class _Dot:
             html.escape(f"MACs: {TIER_NOTE}"),
             "edges: tensor shape per sample (C×H×W for NCHW images); dashed: skip",
             "×N: a run of N blocks alike in shape and cost, drawn once",
-            "blocks: params and MACs with their share of the total; fill: MACs",
+            "blocks: params and MACs with their share of the total",
             *(["red border: differs from the model compared (archc diff)"] if self.changed else []),
             *(["⋯: the middle of a long sequence, not drawn; its total"] if self.elides else []),
         ]
-        cells = "".join(f'<TR><TD ALIGN="LEFT" COLSPAN="7">{row}</TD></TR>' for row in rows)
-        table = (
-            f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1">{cells}<TR>{swatches}</TR></TABLE>'
-        )
+        span = max(len(FAMILY_COLOURS), 5)
+        cells = "".join(f'<TR><TD ALIGN="LEFT" COLSPAN="{span}">{row}</TD></TR>' for row in rows)
+        keys = [f"<TR>{swatches}</TR>" if swatches else ""]
+        if self.hottest:
+            caption = f'<TD ALIGN="LEFT" COLSPAN="{span}">block fill: MACs</TD>'
+            keys.append(f"<TR>{caption}</TR><TR>{scale}</TR>")
+        table = f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1">{cells}{"".join(keys)}</TABLE>'
         return f'  legend [id="legend", shape=plaintext, style="", label=<{table}>];'
 
 
@@ -428,8 +506,9 @@ def diagram_dot(
     changed: Collection[str] = (),
 ) -> str:
     """The drawing as DOT; module paths in `changed` are drawn with a red border."""
-    depth = default_depth(program, costs) if depth is None else depth
-    return _Dot(program, costs, layout_drawing(program, costs, depth), changed).render(rankdir)
+    chosen = default_depth(program, costs) if depth is None else depth
+    drawing = layout_drawing(program, costs, chosen, open_each=depth is None)
+    return _Dot(program, costs, drawing, changed).render(rankdir)
 
 
 def render_dot(dot: str, path: Path) -> bytes:

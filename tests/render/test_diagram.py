@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from archc.pipeline import compile_spec
-from tests.helpers import REPO, run_archc
+from tests.helpers import REPO, archc_stats, run_archc
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -46,6 +46,12 @@ def draw(spec: str, tmp_path: Path, *options: str) -> Drawn:
     return drawn
 
 
+def macs_under(spec: str, paths: list[str]) -> int:
+    """The MACs of the ops under these modules, from `stats --format json`."""
+    nodes = archc_stats(spec)["nodes"]
+    return sum(n["macs"] for n in nodes if any(n["name"].startswith(p + ".") for p in paths))
+
+
 def label(edge: ElementTree.Element) -> str:
     return " ".join(t.text or "" for t in edge.iter(f"{SVG}text"))
 
@@ -76,14 +82,47 @@ def test_resnet50_fits_a_page_with_stage_clusters_and_repeat_badges(tmp_path: Pa
     assert set(stages) <= drawn.clusters.keys()
     for stage, blocks in zip(stages, RESNET50_LAYERS):
         # The first block changes the shape; the rest are identical and drawn once, ×N.
-        assert not BADGE.search(drawn.nodes[f"{stage}.0"])
+        first = drawn.clusters.get(f"{stage}.0") or drawn.nodes[f"{stage}.0"]
+        assert not BADGE.search(first)
         badge = BADGE.search(drawn.nodes[f"{stage}.1"])
         assert badge and int(badge.group(1)) == blocks - 1, drawn.nodes[f"{stage}.1"]
         assert f"{stage}.1–{blocks - 1}" in drawn.nodes[f"{stage}.1"]
-    assert "Bottleneck" in drawn.clusters["layer1"] or "Bottleneck" in drawn.nodes["layer1.0"]
+    # One Bottleneck, the first, is drawn open; the others are boxes.
+    assert "Bottleneck" in drawn.clusters["layer1.0"]
+    assert not {"layer2.0", "layer3.0", "layer4.0"} & drawn.clusters.keys()
     legend = drawn.nodes["legend"]
     assert "input 3×224×224" in legend and "FLOPs = 2 × MACs" in legend
     assert "25,557,032 params" in legend
+
+
+@needs_dot
+def test_conv_norm_activation_is_one_box_of_ops_that_read_each_other(tmp_path: Path) -> None:
+    drawn = draw("specs/resnet50.yaml", tmp_path)
+    graph = compile_spec(REPO / "specs/resnet50.yaml").program.graph
+    fused = 0
+    for node_id, text in drawn.nodes.items():
+        if "·" not in text or node_id not in graph.nodes:
+            continue
+        title = text.split(" conv2d")[0].split(" linear")[0]
+        prefix = node_id.rpartition(".")[0]
+        later = [name.strip() for name in title.split("·")[1:]]
+        path = [node_id, *(f"{prefix}.{name}".lstrip(".") for name in later)]
+        ops = [graph.nodes[name].op.name for name in path]
+        assert ops[0] in ("conv2d", "linear") and set(ops[1:]) <= {"batch_norm", "relu"}, title
+        for before, after in zip(path, path[1:]):  # each reads the one before it, alone
+            assert graph.nodes[after].inputs == [before], (before, after)
+        fused += 1
+    assert fused >= 4  # the stem, and the first Bottleneck's three convs
+    assert "conv1 · bn1 · relu" in drawn.nodes["conv1"]
+
+
+@needs_dot
+def test_the_legend_names_the_families_drawn_and_scales_the_heat(tmp_path: Path) -> None:
+    drawn = draw("specs/resnet50.yaml", tmp_path)
+    legend = drawn.nodes["legend"]
+    assert "conv" in legend and "norm" in legend and "attention" not in legend
+    run = [f"layer3.{index}" for index in range(1, 6)]  # the costliest block box drawn
+    assert f"{macs_under('specs/resnet50.yaml', run) / 1e9:.3g}G" in legend
 
 
 @needs_dot
@@ -160,8 +199,9 @@ def test_swin_stages_collapse_to_their_depths(tmp_path: Path) -> None:
     depths = [2, 2, 6, 2]  # Liu et al. 2021, Swin-T
     for stage, depth in zip(("features.1", "features.3", "features.5", "features.7"), depths):
         assert stage in drawn.clusters
-        badge = BADGE.search(drawn.nodes[f"{stage}.0"])
-        assert badge and int(badge.group(1)) == depth, drawn.nodes[f"{stage}.0"]
+        run = drawn.clusters.get(f"{stage}.0") or drawn.nodes[f"{stage}.0"]  # the first: open
+        badge = BADGE.search(run)
+        assert badge and int(badge.group(1)) == depth, run
     assert len(drawn.nodes) < 60
 
 
