@@ -130,10 +130,10 @@ def _parts(
         module, path = run[0]
         drawn = Part(module, [member for _, member in run], prefix)
         inner = depth
-        if module.kind == "block" and level >= depth and opened is not None:
-            if module.block.name not in opened:  # the first of its kind: opened in full
-                opened.add(module.block.name)
-                inner = math.inf
+        closed = module.kind == "block" and level >= depth
+        if closed and opened is not None and module.block.name not in opened:
+            opened.add(module.block.name)  # the first of its kind: opened in full
+            inner = math.inf
         if module.kind != "op" and level < inner:
             children = module.children
             drawn.children = _parts(children, path + ".", level + 1, inner, signature, opened)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -109,7 +110,7 @@ def test_conv_norm_activation_is_one_box_of_ops_that_read_each_other(tmp_path: P
         path = [node_id, *(f"{prefix}.{name}".lstrip(".") for name in later)]
         ops = [graph.nodes[name].op.name for name in path]
         assert ops[0] in ("conv2d", "linear") and set(ops[1:]) <= {"batch_norm", "relu"}, title
-        for before, after in zip(path, path[1:]):  # each reads the one before it, alone
+        for before, after in itertools.pairwise(path):  # each reads the one before it, alone
             assert graph.nodes[after].inputs == [before], (before, after)
         fused += 1
     assert fused >= 4  # the stem, and the first Bottleneck's three convs
