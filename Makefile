@@ -2,17 +2,18 @@
 VENV := .venv
 BIN := $(VENV)/bin
 SPECS := $(sort $(wildcard specs/*.yaml))
+FIGURES := resnet50 googlenet unet swin_t
 
 .PHONY: setup run test generated bench bench-models lint fuzz
 
 setup: $(VENV)/.installed
 
-# Debian's graphviz gives the `dot` binary; pip pins everything through constraints.txt
+# Debian's graphviz gives the `dot` binary (and the cairo library CairoSVG draws PNG/PDF with); pip pins everything through constraints.txt
 # (torch==2.13.0 comes from the machine's local CPU wheel, so this must be pip, not uv).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,flax,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,flax,test,figures]"
 	touch $@
 
 run: setup
@@ -29,8 +30,8 @@ generated: setup
 	  $(BIN)/archc build $$spec --backend flax && \
 	  $(BIN)/archc ir $$spec > generated/ir/$$(basename $$spec .yaml).txt || exit 1; \
 	done
-	$(BIN)/archc diagram specs/resnet50.yaml -o docs/resnet50.svg
-	$(BIN)/archc compare $(SPECS) --plot docs/zoo.svg > /dev/null
+	for model in $(FIGURES); do $(BIN)/archc diagram specs/$$model.yaml -o docs/$$model.png || exit 1; done
+	$(BIN)/archc compare $(SPECS) --plot docs/zoo.png > /dev/null
 	$(BIN)/python tools/readme_zoo.py
 
 # The fuzz soak: zoo mutants and random valid specs for MINUTES, counts by kind at the end.

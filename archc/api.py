@@ -248,6 +248,21 @@ class Comparison:
     def sorted(self, key: str) -> Comparison:
         return Comparison(sorted(self.rows, key=lambda row: getattr(row, key)), self.errors)
 
+    def plot(self, path: str | Path | None = None, accuracy: str | Path | None = None) -> bytes:
+        """MACs against params with the Pareto frontier, or with `accuracy` (a CSV of
+        `model,accuracy` in %) accuracy against MACs: SVG, or written to `path` (.svg, .png,
+        .pdf) atomically."""
+        from archc.emit.files import write_atomic
+        from archc.render.plot import pareto_plot, read_accuracy, render_plot
+
+        scores = read_accuracy(Path(accuracy)) if accuracy is not None else None
+        svg = pareto_plot([row for row in self.rows if not row.error], scores)
+        if path is None:
+            return svg.encode()
+        drawing = render_plot(svg, Path(path))
+        write_atomic(Path(path), drawing)
+        return drawing
+
     def _repr_html_(self) -> str:
         return self.table("html")
 

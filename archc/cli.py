@@ -150,8 +150,9 @@ def _parser() -> argparse.ArgumentParser:
         "--depth",
         type=_positive,
         metavar="N",
-        help="levels of blocks drawn open as clusters; deeper ones are boxes "
-        "(default: the deepest that keeps the drawing within 40 boxes)",
+        help="levels of blocks drawn open as clusters; deeper ones are boxes (default: the "
+        "deepest that keeps the drawing within 20 boxes, the first block of each kind drawn "
+        "open, a U-Net as a U, a tall drawing wrapped into columns)",
     )
     diagram.add_argument(
         "--rankdir",
@@ -186,8 +187,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--plot",
         type=Path,
-        metavar="FILE.svg",
-        help="also draw MACs against params (log axes) with the Pareto frontier marked",
+        metavar="FILE",
+        help="also draw MACs against params (log axes) with the Pareto frontier marked, "
+        "every point labelled: FILE.svg, .png or .pdf (these two need CairoSVG)",
+    )
+    compare.add_argument(
+        "--accuracy",
+        type=Path,
+        metavar="FILE.csv",
+        help="with --plot: draw accuracy against MACs instead, from a CSV with the header "
+        "model,accuracy (top-1 in %%); models it lacks are left out of the plot",
     )
     _add_model_options(compare)
     compare.set_defaults(run=_compare)
@@ -316,6 +325,8 @@ def _build(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from archc.api import compare_texts
 
+    if args.accuracy is not None and args.plot is None:
+        raise ArchcError("--accuracy draws a plot: give --plot FILE too")
     comparison = compare_texts(args.specs, _overrides(args), args.input)
     for error in comparison.errors:  # the located reason of each refused size
         print(error.render(), file=sys.stderr)
@@ -323,10 +334,7 @@ def _compare(args: argparse.Namespace) -> int:
         comparison = comparison.sorted(args.sort)
     sys.stdout.write(comparison.table(args.format))
     if args.plot is not None:
-        from archc.emit.files import write_atomic
-        from archc.render.plot import pareto_plot
-
-        write_atomic(args.plot, pareto_plot([row for row in comparison.rows if not row.error]))
+        comparison.plot(args.plot, args.accuracy)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 2 if comparison.errors else 0
 

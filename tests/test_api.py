@@ -137,6 +137,20 @@ def test_compare_is_the_command_lines() -> None:
     assert [error.render() for error in comparison.errors] == [cli.stderr.rstrip("\n")]
 
 
+def test_the_comparison_plot_is_the_command_lines(tmp_path: Path) -> None:
+    specs = ["specs/resnet18.yaml", "specs/alexnet.yaml"]
+    csv = tmp_path / "accuracy.csv"
+    csv.write_text("model,accuracy\nresnet18,69.758\nalexnet,56.522\n")
+    for accuracy in ([], ["--accuracy", str(csv)]):
+        out = tmp_path / "plot.svg"
+        assert run_archc("compare", *specs, "--plot", str(out), *accuracy).returncode == 0
+        scores = csv if accuracy else None
+        assert archc.compare(specs).plot(accuracy=scores) == out.read_bytes()
+        written = tmp_path / "api.svg"
+        archc.compare(specs).plot(written, scores)
+        assert written.read_bytes() == out.read_bytes()
+
+
 def test_notebook_reprs() -> None:
     """A notebook shows a model as its cost table and its drawing, a comparison as a table."""
     model = archc.load("specs/resnet18.yaml")

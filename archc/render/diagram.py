@@ -9,7 +9,6 @@ comes from the cost pass. The DOT text is ours; `dot` only lays it out.
 from __future__ import annotations
 
 import html
-import math
 import re
 import shutil
 import subprocess
@@ -24,8 +23,15 @@ from archc.ir.symbolic import concrete
 from archc.passes.cost import TIER_NOTE, Cost, CostReport
 from archc.resolve.elaborate import Program
 
-NODE_BUDGET = 40
-"""The default depth is the deepest whose drawing has at most this many boxes."""
+NODE_BUDGET = 20
+"""The default depth is the deepest whose drawing has at most this many boxes (before the
+first block of each kind is opened)."""
+MAX_ASPECT = 2.0
+"""A default drawing taller than this many times its width wraps its longest list of parts
+into columns (MAX_COLUMNS at most)."""
+MAX_COLUMNS = 4
+OPEN_BUDGET = 16
+"""Boxes at most in the drawing of a block opened as the first of its kind."""
 MAX_PARTS = 100
 """Parts drawn in one cluster at most: the middle of a longer sequence (a written-out body of
 thousands of ops) is one box that names the span and totals its costs."""
@@ -106,6 +112,8 @@ class Drawing:
     owner: dict[str, str] = field(default_factory=dict)
     """IR node name → id of the box drawn for it."""
     edges: list[Edge] = field(default_factory=list)
+    wrap: tuple[str, int] | None = None
+    """The cluster ('' for the top level) whose parts are laid out in columns, and how many."""
 
 
 def model_parts(
@@ -122,7 +130,7 @@ def _parts(
     modules: list[ModuleNode],
     prefix: str,
     level: int,
-    depth: float,
+    depth: int,
     signature: _Signatures,
     opened: set[str] | None,
 ) -> list[Part]:
@@ -132,8 +140,8 @@ def _parts(
         inner = depth
         closed = module.kind == "block" and level >= depth
         if closed and opened is not None and module.block.name not in opened:
-            opened.add(module.block.name)  # the first of its kind: opened in full
-            inner = math.inf
+            opened.add(module.block.name)  # the first of its kind: opened
+            inner = _opening_depth(module, path, level, signature)
         if module.kind != "op" and level < inner:
             children = module.children
             drawn.children = _parts(children, path + ".", level + 1, inner, signature, opened)
@@ -146,6 +154,19 @@ def _parts(
     left_out = [path for run in runs[kept:-kept] for _, path in run]
     elided = Part(runs[kept][0][0], left_out, prefix, elided=True)
     return _fuse([*map(part, runs[:kept]), elided, *map(part, runs[-kept:])])
+
+
+def _opening_depth(module: ModuleNode, path: str, level: int, signature: _Signatures) -> int:
+    """How deep the first block of a kind is opened: as far as its drawing stays within
+    OPEN_BUDGET boxes, one level at least (its kinds of blocks inside open in turn)."""
+    levels = range(level + 2, level + depth_of(module.children) + 2)
+    fitting = [
+        inner
+        for inner in levels
+        if count_boxes(_parts(module.children, path + ".", level + 1, inner, signature, None))
+        <= OPEN_BUDGET
+    ]
+    return max(fitting, default=level + 1)
 
 
 FUSED_AFTER = {"conv": ("norm", "activation"), "linear": ("norm", "activation")}
@@ -229,12 +250,12 @@ def count_boxes(parts: list[Part]) -> int:
 
 
 def default_depth(program: Program, costs: CostReport) -> int:
-    """The deepest level whose drawing, one block of each kind opened, stays within
-    NODE_BUDGET boxes (at least 1)."""
+    """The deepest level whose drawing stays within NODE_BUDGET boxes (at least 1), before
+    the first block of each kind is opened."""
     fitting = [
         depth
         for depth in range(1, depth_of(program.modules) + 1)
-        if count_boxes(model_parts(program, costs, depth, open_each=True)) <= NODE_BUDGET
+        if count_boxes(model_parts(program, costs, depth)) <= NODE_BUDGET
     ]
     return max(fitting, default=1)
 
@@ -338,6 +359,7 @@ class _Dot:
 
     def render(self, rankdir: str) -> str:
         graph = self.program.graph
+        ranks, climbs = self.columns()
         lines = [
             f"digraph {_quote(graph.name)} {{",
             f"  rankdir={rankdir}; newrank=true; nodesep=0.25; ranksep=0.3;",
@@ -349,11 +371,37 @@ class _Dot:
             f"label={_quote('input ' + shape_label(graph.inputs['input']))}];",
             '  output [id="output", shape=ellipse, fillcolor="#ffffff", label="output"];',
             *self.parts(self.drawing.parts, "  "),
-            *map(self.edge, self.drawing.edges),
+            *(self.edge(edge, (edge.source, edge.target) in climbs) for edge in self.drawing.edges),
+            *ranks,
+            *self.folds(),
             self.legend(),
             "}",
         ]
         return "\n".join(lines) + "\n"
+
+    def columns(self) -> tuple[list[str], set[tuple[str, str]]]:
+        """The rank constraints that lay the wrapped list's parts out in columns (each
+        column's head beside the first part), and the edges that climb from the foot of one
+        column to the head of the next (left out of the ranking)."""
+        if self.drawing.wrap is None:
+            return [], set()
+        path, count = self.drawing.wrap
+        parts = dict(_lists(self.drawing.parts))[path]
+        height = -(-len(parts) // count)
+        heads = range(height, len(parts), height)
+        top = _quote(_boxes(parts[0])[0])
+        ranks = [f"  {{rank=same; {top}; {_quote(_boxes(parts[head])[0])};}}" for head in heads]
+        climbs = {
+            (source, target)
+            for head in heads
+            for source in _boxes(parts[head - 1])
+            for target in _boxes(parts[head])
+        }
+        return ranks, climbs
+
+    def folds(self) -> Iterator[str]:
+        for edge in folds(self.drawing):
+            yield f"  {{rank=same; {_quote(edge.source)}; {_quote(edge.target)};}}"
 
     def parts(self, parts: list[Part], indent: str) -> Iterator[str]:
         for part in parts:
@@ -414,9 +462,10 @@ class _Dot:
         low, high = HEAT
         return "#" + "".join(f"{round(a + (b - a) * share):02x}" for a, b in zip(low, high))
 
-    def edge(self, edge: Edge) -> str:
+    def edge(self, edge: Edge, climbs: bool = False) -> str:
         label = shape_label(edge.value)
         style = ', style=dashed, constraint=false, color="#999999"' if edge.skip else ""
+        style += ", constraint=false" if climbs and not edge.skip else ""
         return (
             f"  {_quote(edge.source)} -> {_quote(edge.target)} "
             f"[id={_quote(f'edge:{edge.source}->{edge.target}')}, label={_quote(label)}{style}];"
@@ -460,6 +509,33 @@ class _Dot:
             keys.append(f"<TR>{caption}</TR><TR>{scale}</TR>")
         table = f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1">{cells}{"".join(keys)}</TABLE>'
         return f'  legend [id="legend", shape=plaintext, style="", label=<{table}>];'
+
+
+def _lists(parts: list[Part], path: str = "") -> Iterator[tuple[str, list[Part]]]:
+    """Every list of sibling parts drawn, by the path of its cluster ('' at the top)."""
+    yield path, parts
+    for part in parts:
+        if part.children is not None:
+            yield from _lists(part.children, part.path)
+
+
+def _boxes(part: Part) -> list[str]:
+    """The ids of the boxes a part draws, in drawing order."""
+    if part.children is None:
+        return [part.path]
+    return [box for child in part.children for box in _boxes(child)]
+
+
+def folds(drawing: Drawing) -> list[Edge]:
+    """Skips between top-level parts (U-Net's encoder to its decoder): their ends are put on
+    one rank, so that the decoder climbs back beside the encoder, a U; a model with two or
+    more is drawn at the top level, the first block of each kind open."""
+    top = [edge for edge in drawing.edges if "output" not in (edge.source, edge.target)]
+    return [edge for edge in top if edge.skip and _top(edge.source) != _top(edge.target)]
+
+
+def _top(path: str) -> str:
+    return path.split(".", 1)[0]
 
 
 def _name(part: Part) -> str:
@@ -506,9 +582,32 @@ def diagram_dot(
     changed: Collection[str] = (),
 ) -> str:
     """The drawing as DOT; module paths in `changed` are drawn with a red border."""
-    chosen = default_depth(program, costs) if depth is None else depth
-    drawing = layout_drawing(program, costs, chosen, open_each=depth is None)
-    return _Dot(program, costs, drawing, changed).render(rankdir)
+    if depth is not None:
+        drawing = layout_drawing(program, costs, depth)
+        return _Dot(program, costs, drawing, changed).render(rankdir)
+    drawing = layout_drawing(program, costs, 1, open_each=True)
+    if len(folds(drawing)) < 2:  # not a U: as deep as fits a page
+        drawing = layout_drawing(program, costs, default_depth(program, costs), True)
+    text = _Dot(program, costs, drawing, changed).render(rankdir)
+    if rankdir != "TB" or shutil.which("dot") is None:
+        return text
+    path, parts = max(_lists(drawing.parts), key=lambda entry: len(entry[1]))
+    for count in range(2, MAX_COLUMNS + 1):  # a tall drawing wraps its longest list
+        width, height = _laid_out_size(text)
+        if height <= MAX_ASPECT * width or len(parts) < 2 * count:
+            break
+        drawing.wrap = (path, count)
+        text = _Dot(program, costs, drawing, changed).render(rankdir)
+    return text
+
+
+def _laid_out_size(dot: str) -> tuple[float, float]:
+    """The width and height of the drawing as `dot` lays it out."""
+    result = subprocess.run(["dot", "-Tplain"], input=dot.encode(), capture_output=True)
+    if result.returncode != 0:
+        raise ArchcError(f"dot failed laying out the drawing: {result.stderr.decode().strip()}")
+    _, _, width, height = result.stdout.split(b"\n", 1)[0].split()[:4]
+    return float(width), float(height)
 
 
 def render_dot(dot: str, path: Path) -> bytes:

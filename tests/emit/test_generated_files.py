@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -155,22 +156,34 @@ def test_readme_zoo_table_is_current() -> None:
     )
 
 
+FIGURES = ["resnet50", "googlenet", "unet", "swin_t"]  # the README's; the Makefile's FIGURES
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return struct.unpack(">II", data[16:24])
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
-def test_readme_diagram_is_current(tmp_path: Path) -> None:
-    fresh = tmp_path / "resnet50.svg"
-    assert run_archc("diagram", "specs/resnet50.yaml", "-o", str(fresh)).returncode == 0
-    committed = REPO / "docs" / "resnet50.svg"
-    assert fresh.read_bytes() == committed.read_bytes(), (
-        "docs/resnet50.svg is stale; run `make generated`"
-    )
+@pytest.mark.parametrize("model", FIGURES)
+def test_readme_diagrams_are_current_and_fit_a_page(model: str, tmp_path: Path) -> None:
+    fresh = tmp_path / f"{model}.png"
+    result = run_archc("diagram", f"specs/{model}.yaml", "-o", str(fresh))
+    assert result.returncode == 0, result.stderr
+    committed = (REPO / "docs" / f"{model}.png").read_bytes()
+    assert fresh.read_bytes() == committed, f"docs/{model}.png is stale; run `make generated`"
+    width, height = png_size(committed)
+    assert height <= 2 * width and width <= 2 * height, (width, height)  # a page's shape
 
 
 def test_readme_plot_is_current(tmp_path: Path) -> None:
-    fresh = tmp_path / "zoo.svg"
+    pytest.importorskip("cairosvg")
+    fresh = tmp_path / "zoo.png"
     specs = sorted(path.relative_to(REPO).as_posix() for path in SPECS.glob("*.yaml"))
     assert run_archc("compare", *specs, "--plot", str(fresh)).returncode == 0
-    committed = (REPO / "docs" / "zoo.svg").read_bytes()
-    assert fresh.read_bytes() == committed, "docs/zoo.svg is stale; run `make generated`"
+    committed = (REPO / "docs" / "zoo.png").read_bytes()
+    assert fresh.read_bytes() == committed, "docs/zoo.png is stale; run `make generated`"
+    assert png_size(committed) == (1800, 1200)
 
 
 @pytest.mark.parametrize("spec", MODEL_SPECS, ids=[path.stem for path in MODEL_SPECS])

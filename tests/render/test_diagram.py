@@ -27,18 +27,26 @@ class Drawn:
     """Node id → its text."""
     clusters: dict[str, str]
     edges: dict[tuple[str, str], ElementTree.Element]
+    centres: dict[str, tuple[float, float]]
+    """Node id → the centre of its shape."""
 
 
 def draw(spec: str, tmp_path: Path, *options: str) -> Drawn:
     out = tmp_path / "drawing.svg"
     result = run_archc("diagram", spec, "-o", str(out), *options)
     assert result.returncode == 0, result.stderr
-    drawn = Drawn({}, {}, {})
+    drawn = Drawn({}, {}, {}, {})
     for group in ElementTree.parse(out).iter(f"{SVG}g"):
         kind, element_id = group.get("class", "").split(" ")[0], group.get("id", "")
         text = " ".join(t.text or "" for t in group.iter(f"{SVG}text"))
         if kind == "node":
             drawn.nodes[element_id] = text
+            outline = [*group.iter(f"{SVG}path"), *group.iter(f"{SVG}polygon")]
+            if outline:  # a box (the legend has none, the ends are ellipses)
+                text = outline[0].get("d") or outline[0].get("points")
+                numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+                xs, ys = numbers[0::2], numbers[1::2]
+                drawn.centres[element_id] = ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2)
         elif kind == "cluster":
             drawn.clusters[element_id.removeprefix("cluster:")] = text
         elif kind == "edge":
@@ -159,21 +167,29 @@ def test_googlenet_draws_each_inception_as_a_cluster(tmp_path: Path) -> None:
 
 
 @needs_dot
-def test_unet_stages_skips_and_shapes(tmp_path: Path) -> None:
+def test_unet_is_drawn_as_a_u(tmp_path: Path) -> None:
+    """Each encoder stage's skip into the decoder stage of the same level runs level: the
+    decoder climbs back beside the encoder."""
     drawn = draw("specs/unet.yaml", tmp_path)
-    encoder = ["inc", "down1", "down2", "down3", "down4"]
-    decoder = ["up1", "up2", "up3", "up4"]
-    assert {*encoder, *decoder} <= drawn.clusters.keys()
-    # Each decoder stage crops the encoder output of the same level: a dashed skip.
-    for up, down in zip(decoder, reversed(encoder[:-1])):
-        skips = [
-            edge
-            for (source, target), edge in drawn.edges.items()
-            if source.startswith(down + ".") and target == f"{up}.crop"
+    encoder = ["inc", "down1", "down2", "down3"]
+    decoder = ["up4", "up3", "up2", "up1"]
+    heights = []
+    for down, up in zip(encoder, decoder):
+        (skip,) = [
+            (source, target)
+            for source, target in drawn.edges
+            if _top(source) == down and _top(target) == up
         ]
-        assert len(skips) == 1 and is_dashed(skips[0]), up
-    assert assert_conv_inputs_are_labelled_as_in_the_ir("specs/unet.yaml", drawn) >= 6
+        (source_x, source_y), (target_x, target_y) = map(drawn.centres.get, skip)
+        assert abs(source_y - target_y) < 1 and target_x > source_x, skip
+        heights.append(source_y)
+    assert heights == sorted(heights)  # inc at the top, down3 lowest: the U's two arms
+    assert assert_conv_inputs_are_labelled_as_in_the_ir("specs/unet.yaml", drawn) >= 2
     assert label(drawn.edges["outc", "output"]) == "2×388×388"
+
+
+def _top(path: str) -> str:
+    return path.split(".")[0]
 
 
 def test_dot_output_needs_no_graphviz(tmp_path: Path) -> None:
@@ -196,7 +212,7 @@ def test_unknown_format_is_refused_and_nothing_is_written(tmp_path: Path) -> Non
 @needs_dot
 def test_swin_stages_collapse_to_their_depths(tmp_path: Path) -> None:
     """Swin's blocks differ only in their shift and drop rate: each stage is one run."""
-    drawn = draw("specs/swin_t.yaml", tmp_path)
+    drawn = draw("specs/swin_t.yaml", tmp_path, "--depth", "3")
     depths = [2, 2, 6, 2]  # Liu et al. 2021, Swin-T
     for stage, depth in zip(("features.1", "features.3", "features.5", "features.7"), depths):
         assert stage in drawn.clusters
