@@ -73,6 +73,9 @@ class Op(ABC):
     permutation): what keeps the view keeps all of that memory. A reshape (flatten) views
     only memory laid out in order: `reshapes`."""
     reshapes: ClassVar[bool] = False
+    size_only_inputs: ClassVar[tuple[int, ...]] = ()
+    """Inputs read only for their height and width (a resize's or crop's target): no data
+    flows from them, and a diagram draws no edge for them."""
     wide_buffers: ClassVar[tuple[str, ...]] = ()
     """Buffers held as int64 (a batch counter, an index table); the others are fp32."""
     literal_attrs: ClassVar[tuple[str, ...]] = ()

@@ -75,6 +75,7 @@ class Resize(_Resampling):
     name = "resize"
     Attrs = ResizeAttrs
     arity = 2
+    size_only_inputs = (1,)
     summary = "resample the first input to the second's height and width (nearest or bilinear)"
 
     def infer(self, attrs: ResizeAttrs, inputs: list[TensorType]) -> TensorType:

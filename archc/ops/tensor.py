@@ -288,6 +288,7 @@ class _Centred(Op):
     skips), by a helper of the same name in each backend."""
 
     arity = 2
+    size_only_inputs = (1,)
     shrinks: ClassVar[bool]
 
     def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:

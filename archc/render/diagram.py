@@ -70,6 +70,8 @@ class Part:
     """A span of unlike modules left out of a long sequence, drawn as one box."""
     fused: list[ModuleNode] = field(default_factory=list)
     """The norm and activation after a conv or linear, drawn in its box."""
+    varies: str = ""
+    """A run's arguments that differ between its blocks (Swin's `shift 0, 3`)."""
 
     @property
     def path(self) -> str:
@@ -136,7 +138,8 @@ def _parts(
 ) -> list[Part]:
     def part(run: list[tuple[ModuleNode, str]]) -> Part:
         module, path = run[0]
-        drawn = Part(module, [member for _, member in run], prefix)
+        varies = _varying_args([member for member, _ in run])
+        drawn = Part(module, [member for _, member in run], prefix, varies=varies)
         inner = depth
         closed = module.kind == "block" and level >= depth
         if closed and opened is not None and module.block.name not in opened:
@@ -154,6 +157,28 @@ def _parts(
     left_out = [path for run in runs[kept:-kept] for _, path in run]
     elided = Part(runs[kept][0][0], left_out, prefix, elided=True)
     return _fuse([*map(part, runs[:kept]), elided, *map(part, runs[-kept:])])
+
+
+def _varying_args(modules: list[ModuleNode]) -> str:
+    """The arguments that differ between the blocks of a run, as its badge says them: a
+    range for numbers that only grow or shrink, else the values (`shift 0, 3 · p 0.0727–0.164`)."""
+    shown = []
+    for key in modules[0].args:
+        values = [module.args.get(key) for module in modules]
+        distinct = list(dict.fromkeys(map(_short, values)))
+        if len(distinct) == 1:
+            continue
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ordered = numbers and (values == sorted(values) or values == sorted(values, reverse=True))
+        if ordered and len(distinct) > 2:
+            shown.append(f"{key} {distinct[0]}–{distinct[-1]}")
+        else:
+            shown.append(f"{key} {', '.join(distinct[:4])}{', …' if len(distinct) > 4 else ''}")
+    return " · ".join(shown)
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _opening_depth(module: ModuleNode, path: str, level: int, signature: _Signatures) -> int:
@@ -205,7 +230,8 @@ def _runs(
 ) -> list[list[tuple[ModuleNode, str]]]:
     """Consecutive blocks grouped while they are alike: one definition, the same input and
     output types, the same ops under the same names, the same params and MACs (Swin's blocks
-    differ only in their shift and drop rate, and are drawn as one run)."""
+    differ only in their shift and drop rate, and are drawn as one run, the badge saying
+    so)."""
     runs: list[list[tuple[ModuleNode, str]]] = []
     for module in modules:
         path = prefix + module.name
@@ -280,7 +306,8 @@ def layout_drawing(
     seen: set[tuple[str, str]] = set()
     for node in graph.nodes.values():
         target, target_groups = locate(node.name)
-        for value in node.inputs:
+        sizes = node.op.size_only_inputs
+        for value in (value for at, value in enumerate(node.inputs) if at not in sizes):
             source, source_groups = locate(value) if value in graph.nodes else (value, {})
             crosses_members = any(
                 source_groups[group] != index
@@ -527,11 +554,18 @@ def _boxes(part: Part) -> list[str]:
 
 
 def folds(drawing: Drawing) -> list[Edge]:
-    """Skips between top-level parts (U-Net's encoder to its decoder): their ends are put on
-    one rank, so that the decoder climbs back beside the encoder, a U; a model with two or
-    more is drawn at the top level, the first block of each kind open."""
-    top = [edge for edge in drawing.edges if "output" not in (edge.source, edge.target)]
-    return [edge for edge in top if edge.skip and _top(edge.source) != _top(edge.target)]
+    """Edges between top-level parts that are not neighbours (U-Net's encoder stage to its
+    decoder stage): their ends are put on one rank, so that the decoder climbs back beside
+    the encoder, a U; a model with two or more is drawn at the top level, the first block of
+    each kind open."""
+    order = {part.path: at for at, part in enumerate(drawing.parts)}
+    return [
+        edge
+        for edge in drawing.edges
+        if _top(edge.source) in order
+        and _top(edge.target) in order
+        and order[_top(edge.target)] - order[_top(edge.source)] > 1
+    ]
 
 
 def _top(path: str) -> str:
@@ -543,6 +577,8 @@ def _name(part: Part) -> str:
     module = part.module
     name = f" {module.block.name}" if module.block is not None else ""
     badge = f' <FONT COLOR="#b30000"><B>{part.badge}</B></FONT>' if part.badge else ""
+    if part.badge and part.varies:
+        badge += f' <FONT POINT-SIZE="8" COLOR="#b30000">{html.escape(part.varies)}</FONT>'
     return html.escape(name) + badge
 
 

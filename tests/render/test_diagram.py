@@ -184,6 +184,9 @@ def test_unet_is_drawn_as_a_u(tmp_path: Path) -> None:
         assert abs(source_y - target_y) < 1 and target_x > source_x, skip
         heights.append(source_y)
     assert heights == sorted(heights)  # inc at the top, down3 lowest: the U's two arms
+    # The crop reads the upsampled map only for its size: no data edge from it.
+    assert {source for source, target in drawn.edges if target == "up1.crop"} == {"down3"}
+    assert ("up1.up", "up1.cat") in drawn.edges
     assert assert_conv_inputs_are_labelled_as_in_the_ir("specs/unet.yaml", drawn) >= 2
     assert label(drawn.edges["outc", "output"]) == "2×388×388"
 
@@ -219,6 +222,9 @@ def test_swin_stages_collapse_to_their_depths(tmp_path: Path) -> None:
         run = drawn.clusters.get(f"{stage}.0") or drawn.nodes[f"{stage}.0"]  # the first: open
         badge = BADGE.search(run)
         assert badge and int(badge.group(1)) == depth, run
+        assert "shift 0, 3" in run  # what differs between the run's blocks, on the badge
+    # torchvision's drop rates: 0.2 * k / 11 for block k of 12; stage 3 holds blocks 4 to 9.
+    assert f"p {0.2 * 4 / 11:.3g}–{0.2 * 9 / 11:.3g}" in drawn.nodes["features.5.0"]
     assert len(drawn.nodes) < 60
 
 
