@@ -76,6 +76,7 @@ class WindowAttentionAttrs(Attrs):
 class WindowAttention(Op):
     name = "window_attention"
     Attrs = WindowAttentionAttrs
+    layers = 2  # the qkv and proj linears
     wide_buffers = ("relative_position_index",)
     summary = (
         "Swin's (shifted) window attention on NHWC: qkv and proj linears, a relative position "

@@ -73,6 +73,10 @@ class Op(ABC):
     permutation): what keeps the view keeps all of that memory. A reshape (flatten) views
     only memory laid out in order: `reshapes`."""
     reshapes: ClassVar[bool] = False
+    layers: ClassVar[int] = 1
+    """Weighted layers the op counts for in a model's depth when it has weights and MACs:
+    window attention's qkv and proj linears are two, as attention written out is two linear
+    nodes around the attention core (which has no weights)."""
     size_only_inputs: ClassVar[tuple[int, ...]] = ()
     """Inputs read only for their height and width (a resize's or crop's target): no data
     flows from them, and a diagram draws no edge for them."""

@@ -61,7 +61,8 @@ class CostReport:
     nodes: list[NodeCost]
     depth: int
     """Weighted layers (conv, linear: params and MACs) on the longest path from the input:
-    the number in a name like ResNet-50."""
+    the number in a name like ResNet-50. Attention counts its projections, however it is
+    written (Op.layers)."""
 
     @property
     def total(self) -> Cost:
@@ -133,7 +134,7 @@ def count_costs(graph: Graph) -> CostReport:
         kernel = tuple(concrete(weight)) if weight is not None and len(weight) > 1 else None
         reads = tuple(map(str, inputs))
         nodes.append(NodeCost(node.name, node.op.name, kinds, str(node.type), cost, reads, kernel))
-        weighted = cost.params > 0 and cost.macs > 0
+        weighted = node.op.layers if cost.params > 0 and cost.macs > 0 else 0
         depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
     depth = max(depths[value] for value in graph.outputs.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GENERATED, count_macs, load_generated, run_archc
+from tests.helpers import GENERATED, count_macs, load_generated, run_archc, torchvision
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -37,6 +37,24 @@ def compare_json(*args: str) -> list[dict]:
 def test_depth_is_the_published_one() -> None:
     rows = compare_json(*(f"specs/{name}.yaml" for name in PUBLISHED_DEPTHS))
     assert {row["model"]: row["depth"] for row in rows} == PUBLISHED_DEPTHS
+
+
+def test_attention_counts_its_projections_however_it_is_written() -> None:
+    """ViT writes attention out (in_proj, the attention core, out_proj) and Swin as one
+    window-attention op: both count their two projections. The oracle: torchvision's
+    chain-shaped transformers, whose depth is their convs and linears plus the input
+    projection nn.MultiheadAttention holds as a bare parameter."""
+    torch = pytest.importorskip("torch")
+    models = torchvision().models
+    rows = {
+        row["model"]: row["depth"]
+        for row in compare_json("specs/vit_b_16.yaml", "specs/swin_t.yaml")
+    }
+    for name, builder in (("vit_b_16", models.vit_b_16), ("swin_t", models.swin_t)):
+        modules = list(builder().modules())
+        weighted = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MultiheadAttention)
+        assert rows[name] == sum(isinstance(module, weighted) for module in modules), name
+    assert rows == {"vit_b_16": 50, "swin_t": 53}
 
 
 def test_one_row_per_model_and_input_size() -> None:
