@@ -1,7 +1,7 @@
 """archc: a compiler for neural-network architectures written as YAML specs.
 
-From Python: `archc.load(spec)` and `archc.compare(specs)` (see archc.api); errors raise
-`archc.ArchcError`, located in the spec.
+From Python: `archc.load(spec)`, `archc.compare(specs)` and `archc.import_spec(model)` (see
+archc.api); errors raise `archc.ArchcError`, located in the spec.
 """
 
 from pathlib import Path
@@ -20,11 +20,11 @@ BLOCKS = Path(__file__).resolve().parent / "blocks"
 
 def __getattr__(name: str) -> Any:
     """The API, imported on first use: the command line starts without it."""
-    if name in ("load", "compare", "Model", "Comparison"):
+    if name in ("load", "compare", "import_spec", "Model", "Comparison"):
         from archc import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'archc' has no attribute {name!r}")
 
 
-__all__ = ["ArchcError", "Comparison", "Model", "compare", "load"]
+__all__ = ["ArchcError", "Comparison", "Model", "compare", "import_spec", "load"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archc.errors import ArchcError
+from archc.errors import ArchcError, InternalError
 from archc.passes.memory import DTYPE_BYTES, OPTIMIZER_STATES, Memory, training_memory
 from archc.pipeline import Compiled, compile_spec
 from archc.render import compare as compare_render
@@ -297,6 +297,36 @@ def compare_texts(
             label = model.path.as_posix() if model.text is None else TEXT_NAME
             rows.append(compare_render.comparison_row(model.name, label, model.compiled.costs))
     return Comparison(rows, errors)
+
+
+def import_spec(model: Any, name: str | None = None, size: tuple[int, ...] | None = None) -> str:
+    """The text of a spec that builds an existing PyTorch model again (`archc import`):
+    `model` is `torchvision:NAME`, `timm:NAME`, `module:callable` or an nn.Module. The spec
+    is compiled before it is returned, and must count the model's params and buffers."""
+    from archc.importer.model import imported_spec
+    from archc.importer.sources import load_source
+
+    if isinstance(model, str):
+        origin = model.partition(":")[0]
+        name_found, model, size_found = load_source(model)
+    else:
+        origin, name_found, size_found = (
+            "its Python code",
+            type(model).__name__.lower(),
+            (3, 224, 224),
+        )
+    name, size = name or name_found, size or size_found
+    text = imported_spec(model, name, origin, size)
+    total = load(text).compiled.costs.total
+    params = sum(tensor.numel() for tensor in model.parameters())
+    buffers = sum(tensor.numel() for tensor in model.buffers())
+    if (total.params, total.buffers) != (params, buffers):
+        raise InternalError(
+            "import",
+            f"the spec counts {total.params:,} params and {total.buffers:,} buffers, the model "
+            f"{params:,} and {buffers:,}",
+        )
+    return text
 
 
 def _as_texts(values: Mapping[str, Any] | None) -> dict[str, str]:

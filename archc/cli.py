@@ -225,6 +225,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also draw B with the changed blocks outlined in red (.svg, .png, .pdf, .dot)",
     )
+    imports = commands.add_parser(
+        "import",
+        help="write an existing PyTorch model as a spec",
+        description="write an existing PyTorch model as a spec: its module tree kept (node "
+        "names are its state_dict paths), library layers as ops, other modules' forwards "
+        "traced with torch.fx into blocks, instances of a class sharing a definition with "
+        "params for what differs; the spec is compiled and must count the model's params",
+        epilog=EPILOG,
+    )
+    imports.add_argument(
+        "model", metavar="MODEL", help="torchvision:NAME, timm:NAME or module:callable"
+    )
+    imports.add_argument(
+        "-o", "--out", type=Path, required=True, metavar="FILE.yaml", help="the spec to write"
+    )
+    imports.set_defaults(run=_import)
     ops = commands.add_parser(
         "ops",
         help="list the primitive ops and their attributes",
@@ -367,6 +383,16 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _ir(args: argparse.Namespace) -> int:
     sys.stdout.write(_load(args).ir())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from archc.api import import_spec
+    from archc.emit.files import write_atomic
+
+    text = import_spec(args.model)
+    write_atomic(args.out, text)
+    print(f"wrote {args.out}: {text.count(chr(10))} lines")
     return 0
 
 

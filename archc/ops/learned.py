@@ -60,7 +60,7 @@ class Learned(Op):
     def initial(self, attrs: LearnedAttrs, library: str, random: str) -> str:
         """The tensor's initial value: `torch.full((C, 1, 1), 1e-06)`, or `random` (a call
         template that draws a standard normal tensor of a shape) times the std."""
-        shape = source(tuple(attrs.shape))
+        shape = source(attrs.shape if is_symbolic(attrs.shape) else tuple(attrs.shape))
         if attrs.std is not None:
             return f"{random.format(shape)} * {source(attrs.std)}"
         fill = self.neutral if attrs.fill is None else attrs.fill
@@ -75,10 +75,9 @@ class Learned(Op):
 
     def lower_flax(self, attrs: LearnedAttrs, inputs: list[TensorType]) -> InlineCall:
         value = f"nnx.Param({self.initial(attrs, 'jnp', 'jax.random.normal(rngs.params(), {})')})"
-        kind, rank = inputs[0], len(attrs.shape)
         tensor = "{self}[...]"
-        if kind.rank == 4 and not kind.channels_last:  # held as in PyTorch, applied NHWC
-            tensor = f"jnp.moveaxis({tensor}, {rank - 3}, -1)"
+        if inputs[0].rank == 4 and not inputs[0].channels_last:  # held as in PyTorch, applied
+            tensor = f"jnp.moveaxis({tensor}, -3, -1)"  # NHWC: the channels, third from last
         return InlineCall(self.combine.format("{0}", tensor), (("", value),))
 
 

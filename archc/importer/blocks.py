@@ -1,0 +1,321 @@
+"""Block instances → block definitions: one per class and structure, with params.
+
+Instances of one class whose bodies have the same nodes, ops, wiring and attribute names
+share a definition. A value that is the same in every instance stays a literal; one that
+differs becomes a param (named by its attribute, or by node and attribute where two would
+share a name), values that always vary together share one param, and one always a whole
+multiple of another is written so (`planes * 4`). A class with several structures (a ResNet
+block with and without its downsample) gets a definition per structure: `Bottleneck`,
+`Bottleneck2`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.boundary import PARAM_RESERVED
+from archc.importer.modules import Instance, Item, Node, Op, Seq
+
+
+@dataclass
+class Call:
+    """A block instance at its call site: its definition and arguments."""
+
+    block: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value written as an expression of the enclosing block's params."""
+
+    source: str
+
+
+@dataclass
+class Definition:
+    name: str
+    params: dict[str, str]
+    """Param → its type (int, float, bool, str, size, list)."""
+    body: list[Node]
+    """Ops and sequences with literals or Refs; block instances as Calls."""
+    listed: bool
+    instances: list[Instance] = field(default_factory=list)
+
+
+def block_definitions(root: Instance) -> tuple[list[Definition], list[Node]]:
+    """The definitions the model's blocks need (leaves first) and the model's own body."""
+    instances = list(_post_order(root))
+    heights = {id(instance): _height(instance) for instance in instances}
+    shapes: dict[int, Any] = {}
+    for height in sorted(set(heights.values())):  # a block's shape names its blocks' shapes
+        level = [instance for instance in instances if heights[id(instance)] == height]
+        own = {id(instance): _shape(instance, shapes) for instance in level}
+        bases = _bases(list(dict.fromkeys(own.values())))
+        shapes.update({key: bases[shape] for key, shape in own.items()})
+    groups: dict[Any, list[Instance]] = {}
+    for instance in sorted(instances, key=lambda inst: heights[id(inst)]):
+        groups.setdefault(shapes[id(instance)], []).append(instance)
+    calls: dict[int, Call] = {}
+    definitions: list[Definition] = []
+    names = Counter[str]()
+    for members in groups.values():
+        if members[0] is root:
+            return definitions, _resolved(root.body, {}, calls)
+        kind = members[0].kind
+        names[kind] += 1
+        name = kind if names[kind] == 1 else f"{kind}{names[kind]}"
+        definitions.append(_definition(name, members, calls))
+    raise AssertionError("the model is its own group")
+
+
+def _bases(shapes: list[Any]) -> dict[Any, Any]:
+    """Each shape → the shape of the definition it joins: itself, or a larger shape of its
+    class that has every node it has, and more that it switches off (`when:`), such as a
+    ResNet block's downsample."""
+    largest_first = sorted(shapes, key=lambda shape: -len(shape[2]))
+    bases: dict[Any, Any] = {}
+    for shape in largest_first:
+        bases[shape] = next(
+            (bases[large] for large in largest_first if large in bases and _embeds(shape, large)),
+            shape,
+        )
+    return bases
+
+
+def _embeds(small: Any, large: Any) -> bool:
+    """Whether `small` is `large` with some single-input nodes left out (their readers read
+    those nodes' inputs instead), its output the same node's."""
+    (kind, listed, body), (large_kind, large_listed, large_body) = small, large
+    if kind != large_kind or listed or large_listed or len(body) >= len(large_body):
+        return False
+    order = [name for name, _, _ in large_body]
+    names = [name for name, _, _ in body]
+    if names != [name for name in order if name in names] or names[-1] != order[-1]:
+        return False
+    entries = {name: (item, inputs) for name, item, inputs in large_body}
+    removed = {name: entries[name][1] for name in order if name not in names}
+    if any(len(inputs) != 1 for inputs in removed.values()):
+        return False
+
+    def through(value: str) -> str:
+        while value in removed:
+            value = removed[value][0]
+        return value
+
+    return all(
+        item == entries[name][0] and list(inputs) == [through(v) for v in entries[name][1]]
+        for name, item, inputs in body
+    )
+
+
+def _definition(name: str, members: list[Instance], calls: dict[int, Call]) -> Definition:
+    """The definition of instances of one shape (some with nodes switched off), and each
+    one's call."""
+    base = max(members, key=lambda member: len(member.body))
+    optional = [
+        node.name
+        for node in base.body
+        if any(node.name not in {n.name for n in member.body} for member in members)
+    ]
+    columns = [_slots(member.body, calls) for member in members]
+    paths = list(_slots(base.body, calls))
+    _fill_absent(columns, paths)
+    for node_name in optional:
+        for member, column in zip(members, columns):
+            column[f"{node_name}.with"] = any(node.name == node_name for node in member.body)
+    paths += [f"{node_name}.with" for node_name in optional]
+    varying = [path for path in paths if _varies(columns, path)]
+    refs: dict[str, Ref] = {}
+    firsts: dict[str, tuple[tuple, str]] = {}  # a param's values (repr) → them, its first path
+    for path in varying:
+        vector = tuple(column[path] for column in columns)
+        known = firsts.get(repr(vector))
+        ref = Ref(known[1]) if known else _multiple(vector, list(firsts.values()))
+        if ref is None:
+            firsts[repr(vector)] = (vector, path)
+            ref = Ref(path)
+        refs[path] = ref
+    # Each param is named by its attribute alone where no other param has that attribute.
+    keys = Counter(_param_key(path) for _, path in firsts.values())
+    names: dict[str, str] = {}
+    params: dict[str, str] = {}
+    for vector, path in firsts.values():
+        key = _param_key(path)
+        param = key if keys[key] == 1 else path.replace(".", "_")
+        if param in PARAM_RESERVED or param in params:
+            param = f"{path.replace('.', '_')}_"
+        names[path] = param
+        params[param] = _type(vector)
+    refs = {path: Ref(_renamed(ref.source, names)) for path, ref in refs.items()}
+    first_paths = {path: names[path] for _, path in firsts.values()}
+    for member, column in zip(members, columns):
+        args = {param: column[path] for path, param in first_paths.items()}
+        calls[id(member)] = Call(name, args)
+    body = _resolved(base.body, refs, calls)
+    for node in body:
+        if node.name in optional:
+            node.when = refs.get(f"{node.name}.with", Ref("true")).source
+    return Definition(name, params, body, base.listed, members)
+
+
+def _param_key(path: str) -> str:
+    """A param's name when no other param of its block shares it: the attribute's, or for a
+    node that may be switched off, `with_<node>`."""
+    node, _, key = path.rpartition(".")
+    return f"with_{node.replace('.', '_')}" if key == "with" else key
+
+
+def _fill_absent(columns: list[dict[str, Any]], paths: list[str]) -> None:
+    """Values for the slots of nodes an instance switches off, which it never reads: those
+    of a slot that holds the same in every instance that has both (or a whole multiple of
+    it), so that they vary with it rather than add a param."""
+    complete = [path for path in paths if all(path in column for column in columns)]
+    for path in paths:
+        if path in complete:
+            continue
+        present = [column for column in columns if path in column]
+        source = next(
+            (
+                (other, factor)
+                for other in complete
+                for factor in (1, 2, 3, 4, 6, 8)
+                if all(_same(_times(column[other], factor), column[path]) for column in present)
+            ),
+            None,
+        )
+        for column in columns:
+            if path not in column:
+                column[path] = _times(column[source[0]], source[1]) if source else present[0][path]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of one type (False is not 0 here)."""
+    return type(a) is type(b) and a == b
+
+
+def _times(value: Any, factor: int) -> Any:
+    if factor == 1:
+        return value
+    return value * factor if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _renamed(source: str, names: dict[str, str]) -> str:
+    """A ref to a param's first path (`p * k` too) under the param's name."""
+    path, _, factor = source.partition(" * ")
+    return names[path] + (f" * {factor}" if factor else "")
+
+
+def _varies(columns: list[dict[str, Any]], path: str) -> bool:
+    return len({repr(column[path]) for column in columns}) > 1
+
+
+def _multiple(vector: tuple, params: list[tuple[tuple, str]]) -> Ref | None:
+    """`p * k` where the vector is always k times the values of an earlier param p."""
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in vector):
+        return None
+    for base, path in params:
+        if not all(isinstance(value, int) and value > 0 for value in base):
+            continue
+        ratios = {value / low for value, low in zip(vector, base)}
+        if len(ratios) == 1 and (ratio := ratios.pop()) == int(ratio) and ratio > 1:
+            return Ref(f"{path} * {int(ratio)}")
+    return None
+
+
+def _type(vector: tuple) -> str:
+    """The param type that holds every value of the vector."""
+    if all(isinstance(value, bool) for value in vector):
+        return "bool"
+    if any(isinstance(value, list) for value in vector):
+        return "size" if all(isinstance(v, int) or len(v) == 2 for v in vector) else "list"
+    if all(isinstance(value, int) and not isinstance(value, bool) for value in vector):
+        return "int"
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in vector):
+        return "float"
+    return "str"
+
+
+def _slots(body: list[Node], calls: dict[int, Call], prefix: str = "") -> dict[str, Any]:
+    """Every value written in a body, by path (`conv1.out`, `downsample.0.stride`)."""
+    slots: dict[str, Any] = {}
+    for node in body:
+        slots.update(_item_slots(node.item, calls, f"{prefix}{node.name}"))
+    return slots
+
+
+def _item_slots(item: Item, calls: dict[int, Call], path: str) -> dict[str, Any]:
+    if isinstance(item, Op):
+        return {f"{path}.{key}": value for key, value in item.attrs.items()}
+    if isinstance(item, Seq):
+        slots: dict[str, Any] = {}
+        for index, child in enumerate(item.items):
+            slots.update(_item_slots(child, calls, f"{path}.{index}"))
+        return slots
+    return {f"{path}.{key}": value for key, value in calls[id(item)].args.items()}
+
+
+def _resolved(body: list[Node], refs: dict[str, Ref], calls: dict[int, Call]) -> list[Node]:
+    """The body with each varying value its Ref and each block instance its Call."""
+    return [
+        Node(node.name, _resolved_item(node.item, refs, calls, node.name), node.inputs, node.when)
+        for node in body
+    ]
+
+
+def _resolved_item(item: Item, refs: dict[str, Ref], calls: dict[int, Call], path: str) -> Any:
+    if isinstance(item, Op):
+        return Op(item.name, {k: refs.get(f"{path}.{k}", v) for k, v in item.attrs.items()})
+    if isinstance(item, Seq):
+        return Seq(
+            [
+                _resolved_item(child, refs, calls, f"{path}.{index}")
+                for index, child in enumerate(item.items)
+            ]
+        )
+    call = calls[id(item)]
+    return Call(call.block, {k: refs.get(f"{path}.{k}", v) for k, v in call.args.items()})
+
+
+def _shape(instance: Instance, shapes: dict[int, Any]) -> Any:
+    """What instances sharing a definition have in common: class, nodes, ops, wiring,
+    attribute names, and the shapes of the blocks inside."""
+    body = tuple(
+        (node.name, _item_shape(node.item, shapes), tuple(node.inputs)) for node in instance.body
+    )
+    return instance.kind, instance.listed, body
+
+
+def _item_shape(item: Item, shapes: dict[int, Any]) -> Any:
+    if isinstance(item, Op):
+        return "op", item.name, tuple(item.attrs)
+    if isinstance(item, Seq):
+        return "seq", tuple(_item_shape(child, shapes) for child in item.items)
+    return "block", shapes[id(item)]
+
+
+def _post_order(instance: Instance) -> Any:
+    for node in instance.body:
+        yield from _instances_in(node.item)
+    yield instance
+
+
+def _instances_in(item: Item) -> Any:
+    if isinstance(item, Seq):
+        for child in item.items:
+            yield from _instances_in(child)
+    elif isinstance(item, Instance):
+        yield from _post_order(item)
+
+
+def _height(instance: Instance) -> int:
+    inner = [_height(child) for node in instance.body for child in _instances_in_direct(node.item)]
+    return 1 + max(inner, default=0)
+
+
+def _instances_in_direct(item: Item) -> list[Instance]:
+    if isinstance(item, Seq):
+        return [inner for child in item.items for inner in _instances_in_direct(child)]
+    return [item] if isinstance(item, Instance) else []

@@ -1,0 +1,137 @@
+"""`archc import`: torchvision models written back as specs build the same models.
+
+The oracle is the original: the spec's generated model loads its state_dict strictly and
+gives the same outputs on random images (small ones, where the architecture allows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import archc
+from tests.helpers import REPO, run_archc, torchvision
+
+torch = pytest.importorskip("torch")
+
+# The zoo's torchvision classification models that import, and six the zoo does not have.
+IN_THE_ZOO = {
+    "resnet18": {},
+    "resnet50": {},
+    "resnet152": {},
+    "alexnet": {},
+    "vgg16": {},
+    "squeezenet1_0": {},
+    "squeezenet1_1": {},
+    "mobilenet_v2": {},
+    "mobilenet_v3_large": {},
+    "mobilenet_v3_small": {},
+    "efficientnet_b0": {},
+    "regnet_x_400mf": {},
+    "convnext_tiny": {},
+    "googlenet": {"aux_logits": False, "init_weights": False},  # eval never runs the aux heads
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+NOT_IN_THE_ZOO = {
+    "resnext50_32x4d": {},
+    "wide_resnet50_2": {},
+    "vgg11_bn": {},
+    "regnet_y_400mf": {},
+    "regnet_x_800mf": {},
+    "efficientnet_b1": {},
+}
+SIZES = {"alexnet": 64, "vgg16": 32, "vgg11_bn": 32, "inception_v3": 96, "googlenet": 64}
+
+
+@pytest.mark.parametrize("name", [*IN_THE_ZOO, *NOT_IN_THE_ZOO])
+def test_an_imported_model_builds_the_original_again(name: str) -> None:
+    kwargs = IN_THE_ZOO.get(name, NOT_IN_THE_ZOO.get(name))
+    reference = torchvision().models.get_model(name, weights=None, **kwargs).eval()
+    size = SIZES.get(name, 64)
+    text = archc.import_spec(reference, name, (3, size, size))
+    model = archc.load(text).torch().eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(model(images), reference(images), atol=1e-5, rtol=0)
+
+
+def test_resnet50_is_at_most_twice_the_hand_written_spec() -> None:
+    text = archc.import_spec(torchvision().models.resnet50(), "resnet50")
+    hand_written = (REPO / "specs" / "resnet50.yaml").read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) <= 2 * len([line for line in hand_written.splitlines() if line.strip()])
+    # One Bottleneck, its downsample switched on in each stage's first block.
+    assert text.count("Bottleneck:") == 1 and "when: with_downsample" in text
+    assert "layer2: {block: Bottleneck, repeat: 4, out: 128, stride: 2 if i == 0 else 1" in text
+
+
+MODELS = """
+import torch
+from torch import nn
+
+
+class Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(self.conv(x))
+
+
+class Mean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean([2, 3])
+
+
+def plain():
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)]
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), *head)
+
+
+def twice():
+    return Twice()
+
+
+def mean():
+    return Mean()
+"""
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "imported_models.py").write_text(MODELS)
+    return {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"}
+
+
+def test_the_command_writes_a_spec_that_checks(models: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "plain.yaml"
+    result = run_archc("import", "imported_models:plain", "-o", str(out), env=models)
+    assert result.returncode == 0, result.stderr
+    check = run_archc("check", str(out))
+    assert check.returncode == 0, check.stderr
+    assert ", 276 params," in check.stdout  # conv 3·8·9 + 8, batch norm 2·8, linear 8·4 + 4
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("imported_models:twice", "calls conv twice; archc has no shared weights"),
+        ("imported_models:mean", "its forward calls Tensor.mean, which archc cannot import"),
+        ("imported_models:nothing", "module imported_models has no callable named 'nothing'"),
+        ("resnet18", "expected a model like torchvision:resnet18"),
+    ],
+)
+def test_what_cannot_be_imported_is_a_clear_error_and_no_file(
+    model: str, message: str, models: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.yaml"
+    result = run_archc("import", model, "-o", str(out), env=models)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr and not out.exists()
