@@ -81,7 +81,9 @@ def module_item(module: nn.Module, path: str) -> Item:
 def traced_body(module: nn.Module, path: str) -> list[Node]:
     """The body of a module's forward: one node per call, named by the child called (a
     stateless child called again, and a function, by torch.fx's name for the call)."""
-    graph = _ChildrenWhole().trace(module)
+    helpers = type(module).forward.__globals__
+    wrapped = tuple(helpers[name] for name in NAMED_FUNCTIONS if callable(helpers.get(name)))
+    graph = _ChildrenWhole(autowrap_functions=wrapped).trace(module)
     scales = _scales(graph, module)
     _no_own_parameters(module, path, set(scales.values()))
     children = dict(module.named_children())
@@ -118,6 +120,12 @@ def traced_body(module: nn.Module, path: str) -> list[Node]:
             shape = list(getattr(module, scales[own]).shape)
             body.append(Node(scales[own], Op("scale", dict(shape=shape)), [names[value]]))
             names[node] = scales[own]
+        elif node.op == "call_method" and node.target == "chunk":
+            _halves(node, names, path)  # read by the getitems that follow
+        elif node.target is operator.getitem and node.args[0].target == "chunk":
+            name = _free(f"half{node.args[1]}", children, body)
+            body.append(Node(name, _half(node.args[1]), ["input"]))
+            names[node] = name
         elif node.op in ("call_function", "call_method"):
             op, inputs = _function(node, path)
             name = _free(node.name, children, body)
@@ -142,6 +150,22 @@ def _values(args: tuple, names: dict[fx.Node, str], path: str) -> list[str]:
     if not all(isinstance(arg, fx.Node) for arg in args) or len(args) != 1:
         raise ArchcError(f"{_where(path)}: a child called with other than one tensor")
     return [names[arg] for arg in args]
+
+
+def _halves(node: fx.Node, names: dict[fx.Node, str], path: str) -> None:
+    """`x.chunk(2, dim=1)` of the block's input (ShuffleNetV2's split), whose halves become
+    two `slice` nodes; anything else is refused."""
+    source, chunks, *rest = node.args
+    dim = node.kwargs.get("dim", rest[0] if rest else 0)
+    if names.get(source) != "input" or chunks != 2 or dim != 1:
+        raise ArchcError(f"{_where(path)}: only a split of its input's channels in two imports")
+
+
+def _half(index: int) -> Op:
+    """A half of the input's channels, as `chunk(2, dim=1)` splits them (the first half
+    takes the odd channel)."""
+    middle = "(in_channels + 1) // 2"
+    return Op("slice", dict(stop=middle) if index == 0 else dict(start=middle))
 
 
 def _free(name: str, children: dict[str, nn.Module], body: list[Node]) -> str:
@@ -312,17 +336,30 @@ LAYERS_BY_NAME: dict[str, Callable[[Any], tuple[str, dict[str, Any]]]] = {
 """Layers of other libraries, by qualified class name (so that they need not be imported)."""
 
 
-def _function(node: fx.Node, path: str) -> tuple[Op, list[fx.Node]]:
+def _function(node: fx.Node, path: str) -> tuple[Op | Seq, list[fx.Node]]:
     """The op for a function or method call in a forward, and the values it reads."""
     target = node.target if node.op == "call_function" else f"Tensor.{node.target}"
-    rule = FUNCTIONS.get(target)
+    rule = FUNCTIONS.get(target) or NAMED_FUNCTIONS.get(getattr(target, "__name__", ""))
     if rule is None:
         name = getattr(target, "__name__", str(target))
         raise ArchcError(f"{_where(path)}: its forward calls {name}, which archc cannot import")
     name, attrs, inputs = rule(*node.args, **node.kwargs)
     if not inputs or not all(isinstance(value, fx.Node) for value in inputs):
         raise ArchcError(f"{_where(path)}: {name} of something other than tensors")
+    if name == GLOBAL_MEAN:  # no op of its own: what the pooling head of a classifier does
+        return Seq([Op("adaptive_avg_pool2d", dict(size=1)), Op("flatten", dict(start=1))]), inputs
     return _op((name, attrs)), inputs
+
+
+GLOBAL_MEAN = "mean over height and width"
+
+
+def _mean(x: Any, dim: Any = None, keepdim: bool = False, **_: Any) -> tuple[str, dict, list]:
+    """`x.mean([2, 3])` of an image: a global average pool and a flatten."""
+    dims = [dim] if isinstance(dim, int) else list(dim or [])
+    if sorted(dims) != [2, 3] or keepdim:
+        raise ArchcError("only a mean over an image's height and width imports")
+    return GLOBAL_MEAN, {}, [x]
 
 
 def _elementwise(name: str) -> Callable[..., tuple[str, dict, list]]:
@@ -384,6 +421,8 @@ FUNCTIONS: dict[Any, Callable[..., tuple[str, dict, list]]] = {
     torch.mul: _binary("mul"),
     torch.flatten: _flatten_call,
     "Tensor.flatten": _flatten_call,
+    "Tensor.mean": _mean,
+    torch.mean: _mean,
     torch.cat: lambda tensors, dim=0: ("concat", dict(axis=dim), list(tensors)),
     F.relu: _elementwise("relu"),
     torch.relu: _elementwise("relu"),
@@ -403,6 +442,12 @@ FUNCTIONS: dict[Any, Callable[..., tuple[str, dict, list]]] = {
     F.max_pool2d: _max_pool_call,
 }
 """A function or method a forward calls → (op, attributes, tensors read)."""
+
+NAMED_FUNCTIONS: dict[str, Callable[..., tuple[str, dict, list]]] = {
+    "channel_shuffle": lambda x, groups: ("channel_shuffle", dict(groups=groups), [x]),
+}
+"""Functions of a model's own module, by name, traced as one call (their bodies index
+shapes, which torch.fx cannot follow)."""
 
 
 def _join(path: str, name: str) -> str:
