@@ -1,18 +1,19 @@
 """Block instances → block definitions: one per class and structure, with params.
 
 Instances of one class whose bodies have the same nodes, ops, wiring and attribute names
-share a definition. A value that is the same in every instance stays a literal; one that
-differs becomes a param (named by its attribute, or by node and attribute where two would
-share a name), values that always vary together share one param, and one always a whole
-multiple of another is written so (`planes * 4`). A class with several structures (a ResNet
-block with and without its downsample) gets a definition per structure: `Bottleneck`,
-`Bottleneck2`.
+share a definition; so do those that lack some single-input nodes of a larger one (a ResNet
+block without its downsample), the node switched on by a `with_<node>` param (`when:`). A
+value that is the same in every instance stays a literal; one that differs becomes a param
+(named by its attribute, or by node and attribute where two would share a name), values that
+always vary together share one param, and one always a whole multiple of another is written
+so (`out * 4`). Other structures of a class get definitions of their own (`Conv2dNormActivation`,
+`Conv2dNormActivation2`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from archc.boundary import PARAM_RESERVED
@@ -42,7 +43,6 @@ class Definition:
     body: list[Node]
     """Ops and sequences with literals or Refs; block instances as Calls."""
     listed: bool
-    instances: list[Instance] = field(default_factory=list)
 
 
 def block_definitions(root: Instance) -> tuple[list[Definition], list[Node]]:
@@ -128,8 +128,27 @@ def _definition(name: str, members: list[Instance], calls: dict[int, Call]) -> D
             column[f"{node_name}.with"] = any(node.name == node_name for node in member.body)
     paths += [f"{node_name}.with" for node_name in optional]
     varying = [path for path in paths if _varies(columns, path)]
+    refs, firsts = _shared(columns, varying)
+    names = _param_names(list(firsts.values()))
+    params = {names[path]: _type(vector) for vector, path in firsts.values()}
+    refs = {path: Ref(_renamed(ref.source, names)) for path, ref in refs.items()}
+    for member, column in zip(members, columns):
+        args = {names[path]: column[path] for _, path in firsts.values()}
+        calls[id(member)] = Call(name, args)
+    body = _resolved(base.body, refs, calls)
+    for node in body:
+        if node.name in optional:
+            node.when = refs[f"{node.name}.with"].source
+    return Definition(name, params, body, base.listed)
+
+
+def _shared(
+    columns: list[dict[str, Any]], varying: list[str]
+) -> tuple[dict[str, Ref], dict[str, tuple[tuple, str]]]:
+    """Each varying slot's ref to the param that holds it, by the path the param was first
+    seen at (or `path * k`), and the params: their values (by repr) → values, first path."""
     refs: dict[str, Ref] = {}
-    firsts: dict[str, tuple[tuple, str]] = {}  # a param's values (repr) → them, its first path
+    firsts: dict[str, tuple[tuple, str]] = {}
     for path in varying:
         vector = tuple(column[path] for column in columns)
         known = firsts.get(repr(vector))
@@ -138,27 +157,21 @@ def _definition(name: str, members: list[Instance], calls: dict[int, Call]) -> D
             firsts[repr(vector)] = (vector, path)
             ref = Ref(path)
         refs[path] = ref
-    # Each param is named by its attribute alone where no other param has that attribute.
-    keys = Counter(_param_key(path) for _, path in firsts.values())
+    return refs, firsts
+
+
+def _param_names(params: list[tuple[tuple, str]]) -> dict[str, str]:
+    """Each param's first path → its name: the attribute alone where no other param has
+    that attribute, else the path (`conv_0_out`), a reserved name given a trailing `_`."""
+    keys = Counter(_param_key(path) for _, path in params)
     names: dict[str, str] = {}
-    params: dict[str, str] = {}
-    for vector, path in firsts.values():
+    for _, path in params:
         key = _param_key(path)
-        param = key if keys[key] == 1 else path.replace(".", "_")
-        if param in PARAM_RESERVED or param in params:
-            param = f"{path.replace('.', '_')}_"
-        names[path] = param
-        params[param] = _type(vector)
-    refs = {path: Ref(_renamed(ref.source, names)) for path, ref in refs.items()}
-    first_paths = {path: names[path] for _, path in firsts.values()}
-    for member, column in zip(members, columns):
-        args = {param: column[path] for path, param in first_paths.items()}
-        calls[id(member)] = Call(name, args)
-    body = _resolved(base.body, refs, calls)
-    for node in body:
-        if node.name in optional:
-            node.when = refs.get(f"{node.name}.with", Ref("true")).source
-    return Definition(name, params, body, base.listed, members)
+        name = key if keys[key] == 1 else path.replace(".", "_")
+        if name in PARAM_RESERVED or name in names.values():
+            name = f"{path.replace('.', '_')}_"
+        names[path] = name
+    return names
 
 
 def _param_key(path: str) -> str:

@@ -84,72 +84,91 @@ def traced_body(module: nn.Module, path: str) -> list[Node]:
     helpers = type(module).forward.__globals__
     wrapped = tuple(helpers[name] for name in NAMED_FUNCTIONS if callable(helpers.get(name)))
     graph = _ChildrenWhole(autowrap_functions=wrapped).trace(module)
-    scales = _scales(graph, module)
-    _no_own_parameters(module, path, set(scales.values()))
-    children = dict(module.named_children())
-    names: dict[fx.Node, str] = {}
-    body: list[Node] = []
-    called: set[str] = set()
+    body = _Body(module, path, _scales(graph, module))
     for node in graph.nodes:
-        if node.op == "placeholder":
-            if names:
-                raise ArchcError(f"{_where(path)}: a forward of several inputs cannot be imported")
-            names[node] = "input"
-        elif node.op == "output":
-            (result,) = node.args
-            if not isinstance(result, fx.Node) or names.get(result) != body[-1].name:
-                raise ArchcError(f"{_where(path)}: the forward must return its last value")
-        elif node.op == "call_module":
-            child = children.get(node.target)
-            if child is None:
-                raise ArchcError(f"{_where(path)}: calls {node.target}, not a child of its own")
-            stateful = any(True for _ in child.parameters()) or any(True for _ in child.buffers())
-            if node.target in called and stateful:
-                raise ArchcError(
-                    f"{_where(path)}: calls {node.target} twice; archc has no shared weights"
-                )
-            name = node.target if node.target not in called else _free(node.name, children, body)
-            called.add(node.target)
-            item = module_item(child, _join(path, node.target))
-            body.append(Node(name, item, _values(node.args, names, path)))
-            names[node] = name
-        elif node.op == "get_attr" and node in scales:
-            continue  # the parameter of a `scale` node, made at the product that reads it
-        elif node in _products(scales):
-            own, (value,) = _scaled(node, scales)
-            shape = list(getattr(module, scales[own]).shape)
-            body.append(Node(scales[own], Op("scale", dict(shape=shape)), [names[value]]))
-            names[node] = scales[own]
-        elif node.op == "call_method" and node.target == "chunk":
-            _halves(node, names, path)  # read by the getitems that follow
-        elif node.target is operator.getitem and node.args[0].target == "chunk":
-            name = _free(f"half{node.args[1]}", children, body)
-            body.append(Node(name, _half(node.args[1]), ["input"]))
-            names[node] = name
-        elif node.op in ("call_function", "call_method"):
-            op, inputs = _function(node, path)
-            name = _free(node.name, children, body)
-            body.append(Node(name, op, [names[value] for value in inputs]))
-            names[node] = name
-        else:
-            raise ArchcError(f"{_where(path)}: {node.op} {node.target} cannot be imported")
-    unused = [name for name, child in children.items() if name not in called and _holds(child)]
+        body.add(node)
+    unused = [
+        name for name, child in body.children.items() if name not in body.called and _holds(child)
+    ]
     if unused:
         raise ArchcError(f"{_where(path)}: its forward never calls {', '.join(unused)}")
-    return body
+    return body.nodes
 
 
-class _ChildrenWhole(fx.Tracer):
-    """Traces one module's own forward: every child is called whole."""
+class _Body:
+    """A traced forward read node by node into spec nodes."""
 
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return True
+    def __init__(self, module: nn.Module, path: str, scales: dict[fx.Node, str]) -> None:
+        _no_own_parameters(module, path, set(scales.values()))
+        self.module, self.path, self.scales = module, path, scales
+        self.children = dict(module.named_children())
+        self.names: dict[fx.Node, str] = {}
+        self.nodes: list[Node] = []
+        self.called: set[str] = set()
+
+    def add(self, node: fx.Node) -> None:
+        if node.op == "placeholder":
+            if self.names:
+                raise ArchcError(f"{self.where}: a forward of several inputs cannot be imported")
+            self.names[node] = "input"
+        elif node.op == "output":
+            (result,) = node.args
+            if not isinstance(result, fx.Node) or self.names.get(result) != self.nodes[-1].name:
+                raise ArchcError(f"{self.where}: the forward must return its last value")
+        elif node.op == "call_module":
+            self.child(node)
+        elif node in self.scales:
+            pass  # the parameter of a `scale` node, made at the product that reads it
+        elif node in _products(self.scales):
+            own, (value,) = _scaled(node, self.scales)
+            shape = list(getattr(self.module, self.scales[own]).shape)
+            self.append(node, self.scales[own], Op("scale", dict(shape=shape)), [value])
+        elif node.op == "call_method" and node.target == "chunk":
+            _halves(node, self.names, self.path)  # read by the getitems that follow
+        elif node.target is operator.getitem and _is_chunk(node.args[0]):
+            half = node.args[1]
+            self.append(node, self.free(f"half{half}"), _half(half), [node.args[0].args[0]])
+        elif node.op in ("call_function", "call_method"):
+            op, inputs = _function(node, self.path)
+            self.append(node, self.free(node.name), op, inputs)
+        else:
+            raise ArchcError(f"{self.where}: {node.op} {node.target} cannot be imported")
+
+    def child(self, node: fx.Node) -> None:
+        """A call of a child: a node named as the child (again: by torch.fx's name)."""
+        child = self.children.get(node.target)
+        if child is None:
+            raise ArchcError(f"{self.where}: calls {node.target}, not a child of its own")
+        if node.target in self.called and _holds(child):
+            raise ArchcError(
+                f"{self.where}: calls {node.target} twice; archc has no shared weights"
+            )
+        if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+            raise ArchcError(f"{self.where}: calls {node.target} with other than one tensor")
+        name = self.free(node.name) if node.target in self.called else node.target
+        self.called.add(node.target)
+        item = module_item(child, _join(self.path, node.target))
+        self.append(node, name, item, list(node.args))
+
+    def append(self, node: fx.Node, name: str, item: Item, inputs: list[fx.Node]) -> None:
+        self.nodes.append(Node(name, item, [self.names[value] for value in inputs]))
+        self.names[node] = name
+
+    def free(self, name: str) -> str:
+        """A node name that is no child's and no earlier node's."""
+        taken = set(self.children) | {node.name for node in self.nodes}
+        candidate, suffix = name, 1
+        while candidate in taken:
+            candidate, suffix = f"{name}_{suffix}", suffix + 1
+        return candidate
+
+    @property
+    def where(self) -> str:
+        return _where(self.path)
 
 
-def _values(args: tuple, names: dict[fx.Node, str], path: str) -> list[str]:
-    if not all(isinstance(arg, fx.Node) for arg in args) or len(args) != 1:
-        raise ArchcError(f"{_where(path)}: a child called with other than one tensor")
-    return [names[arg] for arg in args]
+def _is_chunk(value: Any) -> bool:
+    return isinstance(value, fx.Node) and value.op == "call_method" and value.target == "chunk"
 
 
 def _halves(node: fx.Node, names: dict[fx.Node, str], path: str) -> None:
@@ -168,13 +187,11 @@ def _half(index: int) -> Op:
     return Op("slice", dict(stop=middle) if index == 0 else dict(start=middle))
 
 
-def _free(name: str, children: dict[str, nn.Module], body: list[Node]) -> str:
-    """A node name that is no child's and no earlier node's."""
-    taken = set(children) | {node.name for node in body}
-    candidate, suffix = name, 1
-    while candidate in taken:
-        candidate, suffix = f"{name}_{suffix}", suffix + 1
-    return candidate
+class _ChildrenWhole(fx.Tracer):
+    """Traces one module's own forward: every child is called whole."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return True
 
 
 def _holds(module: nn.Module) -> bool:
