@@ -443,13 +443,20 @@ class _Dot:
             # set either way: a cluster inherits what its enclosing cluster sets
             unchanged = 'color="#888888"; penwidth=1; class="";'
             border = "; ".join(CHANGED) + '; class="changed";' if changed else unchanged
+            caption = _quote(f"caption:{part.path}")
             yield f"{indent}subgraph {_quote('cluster:' + part.path)} {{"
             yield (
-                f"{indent}  id={_quote('cluster:' + part.path)}; label=<{label}>; fontsize=10; "
+                f'{indent}  id={_quote("cluster:" + part.path)}; label=""; fontsize=10; '
                 f'style="rounded,filled"; fillcolor="{self.heat(cost, light=True)}"; '
-                f"{border} labeljust=l;"
+                f"{border}"
+            )
+            # The caption is a node, which edges go round (a cluster's label they cross).
+            yield (
+                f'{indent}  {caption} [id={caption}, class="caption", shape=plaintext, '
+                f'style="", margin=0, height=0, label=<{label}>];'
             )
             yield from self.parts(part.children, indent + "  ")
+            yield f"{indent}  {{rank=same; {caption}; {_quote(_boxes(part)[0])};}}"
             yield f"{indent}}}"
 
     def box(self, part: Part) -> str:

@@ -39,7 +39,9 @@ def draw(spec: str, tmp_path: Path, *options: str) -> Drawn:
     for group in ElementTree.parse(out).iter(f"{SVG}g"):
         kind, element_id = group.get("class", "").split(" ")[0], group.get("id", "")
         text = " ".join(t.text or "" for t in group.iter(f"{SVG}text"))
-        if kind == "node":
+        if kind == "node" and element_id.startswith("caption:"):  # a cluster's caption
+            drawn.clusters[element_id.removeprefix("caption:")] = text
+        elif kind == "node":
             drawn.nodes[element_id] = text
             outline = [*group.iter(f"{SVG}path"), *group.iter(f"{SVG}polygon")]
             if outline:  # a box (the legend has none, the ends are ellipses)
@@ -48,7 +50,7 @@ def draw(spec: str, tmp_path: Path, *options: str) -> Drawn:
                 xs, ys = numbers[0::2], numbers[1::2]
                 drawn.centres[element_id] = ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2)
         elif kind == "cluster":
-            drawn.clusters[element_id.removeprefix("cluster:")] = text
+            drawn.clusters.setdefault(element_id.removeprefix("cluster:"), text)
         elif kind == "edge":
             source, target = element_id.removeprefix("edge:").split("->")
             drawn.edges[source, target] = group
