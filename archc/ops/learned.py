@@ -77,7 +77,9 @@ class Learned(Op):
         value = f"nnx.Param({self.initial(attrs, 'jnp', 'jax.random.normal(rngs.params(), {})')})"
         tensor = "{self}[...]"
         if inputs[0].rank == 4 and not inputs[0].channels_last:  # held as in PyTorch, applied
-            tensor = f"jnp.moveaxis({tensor}, -3, -1)"  # NHWC: the channels, third from last
+            # NHWC: the channels are the third axis from the last
+            axis = -3 if is_symbolic(attrs.shape) else len(attrs.shape) - 3
+            tensor = f"jnp.moveaxis({tensor}, {axis}, -1)"
         return InlineCall(self.combine.format("{0}", tensor), (("", value),))
 
 
