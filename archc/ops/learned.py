@@ -60,7 +60,8 @@ class Learned(Op):
     def initial(self, attrs: LearnedAttrs, library: str, random: str) -> str:
         """The tensor's initial value: `torch.full((C, 1, 1), 1e-06)`, or `random` (a call
         template that draws a standard normal tensor of a shape) times the std."""
-        shape = source(attrs.shape if is_symbolic(attrs.shape) else tuple(attrs.shape))
+        listed = isinstance(attrs.shape, (list, tuple))  # else a param holds the whole shape
+        shape = source(tuple(attrs.shape) if listed else attrs.shape)
         if attrs.std is not None:
             return f"{random.format(shape)} * {source(attrs.std)}"
         fill = self.neutral if attrs.fill is None else attrs.fill
@@ -78,7 +79,7 @@ class Learned(Op):
         tensor = "{self}[...]"
         if inputs[0].rank == 4 and not inputs[0].channels_last:  # held as in PyTorch, applied
             # NHWC: the channels are the third axis from the last
-            axis = -3 if is_symbolic(attrs.shape) else len(attrs.shape) - 3
+            axis = len(attrs.shape) - 3 if isinstance(attrs.shape, (list, tuple)) else -3
             tensor = f"jnp.moveaxis({tensor}, {axis}, -1)"
         return InlineCall(self.combine.format("{0}", tensor), (("", value),))
 

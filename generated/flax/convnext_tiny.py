@@ -145,7 +145,7 @@ class CNBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.block(x)
-        out = out * jnp.moveaxis(self.layer_scale[...], -3, -1)
+        out = out * jnp.moveaxis(self.layer_scale[...], 0, -1)
         out = self.stochastic_depth(out)
         out = out + x
         return out
