@@ -113,6 +113,8 @@ class _Body:
             self.names[node] = "input"
         elif node.op == "output":
             (result,) = node.args
+            if not self.nodes:
+                raise ArchcError(f"{self.where}: its forward returns its input unchanged")
             if not isinstance(result, fx.Node) or self.names.get(result) != self.nodes[-1].name:
                 raise ArchcError(f"{self.where}: the forward must return its last value")
         elif node.op == "call_module":
@@ -139,14 +141,18 @@ class _Body:
         child = self.children.get(node.target)
         if child is None:
             raise ArchcError(f"{self.where}: calls {node.target}, not a child of its own")
-        if node.target in self.called and _holds(child):
+        again = node.target in self.called
+        if again and _holds(child):
             raise ArchcError(
                 f"{self.where}: calls {node.target} twice; archc has no shared weights"
             )
         if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
             raise ArchcError(f"{self.where}: calls {node.target} with other than one tensor")
-        name = self.free(node.name) if node.target in self.called else node.target
         self.called.add(node.target)
+        if isinstance(child, nn.Identity):  # nothing to build: its reader reads its input
+            self.names[node] = self.names[node.args[0]]
+            return
+        name = self.free(node.name) if again else node.target
         item = module_item(child, _join(self.path, node.target))
         self.append(node, name, item, list(node.args))
 

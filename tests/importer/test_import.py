@@ -60,6 +60,19 @@ def test_an_imported_model_builds_the_original_again(name: str) -> None:
         assert torch.allclose(model(images), reference(images), atol=1e-5, rtol=0)
 
 
+def test_a_timm_model_imports_too() -> None:
+    """timm writes ResNet-18 with other modules (identities for the unused drop and attention
+    layers, its own activation wiring)."""
+    torchvision()  # timm imports torchvision
+    timm = pytest.importorskip("timm")
+    reference = timm.create_model("resnet18", pretrained=False).eval()
+    model = archc.load(archc.import_spec(reference, "resnet18", (3, 64, 64))).torch().eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(images), reference(images), atol=1e-5, rtol=0)
+
+
 def test_resnet50_is_at_most_twice_the_hand_written_spec() -> None:
     text = archc.import_spec(torchvision().models.resnet50(), "resnet50")
     hand_written = (REPO / "specs" / "resnet50.yaml").read_text()
