@@ -83,7 +83,11 @@ def traced_body(module: nn.Module, path: str) -> list[Node]:
     stateless child called again, and a function, by torch.fx's name for the call)."""
     helpers = type(module).forward.__globals__
     wrapped = tuple(helpers[name] for name in NAMED_FUNCTIONS if callable(helpers.get(name)))
-    graph = _ChildrenWhole(autowrap_functions=wrapped).trace(module)
+    try:
+        graph = _ChildrenWhole(autowrap_functions=wrapped).trace(module)
+    except Exception as error:  # control flow on a traced value, and the like
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise ArchcError(f"{_where(path)}: torch.fx cannot trace its forward ({message})") from None
     body = _Body(module, path, _scales(graph, module))
     for node in graph.nodes:
         body.add(node)

@@ -117,6 +117,19 @@ def twice():
 
 def mean():
     return Mean()
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x
+
+
+def branching():
+    return Branching()
 """
 
 
@@ -141,6 +154,7 @@ def test_the_command_writes_a_spec_that_checks(models: dict[str, str], tmp_path:
         ("imported_models:twice", "calls conv twice; archc has no shared weights"),
         ("imported_models:mean", "only a mean over an image's height and width imports"),
         ("imported_models:nothing", "module imported_models has no callable named 'nothing'"),
+        ("imported_models:branching", "the model: torch.fx cannot trace its forward (TraceError"),
         ("resnet18", "expected a model like torchvision:resnet18"),
     ],
 )
