@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from typing import Any
 
 from archc.errors import ArchcError
@@ -32,6 +34,8 @@ def load_source(source: str) -> tuple[str, Any, tuple[int, int, int]]:
             raise ArchcError(f"timm has no model named {name!r}")
         model = timm.create_model(name, pretrained=False)
     else:
+        if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` finds it
+            sys.path.insert(0, os.getcwd())
         factory = getattr(_import(kind), name, None)
         if not callable(factory):
             raise ArchcError(f"module {kind} has no callable named {name!r}")

@@ -6,6 +6,8 @@ gives the same outputs on random images (small ones, where the architecture allo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,9 +141,14 @@ def models(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"}
 
 
-def test_the_command_writes_a_spec_that_checks(models: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.usefixtures("models")
+def test_the_command_writes_a_spec_that_checks(tmp_path: Path) -> None:
     out = tmp_path / "plain.yaml"
-    result = run_archc("import", "imported_models:plain", "-o", str(out), env=models)
+    # The console script, as a user runs it, finds the module in the working folder.
+    command = [str(Path(sys.executable).parent / "archc"), "import", "imported_models:plain"]
+    result = subprocess.run(
+        [*command, "-o", str(out)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     check = run_archc("check", str(out))
     assert check.returncode == 0, check.stderr
