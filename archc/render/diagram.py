@@ -116,6 +116,8 @@ class Drawing:
     edges: list[Edge] = field(default_factory=list)
     wrap: tuple[str, int] | None = None
     """The cluster ('' for the top level) whose parts are laid out in columns, and how many."""
+    folded: bool = False
+    """Drawn as a U: the ends of each fold (see `folds`) on one rank."""
 
 
 def model_parts(
@@ -427,7 +429,7 @@ class _Dot:
         return ranks, climbs
 
     def folds(self) -> Iterator[str]:
-        for edge in folds(self.drawing):
+        for edge in folds(self.drawing) if self.drawing.folded else []:
             yield f"  {{rank=same; {_quote(edge.source)}; {_quote(edge.target)};}}"
 
     def parts(self, parts: list[Part], indent: str) -> Iterator[str]:
@@ -629,7 +631,8 @@ def diagram_dot(
         drawing = layout_drawing(program, costs, depth)
         return _Dot(program, costs, drawing, changed).render(rankdir)
     drawing = layout_drawing(program, costs, 1, open_each=True)
-    if len(folds(drawing)) < 2:  # not a U: as deep as fits a page
+    drawing.folded = len(folds(drawing)) >= 2
+    if not drawing.folded:  # not a U: as deep as fits a page
         drawing = layout_drawing(program, costs, default_depth(program, costs), True)
     text = _Dot(program, costs, drawing, changed).render(rankdir)
     if rankdir != "TB" or shutil.which("dot") is None:
