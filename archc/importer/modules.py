@@ -88,7 +88,7 @@ def traced_body(module: nn.Module, path: str) -> list[Node]:
     except Exception as error:  # control flow on a traced value, and the like
         message = f"{type(error).__name__}: {error}".splitlines()[0]
         raise ArchcError(f"{_where(path)}: torch.fx cannot trace its forward ({message})") from None
-    body = _Body(module, path, _scales(graph, module))
+    body = _Body(module, path, _learned(graph, module))
     for node in graph.nodes:
         body.add(node)
     unused = [
@@ -102,9 +102,12 @@ def traced_body(module: nn.Module, path: str) -> list[Node]:
 class _Body:
     """A traced forward read node by node into spec nodes."""
 
-    def __init__(self, module: nn.Module, path: str, scales: dict[fx.Node, str]) -> None:
-        _no_own_parameters(module, path, set(scales.values()))
-        self.module, self.path, self.scales = module, path, scales
+    def __init__(self, module: nn.Module, path: str, learned: dict[fx.Node, _Learned]) -> None:
+        _no_own_parameters(module, path, {tensor.name for tensor in learned.values()})
+        self.module, self.path, self.learned = module, path, learned
+        self.folded = {node for tensor in learned.values() for node in tensor.folded}
+        self.shapes: set[fx.Node] = set()
+        """Values that are sizes, not tensors (x.shape, x.dim(), sums and asserts of them)."""
         self.children = dict(module.named_children())
         self.names: dict[fx.Node, str] = {}
         self.nodes: list[Node] = []
@@ -123,12 +126,23 @@ class _Body:
                 raise ArchcError(f"{self.where}: the forward must return its last value")
         elif node.op == "call_module":
             self.child(node)
-        elif node in self.scales:
-            pass  # the parameter of a `scale` node, made at the product that reads it
-        elif node in _products(self.scales):
-            own, (value,) = _scaled(node, self.scales)
-            shape = list(getattr(self.module, self.scales[own]).shape)
-            self.append(node, self.scales[own], Op("scale", dict(shape=shape)), [value])
+        elif _is_size(node, self.shapes):
+            self.shapes.add(node)  # checks and arithmetic on sizes: nothing to build
+        elif node in self.folded:
+            pass  # a parameter (or its expand), made into the node that applies it
+        elif node in self.learned:
+            tensor = self.learned[node]
+            self.append(node, tensor.name, tensor.op, [tensor.reads])
+        elif _is_tokens(node):  # x.reshape(n, c, h * w).permute(0, 2, 1)
+            self.append(node, self.free("tokens"), Op("to_tokens"), [node.args[0].args[0]])
+        elif _is_flattening(node):
+            pass  # its permute makes the tokens
+        elif node.target is operator.getitem and self.is_attention(node.args[0]):
+            if node.args[1] != 0 and node.users:
+                raise ArchcError(
+                    f"{self.where}: reads the attention weights, which archc does not give"
+                )
+            self.names[node] = self.names[node.args[0]]
         elif node.op == "call_method" and node.target == "chunk":
             _halves(node, self.names, self.path)  # read by the getitems that follow
         elif node.target is operator.getitem and _is_chunk(node.args[0]):
@@ -136,7 +150,8 @@ class _Body:
             self.append(node, self.free(f"half{half}"), _half(half), [node.args[0].args[0]])
         elif node.op in ("call_function", "call_method"):
             op, inputs = _function(node, self.path)
-            self.append(node, self.free(node.name), op, inputs)
+            name = op.name if isinstance(op, Op) else node.name  # `select`, not `getitem_5`
+            self.append(node, self.free(name), op, inputs)
         else:
             raise ArchcError(f"{self.where}: {node.op} {node.target} cannot be imported")
 
@@ -150,6 +165,11 @@ class _Body:
             raise ArchcError(
                 f"{self.where}: calls {node.target} twice; archc has no shared weights"
             )
+        if isinstance(child, nn.MultiheadAttention):
+            self.called.add(node.target)
+            item = _self_attention(child, node, _join(self.path, node.target))
+            self.append(node, node.target, item, [node.args[0]])
+            return
         if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
             raise ArchcError(f"{self.where}: calls {node.target} with other than one tensor")
         self.called.add(node.target)
@@ -172,9 +192,86 @@ class _Body:
             candidate, suffix = f"{name}_{suffix}", suffix + 1
         return candidate
 
+    def is_attention(self, value: Any) -> bool:
+        """Whether a value is what an nn.MultiheadAttention child returned (a pair)."""
+        return (
+            isinstance(value, fx.Node)
+            and value.op == "call_module"
+            and isinstance(self.children.get(value.target), nn.MultiheadAttention)
+        )
+
     @property
     def where(self) -> str:
         return _where(self.path)
+
+
+def _is_size(node: fx.Node, shapes: set[fx.Node]) -> bool:
+    """`x.shape`, `x.dim()`, `x.size()`, and anything computed from those alone."""
+    if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+        return True
+    if node.op == "call_method" and node.target in ("dim", "size"):
+        return True
+    values = [arg for arg in _flat(node.args) if isinstance(arg, fx.Node)]
+    return node.op in ("call_function", "call_method") and bool(values) and set(values) <= shapes
+
+
+def _flat(args: Any) -> list[Any]:
+    if isinstance(args, (list, tuple)):
+        return [item for arg in args for item in _flat(arg)]
+    return [args]
+
+
+def _is_tokens(node: fx.Node) -> bool:
+    """`.permute(0, 2, 1)` of a `.reshape(n, c, h * w)`: an image's positions as tokens."""
+    return (
+        node.op == "call_method"
+        and node.target == "permute"
+        and tuple(node.args[1:]) == (0, 2, 1)
+        and _is_flattening(node.args[0])
+    )
+
+
+def _is_flattening(node: Any) -> bool:
+    return (
+        isinstance(node, fx.Node)
+        and node.op == "call_method"
+        and node.target == "reshape"
+        and len(node.args) == 4
+        and len(node.users) == 1
+        and next(iter(node.users)).target == "permute"
+    )
+
+
+def _self_attention(child: nn.MultiheadAttention, node: fx.Node, path: str) -> Instance:
+    """nn.MultiheadAttention called on one sequence three times over: its packed input
+    projection, the attention of its heads, its output projection (the block torchvision's
+    ViT spec uses, with the same parameter names)."""
+    query, key, value = [*node.args, None, None][:3]
+    usable = (
+        child.batch_first
+        and child._qkv_same_embed_dim
+        and child.bias_k is None
+        and child.dropout == 0.0
+        and query is key is value
+        and not {"attn_mask", "key_padding_mask", "is_causal"} & node.kwargs.keys()
+    )
+    if not usable:
+        raise ArchcError(
+            f"module {path}: only batch-first self-attention without masks or dropout imports"
+        )
+    bias = child.in_proj_bias is not None
+    body = [
+        Node(
+            "in_proj", Op("linear", dict(out=3 * child.embed_dim, flat=True, bias=bias)), ["input"]
+        ),
+        Node("attention", Op("attention", dict(heads=child.num_heads)), ["in_proj"]),
+        Node(
+            "out_proj",
+            Op("linear", dict(out=child.embed_dim, bias=child.out_proj.bias is not None)),
+            ["attention"],
+        ),
+    ]
+    return Instance("MultiheadAttention", body)
 
 
 def _is_chunk(value: Any) -> bool:
@@ -208,31 +305,54 @@ def _holds(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def _scales(graph: fx.Graph, module: nn.Module) -> dict[fx.Node, str]:
-    """The module's own parameters that its forward only multiplies one tensor by (a
-    ConvNeXt layer scale): each becomes a `scale` node named as the parameter."""
+@dataclass
+class _Learned:
+    """A parameter of the module itself, applied to one tensor: a node named as it."""
+
+    name: str
+    op: Op
+    reads: fx.Node
+    folded: tuple[fx.Node, ...]
+    """The trace's nodes it stands for besides the one that applies it."""
+
+
+def _learned(graph: fx.Graph, module: nn.Module) -> dict[fx.Node, _Learned]:
+    """The module's own parameters that its forward applies to one tensor, by the node that
+    applies them: multiplied in (a ConvNeXt layer scale), added (ViT's position embedding,
+    or a bias), or expanded and put before the sequence (ViT's class token)."""
     own = dict(module.named_parameters(recurse=False))
     found = {}
     for node in graph.nodes:
-        users = list(node.users)
-        multiplies = (
-            len(users) == 1
-            and users[0].target in (operator.mul, torch.mul)
-            and len(users[0].args) == 2
-        )
-        if node.op == "get_attr" and node.target in own and multiplies:
-            found[node] = node.target
+        if node.op != "get_attr" or node.target not in own or len(node.users) != 1:
+            continue
+        tensor, (user,) = own[node.target], node.users
+        other = [arg for arg in user.args if arg is not node]
+        if user.target in (operator.mul, torch.mul, operator.add, torch.add) and len(other) == 1:
+            op = Op("scale", dict(shape=list(tensor.shape)))
+            if user.target in (operator.add, torch.add):
+                embedding = tensor.dim() == 3 and tensor.shape[0] == 1
+                op = (
+                    Op("position_embedding", dict(length=tensor.shape[1]))
+                    if embedding
+                    else Op("bias", dict(shape=list(tensor.shape)))
+                )
+            found[user] = _Learned(node.target, op, other[0], (node,))
+        elif user.op == "call_method" and user.target == "expand" and _prepends(user):
+            (cat,) = user.users
+            found[cat] = _Learned(node.target, Op("class_token"), cat.args[0][1], (node, user))
     return found
 
 
-def _products(scales: dict[fx.Node, str]) -> set[fx.Node]:
-    return {next(iter(node.users)) for node in scales}
-
-
-def _scaled(product: fx.Node, scales: dict[fx.Node, str]) -> tuple[fx.Node, list[fx.Node]]:
-    """The parameter a product multiplies by, and the tensor it multiplies."""
-    own = next(arg for arg in product.args if arg in scales)
-    return own, [arg for arg in product.args if arg is not own]
+def _prepends(expand: fx.Node) -> bool:
+    """Whether an expanded token is put before a sequence: `torch.cat([token, x], dim=1)`."""
+    if len(expand.users) != 1:
+        return False
+    (cat,) = expand.users
+    tensors = cat.args[0] if cat.args else None
+    dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
+    return (
+        cat.target is torch.cat and dim == 1 and list(tensors)[:1] == [expand] and len(tensors) == 2
+    )
 
 
 def _no_own_parameters(module: nn.Module, path: str, allowed: set[str] = frozenset()) -> None:
@@ -440,7 +560,18 @@ def _pooling(kernel: Any, stride: Any, padding: Any, ceil_mode: bool) -> dict[st
     )
 
 
+def _select(x: Any, index: Any) -> tuple[str, dict, list]:
+    """`x[:, 0]`: one index of one axis, the others whole (the class token's output)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    whole = slice(None)
+    picked = [at for at, part in enumerate(parts) if part != whole]
+    if len(picked) != 1 or not isinstance(parts[picked[0]], int):
+        raise ArchcError(f"indexing by {index!r} cannot be imported")
+    return "select", dict(axis=picked[0], index=parts[picked[0]]), [x]
+
+
 FUNCTIONS: dict[Any, Callable[..., tuple[str, dict, list]]] = {
+    operator.getitem: _select,
     operator.add: _binary("add"),
     operator.iadd: _binary("add"),
     torch.add: _binary("add"),

@@ -7,7 +7,9 @@ spec would say it.
 
 from __future__ import annotations
 
+import itertools
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from archc.importer.blocks import Call, Definition, Ref
@@ -48,7 +50,7 @@ def _definition_lines(definition: Definition) -> list[str]:
 def _body_lines(body: list[Node], indent: str) -> list[str]:
     lines = []
     previous = "input"
-    for node in body:
+    for node in _named_runs(body):
         extra = {}
         if node.inputs != [previous]:
             extra["from"] = (
@@ -59,6 +61,62 @@ def _body_lines(body: list[Node], indent: str) -> list[str]:
         lines.append(f"{indent}{_key(node.name)}: {_with(node.item, extra)}")
         previous = node.name
     return lines
+
+
+NUMBERED = re.compile(r"(?P<stem>.*?)(?P<index>\d+)")
+
+
+def _named_runs(body: list[Node]) -> list[Node]:
+    """Chained nodes that call one block with the same arguments and are numbered in their
+    names (`encoder_layer_0` … `encoder_layer_11`) as one node with `repeat:` and `names:`,
+    where nothing else reads the run but after its last node."""
+    nodes: list[Node] = []
+    renamed: dict[str, str] = {}
+    start = 0
+    while start < len(body):
+        end = start + 1
+        while end < len(body) and _numbered_run(body[start : end + 1], body):
+            end += 1
+        run = body[start:end]
+        node = run[0] if len(run) == 1 else _run_node(run, {n.name for n in body})
+        if len(run) > 1:
+            renamed[run[-1].name] = node.name
+        inputs = [renamed.get(value, value) for value in node.inputs]
+        nodes.append(Node(node.name, node.item, inputs, node.when))
+        start = end
+    return nodes
+
+
+def _run_node(run: list[Node], taken: set[str]) -> Node:
+    match = NUMBERED.fullmatch(run[0].name)
+    first = int(match["index"])
+    template = f"{match['stem']}{{i + {first}}}" if first else f"{match['stem']}{{i}}"
+    name = match["stem"].rstrip("_-") or "layers"
+    while name in taken:
+        name += "_"
+    return Node(
+        name, _RepeatedCall(_repeated([node.item for node in run]), template), run[0].inputs
+    )
+
+
+@dataclass(frozen=True)
+class _RepeatedCall:
+    text: str
+    names: str
+
+
+def _numbered_run(run: list[Node], body: list[Node]) -> bool:
+    matches = [NUMBERED.fullmatch(node.name) for node in run]
+    if not all(matches) or len({match["stem"] for match in matches}) != 1:
+        return False
+    indices = [int(match["index"]) for match in matches]
+    consecutive = indices == list(range(indices[0], indices[0] + len(run)))
+    chained = all(node.inputs == [before.name] for before, node in itertools.pairwise(run))
+    calls = [node.item for node in run if isinstance(node.item, Call) and node.when is None]
+    alike = len(calls) == len(run) and _alike([(call.block, call.args) for call in calls])
+    inner = {node.name for node in run[:-1]}
+    read_inside = all(not inner & set(node.inputs) for node in body if node not in run[1:])
+    return consecutive and chained and alike and read_inside
 
 
 def _with(item: Any, extra: dict[str, str]) -> str:
@@ -78,6 +136,8 @@ def _with(item: Any, extra: dict[str, str]) -> str:
 def _item(item: Any) -> str:
     """An op (its attributes at their defaults left out), a sequence or a block call in flow
     style."""
+    if isinstance(item, _RepeatedCall):
+        return f'{item.text[:-1]}, names: "{item.names}"}}'
     if isinstance(item, Op):
         fields = REGISTRY[item.name].Attrs.fields()
         attrs = {

@@ -17,7 +17,7 @@ from tests.helpers import REPO, run_archc, torchvision
 
 torch = pytest.importorskip("torch")
 
-# The zoo's torchvision classification models that import, and eight the zoo does not have.
+# The zoo's torchvision classification models that import, and nine the zoo does not have.
 IN_THE_ZOO = {
     "resnet18": {},
     "resnet50": {},
@@ -33,6 +33,7 @@ IN_THE_ZOO = {
     "regnet_x_400mf": {},
     "convnext_tiny": {},
     "shufflenet_v2_x1_0": {},
+    "vit_b_16": {},
     "googlenet": {"aux_logits": False, "init_weights": False},  # eval never runs the aux heads
     "inception_v3": {"aux_logits": False, "init_weights": False},
 }
@@ -45,8 +46,10 @@ NOT_IN_THE_ZOO = {
     "efficientnet_b1": {},
     "shufflenet_v2_x0_5": {},
     "mnasnet0_5": {},
+    "vit_b_32": {},
 }
-SIZES = {"alexnet": 64, "vgg16": 32, "vgg11_bn": 32, "inception_v3": 96, "googlenet": 64}
+SIZES = {"alexnet": 64, "vgg16": 32, "vgg11_bn": 32, "inception_v3": 96, "vit_b_16": 224}
+SIZES |= {"vit_b_32": 224}  # ViTs check for the size they were built for
 
 
 @pytest.mark.parametrize("name", [*IN_THE_ZOO, *NOT_IN_THE_ZOO])
