@@ -168,6 +168,9 @@ def _param_names(params: list[tuple[tuple, str]]) -> dict[str, str]:
     for _, path in params:
         key = _param_key(path)
         name = key if keys[key] == 1 else path.replace(".", "_")
+        if name[0].isdigit():  # an item of a sequence: `out_3` for `3.out`
+            *where, attribute = path.split(".")
+            name = "_".join([attribute, *where])
         if name in PARAM_RESERVED or name in names.values():
             name = f"{path.replace('.', '_')}_"
         names[path] = name

@@ -475,7 +475,19 @@ def _permute(module: Any) -> tuple[str, dict[str, Any]]:
     return "permute", dict(layout=layout)
 
 
+def _window_attention(module: Any) -> tuple[str, dict[str, Any]]:
+    """torchvision's Swin attention: its parameters and buffer are the op's, by name."""
+    (window, *others), (shift, *shifts) = module.window_size, module.shift_size
+    square = others == [window] and shifts == [shift]
+    if not square or module.attention_dropout or module.dropout:
+        raise ArchcError(
+            "window attention on non-square windows or with dropout cannot be imported"
+        )
+    return "window_attention", dict(heads=module.num_heads, window=window, shift=shift)
+
+
 LAYERS_BY_NAME: dict[str, Callable[[Any], tuple[str, dict[str, Any]]]] = {
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": _window_attention,
     "torchvision.ops.misc.Permute": _permute,
     "torchvision.ops.stochastic_depth.StochasticDepth": _stochastic_depth,
     "torchvision.models.convnext.LayerNorm2d": _layer_norm,
@@ -603,6 +615,7 @@ FUNCTIONS: dict[Any, Callable[..., tuple[str, dict, list]]] = {
 
 NAMED_FUNCTIONS: dict[str, Callable[..., tuple[str, dict, list]]] = {
     "channel_shuffle": lambda x, groups: ("channel_shuffle", dict(groups=groups), [x]),
+    "_patch_merging_pad": lambda x: ("patch_merge", {}, [x]),  # Swin's 2x2 merge, padded
 }
 """Functions of a model's own module, by name, traced as one call (their bodies index
 shapes, which torch.fx cannot follow)."""

@@ -120,17 +120,27 @@ def _numbered_run(run: list[Node], body: list[Node]) -> bool:
 
 
 def _with(item: Any, extra: dict[str, str]) -> str:
-    """The item, with `from:` and `when:` where it needs them."""
-    text = _item(item)
+    """A node's item, with `from:` and `when:` where it needs them."""
+    text = _node_text(item)
     if not extra:
         return text
     fields = ", ".join(f"{key}: {value}" for key, value in extra.items())
-    if isinstance(item, Seq):
+    if text.startswith("["):
         return f"{{seq: {text}, {fields}}}"
     if text.startswith("{"):
         return f"{text[:-1]}, {fields}}}"
     key = "block" if isinstance(item, Call) else "op"
     return f"{{{key}: {text}, {fields}}}"
+
+
+def _node_text(item: Any) -> str:
+    """A node's item; a sequence of one repeated block is that block repeated (numbered the
+    same), which only a node can say (in a sequence, a repeated item joins it)."""
+    if isinstance(item, Seq):
+        items = _sequence(item.items)
+        if len(items) == 1 and ", repeat: " in items[0]:
+            return items[0]
+    return _item(item)
 
 
 def _item(item: Any) -> str:
@@ -148,10 +158,7 @@ def _item(item: Any) -> str:
         return _mapping("op", item.name, attrs)
     if isinstance(item, Call):
         return _mapping("block", item.block, item.args)
-    items = _sequence(item.items)
-    if len(items) == 1 and ", repeat: " in items[0]:  # one repeated block: the node itself
-        return items[0]
-    return f"[{', '.join(items)}]"
+    return f"[{', '.join(_sequence(item.items))}]"
 
 
 def _mapping(key: str, name: str, values: dict[str, Any]) -> str:

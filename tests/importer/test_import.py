@@ -17,7 +17,8 @@ from tests.helpers import REPO, run_archc, torchvision
 
 torch = pytest.importorskip("torch")
 
-# The zoo's torchvision classification models that import, and nine the zoo does not have.
+# The zoo's torchvision classification models that import (all but DenseNet-121), and ten
+# the zoo does not have.
 IN_THE_ZOO = {
     "resnet18": {},
     "resnet50": {},
@@ -34,6 +35,7 @@ IN_THE_ZOO = {
     "convnext_tiny": {},
     "shufflenet_v2_x1_0": {},
     "vit_b_16": {},
+    "swin_t": {},
     "googlenet": {"aux_logits": False, "init_weights": False},  # eval never runs the aux heads
     "inception_v3": {"aux_logits": False, "init_weights": False},
 }
@@ -47,6 +49,7 @@ NOT_IN_THE_ZOO = {
     "shufflenet_v2_x0_5": {},
     "mnasnet0_5": {},
     "vit_b_32": {},
+    "swin_s": {},
 }
 SIZES = {"alexnet": 64, "vgg16": 32, "vgg11_bn": 32, "inception_v3": 96, "vit_b_16": 224}
 SIZES |= {"vit_b_32": 224}  # ViTs check for the size they were built for
