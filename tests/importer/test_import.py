@@ -21,7 +21,9 @@ torch = pytest.importorskip("torch")
 # the zoo does not have.
 IN_THE_ZOO = {
     "resnet18": {},
+    "resnet34": {},
     "resnet50": {},
+    "resnet101": {},
     "resnet152": {},
     "alexnet": {},
     "vgg16": {},
