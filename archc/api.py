@@ -317,7 +317,10 @@ def import_spec(model: Any, name: str | None = None, size: tuple[int, ...] | Non
         )
     name, size = name or name_found, size or size_found
     text = imported_spec(model, name, origin, size)
-    total = load(text).compiled.costs.total
+    try:
+        total = load(text).compiled.costs.total
+    except ArchcError as error:  # what the importer writes must compile
+        raise InternalError("import", f"the spec written does not compile: {error}") from None
     params = sum(tensor.numel() for tensor in model.parameters())
     buffers = sum(tensor.numel() for tensor in model.buffers())
     if (total.params, total.buffers) != (params, buffers):

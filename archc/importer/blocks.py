@@ -43,10 +43,15 @@ class Definition:
     body: list[Node]
     """Ops and sequences with literals or Refs; block instances as Calls."""
     listed: bool
+    output_channels: str | None = None
+    """`in_channels + k` where every instance adds k channels (measured), else None."""
 
 
-def block_definitions(root: Instance) -> tuple[list[Definition], list[Node]]:
-    """The definitions the model's blocks need (leaves first) and the model's own body."""
+def block_definitions(
+    root: Instance, widths: dict[str, tuple[int, int]]
+) -> tuple[list[Definition], list[Node]]:
+    """The definitions the model's blocks need (leaves first) and the model's own body;
+    `widths` are each module's input and output channels, by path, where measured."""
     instances = list(_post_order(root))
     heights = {id(instance): _height(instance) for instance in instances}
     shapes: dict[int, Any] = {}
@@ -67,8 +72,22 @@ def block_definitions(root: Instance) -> tuple[list[Definition], list[Node]]:
         kind = members[0].kind
         names[kind] += 1
         name = kind if names[kind] == 1 else f"{kind}{names[kind]}"
-        definitions.append(_definition(name, members, calls))
+        definition = _definition(name, members, calls)
+        definition.output_channels = _output_channels(members, widths)
+        definitions.append(definition)
     raise AssertionError("the model is its own group")
+
+
+def _output_channels(members: list[Instance], widths: dict[str, tuple[int, int]]) -> str | None:
+    """`in_channels + k` where every instance measured adds the same k channels."""
+    measured = [widths.get(member.path) for member in members]
+    added = {out - into for into, out in filter(None, measured)}
+    if None in measured or len(added) != 1:
+        return None
+    (change,) = added
+    return (
+        "in_channels" if change == 0 else f"in_channels {'+' if change > 0 else '-'} {abs(change)}"
+    )
 
 
 def _bases(shapes: list[Any]) -> dict[Any, Any]:

@@ -18,5 +18,36 @@ def imported_spec(model: Any, name: str, origin: str, size: tuple[int, ...]) -> 
         names = [str(index) for index in range(len(items))]
         body = [Node(n, item, [p]) for n, item, p in zip(names, items, ["input", *names])]
         root = Instance(type(model).__name__, body)
-    definitions, body = block_definitions(root)
+    definitions, body = block_definitions(root, channel_widths(model, size))
     return spec_text(name, origin, size, definitions, body)
+
+
+def channel_widths(model: Any, size: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """Each module's input and output channels, by path, from one forward on zeros
+    (a module given a list, or returning other than a tensor, is left out)."""
+    import torch
+
+    widths: dict[str, tuple[int, int]] = {}
+
+    def record(path: str) -> Any:
+        def hook(module: Any, inputs: tuple, output: Any) -> None:
+            tensor = inputs[0] if inputs else None
+            tensors = isinstance(tensor, torch.Tensor) and isinstance(output, torch.Tensor)
+            if tensors and tensor.dim() > 1 and output.dim() > 1:
+                widths[path] = (_channels(tensor), _channels(output))
+
+        return hook
+
+    handles = [module.register_forward_hook(record(path)) for path, module in model.named_modules()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return widths
+
+
+def _channels(tensor: Any) -> int:
+    """The channels as archc counts them: an image's axis 1, a token sequence's last axis."""
+    return tensor.shape[-1] if tensor.dim() == 3 else tensor.shape[1]

@@ -50,13 +50,16 @@ class Instance:
     body: list[Node]
     listed: bool = False
     """A numbered sequence (an `nn.Sequential` subclass): its body is a YAML list."""
+    path: str = ""
+    """Where the module is in the model."""
 
 
 Item = Op | Seq | Instance
 
 
-def module_item(module: nn.Module, path: str) -> Item:
-    """The spec item for `module`, found at `path` in the model."""
+def module_item(module: nn.Module, path: str, dense: bool = False) -> Item:
+    """The spec item for `module`, found at `path` in the model (`dense`: called with the
+    list of every feature map before it, see `_Body.dense_child`)."""
     kind = type(module)
     layer = LAYERS.get(kind) or LAYERS_BY_NAME.get(f"{kind.__module__}.{kind.__qualname__}")
     if layer is not None:
@@ -74,11 +77,11 @@ def module_item(module: nn.Module, path: str) -> Item:
             for name, item, previous in zip(names, items, ["input", *names])
         ]
         kind = type(module).__name__ if type(module) is not nn.Sequential else _camel(path)
-        return Instance(kind, chain, listed=numbered)
-    return Instance(type(module).__name__, traced_body(module, path))
+        return Instance(kind, chain, listed=numbered, path=path)
+    return Instance(type(module).__name__, traced_body(module, path, dense), path=path)
 
 
-def traced_body(module: nn.Module, path: str) -> list[Node]:
+def traced_body(module: nn.Module, path: str, dense: bool = False) -> list[Node]:
     """The body of a module's forward: one node per call, named by the child called (a
     stateless child called again, and a function, by torch.fx's name for the call)."""
     helpers = type(module).forward.__globals__
@@ -90,6 +93,10 @@ def traced_body(module: nn.Module, path: str) -> list[Node]:
         raise ArchcError(f"{_where(path)}: torch.fx cannot trace its forward ({message})") from None
     body = _Body(module, path, _learned(graph, module))
     for node in graph.nodes:
+        if dense and node.op == "output":  # it returns what it read and what it made, joined
+            last = body.nodes[-1].name
+            body.nodes.append(Node(body.free("cat"), Op("concat", {}), ["input", last]))
+            body.names[node.args[0]] = body.nodes[-1].name
         body.add(node)
     unused = [
         name for name, child in body.children.items() if name not in body.called and _holds(child)
@@ -112,6 +119,9 @@ class _Body:
         self.names: dict[fx.Node, str] = {}
         self.nodes: list[Node] = []
         self.called: set[str] = set()
+        self.features: list[fx.Node] = []
+        """Dense connectivity: the feature maps so far, whose concatenation the last dense
+        child returned (DenseNet's block keeps them in a list)."""
 
     def add(self, node: fx.Node) -> None:
         if node.op == "placeholder":
@@ -148,6 +158,10 @@ class _Body:
         elif node.target is operator.getitem and _is_chunk(node.args[0]):
             half = node.args[1]
             self.append(node, self.free(f"half{half}"), _half(half), [node.args[0].args[0]])
+        elif node.target is torch.cat and self.joins_features(node):
+            self.names[node] = self.names[self.features[-1]]  # the last dense child's output
+        elif node.target is torch.cat and self.names.get(node.args[0]) == "input":
+            self.names[node] = "input"  # a dense layer's list of inputs, given joined
         elif node.op in ("call_function", "call_method"):
             op, inputs = _function(node, self.path)
             name = op.name if isinstance(op, Op) else node.name  # `select`, not `getitem_5`
@@ -170,6 +184,9 @@ class _Body:
             item = _self_attention(child, node, _join(self.path, node.target))
             self.append(node, node.target, item, [node.args[0]])
             return
+        if len(node.args) == 1 and isinstance(node.args[0], (list, tuple)) and not node.kwargs:
+            self.dense_child(node, child)
+            return
         if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
             raise ArchcError(f"{self.where}: calls {node.target} with other than one tensor")
         self.called.add(node.target)
@@ -179,6 +196,31 @@ class _Body:
         name = self.free(node.name) if again else node.target
         item = module_item(child, _join(self.path, node.target))
         self.append(node, name, item, list(node.args))
+
+    def dense_child(self, node: fx.Node, child: nn.Module) -> None:
+        """A child called with the list of every feature map before it (the block's input
+        first, then each such child's output), as DenseNet's block calls its layers. It
+        becomes a block that reads their concatenation, the last such child's output, and
+        returns it joined with its own new maps: the same values, each one a tensor."""
+        if list(node.args[0]) != self.feature_maps():
+            raise ArchcError(
+                f"{self.where}: calls {node.target} with a list other than every feature map so far"
+            )
+        self.called.add(node.target)
+        item = module_item(child, _join(self.path, node.target), dense=True)
+        self.append(node, node.target, item, self.feature_maps()[-1:])
+        self.features.append(node)
+
+    def joins_features(self, node: fx.Node) -> bool:
+        """`torch.cat(features, 1)` of the input and every dense child's output."""
+        tensors = node.args[0] if node.args else None
+        listed = list(tensors) if isinstance(tensors, (list, tuple)) else None
+        return bool(self.features) and listed == self.feature_maps() and _cat_dim(node) == 1
+
+    def feature_maps(self) -> list[fx.Node]:
+        """The block's input, then every dense child's output."""
+        inputs = [value for value, name in self.names.items() if name == "input"][:1]
+        return [*inputs, *self.features]
 
     def append(self, node: fx.Node, name: str, item: Item, inputs: list[fx.Node]) -> None:
         self.nodes.append(Node(name, item, [self.names[value] for value in inputs]))
@@ -203,6 +245,10 @@ class _Body:
     @property
     def where(self) -> str:
         return _where(self.path)
+
+
+def _cat_dim(node: fx.Node) -> int:
+    return node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
 
 
 def _is_size(node: fx.Node, shapes: set[fx.Node]) -> bool:

@@ -44,7 +44,10 @@ def _definition_lines(definition: Definition) -> list[str]:
         lines.append(f"    params: {{{params}}}")
     if definition.listed:
         return [*lines, "    body:", *(f"      - {_item(node.item)}" for node in definition.body)]
-    return [*lines, "    body:", *_body_lines(definition.body, "      ")]
+    body = _body_lines(definition.body, "      ")
+    if definition.output_channels and len(body) < len(definition.body):  # a loop: say its width
+        lines.append(f"    output_channels: {definition.output_channels}")
+    return [*lines, "    body:", *body]
 
 
 def _body_lines(body: list[Node], indent: str) -> list[str]:
