@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archc.boundary import PARAM_RESERVED
-from archc.importer.modules import Instance, Item, Node, Op, Seq
+from archc.importer.items import Instance, Item, Node, Op, Seq
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from archc.importer.blocks import block_definitions
-from archc.importer.modules import Instance, Node, Seq, module_item
+from archc.importer.items import Instance, Node, Seq
+from archc.importer.modules import module_item
 from archc.importer.writer import spec_text
 
 

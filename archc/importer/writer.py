@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archc.importer.blocks import Call, Definition, Ref
-from archc.importer.modules import Node, Op, Seq
+from archc.importer.items import Node, Op, Seq
 from archc.ops import REGISTRY
 
 PLAIN = re.compile(r"[A-Za-z_][\w.]*")
