@@ -1,8 +1,10 @@
 """Definitions and the model body → the spec's YAML text, one line per node.
 
-A run of items in a sequence that call one block alike is one item with `repeat:` (an
-argument that differs only in the first copy reads `2 if i == 0 else 1`), as a hand-written
-spec would say it.
+Written as a hand-written spec would say it: an op's attributes at their defaults left out;
+a run of items in a sequence that call one block alike one item with `repeat:` (an argument
+that differs only in the first copy reads `2 if i == 0 else 1`, a switch `i == 0`); a
+sequence of one such item the node itself; a chain of numbered nodes that call one block
+alike (`encoder_layer_0` … `encoder_layer_11`) one node with `repeat:` and `names:`.
 """
 
 from __future__ import annotations
