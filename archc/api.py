@@ -304,7 +304,7 @@ def import_spec(model: Any, name: str | None = None, size: tuple[int, ...] | Non
     `model` is `torchvision:NAME`, `timm:NAME`, `module:callable` or an nn.Module. The spec
     is compiled before it is returned, and must count the model's params and buffers."""
     from archc.importer.model import imported_spec
-    from archc.importer.sources import load_source
+    from archc.importer.sources import DEFAULT_INPUT, load_source
 
     if isinstance(model, str):
         origin = model.partition(":")[0]
@@ -313,7 +313,7 @@ def import_spec(model: Any, name: str | None = None, size: tuple[int, ...] | Non
         origin, name_found, size_found = (
             "its Python code",
             type(model).__name__.lower(),
-            (3, 224, 224),
+            DEFAULT_INPUT,
         )
     name, size = name or name_found, size or size_found
     text = imported_spec(model, name, origin, size)

@@ -13,6 +13,7 @@ so (`out * 4`). Other structures of a class get definitions of their own (`Conv2
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,10 @@ def block_definitions(
     """The definitions the model's blocks need (leaves first) and the model's own body;
     `widths` are each module's input and output channels, by path, where measured."""
     instances = list(_post_order(root))
-    heights = {id(instance): _height(instance) for instance in instances}
+    heights: dict[int, int] = {}
+    for instance in instances:  # children first
+        inner = [heights[id(child)] for child in _children(instance)]
+        heights[id(instance)] = 1 + max(inner, default=0)
     shapes: dict[int, Any] = {}
     for height in sorted(set(heights.values())):  # a block's shape names its blocks' shapes
         level = [instance for instance in instances if heights[id(instance)] == height]
@@ -331,26 +335,19 @@ def _item_shape(item: Item, shapes: dict[int, Any]) -> Any:
     return "block", shapes[id(item)]
 
 
-def _post_order(instance: Instance) -> Any:
-    for node in instance.body:
-        yield from _instances_in(node.item)
+def _post_order(instance: Instance) -> Iterator[Instance]:
+    """Every block instance of the tree, each after the instances inside it."""
+    for child in _children(instance):
+        yield from _post_order(child)
     yield instance
 
 
-def _instances_in(item: Item) -> Any:
+def _children(instance: Instance) -> list[Instance]:
+    """The block instances in an instance's body, through its sequences."""
+    return [inner for node in instance.body for inner in _within(node.item)]
+
+
+def _within(item: Item) -> list[Instance]:
     if isinstance(item, Seq):
-        for child in item.items:
-            yield from _instances_in(child)
-    elif isinstance(item, Instance):
-        yield from _post_order(item)
-
-
-def _height(instance: Instance) -> int:
-    inner = [_height(child) for node in instance.body for child in _instances_in_direct(node.item)]
-    return 1 + max(inner, default=0)
-
-
-def _instances_in_direct(item: Item) -> list[Instance]:
-    if isinstance(item, Seq):
-        return [inner for child in item.items for inner in _instances_in_direct(child)]
+        return [inner for child in item.items for inner in _within(child)]
     return [item] if isinstance(item, Instance) else []

@@ -10,6 +10,8 @@ from typing import Any
 
 from archc.errors import ArchcError
 
+DEFAULT_INPUT = (3, 224, 224)
+"""An imported model's input size (channels, height, width) when nothing says otherwise."""
 SOURCE = re.compile(r"(?P<kind>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)")
 
 
@@ -41,7 +43,7 @@ def load_source(source: str) -> tuple[str, Any, tuple[int, int, int]]:
             raise ArchcError(f"module {kind} has no callable named {name!r}")
         model = factory()
     config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    size = tuple(config.get("input_size", (3, 224, 224)))
+    size = tuple(config.get("input_size", DEFAULT_INPUT))
     return name, model, size
 
 

@@ -649,11 +649,17 @@ def diagram_dot(
 
 def _laid_out_size(dot: str) -> tuple[float, float]:
     """The width and height of the drawing as `dot` lays it out."""
-    result = subprocess.run(["dot", "-Tplain"], input=dot.encode(), capture_output=True)
-    if result.returncode != 0:
-        raise ArchcError(f"dot failed laying out the drawing: {result.stderr.decode().strip()}")
-    _, _, width, height = result.stdout.split(b"\n", 1)[0].split()[:4]
+    plain = _run_dot(dot, "plain", "laying out the drawing")
+    _, _, width, height = plain.split(b"\n", 1)[0].split()[:4]
     return float(width), float(height)
+
+
+def _run_dot(dot: str, fmt: str, doing: str) -> bytes:
+    """Graphviz's `dot -T<fmt>` of the text; `doing` says what for, in its error."""
+    result = subprocess.run(["dot", f"-T{fmt}"], input=dot.encode(), capture_output=True)
+    if result.returncode != 0:
+        raise ArchcError(f"dot failed {doing}: {result.stderr.decode().strip()}")
+    return result.stdout
 
 
 def render_dot(dot: str, path: Path) -> bytes:
@@ -670,9 +676,4 @@ def render_dot(dot: str, path: Path) -> bytes:
             f"drawing {path} needs Graphviz's `dot` (Debian: apt-get install graphviz); "
             "a .dot file needs nothing"
         )
-    result = subprocess.run(
-        ["dot", f"-T{fmt}"], input=dot.encode(), capture_output=True, check=False
-    )
-    if result.returncode != 0:
-        raise ArchcError(f"dot failed drawing {path}: {result.stderr.decode().strip()}")
-    return result.stdout
+    return _run_dot(dot, fmt, f"drawing {path}")
