@@ -145,6 +145,8 @@ def local_name(name: str) -> str:
 def _why_reserved(name: str) -> str:
     if name in FRAMEWORK_ATTRIBUTES:
         return "torch and flax modules already have an attribute of that name"
+    if name in GENERATED_ATTRIBUTES:
+        return "generated blocks keep their output width in that attribute"
     if name in GENERATED_GLOBALS:
         return "the generated file defines or imports that name"
     if name in CONSTRUCTOR_LOCALS:
@@ -154,7 +156,13 @@ def _why_reserved(name: str) -> str:
     return "generated code uses that name"
 
 
-NODE_RESERVED = FRAMEWORK_ATTRIBUTES
+WIDTH_ATTRIBUTE = "out_channels"
+"""Where a generated block keeps its output width, which a stage loop reads to carry its
+channel count on (as torchvision's `InvertedResidual.out_channels`)."""
+GENERATED_ATTRIBUTES = frozenset({WIDTH_ATTRIBUTE})
+"""Attributes generated classes set besides their children."""
+
+NODE_RESERVED = FRAMEWORK_ATTRIBUTES | GENERATED_ATTRIBUTES
 """A node becomes an attribute of its block's module."""
 CLASS_RESERVED = GENERATED_GLOBALS | frozenset(dir(builtins))
 """A block becomes a class at the top of the generated file."""

@@ -79,6 +79,7 @@ for word in [
     "set_attributes",
 ]:
     case(f"node named {word}", body(f"⟨{word}: relu"), "torch and flax modules already have")
+case("node named out_channels", body("⟨out_channels: relu"), "keep their output width in that")
 for word in ("__init__", "__dict__", "__class__"):
     case(f"node named {word}", body(f"⟨{word}: relu"), "starts with '__'")
 for label, word in (("unicode", "café"), ("space", "'a b'")):

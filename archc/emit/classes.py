@@ -15,7 +15,14 @@ from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any
 
-from archc.boundary import attribute, docstring_text, local_name, spelt, string_literal
+from archc.boundary import (
+    WIDTH_ATTRIBUTE,
+    attribute,
+    docstring_text,
+    local_name,
+    spelt,
+    string_literal,
+)
 from archc.emit.layout import (
     INDENT,
     INPUT_RESERVED,
@@ -89,9 +96,13 @@ class ClassView:
 
 
 def class_view(
-    block_class: BlockClass, backend: Backend, shown: Callable[[str], str] = str
+    block_class: BlockClass,
+    backend: Backend,
+    shown: Callable[[str], str] = str,
+    reports_width: bool = False,
 ) -> ClassView:
-    """The class's lines; `shown` names its spec file as the generated file does."""
+    """The class's lines; `shown` names its spec file as the generated file does; a class
+    that `reports_width` keeps its output width for the stage loops that build it."""
     definition = block_class.definition
     location = definition.location
     doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
@@ -106,6 +117,9 @@ def class_view(
     prelude = [] if definition.sequential else [BODY + line for line in backend.init_prelude]
     init: list[str] = []
     init += constructor_lines(block_class, backend)
+    if reports_width:
+        width = source(block_class.output_type.channels)
+        init += layout_assignment(f"self.{WIDTH_ATTRIBUTE}", width, 2)
     if definition.sequential:  # a subclass of the framework's sequential
         base, call_signature, call = backend.sequential, [], []
         tail = _sequence_tail(block_class, backend)
@@ -403,6 +417,18 @@ def _build_list(name: str, children: list[ModuleNode], depth: int, backend: Back
     return _without_repeated_channels(lines)
 
 
+class _Width(str):
+    """A `channels = …` line that ends a loop, with the width it sets as the IR writes it
+    (the line may read it from a block instead)."""
+
+    width: str
+
+    def __new__(cls, line: str, width: str) -> _Width:
+        made = super().__new__(cls, line)
+        made.width = width
+        return made
+
+
 def _without_repeated_channels(lines: list[str]) -> list[str]:
     """Drop a loop's `channels = …` when the loop before it left exactly that value (a loop
     runs at least once; conditions and nested loops make this unknowable: left alone)."""
@@ -416,9 +442,10 @@ def _without_repeated_channels(lines: list[str]) -> list[str]:
     for line in lines:
         text = line.strip()
         if text.startswith("channels = "):
-            if text == holds:
+            value = line.width if isinstance(line, _Width) else text.removeprefix("channels = ")
+            if value == holds:
                 continue
-            holds = text
+            holds = value
         kept.append(line)
     return kept
 
@@ -444,7 +471,32 @@ def _loop(name: str, loop: ModuleNode, depth: int, backend: Backend) -> list[str
     body = []
     for position, child in enumerate(loop.children):
         body += _append(name, child, position, depth + 1, backend)
-    return _loop_frame(loop, body, depth)
+    reported = f"{name}[-1].{WIDTH_ATTRIBUTE}" if _reporting_block(loop) else None
+    return _loop_frame(loop, body, depth, reported)
+
+
+def _reporting_block(loop: ModuleNode) -> str | None:
+    """The block class whose instance ends each iteration of an unnamed loop that carries
+    `channels` on: the next iteration reads that instance's width."""
+    last = loop.children[-1] if loop.children else None
+    carried = loop.loop_output is not None and source(loop.loop_output) != "channels"
+    if loop.names is None and carried and last.kind == "block" and last.condition is None:
+        return last.block.name
+    return None
+
+
+def width_reporters(classes: list[BlockClass]) -> frozenset[str]:
+    """The block classes that keep their output width for a stage loop to read."""
+
+    def found(children: list[ModuleNode]) -> set[str]:
+        names = set()
+        for child in children:
+            if child.kind == "loop" and (block := _reporting_block(child)) is not None:
+                names.add(block)
+            names |= found(child.children)
+        return names
+
+    return frozenset(name for block_class in classes for name in found(block_class.children))
 
 
 def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
@@ -462,19 +514,22 @@ def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
     return [*_loop_frame(loop, body, depth), *count]
 
 
-def _loop_frame(loop: ModuleNode, body: list[str], depth: int) -> list[str]:
+def _loop_frame(
+    loop: ModuleNode, body: list[str], depth: int, reported: str | None = None
+) -> list[str]:
     """`for i in range(count):` around `body`; `channels` carries each iteration's output
-    channels to the next (not in branches, where every iteration reads the same input)."""
+    channels to the next (not in branches, where every iteration reads the same input),
+    read from `reported`, the width the iteration's last block keeps, where there is one."""
     pad = INDENT * depth
     step = "channels" if loop.loop_output is None else source(loop.loop_output)
-    index = "i" if re.search(r"\bi\b", "\n".join(body) + step) else "_"
+    index = "i" if re.search(r"\bi\b", "\n".join(body) + (reported or step)) else "_"
     start = source(loop.input_types[0].channels)
     chained = loop.loop_output is not None and start != "channels"
     lines = [f"{pad}channels = {start}"] if chained else []
     lines.append(f"{pad}for {index} in range({source(loop.count)}):")
     lines += body
     if step != "channels":
-        lines.append(f"{pad}{INDENT}channels = {step}")
+        lines.append(_Width(f"{pad}{INDENT}channels = {reported or step}", step))
     width = source(loop.output.channels)
     if width == loop_width_name(loop.spec.name):  # kept past later loops under its own name
         lines.append(f"{pad}{width} = channels")
@@ -570,7 +625,7 @@ def _forward_names(block_class: BlockClass, backend: Backend) -> dict[str, str]:
     """Constructor names that inline code in the call method reads, each with the attribute
     it is kept in on `self`: its own name, unless a node of the class has that name."""
     scope = _constructor_names(block_class)
-    taken = {child.name for child in block_class.children}
+    taken = {WIDTH_ATTRIBUTE} | {child.name for child in block_class.children}
     kept: dict[str, str] = {}
     for child in block_class.children:
         inline = _inline(child, backend)

@@ -147,14 +147,16 @@ def wrap_exact(text: str, indent: int) -> list[str]:
 def layout_assignment(name: str, text: str, indent: int) -> list[str]:
     """`name = text`; an arithmetic expression too long for a line is built up in steps
     from its parenthesised left part (`n = a + b`, `n = n // 2 + c`, …), as one would write
-    a running width by hand."""
+    a running width by hand; one that cannot be split so (a conditional) is put in
+    parentheses on a line of its own."""
     text = substitute_names(text)
     lines = layout_source(f"{name} = ", text, indent)
     if all(len(line) <= LINE_LIMIT for line in lines):
         return lines
     inner = _parenthesised_left(text)
     if inner is None:
-        return lines
+        pad = INDENT * indent
+        return [f"{pad}{name} = (", f"{pad}{INDENT}{text}", f"{pad})"]
     start, end = inner
     rest = text[: start - 1] + name + text[end + 1 :]
     return [

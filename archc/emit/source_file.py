@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from archc import BLOCKS, TEMPLATES
 from archc.boundary import docstring_text, string_literal
-from archc.emit.classes import Backend, class_view, signature_params
+from archc.emit.classes import Backend, class_view, signature_params, width_reporters
 from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, wrap_exact, wrap_text
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
@@ -45,7 +45,11 @@ def emit_file(
     for rewrite in backend.passes:
         classes = [rewrite(block_class) for block_class in classes]
     shown = functools.partial(shown_path, folder=folder)
-    views = [class_view(block_class, backend, shown) for block_class in classes]
+    reporters = width_reporters(classes)
+    views = [
+        class_view(block_class, backend, shown, block_class.class_name in reporters)
+        for block_class in classes
+    ]
     code = "\n".join(line for view in views for line in [*view.signature, *view.init, *view.call])
     total = costs.total
     root = program.spec.root

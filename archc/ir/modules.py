@@ -68,6 +68,8 @@ class BlockClass:
     """Output name → its local reference; one unnamed output is `{"": name}`, a block's
     `outputs:` list is numbered `{"0": …, "1": …}` (each may be a list, spliced in)."""
     is_model: bool = False
+    output_type: TensorType | None = None
+    """A single-output block's output, symbolic over its params and input channels."""
     shapes: dict[str, TensorType] = field(default_factory=dict)
     """The model's children's concrete output types (a loop's after its last iteration),
     for shape comments."""

@@ -14,7 +14,7 @@ from archc.ir.graph import BATCH, TensorType
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import SizeSym, Sym, concrete
 from archc.resolve.elaborate import Bound, Elaborator, Instance, Program
-from archc.resolve.params import channel_names
+from archc.resolve.params import channel_names, evaluate_checked
 from archc.resolve.values import evaluate_value
 from archc.spec.document import BlockDef, matches_type
 
@@ -92,6 +92,7 @@ def _elaborate_class(
         input_types = [input_types[0].with_channels(channels)]
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
+    output_type = None
     if is_model:
         children, returned = elaborator.model_body(env, inputs)
         outputs = {name: producer for name, (_, producer) in returned.items()}
@@ -99,8 +100,11 @@ def _elaborate_class(
         children, _, listed = elaborator.listed_body(definition, env, inputs, prefix="")
         outputs = {str(index): local for index, local in enumerate(listed)}
     else:
-        children, _, producer = elaborator.body(definition, env, inputs, prefix="")
-        outputs = {"": producer}
+        children, output, producer = elaborator.body(definition, env, inputs, prefix="")
+        outputs, output_type = {"": producer}, output.type
+        if definition.output_channels is not None:  # the simpler expression, as promised
+            promise = evaluate_checked(definition.output_channels, env, "int", "output_channels")
+            output_type = output_type.with_channels(promise)
     for name, instance in elaborator.instances.items():
         instances.setdefault(name, instance)
     return BlockClass(
@@ -113,6 +117,7 @@ def _elaborate_class(
         children=children,
         outputs=outputs,
         is_model=is_model,
+        output_type=output_type,
     )
 
 

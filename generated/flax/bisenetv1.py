@@ -278,6 +278,7 @@ class BasicBlock(nnx.Module):
             )
         else:
             self.downsample = None
+        self.out_channels = planes
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -397,17 +398,17 @@ class Bisenetv1(nnx.Module):
         layer2 = []
         for i in range(2):
             layer2.append(BasicBlock(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 128
+            channels = layer2[-1].out_channels
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
         for i in range(2):
             layer3.append(BasicBlock(channels, planes=256, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 256
+            channels = layer3[-1].out_channels
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
         for i in range(2):
             layer4.append(BasicBlock(channels, planes=512, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 512
+            channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
         self.global_conv = ConvBNReLU(512, out=128, kernel=1, rngs=rngs)
         self.arm32 = AttentionRefinement(512, out=128, rngs=rngs)

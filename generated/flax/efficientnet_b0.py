@@ -312,6 +312,7 @@ class MBConv(nnx.Module):
         else:
             self.stochastic_depth = None
         self.use_add = stride == 1 and in_channels == out
+        self.out_channels = out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.block(x)
@@ -382,7 +383,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[1]
+            channels = features_1[-1].out_channels
         features.append(nnx.Sequential(*features_1))
         features_2 = []
         for i in range(depths[1]):
@@ -397,7 +398,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[2]
+            channels = features_2[-1].out_channels
         features.append(nnx.Sequential(*features_2))
         features_3 = []
         for i in range(depths[2]):
@@ -412,7 +413,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[3]
+            channels = features_3[-1].out_channels
         features.append(nnx.Sequential(*features_3))
         features_4 = []
         for i in range(depths[3]):
@@ -427,7 +428,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[4]
+            channels = features_4[-1].out_channels
         features.append(nnx.Sequential(*features_4))
         features_5 = []
         for i in range(depths[4]):
@@ -441,7 +442,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[5]
+            channels = features_5[-1].out_channels
         features.append(nnx.Sequential(*features_5))
         features_6 = []
         for i in range(depths[5]):
@@ -456,7 +457,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[6]
+            channels = features_6[-1].out_channels
         features.append(nnx.Sequential(*features_6))
         features_7 = []
         for i in range(depths[6]):
@@ -470,7 +471,7 @@ class EfficientnetB0(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = widths[7]
+            channels = features_7[-1].out_channels
         features.append(nnx.Sequential(*features_7))
         features.append(ConvBNAct(widths[7], out=4 * widths[7], kernel=1, act="silu", rngs=rngs))
         self.features = nnx.Sequential(*features)

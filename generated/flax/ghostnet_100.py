@@ -327,6 +327,7 @@ class GhostBottleneck(nnx.Module):
             )
         else:
             self.shortcut = None
+        self.out_channels = out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.ghost1(x)

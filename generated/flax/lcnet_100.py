@@ -251,6 +251,7 @@ class DepthwiseSeparableConv(nnx.Module):
         self.bn2 = BatchNorm(out)
         self.use_relu6_2 = act == "relu6"
         self.use_hardswish_2 = act == "hardswish"
+        self.out_channels = out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv_dw(x)
@@ -299,7 +300,7 @@ class Lcnet100(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 64
+            channels = blocks_1[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_1))
         blocks_2 = []
         for i in range(2):
@@ -312,7 +313,7 @@ class Lcnet100(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 128
+            channels = blocks_2[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_2))
         blocks_3 = []
         for i in range(2):
@@ -326,7 +327,7 @@ class Lcnet100(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 256
+            channels = blocks_3[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_3))
         blocks_4 = []
         for _ in range(4):
@@ -347,7 +348,7 @@ class Lcnet100(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 512
+            channels = blocks_5[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_5))
         self.blocks = nnx.Sequential(*blocks)
         self.conv_head = nnx.Conv(

@@ -250,6 +250,7 @@ class InvertedResidual(nnx.Module):
         conv.append(BatchNorm(out))
         self.conv = nnx.Sequential(*conv)
         self.use_add = stride == 1 and in_channels == out
+        self.out_channels = out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv(x)
@@ -293,7 +294,7 @@ class MobilenetV2(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = make_divisible(24 * width_mult, 8)
+            channels = features[-1].out_channels
         for i in range(3):
             features.append(
                 InvertedResidual(
@@ -304,7 +305,7 @@ class MobilenetV2(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = make_divisible(32 * width_mult, 8)
+            channels = features[-1].out_channels
         for i in range(4):
             features.append(
                 InvertedResidual(
@@ -315,7 +316,7 @@ class MobilenetV2(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = make_divisible(64 * width_mult, 8)
+            channels = features[-1].out_channels
         for _ in range(3):
             features.append(
                 InvertedResidual(
@@ -325,7 +326,7 @@ class MobilenetV2(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = make_divisible(96 * width_mult, 8)
+            channels = features[-1].out_channels
         for i in range(3):
             features.append(
                 InvertedResidual(
@@ -336,7 +337,7 @@ class MobilenetV2(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = make_divisible(160 * width_mult, 8)
+            channels = features[-1].out_channels
         features.append(
             InvertedResidual(
                 make_divisible(160 * width_mult, 8),

@@ -309,6 +309,7 @@ class Bneck(nnx.Module):
         block.append(ConvBNAct(expanded, out=out, kernel=1, act="none", norm=norm, rngs=rngs))
         self.block = nnx.Sequential(*block)
         self.use_add = stride == 1 and in_channels == out
+        self.out_channels = out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.block(x)

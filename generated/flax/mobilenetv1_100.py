@@ -252,6 +252,7 @@ class DepthwiseSeparableConv(nnx.Module):
         self.bn2 = BatchNorm(out)
         self.use_relu6_2 = act == "relu6"
         self.use_hardswish_2 = act == "hardswish"
+        self.out_channels = out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv_dw(x)
@@ -294,28 +295,28 @@ class Mobilenetv1100(nnx.Module):
             blocks_1.append(
                 DepthwiseSeparableConv(channels, out=128, stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 128
+            channels = blocks_1[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_1))
         blocks_2 = []
         for i in range(2):
             blocks_2.append(
                 DepthwiseSeparableConv(channels, out=256, stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 256
+            channels = blocks_2[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_2))
         blocks_3 = []
         for i in range(6):
             blocks_3.append(
                 DepthwiseSeparableConv(channels, out=512, stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 512
+            channels = blocks_3[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_3))
         blocks_4 = []
         for i in range(2):
             blocks_4.append(
                 DepthwiseSeparableConv(channels, out=1024, stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 1024
+            channels = blocks_4[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_4))
         self.blocks = nnx.Sequential(*blocks)
         self.classifier = nnx.Linear(1024, num_classes, rngs=rngs)

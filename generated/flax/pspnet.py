@@ -271,6 +271,7 @@ class Bottleneck(nnx.Module):
             )
         else:
             self.downsample = None
+        self.out_channels = planes * 4
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -309,22 +310,22 @@ class DilatedResNet(nnx.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(Bottleneck(channels, planes=64, rngs=rngs))
-            channels = 256
+            channels = layer1[-1].out_channels
         self.layer1 = nnx.Sequential(*layer1)
         layer2 = []
         for i in range(layers[1]):
             layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 512
+            channels = layer2[-1].out_channels
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
             layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2, rngs=rngs))
-            channels = 1024
+            channels = layer3[-1].out_channels
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
             layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4, rngs=rngs))
-            channels = 2048
+            channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -245,6 +245,7 @@ class Bottleneck(nnx.Module):
             )
         else:
             self.downsample = None
+        self.out_channels = planes * 4
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -289,7 +290,7 @@ class Resnet152(nnx.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(Bottleneck(channels, planes=64, base_width=width_per_group, rngs=rngs))
-            channels = 256
+            channels = layer1[-1].out_channels
         self.layer1 = nnx.Sequential(*layer1)
         layer2 = []
         for i in range(layers[1]):
@@ -302,7 +303,7 @@ class Resnet152(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 512
+            channels = layer2[-1].out_channels
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
@@ -315,7 +316,7 @@ class Resnet152(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 1024
+            channels = layer3[-1].out_channels
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
@@ -328,7 +329,7 @@ class Resnet152(nnx.Module):
                     rngs=rngs,
                 ),
             )
-            channels = 2048
+            channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
         self.fc = nnx.Linear(2048, num_classes, rngs=rngs)
 

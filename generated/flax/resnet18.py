@@ -221,6 +221,7 @@ class BasicBlock(nnx.Module):
             )
         else:
             self.downsample = None
+        self.out_channels = planes
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -265,17 +266,17 @@ class Resnet18(nnx.Module):
         layer2 = []
         for i in range(layers[1]):
             layer2.append(BasicBlock(channels, planes=128, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 128
+            channels = layer2[-1].out_channels
         self.layer2 = nnx.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
             layer3.append(BasicBlock(channels, planes=256, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 256
+            channels = layer3[-1].out_channels
         self.layer3 = nnx.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
             layer4.append(BasicBlock(channels, planes=512, stride=2 if i == 0 else 1, rngs=rngs))
-            channels = 512
+            channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
         self.fc = nnx.Linear(512, num_classes, rngs=rngs)
 

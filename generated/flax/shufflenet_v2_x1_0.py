@@ -259,6 +259,7 @@ class ShuffleV2Block(nnx.Module):
             BatchNorm(branch),
             jax.nn.relu,
         )
+        self.out_channels = 2 * branch
         self.in_channels = in_channels
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -305,21 +306,21 @@ class ShufflenetV2X10(nnx.Module):
             stage2.append(
                 ShuffleV2Block(channels, out=widths[1], stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 2 * (widths[1] // 2)
+            channels = stage2[-1].out_channels
         self.stage2 = nnx.Sequential(*stage2)
         stage3 = []
         for i in range(repeats[1]):
             stage3.append(
                 ShuffleV2Block(channels, out=widths[2], stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 2 * (widths[2] // 2)
+            channels = stage3[-1].out_channels
         self.stage3 = nnx.Sequential(*stage3)
         stage4 = []
         for i in range(repeats[2]):
             stage4.append(
                 ShuffleV2Block(channels, out=widths[3], stride=2 if i == 0 else 1, rngs=rngs),
             )
-            channels = 2 * (widths[3] // 2)
+            channels = stage4[-1].out_channels
         self.stage4 = nnx.Sequential(*stage4)
         self.conv5 = nnx.Sequential(
             nnx.Conv(

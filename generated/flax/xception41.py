@@ -320,6 +320,7 @@ class XceptionModule(nnx.Module):
             rngs=rngs,
         )
         self.use_add = skip
+        self.out_channels = out[2]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.shortcut(x) if self.shortcut is not None else x

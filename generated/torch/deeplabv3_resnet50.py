@@ -72,6 +72,7 @@ class Bottleneck(nn.Module):
         else:
             self.downsample = None
         self.relu3 = nn.ReLU(inplace=True)
+        self.out_channels = planes * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -105,22 +106,22 @@ class DilatedResNet(nn.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(Bottleneck(channels, planes=64))
-            channels = 256
+            channels = layer1[-1].out_channels
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
         for i in range(layers[1]):
             layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1))
-            channels = 512
+            channels = layer2[-1].out_channels
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
             layer3.append(Bottleneck(channels, planes=256, dilation=1 if i == 0 else 2))
-            channels = 1024
+            channels = layer3[-1].out_channels
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
             layer4.append(Bottleneck(channels, planes=512, dilation=2 if i == 0 else 4))
-            channels = 2048
+            channels = layer4[-1].out_channels
         self.layer4 = nn.Sequential(*layer4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -189,6 +189,7 @@ class MBConv(nn.Module):
         else:
             self.stochastic_depth = None
         self.use_add = stride == 1 and in_channels == out
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
@@ -258,7 +259,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[0] + i) / total,
                 ),
             )
-            channels = widths[1]
+            channels = features_1[-1].out_channels
         features.append(nn.Sequential(*features_1))
         features_2 = []
         for i in range(depths[1]):
@@ -272,7 +273,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[1] + i) / total,
                 ),
             )
-            channels = widths[2]
+            channels = features_2[-1].out_channels
         features.append(nn.Sequential(*features_2))
         features_3 = []
         for i in range(depths[2]):
@@ -286,7 +287,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[2] + i) / total,
                 ),
             )
-            channels = widths[3]
+            channels = features_3[-1].out_channels
         features.append(nn.Sequential(*features_3))
         features_4 = []
         for i in range(depths[3]):
@@ -300,7 +301,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[3] + i) / total,
                 ),
             )
-            channels = widths[4]
+            channels = features_4[-1].out_channels
         features.append(nn.Sequential(*features_4))
         features_5 = []
         for i in range(depths[4]):
@@ -313,7 +314,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[4] + i) / total,
                 ),
             )
-            channels = widths[5]
+            channels = features_5[-1].out_channels
         features.append(nn.Sequential(*features_5))
         features_6 = []
         for i in range(depths[5]):
@@ -327,7 +328,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[5] + i) / total,
                 ),
             )
-            channels = widths[6]
+            channels = features_6[-1].out_channels
         features.append(nn.Sequential(*features_6))
         features_7 = []
         for i in range(depths[6]):
@@ -340,7 +341,7 @@ class EfficientnetB0(nn.Module):
                     p=stochastic_depth_prob * (starts[6] + i) / total,
                 ),
             )
-            channels = widths[7]
+            channels = features_7[-1].out_channels
         features.append(nn.Sequential(*features_7))
         features.append(ConvBNAct(widths[7], out=4 * widths[7], kernel=1, act="silu"))
         self.features = nn.Sequential(*features)

@@ -158,6 +158,7 @@ class GhostBottleneck(nn.Module):
             )
         else:
             self.shortcut = None
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost1(x)

@@ -111,6 +111,7 @@ class DepthwiseSeparableConv(nn.Module):
             self.hardswish_2 = nn.Hardswish(inplace=True)
         else:
             self.hardswish_2 = None
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_dw(x)
@@ -148,7 +149,7 @@ class Lcnet100(nn.Module):
                     act="hardswish",
                 ),
             )
-            channels = 64
+            channels = blocks_1[-1].out_channels
         blocks.append(nn.Sequential(*blocks_1))
         blocks_2 = []
         for i in range(2):
@@ -160,7 +161,7 @@ class Lcnet100(nn.Module):
                     act="hardswish",
                 ),
             )
-            channels = 128
+            channels = blocks_2[-1].out_channels
         blocks.append(nn.Sequential(*blocks_2))
         blocks_3 = []
         for i in range(2):
@@ -173,7 +174,7 @@ class Lcnet100(nn.Module):
                     act="hardswish",
                 ),
             )
-            channels = 256
+            channels = blocks_3[-1].out_channels
         blocks.append(nn.Sequential(*blocks_3))
         blocks_4 = []
         for _ in range(4):
@@ -191,7 +192,7 @@ class Lcnet100(nn.Module):
                     se=True,
                 ),
             )
-            channels = 512
+            channels = blocks_5[-1].out_channels
         blocks.append(nn.Sequential(*blocks_5))
         self.blocks = nn.Sequential(*blocks)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))

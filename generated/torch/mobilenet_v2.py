@@ -98,6 +98,7 @@ class InvertedResidual(nn.Module):
         conv.append(nn.BatchNorm2d(out))
         self.conv = nn.Sequential(*conv)
         self.use_add = stride == 1 and in_channels == out
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
@@ -139,7 +140,7 @@ class MobilenetV2(nn.Module):
                     expand_ratio=6,
                 ),
             )
-            channels = make_divisible(24 * width_mult, 8)
+            channels = features[-1].out_channels
         for i in range(3):
             features.append(
                 InvertedResidual(
@@ -149,7 +150,7 @@ class MobilenetV2(nn.Module):
                     expand_ratio=6,
                 ),
             )
-            channels = make_divisible(32 * width_mult, 8)
+            channels = features[-1].out_channels
         for i in range(4):
             features.append(
                 InvertedResidual(
@@ -159,12 +160,12 @@ class MobilenetV2(nn.Module):
                     expand_ratio=6,
                 ),
             )
-            channels = make_divisible(64 * width_mult, 8)
+            channels = features[-1].out_channels
         for _ in range(3):
             features.append(
                 InvertedResidual(channels, out=make_divisible(96 * width_mult, 8), expand_ratio=6),
             )
-            channels = make_divisible(96 * width_mult, 8)
+            channels = features[-1].out_channels
         for i in range(3):
             features.append(
                 InvertedResidual(
@@ -174,7 +175,7 @@ class MobilenetV2(nn.Module):
                     expand_ratio=6,
                 ),
             )
-            channels = make_divisible(160 * width_mult, 8)
+            channels = features[-1].out_channels
         features.append(
             InvertedResidual(
                 make_divisible(160 * width_mult, 8),

@@ -168,6 +168,7 @@ class Bneck(nn.Module):
         block.append(ConvBNAct(expanded, out=out, kernel=1, act="none", norm=norm))
         self.block = nn.Sequential(*block)
         self.use_add = stride == 1 and in_channels == out
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)

@@ -112,6 +112,7 @@ class DepthwiseSeparableConv(nn.Module):
             self.hardswish_2 = nn.Hardswish(inplace=True)
         else:
             self.hardswish_2 = None
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_dw(x)
@@ -142,22 +143,22 @@ class Mobilenetv1100(nn.Module):
         channels = 64
         for i in range(2):
             blocks_1.append(DepthwiseSeparableConv(channels, out=128, stride=2 if i == 0 else 1))
-            channels = 128
+            channels = blocks_1[-1].out_channels
         blocks.append(nn.Sequential(*blocks_1))
         blocks_2 = []
         for i in range(2):
             blocks_2.append(DepthwiseSeparableConv(channels, out=256, stride=2 if i == 0 else 1))
-            channels = 256
+            channels = blocks_2[-1].out_channels
         blocks.append(nn.Sequential(*blocks_2))
         blocks_3 = []
         for i in range(6):
             blocks_3.append(DepthwiseSeparableConv(channels, out=512, stride=2 if i == 0 else 1))
-            channels = 512
+            channels = blocks_3[-1].out_channels
         blocks.append(nn.Sequential(*blocks_3))
         blocks_4 = []
         for i in range(2):
             blocks_4.append(DepthwiseSeparableConv(channels, out=1024, stride=2 if i == 0 else 1))
-            channels = 1024
+            channels = blocks_4[-1].out_channels
         blocks.append(nn.Sequential(*blocks_4))
         self.blocks = nn.Sequential(*blocks)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))

@@ -69,6 +69,7 @@ class Bottleneck(nn.Module):
         else:
             self.downsample = None
         self.relu3 = nn.ReLU(inplace=True)
+        self.out_channels = planes * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -107,7 +108,7 @@ class Resnet101(nn.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(Bottleneck(channels, planes=64, base_width=width_per_group))
-            channels = 256
+            channels = layer1[-1].out_channels
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
         for i in range(layers[1]):
@@ -119,7 +120,7 @@ class Resnet101(nn.Module):
                     base_width=width_per_group,
                 ),
             )
-            channels = 512
+            channels = layer2[-1].out_channels
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
@@ -131,7 +132,7 @@ class Resnet101(nn.Module):
                     base_width=width_per_group,
                 ),
             )
-            channels = 1024
+            channels = layer3[-1].out_channels
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
@@ -143,7 +144,7 @@ class Resnet101(nn.Module):
                     base_width=width_per_group,
                 ),
             )
-            channels = 2048
+            channels = layer4[-1].out_channels
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(2048, num_classes)

@@ -52,6 +52,7 @@ class BasicBlock(nn.Module):
         else:
             self.downsample = None
         self.relu2 = nn.ReLU(inplace=True)
+        self.out_channels = planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -85,17 +86,17 @@ class Resnet34(nn.Module):
         layer2 = []
         for i in range(layers[1]):
             layer2.append(BasicBlock(channels, planes=128, stride=2 if i == 0 else 1))
-            channels = 128
+            channels = layer2[-1].out_channels
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
             layer3.append(BasicBlock(channels, planes=256, stride=2 if i == 0 else 1))
-            channels = 256
+            channels = layer3[-1].out_channels
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
             layer4.append(BasicBlock(channels, planes=512, stride=2 if i == 0 else 1))
-            channels = 512
+            channels = layer4[-1].out_channels
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)

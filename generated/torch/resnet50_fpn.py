@@ -90,6 +90,7 @@ class Bottleneck(nn.Module):
         else:
             self.downsample = None
         self.relu3 = nn.ReLU(inplace=True)
+        self.out_channels = planes * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -129,22 +130,22 @@ class ResNetStages(nn.Module):
         channels = 64
         for _ in range(layers[0]):
             layer1.append(Bottleneck(channels, planes=64, norm=norm))
-            channels = 256
+            channels = layer1[-1].out_channels
         self.layer1 = nn.Sequential(*layer1)
         layer2 = []
         for i in range(layers[1]):
             layer2.append(Bottleneck(channels, planes=128, stride=2 if i == 0 else 1, norm=norm))
-            channels = 512
+            channels = layer2[-1].out_channels
         self.layer2 = nn.Sequential(*layer2)
         layer3 = []
         for i in range(layers[2]):
             layer3.append(Bottleneck(channels, planes=256, stride=2 if i == 0 else 1, norm=norm))
-            channels = 1024
+            channels = layer3[-1].out_channels
         self.layer3 = nn.Sequential(*layer3)
         layer4 = []
         for i in range(layers[3]):
             layer4.append(Bottleneck(channels, planes=512, stride=2 if i == 0 else 1, norm=norm))
-            channels = 2048
+            channels = layer4[-1].out_channels
         self.layer4 = nn.Sequential(*layer4)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

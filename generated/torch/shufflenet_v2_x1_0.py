@@ -75,6 +75,7 @@ class ShuffleV2Block(nn.Module):
             nn.ReLU(),
         )
         self.shuffle = nn.ChannelShuffle(2)
+        self.out_channels = 2 * branch
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,17 +113,17 @@ class ShufflenetV2X10(nn.Module):
         channels = widths[0]
         for i in range(repeats[0]):
             stage2.append(ShuffleV2Block(channels, out=widths[1], stride=2 if i == 0 else 1))
-            channels = 2 * (widths[1] // 2)
+            channels = stage2[-1].out_channels
         self.stage2 = nn.Sequential(*stage2)
         stage3 = []
         for i in range(repeats[1]):
             stage3.append(ShuffleV2Block(channels, out=widths[2], stride=2 if i == 0 else 1))
-            channels = 2 * (widths[2] // 2)
+            channels = stage3[-1].out_channels
         self.stage3 = nn.Sequential(*stage3)
         stage4 = []
         for i in range(repeats[2]):
             stage4.append(ShuffleV2Block(channels, out=widths[3], stride=2 if i == 0 else 1))
-            channels = 2 * (widths[3] // 2)
+            channels = stage4[-1].out_channels
         self.stage4 = nn.Sequential(*stage4)
         self.conv5 = nn.Sequential(
             nn.Conv2d(2 * (widths[3] // 2), widths[4], kernel_size=1, bias=False),

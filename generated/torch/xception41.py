@@ -170,6 +170,7 @@ class XceptionModule(nn.Module):
             start_with_relu=start_with_relu,
         )
         self.use_add = skip
+        self.out_channels = out[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.shortcut(x) if self.shortcut is not None else x

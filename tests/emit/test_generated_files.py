@@ -4,6 +4,7 @@ that exercises the language."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shlex
@@ -204,6 +205,65 @@ def test_ir_names_are_the_state_dict_keys(spec: Path) -> None:
     with torch.device("meta"):
         module = load_generated(GENERATED / "torch" / f"{spec.stem}.py").create_model()
     assert declared == {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+
+def _loop_widths(path: Path) -> list[str]:
+    """The source of every `channels = …` that ends a loop appending a block of the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    blocks = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    widths = []
+    for loop in ast.walk(tree):
+        if not isinstance(loop, ast.For):
+            continue
+        built = {
+            call.args[0].func.id
+            for call in ast.walk(loop)
+            if isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "append"
+            and isinstance(call.args[0], ast.Call)
+            and isinstance(call.args[0].func, ast.Name)
+        }
+        last = loop.body[-1]
+        assigns_width = isinstance(last, ast.Assign) and ast.unparse(last.targets[0]) == "channels"
+        if built & blocks and assigns_width:
+            widths.append(ast.unparse(last.value))
+    return widths
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stage_loops_read_widths_from_their_blocks(backend: str) -> None:
+    """A stage loop carries `channels` on from the block it built, not from a width worked
+    out at build time (`channels = 256`)."""
+    widths = [width for path in (GENERATED / backend).glob("*.py") for width in _loop_widths(path)]
+    assert len(widths) >= 30  # the zoo's ResNets, MobileNets, ShuffleNet…
+    assert all(re.fullmatch(r"\w+\[-1\]\.out_channels", width) for width in widths), widths
+
+
+@pytest.mark.parametrize("model", ["resnet18", "shufflenet_v2_x1_0", "mobilenet_v2"])
+def test_a_blocks_out_channels_is_its_outputs_width(model: str) -> None:
+    """Each generated block's `out_channels` equals the width a forward gives it."""
+    torch = pytest.importorskip("torch")
+    network = load_generated(GENERATED / "torch" / f"{model}.py").create_model().eval()
+    blocks = [
+        module
+        for module in network.modules()
+        if type(module).__module__ == type(network).__module__ and module is not network
+    ]
+    seen: list[tuple[int, int]] = []
+    hooks = [
+        block.register_forward_hook(
+            lambda block, _, output: seen.append((block.out_channels, output.shape[1]))
+        )
+        for block in blocks
+        if hasattr(block, "out_channels")
+    ]
+    with torch.no_grad():
+        network(torch.randn(1, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) >= 8
+    assert all(reported == measured for reported, measured in seen), seen
 
 
 def test_an_op_param_set_from_the_command_line_picks_the_module(tmp_path: Path) -> None:
