@@ -150,6 +150,23 @@ for word in ("__init__", "__main__", "print", "1net", "my-net", "[net]"):
         f"archc: 1\nname: ⟨{word}\ninput: [3, 16, 16]\nbody:\n  r: relu\n",
         "name",
     )
+for word in ("batch_norm", "frozen", "stochastic_depth"):  # the class a helper already is
+    case(
+        f"model named {word}",
+        f"archc: 1\nname: ⟨{word}\ninput: [3, 16, 16]\nbody:\n  r: relu\n",
+        "a name the generated file already defines",
+    )
+case(
+    "frozen item of a sequence",
+    body("s: [{op: relu, frozen: ⟨true}]"),
+    "items of a sequence cannot be frozen one by one",
+)
+case("frozen given a number", body("c: {op: conv2d, out: 4, kernel: 1, frozen: ⟨3}"), "frozen")
+case(
+    "frozen by the loop variable",
+    body("c: {op: conv2d, out: 4, kernel: 1, repeat: 2, frozen: ⟨i < 1}"),
+    "i",
+)
 case("names template giving a dot", body('r: {op: relu, repeat: 1, names: "⟨a.b"}'), "module name")
 case(
     "names template that collides",

@@ -336,13 +336,13 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
             if child.kind == "branches"
             else f"{backend.sequential}(*{listed})"
         )
-        lines += _set(child.name, built, depth)
+        lines += _set(child.name, _frozen(built, child), depth)
     elif (inline := _inline(child, backend)) is not None:
         # Inline code: only its parameters and its condition need keeping.
         lines = [
             line
             for suffix, value in inline.parameters
-            for line in _set(child.name + suffix, value, depth)
+            for line in _set(child.name + suffix, _frozen(value, child), depth)
         ]
         if child.condition is None:
             return lines
@@ -350,7 +350,7 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
         switch = _set(use, source(child.condition), 2)
         return [*switch, f"{BODY}if {attribute('self', use)}:", *lines] if lines else switch
     else:
-        lines = _set(child.name, _expression(child, backend), depth)
+        lines = _set(child.name, _frozen(_expression(child, backend), child), depth)
     if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
         condition = f"{BODY}if {source(child.condition)}:"
         lines = [condition, *lines, f"{BODY}else:", *_set(child.name, "None", 3)]
@@ -362,6 +362,14 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
             child.spec.location,
         )
     return lines
+
+
+def _frozen(value: str | Call, child: ModuleNode) -> str | Call:
+    """A child's constructor expression, its parameters frozen as its `frozen:` says (by a
+    helper of each backend: torch's requires_grad_(False), flax's state variables)."""
+    if child.frozen is None:
+        return value
+    return Call("freeze_params", [value] if child.frozen is True else [value, source(child.frozen)])
 
 
 SUM = "{0} + "
@@ -504,6 +512,8 @@ def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
     count kept for the call method."""
     (item,) = loop.children
     expression = _expression(item, backend)
+    if expression is not None:
+        expression = _frozen(expression, loop)
     if expression is None:
         raise SpecError(
             f"'{loop.name}': names: needs a module (a block or an op with a module form)",

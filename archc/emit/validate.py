@@ -68,6 +68,7 @@ class _Tensor(_Anything):
 class _Parameter(_Anything):
     def __init__(self, tensor: Any = None, **kwargs: Any) -> None:
         self.shape = getattr(tensor, "shape", None)
+        self.frozen = False
 
 
 class _Module:
@@ -79,6 +80,7 @@ class _Module:
         object.__setattr__(module, "made_as", (cls.__name__, args, kwargs))
         object.__setattr__(module, "children", {})
         object.__setattr__(module, "tensors", {})
+        object.__setattr__(module, "frozen", False)
         return module
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -192,7 +194,14 @@ def build_model(source: str, model: str, *args: Any) -> _Module:
         "__name__": "generated",
     }
     exec(compile(source, f"<generated {model}>", "exec"), namespace)
+    namespace["freeze_params"] = _freeze_params  # what each backend's helper does, recorded
     return namespace["create_model"](*args)
+
+
+def _freeze_params(module: Any, when: Any = True) -> Any:
+    if when:
+        object.__setattr__(module, "frozen", True)
+    return module
 
 
 def validate_torch(source: str, graph: Graph, classes: list[BlockClass]) -> None:
@@ -214,24 +223,31 @@ def _validate(
     except Exception as error:
         raise InternalError("emit", f"building the generated model failed: {error!r}") from None
     for node in graph.nodes.values():
-        _check_node(root, node, [graph.type_of(name) for name in node.inputs], lowering)
+        inputs = [graph.type_of(name) for name in node.inputs]
+        _check_node(root, node, inputs, lowering, graph.frozen)
     paths = [name.split(".") for name in graph.nodes]
     holders = {".".join(parts[:end]) for parts in paths for end in range(1, len(parts) + 1)}
     _check_no_extra_modules(root, "", holders, names)
 
 
-def _check_node(root: _Module, node: Node, inputs: list[TensorType], lowering: Any) -> None:
+def _check_node(
+    root: _Module, node: Node, inputs: list[TensorType], lowering: Any, frozen_nodes: set[str]
+) -> None:
     lowered = lowering(node.op)(node.attrs, inputs)
     *parents, name = node.name.split(".")
     owner = _at(root, parents, node)
+    frozen = _frozen_on(root, parents)
     if isinstance(lowered, InlineCall):
         for suffix, _ in lowered.parameters:
             if name + suffix not in owner.tensors:
                 _mismatch(node, f"no parameter {name + suffix} on its module")
+            _check_frozen(node, frozen or owner.tensors[name + suffix].frozen, frozen_nodes)
         return
     module = owner.children.get(name)
     if module is None:
         _mismatch(node, "the generated model has no module there")
+    if node.op.parameters(node.attrs, inputs):
+        _check_frozen(node, frozen or module.frozen, frozen_nodes)
     made = module.made_as
     want = (lowered.constructor.rpartition(".")[2], _plain(lowered.args))
     got = (made[0], _plain(made[1]))
@@ -281,6 +297,23 @@ def _check_no_extra_modules(
             raise InternalError("emit", f"translation validation: {problem}")
         if child.made_as[0] in classes or isinstance(child, _Sequential | _ModuleList):
             _check_no_extra_modules(child, full + ".", holders, classes)
+
+
+def _frozen_on(root: _Module, path: list[str]) -> bool:
+    """Whether a module on the way down to `path` (the last included) was frozen."""
+    module = root
+    for part in path:
+        if module.frozen:
+            return True
+        module = module.children[part]
+    return module.frozen
+
+
+def _check_frozen(node: Node, frozen: bool, frozen_nodes: set[str]) -> None:
+    wanted = node.name in frozen_nodes
+    if frozen != wanted:
+        state = "frozen" if frozen else "trained"
+        _mismatch(node, f"its parameters are {state}, the IR says {'not ' * frozen}frozen")
 
 
 def _at(root: _Module, path: list[str], node: Node) -> _Module:

@@ -83,6 +83,8 @@ class Graph:
     """What the model returns, output name → value: `{"": value}` for one unnamed output;
     named ones (the spec's `outputs:`) come back as a dict, as torchvision's detection and
     segmentation models return them."""
+    frozen: set[str] = field(default_factory=set)
+    """The nodes whose parameters are not trained (the spec's `frozen:`)."""
 
     def add(self, node: Node) -> None:
         self.nodes[node.name] = node

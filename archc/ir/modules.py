@@ -46,6 +46,8 @@ class ModuleNode:
     names: str | None = None
     """A named loop's attribute names as an f-string (`f"denselayer{i + 1}"`); its copies are
     attributes of the class rather than items of a sequence."""
+    frozen: Any = None
+    """True, or a symbolic condition: the module's parameters are not trained."""
     in_place: bool = False
     """The op may overwrite its first input (`ReLU(inplace=True)`, `out += skip`): set by
     `archc.passes.in_place` where nothing else reads that tensor."""

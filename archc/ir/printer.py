@@ -16,7 +16,10 @@ def format_node(node: Node) -> str:
 def format_graph(graph: Graph) -> str:
     header = ", ".join(f"%{name} : {kind}" for name, kind in graph.inputs.items())
     lines = [f"graph {graph.name}({header}):"]
-    lines += [f"  {format_node(node)}" for node in graph.nodes.values()]
+    lines += [
+        f"  {format_node(node)}{'  # frozen' * (node.name in graph.frozen)}"
+        for node in graph.nodes.values()
+    ]
     returned = ", ".join(
         f"{name}: %{value}" if name else f"%{value}" for name, value in graph.outputs.items()
     )

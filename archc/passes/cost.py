@@ -26,6 +26,8 @@ class Cost:
     macs: int = 0
     activations: int = 0
     """Output elements per sample."""
+    trainable: int = 0
+    """The params that training updates: all but those of `frozen:` nodes."""
 
     @property
     def flops(self) -> int:
@@ -37,6 +39,7 @@ class Cost:
             self.buffers + other.buffers,
             self.macs + other.macs,
             self.activations + other.activations,
+            self.trainable + other.trainable,
         )
 
 
@@ -123,11 +126,13 @@ def count_costs(graph: Graph) -> CostReport:
         inputs = [graph.type_of(name) for name in node.inputs]
         params = node.op.parameters(node.attrs, inputs)
         buffers = node.op.buffers(node.attrs, inputs).values()
+        count = sum(math.prod(concrete(shape)) for shape in params.values())
         cost = Cost(
-            params=sum(math.prod(concrete(shape)) for shape in params.values()),
+            params=count,
             buffers=sum(math.prod(concrete(shape)) for shape in buffers),
             macs=node.op.macs(node.attrs, inputs, node.type),
             activations=node.type.numel_per_sample(),
+            trainable=0 if node.name in graph.frozen else count,
         )
         kinds = node.op.macs_by_kind(node.attrs, inputs, node.type)
         weight = params.get("weight")

@@ -3,10 +3,10 @@ graph together, and what a training checkpoint needs to load into the result."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archc.ir.graph import Graph
-from archc.ir.modules import BlockClass
+from archc.ir.modules import BlockClass, ModuleNode
 from archc.passes.cost import CostReport, count_costs
 from archc.passes.fold_norms import NormFold, fold_norms
 from archc.passes.fuse_parallel import fuse_parallel
@@ -28,8 +28,14 @@ class InferenceExport:
 
 
 def inference_export(program: Program) -> InferenceExport:
+    """The rewritten model; nothing in it is frozen (the graphs the passes make say so too),
+    since it is never trained."""
     graph = program.graph
-    folded = fold_norms(block_classes(program), graph)
+    classes = [
+        replace(block_class, children=_unfrozen(block_class.children))
+        for block_class in block_classes(program)
+    ]
+    folded = fold_norms(classes, graph)
     fused = fuse_parallel(folded.classes, folded.graph, program.modules, folded.renumber)
     final = {old: fused.names[new] for old, new in folded.names.items() if new in fused.names}
     renamed = {old: new for old, new in final.items() if old != new and graph.holds_state(old)}
@@ -37,3 +43,7 @@ def inference_export(program: Program) -> InferenceExport:
     joined = [(name, [before_folding[part] for part in parts]) for name, parts in fused.parts]
     costs = count_costs(fused.graph)
     return InferenceExport(fused.classes, fused.graph, costs, folded.folds, joined, renamed)
+
+
+def _unfrozen(children: list[ModuleNode]) -> list[ModuleNode]:
+    return [replace(child, frozen=None, children=_unfrozen(child.children)) for child in children]

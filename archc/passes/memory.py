@@ -1,14 +1,13 @@
 """Memory pass: what training a model holds at its peak, estimated from the IR.
 
 The peak of a training step is the end of its forward: the parameters and buffers, a gradient
-per trainable parameter and the optimizer's state (both from the step before), and every
-activation autograd keeps for backward. Each op declares what it keeps (`Op.saved`: inputs, its
-output, tensors of its own), unless no gradient flows through it (ops on the input before the
-first parameter); a value kept by several ops counts once, and a view (a slice, a
-permutation: `Op.returns_view`) keeps the whole of the memory it views. The declarations follow
-PyTorch's CPU kernels. Parameters are fp32 (as
-under autocast), buffers fp32 or int64 (`Op.wide_buffers`); activations are in the dtype asked
-for.
+per trainable parameter (not a `frozen:` one) and the optimizer's state (both from the step
+before), and every activation autograd keeps for backward. Each op declares what it keeps
+(`Op.saved`: inputs, its output, tensors of its own), unless no gradient flows through it (ops
+before the first trained parameter); a value kept by several ops counts once, and a view (a
+slice, a permutation: `Op.returns_view`) keeps the whole of the memory it views. The
+declarations follow PyTorch's CPU kernels. Parameters are fp32 (as under autocast), buffers
+fp32 or int64 (`Op.wide_buffers`); activations are in the dtype asked for.
 """
 
 from __future__ import annotations
@@ -50,14 +49,15 @@ def training_memory(
 ) -> Memory:
     """The estimate for a batch of `batch` in `dtype`, trained with `optimizer`."""
     params = costs.total.params * PARAM_BYTES
+    trainable = costs.total.trainable * PARAM_BYTES  # frozen ones have no gradient or state
     return Memory(
         batch=batch,
         dtype=dtype,
         optimizer=optimizer,
         params=params,
         buffers=_buffer_bytes(graph),
-        gradients=params,
-        optimizer_state=OPTIMIZER_STATES[optimizer] * params,
+        gradients=trainable,
+        optimizer_state=OPTIMIZER_STATES[optimizer] * trainable,
         activations=_kept_bytes(graph, DTYPE_BYTES[dtype]) * batch,
     )
 
@@ -84,9 +84,9 @@ def _kept_bytes(graph: Graph, width: int) -> int:
         in_order = base[first] == first  # not a view of other memory: a reshape views it
         viewed = node.op.returns_view or (node.op.reshapes and in_order)
         base[node.name] = base[first] if viewed else node.name
-        trained = bool(node.op.parameters(node.attrs, inputs))
+        trained = bool(node.op.parameters(node.attrs, inputs)) and node.name not in graph.frozen
         graded[node.name] = trained or any(graded[name] for name in node.inputs)
-        if not graded[node.name]:  # autograd records nothing before the first parameter
+        if not graded[node.name]:  # autograd records nothing before the first trained one
             continue
         saved = node.op.saved(node.attrs, inputs, node.type)
         kept.update(base[node.inputs[index]] for index in saved.inputs)

@@ -13,7 +13,7 @@ from archc.render import html_table
 
 MIB = 2**20
 
-COLUMNS = ("params", "buffers", "macs", "flops", "activations")
+COLUMNS = ("params", "trainable", "buffers", "macs", "flops", "activations")
 
 
 def input_label(report: CostReport) -> str:
@@ -100,34 +100,59 @@ def _block_rows(report: CostReport, depth: int) -> list[tuple[str, ...]]:
         _table_row("  " * block.count(".") + block, report.output_of(block), cost, total)
         for block, cost in report.by_module(depth).items()
     ]
-    return [*rows, _table_row("total", "", total, total)]
+    rows.append(_table_row("total", "", total, total))
+    return _with_trainable(report, BLOCK_HEADER, rows, [*report.by_module(depth).values(), total])
+
+
+def _with_trainable(
+    report: CostReport, header: tuple[str, ...], rows: list[tuple[str, ...]], costs: list[Cost]
+) -> list[tuple[str, ...]]:
+    """The header and rows with a `trainable` column after `params` (yes, no, partly), where
+    some params are frozen; as they are where none is."""
+    if report.total.trainable == report.total.params:
+        return [header, *rows]
+    at = header.index("params") + 1
+    flags = ["trainable", *map(_trainable, costs)]
+    return [(*row[:at], flag, *row[at:]) for row, flag in zip([header, *rows], flags)]
+
+
+def _trainable_line(total: Cost) -> list[str]:
+    """Trainable and frozen params, as torchinfo's footer says them, where some are frozen."""
+    if total.trainable == total.params:
+        return []
+    return [f"trainable params {total.trainable:,}; frozen {total.params - total.trainable:,}"]
+
+
+def _trainable(cost: Cost) -> str:
+    if not cost.params:
+        return ""
+    return {cost.params: "yes", 0: "no"}.get(cost.trainable, "partly")
 
 
 def stats_table(name: str, report: CostReport, memory: Memory | None = None, depth: int = 1) -> str:
     """Costs per module of the model down to `depth` levels (and the training-memory
     estimate)."""
-    *rows, totals = _block_rows(report, depth)
-    table = _table(name, report, BLOCK_HEADER, rows, totals, left_columns=2)
+    header, *rows, totals = _block_rows(report, depth)
+    table = _table(name, report, header, rows, totals, left_columns=2)
     return table + (memory_line(memory) + "\n" if memory else "")
 
 
 def stats_html(name: str, report: CostReport, depth: int = 1, per_layer: bool = False) -> str:
     """The table as HTML (a notebook shows a model so), the totals in its footer."""
     caption = f"{name} at input {input_label(report)} (batch 1); {TIER_NOTE}"
-    if per_layer:
-        header, rows, totals = _layer_rows(report)
-        return html_table(header, [*rows, totals], caption, 1)
-    return html_table(BLOCK_HEADER, _block_rows(report, depth), caption, 1)
+    header, *rows = _layer_rows(report) if per_layer else _block_rows(report, depth)
+    return html_table(header, rows, caption, 1)
 
 
 def stats_per_layer(name: str, report: CostReport, memory: Memory | None = None) -> str:
     """Costs per primitive op, as torchinfo lists layers, with each one's share of the MACs."""
-    header, rows, totals = _layer_rows(report)
+    header, *rows, totals = _layer_rows(report)
     table = _table(name, report, header, rows, totals, left_columns=5)
     return table + (memory_line(memory) + "\n" if memory else "")
 
 
-def _layer_rows(report: CostReport) -> tuple[tuple[str, ...], list[tuple[str, ...]], tuple]:
+def _layer_rows(report: CostReport) -> list[tuple[str, ...]]:
+    """The header, a row per primitive op, the totals."""
     header = ("layer", "op", "input", "output", "kernel", "params", "MACs", "MACs %")
     total = report.total
     rows = [
@@ -144,7 +169,8 @@ def _layer_rows(report: CostReport) -> tuple[tuple[str, ...], list[tuple[str, ..
         for node in report.nodes
     ]
     totals = ("total", "", "", "", "", f"{total.params:,}", f"{total.macs:,}", _share(total, total))
-    return header, rows, totals
+    costs = [*(node.cost for node in report.nodes), total]
+    return _with_trainable(report, header, [*rows, totals], costs)
 
 
 def _kernel(node: NodeCost) -> str:
@@ -179,6 +205,7 @@ def _table(
         *map(line, rows),
         rule,
         line(totals),
+        *_trainable_line(total),
         f"MACs {total.macs:,}; FLOPs = 2 x MACs = {total.flops:,}",
         *_kind_lines(report),
         f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed",

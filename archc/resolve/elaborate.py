@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any, NamedTuple
 
 from archc.boundary import local_name
@@ -215,12 +216,31 @@ class Elaborator:
             )
 
     def node(self, site: Site) -> tuple[list[ModuleNode], Bound]:
-        """A body node's modules: none when switched off (the identity), one when single, a
-        sequence or a loop; the copies themselves when a repeat names them (`names:`), since
-        they are attributes of the enclosing block (`features.denseblock1.denselayer1`)."""
+        """A body node's modules (none when switched off: the identity), marked frozen as
+        it says, and its value."""
         condition = self.condition(site)
         if condition is False:
             return [], site.bounds[0]
+        made_before = len(self.graph.nodes) if self.graph is not None else 0
+        modules, bound = self.present_node(site, condition)
+        frozen = self.frozen(site)
+        if frozen is True and self.graph is not None:
+            self.graph.frozen.update(islice(self.graph.nodes, made_before, None))
+        for module in modules if frozen is not None else ():
+            module.frozen = frozen
+        return modules, bound
+
+    def frozen(self, site: Site) -> Any:
+        """None without `frozen:` or when it is false, else True or the (symbolic) condition."""
+        if site.node.frozen is None:
+            return None
+        frozen = evaluate_checked(site.node.frozen, site.env, "bool", "frozen")
+        return frozen if is_symbolic(frozen) else (True if frozen else None)
+
+    def present_node(self, site: Site, condition: Any) -> tuple[list[ModuleNode], Bound]:
+        """One module when single, a sequence or a loop; the copies themselves when a repeat
+        names them (`names:`), since they are attributes of the enclosing block
+        (`features.denseblock1.denselayer1`)."""
         if site.node.repeat is None:
             module, bound = self.unrepeated(site)
             if isinstance(bound, list):

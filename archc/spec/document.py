@@ -47,7 +47,7 @@ DOCUMENT_KEYS = {
 }
 MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs")
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outputs")
-NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names")
+NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names", "frozen")
 SEQUENCE_REFERENCES = ("previous", "input")
 """What an item of a sequence may read with `from:`: the item before, the sequence's input."""
 EXPECT_KEYS = ("params", "buffers", "macs")
@@ -90,6 +90,9 @@ class NodeSpec:
     repeat: Value | None = None
     names: Value | None = None
     """With `repeat:` in a body, the copies' names: a template such as `denselayer{i + 1}`."""
+    frozen: Value | None = None
+    """A bool: the node's parameters (all of them, through every block inside) are not
+    trained (torch's `requires_grad_(False)`)."""
 
 
 @dataclass
@@ -152,6 +155,13 @@ def load_model(path: Path, text: str | None = None) -> ModelSpec:
                 f"missing required key '{key}' ({DOCUMENT_KEYS[key]})", document.location
             )
     name = check_name(document["name"], document.value_at("name"), "name", MODEL_RESERVED)
+    if model_class_name(name) in CLASS_RESERVED:
+        raise SpecError(
+            f"the model's class would be {model_class_name(name)}, a name the generated file "
+            "already defines or imports",
+            document.value_at("name"),
+            "rename the model",
+        )
     if model_class_name(name) in blocks:
         raise SpecError(
             f"the model's class {model_class_name(name)} would be block "
@@ -499,7 +509,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
     sources = _parse_sources(entry) if "from" in entry else None
     optional = {
         key: Value(entry[key], entry.value_at(key))
-        for key in ("when", "repeat", "names")
+        for key in ("when", "repeat", "names", "frozen")
         if key in entry
     }
     if "names" in optional and ("repeat" not in optional or items is not None):
@@ -523,6 +533,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         when=optional.get("when"),
         repeat=optional.get("repeat"),
         names=optional.get("names"),
+        frozen=optional.get("frozen"),
     )
 
 
@@ -557,6 +568,12 @@ def _parse_sequence(
             )
         if item.parallel:
             raise SpecError("branches must be a named node of a body, not an item", item.location)
+        if item.frozen is not None:
+            raise SpecError(
+                f"items of {what} cannot be frozen one by one",
+                item.frozen.location,
+                f"freeze the whole node '{name}', or make the item a node of a body",
+            )
         for source in item.sources or []:
             if parallel or source.raw not in SEQUENCE_REFERENCES:
                 raise SpecError(

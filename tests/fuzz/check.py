@@ -81,6 +81,8 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     flax_module = load_generated(build(spec, "flax", out))
 
     model = torch_module.create_model()
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    expect("trainable params (requires_grad)", trained, total.trainable)
     randomize_batch_norm(model)
     model.eval()
     commented = _shape_comments(torch_module.__file__)
@@ -119,6 +121,8 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
         array = array.transpose(0, 2, 3, 1)
     want = in_flax_layout(result)
     flax_model = flax_module.create_model(nnx.Rngs(0))
+    flax_params = nnx.to_flat_state(nnx.state(flax_model, nnx.Param))
+    expect("trainable params (nnx.Param)", sum(value.size for _, value in flax_params), trained)
     flax_module.load_torch_state_dict(flax_model, weights)
     flax_model.eval()
     _expect_close("flax output", _flax_output(flax_model, array), want)

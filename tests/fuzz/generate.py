@@ -1,7 +1,7 @@
 """A generator of random valid specs (nnsmith-style): a trunk of ops over an image, then tokens
 or a vector, with model params in expressions, blocks with params (residual, strided with a
 conditional projection, parallel branches, numbered sequences), `repeat` with the loop
-index, `when`, `names`, `branches`, `seq` and several outputs.
+index, `when`, `frozen`, `names`, `branches`, `seq` and several outputs.
 
 It tracks shapes with its own rules (PyTorch's output-size formulas), so that what it writes
 is valid; archc's checker and the frameworks are then held to each other.
@@ -38,6 +38,9 @@ class Spec:
         return f"{self.rng.choice([prefix, prefix, 'class', 'def'])}{joint}{self.count}"
 
     def add(self, text: str, value: Value) -> None:
+        """A node of the model's body; now and then frozen, for good or by the param `flag`."""
+        if text.startswith("{") and self.rng.random() < 0.1:
+            text = f"{text[:-1]}, frozen: {self.rng.choice(['true', 'flag', 'not flag'])}}}"
         self.lines.append(f"  {value.name}: {text}")
         self.values.append(value)
 

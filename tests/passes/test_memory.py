@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +19,15 @@ OPTIMIZERS = {
 }
 
 
-def measured_peak(name: str, batch: int, size: int, optimizer: str) -> dict[str, int]:
+def measured_peak(
+    name: str, batch: int, size: int, optimizer: str, folder: Path = GENERATED
+) -> dict[str, int]:
     """Bytes held at the end of a training forward, after one whole step (so gradients and
     the optimizer's state exist): parameters, buffers, gradients, optimizer state, and every
     distinct storage autograd saved for backward (a saved-tensor hook count)."""
-    model = load_generated(GENERATED / "torch" / f"{name}.py").create_model().train()
-    step = OPTIMIZERS[optimizer](model.parameters())
+    model = load_generated(folder / "torch" / f"{name}.py").create_model().train()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    step = OPTIMIZERS[optimizer](trained)
     example = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     model(example).sum().backward()
     step.step()
@@ -42,7 +46,7 @@ def measured_peak(name: str, batch: int, size: int, optimizer: str) -> dict[str,
     return {
         "params": sum(p.nbytes for p in model.parameters()),
         "buffers": sum(b.nbytes for b in model.buffers()),
-        "gradients": sum(p.grad.nbytes for p in model.parameters()),
+        "gradients": sum(p.grad.nbytes for p in trained),
         "optimizer_state": sum(t.nbytes for t in state if torch.is_tensor(t) and t.ndim),
         "activations": sum(saved.values()),
     }
@@ -78,3 +82,19 @@ def test_half_precision_halves_the_activations_only() -> None:
     assert (half.params, half.gradients) == (full.params, full.gradients)
     with pytest.raises(archc.ArchcError, match="expected a batch of at least 1"):
         model.memory(batch=0)
+
+
+def test_frozen_parameters_have_no_gradient_or_state(tmp_path: Path) -> None:
+    """Frozen params (`frozen:`) hold no gradient or optimizer state, and autograd keeps
+    nothing before the first trained one: the estimate follows torch exactly there."""
+    spec = "tests/specs/frozen.yaml"
+    assert run_archc("build", spec, "-o", str(tmp_path)).returncode == 0
+    result = run_archc("stats", spec, "--batch", "4", "--format", "json", "--optimizer", "adam")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    estimate = document["memory"]
+    measured = measured_peak("frozen_parts", 4, 16, "adam", tmp_path)
+    assert 0 < document["trainable"] < document["params"]
+    for part in ("params", "buffers", "gradients", "optimizer_state"):
+        assert estimate[part] == measured[part], part
+    assert abs(estimate["activations"] / measured["activations"] - 1) < 0.01

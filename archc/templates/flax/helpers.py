@@ -59,6 +59,26 @@ class BatchNorm(nnx.Module):
         return y.astype(dtype)
 
 
+class Frozen(nnx.BatchStat):
+    """A parameter the spec freezes (`frozen:`): state, as FrozenBatchNorm's weight is, so
+    that optimizers and gradients over nnx.Param leave it, as torch leaves a parameter
+    that does not require grad."""
+
+
+def freeze_params(module: Any, when: bool = True) -> Any:
+    """The module (or a parameter), its parameters made Frozen where `when` holds."""
+    if not when:
+        return module
+    if isinstance(module, nnx.Param):
+        return Frozen(module.get_value())
+    for _, node in list(nnx.iter_graph(module)):
+        if isinstance(node, nnx.Module):
+            for name, value in list(vars(node).items()):
+                if isinstance(value, nnx.Param):
+                    setattr(node, name, Frozen(value.get_value()))
+    return module
+
+
 class FrozenBatchNorm(nnx.Module):
     """BatchNorm with fixed statistics and affine terms, all state rather than parameters, as
     torchvision's FrozenBatchNorm2d (its detection backbones); channels last."""

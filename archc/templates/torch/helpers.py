@@ -24,6 +24,12 @@ def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
+def freeze_params(module: Any, when: bool = True) -> Any:
+    """The module (or a parameter), its parameters not trained where `when` holds (the
+    spec's `frozen:`); never unfrozen, so a block keeps what its own body froze."""
+    return module.requires_grad_(False) if when else module
+
+
 class StochasticDepth(nn.Module):
     """Drops a sample's whole residual branch with probability `p` in training and scales the
     survivors by 1 / (1 - p), as torchvision's `StochasticDepth(p, "row")`; the identity in eval.
