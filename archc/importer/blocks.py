@@ -13,12 +13,13 @@ so (`out * 4`). Other structures of a class get definitions of their own (`Conv2
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from archc.boundary import PARAM_RESERVED
 from archc.importer.items import Instance, Item, Node, Op, Seq
+from archc.importer.library import defaults_of, library_args, library_blocks
 
 
 @dataclass
@@ -27,6 +28,10 @@ class Call:
 
     block: str
     args: dict[str, Any]
+    library: str | None = None
+    """The shipped library the block is from (`archc:resnet`); None: a definition here."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """A library block's param defaults, which the spec need not write."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,24 @@ class Definition:
     """`in_channels + k` where every instance adds k channels (measured), else None."""
 
 
+@dataclass
+class Blocks:
+    definitions: list[Definition]
+    """Leaves first."""
+    body: list[Node]
+    """The model's own."""
+    imports: list[str]
+    """The shipped libraries it calls blocks of."""
+    called: set[str]
+    """The library blocks it calls."""
+
+
 def block_definitions(
-    root: Instance, widths: dict[str, tuple[int, int]]
-) -> tuple[list[Definition], list[Node]]:
-    """The definitions the model's blocks need (leaves first) and the model's own body;
-    `widths` are each module's input and output channels, by path, where measured."""
+    root: Instance, widths: dict[str, tuple[int, int]], allowed: Collection[str] = ()
+) -> Blocks:
+    """The blocks of the model; `widths` are each module's input and output channels, by
+    path, where measured. A class that a shipped block of its name among `allowed` builds
+    is called as that block rather than defined."""
     instances = list(_post_order(root))
     heights: dict[int, int] = {}
     for instance in instances:  # children first
@@ -69,17 +87,103 @@ def block_definitions(
         groups.setdefault(shapes[id(instance)], []).append(instance)
     calls: dict[int, Call] = {}
     definitions: list[Definition] = []
+    imports: list[str] = []
     names = Counter[str]()
     for members in groups.values():
         if members[0] is root:
-            return definitions, _resolved(root.body, {}, calls)
+            body = _resolved(root.body, {}, calls)
+            definitions = _used(definitions, body)
+            _rename_apart(definitions, body, imports)
+            everywhere = [*body, *(node for definition in definitions for node in definition.body)]
+            called = {call.block for call in _calls(everywhere) if call.library is not None}
+            return Blocks(definitions, body, imports, called)
         kind = members[0].kind
+        found = _library_calls(members, widths, calls, allowed)
+        if found is not None:
+            imports += [found] if found not in imports else []
+            continue
         names[kind] += 1
         name = kind if names[kind] == 1 else f"{kind}{names[kind]}"
         definition = _definition(name, members, calls)
         definition.output_channels = _output_channels(members, widths)
         definitions.append(definition)
     raise AssertionError("the model is its own group")
+
+
+def _library_calls(
+    members: list[Instance],
+    widths: dict[str, tuple[int, int]],
+    calls: dict[int, Call],
+    allowed: Collection[str],
+) -> str | None:
+    """The library whose block of the members' class builds each of them, their calls set
+    to it; None where none does."""
+    if members[0].kind not in allowed:
+        return None
+    for candidate in library_blocks().get(members[0].kind, []):
+        found = [library_args(candidate, member, widths) for member in members]
+        if all(args is not None for args in found):
+            standard = defaults_of(candidate.block)
+            given = [key for key in candidate.block.params if any(key in args for args in found)]
+            for member, args in zip(members, found):  # by all, if by one: to be compared
+                filled = {key: args[key] if key in args else standard[key] for key in given}
+                calls[id(member)] = Call(candidate.block.name, filled, candidate.library, standard)
+            return candidate.library
+    return None
+
+
+def _rename_apart(definitions: list[Definition], body: list[Node], imports: list[str]) -> None:
+    """Definitions named as a block of an imported library (an `Inception` of its own beside
+    archc:inception's) take a number, and the calls to them with them."""
+    imported = {
+        name
+        for name, found in library_blocks().items()
+        if any(block.library in imports for block in found)
+    }
+    taken = imported | {definition.name for definition in definitions}
+    renamed: dict[str, str] = {}
+    for definition in definitions:
+        if definition.name in imported:
+            number = 2
+            while f"{definition.name}{number}" in taken:
+                number += 1
+            renamed[definition.name] = definition.name = f"{definition.name}{number}"
+            taken.add(definition.name)
+    for call in _calls([*body, *(node for definition in definitions for node in definition.body)]):
+        if call.library is None:
+            call.block = renamed.get(call.block, call.block)
+
+
+def _used(definitions: list[Definition], body: list[Node]) -> list[Definition]:
+    """The definitions the body calls, directly or through others (one a library block
+    replaced may have left some unused)."""
+    by_name = {definition.name: definition for definition in definitions}
+    wanted: set[str] = set()
+    pending = _called(body)
+    while pending:
+        name = pending.pop()
+        if name in by_name and name not in wanted:
+            wanted.add(name)
+            pending |= _called(by_name[name].body)
+    return [definition for definition in definitions if definition.name in wanted]
+
+
+def _called(body: list[Node]) -> set[str]:
+    return {call.block for call in _calls(body) if call.library is None}
+
+
+def _calls(body: list[Node]) -> Iterator[Call]:
+    """Every block call of a body, through its sequences."""
+
+    def of(item: Any) -> Iterator[Call]:
+        if isinstance(item, Call):
+            yield item
+        elif isinstance(item, Seq):
+            for child in item.items:
+                yield from of(child)
+
+    for node in body:
+        yield from of(node.item)
 
 
 def _output_channels(members: list[Instance], widths: dict[str, tuple[int, int]]) -> str | None:
@@ -315,7 +419,8 @@ def _resolved_item(item: Item, refs: dict[str, Ref], calls: dict[int, Call], pat
             ]
         )
     call = calls[id(item)]
-    return Call(call.block, {k: refs.get(f"{path}.{k}", v) for k, v in call.args.items()})
+    args = {k: refs.get(f"{path}.{k}", v) for k, v in call.args.items()}
+    return Call(call.block, args, call.library, call.defaults)
 
 
 def _shape(instance: Instance, shapes: dict[int, Any]) -> Any:

@@ -23,12 +23,18 @@ PLAIN = re.compile(r"[A-Za-z_][\w.]*")
 
 
 def spec_text(
-    name: str, origin: str, size: tuple[int, ...], definitions: list[Definition], body: list[Node]
+    name: str,
+    origin: str,
+    size: tuple[int, ...],
+    definitions: list[Definition],
+    body: list[Node],
+    imports: list[str],
 ) -> str:
     lines = [
         "archc: 1",
         f"name: {name}",
         f"doc: {name} as {origin} builds it, imported by archc import.",
+        *([f"imports: [{', '.join(imports)}]"] if imports else []),
         f"input: [{', '.join(map(str, size))}]",
     ]
     if definitions:
@@ -162,7 +168,8 @@ def _item(item: Any) -> str:
         }
         return _mapping("op", item.name, attrs)
     if isinstance(item, Call):
-        return _mapping("block", item.block, item.args)
+        args = {key: value for key, value in item.args.items() if not _default(item, key, value)}
+        return _mapping("block", item.block, args)
     return f"[{', '.join(_sequence(item.items))}]"
 
 
@@ -209,6 +216,8 @@ def _repeated(run: list[Call]) -> str:
     args = {}
     for key in run[0].args:
         values = [item.args[key] for item in run]
+        if _alike(values) and _default(run[0], key, values[0]):
+            continue
         if _alike(values):
             args[key] = values[0]
         elif isinstance(values[0], bool):
@@ -217,6 +226,13 @@ def _repeated(run: list[Call]) -> str:
             args[key] = Ref(f"{_value(values[0])} if i == 0 else {_value(values[1])}")
     fields = ", ".join(f"{key}: {_value(value)}" for key, value in args.items())
     return f"{{block: {run[0].block}, repeat: {len(run)}{', ' if fields else ''}{fields}}}"
+
+
+def _default(call: Call, key: str, value: Any) -> bool:
+    """Whether a library block's argument is its default, which a spec leaves out."""
+    return (
+        key in call.defaults and not isinstance(value, Ref) and _alike([value, call.defaults[key]])
+    )
 
 
 def _alike(values: list[Any]) -> bool:
