@@ -88,6 +88,12 @@ def block_definitions(
     calls: dict[int, Call] = {}
     definitions: list[Definition] = []
     imports: list[str] = []
+    # Where a class has a library block of its name, that library's blocks may build others.
+    libraries = {
+        block.library
+        for kind in {instance.kind for instance in instances}
+        for block in library_blocks().get(kind, [])
+    }
     names = Counter[str]()
     for members in groups.values():
         if members[0] is root:
@@ -98,7 +104,7 @@ def block_definitions(
             called = {call.block for call in _calls(everywhere) if call.library is not None}
             return Blocks(definitions, body, imports, called)
         kind = members[0].kind
-        found = _library_calls(members, widths, calls, allowed)
+        found = _library_calls(members, widths, calls, allowed, libraries)
         if found is not None:
             imports += [found] if found not in imports else []
             continue
@@ -115,12 +121,20 @@ def _library_calls(
     widths: dict[str, tuple[int, int]],
     calls: dict[int, Call],
     allowed: Collection[str],
+    libraries: set[str],
 ) -> str | None:
-    """The library whose block of the members' class builds each of them, their calls set
-    to it; None where none does."""
-    if members[0].kind not in allowed:
-        return None
-    for candidate in library_blocks().get(members[0].kind, []):
+    """The library whose block builds each of the members (one of their class's name first,
+    then any of `libraries`), their calls set to it; None where none does."""
+    named = library_blocks().get(members[0].kind, [])
+    others = [
+        block
+        for found in library_blocks().values()
+        for block in found
+        if block.library in libraries and block not in named
+    ]
+    for candidate in [*named, *others]:
+        if candidate.block.name not in allowed:
+            continue
         found = [library_args(candidate, member, widths) for member in members]
         if all(args is not None for args in found):
             standard = defaults_of(candidate.block)

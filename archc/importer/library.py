@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,28 +75,45 @@ def _solved(
     candidate: LibraryBlock, instance: Instance, widths: dict[str, tuple[int, int]]
 ) -> dict[str, Any] | None:
     """Every param of the block for this instance, as a call writes it: by the attributes of
-    its ops, and the arguments of the library blocks it calls (solved alike, inside out)."""
+    its ops, the arguments of the library blocks it calls (solved alike, inside out) and the
+    nodes it has or lacks (each `when:` true or false)."""
     block = candidate.block
-    if block.sequential or block.outputs is not None or instance.listed:
+    if block.outputs is not None or len(block.inputs) != 1 or instance.path not in widths:
         return None
-    if len(block.inputs) != 1 or instance.path not in widths:
+    if block.sequential != instance.listed:
+        return None
+    nodes = [(node.name, node.item) for node in instance.body]
+    pairs = _aligned(block, block.body, nodes, ordered=block.sequential)
+    if pairs is None:
         return None
     known: dict[str, Any] = {channel_names(block)[0]: widths[instance.path][0]}
-    equations: list[tuple[Value, Any]] = []
-    for spec, item in _paired(block.body, instance.body):
-        if spec.target in block.params and block.params[spec.target].type == "op":
-            if not isinstance(item, Op) or _settings(item):  # its own settings: not found
+    equations: list[Equation] = []
+    for spec, item in pairs:
+        if spec.when is not None:
+            equations.append(Equation(spec.when, item is not None))
+        if item is None:
+            continue
+        if _picks_op(block, spec):
+            if _settings(item):  # an op with settings of its own: not found
                 return None
             known[spec.target] = OpChoice(item.name, None)
         elif isinstance(item, Op):
+            fields = REGISTRY[item.name].Attrs.fields()
             equations += [
-                (value, item.attrs[key]) for key, value in spec.args.items() if key in item.attrs
+                Equation(value, item.attrs[key], fields[key].takes_text)
+                for key, value in spec.args.items()
+                if key in item.attrs
             ]
         elif isinstance(item, Instance):
             inner = _inner(candidate.library, spec, item, widths)
             if inner is None:
                 return None
-            equations += [(value, inner[key]) for key, value in spec.args.items() if key in inner]
+            params = inner.block.params
+            equations += [
+                Equation(value, inner.args[key], params[key].type == "str")
+                for key, value in spec.args.items()
+                if key in inner.args
+            ]
     _read_lists(block, equations, known)
     if not _solve(block, equations, known):
         return None
@@ -112,13 +128,105 @@ def _solved(
     return {**standard, **written}
 
 
+def _aligned(
+    block: BlockDef, specs: list[NodeSpec], nodes: list[tuple[str, Any]], ordered: bool
+) -> list[tuple[NodeSpec, Any]] | None:
+    """Each op or block node of the library block (through its sequences) with the
+    instance's item in its place, or None where the instance lacks a node with `when:`: in
+    a body by name (then the rest by order), in a sequence by order, where only a node with
+    `when:` may be missing. None: no such pairing."""
+    if ordered:
+        return _in_order(block, specs, [item for _, item in nodes])
+    by_name = dict(nodes)
+    pairs: list[tuple[NodeSpec, Any]] = []
+    for spec in specs:
+        if spec.name in by_name:
+            found = _pair(block, spec, by_name[spec.name])
+            if found is None:
+                return None
+            pairs += found
+    # The rest, parameterless nodes named otherwise (`relu_1`, `activation`), in order.
+    rest = [item for name, item in nodes if name not in {spec.name for spec in specs}]
+    unnamed = _in_order(block, [spec for spec in specs if spec.name not in by_name], rest)
+    return pairs + (unnamed or [])
+
+
+def _in_order(
+    block: BlockDef, specs: list[NodeSpec], items: list[Any]
+) -> list[tuple[NodeSpec, Any]] | None:
+    """A sequence's items against the library's, those with `when:` present or not, as the
+    rest of the sequence allows (a first optional 1x1 of an inverted residual)."""
+    if not specs:
+        return [] if not items else None
+    spec, rest = specs[0], specs[1:]
+    if items and (found := _pair(block, spec, items[0])) is not None:
+        tail = _in_order(block, rest, items[1:])
+        if tail is not None:
+            return [*found, *tail]
+    if spec.when is not None:
+        tail = _in_order(block, rest, items)
+        if tail is not None:
+            return [(spec, None), *tail]
+    return None
+
+
+def _pair(block: BlockDef, spec: NodeSpec, item: Any) -> list[tuple[NodeSpec, Any]] | None:
+    """The node and the item in its place, and a sequence's items likewise; None where the
+    item cannot be what the node builds."""
+    if not _fits(block, spec, item):
+        return None
+    if not isinstance(item, Seq):
+        return [(spec, item)]
+    inner = _in_order(block, spec.items, item.items)
+    return None if inner is None else [*inner, (spec, item)]
+
+
+def _fits(block: BlockDef, spec: NodeSpec, item: Any) -> bool:
+    """Whether the instance's item can be what the library's node builds."""
+    if spec.repeat is not None or spec.parallel:
+        return False
+    if isinstance(item, Seq):
+        return spec.items is not None
+    if spec.items is not None:
+        return False
+    if isinstance(item, Instance):
+        return spec.target in library_blocks()
+    return spec.target == item.name or _picks_op(block, spec)
+
+
+def _picks_op(block: BlockDef, spec: NodeSpec) -> bool:
+    param = block.params.get(spec.target)
+    return param is not None and param.type == "op"
+
+
+@dataclass(frozen=True)
+class Equation:
+    """A library expression (an attribute, an argument, a `when:`) and what the instance has
+    there."""
+
+    value: Value
+    wanted: Any
+    text: bool = False
+    """The value is text where it is not an expression (`act: relu`)."""
+
+
+@dataclass(frozen=True)
+class Solved:
+    block: BlockDef
+    args: dict[str, Any]
+
+
 def _inner(
     library: str, spec: NodeSpec, item: Instance, widths: dict[str, tuple[int, int]]
-) -> dict[str, Any] | None:
+) -> Solved | None:
     """The params of a library block that the block calls, for the instance in its place
     (whatever its class is called: `Conv2dNormActivation` for archc:mobilenet's `ConvBNAct`)."""
-    same = [found for found in library_blocks().get(spec.target, []) if found.library == library]
-    return _solved(same[0], item, widths) if same else None
+    named = library_blocks().get(spec.target, [])  # its own library's, or one it imports
+    ordered = sorted(named, key=lambda found: found.library != library)
+    if not ordered:
+        return None
+    args = _solved(ordered[0], item, widths)
+    return None if args is None else Solved(ordered[0].block, args)
 
 
 def _settings(op: Op) -> dict[str, Any]:
@@ -135,74 +243,70 @@ def defaults_of(block: BlockDef) -> dict[str, Any]:
     }
 
 
-def _paired(specs: list[NodeSpec], body: list[Any]) -> Iterator[tuple[NodeSpec, Any]]:
-    """Each op node (and item of a sequence) of the library block with the instance's item of
-    the same name (a sequence's by position)."""
-    items = {node.name: node.item for node in body}
-    for spec in specs:
-        item = items.get(spec.name)
-        if item is None:
-            continue
-        if spec.items is not None and isinstance(item, Seq) and len(spec.items) == len(item.items):
-            yield from _paired(spec.items, [_Named(str(i), x) for i, x in enumerate(item.items)])
-        elif spec.items is None:
-            yield spec, item
-
-
-@dataclass
-class _Named:
-    name: str
-    item: Any
-
-
 ELEMENT = re.compile(r"(?P<name>[A-Za-z_]\w*)\[(?P<index>\d+)\]")
 
 
-def _read_lists(block: BlockDef, equations: list[tuple[Value, Any]], known: dict[str, Any]) -> None:
+def _read_lists(block: BlockDef, equations: list[Equation], known: dict[str, Any]) -> None:
     """A list param read element by element (`out: widths[2]`), every element from the first
     to the last, is those elements."""
     elements: dict[str, dict[int, Any]] = {}
-    for value, wanted in equations:
-        read = ELEMENT.fullmatch(value.raw) if isinstance(value.raw, str) else None
+    for equation in equations:
+        raw = equation.value.raw
+        read = ELEMENT.fullmatch(raw) if isinstance(raw, str) else None
         param = block.params.get(read["name"]) if read else None
         if param is not None and param.type == "list" and read["name"] not in known:
-            elements.setdefault(read["name"], {})[int(read["index"])] = wanted
+            elements.setdefault(read["name"], {})[int(read["index"])] = equation.wanted
     for name, found in elements.items():
         if sorted(found) == list(range(len(found))):
             known[name] = [found[index] for index in range(len(found))]
 
 
-def _solve(block: BlockDef, equations: list[tuple[Value, Any]], known: dict[str, Any]) -> bool:
+def _solve(block: BlockDef, equations: list[Equation], known: dict[str, Any]) -> bool:
     """Fill `known` with the params the equations pin, one unknown at a time; False where an
     equation cannot hold."""
     unknown = {name for name, param in block.params.items() if name not in known}
-    pending = list(equations)
+    pending = sorted(equations, key=lambda equation: equation.wanted is False)  # a node
+    # lacked says least (`act == 'relu'` is false for any other act): it comes last
     while pending:
         progress = False
-        for value, wanted in list(pending):
-            free = _names(value.raw, block) & unknown
+        for equation in list(pending):
+            free = _names(equation.value.raw, block) & unknown
             if len(free) > 1:
                 continue
-            pending.remove((value, wanted))
-            progress = True
             if not free:
-                if not _holds(value, wanted, block, known):
+                if not _holds(equation, block, known):
                     return False
+                pending.remove(equation)
+                progress = True
                 continue
             (name,) = free
+            candidates = _candidates(name, block.params[name].type, equation)
+            if not candidates:  # nothing to search (`expand_ratio != 1`): others may pin it
+                continue
+            pending.remove(equation)
+            progress = True
             found = [
                 candidate
-                for candidate in _candidates(name, block.params[name].type, value, wanted)
-                if _holds(value, wanted, block, {**known, name: candidate})
+                for candidate in candidates
+                if _holds(equation, block, {**known, name: candidate})
             ]
             if not found:
                 return False
             standard = defaults(block).get(name)
-            known[name] = standard if standard in found else found[0]
+            known[name] = standard if standard in found else min(found, key=_plainness)
             unknown.discard(name)
         if not progress:
             return True  # the rest tie unknowns together: the defaults will be checked
     return True
+
+
+def _plainness(value: Any) -> tuple[int, Any]:
+    """Of values that all fit, the one a designer would have written first: the int with
+    the most factors of two (a group width of 16 rather than 11, when both make 2 groups of
+    32), then the smallest; otherwise the first."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return -((value & -value).bit_length()), value
+    return 0, 0
 
 
 def _names(raw: Any, block: BlockDef) -> set[str]:
@@ -219,17 +323,22 @@ def _names(raw: Any, block: BlockDef) -> set[str]:
     return names
 
 
-def _candidates(name: str, kind: str, value: Value, wanted: Any) -> list[Any]:
+def _candidates(name: str, kind: str, equation: Equation) -> list[Any]:
+    value, wanted = equation.value, equation.wanted
     if value.raw == name:
         return [wanted]
     if kind == "bool":
         return [False, True]
     if kind == "int" and isinstance(wanted, int) and not isinstance(wanted, bool):
         return list(range(SEARCHED * abs(wanted) + 65))
+    if kind == "str" and isinstance(value.raw, str):  # `act == 'relu6'`: the texts it names,
+        tree = ast.parse(value.raw, mode="eval")  # or `none`, the libraries' word for no op
+        named = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)]
+        return [*named, "none"]
     return []
 
 
-def _holds(value: Value, wanted: Any, block: BlockDef, env: dict[str, Any]) -> bool:
+def _holds(equation: Equation, block: BlockDef, env: dict[str, Any]) -> bool:
     scope = {**defaults(block), **env}
     for name, let in block.lets.items():  # those it can: others read params not known yet
         try:
@@ -237,10 +346,10 @@ def _holds(value: Value, wanted: Any, block: BlockDef, env: dict[str, Any]) -> b
         except ArchcError:
             continue
     try:
-        got = evaluate_value(value, scope, literal_strings=False)
+        got = evaluate_value(equation.value, scope, literal_strings=equation.text)
     except ArchcError:
         return False
-    return _plain(got) == _plain(wanted)
+    return _plain(got) == _plain(equation.wanted)
 
 
 def _plain(value: Any) -> Any:

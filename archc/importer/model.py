@@ -42,8 +42,9 @@ def imported_spec(model: Any, name: str, origin: str, size: tuple[int, ...]) -> 
 
 def _same_network(text: str, plain: str) -> bool:
     """Whether the spec calling library blocks makes the graph the one defining its own
-    blocks makes: node by node, the same ops, attributes, types and wiring, and the same
-    names wherever a node holds state (a parameterless node may be named otherwise)."""
+    blocks makes: node by node, the same ops, attributes, types and wiring (a sum's terms in
+    any order), and the same names wherever a node holds state (a parameterless node may be
+    named otherwise)."""
     try:
         ours, theirs = (
             compile_spec(Path("imported.yaml"), text=spec).program.graph for spec in (text, plain)
@@ -55,7 +56,10 @@ def _same_network(text: str, plain: str) -> bool:
     renamed = {name: name for name in ours.inputs}
     for node, other in zip(ours.nodes.values(), theirs.nodes.values()):
         alike = (node.op.name, node.attrs, node.type) == (other.op.name, other.attrs, other.type)
-        wired = [renamed.get(value) for value in node.inputs] == other.inputs
+        reads = [renamed.get(value) for value in node.inputs]
+        wired = reads == other.inputs or (
+            node.op.commutative and sorted(map(str, reads)) == sorted(other.inputs)
+        )
         named = node.name == other.name or not ours.holds_state(node.name)
         if not (alike and wired and named):
             return False

@@ -181,19 +181,26 @@ def _mapping(key: str, name: str, values: dict[str, Any]) -> str:
 
 
 def _sequence(items: list[Any]) -> list[str]:
-    """A sequence's items, a run of alike block calls as one item with `repeat:`."""
-    written, start = [], 0
-    while start < len(items):
-        end = start + 1
-        while end < len(items) and _repeats(items[start : end + 1]):
-            end += 1
-        run = items[start:end]
-        if len(run) == 1:
-            written.append(_item(run[0]))
-        else:
-            written.append(_repeated(run))
-        start = end
-    return written
+    """A sequence's items, runs of alike block calls each one item with `repeat:`: the
+    fewest items, and of those the fewest arguments that differ in a run's first copy (a
+    stage's first block, strided, opens its run rather than closing the run before)."""
+    unreached = (len(items) + 1, 0)
+    cost = [(0, 0)] + [unreached] * len(items)
+    start_of = [0] * (len(items) + 1)
+    for end in range(1, len(items) + 1):
+        for start in range(end):
+            run = items[start:end]
+            if len(run) > 1 and not _repeats(run):
+                continue
+            items_so_far, firsts = cost[start]
+            candidate = (items_so_far + 1, firsts + (_first_differs(run) if len(run) > 1 else 0))
+            if candidate < cost[end]:
+                cost[end], start_of[end] = candidate, start
+    runs, end = [], len(items)
+    while end:
+        runs.insert(0, items[start_of[end] : end])
+        end = start_of[end]
+    return [_item(run[0]) if len(run) == 1 else _repeated(run) for run in runs]
 
 
 def _repeats(run: list[Any]) -> bool:
@@ -202,20 +209,37 @@ def _repeats(run: list[Any]) -> bool:
     if not all(isinstance(item, Call) for item in run):
         return False
     first = run[0]
-    if any(item.block != first.block or item.args.keys() != first.args.keys() for item in run):
+    args = _filled(run)
+    if any(item.block != first.block for item in run) or args is None:
         return False
-    for key in first.args:
-        values = [item.args[key] for item in run]
+    for key in args[0]:
+        values = [item_args[key] for item_args in args]
         numbers = all(isinstance(value, (int, float)) for value in values)
         if not _alike(values[1:]) or not (numbers or _alike(values)):
             return False
     return True
 
 
+def _first_differs(run: list[Call]) -> int:
+    """How many arguments a run writes as `… if i == 0 else …`."""
+    filled = _filled(run)
+    return sum(not _alike([args[key] for args in filled]) for key in filled[0])
+
+
+def _filled(run: list[Call]) -> list[dict[str, Any]] | None:
+    """The calls' arguments under the same names, a library block's defaults filled in
+    where a call leaves one out; None where a call lacks one that has no default."""
+    keys = list(dict.fromkeys(key for call in run for key in call.args))
+    if any(key not in call.args and key not in call.defaults for call in run for key in keys):
+        return None
+    return [{key: call.args.get(key, call.defaults.get(key)) for key in keys} for call in run]
+
+
 def _repeated(run: list[Call]) -> str:
     args = {}
-    for key in run[0].args:
-        values = [item.args[key] for item in run]
+    filled = _filled(run)
+    for key in filled[0]:
+        values = [item_args[key] for item_args in filled]
         if _alike(values) and _default(run[0], key, values[0]):
             continue
         if _alike(values):

@@ -77,6 +77,9 @@ class Op(ABC):
     """Weighted layers the op counts for in a model's depth when it has weights and MACs:
     window attention's qkv and proj linears are two, as attention written out is two linear
     nodes around the attention core (which has no weights)."""
+    commutative: ClassVar[bool] = False
+    """The inputs may come in any order for the same result (a sum, a product): two graphs
+    that read them in other orders compute the same."""
     size_only_inputs: ClassVar[tuple[int, ...]] = ()
     """Inputs read only for their height and width (a resize's or crop's target): no data
     flows from them, and a diagram draws no edge for them."""

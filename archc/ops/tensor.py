@@ -25,6 +25,7 @@ from archc.ops.lowering import InlineCall, ModuleCall
 @register
 class Add(Op):
     name = "add"
+    commutative = True
     overwrites_in_place = True  # `out += skip`
     fresh_output = True
     Attrs = NoAttrs
@@ -126,6 +127,7 @@ class Concat(Op):
 @register
 class Mul(Op):
     name = "mul"
+    commutative = True
     Attrs = NoAttrs
     arity = 2
     summary = "elementwise product, broadcasting size-1 axes (squeeze-excitation scaling)"

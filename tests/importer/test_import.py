@@ -95,6 +95,23 @@ def test_resnet50_calls_the_shipped_bottleneck_and_is_no_longer_than_the_hand_wr
     assert "layer2: {block: Bottleneck, repeat: 4, planes: 128, stride: 2 if i == 0 else 1}" in text
 
 
+def test_mobilenet_v2_comes_out_as_its_papers_table() -> None:
+    """Library blocks of another name (Conv2dNormActivation is ConvBNAct), a node switched off
+    (the first block's 1x1 expansion), and runs split so a stage's strided block opens its run:
+    the rows (t, c, n, s) of the paper's Table 2."""
+    reference = torchvision().models.mobilenet_v2(weights=None).eval()
+    text = archc.import_spec(reference, "mobilenet_v2", (3, 64, 64))
+    assert "imports: [archc:mobilenet]" in text and "blocks:" not in text
+    rows = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1)]
+    rows += [(6, 160, 3, 2), (6, 320, 1, 1)]
+    for expand, out, repeat, stride in rows:
+        runs = f"repeat: {repeat}, " if repeat > 1 else ""
+        strides = f", stride: {stride} if i == 0 else 1" if stride > 1 and repeat > 1 else ""
+        strides = f", stride: {stride}" if stride > 1 and repeat == 1 else strides
+        call = f"{{block: InvertedResidual, {runs}out: {out}{strides}, expand_ratio: {expand}}}"
+        assert call in text, call
+
+
 def test_googlenet_calls_the_shipped_inception_blocks() -> None:
     """Library blocks inside library blocks (Inception's BasicConv2d), a list param read
     element by element (`out: widths[2]`), and arguments at their defaults left out."""
