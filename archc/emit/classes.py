@@ -486,7 +486,7 @@ def _loop(name: str, loop: ModuleNode, depth: int, backend: Backend) -> list[str
 def _reporting_block(loop: ModuleNode) -> str | None:
     """The block class whose instance ends each iteration of an unnamed loop that carries
     `channels` on: the next iteration reads that instance's width."""
-    last = loop.children[-1] if loop.children else None
+    last = loop.children[-1]
     carried = loop.loop_output is not None and source(loop.loop_output) != "channels"
     if loop.names is None and carried and last.kind == "block" and last.condition is None:
         return last.block.name
@@ -512,13 +512,12 @@ def _named_loop(loop: ModuleNode, depth: int, backend: Backend) -> list[str]:
     count kept for the call method."""
     (item,) = loop.children
     expression = _expression(item, backend)
-    if expression is not None:
-        expression = _frozen(expression, loop)
     if expression is None:
         raise SpecError(
             f"'{loop.name}': names: needs a module (a block or an op with a module form)",
             loop.spec.location,
         )
+    expression = _frozen(expression, loop)
     body = layout("", Call("setattr", ["self", loop.names, expression]), depth + 1)
     count = _set(f"num_{loop.name}", source(loop.count), depth)
     return [*_loop_frame(loop, body, depth), *count]

@@ -5,9 +5,10 @@ from the concrete IR. Before a file is written, its model is built once, with st
 torch (or jax, flax and numpy) that only record what each constructor was given (no
 framework is imported and no forward runs), and every IR node is checked at its parameter
 path: a node that lowers to a module must be that module, built with the arguments its own
-lowering gives; a node that keeps parameters inline must have them. A module the IR does not
-have is a mismatch too. Any mismatch is archc's bug, reported with the node, and the file is
-not written.
+lowering gives; a node that keeps parameters inline must have them; a node's parameters are
+frozen (`freeze_params` on it or a module above it) exactly where the IR says. A module the
+IR does not have is a mismatch too. Any mismatch is archc's bug, reported with the node, and
+the file is not written.
 
 The stand-ins run with a short list of builtins and can import nothing but themselves,
 `functools`, `math` and `typing`, so a file that tried to do anything else could not.
@@ -199,6 +200,8 @@ def build_model(source: str, model: str, *args: Any) -> _Module:
 
 
 def _freeze_params(module: Any, when: Any = True) -> Any:
+    """Both backends' `freeze_params` as the stand-ins see it: the module (or parameter)
+    marked frozen where `when` holds."""
     if when:
         object.__setattr__(module, "frozen", True)
     return module

@@ -7,7 +7,8 @@ value that is the same in every instance stays a literal; one that differs becom
 (named by its attribute, or by node and attribute where two would share a name), values that
 always vary together share one param, and one always a whole multiple of another is written
 so (`out * 4`). Other structures of a class get definitions of their own (`Conv2dNormActivation`,
-`Conv2dNormActivation2`).
+`Conv2dNormActivation2`). Instances that a shipped library block builds are calls to it
+instead (`archc.importer.library`), and the definitions nothing calls then are dropped.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def block_definitions(
     root: Instance, widths: dict[str, tuple[int, int]], allowed: Collection[str] = ()
 ) -> Blocks:
     """The blocks of the model; `widths` are each module's input and output channels, by
-    path, where measured. A class that a shipped block of its name among `allowed` builds
-    is called as that block rather than defined."""
+    path, where measured. A class that a shipped block among `allowed` builds (one of its
+    name, or of a library so found) is called as that block rather than defined."""
     instances = list(_post_order(root))
     heights: dict[int, int] = {}
     for instance in instances:  # children first

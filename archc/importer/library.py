@@ -1,12 +1,15 @@
 """Imported block instances → a shipped library's block, where one builds the same thing.
 
-A class whose name a shipped block has (torchvision's and timm's `Bottleneck`, archc:resnet's)
-is tried as that block: each instance's arguments are solved from the attributes of its ops,
-one unknown param at a time (`conv3: {out: planes * 4}` with 256 channels out gives
-`planes: 64`; a `let` is seen through), params nothing pins keep their defaults, and an op
-param (`bn1: norm`) takes the op found there. What a solution builds is not trusted here: the
-model compiled with the library blocks must make the same graph as with the imported
-definitions (`archc.importer.model`), else the definitions stay.
+A class is tried as a library block of its name (torchvision's and timm's `Bottleneck`,
+archc:resnet's), then as any block of a library so found. The instance is aligned with the
+block (nodes by name, the rest and a sequence's items by order, a node with `when:` present or
+not), and its arguments are solved from what it has, one unknown param at a time: its ops'
+attributes (`conv3: {out: planes * 4}` with 256 channels out gives `planes: 64`; lets are seen
+through), the arguments of the library blocks inside it, and each `when:` true or false.
+Params nothing pins keep their defaults; an op param (`bn1: norm`) takes the op found there.
+What a solution builds is not trusted here: the model compiled with the library blocks must
+make the same graph as with definitions of its own (`archc.importer.model`), else the
+definitions stay.
 """
 
 from __future__ import annotations
@@ -296,7 +299,7 @@ def _solve(block: BlockDef, equations: list[Equation], known: dict[str, Any]) ->
             known[name] = standard if standard in found else min(found, key=_plainness)
             unknown.discard(name)
         if not progress:
-            return True  # the rest tie unknowns together: the defaults will be checked
+            return True  # the rest tie unknowns together: defaults, which the graphs judge
     return True
 
 
@@ -324,6 +327,8 @@ def _names(raw: Any, block: BlockDef) -> set[str]:
 
 
 def _candidates(name: str, kind: str, equation: Equation) -> list[Any]:
+    """The values of the param `name` worth trying in the equation: none where there is
+    nothing to search."""
     value, wanted = equation.value, equation.wanted
     if value.raw == name:
         return [wanted]
@@ -332,7 +337,10 @@ def _candidates(name: str, kind: str, equation: Equation) -> list[Any]:
     if kind == "int" and isinstance(wanted, int) and not isinstance(wanted, bool):
         return list(range(SEARCHED * abs(wanted) + 65))
     if kind == "str" and isinstance(value.raw, str):  # `act == 'relu6'`: the texts it names,
-        tree = ast.parse(value.raw, mode="eval")  # or `none`, the libraries' word for no op
+        try:  # or `none`, the libraries' word for no op
+            tree = ast.parse(value.raw, mode="eval")
+        except SyntaxError:
+            return []
         named = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)]
         return [*named, "none"]
     return []
@@ -353,6 +361,7 @@ def _holds(equation: Equation, block: BlockDef, env: dict[str, Any]) -> bool:
 
 
 def _plain(value: Any) -> Any:
+    """A value as compared: lists and tuples alike, a pair of equal sizes one (3 is (3, 3))."""
     if isinstance(value, (list, tuple)):
         items = [_plain(item) for item in value]
         return items[0] if len(set(map(repr, items))) == 1 and len(items) == 2 else items
