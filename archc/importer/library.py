@@ -96,10 +96,9 @@ def _solved(
             equations.append(Equation(spec.when, item is not None))
         if item is None:
             continue
-        if _picks_op(block, spec):
-            if _settings(item):  # an op with settings of its own: not found
-                return None
-            known[spec.target] = OpChoice(item.name, None)
+        if _picks_op(block, spec):  # the op found there, with its settings
+            attrs = REGISTRY[item.name].default_attrs().replace(**_settings(item))
+            known[spec.target] = OpChoice(item.name, attrs)
         elif isinstance(item, Op):
             fields = REGISTRY[item.name].Attrs.fields()
             equations += [
@@ -123,12 +122,7 @@ def _solved(
     standard = defaults_of(block)
     if any(name not in known for name in block.params.keys() - standard.keys()):
         return None  # a required param nothing pins
-    written = {
-        name: value.name if isinstance(value, OpChoice) else value
-        for name, value in known.items()
-        if name in block.params
-    }
-    return {**standard, **written}
+    return {**standard, **{name: value for name, value in known.items() if name in block.params}}
 
 
 def _aligned(
@@ -239,11 +233,8 @@ def _settings(op: Op) -> dict[str, Any]:
 
 
 def defaults_of(block: BlockDef) -> dict[str, Any]:
-    """The block's param defaults as a call writes them (an op param's op by name)."""
-    return {
-        name: value.name if isinstance(value, OpChoice) else value
-        for name, value in defaults(block).items()
-    }
+    """The block's param defaults (an op param's an OpChoice, as a call's)."""
+    return defaults(block)
 
 
 ELEMENT = re.compile(r"(?P<name>[A-Za-z_]\w*)\[(?P<index>\d+)\]")

@@ -17,6 +17,7 @@ from typing import Any
 from archc.importer.blocks import Call, Definition, Ref
 from archc.importer.items import Node, Op, Seq
 from archc.ops import REGISTRY
+from archc.ops.base import OpChoice
 
 PLAIN = re.compile(r"[A-Za-z_][\w.]*")
 """Text YAML reads back as the same string, unquoted."""
@@ -266,6 +267,8 @@ def _alike(values: list[Any]) -> bool:
 def _value(value: Any) -> str:
     if isinstance(value, Ref):
         return value.source
+    if isinstance(value, OpChoice):  # `batch_norm`, `{op: batch_norm, eps: 0.001}`
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):

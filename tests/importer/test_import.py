@@ -112,6 +112,18 @@ def test_mobilenet_v2_comes_out_as_its_papers_table() -> None:
         assert call in text, call
 
 
+def test_mobilenet_v3_large_passes_its_norm_settings_to_the_library_block() -> None:
+    """An op param found with settings of its own (torchvision's BatchNorm eps 0.001 and
+    momentum 0.01, archc:mobilenet's Bneck default): left out where it is the default, written
+    as `{op: …, …}` where it is not; the paper's Table 1 expansions (200, 184, 184)."""
+    reference = torchvision().models.mobilenet_v3_large(weights=None).eval()
+    text = archc.import_spec(reference, "mobilenet_v3_large", (3, 64, 64))
+    assert "imports: [archc:mobilenet]" in text and "blocks:" not in text
+    norm = "norm: {op: batch_norm, eps: 0.001, momentum: 0.01}"
+    assert f"{{block: ConvBNAct, out: 16, stride: 2, act: hardswish, {norm}}}" in text
+    assert "{block: Bneck, repeat: 3, kernel: 3, expanded: 200 if i == 0 else 184, out: 80" in text
+
+
 def test_googlenet_calls_the_shipped_inception_blocks() -> None:
     """Library blocks inside library blocks (Inception's BasicConv2d), a list param read
     element by element (`out: widths[2]`), and arguments at their defaults left out."""
