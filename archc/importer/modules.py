@@ -338,19 +338,29 @@ def _learned(graph: fx.Graph, module: nn.Module) -> dict[fx.Node, _Learned]:
         tensor, (user,) = own[node.target], node.users
         other = [arg for arg in user.args if arg is not node]
         if user.target in (operator.mul, torch.mul, operator.add, torch.add) and len(other) == 1:
-            op = Op("scale", dict(shape=list(tensor.shape)))
+            op = Op("scale", dict(shape=list(tensor.shape), **_fill(tensor, 1.0)))
             if user.target in (operator.add, torch.add):
                 embedding = tensor.dim() == 3 and tensor.shape[0] == 1
                 op = (
                     Op("position_embedding", dict(length=tensor.shape[1]))
                     if embedding
-                    else Op("bias", dict(shape=list(tensor.shape)))
+                    else Op("bias", dict(shape=list(tensor.shape), **_fill(tensor, 0.0)))
                 )
             found[user] = _Learned(node.target, op, other[0], (node,))
         elif user.op == "call_method" and user.target == "expand" and _prepends(user):
             (cat,) = user.users
             found[cat] = _Learned(node.target, Op("class_token"), cat.args[0][1], (node, user))
     return found
+
+
+def _fill(tensor: torch.Tensor, neutral: float) -> dict[str, float]:
+    """`fill` where the tensor holds one value other than the op's neutral one (ConvNeXt's
+    layer scale starts at 1e-6), written as its float32 reads (`1e-06`, not 9.99…97e-07)."""
+    values = tensor.detach().flatten()
+    if values.numel() == 0 or not bool((values == values[0]).all()):
+        return {}
+    value = float(str(values[0].numpy()))
+    return {} if value == neutral else {"fill": value}
 
 
 def _prepends(expand: fx.Node) -> bool:

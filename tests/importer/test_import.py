@@ -124,6 +124,15 @@ def test_mobilenet_v3_large_passes_its_norm_settings_to_the_library_block() -> N
     assert "{block: Bneck, repeat: 3, kernel: 3, expanded: 200 if i == 0 else 184, out: 80" in text
 
 
+def test_convnext_layer_scales_keep_their_starting_value() -> None:
+    """ConvNeXt's layer scale starts at 1e-6 (float32): imported as `fill: 1e-06`, so the
+    block is archc:convnext's CNBlock, whose default that is."""
+    reference = torchvision().models.convnext_tiny(weights=None).eval()
+    text = archc.import_spec(reference, "convnext_tiny", (3, 64, 64))
+    assert "imports: [archc:convnext]" in text and "\n  CNBlock:\n" not in text
+    assert "{block: CNBlock, repeat: 2, p: 0.0058823529411764705 if i == 0 else" in text
+
+
 def test_googlenet_calls_the_shipped_inception_blocks() -> None:
     """Library blocks inside library blocks (Inception's BasicConv2d), a list param read
     element by element (`out: widths[2]`), and arguments at their defaults left out."""
