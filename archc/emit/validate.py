@@ -238,8 +238,7 @@ def _check_node(
 ) -> None:
     lowered = lowering(node.op)(node.attrs, inputs)
     *parents, name = node.name.split(".")
-    owner = _at(root, parents, node)
-    frozen = _frozen_on(root, parents)
+    owner, frozen = _at(root, parents, node)
     if isinstance(lowered, InlineCall):
         for suffix, _ in lowered.parameters:
             if name + suffix not in owner.tensors:
@@ -302,16 +301,6 @@ def _check_no_extra_modules(
             _check_no_extra_modules(child, full + ".", holders, classes)
 
 
-def _frozen_on(root: _Module, path: list[str]) -> bool:
-    """Whether a module on the way down to `path` (the last included) was frozen."""
-    module = root
-    for part in path:
-        if module.frozen:
-            return True
-        module = module.children[part]
-    return module.frozen
-
-
 def _check_frozen(node: Node, frozen: bool, frozen_nodes: set[str]) -> None:
     wanted = node.name in frozen_nodes
     if frozen != wanted:
@@ -319,13 +308,15 @@ def _check_frozen(node: Node, frozen: bool, frozen_nodes: set[str]) -> None:
         _mismatch(node, f"its parameters are {state}, the IR says {'not ' * frozen}frozen")
 
 
-def _at(root: _Module, path: list[str], node: Node) -> _Module:
-    module = root
+def _at(root: _Module, path: list[str], node: Node) -> tuple[_Module, bool]:
+    """The module at `path`, and whether it or a module above it was frozen."""
+    module, frozen = root, root.frozen
     for part in path:
         module = module.children.get(part)
         if module is None:
             _mismatch(node, f"the generated model has no module {'.'.join(path)}")
-    return module
+        frozen = frozen or module.frozen
+    return module, frozen
 
 
 def _plain(value: Any) -> Any:

@@ -20,7 +20,8 @@ from typing import Any
 
 from archc.boundary import PARAM_RESERVED
 from archc.importer.items import Instance, Item, Node, Op, Seq
-from archc.importer.library import defaults_of, library_args, library_blocks
+from archc.importer.library import LibraryBlock, library_args, library_blocks
+from archc.resolve.params import defaults
 
 
 @dataclass
@@ -95,6 +96,12 @@ def block_definitions(
         for kind in {instance.kind for instance in instances}
         for block in library_blocks().get(kind, [])
     }
+    found_blocks = [
+        block
+        for blocks in library_blocks().values()
+        for block in blocks
+        if block.library in libraries and block.block.name in allowed
+    ]
     names = Counter[str]()
     for members in groups.values():
         if members[0] is root:
@@ -105,7 +112,7 @@ def block_definitions(
             called = {call.block for call in _calls(everywhere) if call.library is not None}
             return Blocks(definitions, body, imports, called)
         kind = members[0].kind
-        found = _library_calls(members, widths, calls, allowed, libraries)
+        found = _library_calls(members, widths, calls, allowed, found_blocks)
         if found is not None:
             imports += [found] if found not in imports else []
             continue
@@ -122,23 +129,19 @@ def _library_calls(
     widths: dict[str, tuple[int, int]],
     calls: dict[int, Call],
     allowed: Collection[str],
-    libraries: set[str],
+    found_blocks: list[LibraryBlock],
 ) -> str | None:
     """The library whose block builds each of the members (one of their class's name first,
-    then any of `libraries`), their calls set to it; None where none does."""
+    then any of `found_blocks`, those of the libraries found so), their calls set to it;
+    None where none does."""
     named = library_blocks().get(members[0].kind, [])
-    others = [
-        block
-        for found in library_blocks().values()
-        for block in found
-        if block.library in libraries and block not in named
-    ]
+    others = [block for block in found_blocks if block not in named]
     for candidate in [*named, *others]:
         if candidate.block.name not in allowed:
             continue
         found = [library_args(candidate, member, widths) for member in members]
         if all(args is not None for args in found):
-            standard = defaults_of(candidate.block)
+            standard = defaults(candidate.block)
             given = [key for key in candidate.block.params if any(key in args for args in found)]
             for member, args in zip(members, found):  # by all, if by one: to be compared
                 filled = {key: args[key] if key in args else standard[key] for key in given}

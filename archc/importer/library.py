@@ -66,7 +66,7 @@ def library_args(
     solved = _solved(candidate, instance, widths)
     if solved is None:
         return None
-    standard = defaults_of(candidate.block)
+    standard = defaults(candidate.block)
     return {
         name: value
         for name, value in solved.items()
@@ -119,7 +119,7 @@ def _solved(
     _read_lists(block, equations, known)
     if not _solve(block, equations, known):
         return None
-    standard = defaults_of(block)
+    standard = defaults(block)
     if any(name not in known for name in block.params.keys() - standard.keys()):
         return None  # a required param nothing pins
     return {**standard, **{name: value for name, value in known.items() if name in block.params}}
@@ -232,11 +232,6 @@ def _settings(op: Op) -> dict[str, Any]:
     return {key: value for key, value in op.attrs.items() if fields[key].default != value}
 
 
-def defaults_of(block: BlockDef) -> dict[str, Any]:
-    """The block's param defaults (an op param's an OpChoice, as a call's)."""
-    return defaults(block)
-
-
 ELEMENT = re.compile(r"(?P<name>[A-Za-z_]\w*)\[(?P<index>\d+)\]")
 
 
@@ -259,6 +254,7 @@ def _solve(block: BlockDef, equations: list[Equation], known: dict[str, Any]) ->
     """Fill `known` with the params the equations pin, one unknown at a time; False where an
     equation cannot hold."""
     unknown = {name for name, param in block.params.items() if name not in known}
+    standard = defaults(block)  # what an unknown param holds while others are tried
     pending = sorted(equations, key=lambda equation: equation.wanted is False)  # a node
     # lacked says least (`act == 'relu'` is false for any other act): it comes last
     while pending:
@@ -268,7 +264,7 @@ def _solve(block: BlockDef, equations: list[Equation], known: dict[str, Any]) ->
             if len(free) > 1:
                 continue
             if not free:
-                if not _holds(equation, block, known):
+                if not _holds(equation, block, {**standard, **known}):
                     return False
                 pending.remove(equation)
                 progress = True
@@ -282,12 +278,12 @@ def _solve(block: BlockDef, equations: list[Equation], known: dict[str, Any]) ->
             found = [
                 candidate
                 for candidate in candidates
-                if _holds(equation, block, {**known, name: candidate})
+                if _holds(equation, block, {**standard, **known, name: candidate})
             ]
             if not found:
                 return False
-            standard = defaults(block).get(name)
-            known[name] = standard if standard in found else min(found, key=_plainness)
+            default = standard.get(name)
+            known[name] = default if default in found else min(found, key=_plainness)
             unknown.discard(name)
         if not progress:
             return True  # the rest tie unknowns together: defaults, which the graphs judge
@@ -338,7 +334,8 @@ def _candidates(name: str, kind: str, equation: Equation) -> list[Any]:
 
 
 def _holds(equation: Equation, block: BlockDef, env: dict[str, Any]) -> bool:
-    scope = {**defaults(block), **env}
+    """Whether the equation holds with the params in `env` (and the lets it allows)."""
+    scope = dict(env)
     for name, let in block.lets.items():  # those it can: others read params not known yet
         try:
             scope[name] = evaluate_value(let, scope, literal_strings=False)

@@ -12,6 +12,7 @@ from archc.importer.items import Instance, Node, Seq
 from archc.importer.library import library_blocks
 from archc.importer.modules import module_item
 from archc.importer.writer import spec_text
+from archc.ir.graph import Graph
 from archc.pipeline import compile_spec
 
 
@@ -30,28 +31,37 @@ def imported_spec(model: Any, name: str, origin: str, size: tuple[int, ...]) -> 
         blocks = block_definitions(root, widths, allowed)
         return spec_text(name, origin, size, blocks.definitions, blocks.body, blocks.imports)
 
-    called = block_definitions(root, widths, library_blocks()).called
-    plain, text = written(()), written(called)
-    if not called or _same_network(text, plain):
+    everything = block_definitions(root, widths, library_blocks())
+    blocks = everything.definitions, everything.body, everything.imports
+    text, plain = spec_text(name, origin, size, *blocks), written(())
+    if not everything.called:
+        return text
+    reference = _graph(plain)
+    if reference is None:  # archc.import_spec reports what does not compile
+        return plain
+    if _same_network(text, reference):
         return text
     # Some library block builds other than the class of its name does: keep the others.
-    kept = [block for block in sorted(called) if _same_network(written({block}), plain)]
+    called = sorted(everything.called)
+    kept = [block for block in called if _same_network(written({block}), reference)]
     text = written(kept)
-    return text if _same_network(text, plain) else plain
+    return text if _same_network(text, reference) else plain
 
 
-def _same_network(text: str, plain: str) -> bool:
-    """Whether the spec calling library blocks makes the graph the one defining its own
-    blocks makes: node by node, the same ops, attributes, types and wiring (a sum's terms in
+def _graph(text: str) -> Graph | None:
+    try:
+        return compile_spec(Path("imported.yaml"), text=text).program.graph
+    except ArchcError:
+        return None
+
+
+def _same_network(text: str, theirs: Graph) -> bool:
+    """Whether the spec calling library blocks makes `theirs`, the graph of the one defining
+    its own blocks: node by node, the same ops, attributes, types and wiring (a sum's terms in
     any order), and the same names wherever a node holds state (a parameterless node may be
     named otherwise)."""
-    try:
-        ours, theirs = (
-            compile_spec(Path("imported.yaml"), text=spec).program.graph for spec in (text, plain)
-        )
-    except ArchcError:
-        return False
-    if len(ours.nodes) != len(theirs.nodes) or ours.inputs != theirs.inputs:
+    ours = _graph(text)
+    if ours is None or len(ours.nodes) != len(theirs.nodes) or ours.inputs != theirs.inputs:
         return False
     renamed = {name: name for name in ours.inputs}
     for node, other in zip(ours.nodes.values(), theirs.nodes.values()):
