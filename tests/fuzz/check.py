@@ -2,12 +2,14 @@
 
 check, stats and both emitters succeed; the torch model runs, and its output shape, params,
 buffers and MACs (FlopCounterMode) equal archc's, also after `create_model(w=…)` against
-`--set w=…`; the flax model with the torch weights gives the torch outputs (≤ 1e-4).
+`--set w=…`; the flax model with the torch weights gives the torch outputs (≤ 1e-4, or within
+a few times torch's own float32 rounding where a random spec is ill-conditioned).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import re
 from pathlib import Path
@@ -22,6 +24,9 @@ from archc.pipeline import compile_spec
 from tests.helpers import count_macs, load_generated, randomize_batch_norm
 
 TOLERANCE = 1e-4
+# How many times torch's own float32 error (against float64) another float32 run may be off:
+# a layer norm over two near-equal values amplifies rounding far past TOLERANCE.
+ROUNDING_FACTOR = 10
 
 
 class MismatchError(AssertionError):
@@ -80,6 +85,7 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     torch_module = load_generated(build(spec, "torch", out))
     flax_module = load_generated(build(spec, "flax", out))
 
+    torch.manual_seed(0)  # the same weights on every run, so a failure reproduces
     model = torch_module.create_model()
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     expect("trainable params (requires_grad)", trained, total.trainable)
@@ -100,6 +106,9 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     for name, comment in commented.items():
         expect(f"shape comment of {name}", comment, seen[name][1:])
     expect("macs", macs, 2 * total.macs)  # a batch of two
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(example.double())
+    rounding = float((result.double() - exact).abs().max()) if result.numel() else 0.0
 
     if "w" in compiled.program.args:  # the same model at another width, both ways
         _compare_at_width(spec, torch_module, width)
@@ -125,23 +134,23 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     expect("trainable params (nnx.Param)", sum(value.size for _, value in flax_params), trained)
     flax_module.load_torch_state_dict(flax_model, weights)
     flax_model.eval()
-    _expect_close("flax output", _flax_output(flax_model, array), want)
+    _expect_close("flax output", _flax_output(flax_model, array), want, rounding)
 
     # The inference export, both backends, from the training weights.
     inference = load_generated(build(spec, "torch", out, inference=True))
     folded = inference.create_model()
     folded.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
-    _expect_close("inference export output", torch_output(folded), want)
+    _expect_close("inference export output", torch_output(folded), want, rounding)
     flax_inference = load_generated(build(spec, "flax", out, inference=True))
     flax_folded = flax_inference.create_model(nnx.Rngs(0))
     flax_inference.load_torch_state_dict(flax_folded, flax_inference.inference_state_dict(weights))
     flax_folded.eval()  # then under jit, its state donated
     got = _flax_output(flax_inference.jit_forward(flax_folded), array)
-    _expect_close("flax inference export output (jit_forward)", got, want)
+    _expect_close("flax inference export output (jit_forward)", got, want, rounding)
 
     fast = torch_module.create_model(channels_last=True)
     fast.load_state_dict(model.state_dict(), strict=True)
-    _expect_close("create_model(channels_last=True) output", torch_output(fast), want)
+    _expect_close("create_model(channels_last=True) output", torch_output(fast), want, rounding)
     _train_step(model, example)
 
 
@@ -153,14 +162,18 @@ def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:
         return np.asarray(forward(array))
 
 
-def _expect_close(kind: str, got: np.ndarray, want: np.ndarray) -> None:
-    """Within TOLERANCE of the torch model's output, relative to its largest value."""
+def _expect_close(kind: str, got: np.ndarray, want: np.ndarray, rounding: float) -> None:
+    """Within TOLERANCE of the torch model's output, relative to its largest value, or within
+    ROUNDING_FACTOR times that output's own `rounding` error against float64."""
     expect(f"{kind} shape", got.shape, want.shape)
     difference = float(np.abs(got - want).max()) if want.size else 0.0
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    if difference > TOLERANCE * scale:
+    allowed = max(TOLERANCE * scale, ROUNDING_FACTOR * rounding)
+    if not difference <= allowed:  # NaN included
         raise MismatchError(
-            kind, f"max abs difference {difference:.2e} > {TOLERANCE} x {scale:.2g}"
+            kind,
+            f"max abs difference {difference:.2e} > {allowed:.2e} (the larger of {TOLERANCE}"
+            f" x {scale:.2g} and {ROUNDING_FACTOR} x torch's float32 error {rounding:.2e})",
         )
 
 
