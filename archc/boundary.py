@@ -56,7 +56,7 @@ def _helper_names() -> frozenset[str]:
 GENERATED_GLOBALS = (
     # Imports (each backend's import table) and the functions every file defines.
     _words("math Any Callable torch F nn jax jnp np nnx create_model load_torch_state_dict")
-    | _words("inference_state_dict FOLDED_NORMS JOINED RENUMBERED functools")
+    | _words("inference_state_dict FOLDED_NORMS JOINED RENUMBERED functools init_weights")
     | _helper_names()
 )
 """Module-level names of a generated file, which a class name or a constructor's local

@@ -75,8 +75,9 @@ class Backend:
     occurs in the file (blank entries separate the sections)."""
     required_helpers: tuple[str, ...] = ()
     """Helpers every file of this backend defines (flax's weight converter)."""
-    validate: Callable[[str, Graph, list[BlockClass]], None] | None = None
-    """Translation validation of a whole file against the IR graph (raises InternalError)."""
+    validate: Callable[[str, Graph, list[BlockClass], bool], None] | None = None
+    """Translation validation of a whole file against the IR graph (raises InternalError);
+    the flag says whether the file starts its parameters (not an inference export)."""
     passes: tuple[Callable[[BlockClass], BlockClass], ...] = ()
     """Class-view rewrites for this framework, in order (torch's in-place ops)."""
     checkpoint_arrays: dict[str, str] = field(default_factory=dict)
@@ -100,9 +101,11 @@ def class_view(
     backend: Backend,
     shown: Callable[[str], str] = str,
     reports_width: bool = False,
+    initialises: bool = False,
 ) -> ClassView:
     """The class's lines; `shown` names its spec file as the generated file does; a class
-    that `reports_width` keeps its output width for the stage loops that build it."""
+    that `reports_width` keeps its output width for the stage loops that build it; one that
+    `initialises` (the model) calls the file's init_weights last."""
     definition = block_class.definition
     location = definition.location
     doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
@@ -145,6 +148,9 @@ def class_view(
     lets = _used_lets(block_class, [*init, *call])
     init = _without_repeated_channels(_without_unread_widths(init))  # across stages too
     init = prelude + _late_defaults(block_class, backend) + lets + init
+    if initialises:  # `init_weights(self, rngs)` in flax
+        passed = [keyword.partition("=")[2] for keyword in backend.module_kwargs]
+        init.append(f"{BODY}init_weights({', '.join(['self', *passed])})")
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
 

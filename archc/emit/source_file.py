@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from archc import BLOCKS, TEMPLATES
 from archc.boundary import docstring_text, string_literal
 from archc.emit.classes import Backend, class_view, signature_params, width_reporters
+from archc.emit.initialise import init_function
 from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, wrap_exact, wrap_text
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
@@ -46,11 +47,21 @@ def emit_file(
         classes = [rewrite(block_class) for block_class in classes]
     shown = functools.partial(shown_path, folder=folder)
     reporters = width_reporters(classes)
+    # The inference export's weights come from a training checkpoint: nothing to start.
+    init = [] if export else init_function(program.init, program.init_sites, graph, backend.name)
     views = [
-        class_view(block_class, backend, shown, block_class.class_name in reporters)
+        class_view(
+            block_class,
+            backend,
+            shown,
+            block_class.class_name in reporters,
+            bool(init) and block_class.is_model,
+        )
         for block_class in classes
     ]
-    code = "\n".join(line for view in views for line in [*view.signature, *view.init, *view.call])
+    code = "\n".join(
+        [*(line for view in views for line in [*view.signature, *view.init, *view.call]), *init]
+    )
     total = costs.total
     root = program.spec.root
     import jinja2  # here, not at the top: every command checks emission, only build renders
@@ -81,13 +92,14 @@ def emit_file(
         params=signature_params(classes[-1], backend),
         construct=_construct_model(classes[-1], backend),
         checkpoint=export,
+        init_weights=init,
         tables=_checkpoint_tables(export) if export else {},
         **backend.checkpoint_arrays,
     )
     draft = template.render(imports=[], **context)
     text = compiled(template.render(imports=_imports(draft, backend), **context))
     if backend.validate is not None:
-        backend.validate(text, graph, classes)
+        backend.validate(text, graph, classes, export is None)
     return text
 
 

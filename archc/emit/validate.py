@@ -24,11 +24,13 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-from archc.errors import InternalError
+from archc.errors import InternalError, Location
 from archc.ir.graph import Graph, Node, TensorType
 from archc.ir.modules import BlockClass
 from archc.ir.symbolic import Sym, concrete
-from archc.ops.lowering import InlineCall
+from archc.ops.init import KINDS, TORCH_DEFAULT_LAYER, Initialiser, canonical_start, torch_fans
+from archc.ops.lowering import InlineCall, ModuleCall
+from archc.spec.expressions import evaluate
 
 
 class _Anything:
@@ -54,16 +56,37 @@ class _Anything:
     def _operation(self, *args: Any) -> Any:
         return _Anything()
 
+    def __float__(self) -> float:  # `math.sqrt(fan_in)`
+        return 1.0
+
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _operation
     __truediv__ = __rtruediv__ = __floordiv__ = __neg__ = __pow__ = __matmul__ = _operation
 
 
 class _Tensor(_Anything):
-    """A tensor made with a known shape (`torch.zeros(3, 4)`)."""
+    """A tensor made with a known shape (`torch.zeros(3, 4)`); `start` says which values
+    it holds where they are all one constant (`jnp.zeros(shape)`, as flax's init writes)."""
+
+    fill: float | None = None
 
     def __init__(self, *shape: Any, **kwargs: Any) -> None:
         flat = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
         self.shape = tuple(flat)
+        self.start = None if self.fill is None else ("constant", self.fill)
+
+
+class _Zeros(_Tensor):
+    fill = 0.0
+
+
+class _Ones(_Tensor):
+    fill = 1.0
+
+
+class _Full(_Tensor):
+    def __init__(self, shape: Any, value: Any, **kwargs: Any) -> None:
+        self.shape = tuple(shape)
+        self.start = ("constant", value)
 
 
 class _Parameter(_Anything):
@@ -97,8 +120,35 @@ class _Module:
     def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
         self.tensors[name] = tensor
 
+    def __getattr__(self, name: str) -> Any:
+        """A parameter of a layer that no IR node stands for (a helper's own linear, which
+        init_weights starts as well): of unknown shape, its start unchecked."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Initialised(_Anything(), {})
+
+    def modules(self) -> Iterator[_Module]:
+        """This module and every one below it, depth first (torch's `modules()`)."""
+        yield self
+        for child in self.children.values():
+            yield from child.modules()
+
     def add_module(self, name: str, module: _Module) -> None:
         setattr(self, name, module)
+
+
+class _Initialised(_Anything):
+    """A layer's parameter as init_weights sees it: its shape in the backend's layout, its
+    fans as torch counts them, and how it was started (`start`: a distribution and its
+    scale, as `canonical_start` writes them)."""
+
+    def __init__(self, shape: tuple[int, ...], fans: dict[str, int]) -> None:
+        self.shape = shape
+        self.fans = fans
+        self.start: tuple[str, float] | None = None
+
+    def set_value(self, value: Any) -> None:  # flax
+        self.start = value.start if isinstance(value, _Tensor) else ("unknown", 0.0)
 
 
 class _Sequential(_Module):
@@ -131,18 +181,25 @@ class _Namespace(_Anything):
 
 
 def _stand_ins() -> dict[str, Any]:
-    tensors = {name: _Tensor for name in ("zeros", "ones", "empty", "randn", "rand", "full")}
+    tensors = {name: _Tensor for name in ("empty", "randn", "rand")}
+    tensors |= {"zeros": _Zeros, "ones": _Ones, "full": _Full}
     nn = _Namespace(
         Module=_Module,
         Sequential=_Sequential,
         ModuleList=_ModuleList,
         Parameter=_Parameter,
         functional=_Namespace(),
-        init=_Namespace(**{name: _first for name in _INITIALISERS}),
+        init=_Namespace(**{f"{name}_": _recorder(name, torch=True) for name in KINDS}),
     )
     torch = _Namespace(nn=nn, Tensor=_Anything, **tensors)
     variables = {name: _Parameter for name in ("Param", "BatchStat", "Variable")}
-    nnx = _Namespace(Module=_Module, Sequential=_Sequential, List=_ModuleList, **variables)
+    nnx = _Namespace(
+        Module=_Module,
+        Sequential=_Sequential,
+        List=_ModuleList,
+        iter_modules=lambda model: ((None, module) for module in model.modules()),
+        **variables,
+    )
     jax = _Namespace(numpy=_Namespace(**tensors), Array=_Anything)
     flax = _Namespace(nnx=nnx)
     return {
@@ -158,12 +215,25 @@ def _stand_ins() -> dict[str, Any]:
     }
 
 
-_INITIALISERS = ("trunc_normal_", "xavier_uniform_", "normal_", "zeros_", "ones_", "uniform_")
+def _recorder(name: str, torch: bool) -> Any:
+    """An initialiser that records what it would do. torch's `nn.init.NAME_(tensor, …)`
+    starts its tensor and gives it back; flax's helper `NAME(key, shape, scale)` gives the
+    values, which `set_value` then records."""
 
+    def record(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(tensor, _Initialised):
+            return tensor  # a parameter made inline (`nn.init.xavier_uniform_(torch.empty(…))`)
+        arguments = list(args)
+        arguments += [kwargs[key] for key in ("std", "mode") if key in kwargs]
+        tensor.start = canonical_start(name, arguments[-1] if arguments else None, tensor.fans)
+        return tensor
 
-def _first(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-    """An in-place initialiser: gives back its tensor."""
-    return tensor
+    def values(key: Any, shape: Any, scale: Any) -> _Tensor:
+        made = _Tensor(shape)
+        made.start = (name, scale)
+        return made
+
+    return record if torch else values
 
 
 _BUILTINS = str.split(
@@ -196,7 +266,15 @@ def build_model(source: str, model: str, *args: Any) -> _Module:
     }
     exec(compile(source, f"<generated {model}>", "exec"), namespace)
     namespace["freeze_params"] = _freeze_params  # what each backend's helper does, recorded
-    return namespace["create_model"](*args)
+    for name in ("normal", "trunc_normal", "uniform"):  # flax's initialiser helpers
+        namespace[name] = _recorder(name, torch=False)
+    init_weights = namespace.pop("init_weights", None)
+    called: list[bool] = []
+    namespace["init_weights"] = lambda *arguments: called.append(True)  # run it later
+    root = namespace["create_model"](*args)
+    # Run by the checks once every layer's parameters are known, if the model calls it.
+    object.__setattr__(root, "init_weights", init_weights if called else None)
+    return root
 
 
 def _freeze_params(module: Any, when: Any = True) -> Any:
@@ -207,19 +285,34 @@ def _freeze_params(module: Any, when: Any = True) -> Any:
     return module
 
 
-def validate_torch(source: str, graph: Graph, classes: list[BlockClass]) -> None:
+def validate_torch(
+    source: str, graph: Graph, classes: list[BlockClass], initialised: bool = True
+) -> None:
     """Raise an internal error naming the first node the built torch model disagrees with."""
-    _validate(source, graph, classes, lambda op: op.lower_torch, ())
+    _validate(source, graph, classes, "torch", (), initialised)
 
 
-def validate_flax(source: str, graph: Graph, classes: list[BlockClass]) -> None:
+def validate_flax(
+    source: str, graph: Graph, classes: list[BlockClass], initialised: bool = True
+) -> None:
     """Raise an internal error naming the first node the built flax model disagrees with."""
-    _validate(source, graph, classes, lambda op: op.lower_flax, (_Anything(),))
+    _validate(source, graph, classes, "flax", (_Anything(),), initialised)
 
 
 def _validate(
-    source: str, graph: Graph, classes: list[BlockClass], lowering: Any, args: tuple
+    source: str,
+    graph: Graph,
+    classes: list[BlockClass],
+    backend: str,
+    args: tuple,
+    initialised: bool,
 ) -> None:
+    """`initialised`: whether the model starts its parameters itself (an inference
+    export's come from a training checkpoint, and it has no init_weights)."""
+
+    def lowering(op: Any) -> Any:
+        return getattr(op, f"lower_{backend}")
+
     names = {block_class.class_name for block_class in classes}
     try:
         root = build_model(source, graph.name, *args)
@@ -231,6 +324,80 @@ def _validate(
     paths = [name.split(".") for name in graph.nodes]
     holders = {".".join(parts[:end]) for parts in paths for end in range(1, len(parts) + 1)}
     _check_no_extra_modules(root, "", holders, names)
+    if initialised:
+        _check_init(root, graph, backend, args)
+    elif root.init_weights is not None:
+        raise InternalError(
+            "emit", "translation validation: an inference export defines init_weights"
+        )
+
+
+def _check_init(root: _Module, graph: Graph, backend: str, args: tuple) -> None:
+    """Run the file's init_weights over stand-in parameters of the IR's shapes, and check
+    that each starts as the IR says (flax's conv and linear layers, where it says nothing,
+    as torch's)."""
+    from archc.emit.initialise import FLAX_DEFAULTS, layer_attribute
+
+    expected: dict[tuple[str, str], tuple[str, float] | None] = {}
+    made: dict[tuple[str, str], _Initialised] = {}
+    for node in graph.nodes.values():
+        inputs = [graph.type_of(name) for name in node.inputs]
+        lowered = getattr(node.op, f"lower_{backend}")(node.attrs, inputs)
+        if not isinstance(lowered, ModuleCall):
+            continue
+        *parents, name = node.name.split(".")
+        module = _at(root, parents, node)[0].children[name]
+        params = {
+            key: tuple(map(concrete, shape))
+            for key, shape in node.op.parameters(node.attrs, inputs).items()
+        }
+        fans = torch_fans(params["weight"]) if len(params.get("weight", ())) >= 2 else {}
+        starts = dict(graph.init.get(node.name, {}))
+        if backend == "flax" and node.op.name in FLAX_DEFAULTS:
+            starts = {**{key: TORCH_DEFAULT_LAYER[key] for key in params}, **starts}
+        for param, shape in params.items():
+            attribute = layer_attribute(lowered.constructor, param, len(shape))
+            layout = (
+                shape if backend == "torch" or len(shape) < 2 else (*shape[2:], shape[1], shape[0])
+            )
+            made[node.name, param] = _Initialised(layout, fans)
+            object.__setattr__(module, attribute, made[node.name, param])
+            expected[node.name, param] = _canonical(starts.get(param), fans)
+        if "bias" not in params:
+            object.__setattr__(module, "bias", None)
+    if root.init_weights is not None:
+        try:
+            root.init_weights(root, *args)
+        except Exception as error:
+            raise InternalError(
+                "emit", f"translation validation: init_weights failed: {error!r}"
+            ) from None
+    for (name, param), want in expected.items():
+        got = made[name, param].start
+        same = got == want or (
+            got is not None
+            and want is not None
+            and got[0] == want[0]
+            and math.isclose(got[1], want[1], rel_tol=1e-9)
+        )
+        if not same:
+            node = graph.nodes[name]
+            _mismatch(node, f"its {param} starts as {_start(got)}, the IR says {_start(want)}")
+
+
+def _canonical(start: Initialiser | None, fans: dict[str, int]) -> tuple[str, float] | None:
+    """The IR's initialiser as a distribution and scale; a default's argument (an expression
+    of the fans) evaluated at the layer's."""
+    if start is None:
+        return None
+    argument = start.argument
+    if isinstance(argument, str) and start.kind.argument == "number":
+        argument = concrete(evaluate(argument, fans, Location("archc", 1, 1)))
+    return canonical_start(start.name, argument, fans)
+
+
+def _start(start: tuple[str, float] | None) -> str:
+    return "the framework's default" if start is None else f"{start[0]}({start[1]:.6g})"
 
 
 def _check_node(

@@ -48,6 +48,11 @@ def exp(value: float) -> float:
     return math.exp(value)
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "make_divisible": make_divisible,
     "pair": pair,
@@ -64,5 +69,6 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "log": log,
     "log2": log2,
     "exp": exp,
+    "sqrt": sqrt,
 }
 """Functions a spec may call; generated code defines the non-builtin ones itself."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from archc.errors import Location
 from archc.ir.symbolic import Sym, concrete, source
@@ -85,6 +85,8 @@ class Graph:
     segmentation models return them."""
     frozen: set[str] = field(default_factory=set)
     """The nodes whose parameters are not trained (the spec's `frozen:`)."""
+    init: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Node → param → its Initialiser (the spec's `init:`), where not the layer's default."""
 
     def add(self, node: Node) -> None:
         self.nodes[node.name] = node

@@ -21,6 +21,7 @@ from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
 from archc.limits import MAX_DEPTH, MAX_NODES, MAX_REPEAT
 from archc.ops import REGISTRY
 from archc.ops.base import Attrs, Op, OpChoice
+from archc.resolve.init import Rules, apply_rules, init_rules
 from archc.resolve.params import (
     bind_lets,
     block_args,
@@ -81,6 +82,10 @@ class Program:
     graph: Graph
     instances: dict[str, Instance] = field(default_factory=dict)
     modules: list[ModuleNode] = field(default_factory=list)
+    init: Rules = field(default_factory=Rules)
+    """The spec's `init:` rules, checked."""
+    init_sites: dict[str, str] = field(default_factory=dict)
+    """IR node → the `Block.node` init rule that covers it."""
 
 
 def elaborate(
@@ -100,18 +105,26 @@ def elaborate(
         shape = [shape[0], *image_size]
     input_type = TensorType((BATCH, *shape))
     graph = Graph(spec.root.name, {"input": input_type})
-    elaborator = Elaborator(spec, graph)
+    rules = init_rules(spec)
+    elaborator = Elaborator(spec, graph, rules)
     modules, outputs = elaborator.model_body(env, {"input": Bound("input", input_type)})
     graph.outputs = {name: bound.name for name, (bound, _) in outputs.items()}
-    return Program(spec, args, applied, graph, elaborator.instances, modules)
+    apply_rules(rules, graph, elaborator.init_sites)
+    sites = elaborator.init_sites
+    return Program(spec, args, applied, graph, elaborator.instances, modules, rules, sites)
 
 
 class Elaborator:
     """Walks bodies; with a graph it builds IR nodes, without one it only types (symbolic)."""
 
-    def __init__(self, spec: ModelSpec, graph: Graph | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, graph: Graph | None = None, rules: Rules | None = None
+    ) -> None:
         self.spec = spec
         self.graph = graph
+        self.node_rules = rules.nodes if rules is not None else {}
+        self.init_sites: dict[str, str] = {}
+        """IR node → the `Block.node` init rule that covers it."""
         self.instances: dict[str, Instance] = {}
         self.active_blocks: list[str] = []
         """The blocks being elaborated, outermost first (to report recursion by its chain)."""
@@ -226,6 +239,9 @@ class Elaborator:
         frozen = self.frozen(site)
         if frozen is True and self.graph is not None:
             self.graph.frozen.update(islice(self.graph.nodes, made_before, None))
+        scope = self.active_blocks[-1] if self.active_blocks else self.spec.root.name
+        if f"{scope}.{site.node.name}" in self.node_rules and self.graph is not None:
+            self.init_sites[site.full_name] = f"{scope}.{site.node.name}"
         for module in modules if frozen is not None else ():
             module.frozen = frozen
         return modules, bound

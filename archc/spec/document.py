@@ -41,11 +41,12 @@ DOCUMENT_KEYS = {
     "let": "derived values",
     "input": "input shape without the batch axis, e.g. [3, 224, 224]",
     "expect": "golden values checked at build: params, buffers, macs",
+    "init": "how parameters start: {op or Block.node: {param: initialiser}}",
     "blocks": "block definitions",
     "body": "the model's nodes",
     "outputs": "named outputs, returned as a dict: {name: node}",
 }
-MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs")
+MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs", "init")
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outputs")
 NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names", "frozen")
 SEQUENCE_REFERENCES = ("previous", "input")
@@ -112,6 +113,16 @@ class BlockDef:
     """Values the block returns as a list (torchvision's stages for an FPN); None: its last."""
 
 
+@dataclass(frozen=True)
+class InitRule:
+    """One entry of `init:`: the layers it covers (an op's name, or `Block.node`, the model's
+    name standing for its body) and each param's initialiser, as written."""
+
+    target: str
+    location: Location
+    params: dict[str, Value]
+
+
 @dataclass
 class ModelSpec:
     root: BlockDef
@@ -123,6 +134,8 @@ class ModelSpec:
     """Output name → the node it returns; empty: the body's last node, unnamed."""
     imported_at: dict[str, Location] = field(default_factory=dict)
     """A block library (as errors name it) → the `imports:` entry that first brought it in."""
+    init: list[InitRule] = field(default_factory=list)
+    """The `init:` rules, in order (archc.resolve.init reads them)."""
 
     def import_notes(self, error: ArchcError) -> None:
         """Add to an error inside a block library the chain of lines that imported it."""
@@ -182,7 +195,8 @@ def load_model(path: Path, text: str | None = None) -> ModelSpec:
     expect = _parse_expect(document)
     input_value = Value(document["input"], document.value_at("input"))
     outputs = _parse_outputs(document)
-    return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at)
+    init = _parse_init(document)
+    return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at, init)
 
 
 def _load_document(path: Path, text: str | None = None) -> SpecMap:
@@ -444,6 +458,31 @@ def _parse_expect(document: SpecMap) -> dict[str, Value]:
                 f"expect.{key}: expected an integer, got {value!r}", section.value_at(key)
             )
     return {key: Value(value, section.value_at(key)) for key, value in section.items()}
+
+
+def _parse_init(document: SpecMap) -> list[InitRule]:
+    """`init: {conv2d: {weight: {kaiming_normal: fan_out}}, Bottleneck.bn3: {weight: zeros}}`:
+    the shape only; archc.resolve.init checks the names against the model."""
+    section = document.get("init", SpecMap())
+    if not isinstance(section, SpecMap):
+        raise SpecError(
+            "init must be a mapping of ops or Block.node names to {param: initialiser}",
+            document.value_at("init"),
+        )
+    rules = []
+    for target, params in section.items():
+        if not isinstance(target, str) or not isinstance(params, SpecMap) or not params:
+            raise SpecError(
+                f"init.{target}: expected a mapping of params to initialisers, e.g."
+                " {weight: {normal: 0.01}, bias: zeros}",
+                section.value_at(target),
+            )
+        values = {
+            str(name): Value(raw, params.value_at(name), params.key_at(name))
+            for name, raw in params.items()
+        }
+        rules.append(InitRule(target, section.key_at(target), values))
+    return rules
 
 
 def _parse_outputs(document: SpecMap) -> dict[str, Value]:

@@ -109,6 +109,11 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
+    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+
+
 class CNBlock(nnx.Module):
     """A 7x7 depthwise conv, layer norm, an inverted MLP, a learned per-channel layer scale, and a
     skip.
@@ -265,12 +270,25 @@ class ConvnextTiny(nnx.Module):
             lambda x: jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1),
             nnx.Linear(dims[3], num_classes, rngs=rngs),
         )
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 768)
         x = adaptive_avg_pool2d(x, (1, 1))  # (N, 1, 1, 768)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.02))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
+        elif type(module) is nnx.Linear:
+            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.02))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
 
 
 def create_model(

@@ -17,6 +17,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -152,6 +157,17 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     if parts[-1] in ("kernel", "scale") and type(owner).__module__.startswith("flax."):
         parts[-1] = "weight"
     return ".".join(parts)
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 class ConvNormAct(nnx.Module):
@@ -349,12 +365,26 @@ class Cspdarknet53(nnx.Module):
             CrossStage(512, out=1024, depth=depths[4], rngs=rngs),
         )
         self.head = ClassifierHead(1024, num_classes=num_classes, rngs=rngs)
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.stem(x)  # (N, 256, 256, 32)
         x = self.stages(x)  # (N, 8, 8, 1024)
         x = self.head(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+        elif type(module) is nnx.Linear:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

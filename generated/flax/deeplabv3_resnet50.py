@@ -20,6 +20,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -206,6 +211,17 @@ def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bo
     shape[axis] = out
     weight = jnp.asarray((source - low).reshape(shape), x.dtype)
     return jnp.take(x, low, axis=axis) * (1 - weight) + jnp.take(x, high, axis=axis) * weight
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 class Bottleneck(nnx.Module):
@@ -473,12 +489,24 @@ class Deeplabv3Resnet50(nnx.Module):
             jax.nn.relu,
             nnx.Conv(256, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
         )
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         out = self.backbone(x)  # (N, 65, 65, 2048)
         out = self.classifier(out)  # (N, 65, 65, 21)
         out = resize(out, x.shape[1:3], mode="bilinear", align_corners=False)  # (N, 520, 520, 21)
         return {"out": out}
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            if module.bias is not None:
+                module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

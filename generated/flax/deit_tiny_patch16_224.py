@@ -8,12 +8,18 @@ the PyTorch file; load_torch_state_dict() takes its weights.
 """
 
 import functools
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
 
 
 def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
@@ -94,6 +100,17 @@ def attention(qkv: jax.Array, heads: int) -> jax.Array:
     n, length, packed = qkv.shape
     q, k, v = qkv.reshape(n, length, 3, heads, packed // (3 * heads)).transpose(2, 0, 1, 3, 4)
     return jax.nn.dot_product_attention(q, k, v).reshape(n, length, packed // 3)
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 class PatchEmbed(nnx.Module):
@@ -205,6 +222,7 @@ class DeitTinyPatch16224(nnx.Module):
         self.norm = nnx.LayerNorm(embed_dim, use_fast_variance=False, rngs=rngs)
         self.head = nnx.Linear(embed_dim, num_classes, rngs=rngs)
         self.embed_dim = embed_dim
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.patch_embed(x)  # (N, 196, 192)
@@ -218,6 +236,20 @@ class DeitTinyPatch16224(nnx.Module):
         x = x[:, 0]  # (N, 192)
         x = self.head(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
+        elif type(module) is nnx.Linear:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

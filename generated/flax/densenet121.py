@@ -17,6 +17,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -201,6 +206,22 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return std * jax.random.normal(key, shape)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
 class DenseLayer(nnx.Module):
     """BN-ReLU-1x1 conv (bottleneck), BN-ReLU-3x3 conv; its growth_rate new channels join its input.
 
@@ -304,7 +325,7 @@ class Transition(nnx.Module):
 class Features(nnx.Module):
     """Features.
 
-    Spec: ../../specs/densenet121.yaml:11
+    Spec: ../../specs/densenet121.yaml:15
     """
 
     def __init__(
@@ -409,6 +430,7 @@ class Densenet121(nnx.Module):
         features_channels = features_channels // 2 + block_config[2] * growth_rate
         features_channels = features_channels // 2 + block_config[3] * growth_rate
         self.classifier = nnx.Linear(features_channels, num_classes, rngs=rngs)
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 1024)
@@ -417,6 +439,19 @@ class Densenet121(nnx.Module):
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 1024)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, sqrt(2 / fan_in)))
+        elif type(module) is nnx.Linear:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
 
 
 def create_model(

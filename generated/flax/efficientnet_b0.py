@@ -31,6 +31,11 @@ def ceil(value: float) -> int:
     return math.ceil(value)
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -166,6 +171,22 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     if parts[-1] in ("kernel", "scale") and type(owner).__module__.startswith("flax."):
         parts[-1] = "weight"
     return ".".join(parts)
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return std * jax.random.normal(key, shape)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 class ConvBNAct(nnx.Sequential):
@@ -479,6 +500,7 @@ class EfficientnetB0(nnx.Module):
             nnx.Dropout(rate=dropout, rngs=rngs),
             nnx.Linear(4 * widths[7], num_classes, rngs=rngs),
         )
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 1280)
@@ -486,6 +508,21 @@ class EfficientnetB0(nnx.Module):
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 1280)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            _, fan_out = fans(module.kernel)
+            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, sqrt(2 / fan_out)))
+            if module.bias is not None:
+                module.bias.set_value(jnp.zeros(module.bias.shape))
+        elif type(module) is nnx.Linear:
+            _, fan_out = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_out)))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
 
 
 def create_model(

@@ -22,6 +22,11 @@ def pair(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -185,6 +190,22 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
+    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
 class BasicConv2d(nnx.Module):
     """Conv without bias, batch norm (eps 1e-3), ReLU.
 
@@ -271,6 +292,7 @@ class Googlenet(nnx.Module):
         self.inception5b = Inception(832, widths=(384, 192, 384, 48, 128, 128), rngs=rngs)
         self.dropout = nnx.Dropout(rate=dropout, rngs=rngs)
         self.fc = nnx.Linear(1024, num_classes, rngs=rngs)
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 64)
@@ -294,6 +316,18 @@ class Googlenet(nnx.Module):
         x = self.dropout(x)
         x = self.fc(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.01))
+        elif type(module) is nnx.Linear:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.01))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

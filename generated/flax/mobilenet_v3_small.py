@@ -25,6 +25,11 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -160,6 +165,17 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     if parts[-1] in ("kernel", "scale") and type(owner).__module__.startswith("flax."):
         parts[-1] = "weight"
     return ".".join(parts)
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return std * jax.random.normal(key, shape)
 
 
 class ConvBNAct(nnx.Sequential):
@@ -424,6 +440,7 @@ class MobilenetV3Small(nnx.Module):
             nnx.Dropout(rate=dropout, rngs=rngs),
             nnx.Linear(1024, num_classes, rngs=rngs),
         )
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 576)
@@ -431,6 +448,20 @@ class MobilenetV3Small(nnx.Module):
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 576)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            _, fan_out = fans(module.kernel)
+            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, sqrt(2 / fan_out)))
+            if module.bias is not None:
+                module.bias.set_value(jnp.zeros(module.bias.shape))
+        elif type(module) is nnx.Linear:
+            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, 0.01))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
 
 
 def create_model(

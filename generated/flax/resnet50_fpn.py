@@ -10,6 +10,7 @@ the PyTorch file; load_torch_state_dict() takes its weights.
 """
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
 
 
 class BatchNorm(nnx.Module):
@@ -205,6 +211,17 @@ def _resize_axis(x: jax.Array, axis: int, out: int, mode: str, align_corners: bo
     shape[axis] = out
     weight = jnp.asarray((source - low).reshape(shape), x.dtype)
     return jnp.take(x, low, axis=axis) * (1 - weight) + jnp.take(x, high, axis=axis) * weight
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 class Bottleneck(nnx.Module):
@@ -472,11 +489,23 @@ class Resnet50Fpn(nnx.Module):
     ) -> None:
         self.body = ResNetStages(3, layers=layers, norm=FrozenBatchNorm, rngs=rngs)
         self.fpn = FeaturePyramid(256, 512, 1024, 2048, out=width, rngs=rngs)
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         body = self.body(x)
         fpn = self.fpn(*body)
         return {"0": fpn[0], "1": fpn[1], "2": fpn[2], "3": fpn[3], "pool": fpn[4]}
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            if module.bias is not None:
+                module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

@@ -18,6 +18,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 class BatchNorm(nnx.Module):
     """Batch normalisation with PyTorch's semantics on the channel axis (last, or `axis`).
 
@@ -188,6 +193,17 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     return jnp.swapaxes(x, -1, -2).reshape(*spatial, channels)
 
 
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
 class ShuffleV2Block(nnx.Module):
     """ShuffleNetV2's unit - split the channels (or, when downsampling, use the whole input twice),
     transform one half, concatenate, shuffle.
@@ -335,6 +351,7 @@ class ShufflenetV2X10(nnx.Module):
             jax.nn.relu,
         )
         self.fc = nnx.Linear(widths[4], num_classes, rngs=rngs)
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 24)
@@ -347,6 +364,19 @@ class ShufflenetV2X10(nnx.Module):
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 1024)
         x = self.fc(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+        elif type(module) is nnx.Linear:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

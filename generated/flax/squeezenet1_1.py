@@ -18,6 +18,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
     """The model computing in `dtype` (jnp.bfloat16: each conv, linear and norm casts its
     input and weights to it; None: as its input) from parameters stored in `param_dtype`
@@ -136,6 +141,17 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
 class Fire(nnx.Module):
     """Squeeze with a 1x1 conv, then expand with a 1x1 and a 3x3 conv side by side, concatenated.
 
@@ -218,12 +234,23 @@ class Squeezenet11(nnx.Module):
             jax.nn.relu,
             lambda x: adaptive_avg_pool2d(x, (1, 1)),
         )
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 13, 13, 512)
         x = self.classifier(x)  # (N, 1, 1, 1000)
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

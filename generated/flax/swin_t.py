@@ -17,6 +17,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
     """The model computing in `dtype` (jnp.bfloat16: each conv, linear and norm casts its
     input and weights to it; None: as its input) from parameters stored in `param_dtype`
@@ -173,6 +178,22 @@ def window_mask(height: int, width: int, window: int, shifts: list[int]) -> np.n
     regions = regions.reshape(height // window, window, width // window, window)
     regions = regions.transpose(0, 2, 1, 3).reshape(-1, window * window)
     return (regions[:, None, :] != regions[:, :, None]) * -100.0
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
+    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 class SwinTransformerBlock(nnx.Module):
@@ -358,6 +379,7 @@ class SwinT(nnx.Module):
         )
         self.norm = nnx.LayerNorm(8 * embed_dim, epsilon=1e-05, use_fast_variance=False, rngs=rngs)
         self.head = nnx.Linear(8 * embed_dim, num_classes, rngs=rngs)
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 768)
@@ -366,6 +388,20 @@ class SwinT(nnx.Module):
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 768)
         x = self.head(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Linear:
+            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.02))
+            if module.bias is not None:
+                module.bias.set_value(jnp.zeros(module.bias.shape))
+        elif type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

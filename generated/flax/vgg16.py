@@ -17,6 +17,11 @@ import numpy as np
 from flax import nnx
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
     """The model computing in `dtype` (jnp.bfloat16: each conv, linear and norm casts its
     input and weights to it; None: as its input) from parameters stored in `param_dtype`
@@ -135,6 +140,17 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return std * jax.random.normal(key, shape)
+
+
 class Vgg16(nnx.Module):
     """VGG as torchvision builds it, without batch norm; `--set depth=11|13|19` gives the others.
 
@@ -211,6 +227,7 @@ class Vgg16(nnx.Module):
             nnx.Dropout(rate=dropout, rngs=rngs),
             nnx.Linear(4096, num_classes, rngs=rngs),
         )
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.features(x)  # (N, 7, 7, 512)
@@ -218,6 +235,19 @@ class Vgg16(nnx.Module):
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # (N, 25088)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Conv:
+            _, fan_out = fans(module.kernel)
+            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, sqrt(2 / fan_out)))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
+        elif type(module) is nnx.Linear:
+            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, 0.01))
+            module.bias.set_value(jnp.zeros(module.bias.shape))
 
 
 def create_model(

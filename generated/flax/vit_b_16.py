@@ -8,12 +8,18 @@ the PyTorch file; load_torch_state_dict() takes its weights.
 """
 
 import functools
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
 
 
 def set_dtypes(model: nnx.Module, dtype: Any, param_dtype: Any) -> nnx.Module:
@@ -96,6 +102,27 @@ def attention(qkv: jax.Array, heads: int) -> jax.Array:
     return jax.nn.dot_product_attention(q, k, v).reshape(n, length, packed // 3)
 
 
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return std * jax.random.normal(key, shape)
+
+
+def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
+    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
 class MultiheadAttention(nnx.Module):
     """nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj).
 
@@ -150,7 +177,7 @@ class EncoderBlock(nnx.Module):
 class Layers(nnx.Module):
     """Layers.
 
-    Spec: ../../specs/vit_b_16.yaml:17
+    Spec: ../../specs/vit_b_16.yaml:23
     """
 
     def __init__(
@@ -180,7 +207,7 @@ class Layers(nnx.Module):
 class Encoder(nnx.Module):
     """Encoder.
 
-    Spec: ../../specs/vit_b_16.yaml:10
+    Spec: ../../specs/vit_b_16.yaml:16
     """
 
     def __init__(
@@ -217,7 +244,7 @@ class Encoder(nnx.Module):
 class Heads(nnx.Module):
     """Heads.
 
-    Spec: ../../specs/vit_b_16.yaml:21
+    Spec: ../../specs/vit_b_16.yaml:27
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
@@ -265,6 +292,7 @@ class VitB16(nnx.Module):
         )
         self.heads = Heads(hidden_dim, num_classes=num_classes, rngs=rngs)
         self.hidden_dim = hidden_dim
+        init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv_proj(x)  # (N, 14, 14, 768)
@@ -277,6 +305,31 @@ class VitB16(nnx.Module):
         x = x[:, 0]  # (N, 768)
         x = self.heads(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """The spec's init: rules, each op's layers first, then each named node; conv and
+    linear layers otherwise start as torch's do."""
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Linear:
+            fan_in, fan_out = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, sqrt(6 / (fan_in + fan_out))))
+            module.bias.set_value(normal(rngs.params(), module.bias.shape, 1e-06))
+        elif type(module) is nnx.Conv:
+            fan_in, _ = fans(module.kernel)
+            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, MultiheadAttention):
+            fan_in, _ = fans(module.out_proj.kernel)
+            module.out_proj.kernel.set_value(uniform(rngs.params(), module.out_proj.kernel.shape, 1 / sqrt(fan_in)))
+            module.out_proj.bias.set_value(jnp.zeros(module.out_proj.bias.shape))
+        elif isinstance(module, Heads):
+            module.head.kernel.set_value(jnp.zeros(module.head.kernel.shape))
+            module.head.bias.set_value(jnp.zeros(module.head.bias.shape))
+    fan_in, _ = fans(model.conv_proj.kernel)
+    model.conv_proj.kernel.set_value(trunc_normal(rngs.params(), model.conv_proj.kernel.shape, sqrt(1 / fan_in)))
+    model.conv_proj.bias.set_value(jnp.zeros(model.conv_proj.bias.shape))
 
 
 def create_model(

@@ -189,12 +189,24 @@ class ConvnextTiny(nn.Module):
             nn.Flatten(),
             nn.Linear(dims[3], num_classes),
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 768, 7, 7)
         x = self.avgpool(x)  # (N, 768, 1, 1)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif type(module) is nn.Linear:
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

@@ -111,7 +111,7 @@ class Transition(nn.Module):
 class Features(nn.Module):
     """Features.
 
-    Spec: ../../specs/densenet121.yaml:11
+    Spec: ../../specs/densenet121.yaml:15
     """
 
     def __init__(
@@ -214,6 +214,7 @@ class Densenet121(nn.Module):
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(features_channels, num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 1024, 7, 7)
@@ -222,6 +223,15 @@ class Densenet121(nn.Module):
         x = torch.flatten(x, 1)  # (N, 1024)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        elif type(module) is nn.Linear:
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

@@ -26,6 +26,11 @@ def ceil(value: float) -> int:
     return math.ceil(value)
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """The model, its forward now run under torch.autocast in `dtype` on the input's device
     type (its own forward, and so its state_dict, unchanged)."""
@@ -57,6 +62,12 @@ class StochasticDepth(nn.Module):
         if survival > 0.0:
             noise.div_(survival)
         return x * noise
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 class ConvBNAct(nn.Sequential):
@@ -350,6 +361,7 @@ class EfficientnetB0(nn.Module):
             nn.Dropout(p=dropout),
             nn.Linear(4 * widths[7], num_classes),
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 1280, 7, 7)
@@ -357,6 +369,19 @@ class EfficientnetB0(nn.Module):
         x = torch.flatten(x, 1)  # (N, 1280)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif type(module) is nn.Linear:
+            _, fan_out = fans(module.weight)
+            nn.init.uniform_(module.weight, -(1 / sqrt(fan_out)), 1 / sqrt(fan_out))
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

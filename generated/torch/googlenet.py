@@ -117,6 +117,7 @@ class Googlenet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(1024, num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)
@@ -140,6 +141,15 @@ class Googlenet(nn.Module):
         x = self.dropout(x)
         x = self.fc(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.trunc_normal_(module.weight, std=0.01)
+        elif type(module) is nn.Linear:
+            nn.init.trunc_normal_(module.weight, std=0.01)
 
 
 def create_model(

@@ -242,6 +242,7 @@ class InceptionV3(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(2048, num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Conv2d_1a_3x3(x)  # (N, 32, 149, 149)
@@ -267,6 +268,15 @@ class InceptionV3(nn.Module):
         x = torch.flatten(x, 1)  # (N, 2048)
         x = self.fc(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.trunc_normal_(module.weight, std=0.1)
+        elif type(module) is nn.Linear:
+            nn.init.trunc_normal_(module.weight, std=0.1)
 
 
 def create_model(

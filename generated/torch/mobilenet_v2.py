@@ -187,6 +187,7 @@ class MobilenetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channel, num_classes))
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 1280, 7, 7)
@@ -194,6 +195,16 @@ class MobilenetV2(nn.Module):
         x = torch.flatten(x, 1)  # (N, 1280)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif type(module) is nn.Linear:
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

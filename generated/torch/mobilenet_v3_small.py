@@ -253,6 +253,7 @@ class MobilenetV3Small(nn.Module):
             nn.Dropout(p=dropout),
             nn.Linear(1024, num_classes),
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 576, 7, 7)
@@ -260,6 +261,18 @@ class MobilenetV3Small(nn.Module):
         x = torch.flatten(x, 1)  # (N, 576)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif type(module) is nn.Linear:
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

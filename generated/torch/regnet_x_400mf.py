@@ -230,6 +230,7 @@ class RegnetX400mf(nn.Module):
         self.trunk_output = Trunk(32, widths=widths, depths=depths, group_width=group_width)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(widths[-1], num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (N, 32, 112, 112)
@@ -238,6 +239,16 @@ class RegnetX400mf(nn.Module):
         x = torch.flatten(x, 1)  # (N, 400)
         x = self.fc(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif type(module) is nn.Linear:
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

@@ -148,6 +148,7 @@ class Resnet101(nn.Module):
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(2048, num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)
@@ -162,6 +163,13 @@ class Resnet101(nn.Module):
         x = torch.flatten(x, 1)  # (N, 2048)
         x = self.fc(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
 def create_model(

@@ -286,6 +286,7 @@ class SwinT(nn.Module):
         self.permute = Permute((0, 3, 1, 2))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.head = nn.Linear(8 * embed_dim, num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 7, 7, 768)
@@ -295,6 +296,15 @@ class SwinT(nn.Module):
         x = torch.flatten(x, 1)  # (N, 768)
         x = self.head(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def create_model(

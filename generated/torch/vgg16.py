@@ -75,6 +75,7 @@ class Vgg16(nn.Module):
             nn.Dropout(p=dropout),
             nn.Linear(4096, num_classes),
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 512, 7, 7)
@@ -82,6 +83,17 @@ class Vgg16(nn.Module):
         x = torch.flatten(x, 1)  # (N, 25088)
         x = self.classifier(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif type(module) is nn.Linear:
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
 
 
 def create_model(

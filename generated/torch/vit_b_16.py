@@ -5,11 +5,17 @@ Regenerate, in this folder: archc build ../../specs/vit_b_16.yaml --backend torc
 Params 86,567,656 (+ 0 in buffers); 17.564 GMACs = 35.128 GFLOPs at 1x3x224x224, core tier.
 """
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
 
 
 def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -31,6 +37,12 @@ def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     q, k, v = qkv.reshape(n, length, 3, heads, packed // (3 * heads)).permute(2, 0, 3, 1, 4)
     x = F.scaled_dot_product_attention(q, k, v)
     return x.transpose(1, 2).reshape(n, length, packed // 3)
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 class MultiheadAttention(nn.Module):
@@ -89,7 +101,7 @@ class EncoderBlock(nn.Module):
 class Layers(nn.Module):
     """Layers.
 
-    Spec: ../../specs/vit_b_16.yaml:17
+    Spec: ../../specs/vit_b_16.yaml:23
     """
 
     def __init__(self, in_channels: int, *, num_layers: int, heads: int, mlp_dim: int) -> None:
@@ -112,7 +124,7 @@ class Layers(nn.Module):
 class Encoder(nn.Module):
     """Encoder.
 
-    Spec: ../../specs/vit_b_16.yaml:10
+    Spec: ../../specs/vit_b_16.yaml:16
     """
 
     def __init__(
@@ -141,7 +153,7 @@ class Encoder(nn.Module):
 class Heads(nn.Module):
     """Heads.
 
-    Spec: ../../specs/vit_b_16.yaml:21
+    Spec: ../../specs/vit_b_16.yaml:27
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
@@ -181,6 +193,7 @@ class VitB16(nn.Module):
             mlp_dim=mlp_dim,
         )
         self.heads = Heads(hidden_dim, num_classes=num_classes)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_proj(x)  # (N, 768, 14, 14)
@@ -190,6 +203,25 @@ class VitB16(nn.Module):
         x = x[:, 0]  # (N, 768)
         x = self.heads(x)  # (N, 1000)
         return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.normal_(module.bias, std=1e-06)
+    for module in model.modules():
+        if isinstance(module, MultiheadAttention):
+            fan_in, _ = fans(module.out_proj.weight)
+            nn.init.uniform_(module.out_proj.weight, -(1 / sqrt(fan_in)), 1 / sqrt(fan_in))
+            nn.init.zeros_(module.out_proj.bias)
+        elif isinstance(module, Heads):
+            nn.init.zeros_(module.head.weight)
+            nn.init.zeros_(module.head.bias)
+    fan_in, _ = fans(model.conv_proj.weight)
+    nn.init.trunc_normal_(model.conv_proj.weight, std=sqrt(1 / fan_in))
+    nn.init.zeros_(model.conv_proj.bias)
 
 
 def create_model(

@@ -33,14 +33,14 @@ def resnet18() -> tuple[str, object, list]:
         (
             "nn.Linear(512, num_classes)",
             "nn.Linear(511, num_classes)",
-            "fc (linear) at specs/resnet18.yaml:20:7: built as Linear(511, 1000), the IR says "
+            "fc (linear) at specs/resnet18.yaml:23:7: built as Linear(511, 1000), the IR says "
             "Linear(512, 1000)",
         ),
-        ("self.fc = ", "self.head = ", "fc (linear) at specs/resnet18.yaml:20:7: the generated "),
+        ("self.fc = ", "self.head = ", "fc (linear) at specs/resnet18.yaml:23:7: the generated "),
         (
             "nn.Linear(512, num_classes)",
             "nn.Linear(512, num_classes, bias=False)",
-            "fc (linear) at specs/resnet18.yaml:20:7: bias=False, the IR leaves bias at the "
+            "fc (linear) at specs/resnet18.yaml:23:7: bias=False, the IR leaves bias at the "
             "class's default",
         ),
         (
@@ -48,8 +48,15 @@ def resnet18() -> tuple[str, object, list]:
             "self.extra = nn.ReLU()\n        self.fc = ",
             "the generated model builds extra, which the IR has not",
         ),
+        (
+            'mode="fan_out"',
+            'mode="fan_in"',
+            "conv1 (conv2d) at specs/resnet18.yaml:13:10: its weight starts as normal(0.116642),"
+            " the IR says normal(0.0252538)",
+        ),
+        ("        init_weights(self)\n", "", "its weight starts as the framework's default"),
     ],
-    ids=["width", "name", "keyword", "extra module"],
+    ids=["width", "name", "keyword", "extra module", "init", "no init"],
 )
 def test_a_file_that_drifts_from_the_ir_is_caught(
     resnet18: tuple, old: str, new: str, problem: str
@@ -80,6 +87,8 @@ def test_a_flax_file_that_drifts_from_the_ir_is_caught() -> None:
     for old, new, problem in [
         ("nnx.Linear(512, num_classes", "nnx.Linear(511, num_classes", "built as Linear(511"),
         ("self.bn1 = BatchNorm(64", "self.bn1 = BatchNorm(63", "built as BatchNorm(63)"),
+        ("sqrt(2 / fan_out)", "sqrt(8 / fan_out)", "its weight starts as normal(0.0505076)"),
+        ("1 / sqrt(fan_in)))", "2 / sqrt(fan_in)))", "fc (linear) at specs/resnet18.yaml"),
     ]:
         assert old in source
         with pytest.raises(InternalError, match="translation validation: ") as caught:

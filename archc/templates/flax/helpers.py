@@ -355,3 +355,24 @@ def window_mask(height: int, width: int, window: int, shifts: list[int]) -> np.n
     regions = regions.reshape(height // window, window, width // window, window)
     regions = regions.transpose(0, 2, 1, 3).reshape(-1, window * window)
     return (regions[:, None, :] != regions[:, :, None]) * -100.0
+
+
+def fans(kernel: jax.Array) -> tuple[int, int]:
+    """A kernel's fan-in and fan-out, (*window, in, out), as torch counts its weight's."""
+    receptive = math.prod(kernel.shape[:-2])
+    return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return std * jax.random.normal(key, shape)
+
+
+def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
+    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)

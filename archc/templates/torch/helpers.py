@@ -4,6 +4,7 @@ This file is read as text, never imported by archc: emission must not import tor
 top-level definition is one helper; it is linted and tested like the code it lands in.
 """
 
+import math
 from typing import Any
 
 import torch
@@ -185,3 +186,9 @@ def window_mask(
     regions = regions.permute(0, 2, 1, 3).reshape(-1, window * window)
     different = regions[:, None, :] != regions[:, :, None]
     return different.to(like.dtype) * -100.0
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive

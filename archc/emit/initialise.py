@@ -1,0 +1,177 @@
+"""The generated `init_weights(model)`: the spec's `init:` rules, written as torchvision does.
+
+One loop over the modules gives each op's layers their rule (a layer built exactly by that
+op's lowering, `type(module) is nn.Conv2d`, so that an attention's inner projection keeps its
+own); a second gives each `Block.node` rule to that node of every instance of the block; the
+model's own nodes come last. Flax writes torch's conv and linear defaults as well, since its
+own layers start from others. The model's constructor calls it last.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from archc.boundary import attribute
+from archc.emit.layout import INDENT
+from archc.errors import Location
+from archc.ir.graph import Graph, Node
+from archc.ir.symbolic import UNARY, Sym, source
+from archc.ops.init import FANS, TORCH_DEFAULT_LAYER, Initialiser
+from archc.ops.lowering import ModuleCall
+from archc.resolve.init import Rules
+from archc.spec.expressions import evaluate
+
+FLAX_DEFAULTS = ("conv2d", "conv_transpose2d", "linear")
+"""Ops whose flax layer starts otherwise than torch's (lecun normal, zero bias)."""
+_READS_FANS = re.compile(r'(?<!")\bfan_(in|out)\b')
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """A class an op's layers are built with: each param's attribute on it, and the params
+    that every one of them has."""
+
+    constructor: str
+    attributes: dict[str, str]
+    always: frozenset[str]
+
+
+def init_function(rules: Rules, sites: dict[str, str], graph: Graph, backend: str) -> list[str]:
+    """The lines of `def init_weights`; none when every layer keeps its framework default.
+    `sites`: IR node → the `Block.node` rule that covers it."""
+    by_op = _op_rules(rules, backend)
+    branches = [
+        (f"type(module) is {layers.constructor}", _assignments("module", rule, layers, backend))
+        for op, rule in by_op.items()
+        for layers in _layer_classes(
+            graph, [n for n in graph.nodes.values() if n.op.name == op], backend
+        )
+    ]
+    block_branches, model_lines = [], []
+    for target, rule in rules.nodes.items():
+        scope, _, name = target.partition(".")
+        covered = [graph.nodes[node] for node, site in sites.items() if site == target]
+        if not covered:
+            continue  # a node switched off wherever the block is built
+        layers = _layer_classes(graph, covered[:1], backend)[0]
+        if scope == graph.name:
+            model_lines += _assignments(attribute("model", name), rule, layers, backend, depth=1)
+        else:
+            assignments = _assignments(attribute("module", name), rule, layers, backend)
+            block_branches.append((f"isinstance(module, {scope})", assignments))
+    lines = _loop(branches, backend) + _loop(block_branches, backend) + model_lines
+    return [*_signature(backend), *lines] if lines else []
+
+
+def _signature(backend: str) -> list[str]:
+    if backend == "torch":
+        head = "def init_weights(model: nn.Module) -> None:"
+        doc = "The spec's init: rules, each op's layers first, then each named node."
+    else:
+        head = "def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:"
+        doc = (
+            "The spec's init: rules, each op's layers first, then each named node; conv and"
+            f"\n{INDENT}linear layers otherwise start as torch's do."
+        )
+    return [head, f'{INDENT}"""{doc}"""']
+
+
+def _loop(branches: list[tuple[str, list[str]]], backend: str) -> list[str]:
+    """`for module in …:` with one `if`/`elif` per branch."""
+    if not branches:
+        return []
+    modules = (
+        "module in model.modules()"
+        if backend == "torch"
+        else "_, module in nnx.iter_modules(model)"
+    )
+    lines = [f"{INDENT}for {modules}:"]
+    for index, (test, body) in enumerate(branches):
+        lines += [f"{INDENT * 2}{'elif' if index else 'if'} {test}:", *body]
+    return lines
+
+
+def _op_rules(rules: Rules, backend: str) -> dict[str, dict[str, Initialiser]]:
+    by_op = dict(rules.ops)
+    if backend == "flax":
+        for op in FLAX_DEFAULTS:
+            by_op[op] = {**TORCH_DEFAULT_LAYER, **by_op.get(op, {})}
+    return by_op
+
+
+def _layer_classes(graph: Graph, nodes: list[Node], backend: str) -> list[_Layers]:
+    """Each class the nodes' layers are built with, in the order the graph first builds them
+    (nodes that keep their parameters inline are not layers)."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for node in nodes:
+        inputs = [graph.type_of(name) for name in node.inputs]
+        lowered = getattr(node.op, f"lower_{backend}")(node.attrs, inputs)
+        if isinstance(lowered, ModuleCall):
+            params = node.op.parameters(node.attrs, inputs)
+            attributes = {
+                name: layer_attribute(lowered.constructor, name, len(shape))
+                for name, shape in params.items()
+            }
+            found.setdefault(lowered.constructor, []).append(attributes)
+    return [
+        _Layers(
+            constructor,
+            {param: name for attributes in each for param, name in attributes.items()},
+            frozenset.intersection(*(frozenset(attributes) for attributes in each)),
+        )
+        for constructor, each in found.items()
+    ]
+
+
+def layer_attribute(constructor: str, param: str, rank: int) -> str:
+    """A param's attribute on its layer: flax's own layers name a weight `kernel` (or, of
+    one axis, `scale`)."""
+    if constructor.startswith("nnx.") and param == "weight":
+        return "kernel" if rank >= 2 else "scale"
+    return param
+
+
+def _assignments(
+    owner: str, rule: dict[str, Initialiser], layers: _Layers, backend: str, depth: int = 3
+) -> list[str]:
+    """The statements that start `owner`'s params as `rule` says; a param that some layers
+    lack (bias=False) under `is not None`, one that none has left out."""
+    lines: list[str] = []
+    for param, initialiser in rule.items():
+        if param not in layers.attributes:
+            continue  # none of these layers has it (flax's default bias, all bias=False)
+        target = f"{owner}.{layers.attributes[param]}"
+        statement = _statement(target, initialiser, backend)
+        if param in layers.always:
+            lines.append(INDENT * depth + statement)
+        else:
+            lines += [f"{INDENT * depth}if {target} is not None:", INDENT * (depth + 1) + statement]
+    read = {match.group(0) for line in lines for match in _READS_FANS.finditer(line)}
+    if read:  # the resolver saw to it that these layers have a weight
+        names = ", ".join(fan if fan in read else "_" for fan in FANS)
+        weight = f"{owner}.{layers.attributes['weight']}"
+        lines.insert(0, f"{INDENT * depth}{names} = fans({weight})")
+    return lines
+
+
+def _statement(target: str, initialiser: Initialiser, backend: str) -> str:
+    kind = initialiser.kind
+    if backend == "torch":
+        negative = f"-{_argument(initialiser, UNARY)}"
+        return kind.torch.format(param=target, arg=_argument(initialiser), negative=negative)
+    value = kind.flax.format(
+        key="rngs.params()", shape=f"{target}.shape", arg=_argument(initialiser)
+    )
+    return f"{target}.set_value({value})"
+
+
+def _argument(initialiser: Initialiser, precedence: int = 0) -> str:
+    """The argument as source: a fan's name, a number, or an expression of the fans."""
+    raw = initialiser.argument
+    if raw is None or initialiser.kind.argument == "fan":
+        return str(raw)
+    if isinstance(raw, str):
+        fans = {fan: Sym(fan, 64) for fan in FANS}
+        raw = evaluate(raw, fans, Location("init", 0, 0))
+    return source(raw, precedence)

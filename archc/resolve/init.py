@@ -1,0 +1,188 @@
+"""The spec's `init:` rules, checked against the model and applied to the IR's nodes.
+
+A rule names an op (every layer of it) or `Block.node` (that node in every instance of the
+block; the model's name stands for its own body). A node's rule wins over its op's, param by
+param; the IR keeps each node's initialisers with their arguments evaluated at its fans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.errors import Location, SpecError, did_you_mean
+from archc.ir.graph import Graph, Node
+from archc.ir.symbolic import Sym, concrete
+from archc.ops import REGISTRY
+from archc.ops.init import FANS, KINDS, Initialiser, torch_fans
+from archc.ops.lowering import ModuleCall
+from archc.resolve.params import evaluate_checked
+from archc.spec.document import InitRule, ModelSpec, Value
+from archc.spec.loader import SpecMap
+
+
+@dataclass
+class Rules:
+    """The checked rules: by op name and by `Scope.node`, each param's initialiser."""
+
+    ops: dict[str, dict[str, Initialiser]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Initialiser]] = field(default_factory=dict)
+    locations: dict[str, Location] = field(default_factory=dict)
+    """Each rule's target → where the spec wrote it."""
+    arguments: dict[tuple[str, str], Value] = field(default_factory=dict)
+    """(target, param) → the argument as written, for errors at its fans."""
+
+
+def init_rules(spec: ModelSpec) -> Rules:
+    """The spec's rules, each target and initialiser checked (not yet against the graph)."""
+    rules = Rules()
+    for rule in spec.init:
+        initialisers = {
+            param: _initialiser(rule, param, value, rules) for param, value in rule.params.items()
+        }
+        if "." in rule.target:
+            _check_node_target(spec, rule)
+            rules.nodes[rule.target] = initialisers
+        else:
+            if rule.target not in REGISTRY:
+                raise SpecError(
+                    f"init: unknown op '{rule.target}' (a rule names an op, or Block.node)",
+                    rule.location,
+                    did_you_mean(rule.target, REGISTRY),
+                )
+            rules.ops[rule.target] = initialisers
+        rules.locations[rule.target] = rule.location
+    return rules
+
+
+def _initialiser(rule: InitRule, param: str, value: Value, rules: Rules) -> Initialiser:
+    """`zeros`, `{normal: 0.01}`, `{kaiming_normal: fan_out}`, `{uniform: 1 / sqrt(fan_in)}`."""
+    raw, where = value.raw, f"init.{rule.target}.{param}"
+    if isinstance(raw, str) and raw in KINDS:
+        name, argument = raw, None
+    elif isinstance(raw, SpecMap) and len(raw) == 1:
+        (name,) = raw.keys()
+        argument = Value(raw[name], raw.value_at(name))
+    else:
+        listed = ", ".join(f"{{{name}: …}}" for name, kind in KINDS.items() if kind.argument)
+        raise SpecError(
+            f"{where}: expected an initialiser, got {concrete(raw)!r}",
+            value.location,
+            f"zeros, ones, xavier_uniform, or one of {listed}",
+        )
+    kind = KINDS.get(name)
+    if kind is None:
+        raise SpecError(
+            f"{where}: unknown initialiser '{name}'", value.location, did_you_mean(name, KINDS)
+        )
+    wanted = {"": "no argument", "number": "a number", "fan": "fan_in or fan_out"}[kind.argument]
+    if (argument is None) != (kind.argument == "") or (
+        kind.argument == "fan" and argument.raw not in FANS
+    ):
+        got = "none" if argument is None else repr(argument.raw)
+        raise SpecError(f"{where}: {name} takes {wanted}, got {got}", value.location)
+    if kind.argument == "number":
+        # Checked now at representative fans; evaluated per layer at its own.
+        fans = {fan: Sym(fan, 64) for fan in FANS}
+        evaluate_checked(argument, fans, "float", where)
+        rules.arguments[(rule.target, param)] = argument
+    return Initialiser(name, argument.raw if argument is not None else None)
+
+
+def _check_node_target(spec: ModelSpec, rule: InitRule) -> None:
+    """`Block.node`: a block of the spec (or the model), and a node of its body that makes
+    one layer wherever the block is built (no repeat, no `when:`)."""
+    scope, _, name = rule.target.partition(".")
+    definition = spec.root if scope == spec.root.name else spec.blocks.get(scope)
+    if definition is None:
+        scopes = [spec.root.name, *spec.blocks]
+        raise SpecError(
+            f"init: no block or model named '{scope}' (in {rule.target})",
+            rule.location,
+            did_you_mean(scope, scopes),
+        )
+    nodes = {node.name: node for node in definition.body}
+    node = nodes.get(name)
+    if node is None or definition.sequential:
+        raise SpecError(
+            f"init: {scope} has no node '{name}'", rule.location, did_you_mean(name, nodes)
+        )
+    if node.kind == "block" or node.items is not None or node.repeat or node.when:
+        raise SpecError(
+            f"init: {rule.target} must be one op layer, built wherever {scope} is",
+            rule.location,
+            "a rule covers an op node without repeat: or when: (give a block's nodes "
+            "rules of their own)",
+        )
+
+
+def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
+    """Give each graph node its initialisers (`graph.init`): its op's rule, then its own
+    (`sites`: node name → the `Block.node` rule that covers it)."""
+    covered: dict[str, set[str]] = {}
+    for node in graph.nodes.values():
+        params = node.op.parameters(node.attrs, [graph.type_of(name) for name in node.inputs])
+        lowered = node.op.lower_torch(node.attrs, [graph.type_of(name) for name in node.inputs])
+        by_op = rules.ops.get(node.op.name, {}) if isinstance(lowered, ModuleCall) else {}
+        target = sites.get(node.name)
+        chosen = {
+            param: (rule_target, initialiser)
+            for rule_target, rule in ((node.op.name, by_op), (target, rules.nodes.get(target, {})))
+            for param, initialiser in rule.items()
+        }
+        if target is not None:
+            _check_params(rules, target, chosen.keys() & rules.nodes[target].keys(), params, node)
+        covered.setdefault(node.op.name, set()).update(by_op.keys() & params.keys())
+        settled = {
+            param: _settled(rules, rule_target, param, initialiser, params, node)
+            for param, (rule_target, initialiser) in chosen.items()
+            if param in params  # not on a layer without it (bias=False)
+        }
+        if settled:
+            graph.init[node.name] = settled
+    for op, rule in rules.ops.items():
+        missing = rule.keys() - covered.get(op, set())
+        if missing:
+            raise SpecError(
+                f"init.{op}: no {op} layer of the model has {', '.join(sorted(missing))}"
+                if op in covered
+                else f"init.{op}: the model has no {op} layer with parameters of its own",
+                rules.locations[op],
+            )
+
+
+def _check_params(
+    rules: Rules, target: str, wanted: set[str], params: dict[str, Any], node: Node
+) -> None:
+    for param in wanted - params.keys():
+        raise SpecError(
+            f"init.{target}: {node.op.name} layer {node.name} has no param '{param}'"
+            f" (it has {', '.join(params) or 'none'})",
+            rules.locations[target],
+            did_you_mean(param, params),
+        )
+
+
+def _settled(
+    rules: Rules,
+    target: str,
+    param: str,
+    initialiser: Initialiser,
+    params: dict[str, Any],
+    node: Node,
+) -> Initialiser:
+    """The initialiser with its argument evaluated at the layer's fans (those of its
+    weight, or of the param itself when it has no weight)."""
+    weight = params.get("weight", params[param])
+    if (initialiser.reads_fans() or initialiser.kind.argument == "fan") and len(weight) < 2:
+        raise SpecError(
+            f"init.{target}.{param}: {initialiser.name} needs a weight's fans, and"
+            f" {node.name}'s {param} has one axis",
+            rules.locations[target],
+        )
+    argument = rules.arguments.get((target, param))
+    if argument is None:
+        return initialiser
+    fans = torch_fans(tuple(concrete(size) for size in weight)) if len(weight) >= 2 else {}
+    value = evaluate_checked(argument, fans, "float", f"init.{target}.{param}")
+    return Initialiser(initialiser.name, concrete(value))

@@ -1,0 +1,101 @@
+"""Reference initialisation: a fresh generated model starts as the reference model does.
+
+Per parameter, a constant one (a norm's weight, a zeroed bias) equals the reference's exactly
+and a random one is drawn from the same distribution: a two-sample Kolmogorov-Smirnov test
+on up to SAMPLE values of each, at a p-value no real difference in scale or shape reaches
+with this many values. The flax model's parameters are tested so against the torch model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import GENERATED, REPO, load_generated, torchvision
+
+torch = pytest.importorskip("torch")
+stats = pytest.importorskip("scipy.stats")
+
+SAMPLE = 20_000
+P_VALUE = 1e-4
+TORCHVISION = [
+    "resnet18",
+    "resnet50",
+    "vgg16",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "regnet_x_400mf",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "convnext_tiny",
+    "swin_t",
+    "vit_b_16",
+    "alexnet",  # no rules: torch's own defaults on both sides
+]
+FLAX = ["resnet50", "convnext_tiny", "vit_b_16", "alexnet"]
+
+
+def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list[str]:
+    """The parameters whose starting values `got` does not draw as `want` does."""
+    assert got.keys() == want.keys()
+    found = []
+    generator = np.random.default_rng(0)
+    for name, reference in want.items():
+        ours = got[name]
+        if reference.min() == reference.max():  # a constant
+            if not (ours == reference.flat[0]).all():
+                found.append(f"{name}: not all {reference.flat[0]}")
+            continue
+        samples = [
+            generator.choice(values.ravel(), min(values.size, SAMPLE), replace=False)
+            for values in (ours, reference)
+        ]
+        p_value = stats.ks_2samp(*samples).pvalue
+        if p_value < P_VALUE:
+            found.append(f"{name}: std {ours.std():.4g} vs {reference.std():.4g} (p {p_value:.1e})")
+    return found
+
+
+def parameters(model: Any) -> dict[str, np.ndarray]:
+    return {name: value.detach().numpy().copy() for name, value in model.named_parameters()}
+
+
+def reference_model(name: str) -> Any:
+    kwargs = (
+        {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    )
+    return torchvision().models.get_model(name, weights=None, **kwargs)
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_a_fresh_model_starts_as_torchvisions(name: str) -> None:
+    generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
+    assert differences(parameters(generated), parameters(reference_model(name))) == []
+
+
+def test_without_its_rules_resnet18_starts_otherwise() -> None:
+    """The test above can fail: the same spec without `init:` keeps torch's defaults, which
+    torchvision's ResNet replaces."""
+    import archc
+
+    text = (REPO / "specs" / "resnet18.yaml").read_text()
+    plain = text.replace("init:\n  conv2d: {weight: {kaiming_normal: fan_out}}\n", "")
+    assert plain != text
+    model = archc.load(plain).torch()
+    found = differences(parameters(model), parameters(reference_model("resnet18")))
+    assert found and all(".weight" in line for line in found)
+
+
+@pytest.mark.parametrize("name", FLAX)
+def test_a_fresh_flax_model_starts_as_the_torch_one(name: str) -> None:
+    nnx = pytest.importorskip("flax.nnx")
+    module = load_generated(GENERATED / "flax" / f"{name}.py")
+    model = module.create_model(nnx.Rngs(0))
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    got = {module._torch_name(model, path): np.asarray(value.get_value()) for path, value in flat}
+    want = parameters(load_generated(GENERATED / "torch" / f"{name}.py").create_model())
+    assert differences(got, want) == []
