@@ -280,6 +280,62 @@ CASES = {
 }
 
 
+INIT_HEAD = "archc: 1\nname: tiny\ninput: [3, 16, 16]\ninit:\n"  # the rules start on line 5
+INIT_BODY = (
+    "blocks:\n  Unit:\n    body:\n      conv: {op: conv2d, out: 8, kernel: 3, bias: false}\n"
+    "      bn: batch_norm\nbody:\n  unit: {block: Unit}\n  flat: flatten\n"
+    "  fc: {op: linear, out: 4}\n"
+)
+CASES |= {
+    "init: unknown op": (
+        INIT_HEAD + "  conv2: {weight: zeros}\n" + INIT_BODY,
+        "5:3",
+        "init: unknown op 'conv2' (a rule names an op, or Block.node) (did you mean 'conv2d'?)",
+    ),
+    "init: unknown initialiser": (
+        INIT_HEAD + "  conv2d: {weight: {kaiming_normall: fan_out}}\n" + INIT_BODY,
+        "5:20",
+        "init.conv2d.weight: unknown initialiser 'kaiming_normall'"
+        " (did you mean 'kaiming_normal'?)",
+    ),
+    "init: a fan that is not one": (
+        INIT_HEAD + "  conv2d: {weight: {kaiming_normal: fan_avg}}\n" + INIT_BODY,
+        "5:20",
+        "init.conv2d.weight: kaiming_normal takes fan_in or fan_out, got 'fan_avg'",
+    ),
+    "init: a param no layer has": (
+        INIT_HEAD + "  conv2d: {bias: zeros}\n" + INIT_BODY,
+        "5:3",
+        "init.conv2d: no conv2d layer of the model has bias",
+    ),
+    "init: an expression of an unknown name": (
+        INIT_HEAD + "  linear: {weight: {normal: 1 / fan}}\n" + INIT_BODY,
+        "5:33",
+        "in expression '1 / fan': unknown name 'fan' (did you mean 'fan_in'?)",
+    ),
+    "init: an unknown node": (
+        INIT_HEAD + "  Unit.bn2: {weight: zeros}\n" + INIT_BODY,
+        "5:3",
+        "init: Unit has no node 'bn2' (did you mean 'bn'?)",
+    ),
+    "init: a block node": (
+        INIT_HEAD + "  tiny.unit: {weight: zeros}\n" + INIT_BODY,
+        "5:3",
+        "init: tiny.unit must be one op layer, built wherever tiny is",
+    ),
+    "init: a param the node lacks": (
+        INIT_HEAD + "  Unit.conv: {bias: zeros}\n" + INIT_BODY,
+        "5:3",
+        "init.Unit.conv: conv2d layer unit.conv has no param 'bias' (it has weight)",
+    ),
+    "init: fans of a one-axis param": (
+        INIT_HEAD + "  batch_norm: {weight: {kaiming_normal: fan_in}}\n" + INIT_BODY,
+        "5:3",
+        "init.batch_norm.weight: kaiming_normal needs a weight's fans",
+    ),
+}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_malformed_spec_gives_one_located_error(case: str, tmp_path: Path) -> None:
     text, position, message = CASES[case]

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from archc.boundary import attribute
-from archc.emit.layout import INDENT
+from archc.emit.layout import INDENT, layout_source
 from archc.errors import Location
 from archc.ir.graph import Graph, Node
 from archc.ir.symbolic import UNARY, Sym, source
@@ -41,14 +41,15 @@ def init_function(rules: Rules, sites: dict[str, str], graph: Graph, backend: st
     """The lines of `def init_weights`; none when every layer keeps its framework default.
     `sites`: IR node → the `Block.node` rule that covers it."""
     by_op = _op_rules(rules, backend)
-    branches = [
-        (f"type(module) is {layers.constructor}", _assignments("module", rule, layers, backend))
+    layer_branches = [
+        (layers.constructor, _assignments("module", rule, layers, backend))
         for op, rule in by_op.items()
         for layers in _layer_classes(
             graph, [n for n in graph.nodes.values() if n.op.name == op], backend
         )
     ]
-    block_branches, model_lines = [], []
+    block_branches: list[tuple[str, list[str]]] = []
+    model_lines: list[str] = []
     for target, rule in rules.nodes.items():
         scope, _, name = target.partition(".")
         covered = [graph.nodes[node] for node, site in sites.items() if site == target]
@@ -59,9 +60,30 @@ def init_function(rules: Rules, sites: dict[str, str], graph: Graph, backend: st
             model_lines += _assignments(attribute("model", name), rule, layers, backend, depth=1)
         else:
             assignments = _assignments(attribute("module", name), rule, layers, backend)
-            block_branches.append((f"isinstance(module, {scope})", assignments))
-    lines = _loop(branches, backend) + _loop(block_branches, backend) + model_lines
+            block_branches.append((scope, assignments))
+    lines = _loop(_merged(layer_branches, "type(module) is {}", "type(module) in {}"), backend)
+    lines += _loop(
+        _merged(block_branches, "isinstance(module, {})", "isinstance(module, {})"), backend
+    )
+    lines += model_lines
     return [*_signature(backend), *lines] if lines else []
+
+
+def _merged(
+    branches: list[tuple[str, list[str]]], one: str, several: str
+) -> list[tuple[str, list[str]]]:
+    """(class, body) pairs as (test, body), the classes that share a body in one test
+    (`type(module) in (nn.Conv2d, nn.Linear)`)."""
+    by_body: dict[tuple[str, ...], list[str]] = {}
+    for name, body in branches:
+        by_body.setdefault(tuple(body), []).append(name)
+    return [
+        (
+            one.format(names[0]) if len(names) == 1 else several.format(f"({', '.join(names)})"),
+            list(body),
+        )
+        for body, names in by_body.items()
+    ]
 
 
 def _signature(backend: str) -> list[str]:
@@ -144,9 +166,10 @@ def _assignments(
         target = f"{owner}.{layers.attributes[param]}"
         statement = _statement(target, initialiser, backend)
         if param in layers.always:
-            lines.append(INDENT * depth + statement)
+            lines += layout_source("", statement, depth)
         else:
-            lines += [f"{INDENT * depth}if {target} is not None:", INDENT * (depth + 1) + statement]
+            lines += [f"{INDENT * depth}if {target} is not None:"]
+            lines += layout_source("", statement, depth + 1)
     read = {match.group(0) for line in lines for match in _READS_FANS.finditer(line)}
     if read:  # the resolver saw to it that these layers have a weight
         names = ", ".join(fan if fan in read else "_" for fan in FANS)

@@ -283,10 +283,7 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
     for _, module in nnx.iter_modules(model):
-        if type(module) is nnx.Conv:
-            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.02))
-            module.bias.set_value(jnp.zeros(module.bias.shape))
-        elif type(module) is nnx.Linear:
+        if type(module) in (nnx.Conv, nnx.Linear):
             module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.02))
             module.bias.set_value(jnp.zeros(module.bias.shape))
 

@@ -242,11 +242,7 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
     for _, module in nnx.iter_modules(model):
-        if type(module) is nnx.Conv:
-            fan_in, _ = fans(module.kernel)
-            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
-            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
-        elif type(module) is nnx.Linear:
+        if type(module) in (nnx.Conv, nnx.Linear):
             fan_in, _ = fans(module.kernel)
             module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
             module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))

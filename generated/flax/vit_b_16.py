@@ -313,7 +313,9 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     for _, module in nnx.iter_modules(model):
         if type(module) is nnx.Linear:
             fan_in, fan_out = fans(module.kernel)
-            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, sqrt(6 / (fan_in + fan_out))))
+            module.kernel.set_value(
+                uniform(rngs.params(), module.kernel.shape, sqrt(6 / (fan_in + fan_out))),
+            )
             module.bias.set_value(normal(rngs.params(), module.bias.shape, 1e-06))
         elif type(module) is nnx.Conv:
             fan_in, _ = fans(module.kernel)
@@ -322,13 +324,17 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     for _, module in nnx.iter_modules(model):
         if isinstance(module, MultiheadAttention):
             fan_in, _ = fans(module.out_proj.kernel)
-            module.out_proj.kernel.set_value(uniform(rngs.params(), module.out_proj.kernel.shape, 1 / sqrt(fan_in)))
+            module.out_proj.kernel.set_value(
+                uniform(rngs.params(), module.out_proj.kernel.shape, 1 / sqrt(fan_in)),
+            )
             module.out_proj.bias.set_value(jnp.zeros(module.out_proj.bias.shape))
         elif isinstance(module, Heads):
             module.head.kernel.set_value(jnp.zeros(module.head.kernel.shape))
             module.head.bias.set_value(jnp.zeros(module.head.bias.shape))
     fan_in, _ = fans(model.conv_proj.kernel)
-    model.conv_proj.kernel.set_value(trunc_normal(rngs.params(), model.conv_proj.kernel.shape, sqrt(1 / fan_in)))
+    model.conv_proj.kernel.set_value(
+        trunc_normal(rngs.params(), model.conv_proj.kernel.shape, sqrt(1 / fan_in)),
+    )
     model.conv_proj.bias.set_value(jnp.zeros(model.conv_proj.bias.shape))
 
 

@@ -146,9 +146,7 @@ class Googlenet(nn.Module):
 def init_weights(model: nn.Module) -> None:
     """The spec's init: rules, each op's layers first, then each named node."""
     for module in model.modules():
-        if type(module) is nn.Conv2d:
-            nn.init.trunc_normal_(module.weight, std=0.01)
-        elif type(module) is nn.Linear:
+        if type(module) in (nn.Conv2d, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=0.01)
 
 

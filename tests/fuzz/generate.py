@@ -1,7 +1,7 @@
 """A generator of random valid specs (nnsmith-style): a trunk of ops over an image, then tokens
 or a vector, with model params in expressions, blocks with params (residual, strided with a
 conditional projection, parallel branches, numbered sequences), `repeat` with the loop
-index, `when`, `frozen`, `names`, `branches`, `seq` and several outputs.
+index, `when`, `frozen`, `names`, `branches`, `seq`, several outputs and `init:` rules.
 
 It tracks shapes with its own rules (PyTorch's output-size formulas), so that what it writes
 is valid; archc's checker and the frameworks are then held to each other.
@@ -10,6 +10,7 @@ is valid; archc's checker and the frameworks are then held to each other.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 
@@ -452,4 +453,34 @@ def random_spec(seed: int) -> str:
     ]
     if spec.blocks:
         text += ["blocks:", *spec.blocks]
+    text[4:4] = init_rules(rng, "\n".join(text))
     return "\n".join(text) + "\n"
+
+
+WEIGHTS = [
+    "{kaiming_normal: fan_out}",
+    "{kaiming_uniform: fan_in}",
+    "{trunc_normal: 0.02}",
+    "{uniform: 1 / sqrt(fan_in + fan_out)}",
+    "xavier_uniform",
+]
+
+
+def init_rules(rng: random.Random, text: str) -> list[str]:
+    """Now and then an `init:` for the ops and block nodes the spec has."""
+    if rng.random() < 0.5:
+        return []
+    rules = []
+    convs = re.findall(r"\{op: conv2d[^}]*\}", text)
+    if convs:
+        bias = any("bias: false" not in conv for conv in convs)
+        rules.append(f"  conv2d: {{weight: {rng.choice(WEIGHTS)}{', bias: zeros' * bias}}}")
+    if re.search(r"\{op: linear, out: \w+\}", text):
+        rules.append("  linear: {weight: {normal: 0.01}, bias: {constant: 0.1}}")
+    if "  Residual:" in text:
+        rules.append("  Residual.bn1: {weight: zeros}")
+    if "  Pair:" in text and rng.random() < 0.5:
+        rules.append(
+            f"  Pair.conv: {{weight: {rng.choice(WEIGHTS)}, bias: {{normal: 1 / fan_out}}}}"
+        )
+    return ["init:", *rules] if rules else []
