@@ -328,6 +328,11 @@ CASES |= {
         "5:3",
         "init.Unit.conv: conv2d layer unit.conv has no param 'bias' (it has weight)",
     ),
+    "init: a scale that is not positive": (
+        INIT_HEAD + "  conv2d: {weight: {normal: 1 - fan_in}}\n" + INIT_BODY,
+        "5:29",
+        "init.conv2d.weight: normal needs a positive scale, got -26 at unit.conv",
+    ),
     "init: fans of a one-axis param": (
         INIT_HEAD + "  batch_norm: {weight: {kaiming_normal: fan_in}}\n" + INIT_BODY,
         "5:3",

@@ -16,12 +16,19 @@ def format_node(node: Node) -> str:
 def format_graph(graph: Graph) -> str:
     header = ", ".join(f"%{name} : {kind}" for name, kind in graph.inputs.items())
     lines = [f"graph {graph.name}({header}):"]
-    lines += [
-        f"  {format_node(node)}{'  # frozen' * (node.name in graph.frozen)}"
-        for node in graph.nodes.values()
-    ]
+    lines += [f"  {format_node(node)}{_notes(graph, node)}" for node in graph.nodes.values()]
     returned = ", ".join(
         f"{name}: %{value}" if name else f"%{value}" for name, value in graph.outputs.items()
     )
     lines.append(f"  return {returned}")
     return "\n".join(lines) + "\n"
+
+
+def _notes(graph: Graph, node: Node) -> str:
+    """`  # frozen`, `  # init weight=kaiming_normal(fan_out)`: what the spec says of its
+    parameters beyond the op."""
+    notes = ["frozen"] if node.name in graph.frozen else []
+    starts = graph.init.get(node.name, {})
+    if starts:
+        notes.append("init " + ", ".join(f"{param}={start}" for param, start in starts.items()))
+    return f"  # {'; '.join(notes)}" if notes else ""

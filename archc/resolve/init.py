@@ -7,6 +7,7 @@ param; the IR keeps each node's initialisers with their arguments evaluated at i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,5 +185,12 @@ def _settled(
     if argument is None:
         return initialiser
     fans = torch_fans(tuple(concrete(size) for size in weight)) if len(weight) >= 2 else {}
-    value = evaluate_checked(argument, fans, "float", f"init.{target}.{param}")
-    return Initialiser(initialiser.name, concrete(value))
+    value = concrete(evaluate_checked(argument, fans, "float", f"init.{target}.{param}"))
+    if not math.isfinite(value) or (initialiser.name != "constant" and value <= 0):
+        wanted = "a finite number" if initialiser.name == "constant" else "a positive scale"
+        raise SpecError(
+            f"init.{target}.{param}: {initialiser.name} needs {wanted}, got {value!r}"
+            f" at {node.name}",
+            argument.location,
+        )
+    return Initialiser(initialiser.name, value)
