@@ -158,6 +158,14 @@ class Model:
         command = self.build_command(backend, optimize, folder)
         return emitters[backend](program, costs, command, export, folder)
 
+    def train_source(self, folder: Path | None = None) -> str:
+        """The torch training script's text (`archc build --train`), which imports the
+        model's file from its own folder."""
+        from archc.emit.training import train_source
+
+        command = self.build_command("torch", None, folder) + " --train"
+        return train_source(self.compiled.program, command, folder)
+
     @functools.cached_property
     def inference_export(self) -> InferenceExport:
         """The inference passes' rewrite of the model (norms folded, branches joined)."""

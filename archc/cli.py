@@ -134,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
         "batch norm folded into its conv and inference_state_dict() to convert a training "
         "checkpoint (the default build keeps the training model's parameters)",
     )
+    build.add_argument(
+        "--train",
+        action="store_true",
+        help="also write DIR/torch/<name>_train.py, the spec's train: section as a torchrun "
+        "script (DDP, checkpoints, metrics) that imports the model file",
+    )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
     diagram = _command(
         commands, "diagram", "draw the architecture: nested blocks, shapes, costs", _diagram
@@ -332,9 +338,17 @@ def _build(args: argparse.Namespace) -> int:
     suffix = "_inference" if args.optimize else ""
     path = args.out / args.backend / f"{model.name}{suffix}.py"
     text = model.source(args.backend, args.optimize, path.parent)
+    if args.train and (args.backend != "torch" or args.optimize):
+        raise ArchcError("--train writes a torch training script: use it with --backend torch")
+    script = model.train_source(path.parent) if args.train else None  # checked before writing
     write_atomic(path, text)
     total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
+    if script is not None:
+        from archc.emit.training import script_name
+
+        write_atomic(path.parent / script_name(model.name), script)
+        print(f"wrote {path.parent / script_name(model.name)}")
     return 0
 
 

@@ -197,3 +197,24 @@ def test_ops_lists_each_attribute_with_its_range() -> None:
     assert "    eps: float, more than 0, default 1e-05" in lines
     assert "    p: float, at least 0, at most 1, default 0.5" in lines
     assert "    stride: int | tuple[int, int] | None, at least 1, default None" in lines
+
+
+def test_build_train_writes_the_script_beside_the_model(tmp_path: Path) -> None:
+    result = run_archc("build", "tests/specs/digits_cnn.yaml", "-o", str(tmp_path), "--train")
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in (tmp_path / "torch").iterdir())
+    assert written == ["digits_cnn.py", "digits_cnn_train.py"]
+    assert "from digits_cnn import create_model" in (tmp_path / "torch" / written[1]).read_text()
+
+
+def test_build_train_without_a_train_section_writes_nothing(tmp_path: Path) -> None:
+    result = run_archc("build", "specs/resnet18.yaml", "-o", str(tmp_path), "--train")
+    assert result.returncode == 2
+    assert result.stderr.startswith("specs/resnet18.yaml:1:1: error: archc build --train needs")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "torch").exists()
+    flax = run_archc(
+        "build", "tests/specs/digits_cnn.yaml", "-o", str(tmp_path), "--train", "--backend", "flax"
+    )
+    assert flax.returncode == 2 and "--train writes a torch training script" in flax.stderr
+    assert not (tmp_path / "flax").exists()

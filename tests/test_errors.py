@@ -341,6 +341,52 @@ CASES |= {
 }
 
 
+TRAIN_HEAD = "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n  relu: relu\ntrain:\n"
+TRAIN = "  loss: cross_entropy\n  optimizer: {sgd: {lr: 0.1}}\n  epochs: 2\n  batch_size: 8\n"
+CASES |= {
+    "train: unknown key": (
+        TRAIN_HEAD + TRAIN + "  epoch: 3\n",
+        "11:3",
+        "unknown key 'epoch' in train (did you mean 'epochs'?)",
+    ),
+    "train: missing key": (
+        TRAIN_HEAD + "  loss: cross_entropy\n  epochs: 2\n  batch_size: 8\n",
+        "7:3",
+        "train: missing required key 'optimizer'",
+    ),
+    "train: unknown loss": (
+        TRAIN_HEAD + TRAIN.replace("cross_entropy", "cross_entropi"),
+        "7:9",
+        "train.loss: unknown loss 'cross_entropi' (did you mean 'cross_entropy'?)",
+    ),
+    "train: unknown setting": (
+        TRAIN_HEAD + TRAIN.replace("{lr: 0.1}", "{lr: 0.1, momentun: 0.9}"),
+        "8:30",
+        "train.optimizer.sgd: unknown setting 'momentun' (did you mean 'momentum'?)",
+    ),
+    "train: a required setting": (
+        TRAIN_HEAD + TRAIN.replace("{sgd: {lr: 0.1}}", "{sgd: {momentum: 0.9}}"),
+        "8:15",
+        "train.optimizer.sgd: missing required setting 'lr'",
+    ),
+    "train: a setting of the wrong type": (
+        TRAIN_HEAD + TRAIN.replace("{lr: 0.1}", "{lr: 0.1, nesterov: 1}"),
+        "8:40",
+        "train.optimizer.sgd.nesterov: expected a bool, got 1",
+    ),
+    "train: a warm-up as long as the run": (
+        TRAIN_HEAD + TRAIN + "  warmup_epochs: 2\n",
+        "11:18",
+        "train.warmup_epochs: 2 leaves none of the 2 epochs",
+    ),
+    "train: an unknown precision": (
+        TRAIN_HEAD + TRAIN + "  precision: bf15\n",
+        "11:14",
+        "train.precision: expected fp32 or bf16, got 'bf15' (did you mean 'bf16'?)",
+    ),
+}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_malformed_spec_gives_one_located_error(case: str, tmp_path: Path) -> None:
     text, position, message = CASES[case]

@@ -9,7 +9,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from archc import BLOCKS, TEMPLATES
 from archc.boundary import docstring_text, string_literal
@@ -64,16 +64,7 @@ def emit_file(
     )
     total = costs.total
     root = program.spec.root
-    import jinja2  # here, not at the top: every command checks emission, only build renders
-
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    template = environment.get_template(f"{backend.name}/model.py.j2")
+    template = template_named(f"{backend.name}/model.py.j2")
     context = dict(
         title=wrap_text(f"{root.name}: {root.doc}" if root.doc else root.name, 0),
         origin=wrap_exact(
@@ -101,6 +92,20 @@ def emit_file(
     if backend.validate is not None:
         backend.validate(text, graph, classes, export is None)
     return text
+
+
+def template_named(name: str) -> Any:
+    """A template of archc/templates, as every generated file is rendered from."""
+    import jinja2  # here, not at the top: every command checks emission, only build renders
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return environment.get_template(name)
 
 
 def _construct_model(model: BlockClass, backend: Backend) -> list[str]:

@@ -33,6 +33,7 @@ from archc.resolve.params import (
 )
 from archc.resolve.values import evaluate_names, op_attrs
 from archc.spec.document import BlockDef, ModelSpec, NodeSpec, Value
+from archc.train.plan import TrainPlan, train_plan
 
 LOOP_VARIABLES = re.compile(r"\b(i|\w*channels)\b")  # `i`, a loop's width (`blocks_channels`)
 
@@ -86,6 +87,8 @@ class Program:
     """The spec's `init:` rules, checked."""
     init_sites: dict[str, str] = field(default_factory=dict)
     """IR node → the `Block.node` init rule that covers it."""
+    train: TrainPlan | None = None
+    """The spec's `train:` section, checked."""
 
 
 def elaborate(
@@ -111,7 +114,9 @@ def elaborate(
     graph.outputs = {name: bound.name for name, (bound, _) in outputs.items()}
     apply_rules(rules, graph, elaborator.init_sites)
     sites = elaborator.init_sites
-    return Program(spec, args, applied, graph, elaborator.instances, modules, rules, sites)
+    train = train_plan(spec.train.raw, spec.train.location, args) if spec.train else None
+    instances = elaborator.instances
+    return Program(spec, args, applied, graph, instances, modules, rules, sites, train)
 
 
 class Elaborator:

