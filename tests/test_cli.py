@@ -100,6 +100,7 @@ def test_ir_prints_one_line_per_node() -> None:
     assert lines[1] == (
         "  %conv1 : f32[N,64,112,112] = "
         "conv2d[out=64, kernel=7, stride=2, padding=3, bias=False](%input)"
+        "  # init weight=kaiming_normal(fan_out)"  # the spec's init: rule for conv2d
     )
     assert lines[-1] == "  return %fc"
 
