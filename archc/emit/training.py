@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archc.emit.layout import layout_source, wrap_exact, wrap_text
+from archc.boundary import model_class_name
+from archc.emit.layout import LINE_LIMIT, layout_source, wrap_exact, wrap_text
 from archc.emit.source_file import compiled, shown_path, template_named
 from archc.errors import SpecError
 from archc.ir.symbolic import concrete, source
+from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
 from archc.train.plan import Choice, TrainPlan
 
 FROM_IMPORTS = (
     "from torch import nn",
+    "from torch.distributed.fsdp import fully_shard",
     "from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict",
     "from torch.nn.parallel import DistributedDataParallel",
     "from torch.utils.data import DataLoader, Dataset, TensorDataset",
@@ -37,6 +40,8 @@ def train_source(program: Program, command: str, folder: Path | None = None) -> 
             "see docs/spec-language.md, Training",
         )
     graph, root = program.graph, program.spec.root
+    blocks = sorted(block_class.class_name for block_class in block_classes(program))
+    blocks = [name for name in blocks if name != model_class_name(root.name)]
     (output,) = graph.outputs.values()
     context = dict(
         model=root.name,
@@ -54,7 +59,8 @@ def train_source(program: Program, command: str, folder: Path | None = None) -> 
         classes=concrete(graph.type_of(output).channels),
         loss=layout_source("return ", _call(plan.loss, []), 1),
         # One section, in the order isort gives it whatever the model's name.
-        from_imports=sorted([f"from {root.name} import create_model", *FROM_IMPORTS]),
+        from_imports=sorted([_model_import(root.name, blocks), *FROM_IMPORTS]),
+        blocks=f"({', '.join(blocks)},)" if blocks else "()",
         optimizer=_optimizer(plan),
         optimizer_doc=_docstring(
             f"{plan.optimizer.name}, except that norm weights and biases (parameters of one "
@@ -64,6 +70,15 @@ def train_source(program: Program, command: str, folder: Path | None = None) -> 
         schedule_doc=_docstring(_schedule_doc(plan)),
     )
     return compiled(template_named("torch/train.py.j2").render(**context))
+
+
+def _model_import(module: str, blocks: list[str]) -> str:
+    """`from resnet50 import Bottleneck, create_model`, wrapped as isort would."""
+    names = sorted([*blocks, "create_model"], key=lambda name: (name[0].islower(), name))
+    line = f"from {module} import {', '.join(names)}"
+    if len(line) <= LINE_LIMIT:
+        return line
+    return "\n".join([f"from {module} import (", *(f"    {name}," for name in names), ")"])
 
 
 def _docstring(text: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The generated torch training script, run for real: it learns scikit-learn's handwritten
-digits, gives the same losses on one process and on two (torchrun, gloo), resumes from its
-checkpoint to the losses of an uninterrupted run, and its schedules and optimizers are the
-ones the spec names."""
+digits, gives the same losses on one process and on two (torchrun, gloo; DDP and FSDP2),
+resumes from its checkpoint to the losses of an uninterrupted run, and its schedules and
+optimizers are the ones the spec names."""
 
 from __future__ import annotations
 
@@ -107,15 +107,18 @@ def test_it_learns_the_digits(tmp_path: Path, digits: Path) -> None:
 
 
 def test_two_processes_give_one_process_losses(tmp_path: Path, digits: Path) -> None:
-    """torchrun with 2 processes (gloo) and one process, the same global batch: the same
-    loss at every step of an epoch (22 steps)."""
+    """One process, and two under torchrun (gloo) with DDP and with FSDP2, the same global
+    batch: the same loss at every step of an epoch (22 steps)."""
     script = build(tmp_path, **WITHOUT_BATCH_STATISTICS)
     common = ["--data", str(digits), "--epochs", "2", "--stop-after", "1"]
     run(script, *common, "--metrics", "one.jsonl", "--checkpoint", "one")
-    run(script, *common, "--metrics", "two.jsonl", "--checkpoint", "two", processes=2)
-    one, two = step_losses(tmp_path / "one.jsonl"), step_losses(tmp_path / "two.jsonl")
-    assert len(one) == len(two) == 22
-    assert np.allclose(one, two, rtol=0, atol=1e-5), (one, two)
+    run(script, *common, "--metrics", "ddp.jsonl", "--checkpoint", "ddp", processes=2)
+    run(script, *common, "--fsdp", "--metrics", "fsdp.jsonl", "--checkpoint", "fsdp", processes=2)
+    one = step_losses(tmp_path / "one.jsonl")
+    assert len(one) == 22
+    for name in ("ddp", "fsdp"):
+        two = step_losses(tmp_path / f"{name}.jsonl")
+        assert np.allclose(one, two, rtol=0, atol=1e-5), (name, one, two)
 
 
 def test_a_resumed_run_continues_as_an_uninterrupted_one(tmp_path: Path, digits: Path) -> None:
