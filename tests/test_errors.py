@@ -333,6 +333,13 @@ CASES |= {
         "5:29",
         "init.conv2d.weight: normal needs a positive scale, got -26 at unit.conv",
     ),
+    "init: a layer kept inline": (
+        "archc: 1\nname: tiny\ninput: [4, 8]\ninit:\n  Proj.qkv: {weight: zeros}\n"
+        "blocks:\n  Proj:\n    body:\n      qkv: {op: linear, out: 12, flat: true}\n"
+        "body:\n  proj: {block: Proj}\n",
+        "5:3",
+        "init.Proj.qkv: proj.qkv keeps its parameters on its block (inline)",
+    ),
     "init: fans of a one-axis param": (
         INIT_HEAD + "  batch_norm: {weight: {kaiming_normal: fan_in}}\n" + INIT_BODY,
         "5:3",

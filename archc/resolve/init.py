@@ -131,6 +131,12 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
             for rule_target, rule in ((node.op.name, by_op), (target, rules.nodes.get(target, {})))
             for param, initialiser in rule.items()
         }
+        if target is not None and not isinstance(lowered, ModuleCall):
+            raise SpecError(
+                f"init.{target}: {node.name} keeps its parameters on its block (inline), "
+                "which starts them itself",
+                rules.locations[target],
+            )
         if target is not None:
             _check_params(rules, target, chosen.keys() & rules.nodes[target].keys(), params, node)
         covered.setdefault(node.op.name, set()).update(by_op.keys() & params.keys())
