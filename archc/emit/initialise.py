@@ -96,7 +96,8 @@ def _signature(backend: str) -> list[str]:
             "The spec's init: rules, each op's layers first, then each named node; conv and"
             f"\n{INDENT}linear layers otherwise start as torch's do."
         )
-    return [head, f'{INDENT}"""{doc}"""']
+    lines = [head, f'{INDENT}"""{doc}"""']
+    return lines if backend == "torch" else [*lines, f"{INDENT}generator = numpy_generator(rngs)"]
 
 
 def _loop(branches: list[tuple[str, list[str]]], backend: str) -> list[str]:
@@ -183,9 +184,7 @@ def _statement(target: str, initialiser: Initialiser, backend: str) -> str:
     if backend == "torch":
         negative = f"-{_argument(initialiser, UNARY)}"
         return kind.torch.format(param=target, arg=_argument(initialiser), negative=negative)
-    value = kind.flax.format(
-        key="rngs.params()", shape=f"{target}.shape", arg=_argument(initialiser)
-    )
+    value = kind.flax.format(key="generator", shape=f"{target}.shape", arg=_argument(initialiser))
     return f"{target}.set_value({value})"
 
 

@@ -64,29 +64,13 @@ class _Anything:
 
 
 class _Tensor(_Anything):
-    """A tensor made with a known shape (`torch.zeros(3, 4)`); `start` says which values
-    it holds where they are all one constant (`jnp.zeros(shape)`, as flax's init writes)."""
-
-    fill: float | None = None
+    """A tensor made with a known shape (`torch.zeros(3, 4)`); `start`, for flax's init
+    helpers' values, the distribution they were drawn from."""
 
     def __init__(self, *shape: Any, **kwargs: Any) -> None:
         flat = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
         self.shape = tuple(flat)
-        self.start = None if self.fill is None else ("constant", self.fill)
-
-
-class _Zeros(_Tensor):
-    fill = 0.0
-
-
-class _Ones(_Tensor):
-    fill = 1.0
-
-
-class _Full(_Tensor):
-    def __init__(self, shape: Any, value: Any, **kwargs: Any) -> None:
-        self.shape = tuple(shape)
-        self.start = ("constant", value)
+        self.start: tuple[str, Any] | None = None
 
 
 class _Parameter(_Anything):
@@ -181,8 +165,7 @@ class _Namespace(_Anything):
 
 
 def _stand_ins() -> dict[str, Any]:
-    tensors = {name: _Tensor for name in ("empty", "randn", "rand")}
-    tensors |= {"zeros": _Zeros, "ones": _Ones, "full": _Full}
+    tensors = {name: _Tensor for name in ("zeros", "ones", "empty", "randn", "rand", "full")}
     nn = _Namespace(
         Module=_Module,
         Sequential=_Sequential,
@@ -228,9 +211,9 @@ def _recorder(name: str, torch: bool) -> Any:
         tensor.start = canonical_start(name, arguments[-1] if arguments else None, tensor.fans)
         return tensor
 
-    def values(key: Any, shape: Any, scale: Any) -> _Tensor:
-        made = _Tensor(shape)
-        made.start = (name, scale)
+    def values(*arguments: Any) -> _Tensor:  # (generator, shape, scale) or (shape, value)
+        made = _Tensor(arguments[-2])
+        made.start = (name, arguments[-1])
         return made
 
     return record if torch else values
@@ -266,7 +249,7 @@ def build_model(source: str, model: str, *args: Any) -> _Module:
     }
     exec(compile(source, f"<generated {model}>", "exec"), namespace)
     namespace["freeze_params"] = _freeze_params  # what each backend's helper does, recorded
-    for name in ("normal", "trunc_normal", "uniform"):  # flax's initialiser helpers
+    for name in ("normal", "trunc_normal", "uniform", "constant"):  # flax's init helpers
         namespace[name] = _recorder(name, torch=False)
     init_weights = namespace.pop("init_weights", None)
     called: list[bool] = []

@@ -27,10 +27,10 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "zeros": Kind("", "nn.init.zeros_({param})", "jnp.zeros({shape})", "all zero"),
-    "ones": Kind("", "nn.init.ones_({param})", "jnp.ones({shape})", "all one"),
+    "zeros": Kind("", "nn.init.zeros_({param})", "constant({shape}, 0.0)", "all zero"),
+    "ones": Kind("", "nn.init.ones_({param})", "constant({shape}, 1.0)", "all one"),
     "constant": Kind(
-        "number", "nn.init.constant_({param}, {arg})", "jnp.full({shape}, {arg})", "all `value`"
+        "number", "nn.init.constant_({param}, {arg})", "constant({shape}, {arg})", "all `value`"
     ),
     "normal": Kind(
         "number",

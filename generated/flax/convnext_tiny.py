@@ -109,9 +109,25 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
-def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
+    """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
+    (an eager jax draw compiles once per shape)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
+
+
+def trunc_normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
-    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+    values = std * generator.standard_normal(shape, np.float32)
+    outside = np.abs(values) > 2
+    while outside.any():  # drawn again, as often as it takes
+        values[outside] = std * generator.standard_normal(int(outside.sum()), np.float32)
+        outside = np.abs(values) > 2
+    return jnp.asarray(values)
+
+
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
 
 
 class CNBlock(nnx.Module):
@@ -282,10 +298,11 @@ class ConvnextTiny(nnx.Module):
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
+    generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) in (nnx.Conv, nnx.Linear):
-            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.02))
-            module.bias.set_value(jnp.zeros(module.bias.shape))
+            module.kernel.set_value(trunc_normal(generator, module.kernel.shape, 0.02))
+            module.bias.set_value(constant(module.bias.shape, 0.0))
 
 
 def create_model(

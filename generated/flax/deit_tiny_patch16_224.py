@@ -108,9 +108,15 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
+    """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
+    (an eager jax draw compiles once per shape)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
+
+
+def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float) -> jax.Array:
     """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
-    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
 
 
 class PatchEmbed(nnx.Module):
@@ -241,11 +247,12 @@ class DeitTinyPatch16224(nnx.Module):
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
+    generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) in (nnx.Conv, nnx.Linear):
             fan_in, _ = fans(module.kernel)
-            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
-            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
+            module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

@@ -217,14 +217,25 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
-def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
+    """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
+    (an eager jax draw compiles once per shape)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
+
+
+def trunc_normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
-    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+    values = std * generator.standard_normal(shape, np.float32)
+    outside = np.abs(values) > 2
+    while outside.any():  # drawn again, as often as it takes
+        values[outside] = std * generator.standard_normal(int(outside.sum()), np.float32)
+        outside = np.abs(values) > 2
+    return jnp.asarray(values)
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float) -> jax.Array:
     """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
-    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
 
 
 class BasicConv2d(nnx.Module):
@@ -483,13 +494,14 @@ class InceptionV3(nnx.Module):
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
+    generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) is nnx.Conv:
-            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.1))
+            module.kernel.set_value(trunc_normal(generator, module.kernel.shape, 0.1))
         elif type(module) is nnx.Linear:
             fan_in, _ = fans(module.kernel)
-            module.kernel.set_value(trunc_normal(rngs.params(), module.kernel.shape, 0.1))
-            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
+            module.kernel.set_value(trunc_normal(generator, module.kernel.shape, 0.1))
+            module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
 
 
 def create_model(

@@ -173,9 +173,20 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
-def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
+    """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
+    (an eager jax draw compiles once per shape)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
+
+
+def normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²), as torch's nn.init.normal_."""
-    return std * jax.random.normal(key, shape)
+    return jnp.asarray(std * generator.standard_normal(shape, np.float32))
+
+
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
 
 
 class ConvBNAct(nnx.Sequential):
@@ -383,13 +394,14 @@ class MobilenetV2(nnx.Module):
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
+    generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) is nnx.Conv:
             _, fan_out = fans(module.kernel)
-            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, sqrt(2 / fan_out)))
+            module.kernel.set_value(normal(generator, module.kernel.shape, sqrt(2 / fan_out)))
         elif type(module) is nnx.Linear:
-            module.kernel.set_value(normal(rngs.params(), module.kernel.shape, 0.01))
-            module.bias.set_value(jnp.zeros(module.bias.shape))
+            module.kernel.set_value(normal(generator, module.kernel.shape, 0.01))
+            module.bias.set_value(constant(module.bias.shape, 0.0))
 
 
 def create_model(

@@ -108,19 +108,35 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
-def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
+    """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
+    (an eager jax draw compiles once per shape)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
+
+
+def normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²), as torch's nn.init.normal_."""
-    return std * jax.random.normal(key, shape)
+    return jnp.asarray(std * generator.standard_normal(shape, np.float32))
 
 
-def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def trunc_normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
-    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+    values = std * generator.standard_normal(shape, np.float32)
+    outside = np.abs(values) > 2
+    while outside.any():  # drawn again, as often as it takes
+        values[outside] = std * generator.standard_normal(int(outside.sum()), np.float32)
+        outside = np.abs(values) > 2
+    return jnp.asarray(values)
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float) -> jax.Array:
     """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
-    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
+
+
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
 
 
 class MultiheadAttention(nnx.Module):
@@ -310,32 +326,33 @@ class VitB16(nnx.Module):
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
+    generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) is nnx.Linear:
             fan_in, fan_out = fans(module.kernel)
             module.kernel.set_value(
-                uniform(rngs.params(), module.kernel.shape, sqrt(6 / (fan_in + fan_out))),
+                uniform(generator, module.kernel.shape, sqrt(6 / (fan_in + fan_out))),
             )
-            module.bias.set_value(normal(rngs.params(), module.bias.shape, 1e-06))
+            module.bias.set_value(normal(generator, module.bias.shape, 1e-06))
         elif type(module) is nnx.Conv:
             fan_in, _ = fans(module.kernel)
-            module.kernel.set_value(uniform(rngs.params(), module.kernel.shape, 1 / sqrt(fan_in)))
-            module.bias.set_value(uniform(rngs.params(), module.bias.shape, 1 / sqrt(fan_in)))
+            module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
+            module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
     for _, module in nnx.iter_modules(model):
         if isinstance(module, MultiheadAttention):
             fan_in, _ = fans(module.out_proj.kernel)
             module.out_proj.kernel.set_value(
-                uniform(rngs.params(), module.out_proj.kernel.shape, 1 / sqrt(fan_in)),
+                uniform(generator, module.out_proj.kernel.shape, 1 / sqrt(fan_in)),
             )
-            module.out_proj.bias.set_value(jnp.zeros(module.out_proj.bias.shape))
+            module.out_proj.bias.set_value(constant(module.out_proj.bias.shape, 0.0))
         elif isinstance(module, Heads):
-            module.head.kernel.set_value(jnp.zeros(module.head.kernel.shape))
-            module.head.bias.set_value(jnp.zeros(module.head.bias.shape))
+            module.head.kernel.set_value(constant(module.head.kernel.shape, 0.0))
+            module.head.bias.set_value(constant(module.head.bias.shape, 0.0))
     fan_in, _ = fans(model.conv_proj.kernel)
     model.conv_proj.kernel.set_value(
-        trunc_normal(rngs.params(), model.conv_proj.kernel.shape, sqrt(1 / fan_in)),
+        trunc_normal(generator, model.conv_proj.kernel.shape, sqrt(1 / fan_in)),
     )
-    model.conv_proj.bias.set_value(jnp.zeros(model.conv_proj.bias.shape))
+    model.conv_proj.bias.set_value(constant(model.conv_proj.bias.shape, 0.0))
 
 
 def create_model(

@@ -363,16 +363,32 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
-def normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
+    """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
+    (an eager jax draw compiles once per shape)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
+
+
+def normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²), as torch's nn.init.normal_."""
-    return std * jax.random.normal(key, shape)
+    return jnp.asarray(std * generator.standard_normal(shape, np.float32))
 
 
-def trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+def trunc_normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
     """N(0, std²) cut at ±2 (absolute bounds, as torch's nn.init.trunc_normal_)."""
-    return std * jax.random.truncated_normal(key, -2 / std, 2 / std, shape)
+    values = std * generator.standard_normal(shape, np.float32)
+    outside = np.abs(values) > 2
+    while outside.any():  # drawn again, as often as it takes
+        values[outside] = std * generator.standard_normal(int(outside.sum()), np.float32)
+        outside = np.abs(values) > 2
+    return jnp.asarray(values)
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float) -> jax.Array:
     """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
-    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
+
+
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
