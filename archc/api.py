@@ -158,13 +158,15 @@ class Model:
         command = self.build_command(backend, optimize, folder)
         return emitters[backend](program, costs, command, export, folder)
 
-    def train_source(self, folder: Path | None = None) -> str:
-        """The torch training script's text (`archc build --train`), which imports the
-        model's file from its own folder."""
+    def train_source(self, folder: Path | None = None, backend: str = "torch") -> str:
+        """The training script's text (`archc build --train`) for `backend`, which imports
+        the model's file from its own folder."""
         from archc.emit.training import train_source
 
-        command = self.build_command("torch", None, folder) + " --train"
-        return train_source(self.compiled.program, command, folder)
+        if backend not in ("torch", "flax"):
+            raise ArchcError(f"unknown backend {backend!r}: expected torch or flax")
+        command = self.build_command(backend, None, folder) + " --train"
+        return train_source(self.compiled.program, command, folder, backend)
 
     @functools.cached_property
     def inference_export(self) -> InferenceExport:

@@ -137,8 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--train",
         action="store_true",
-        help="also write DIR/torch/<name>_train.py, the spec's train: section as a torchrun "
-        "script (DDP, checkpoints, metrics) that imports the model file",
+        help="also write DIR/<backend>/<name>_train.py, the spec's train: section as a script "
+        "that imports the model file: torch under torchrun (DDP or FSDP2), flax as one jitted "
+        "step over a jax mesh; checkpoints, resume, metrics",
     )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
     diagram = _command(
@@ -338,9 +339,10 @@ def _build(args: argparse.Namespace) -> int:
     suffix = "_inference" if args.optimize else ""
     path = args.out / args.backend / f"{model.name}{suffix}.py"
     text = model.source(args.backend, args.optimize, path.parent)
-    if args.train and (args.backend != "torch" or args.optimize):
-        raise ArchcError("--train writes a torch training script: use it with --backend torch")
-    script = model.train_source(path.parent) if args.train else None  # checked before writing
+    if args.train and args.optimize:
+        raise ArchcError("--train trains the training model: leave out --optimize")
+    # Checked before anything is written.
+    script = model.train_source(path.parent, args.backend) if args.train else None
     write_atomic(path, text)
     total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")

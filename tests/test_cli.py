@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO, SPECS, run_archc
 
 FRAMEWORKS = ("torch", "jax", "flax", "torchvision")
@@ -200,12 +202,16 @@ def test_ops_lists_each_attribute_with_its_range() -> None:
     assert "    stride: int | tuple[int, int] | None, at least 1, default None" in lines
 
 
-def test_build_train_writes_the_script_beside_the_model(tmp_path: Path) -> None:
-    result = run_archc("build", "tests/specs/digits_cnn.yaml", "-o", str(tmp_path), "--train")
+@pytest.mark.parametrize("backend", ["torch", "flax"])
+def test_build_train_writes_the_script_beside_the_model(tmp_path: Path, backend: str) -> None:
+    spec = "tests/specs/digits_cnn.yaml"
+    result = run_archc("build", spec, "-o", str(tmp_path), "--train", "--backend", backend)
     assert result.returncode == 0, result.stderr
-    written = sorted(path.name for path in (tmp_path / "torch").iterdir())
+    written = sorted(path.name for path in (tmp_path / backend).iterdir())
     assert written == ["digits_cnn.py", "digits_cnn_train.py"]
-    assert "from digits_cnn import create_model" in (tmp_path / "torch" / written[1]).read_text()
+    script = (tmp_path / backend / written[1]).read_text()
+    assert "from digits_cnn import create_model" in script
+    assert f"--backend {backend}" in script and "--train" in script
 
 
 def test_build_train_without_a_train_section_writes_nothing(tmp_path: Path) -> None:
@@ -214,8 +220,19 @@ def test_build_train_without_a_train_section_writes_nothing(tmp_path: Path) -> N
     assert result.stderr.startswith("specs/resnet18.yaml:1:1: error: archc build --train needs")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "torch").exists()
-    flax = run_archc(
-        "build", "tests/specs/digits_cnn.yaml", "-o", str(tmp_path), "--train", "--backend", "flax"
+
+
+def test_build_train_refuses_a_setting_optax_lacks_before_writing(tmp_path: Path) -> None:
+    text = (REPO / "tests" / "specs" / "digits_cnn.yaml").read_text()
+    spec = tmp_path / "dampened.yaml"
+    spec.write_text(
+        text.replace("{adamw: {lr: 0.003, weight_decay: 0.01}}", "{sgd: {lr: 0.1, dampening: 0.5}}")
     )
-    assert flax.returncode == 2 and "--train writes a torch training script" in flax.stderr
-    assert not (tmp_path / "flax").exists()
+    flax = run_archc("build", str(spec), "-o", str(tmp_path), "--train", "--backend", "flax")
+    assert flax.returncode == 2
+    assert flax.stderr.startswith(
+        f"{spec}:8:30: error: sgd's setting 'dampening' has no optax form"
+    ), flax.stderr
+    assert "Traceback" not in flax.stderr and not (tmp_path / "flax").exists()
+    torch = run_archc("build", str(spec), "-o", str(tmp_path), "--train")
+    assert torch.returncode == 0, torch.stderr

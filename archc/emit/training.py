@@ -1,10 +1,12 @@
-"""The generated training script (`archc build --train`): the spec's `train:` section on
-torch's own engines (DistributedDataParallel under torchrun, torch.distributed.checkpoint),
-beside the model file it imports."""
+"""The generated training script (`archc build --train`): the spec's `train:` section on the
+backend's own engines, beside the model file it imports. torch: DistributedDataParallel or
+FSDP2 under torchrun, torch.distributed.checkpoint. flax: one jitted step over a jax mesh with
+NamedSharding, optax, orbax."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from archc.boundary import model_class_name
 from archc.emit.layout import LINE_LIMIT, layout_source, wrap_exact, wrap_text
@@ -24,13 +26,21 @@ FROM_IMPORTS = (
     "from torch.utils.data.distributed import DistributedSampler",
 )
 
+JAX_FROM_IMPORTS = (
+    "from flax import nnx",
+    "from jax.sharding import AxisType, NamedSharding",
+    "from jax.sharding import PartitionSpec as P",
+)
+
 
 def script_name(model: str) -> str:
     return f"{model}_train.py"
 
 
-def train_source(program: Program, command: str, folder: Path | None = None) -> str:
-    """The torch training script's text for a compiled model with a `train:` section."""
+def train_source(
+    program: Program, command: str, folder: Path | None = None, backend: str = "torch"
+) -> str:
+    """The training script's text for a compiled model with a `train:` section."""
     plan = program.train
     if plan is None:
         raise SpecError(
@@ -40,12 +50,8 @@ def train_source(program: Program, command: str, folder: Path | None = None) -> 
             "see docs/spec-language.md, Training",
         )
     graph, root = program.graph, program.spec.root
-    blocks = sorted(block_class.class_name for block_class in block_classes(program))
-    blocks = [name for name in blocks if name != model_class_name(root.name)]
     (output,) = graph.outputs.values()
     context = dict(
-        model=root.name,
-        module=root.name,
         script=script_name(root.name),
         summary=wrap_text(f"Train {root.name} as its spec says: {_summary(plan)}", 0),
         origin=wrap_exact(
@@ -57,6 +63,20 @@ def train_source(program: Program, command: str, folder: Path | None = None) -> 
         plan=plan,
         input=tuple(concrete(size) for size in graph.inputs["input"].shape[1:]),
         classes=concrete(graph.type_of(output).channels),
+        schedule_doc=_docstring(_schedule_doc(plan)),
+    )
+    if backend == "flax":
+        context.update(_jax_context(plan, root.name))
+    else:
+        context.update(_torch_context(plan, program))
+    return compiled(template_named(f"{backend}/train.py.j2").render(**context))
+
+
+def _torch_context(plan: TrainPlan, program: Program) -> dict[str, Any]:
+    root = program.spec.root
+    blocks = sorted(block_class.class_name for block_class in block_classes(program))
+    blocks = [name for name in blocks if name != model_class_name(root.name)]
+    return dict(
         loss=layout_source("return ", _call(plan.loss, []), 1),
         # One section, in the order isort gives it whatever the model's name.
         from_imports=sorted([_model_import(root.name, blocks), *FROM_IMPORTS]),
@@ -67,9 +87,94 @@ def train_source(program: Program, command: str, folder: Path | None = None) -> 
             "axis) decay at NORM_WEIGHT_DECAY."
         ),
         schedule=_schedule(plan),
-        schedule_doc=_docstring(_schedule_doc(plan)),
     )
-    return compiled(template_named("torch/train.py.j2").render(**context))
+
+
+def _jax_context(plan: TrainPlan, model: str) -> dict[str, Any]:
+    optimizer = plan.optimizer
+    _refuse_torch_only(optimizer, {"lr", "weight_decay", *optimizer.entry.optax_names})
+    decay = _setting(optimizer, "weight_decay") or 0
+    masked = bool(decay) and plan.norm_weight_decay is not None
+    loss = plan.loss
+    _refuse_torch_only(loss, set(loss.entry.settings))
+    _refuse_torch_only(plan.schedule, set(plan.schedule.entry.settings))
+    decays = [f"optax.add_decayed_weights(WEIGHT_DECAY{', mask=decayed' if masked else ''})"]
+    decays = decays if decay else []
+    if plan.norm_weight_decay:
+        decays.append("optax.add_decayed_weights(NORM_WEIGHT_DECAY, mask=norm_decayed)")
+    what = "with torch's weight decay" if decays else "without weight decay"
+    if masked:
+        norms = "decay at NORM_WEIGHT_DECAY" if plan.norm_weight_decay else "do not decay"
+        what += f", except that norm weights and biases (parameters of one axis) {norms}"
+    return dict(
+        # One section, in the order isort gives it whatever the model's name.
+        from_imports=sorted([f"from {model} import create_model", *JAX_FROM_IMPORTS]),
+        loss=layout_source("return ", f"jnp.mean({_jax_form(loss)})", 1),
+        loss_doc=_docstring(f"The batch's {loss.entry.summary}, as torch's {loss.entry.torch}."),
+        learning_rate=source(_setting(optimizer, "lr")),
+        decay=decay,
+        masked=masked,
+        optimizer=layout_source("return ", _optax_chain(optimizer, decays), 1),
+        optimizer_doc=_docstring(
+            f"{optimizer.entry.torch}'s update in optax, {what}; the learning rate is "
+            "injected (optax.inject_hyperparams) and set once per epoch."
+        ),
+        schedule=_jax_schedule(plan),
+    )
+
+
+def _setting(choice: Choice, name: str) -> Any:
+    """A setting's value as the spec writes it, else torch's default."""
+    return choice.settings.get(name, choice.entry.defaults.get(name))
+
+
+def _refuse_torch_only(choice: Choice, supported: set[str]) -> None:
+    for name in choice.settings.keys() - supported:
+        raise SpecError(
+            f"{choice.name}'s setting '{name}' has no optax form: the flax training script "
+            "cannot honour it",
+            choice.locations[name],
+            "leave it out, or train with --backend torch",
+        )
+
+
+def _jax_form(choice: Choice, **names: str) -> str:
+    """The entry's jax form with its settings (or torch's defaults) written in."""
+    values = {name: source(_setting(choice, name)) for name in choice.entry.defaults}
+    values.update((name, source(value)) for name, value in choice.settings.items())
+    return choice.entry.jax.format(**values, **names)
+
+
+def _optax_chain(choice: Choice, decays: list[str]) -> str:
+    """The optimizer's optax transformation, weight decay added to the gradient first (as
+    torch.optim's weight_decay does) or, decoupled, to the scaled step (AdamW)."""
+    entry, arguments = choice.entry, []
+    for setting, keyword in entry.optax_names.items():
+        value = _setting(choice, setting)
+        if value is not None:
+            pairs = zip(keyword.split(","), value) if "," in keyword else [(keyword, value)]
+            arguments += [f"{name}={source(part)}" for name, part in pairs]
+    fixed = entry.defaults.keys() - {"lr", "weight_decay", *entry.optax_names}
+    arguments += [f"{name}={source(entry.defaults[name])}" for name in sorted(fixed)]
+    if entry.decoupled:
+        parts = [f"{entry.jax}({', '.join(arguments)})", *decays]
+        parts.append("optax.scale_by_learning_rate(learning_rate)")
+    else:
+        parts = [*decays, f"{entry.jax}({', '.join(['learning_rate', *arguments])})"]
+    return parts[0] if len(parts) == 1 else f"optax.chain({', '.join(parts)})"
+
+
+def _jax_schedule(plan: TrainPlan) -> list[str]:
+    length = "epochs - WARMUP_EPOCHS" if plan.warmup_epochs else "epochs"
+    main = _jax_form(plan.schedule, lr="LEARNING_RATE", length=length)
+    if not plan.warmup_epochs:
+        return layout_source("return ", main, 1)
+    warmup = "optax.linear_schedule(0.01 * LEARNING_RATE, LEARNING_RATE, WARMUP_EPOCHS)"
+    return [
+        *layout_source("warmup = ", warmup, 1),
+        *layout_source("main = ", main, 1),
+        *layout_source("return ", "optax.join_schedules([warmup, main], [WARMUP_EPOCHS])", 1),
+    ]
 
 
 def _model_import(module: str, blocks: list[str]) -> str:

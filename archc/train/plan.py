@@ -49,6 +49,8 @@ class Choice:
     name: str
     entry: Entry
     settings: dict[str, Any] = field(default_factory=dict)
+    locations: dict[str, Location] = field(default_factory=dict, compare=False)
+    """Where each setting is written: a backend that cannot honour one points at it."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def _choice(
         for setting, kind in entry.settings.items()
         if setting in settings
     }
-    return Choice(name, entry, values)
+    return Choice(name, entry, values, {setting: settings.key_at(setting) for setting in values})
 
 
 def _value(mapping: SpecMap, key: str, env: dict[str, Any], kind: str, what: str) -> Any:

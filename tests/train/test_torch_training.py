@@ -7,93 +7,29 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-import archc
-from tests.helpers import REPO, load_generated
+from tests.train.scripts import (
+    SPEC,
+    assert_ruff_clean,
+    assert_same_step_losses,
+    build,
+    load_script,
+    run,
+    step_losses,
+)
 
 torch = pytest.importorskip("torch")
-SPEC = REPO / "tests" / "specs" / "digits_cnn.yaml"
 # Batch norm keeps statistics per process under DDP; layer norm makes one process and two
 # compute the same.
 WITHOUT_BATCH_STATISTICS = {"norm": "layer_norm"}
 
 
-def build(folder: Path, spec: str | Path = SPEC, **overrides: Any) -> Path:
-    """The model file and its training script in `folder`; the script's path."""
-    model = archc.load(spec, set=overrides)
-    (folder / f"{model.name}.py").write_text(model.source("torch", folder=folder))
-    script = folder / f"{model.name}_train.py"
-    script.write_text(model.train_source(folder))
-    return script
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 1,797 8x8 digits that ship with scikit-learn: 80% to train, 20% to test."""
-    datasets = pytest.importorskip("sklearn.datasets")
-    found = datasets.load_digits()
-    images = (found.images / 16.0).astype(np.float32)[:, None]
-    order = np.random.default_rng(0).permutation(len(images))
-    images, labels = images[order], found.target[order].astype(np.int64)
-    split = int(0.8 * len(images))
-    path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(
-        path,
-        x_train=images[:split],
-        y_train=labels[:split],
-        x_test=images[split:],
-        y_test=labels[split:],
-    )
-    return path
-
-
-def run(script: Path, *arguments: str, processes: int = 1) -> str:
-    """Run the script (under torchrun with several processes) in its folder."""
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [*launcher, script.name, *arguments],
-        cwd=script.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=environment,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-def load_script(script: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The script as a module, its model file imported from its own folder."""
-    monkeypatch.syspath_prepend(str(script.parent))
-    monkeypatch.delitem(sys.modules, script.stem.removesuffix("_train"), raising=False)
-    return load_generated(script)
-
-
-def step_losses(path: Path) -> list[float]:
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return [line["loss"] for line in lines if "step" in line]
-
-
 def test_the_script_is_ruff_clean(tmp_path: Path) -> None:
-    script = build(tmp_path)
-    for command in (["check"], ["format", "--check"]):
-        done = subprocess.run(
-            [str(REPO / ".venv" / "bin" / "ruff"), *command, str(script)],
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+    assert_ruff_clean(build(tmp_path))
 
 
 def test_it_learns_the_digits(tmp_path: Path, digits: Path) -> None:
@@ -114,11 +50,7 @@ def test_two_processes_give_one_process_losses(tmp_path: Path, digits: Path) -> 
     run(script, *common, "--metrics", "one.jsonl", "--checkpoint", "one")
     run(script, *common, "--metrics", "ddp.jsonl", "--checkpoint", "ddp", processes=2)
     run(script, *common, "--fsdp", "--metrics", "fsdp.jsonl", "--checkpoint", "fsdp", processes=2)
-    one = step_losses(tmp_path / "one.jsonl")
-    assert len(one) == 22
-    for name in ("ddp", "fsdp"):
-        two = step_losses(tmp_path / f"{name}.jsonl")
-        assert np.allclose(one, two, rtol=0, atol=1e-5), (name, one, two)
+    assert_same_step_losses(tmp_path, "one", "ddp", "fsdp", steps=22)
 
 
 def test_a_resumed_run_continues_as_an_uninterrupted_one(tmp_path: Path, digits: Path) -> None:

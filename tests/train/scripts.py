@@ -1,0 +1,79 @@
+"""Helpers of the training-script tests: build a spec's model file and training script for a
+backend, run the script, read its metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import archc
+from tests.helpers import REPO, load_generated
+
+SPEC = REPO / "tests" / "specs" / "digits_cnn.yaml"
+
+
+def build(folder: Path, spec: str | Path = SPEC, backend: str = "torch", **overrides: Any) -> Path:
+    """The model file and its training script in `folder`; the script's path."""
+    model = archc.load(spec, set=overrides)
+    (folder / f"{model.name}.py").write_text(model.source(backend, folder=folder))
+    script = folder / f"{model.name}_train.py"
+    script.write_text(model.train_source(folder, backend))
+    return script
+
+
+def run(
+    script: Path, *arguments: str, processes: int = 1, environment: dict[str, str] | None = None
+) -> str:
+    """Run the script (under torchrun with several processes) in its folder."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    done = subprocess.run(
+        [*launcher, script.name, *arguments],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(environment or {})},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def assert_ruff_clean(script: Path) -> None:
+    for command in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "ruff"), *command, str(script)],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def load_script(script: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The script as a module, its model file imported from its own folder."""
+    monkeypatch.syspath_prepend(str(script.parent))
+    monkeypatch.delitem(sys.modules, script.stem.removesuffix("_train"), raising=False)
+    return load_generated(script)
+
+
+def step_losses(path: Path) -> list[float]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [line["loss"] for line in lines if "step" in line]
+
+
+def assert_same_step_losses(folder: Path, reference: str, *others: str, steps: int) -> None:
+    """The `steps` losses logged in folder/<reference>.jsonl, and the same in each other log
+    (within 1e-5: the runs sum their gradients in different orders)."""
+    losses = step_losses(folder / f"{reference}.jsonl")
+    assert len(losses) == steps
+    for name in others:
+        other = step_losses(folder / f"{name}.jsonl")
+        assert np.allclose(losses, other, rtol=0, atol=1e-5), (name, losses, other)
