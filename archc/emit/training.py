@@ -96,8 +96,6 @@ def _jax_context(plan: TrainPlan, model: str) -> dict[str, Any]:
     decay = _setting(optimizer, "weight_decay") or 0
     masked = bool(decay) and plan.norm_weight_decay is not None
     loss = plan.loss
-    _refuse_torch_only(loss, set(loss.entry.settings))
-    _refuse_torch_only(plan.schedule, set(plan.schedule.entry.settings))
     decays = [f"optax.add_decayed_weights(WEIGHT_DECAY{', mask=decayed' if masked else ''})"]
     decays = decays if decay else []
     if plan.norm_weight_decay:

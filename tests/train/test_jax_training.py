@@ -251,3 +251,24 @@ def test_the_options_run_and_clip_as_torch(tmp_path: Path, monkeypatch: pytest.M
     got = module.clip_by_global_norm([jax.numpy.asarray(grad.numpy()) for grad in grads], 0.5)
     for got_grad, parameter in zip(got, parameters):
         assert np.allclose(got_grad, parameter.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_an_image_folder_is_read_as_torchvision_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Classes in sorted folder order; images of any size and shape come out at INPUT (NCHW),
+    normalised with ImageNet's statistics."""
+    image_module = pytest.importorskip("PIL.Image")
+    colours = {"cat": (255, 0, 0), "ant": (0, 128, 255)}
+    for name, colour in colours.items():
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for index, size in enumerate([(20, 12), (9, 30)]):
+            image_module.new("RGB", size, colour).save(tmp_path / "train" / name / f"{index}.png")
+    text = SPEC.read_text().replace("input: [1, 8, 8]", "input: [3, 8, 8]")
+    script = load_script(build(tmp_path, text, "flax"), monkeypatch)
+    images, labels = script.read_image_folder(tmp_path / "train")
+    assert images.shape == (4, 3, 8, 8) and labels.tolist() == [0, 0, 1, 1]
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for image, name in zip(images, ["ant", "ant", "cat", "cat"]):
+        want = (np.array(colours[name]) / 255 - mean) / std
+        assert np.allclose(image, want[:, None, None], atol=1e-5)
