@@ -35,6 +35,7 @@ TRAIN_KEYS = {
     "batch_size": "the global batch size, split evenly across processes",
     "precision": "fp32, or bf16 (forward and loss under autocast, fp32 weights)",
     "norm_weight_decay": "weight decay of norm weights and of biases (default: the optimizer's)",
+    "l1_penalty": "λ of an L1 penalty λ·Σ|w| over the weights (parameters of two or more axes)",
     "clip_grad_norm": "clip the gradients' global norm to this (default: no clipping)",
     "patience": "stop early after this many epochs without a better test accuracy",
 }
@@ -63,6 +64,7 @@ class TrainPlan:
     warmup_epochs: int = 0
     precision: str = "fp32"
     norm_weight_decay: float | None = None
+    l1_penalty: float | None = None
     clip_grad_norm: float | None = None
     patience: int | None = None
 
@@ -96,6 +98,7 @@ def train_plan(section: Any, location: Location, env: dict[str, Any]) -> TrainPl
         warmup_epochs=number("warmup_epochs", "int", 0, 0),
         precision=_precision(section, env),
         norm_weight_decay=number("norm_weight_decay", "float", 0),
+        l1_penalty=number("l1_penalty", "float", 0),
         clip_grad_norm=number("clip_grad_norm", "float", 0),
         patience=number("patience", "int", 1),
     )

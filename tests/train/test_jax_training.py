@@ -170,21 +170,26 @@ OPTIMIZERS = {
 }
 
 
-# Each with the spec's norm_weight_decay of 0, and the two kinds of decay with norms decaying
-# as the rest (None) and at a rate of their own.
-CASES = [(optimizer, 0.0) for optimizer in OPTIMIZERS]
-CASES += [(SGD_DECAYED, None), (SGD_DECAYED, 0.1), (SPEC_OPTIMIZER, None), (SPEC_OPTIMIZER, 0.1)]
+# Each with the spec's norm_weight_decay of 0; the two kinds of decay with norms decaying as
+# the rest (None) and at a rate of their own; an L1 penalty.
+CASES = [(optimizer, 0.0, "") for optimizer in OPTIMIZERS]
+CASES += [(SGD_DECAYED, None, ""), (SGD_DECAYED, 0.1, ""), (SGD_DECAYED, 0.0, "l1_penalty: 0.01")]
+CASES += [(SPEC_OPTIMIZER, None, ""), (SPEC_OPTIMIZER, 0.1, "")]
 
 
-@pytest.mark.parametrize(("optimizer", "norm_decay"), CASES)
+@pytest.mark.parametrize(("optimizer", "norm_decay", "extra"), CASES)
 def test_a_step_equals_torchs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optimizer: str, norm_decay: float | None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    optimizer: str,
+    norm_decay: float | None,
+    extra: str,
 ) -> None:
     """The same weights and batch, three steps in each script (batch norm's statistics in
     training mode): the same losses, weights and running statistics."""
     text = SPEC.read_text().replace(SPEC_OPTIMIZER, optimizer).replace(*CONSTANT_RATE)
     norms = "" if norm_decay is None else f"  norm_weight_decay: {norm_decay}\n"
-    text = text.replace("  norm_weight_decay: 0.0\n", norms)
+    text = text.replace("  norm_weight_decay: 0.0\n", norms + (f"  {extra}\n" if extra else ""))
     torch_script, jax_script = both_scripts(tmp_path, text, monkeypatch)
     model = torch_script.create_model()
     flax_file = sys.modules[jax_script.create_model.__module__]
@@ -198,6 +203,8 @@ def test_a_step_equals_torchs(
         loss = torch_script.compute_loss(loss_fn, model(images), labels)
         torch_optimizer.zero_grad()
         loss.backward()
+        if extra:  # as the torch script's loop does
+            torch_script.add_l1_penalty(model)
         torch_optimizer.step()
         want.append(float(loss.detach()))
 
@@ -232,10 +239,11 @@ def numpy_state(model: Any) -> dict[str, np.ndarray]:
 
 
 def test_the_options_run_and_clip_as_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """clip_grad_norm, patience and bf16 in one run on synthetic data; the clipping equals
-    torch's clip_grad_norm_ on the same gradients."""
+    """clip_grad_norm, patience, l1_penalty and bf16 in one run on synthetic data; the
+    clipping equals torch's clip_grad_norm_ on the same gradients."""
     text = SPEC.read_text().replace(
-        "  epochs: 12\n", "  epochs: 3\n  clip_grad_norm: 0.5\n  patience: 1\n"
+        "  epochs: 12\n",
+        "  epochs: 3\n  clip_grad_norm: 0.5\n  patience: 1\n  l1_penalty: 1.0e-4\n",
     )
     script = build(tmp_path, text, "flax")
     assert_ruff_clean(script)

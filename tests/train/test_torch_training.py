@@ -154,3 +154,21 @@ def test_a_loss_on_one_hot_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     got = script.compute_loss(script.make_loss(), logits, labels)
     want = ((logits - torch.eye(10)[labels]) ** 2).mean()
     assert torch.allclose(got, want)
+
+
+def test_an_l1_penalty_adds_its_gradient_to_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """λ·sign(w) on each weight's gradient, nothing on norm weights and biases."""
+    text = SPEC.read_text().replace("  epochs: 12\n", "  epochs: 12\n  l1_penalty: 0.25\n")
+    script = build(tmp_path, text)
+    assert_ruff_clean(script)
+    script = load_script(script, monkeypatch)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    for parameter in model.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    script.add_l1_penalty(model)
+    weight, bias, norm_weight, norm_bias = model.parameters()
+    assert torch.equal(weight.grad, 1 + 0.25 * weight.sign())
+    for parameter in (bias, norm_weight, norm_bias):
+        assert torch.equal(parameter.grad, torch.ones_like(parameter))
