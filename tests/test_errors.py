@@ -346,6 +346,30 @@ CASES |= {
         "init.batch_norm.weight: kaiming_normal needs a weight's fans",
     ),
 }
+# A flag the rules may read (line 5), the rules from line 6.
+FLAGGED_HEAD = INIT_HEAD.replace("init:\n", "params: {zeroed: false}\ninit:\n")
+CASES |= {
+    "init: a condition on an op's rule": (
+        FLAGGED_HEAD + "  batch_norm: {weight: zeros, when: zeroed}\n" + INIT_BODY,
+        "6:31",
+        "init.batch_norm: when: conditions a Block.node rule, not an op's",
+    ),
+    "init: a condition of an unknown name": (
+        FLAGGED_HEAD + "  Unit.bn: {weight: zeros, when: zerod}\n" + INIT_BODY,
+        "6:34",
+        "unknown name 'zerod'",
+    ),
+    "init: a condition that is not a bool": (
+        FLAGGED_HEAD + "  Unit.bn: {weight: zeros, when: 2}\n" + INIT_BODY,
+        "6:34",
+        "init.Unit.bn.when: expected a bool",
+    ),
+    "init: a condition alone": (
+        FLAGGED_HEAD + "  Unit.bn: {when: zeroed}\n" + INIT_BODY,
+        "6:12",
+        "init.Unit.bn: a condition without initialisers",
+    ),
+}
 
 
 TRAIN_HEAD = "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n  relu: relu\ntrain:\n"

@@ -101,11 +101,11 @@ def class_view(
     backend: Backend,
     shown: Callable[[str], str] = str,
     reports_width: bool = False,
-    initialises: bool = False,
+    initialises: list[str] | None = None,
 ) -> ClassView:
     """The class's lines; `shown` names its spec file as the generated file does; a class
     that `reports_width` keeps its output width for the stage loops that build it; one that
-    `initialises` (the model) calls the file's init_weights last."""
+    `initialises` (the model) calls the file's init_weights last, passing on those params."""
     definition = block_class.definition
     location = definition.location
     doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
@@ -148,9 +148,10 @@ def class_view(
     lets = _used_lets(block_class, [*init, *call])
     init = _without_repeated_channels(_without_unread_widths(init))  # across stages too
     init = prelude + _late_defaults(block_class, backend) + lets + init
-    if initialises:  # `init_weights(self, rngs)` in flax
+    if initialises is not None:  # `init_weights(self, rngs)` in flax
         passed = [keyword.partition("=")[2] for keyword in backend.module_kwargs]
-        init.append(f"{BODY}init_weights({', '.join(['self', *passed])})")
+        passed += [f"{name}={name}" for name in initialises]
+        init += layout_source("", f"init_weights({', '.join(['self', *passed])})", 2)
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
 

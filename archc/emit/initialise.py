@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from archc.boundary import attribute
-from archc.emit.layout import INDENT, layout_source
+from archc.emit.layout import INDENT, LINE_LIMIT, layout_source
 from archc.errors import Location
 from archc.ir.graph import Graph, Node
 from archc.ir.symbolic import UNARY, Sym, source
@@ -37,9 +37,12 @@ class _Layers:
     always: frozenset[str]
 
 
-def init_function(rules: Rules, sites: dict[str, str], graph: Graph, backend: str) -> list[str]:
+def init_function(
+    rules: Rules, sites: dict[str, str], graph: Graph, backend: str, keywords: list[str]
+) -> list[str]:
     """The lines of `def init_weights`; none when every layer keeps its framework default.
-    `sites`: IR node → the `Block.node` rule that covers it."""
+    `sites`: IR node → the `Block.node` rule that covers it; `keywords`: the model's params
+    as its constructor takes them, of which the function takes those its conditions read."""
     by_op = _op_rules(rules, backend)
     layer_branches = [
         (layers.constructor, _assignments("module", rule, layers, backend))
@@ -48,9 +51,33 @@ def init_function(rules: Rules, sites: dict[str, str], graph: Graph, backend: st
             graph, [n for n in graph.nodes.values() if n.op.name == op], backend
         )
     ]
+    lines = _loop(_merged(layer_branches, "type(module) is {}", "type(module) in {}"), backend)
+    lines += _node_lines(rules, sites, graph, backend, None)
+    for condition in dict.fromkeys(source(value) for value in rules.conditions.values()):
+        conditioned = _node_lines(rules, sites, graph, backend, condition)
+        if conditioned:
+            lines += [f"{INDENT}if {condition}:", *(INDENT + line for line in conditioned)]
+    read = [keyword for keyword in keywords if keyword.partition(":")[0] in init_keywords(rules)]
+    return [*_signature(backend, read), *lines] if lines else []
+
+
+def init_keywords(rules: Rules) -> list[str]:
+    """The model's params that init_weights takes: those the rules' conditions read."""
+    text = " ".join(source(condition) for condition in rules.conditions.values())
+    return sorted(set(re.findall(r"\b[A-Za-z_]\w*\b", text)) & rules.params)
+
+
+def _node_lines(
+    rules: Rules, sites: dict[str, str], graph: Graph, backend: str, condition: str | None
+) -> list[str]:
+    """The `Block.node` rules under `condition` (None: those without one): a loop over the
+    blocks' instances, then the model's own nodes."""
     block_branches: list[tuple[str, list[str]]] = []
     model_lines: list[str] = []
     for target, rule in rules.nodes.items():
+        written = rules.conditions.get(target)
+        if (source(written) if written is not None else None) != condition:
+            continue
         scope, _, name = target.partition(".")
         covered = [graph.nodes[node] for node, site in sites.items() if site == target]
         if not covered:
@@ -61,12 +88,10 @@ def init_function(rules: Rules, sites: dict[str, str], graph: Graph, backend: st
         else:
             assignments = _assignments(attribute("module", name), rule, layers, backend)
             block_branches.append((scope, assignments))
-    lines = _loop(_merged(layer_branches, "type(module) is {}", "type(module) in {}"), backend)
-    lines += _loop(
+    lines = _loop(
         _merged(block_branches, "isinstance(module, {})", "isinstance(module, {})"), backend
     )
-    lines += model_lines
-    return [*_signature(backend), *lines] if lines else []
+    return lines + model_lines
 
 
 def _merged(
@@ -86,15 +111,20 @@ def _merged(
     ]
 
 
-def _signature(backend: str) -> list[str]:
+def _signature(backend: str, keywords: list[str]) -> list[str]:
+    params = ["model: nn.Module"] if backend == "torch" else ["model: nnx.Module", "rngs: nnx.Rngs"]
+    params += ["*", *keywords] if keywords else []
     if backend == "torch":
-        head = "def init_weights(model: nn.Module) -> None:"
         doc = "The spec's init: rules, each op's layers first, then each named node."
     else:
-        head = "def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:"
         doc = (
             "The spec's init: rules, each op's layers first, then each named node; conv and"
             f"\n{INDENT}linear layers otherwise start as torch's do."
+        )
+    head = f"def init_weights({', '.join(params)}) -> None:"
+    if len(head) > LINE_LIMIT:
+        head = "\n".join(
+            ["def init_weights(", *(f"{INDENT}{param}," for param in params), ") -> None:"]
         )
     lines = [head, f'{INDENT}"""{doc}"""']
     return lines if backend == "torch" else [*lines, f"{INDENT}generator = numpy_generator(rngs)"]

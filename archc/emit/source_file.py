@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from archc import BLOCKS, TEMPLATES
 from archc.boundary import docstring_text, string_literal
 from archc.emit.classes import Backend, class_view, signature_params, width_reporters
-from archc.emit.initialise import init_function
+from archc.emit.initialise import init_function, init_keywords
 from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, wrap_exact, wrap_text
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
@@ -48,14 +48,17 @@ def emit_file(
     shown = functools.partial(shown_path, folder=folder)
     reporters = width_reporters(classes)
     # The inference export's weights come from a training checkpoint: nothing to start.
-    init = [] if export else init_function(program.init, program.init_sites, graph, backend.name)
+    (model_class,) = (block_class for block_class in classes if block_class.is_model)
+    keywords = signature_params(model_class, backend)
+    rules, sites = program.init, program.init_sites
+    init = [] if export else init_function(rules, sites, graph, backend.name, keywords)
     views = [
         class_view(
             block_class,
             backend,
             shown,
             block_class.class_name in reporters,
-            bool(init) and block_class.is_model,
+            init_keywords(rules) if init and block_class.is_model else None,
         )
         for block_class in classes
     ]

@@ -252,10 +252,13 @@ def build_model(source: str, model: str, *args: Any) -> _Module:
     for name in ("normal", "trunc_normal", "uniform", "constant"):  # flax's init helpers
         namespace[name] = _recorder(name, torch=False)
     init_weights = namespace.pop("init_weights", None)
-    called: list[bool] = []
-    namespace["init_weights"] = lambda *arguments: called.append(True)  # run it later
+    called: list[dict[str, Any]] = []
+    # Run later, with the params the model passes it (its conditions read them).
+    namespace["init_weights"] = lambda *arguments, **params: called.append(params)
     root = namespace["create_model"](*args)
     # Run by the checks once every layer's parameters are known, if the model calls it.
+    if called and init_weights is not None:
+        init_weights = functools.partial(init_weights, **called[0])
     object.__setattr__(root, "init_weights", init_weights if called else None)
     return root
 

@@ -108,7 +108,7 @@ def elaborate(
         shape = [shape[0], *image_size]
     input_type = TensorType((BATCH, *shape))
     graph = Graph(spec.root.name, {"input": input_type})
-    rules = init_rules(spec)
+    rules = init_rules(spec, args)
     elaborator = Elaborator(spec, graph, rules)
     modules, outputs = elaborator.model_body(env, {"input": Bound("input", input_type)})
     graph.outputs = {name: bound.name for name, (bound, _) in outputs.items()}

@@ -2,7 +2,10 @@
 
 A rule names an op (every layer of it) or `Block.node` (that node in every instance of the
 block; the model's name stands for its own body). A node's rule wins over its op's, param by
-param; the IR keeps each node's initialisers with their arguments evaluated at its fans.
+param; the IR keeps each node's initialisers with their arguments evaluated at its fans. A
+node's rule may hold only `when:` an expression of the model's params does (torchvision's
+`zero_init_residual`): the IR has it where the params' values make it hold, and the generated
+init_weights tests the params.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from archc.errors import Location, SpecError, did_you_mean
 from archc.ir.graph import Graph, Node
-from archc.ir.symbolic import Sym, concrete
+from archc.ir.symbolic import Sym, concrete, is_symbolic
 from archc.ops import REGISTRY
 from archc.ops.init import FANS, KINDS, Initialiser, torch_fans
 from archc.ops.lowering import ModuleCall
@@ -32,18 +35,35 @@ class Rules:
     """Each rule's target → where the spec wrote it."""
     arguments: dict[tuple[str, str], Value] = field(default_factory=dict)
     """(target, param) → the argument as written, for errors at its fans."""
+    conditions: dict[str, Sym] = field(default_factory=dict)
+    """A node rule's target → its condition, symbolic in the model's params."""
+    params: frozenset[str] = frozenset()
+    """The model's params, which conditions may read."""
+
+    def holds(self, target: str | None) -> bool:
+        """Whether the rule applies at the model's params (a rule without `when:` does)."""
+        return target not in self.conditions or bool(concrete(self.conditions[target]))
 
 
-def init_rules(spec: ModelSpec) -> Rules:
-    """The spec's rules, each target and initialiser checked (not yet against the graph)."""
-    rules = Rules()
+def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
+    """The spec's rules, each target and initialiser checked (not yet against the graph);
+    `args`: the model's params, which conditions read."""
+    rules = Rules(params=frozenset(args))
     for rule in spec.init:
         initialisers = {
             param: _initialiser(rule, param, value, rules) for param, value in rule.params.items()
         }
         if "." in rule.target:
             _check_node_target(spec, rule)
+            if rule.when is not None and not _condition(rule, args, rules):
+                continue  # false whatever the params
             rules.nodes[rule.target] = initialisers
+        elif rule.when is not None:
+            raise SpecError(
+                f"init.{rule.target}: when: conditions a Block.node rule, not an op's",
+                rule.when.key_location or rule.when.location,
+                "name the node the condition is about, e.g. Bottleneck.bn3",
+            )
         else:
             if rule.target not in REGISTRY:
                 raise SpecError(
@@ -54,6 +74,18 @@ def init_rules(spec: ModelSpec) -> Rules:
             rules.ops[rule.target] = initialisers
         rules.locations[rule.target] = rule.location
     return rules
+
+
+def _condition(rule: InitRule, args: dict[str, Any], rules: Rules) -> bool:
+    """Record a node rule's condition; False when it holds for no params (true for all: no
+    condition to test)."""
+    assert rule.when is not None
+    symbols = {name: Sym(name, value) for name, value in args.items()}
+    condition = evaluate_checked(rule.when, symbols, "bool", f"init.{rule.target}.when")
+    if is_symbolic(condition):
+        rules.conditions[rule.target] = condition
+        return True
+    return bool(condition)
 
 
 def _initialiser(rule: InitRule, param: str, value: Value, rules: Rules) -> Initialiser:
@@ -126,9 +158,10 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
         lowered = node.op.lower_torch(node.attrs, [graph.type_of(name) for name in node.inputs])
         by_op = rules.ops.get(node.op.name, {}) if isinstance(lowered, ModuleCall) else {}
         target = sites.get(node.name)
+        own = rules.nodes.get(target, {}) if rules.holds(target) else {}
         chosen = {
             param: (rule_target, initialiser)
-            for rule_target, rule in ((node.op.name, by_op), (target, rules.nodes.get(target, {})))
+            for rule_target, rule in ((node.op.name, by_op), (target, own))
             for param, initialiser in rule.items()
         }
         if target is not None and not isinstance(lowered, ModuleCall):
@@ -138,7 +171,7 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
                 rules.locations[target],
             )
         if target is not None:
-            _check_params(rules, target, chosen.keys() & rules.nodes[target].keys(), params, node)
+            _check_params(rules, target, set(rules.nodes[target]), params, node)
         covered.setdefault(node.op.name, set()).update(by_op.keys() & params.keys())
         settled = {
             param: _settled(rules, rule_target, param, initialiser, params, node)

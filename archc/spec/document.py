@@ -122,6 +122,9 @@ class InitRule:
     target: str
     location: Location
     params: dict[str, Value]
+    when: Value | None = None
+    """A `Block.node` rule's condition, an expression of the model's params
+    (`when: zero_init_residual`): the rule applies where it holds."""
 
 
 @dataclass
@@ -485,7 +488,14 @@ def _parse_init(document: SpecMap) -> list[InitRule]:
             str(name): Value(raw, params.value_at(name), params.key_at(name))
             for name, raw in params.items()
         }
-        rules.append(InitRule(target, section.key_at(target), values))
+        when = values.pop("when", None)
+        if not values:
+            raise SpecError(
+                f"init.{target}: a condition without initialisers: expected params too, e.g."
+                " {weight: zeros, when: zero_init_residual}",
+                section.value_at(target),
+            )
+        rules.append(InitRule(target, section.key_at(target), values, when))
     return rules
 
 

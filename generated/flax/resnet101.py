@@ -208,6 +208,11 @@ def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float
     return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
 
 
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
+
+
 class Bottleneck(nnx.Module):
     """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
 
@@ -299,6 +304,7 @@ class Resnet101(nnx.Module):
         self,
         *,
         num_classes: int = 1000,
+        zero_init_residual: bool = False,
         width_per_group: int = 64,
         layers: tuple[int, ...] = (3, 4, 23, 3),
         rngs: nnx.Rngs,
@@ -359,7 +365,7 @@ class Resnet101(nnx.Module):
             channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
         self.fc = nnx.Linear(2048, num_classes, rngs=rngs)
-        init_weights(self, rngs)
+        init_weights(self, rngs, zero_init_residual=zero_init_residual)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 64)
@@ -376,7 +382,7 @@ class Resnet101(nnx.Module):
         return x
 
 
-def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+def init_weights(model: nnx.Module, rngs: nnx.Rngs, *, zero_init_residual: bool = False) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
     generator = numpy_generator(rngs)
@@ -388,12 +394,17 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
             fan_in, _ = fans(module.kernel)
             module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
             module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
+    if zero_init_residual:
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, Bottleneck):
+                module.bn3.weight.set_value(constant(module.bn3.weight.shape, 0.0))
 
 
 def create_model(
     rngs: nnx.Rngs,
     *,
     num_classes: int = 1000,
+    zero_init_residual: bool = False,
     width_per_group: int = 64,
     layers: tuple[int, ...] = (3, 4, 23, 3),
     dtype: Any = None,
@@ -407,6 +418,7 @@ def create_model(
     """
     model = Resnet101(
         num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
         width_per_group=width_per_group,
         layers=layers,
         rngs=rngs,

@@ -207,6 +207,11 @@ def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float
     return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
 
 
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
+
+
 class BasicBlock(nnx.Module):
     """Two 3x3 convs and a skip; the skip projects when the shape changes.
 
@@ -272,6 +277,7 @@ class Resnet34(nnx.Module):
         self,
         *,
         num_classes: int = 1000,
+        zero_init_residual: bool = False,
         layers: tuple[int, ...] = (3, 4, 6, 3),
         rngs: nnx.Rngs,
     ) -> None:
@@ -306,7 +312,7 @@ class Resnet34(nnx.Module):
             channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
         self.fc = nnx.Linear(512, num_classes, rngs=rngs)
-        init_weights(self, rngs)
+        init_weights(self, rngs, zero_init_residual=zero_init_residual)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)  # (N, 112, 112, 64)
@@ -323,7 +329,7 @@ class Resnet34(nnx.Module):
         return x
 
 
-def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
+def init_weights(model: nnx.Module, rngs: nnx.Rngs, *, zero_init_residual: bool = False) -> None:
     """The spec's init: rules, each op's layers first, then each named node; conv and
     linear layers otherwise start as torch's do."""
     generator = numpy_generator(rngs)
@@ -335,12 +341,17 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
             fan_in, _ = fans(module.kernel)
             module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
             module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
+    if zero_init_residual:
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, BasicBlock):
+                module.bn2.weight.set_value(constant(module.bn2.weight.shape, 0.0))
 
 
 def create_model(
     rngs: nnx.Rngs,
     *,
     num_classes: int = 1000,
+    zero_init_residual: bool = False,
     layers: tuple[int, ...] = (3, 4, 6, 3),
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
@@ -351,7 +362,12 @@ def create_model(
     Options: `dtype` is what every conv, linear and norm computes in (jnp.bfloat16), from
     parameters kept in `param_dtype`; jit_forward(model) runs it under jax.jit.
     """
-    model = Resnet34(num_classes=num_classes, layers=layers, rngs=rngs)
+    model = Resnet34(
+        num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
+        layers=layers,
+        rngs=rngs,
+    )
     if dtype is not None or param_dtype != jnp.float32:
         set_dtypes(model, dtype, param_dtype)
     return model

@@ -96,6 +96,7 @@ class Resnet101(nn.Module):
         self,
         *,
         num_classes: int = 1000,
+        zero_init_residual: bool = False,
         width_per_group: int = 64,
         layers: tuple[int, ...] = (3, 4, 23, 3),
     ) -> None:
@@ -148,7 +149,7 @@ class Resnet101(nn.Module):
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(2048, num_classes)
-        init_weights(self)
+        init_weights(self, zero_init_residual=zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)
@@ -165,16 +166,21 @@ class Resnet101(nn.Module):
         return x
 
 
-def init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
     """The spec's init: rules, each op's layers first, then each named node."""
     for module in model.modules():
         if type(module) is nn.Conv2d:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if zero_init_residual:
+        for module in model.modules():
+            if isinstance(module, Bottleneck):
+                nn.init.zeros_(module.bn3.weight)
 
 
 def create_model(
     *,
     num_classes: int = 1000,
+    zero_init_residual: bool = False,
     width_per_group: int = 64,
     layers: tuple[int, ...] = (3, 4, 23, 3),
     channels_last: bool = False,
@@ -189,7 +195,12 @@ def create_model(
     torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and
     state_dict unchanged; `compile` returns it under torch.compile.
     """
-    model = Resnet101(num_classes=num_classes, width_per_group=width_per_group, layers=layers)
+    model = Resnet101(
+        num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
+        width_per_group=width_per_group,
+        layers=layers,
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if autocast is not None:

@@ -72,7 +72,13 @@ class Resnet18(nn.Module):
     Spec: ../../specs/resnet18.yaml:1
     """
 
-    def __init__(self, *, num_classes: int = 1000, layers: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -100,7 +106,7 @@ class Resnet18(nn.Module):
         self.layer4 = nn.Sequential(*layer4)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)
-        init_weights(self)
+        init_weights(self, zero_init_residual=zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)
@@ -117,16 +123,21 @@ class Resnet18(nn.Module):
         return x
 
 
-def init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
     """The spec's init: rules, each op's layers first, then each named node."""
     for module in model.modules():
         if type(module) is nn.Conv2d:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if zero_init_residual:
+        for module in model.modules():
+            if isinstance(module, BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
 
 
 def create_model(
     *,
     num_classes: int = 1000,
+    zero_init_residual: bool = False,
     layers: tuple[int, ...] = (2, 2, 2, 2),
     channels_last: bool = False,
     autocast: torch.dtype | None = None,
@@ -140,7 +151,7 @@ def create_model(
     torch.autocast in that dtype (torch.bfloat16) on the input's device, the parameters and
     state_dict unchanged; `compile` returns it under torch.compile.
     """
-    model = Resnet18(num_classes=num_classes, layers=layers)
+    model = Resnet18(num_classes=num_classes, zero_init_residual=zero_init_residual, layers=layers)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if autocast is not None:

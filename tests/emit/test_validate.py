@@ -33,14 +33,14 @@ def resnet18() -> tuple[str, object, list]:
         (
             "nn.Linear(512, num_classes)",
             "nn.Linear(511, num_classes)",
-            "fc (linear) at specs/resnet18.yaml:23:7: built as Linear(511, 1000), the IR says "
+            "fc (linear) at specs/resnet18.yaml:24:7: built as Linear(511, 1000), the IR says "
             "Linear(512, 1000)",
         ),
-        ("self.fc = ", "self.head = ", "fc (linear) at specs/resnet18.yaml:23:7: the generated "),
+        ("self.fc = ", "self.head = ", "fc (linear) at specs/resnet18.yaml:24:7: the generated "),
         (
             "nn.Linear(512, num_classes)",
             "nn.Linear(512, num_classes, bias=False)",
-            "fc (linear) at specs/resnet18.yaml:23:7: bias=False, the IR leaves bias at the "
+            "fc (linear) at specs/resnet18.yaml:24:7: bias=False, the IR leaves bias at the "
             "class's default",
         ),
         (
@@ -51,10 +51,14 @@ def resnet18() -> tuple[str, object, list]:
         (
             'mode="fan_out"',
             'mode="fan_in"',
-            "conv1 (conv2d) at specs/resnet18.yaml:13:10: its weight starts as normal(0.116642),"
+            "conv1 (conv2d) at specs/resnet18.yaml:14:10: its weight starts as normal(0.116642),"
             " the IR says normal(0.0252538)",
         ),
-        ("        init_weights(self)\n", "", "its weight starts as the framework's default"),
+        (
+            "        init_weights(self, zero_init_residual=zero_init_residual)\n",
+            "",
+            "its weight starts as the framework's default",
+        ),
     ],
     ids=["width", "name", "keyword", "extra module", "init", "no init"],
 )
@@ -66,6 +70,21 @@ def test_a_file_that_drifts_from_the_ir_is_caught(
     with pytest.raises(InternalError, match="translation validation: ") as caught:
         validate_torch(source.replace(old, new, 1), graph, classes)
     assert problem in str(caught.value)
+
+
+def test_an_init_condition_the_model_does_not_pass_on_is_caught() -> None:
+    """Built with zero_init_residual true, the IR zeroes each block's bn2 weight: a file whose
+    model passes init_weights another value starts them at one, and is refused."""
+    compiled = compile_spec(SPECS / "resnet18.yaml", {"zero_init_residual": "true"})
+    source = torch_source(compiled.program, compiled.costs, "archc build")
+    graph, classes = compiled.program.graph, block_classes(compiled.program)
+    validate_torch(source, graph, classes)
+    old = "init_weights(self, zero_init_residual=zero_init_residual)"
+    assert old in source
+    flipped = source.replace(old, "init_weights(self, zero_init_residual=False)")
+    with pytest.raises(InternalError, match="translation validation: ") as caught:
+        validate_torch(flipped, graph, classes)
+    assert "bn2 (batch_norm)" in str(caught.value), caught.value
 
 
 def test_a_picked_norm_that_loses_its_settings_is_caught() -> None:

@@ -1,7 +1,8 @@
 """A generator of random valid specs (nnsmith-style): a trunk of ops over an image, then tokens
 or a vector, with model params in expressions, blocks with params (residual, strided with a
 conditional projection, parallel branches, numbered sequences), `repeat` with the loop
-index, `when`, `frozen`, `names`, `branches`, `seq`, several outputs and `init:` rules.
+index, `when`, `frozen`, `names`, `branches`, `seq`, several outputs and `init:` rules
+(some under `when:` the model's flag).
 
 It tracks shapes with its own rules (PyTorch's output-size formulas), so that what it writes
 is valid; archc's checker and the frameworks are then held to each other.
@@ -477,10 +478,12 @@ def init_rules(rng: random.Random, text: str) -> list[str]:
         rules.append(f"  conv2d: {{weight: {rng.choice(WEIGHTS)}{', bias: zeros' * bias}}}")
     if re.search(r"\{op: linear, out: \w+\}", text):
         rules.append("  linear: {weight: {normal: 0.01}, bias: {constant: 0.1}}")
+    conditions = ["", "", ", when: flag", ", when: not flag"]  # the model's bool param
     if "  Residual:" in text:
-        rules.append("  Residual.bn1: {weight: zeros}")
+        rules.append(f"  Residual.bn1: {{weight: zeros{rng.choice(conditions)}}}")
     if "  Pair:" in text and rng.random() < 0.5:
         rules.append(
-            f"  Pair.conv: {{weight: {rng.choice(WEIGHTS)}, bias: {{normal: 1 / fan_out}}}}"
+            f"  Pair.conv: {{weight: {rng.choice(WEIGHTS)}, bias: {{normal: 1 / fan_out}}"
+            f"{rng.choice(conditions)}}}"
         )
     return ["init:", *rules] if rules else []

@@ -83,11 +83,32 @@ def test_without_its_rules_resnet18_starts_otherwise() -> None:
     import archc
 
     text = (REPO / "specs" / "resnet18.yaml").read_text()
-    plain = text.replace("init:\n  conv2d: {weight: {kaiming_normal: fan_out}}\n", "")
+    plain = text.replace("init:\n  conv2d: {weight: {kaiming_normal: fan_out}}\n", "init:\n")
     assert plain != text
     model = archc.load(plain).torch()
     found = differences(parameters(model), parameters(reference_model("resnet18")))
     assert found and all(".weight" in line for line in found)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zero_init_residual_starts_as_torchvisions(name: str) -> None:
+    """torchvision's zero_init_residual=True zeroes each residual block's last norm weight,
+    so that every block starts as the identity; create_model takes the same option."""
+    file = GENERATED / "torch" / f"{name}.py"
+    generated = load_generated(file).create_model(zero_init_residual=True)
+    models = torchvision().models
+    reference = models.get_model(name, weights=None, zero_init_residual=True)
+    assert differences(parameters(generated), parameters(reference)) == []
+
+
+def test_zero_init_residual_in_flax() -> None:
+    nnx = pytest.importorskip("flax.nnx")
+    module = load_generated(GENERATED / "flax" / "resnet50.py")
+    for zeroed in (False, True):
+        model = module.create_model(nnx.Rngs(0), zero_init_residual=zeroed)
+        block = model.layer3.layers[2]
+        assert (np.asarray(block.bn3.weight.get_value()) == (0 if zeroed else 1)).all()
+        assert (np.asarray(block.bn2.weight.get_value()) == 1).all()
 
 
 @pytest.mark.parametrize("name", FLAX)
