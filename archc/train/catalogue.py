@@ -79,6 +79,14 @@ LOSSES = {
         jax="optax.huber_loss(logits, one_hot, delta={beta}) / {beta}",
         defaults={"beta": 1.0},
     ),
+    "focal": Entry(
+        "SigmoidFocalLoss",
+        {"alpha": "float", "gamma": "float"},
+        summary="sigmoid focal loss per class (RetinaNet's)",
+        one_hot=True,
+        jax="optax.sigmoid_focal_loss(logits, one_hot, alpha={alpha}, gamma={gamma})",
+        defaults={"alpha": 0.25, "gamma": 2.0},
+    ),
 }
 
 _DECAY = {"lr": "float", "weight_decay": "float"}

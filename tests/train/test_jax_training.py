@@ -101,6 +101,8 @@ LOSSES = [
     "mse",
     "l1",
     "{smooth_l1: {beta: 0.5}}",
+    "focal",
+    "{focal: {alpha: 0.6, gamma: 1.5}}",
 ]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import torchvision
 from tests.train.scripts import (
     SPEC,
     assert_ruff_clean,
@@ -172,3 +173,20 @@ def test_an_l1_penalty_adds_its_gradient_to_the_weights(
     assert torch.equal(weight.grad, 1 + 0.25 * weight.sign())
     for parameter in (bias, norm_weight, norm_bias):
         assert torch.equal(parameter.grad, torch.ones_like(parameter))
+
+
+@pytest.mark.parametrize("settings", ["", "{alpha: 0.6, gamma: 1.5}"])
+def test_the_focal_loss_is_torchvisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str
+) -> None:
+    loss = f"{{focal: {settings}}}" if settings else "focal"
+    text = SPEC.read_text().replace("{cross_entropy: {label_smoothing: 0.05}}", loss)
+    built = build(tmp_path, text)
+    assert_ruff_clean(built)
+    script = load_script(built, monkeypatch)
+    logits, labels = torch.randn(8, 10) * 3, torch.randint(0, 10, (8,))
+    got = script.compute_loss(script.make_loss(), logits, labels)
+    ops = torchvision().ops
+    options = {"alpha": 0.6, "gamma": 1.5} if settings else {}
+    want = ops.sigmoid_focal_loss(logits, torch.eye(10)[labels], reduction="mean", **options)
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-7)
