@@ -410,6 +410,22 @@ CASES |= {
         "11:18",
         "train.warmup_epochs: 2 leaves none of the 2 epochs",
     ),
+    "train: loss weights of a one-output model": (
+        TRAIN_HEAD + TRAIN + "  loss_weights: {out: 1.0}\n",
+        "11:17",
+        "train.loss_weights: the model returns one output",
+    ),
+    "train: several outputs without loss weights": (
+        TRAIN_HEAD + TRAIN + "outputs: {out: relu, aux: relu}\n",
+        "7:3",
+        "train: the model returns out, aux: loss_weights must weigh each",
+    ),
+    "train: a loss weight of an unknown output": (
+        TRAIN_HEAD + TRAIN + "  loss_weights: {out: 1.0, axu: 0.3}\n"
+        "outputs: {out: relu, aux: relu}\n",
+        "11:28",
+        "unknown key 'axu' in train.loss_weights (the model's outputs) (did you mean 'aux'?)",
+    ),
     "train: an unknown precision": (
         TRAIN_HEAD + TRAIN + "  precision: bf15\n",
         "11:14",

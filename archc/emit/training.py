@@ -50,7 +50,7 @@ def train_source(
             "see docs/spec-language.md, Training",
         )
     graph, root = program.graph, program.spec.root
-    (output,) = graph.outputs.values()
+    output = next(iter(graph.outputs.values()))  # the scored one
     context = dict(
         script=script_name(root.name),
         summary=wrap_text(f"Train {root.name} as its spec says: {_summary(plan)}", 0),

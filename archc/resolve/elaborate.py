@@ -114,7 +114,9 @@ def elaborate(
     graph.outputs = {name: bound.name for name, (bound, _) in outputs.items()}
     apply_rules(rules, graph, elaborator.init_sites)
     sites = elaborator.init_sites
-    train = train_plan(spec.train.raw, spec.train.location, args) if spec.train else None
+    train = None
+    if spec.train:
+        train = train_plan(spec.train.raw, spec.train.location, args, list(graph.outputs))
     instances = elaborator.instances
     return Program(spec, args, applied, graph, instances, modules, rules, sites, train)
 

@@ -35,6 +35,8 @@ TRAIN_KEYS = {
     "batch_size": "the global batch size, split evenly across processes",
     "precision": "fp32, or bf16 (forward and loss under autocast, fp32 weights)",
     "norm_weight_decay": "weight decay of norm weights and of biases (default: the optimizer's)",
+    "loss_weights": "each output's weight in the loss, for a model of several outputs (auxiliary"
+    " heads); accuracy is the first's",
     "l1_penalty": "λ of an L1 penalty λ·Σ|w| over the weights (parameters of two or more axes)",
     "clip_grad_norm": "clip the gradients' global norm to this (default: no clipping)",
     "patience": "stop early after this many epochs without a better test accuracy",
@@ -65,12 +67,17 @@ class TrainPlan:
     precision: str = "fp32"
     norm_weight_decay: float | None = None
     l1_penalty: float | None = None
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """Output name → its loss's weight (a model of several outputs); the first is scored."""
     clip_grad_norm: float | None = None
     patience: int | None = None
 
 
-def train_plan(section: Any, location: Location, env: dict[str, Any]) -> TrainPlan:
-    """The checked plan of a `train:` mapping; `env`: the model's params."""
+def train_plan(
+    section: Any, location: Location, env: dict[str, Any], outputs: list[str]
+) -> TrainPlan:
+    """The checked plan of a `train:` mapping; `env`: the model's params; `outputs`: the
+    names of the model's outputs ("" for a model of one)."""
     if not isinstance(section, SpecMap):
         raise SpecError("train must be a mapping of training settings", location)
     check_keys(section, TRAIN_KEYS, "train")
@@ -99,6 +106,7 @@ def train_plan(section: Any, location: Location, env: dict[str, Any]) -> TrainPl
         precision=_precision(section, env),
         norm_weight_decay=number("norm_weight_decay", "float", 0),
         l1_penalty=number("l1_penalty", "float", 0),
+        loss_weights=_loss_weights(section, env, outputs),
         clip_grad_norm=number("clip_grad_norm", "float", 0),
         patience=number("patience", "int", 1),
     )
@@ -108,6 +116,28 @@ def train_plan(section: Any, location: Location, env: dict[str, Any]) -> TrainPl
             section.value_at("warmup_epochs"),
         )
     return plan
+
+
+def _loss_weights(section: SpecMap, env: dict[str, Any], outputs: list[str]) -> dict[str, float]:
+    """`{out: 1.0, aux: 0.3}`: a weight for each of the model's outputs, in their order."""
+    if "loss_weights" not in section:
+        if outputs != [""]:
+            raise SpecError(
+                f"train: the model returns {', '.join(outputs)}: loss_weights must weigh each",
+                section.location,
+                f"e.g. loss_weights: {{{outputs[0]}: 1.0, {outputs[-1]}: 0.3}}",
+            )
+        return {}
+    raw, where = section["loss_weights"], section.value_at("loss_weights")
+    if outputs == [""]:
+        raise SpecError("train.loss_weights: the model returns one output", where)
+    if not isinstance(raw, SpecMap):
+        raise SpecError(f"train.loss_weights: expected {{output: weight}}, got {raw!r}", where)
+    check_keys(raw, outputs, "train.loss_weights (the model's outputs)")
+    missing = [name for name in outputs if name not in raw]
+    if missing:
+        raise SpecError(f"train.loss_weights: no weight for {', '.join(missing)}", where)
+    return {name: _value(raw, name, env, "float", f"train.loss_weights.{name}") for name in outputs}
 
 
 def _precision(section: SpecMap, env: dict[str, Any]) -> str:

@@ -282,3 +282,46 @@ def test_an_image_folder_is_read_as_torchvision_reads_it(
     for image, name in zip(images, ["ant", "ant", "cat", "cat"]):
         want = (np.array(colours[name]) / 255 - mean) / std
         assert np.allclose(image, want[:, None, None], atol=1e-5)
+
+
+AUX_SPEC = SPEC.parent / "digits_aux.yaml"
+
+
+def test_auxiliary_outputs_weigh_into_the_loss_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """loss_weights {out: 1.0, aux: 0.3}: the torch script's loss is that sum of
+    cross-entropies, and the jax step's loss from the same weights equals it."""
+    torch_script, jax_script = both_scripts(tmp_path, AUX_SPEC.read_text(), monkeypatch)
+    assert_ruff_clean(tmp_path / "torch" / "digits_aux_train.py")
+    assert_ruff_clean(tmp_path / "flax" / "digits_aux_train.py")
+    model = torch_script.create_model()
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    outputs = model(images)
+    cross_entropy = torch.nn.functional.cross_entropy
+    want = cross_entropy(outputs["out"], labels) + 0.3 * cross_entropy(outputs["aux"], labels)
+    got = torch_script.total_loss(torch_script.make_loss(), outputs, labels)
+    assert torch.allclose(got, want)
+
+    flax_model = jax_script.create_model(nnx.Rngs(0))
+    sys.modules[jax_script.create_model.__module__].load_torch_state_dict(
+        flax_model, numpy_state(model)
+    )
+    graph, params, rest = nnx.split(flax_model, nnx.Param, ...)
+    optimizer = optax.inject_hyperparams(jax_script.make_optimizer)(learning_rate=0.01)
+    state = (params, rest, optimizer.init(params))
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    shardings = jax.tree.map(lambda value: jax_script.placement(value, mesh, False), state)
+    step = jax_script.make_step(graph, optimizer, shardings)
+    _, loss = step(state, images.numpy().transpose(0, 2, 3, 1), labels.numpy())
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "flax"])
+def test_a_model_with_an_auxiliary_head_trains(backend: str, tmp_path: Path, digits: Path) -> None:
+    """Both scripts run it end to end, scoring the first output (two epochs)."""
+    script = build(tmp_path, AUX_SPEC, backend)
+    output = run(script, "--data", str(digits), "--epochs", "2", "--metrics", "metrics.jsonl")
+    assert "epoch 2/2" in output
+    losses = step_losses(tmp_path / "metrics.jsonl")
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
