@@ -414,6 +414,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _ops(args: argparse.Namespace) -> int:
     from archc.ops import REGISTRY
+    from archc.ops.init import KINDS
 
     for name in sorted(REGISTRY):
         op = REGISTRY[name]
@@ -422,6 +423,10 @@ def _ops(args: argparse.Namespace) -> int:
         for name, field in op.Attrs.fields().items():
             default = "required" if field.required else f"default {field.default!r}"
             print(f"    {name}: {field.describe()}, {default}")
+    print("initialisers (init:):")
+    for name, kind in KINDS.items():
+        argument = {"number": "a number", "fan": "fan_in | fan_out"}.get(kind.argument)
+        print(f"    {f'{{{name}: {argument}}}' if argument else name}: {kind.summary}")
     return 0
 
 

@@ -200,6 +200,9 @@ def test_ops_lists_each_attribute_with_its_range() -> None:
     assert "    eps: float, more than 0, default 1e-05" in lines
     assert "    p: float, at least 0, at most 1, default 0.5" in lines
     assert "    stride: int | tuple[int, int] | None, at least 1, default None" in lines
+    initialisers = lines[lines.index("initialisers (init:):") + 1 :]
+    assert "    zeros: all zero" in initialisers
+    assert any(line.startswith("    {kaiming_normal: fan_in | fan_out}: ") for line in initialisers)
 
 
 @pytest.mark.parametrize("backend", ["torch", "flax"])

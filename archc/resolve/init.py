@@ -154,8 +154,9 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
     (`sites`: node name → the `Block.node` rule that covers it)."""
     covered: dict[str, set[str]] = {}
     for node in graph.nodes.values():
-        params = node.op.parameters(node.attrs, [graph.type_of(name) for name in node.inputs])
-        lowered = node.op.lower_torch(node.attrs, [graph.type_of(name) for name in node.inputs])
+        inputs = [graph.type_of(name) for name in node.inputs]
+        params = node.op.parameters(node.attrs, inputs)
+        lowered = node.op.lower_torch(node.attrs, inputs)
         by_op = rules.ops.get(node.op.name, {}) if isinstance(lowered, ModuleCall) else {}
         target = sites.get(node.name)
         own = rules.nodes.get(target, {}) if rules.holds(target) else {}
