@@ -168,6 +168,13 @@ class Model:
         command = self.build_command(backend, None, folder) + " --train"
         return train_source(self.compiled.program, command, folder, backend)
 
+    def teacher(self) -> Model | None:
+        """The distillation teacher of the spec's `train:` section, compiled (None without)."""
+        plan = self.compiled.program.train
+        if plan is None or plan.distillation is None:
+            return None
+        return load(plan.distillation.teacher)
+
     @functools.cached_property
     def inference_export(self) -> InferenceExport:
         """The inference passes' rewrite of the model (norms folded, branches joined)."""

@@ -139,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write DIR/<backend>/<name>_train.py, the spec's train: section as a script "
         "that imports the model file: torch under torchrun (DDP or FSDP2), flax as one jitted "
-        "step over a jax mesh; checkpoints, resume, metrics",
+        "step over a jax mesh; checkpoints, resume, metrics (and a distillation teacher's "
+        "model file)",
     )
     _command(commands, "ir", "print the IR graph, one line per node", _ir)
     diagram = _command(
@@ -342,15 +343,23 @@ def _build(args: argparse.Namespace) -> int:
     if args.train and args.optimize:
         raise ArchcError("--train trains the training model: leave out --optimize")
     # Checked before anything is written.
-    script = model.train_source(path.parent, args.backend) if args.train else None
-    write_atomic(path, text)
-    total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
-    print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
-    if script is not None:
+    written = {path: text}
+    if args.train:
         from archc.emit.training import script_name
 
-        write_atomic(path.parent / script_name(model.name), script)
-        print(f"wrote {path.parent / script_name(model.name)}")
+        written[path.parent / script_name(model.name)] = model.train_source(
+            path.parent, args.backend
+        )
+        teacher = model.teacher()
+        if teacher is not None:  # the script imports its model file
+            written[path.parent / f"{teacher.name}.py"] = teacher.source("torch", None, path.parent)
+    for target, content in written.items():
+        write_atomic(target, content)
+        print(f"wrote {target}", end="")
+        if target == path:
+            total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
+            print(f": {total.params:,} params, {total.macs / 1e9:.3f} GMACs", end="")
+        print()
     return 0
 
 

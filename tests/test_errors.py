@@ -426,6 +426,16 @@ CASES |= {
         "11:28",
         "unknown key 'axu' in train.loss_weights (the model's outputs) (did you mean 'aux'?)",
     ),
+    "train: a teacher that is not there": (
+        TRAIN_HEAD + TRAIN + "  distillation: {teacher: big.yaml, kind: soft}\n",
+        "11:27",
+        "train.distillation.teacher: no spec at",
+    ),
+    "train: an unknown distillation": (
+        TRAIN_HEAD + TRAIN + "  distillation: {teacher: bad.yaml, kind: warm}\n",
+        "11:43",
+        "train.distillation.kind: expected soft or hard, got 'warm'",
+    ),
     "train: an unknown precision": (
         TRAIN_HEAD + TRAIN + "  precision: bf15\n",
         "11:14",

@@ -12,6 +12,7 @@ from archc.boundary import model_class_name
 from archc.emit.layout import LINE_LIMIT, layout_source, wrap_exact, wrap_text
 from archc.emit.source_file import compiled, shown_path, template_named
 from archc.errors import SpecError
+from archc.ir.graph import Graph
 from archc.ir.symbolic import concrete, source
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
@@ -50,7 +51,8 @@ def train_source(
             "see docs/spec-language.md, Training",
         )
     graph, root = program.graph, program.spec.root
-    output = next(iter(graph.outputs.values()))  # the scored one
+    shape, classes = _interface(graph)
+    names = list(graph.outputs)
     context = dict(
         script=script_name(root.name),
         summary=wrap_text(f"Train {root.name} as its spec says: {_summary(plan)}", 0),
@@ -61,9 +63,10 @@ def train_source(
         ),
         regenerate=wrap_exact(f"Regenerate: {command}", 0),
         plan=plan,
-        input=tuple(concrete(size) for size in graph.inputs["input"].shape[1:]),
-        classes=concrete(graph.type_of(output).channels),
+        input=shape,
+        classes=classes,
         schedule_doc=_docstring(_schedule_doc(plan)),
+        scored=names[0] if names != [""] else None,
     )
     if backend == "flax":
         context.update(_jax_context(plan, root.name))
@@ -76,10 +79,11 @@ def _torch_context(plan: TrainPlan, program: Program) -> dict[str, Any]:
     root = program.spec.root
     blocks = sorted(block_class.class_name for block_class in block_classes(program))
     blocks = [name for name in blocks if name != model_class_name(root.name)]
+    teacher = [] if plan.distillation is None else [_teacher_import(program)]
     return dict(
         loss=layout_source("return ", _call(plan.loss, []), 1),
         # One section, in the order isort gives it whatever the model's name.
-        from_imports=sorted([_model_import(root.name, blocks), *FROM_IMPORTS]),
+        from_imports=sorted([_model_import(root.name, blocks), *teacher, *FROM_IMPORTS]),
         blocks=f"({', '.join(blocks)},)" if blocks else "()",
         optimizer=_optimizer(plan),
         optimizer_doc=_docstring(
@@ -90,7 +94,41 @@ def _torch_context(plan: TrainPlan, program: Program) -> dict[str, Any]:
     )
 
 
+def _interface(graph: Graph) -> tuple[tuple[int, ...], int]:
+    """What a model takes and predicts: one input's shape, and its (first) output's classes."""
+    output = next(iter(graph.outputs.values()))
+    shape = tuple(concrete(size) for size in graph.inputs["input"].shape[1:])
+    return shape, concrete(graph.type_of(output).channels)
+
+
+def teacher_name(program: Program) -> str:
+    """The distillation teacher's name (its model file's), checked against the student."""
+    from archc.pipeline import compile_spec
+
+    distillation = program.train.distillation if program.train else None
+    assert distillation is not None and distillation.location is not None
+    teacher = compile_spec(distillation.teacher).program
+    name, wanted = teacher.spec.root.name, _interface(program.graph)
+    if name == program.spec.root.name or _interface(teacher.graph) != wanted:
+        raise SpecError(
+            f"train.distillation.teacher: {name} must take the student's input {wanted[0]} and"
+            f" predict its {wanted[1]} classes, under a name of its own",
+            distillation.location,
+        )
+    return name
+
+
+def _teacher_import(program: Program) -> str:
+    return f"from {teacher_name(program)} import create_model as create_teacher"
+
+
 def _jax_context(plan: TrainPlan, model: str) -> dict[str, Any]:
+    if plan.distillation is not None:
+        raise SpecError(
+            "train.distillation: the flax training script does not distil yet",
+            plan.distillation.location,
+            "train with --backend torch",
+        )
     optimizer = plan.optimizer
     _refuse_torch_only(optimizer, {"lr", "weight_decay", *optimizer.entry.optax_names})
     decay = _setting(optimizer, "weight_decay") or 0

@@ -17,6 +17,7 @@ Values may be expressions of the model's params (`lr: 0.1 * batch / 256` with a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from archc.errors import Location, SpecError, did_you_mean
@@ -37,6 +38,8 @@ TRAIN_KEYS = {
     "norm_weight_decay": "weight decay of norm weights and of biases (default: the optimizer's)",
     "loss_weights": "each output's weight in the loss, for a model of several outputs (auxiliary"
     " heads); accuracy is the first's",
+    "distillation": "a trained teacher's predictions as targets too: {teacher: its spec, kind:"
+    " soft | hard, temperature, alpha, output}",
     "l1_penalty": "λ of an L1 penalty λ·Σ|w| over the weights (parameters of two or more axes)",
     "clip_grad_norm": "clip the gradients' global norm to this (default: no clipping)",
     "patience": "stop early after this many epochs without a better test accuracy",
@@ -56,6 +59,26 @@ class Choice:
     """Where each setting is written: a backend that cannot honour one points at it."""
 
 
+DISTILLATION_KEYS = {
+    "teacher": "the teacher's spec, relative to this one (its name must differ)",
+    "kind": "soft: KL to the teacher's softened probabilities (Hinton); hard: cross-entropy to"
+    " its top class (DeiT)",
+    "temperature": "the softening of both distributions (soft; default 3.0)",
+    "alpha": "the distillation loss's weight, the labels' taking the rest (default 0.5)",
+    "output": "the output the teacher supervises (DeiT's dist head; default the scored one)",
+}
+
+
+@dataclass(frozen=True)
+class Distillation:
+    teacher: Path
+    kind: str
+    temperature: float = 3.0
+    alpha: float = 0.5
+    output: str = ""
+    location: Location | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     loss: Choice
@@ -69,6 +92,7 @@ class TrainPlan:
     l1_penalty: float | None = None
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Output name → its loss's weight (a model of several outputs); the first is scored."""
+    distillation: Distillation | None = None
     clip_grad_norm: float | None = None
     patience: int | None = None
 
@@ -106,6 +130,7 @@ def train_plan(
         precision=_precision(section, env),
         norm_weight_decay=number("norm_weight_decay", "float", 0),
         l1_penalty=number("l1_penalty", "float", 0),
+        distillation=_distillation(section, env, outputs),
         loss_weights=_loss_weights(section, env, outputs),
         clip_grad_norm=number("clip_grad_norm", "float", 0),
         patience=number("patience", "int", 1),
@@ -118,10 +143,53 @@ def train_plan(
     return plan
 
 
+def _distillation(section: SpecMap, env: dict[str, Any], outputs: list[str]) -> Distillation | None:
+    if "distillation" not in section:
+        return None
+    raw, where = section["distillation"], section.value_at("distillation")
+    if not isinstance(raw, SpecMap):
+        raise SpecError(f"train.distillation: expected a mapping, got {raw!r}", where)
+    check_keys(raw, DISTILLATION_KEYS, "train.distillation")
+    for key in ("teacher", "kind"):
+        if key not in raw:
+            raise SpecError(f"train.distillation: missing required key '{key}'", where)
+    teacher = Path(where.file).parent / str(raw["teacher"])
+    if not teacher.is_file():
+        raise SpecError(
+            f"train.distillation.teacher: no spec at {teacher}", raw.value_at("teacher")
+        )
+    kind = _value(raw, "kind", env, "str", "train.distillation.kind")
+    if kind not in ("soft", "hard"):
+        raise SpecError(
+            f"train.distillation.kind: expected soft or hard, got {kind!r}", raw.value_at("kind")
+        )
+    settings = {
+        key: _value(raw, key, env, "float", f"train.distillation.{key}")
+        for key in ("temperature", "alpha")
+        if key in raw
+    }
+    if not 0 <= settings.get("alpha", 0.5) <= 1 or settings.get("temperature", 1) <= 0:
+        raise SpecError("train.distillation: alpha must lie in [0, 1], temperature above 0", where)
+    output = str(raw.get("output", outputs[0]))
+    if output not in outputs:
+        raise SpecError(
+            f"train.distillation.output: the model has no output '{output}'",
+            raw.value_at("output"),
+            did_you_mean(output, outputs) or f"its outputs: {', '.join(outputs)}",
+        )
+    if len(outputs) > 2 or (len(outputs) == 2 and output == outputs[0]):
+        raise SpecError(
+            "train.distillation: the model's first output takes the labels' loss, and a second,"
+            " if any, the teacher's (DeiT's heads); it returns " + ", ".join(outputs),
+            where,
+        )
+    return Distillation(teacher, kind, **settings, output=output, location=where)
+
+
 def _loss_weights(section: SpecMap, env: dict[str, Any], outputs: list[str]) -> dict[str, float]:
     """`{out: 1.0, aux: 0.3}`: a weight for each of the model's outputs, in their order."""
     if "loss_weights" not in section:
-        if outputs != [""]:
+        if outputs != [""] and "distillation" not in section:
             raise SpecError(
                 f"train: the model returns {', '.join(outputs)}: loss_weights must weigh each",
                 section.location,
@@ -129,6 +197,8 @@ def _loss_weights(section: SpecMap, env: dict[str, Any], outputs: list[str]) -> 
             )
         return {}
     raw, where = section["loss_weights"], section.value_at("loss_weights")
+    if "distillation" in section:
+        raise SpecError("train.loss_weights: distillation weighs the outputs (alpha)", where)
     if outputs == [""]:
         raise SpecError("train.loss_weights: the model returns one output", where)
     if not isinstance(raw, SpecMap):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,3 +191,74 @@ def test_the_focal_loss_is_torchvisions(
     options = {"alpha": 0.6, "gamma": 1.5} if settings else {}
     want = ops.sigmoid_focal_loss(logits, torch.eye(10)[labels], reduction="mean", **options)
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+STUDENT = SPEC.parent / "digits_student.yaml"
+# digits_student with a second head for the teacher, DeiT's way.
+DEIT_STUDENT = (
+    STUDENT.read_text()
+    .replace("kind: soft, temperature: 4.0, alpha: 0.7", "kind: hard, alpha: 0.5, output: dist")
+    .replace(
+        "  fc: {op: linear, out: classes}\n",
+        "  fc: {op: linear, out: classes}\n"
+        "  dist: {op: linear, out: classes, from: flatten}\noutputs: {out: fc, dist: dist}\n",
+    )
+)
+
+
+def student_script(folder: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The student's script loaded, its spec written beside a copy of its teacher's."""
+    (folder / "digits_cnn.yaml").write_text(SPEC.read_text())
+    spec = folder / "student.yaml"
+    spec.write_text(text)
+    script = build(folder, spec)
+    assert_ruff_clean(script)
+    return load_script(script, monkeypatch)
+
+
+def test_soft_distillation_is_hintons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(1 - α)·CE(student, labels) + α·τ²·KL(teacher ‖ student), both softened by τ, with
+    torch.nn.KLDivLoss on probabilities as the reference."""
+    script = student_script(tmp_path, STUDENT.read_text(), monkeypatch)
+    student, teacher = torch.randn(8, 10) * 2, torch.randn(8, 10) * 2
+    labels = torch.randint(0, 10, (8,))
+    got = script.distilled_loss(script.make_loss(), student, teacher, labels)
+    kl = torch.nn.KLDivLoss(reduction="batchmean")(
+        torch.log_softmax(student / 4.0, -1), torch.softmax(teacher / 4.0, -1)
+    )
+    want = 0.3 * torch.nn.functional.cross_entropy(student, labels) + 0.7 * 16.0 * kl
+    assert torch.allclose(got, want, rtol=1e-6)
+
+
+def test_hard_distillation_is_deits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class head learns the labels, the distillation head the teacher's top class."""
+    script = student_script(tmp_path, DEIT_STUDENT, monkeypatch)
+    outputs = {"out": torch.randn(8, 10), "dist": torch.randn(8, 10)}
+    teacher, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    got = script.distilled_loss(script.make_loss(), outputs, teacher, labels)
+    cross_entropy = torch.nn.functional.cross_entropy
+    want = 0.5 * cross_entropy(outputs["out"], labels)
+    want = want + 0.5 * cross_entropy(outputs["dist"], teacher.argmax(-1))
+    assert torch.allclose(got, want)
+
+
+def test_a_student_learns_from_its_teachers_checkpoint(
+    tmp_path: Path, digits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The teacher trained by its own script; the student's script loads its last checkpoint
+    (--teacher) and trains against it."""
+    (tmp_path / "teacher").mkdir()
+    teacher = build(tmp_path / "teacher")
+    run(teacher, "--data", str(digits), "--epochs", "2", "--checkpoint", "weights")
+    student = build(tmp_path, STUDENT)
+    arguments = ["--data", str(digits), "--epochs", "2", "--metrics", "metrics.jsonl"]
+    output = run(student, *arguments, "--teacher", str(tmp_path / "teacher" / "weights"))
+    assert "epoch 2/2" in output
+    losses = step_losses(tmp_path / "metrics.jsonl")
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    # What the student learnt from: the trained teacher, far better than chance.
+    script = load_script(student, monkeypatch)
+    teacher_model = script.load_teacher(tmp_path / "teacher" / "weights", torch.device("cpu"))
+    arrays = np.load(digits)
+    predicted = teacher_model(torch.as_tensor(arrays["x_test"])).argmax(-1).numpy()
+    assert (predicted == arrays["y_test"]).mean() > 0.5
