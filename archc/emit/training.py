@@ -69,7 +69,7 @@ def train_source(
         scored=names[0] if names != [""] else None,
     )
     if backend == "flax":
-        context.update(_jax_context(plan, root.name))
+        context.update(_jax_context(plan, program))
     else:
         context.update(_torch_context(plan, program))
     return compiled(template_named(f"{backend}/train.py.j2").render(**context))
@@ -122,13 +122,9 @@ def _teacher_import(program: Program) -> str:
     return f"from {teacher_name(program)} import create_model as create_teacher"
 
 
-def _jax_context(plan: TrainPlan, model: str) -> dict[str, Any]:
-    if plan.distillation is not None:
-        raise SpecError(
-            "train.distillation: the flax training script does not distil yet",
-            plan.distillation.location,
-            "train with --backend torch",
-        )
+def _jax_context(plan: TrainPlan, program: Program) -> dict[str, Any]:
+    model = program.spec.root.name
+    teacher = [] if plan.distillation is None else [_teacher_import(program)]
     optimizer = plan.optimizer
     _refuse_torch_only(optimizer, {"lr", "weight_decay", *optimizer.entry.optax_names})
     decay = _setting(optimizer, "weight_decay") or 0
@@ -144,7 +140,7 @@ def _jax_context(plan: TrainPlan, model: str) -> dict[str, Any]:
         what += f", except that norm weights and biases (parameters of one axis) {norms}"
     return dict(
         # One section, in the order isort gives it whatever the model's name.
-        from_imports=sorted([f"from {model} import create_model", *JAX_FROM_IMPORTS]),
+        from_imports=sorted([f"from {model} import create_model", *teacher, *JAX_FROM_IMPORTS]),
         loss=layout_source("return ", f"jnp.mean({_jax_form(loss)})", 1),
         loss_doc=_docstring(f"The batch's {loss.entry.summary}, as torch's {loss.entry.torch}."),
         learning_rate=source(_setting(optimizer, "lr")),

@@ -17,6 +17,18 @@ import archc
 from tests.helpers import REPO, load_generated
 
 SPEC = REPO / "tests" / "specs" / "digits_cnn.yaml"
+STUDENT = SPEC.parent / "digits_student.yaml"
+"""digits_cnn's student (soft distillation)."""
+# The student with a second head for the teacher, DeiT's way.
+DEIT_STUDENT = (
+    STUDENT.read_text()
+    .replace("kind: soft, temperature: 4.0, alpha: 0.7", "kind: hard, alpha: 0.5, output: dist")
+    .replace(
+        "  fc: {op: linear, out: classes}\n",
+        "  fc: {op: linear, out: classes}\n"
+        "  dist: {op: linear, out: classes, from: flatten}\noutputs: {out: fc, dist: dist}\n",
+    )
+)
 
 
 def build(folder: Path, spec: str | Path = SPEC, backend: str = "torch", **overrides: Any) -> Path:
@@ -63,7 +75,8 @@ def assert_ruff_clean(script: Path) -> None:
 def load_script(script: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The script as a module, its model file imported from its own folder."""
     monkeypatch.syspath_prepend(str(script.parent))
-    monkeypatch.delitem(sys.modules, script.stem.removesuffix("_train"), raising=False)
+    for module in script.parent.glob("*.py"):  # its model's and a teacher's, fresh
+        monkeypatch.delitem(sys.modules, module.stem, raising=False)
     return load_generated(script)
 
 
@@ -80,3 +93,26 @@ def assert_same_step_losses(folder: Path, reference: str, *others: str, steps: i
     for name in others:
         other = step_losses(folder / f"{name}.jsonl")
         assert np.allclose(losses, other, rtol=0, atol=1e-5), (name, losses, other)
+
+
+def student_spec(folder: Path, text: str) -> Path:
+    """A student's spec written to `folder`, beside a copy of its teacher's."""
+    (folder / "digits_cnn.yaml").write_text(SPEC.read_text())
+    spec = folder / "student.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def distil_from_a_trained_teacher(folder: Path, digits: Path, backend: str) -> Path:
+    """digits_cnn trained by its own script (2 epochs, in folder/teacher), then the student
+    by its script against that checkpoint, its losses falling; the student's script."""
+    (folder / "teacher").mkdir()
+    teacher = build(folder / "teacher", backend=backend)
+    run(teacher, "--data", str(digits), "--epochs", "2", "--checkpoint", "weights")
+    student = build(folder, STUDENT, backend)
+    arguments = ["--data", str(digits), "--epochs", "2", "--metrics", "metrics.jsonl"]
+    output = run(student, *arguments, "--teacher", str(folder / "teacher" / "weights"))
+    assert "epoch 2/2" in output
+    losses = step_losses(folder / "metrics.jsonl")
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    return student

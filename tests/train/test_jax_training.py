@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 
 from tests.train.scripts import (
+    DEIT_STUDENT,
     SPEC,
+    STUDENT,
     assert_ruff_clean,
     assert_same_step_losses,
     build,
+    distil_from_a_trained_teacher,
     load_script,
     run,
     step_losses,
+    student_spec,
 )
 
 torch = pytest.importorskip("torch")
@@ -325,3 +329,42 @@ def test_a_model_with_an_auxiliary_head_trains(backend: str, tmp_path: Path, dig
     assert "epoch 2/2" in output
     losses = step_losses(tmp_path / "metrics.jsonl")
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def student_scripts(folder: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """Both scripts of a student spec, written beside a copy of its teacher's spec."""
+    spec, scripts = student_spec(folder, text), []
+    for backend in ("torch", "flax"):
+        (folder / backend).mkdir()
+        script = build(folder / backend, spec, backend)
+        assert_ruff_clean(script)
+        scripts.append(load_script(script, monkeypatch))
+    return scripts[0], scripts[1]
+
+
+@pytest.mark.parametrize("text", [STUDENT.read_text(), DEIT_STUDENT], ids=["soft", "deit"])
+def test_distillation_equals_torchs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    torch_script, jax_script = student_scripts(tmp_path, text, monkeypatch)
+    names = ["out", "dist"] if "dist:" in text else [""]
+    outputs = {name: torch.randn(8, 10) * 2 for name in names}
+    teacher, labels = torch.randn(8, 10) * 2, torch.randint(0, 10, (8,))
+    torch_outputs = outputs if len(names) == 2 else outputs[""]
+    want = torch_script.distilled_loss(torch_script.make_loss(), torch_outputs, teacher, labels)
+    jax_outputs = jax.tree.map(lambda value: jax.numpy.asarray(value.numpy()), torch_outputs)
+    got = jax_script.distilled_loss(jax_outputs, jax.numpy.asarray(teacher.numpy()), labels.numpy())
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_a_student_learns_from_its_teachers_orbax_checkpoint(
+    tmp_path: Path, digits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    student = distil_from_a_trained_teacher(tmp_path, digits, "flax")
+    # What the student learnt from: the trained teacher, far better than chance.
+    script = load_script(student, monkeypatch)
+    graph, state = script.load_teacher(tmp_path / "teacher" / "weights")
+    arrays = np.load(digits)
+    images = arrays["x_test"].transpose(0, 2, 3, 1)
+    predicted = np.asarray(script.predict_logits(graph, *state, images)).argmax(-1)
+    assert (predicted == arrays["y_test"]).mean() > 0.5

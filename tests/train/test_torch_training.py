@@ -15,13 +15,17 @@ import pytest
 
 from tests.helpers import torchvision
 from tests.train.scripts import (
+    DEIT_STUDENT,
     SPEC,
+    STUDENT,
     assert_ruff_clean,
     assert_same_step_losses,
     build,
+    distil_from_a_trained_teacher,
     load_script,
     run,
     step_losses,
+    student_spec,
 )
 
 torch = pytest.importorskip("torch")
@@ -193,25 +197,9 @@ def test_the_focal_loss_is_torchvisions(
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
-STUDENT = SPEC.parent / "digits_student.yaml"
-# digits_student with a second head for the teacher, DeiT's way.
-DEIT_STUDENT = (
-    STUDENT.read_text()
-    .replace("kind: soft, temperature: 4.0, alpha: 0.7", "kind: hard, alpha: 0.5, output: dist")
-    .replace(
-        "  fc: {op: linear, out: classes}\n",
-        "  fc: {op: linear, out: classes}\n"
-        "  dist: {op: linear, out: classes, from: flatten}\noutputs: {out: fc, dist: dist}\n",
-    )
-)
-
-
 def student_script(folder: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The student's script loaded, its spec written beside a copy of its teacher's."""
-    (folder / "digits_cnn.yaml").write_text(SPEC.read_text())
-    spec = folder / "student.yaml"
-    spec.write_text(text)
-    script = build(folder, spec)
+    script = build(folder, student_spec(folder, text))
     assert_ruff_clean(script)
     return load_script(script, monkeypatch)
 
@@ -247,15 +235,7 @@ def test_a_student_learns_from_its_teachers_checkpoint(
 ) -> None:
     """The teacher trained by its own script; the student's script loads its last checkpoint
     (--teacher) and trains against it."""
-    (tmp_path / "teacher").mkdir()
-    teacher = build(tmp_path / "teacher")
-    run(teacher, "--data", str(digits), "--epochs", "2", "--checkpoint", "weights")
-    student = build(tmp_path, STUDENT)
-    arguments = ["--data", str(digits), "--epochs", "2", "--metrics", "metrics.jsonl"]
-    output = run(student, *arguments, "--teacher", str(tmp_path / "teacher" / "weights"))
-    assert "epoch 2/2" in output
-    losses = step_losses(tmp_path / "metrics.jsonl")
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    student = distil_from_a_trained_teacher(tmp_path, digits, "torch")
     # What the student learnt from: the trained teacher, far better than chance.
     script = load_script(student, monkeypatch)
     teacher_model = script.load_teacher(tmp_path / "teacher" / "weights", torch.device("cpu"))
