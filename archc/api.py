@@ -166,8 +166,10 @@ class Model:
         if backend not in ("torch", "flax"):
             raise ArchcError(f"unknown backend {backend!r}: expected torch or flax")
         command = self.build_command(backend, None, folder) + " --train"
-        return train_source(self.compiled.program, command, folder, backend)
+        teacher = self.teacher.compiled.program if self.teacher else None
+        return train_source(self.compiled.program, command, folder, backend, teacher)
 
+    @functools.cached_property
     def teacher(self) -> Model | None:
         """The distillation teacher of the spec's `train:` section, compiled (None without)."""
         plan = self.compiled.program.train

@@ -347,19 +347,17 @@ def _build(args: argparse.Namespace) -> int:
     if args.train:
         from archc.emit.training import script_name
 
-        written[path.parent / script_name(model.name)] = model.train_source(
-            path.parent, args.backend
-        )
-        teacher = model.teacher()
-        if teacher is not None:  # the script imports its model file
-            written[path.parent / f"{teacher.name}.py"] = teacher.source("torch", None, path.parent)
+        script = model.train_source(path.parent, args.backend)
+        written[path.parent / script_name(model.name)] = script
+        if model.teacher is not None:  # the script imports its model file
+            teacher = model.teacher.source(args.backend, None, path.parent)
+            written[path.parent / f"{model.teacher.name}.py"] = teacher
     for target, content in written.items():
         write_atomic(target, content)
-        print(f"wrote {target}", end="")
-        if target == path:
-            total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
-            print(f": {total.params:,} params, {total.macs / 1e9:.3f} GMACs", end="")
-        print()
+    total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
+    print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
+    for target in list(written)[1:]:
+        print(f"wrote {target}")
     return 0
 
 

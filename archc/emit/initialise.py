@@ -41,8 +41,8 @@ def init_function(
     rules: Rules, sites: dict[str, str], graph: Graph, backend: str, keywords: list[str]
 ) -> list[str]:
     """The lines of `def init_weights`; none when every layer keeps its framework default.
-    `sites`: IR node → the `Block.node` rule that covers it; `keywords`: the model's params
-    as its constructor takes them, of which the function takes those its conditions read."""
+    `sites`: IR node → the `Block.node` rule that covers it; `keywords`: the params its
+    conditions read, as the model's constructor takes them (init_keywords)."""
     by_op = _op_rules(rules, backend)
     layer_branches = [
         (layers.constructor, _assignments("module", rule, layers, backend))
@@ -57,14 +57,15 @@ def init_function(
         conditioned = _node_lines(rules, sites, graph, backend, condition)
         if conditioned:
             lines += [f"{INDENT}if {condition}:", *(INDENT + line for line in conditioned)]
-    read = [keyword for keyword in keywords if keyword.partition(":")[0] in init_keywords(rules)]
-    return [*_signature(backend, read), *lines] if lines else []
+    return [*_signature(backend, keywords), *lines] if lines else []
 
 
-def init_keywords(rules: Rules) -> list[str]:
-    """The model's params that init_weights takes: those the rules' conditions read."""
+def init_keywords(rules: Rules, keywords: list[str]) -> list[str]:
+    """Of the model's keyword params (`name: type = default`), those init_weights takes:
+    the ones its rules' conditions read."""
     text = " ".join(source(condition) for condition in rules.conditions.values())
-    return sorted(set(re.findall(r"\b[A-Za-z_]\w*\b", text)) & rules.params)
+    read = set(re.findall(r"\b[A-Za-z_]\w*\b", text))
+    return [keyword for keyword in keywords if keyword.partition(":")[0] in read]
 
 
 def _node_lines(

@@ -49,16 +49,17 @@ def emit_file(
     reporters = width_reporters(classes)
     # The inference export's weights come from a training checkpoint: nothing to start.
     (model_class,) = (block_class for block_class in classes if block_class.is_model)
-    keywords = signature_params(model_class, backend)
+    keywords = init_keywords(program.init, signature_params(model_class, backend))
     rules, sites = program.init, program.init_sites
     init = [] if export else init_function(rules, sites, graph, backend.name, keywords)
+    passed = [keyword.partition(":")[0] for keyword in keywords]
     views = [
         class_view(
             block_class,
             backend,
             shown,
             block_class.class_name in reporters,
-            init_keywords(rules) if init and block_class.is_model else None,
+            passed if init and block_class.is_model else None,
         )
         for block_class in classes
     ]

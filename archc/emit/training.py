@@ -39,9 +39,14 @@ def script_name(model: str) -> str:
 
 
 def train_source(
-    program: Program, command: str, folder: Path | None = None, backend: str = "torch"
+    program: Program,
+    command: str,
+    folder: Path | None = None,
+    backend: str = "torch",
+    teacher: Program | None = None,
 ) -> str:
-    """The training script's text for a compiled model with a `train:` section."""
+    """The training script's text for a compiled model with a `train:` section (`teacher`:
+    its distillation's, compiled)."""
     plan = program.train
     if plan is None:
         raise SpecError(
@@ -68,18 +73,20 @@ def train_source(
         schedule_doc=_docstring(_schedule_doc(plan)),
         scored=names[0] if names != [""] else None,
     )
+    assert (plan.distillation is None) == (teacher is None), "a distillation needs its teacher"
+    imports = [] if teacher is None else [_teacher_import(program, teacher)]
     if backend == "flax":
-        context.update(_jax_context(plan, program))
+        context.update(_jax_context(plan, program, imports))
     else:
-        context.update(_torch_context(plan, program))
+        context.update(_torch_context(plan, program, imports))
     return compiled(template_named(f"{backend}/train.py.j2").render(**context))
 
 
-def _torch_context(plan: TrainPlan, program: Program) -> dict[str, Any]:
+def _torch_context(plan: TrainPlan, program: Program, teacher: list[str]) -> dict[str, Any]:
+    """`teacher`: the distillation teacher's import, if any."""
     root = program.spec.root
     blocks = sorted(block_class.class_name for block_class in block_classes(program))
     blocks = [name for name in blocks if name != model_class_name(root.name)]
-    teacher = [] if plan.distillation is None else [_teacher_import(program)]
     return dict(
         loss=layout_source("return ", _call(plan.loss, []), 1),
         # One section, in the order isort gives it whatever the model's name.
@@ -101,13 +108,10 @@ def _interface(graph: Graph) -> tuple[tuple[int, ...], int]:
     return shape, concrete(graph.type_of(output).channels)
 
 
-def teacher_name(program: Program) -> str:
-    """The distillation teacher's name (its model file's), checked against the student."""
-    from archc.pipeline import compile_spec
-
+def _teacher_import(program: Program, teacher: Program) -> str:
+    """The distillation teacher's import, checked against the student."""
     distillation = program.train.distillation if program.train else None
     assert distillation is not None and distillation.location is not None
-    teacher = compile_spec(distillation.teacher).program
     name, wanted = teacher.spec.root.name, _interface(program.graph)
     if name == program.spec.root.name or _interface(teacher.graph) != wanted:
         raise SpecError(
@@ -115,23 +119,19 @@ def teacher_name(program: Program) -> str:
             f" predict its {wanted[1]} classes, under a name of its own",
             distillation.location,
         )
-    return name
+    return f"from {name} import create_model as create_teacher"
 
 
-def _teacher_import(program: Program) -> str:
-    return f"from {teacher_name(program)} import create_model as create_teacher"
-
-
-def _jax_context(plan: TrainPlan, program: Program) -> dict[str, Any]:
+def _jax_context(plan: TrainPlan, program: Program, teacher: list[str]) -> dict[str, Any]:
+    """`teacher`: the distillation teacher's import, if any."""
     model = program.spec.root.name
-    teacher = [] if plan.distillation is None else [_teacher_import(program)]
     optimizer = plan.optimizer
     _refuse_torch_only(optimizer, {"lr", "weight_decay", *optimizer.entry.optax_names})
     decay = _setting(optimizer, "weight_decay") or 0
     masked = bool(decay) and plan.norm_weight_decay is not None
     loss = plan.loss
-    decays = [f"optax.add_decayed_weights(WEIGHT_DECAY{', mask=decayed' if masked else ''})"]
-    decays = decays if decay else []
+    mask = ", mask=decayed" if masked else ""
+    decays = [f"optax.add_decayed_weights(WEIGHT_DECAY{mask})"] if decay else []
     if plan.norm_weight_decay:
         decays.append("optax.add_decayed_weights(NORM_WEIGHT_DECAY, mask=norm_decayed)")
     what = "with torch's weight decay" if decays else "without weight decay"

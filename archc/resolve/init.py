@@ -37,8 +37,6 @@ class Rules:
     """(target, param) → the argument as written, for errors at its fans."""
     conditions: dict[str, Sym] = field(default_factory=dict)
     """A node rule's target → its condition, symbolic in the model's params."""
-    params: frozenset[str] = frozenset()
-    """The model's params, which conditions may read."""
 
     def holds(self, target: str | None) -> bool:
         """Whether the rule applies at the model's params (a rule without `when:` does)."""
@@ -48,7 +46,7 @@ class Rules:
 def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
     """The spec's rules, each target and initialiser checked (not yet against the graph);
     `args`: the model's params, which conditions read."""
-    rules = Rules(params=frozenset(args))
+    rules = Rules()
     for rule in spec.init:
         initialisers = {
             param: _initialiser(rule, param, value, rules) for param, value in rule.params.items()

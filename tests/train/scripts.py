@@ -37,9 +37,10 @@ def build(folder: Path, spec: str | Path = SPEC, backend: str = "torch", **overr
     (folder / f"{model.name}.py").write_text(model.source(backend, folder=folder))
     script = folder / f"{model.name}_train.py"
     script.write_text(model.train_source(folder, backend))
-    teacher = model.teacher()
-    if teacher is not None:  # a distillation's, imported by the script
-        (folder / f"{teacher.name}.py").write_text(teacher.source(backend, folder=folder))
+    if model.teacher is not None:  # a distillation's, imported by the script
+        (folder / f"{model.teacher.name}.py").write_text(
+            model.teacher.source(backend, folder=folder)
+        )
     return script
 
 
