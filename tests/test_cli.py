@@ -248,3 +248,5 @@ def test_build_train_writes_a_distillation_teacher_beside(tmp_path: Path, backen
     assert result.returncode == 0, result.stderr
     written = sorted(path.name for path in (tmp_path / backend).iterdir())
     assert written == ["digits_cnn.py", "digits_student.py", "digits_student_train.py"]
+    framework = "from flax import nnx" if backend == "flax" else "import torch"
+    assert framework in (tmp_path / backend / "digits_cnn.py").read_text()  # the teacher's
