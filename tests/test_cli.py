@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -212,9 +214,15 @@ def test_build_train_writes_the_script_beside_the_model(tmp_path: Path, backend:
     assert result.returncode == 0, result.stderr
     written = sorted(path.name for path in (tmp_path / backend).iterdir())
     assert written == ["digits_cnn.py", "digits_cnn_train.py"]
-    script = (tmp_path / backend / written[1]).read_text()
+    folder = tmp_path / backend
+    script = (folder / written[1]).read_text()
     assert "from digits_cnn import create_model" in script
-    assert f"--backend {backend}" in script and "--train" in script
+    # the header's command, run in the script's folder, writes the same script again
+    command = re.search(r"Regenerate, in this folder:\s+archc (.*?)\n\n", script, re.S)[1]
+    assert f"--backend {backend}" in " ".join(command.split()) and "--train" in command
+    (folder / written[1]).unlink()
+    assert run_archc(*shlex.split(command), cwd=folder).returncode == 0
+    assert (folder / written[1]).read_text() == script
 
 
 def test_build_train_without_a_train_section_writes_nothing(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from archc.boundary import model_class_name
 from archc.emit.layout import LINE_LIMIT, layout_source, wrap_exact, wrap_text
-from archc.emit.source_file import compiled, shown_path, template_named
+from archc.emit.source_file import compiled, regenerate_lines, shown_path, template_named
 from archc.errors import SpecError
 from archc.ir.graph import Graph
 from archc.ir.symbolic import concrete, source
@@ -66,7 +66,7 @@ def train_source(
             f"{shown_path(root.location.file, folder)}: edit the spec, not this file.",
             0,
         ),
-        regenerate=wrap_exact(f"Regenerate: {command}", 0),
+        regenerate=regenerate_lines(command, folder),
         plan=plan,
         input=shape,
         classes=classes,
