@@ -436,6 +436,29 @@ CASES |= {
         "11:43",
         "train.distillation.kind: expected soft or hard, got 'warm'",
     ),
+    "train: a box loss on score maps": (
+        TRAIN_HEAD + TRAIN.replace("cross_entropy", "giou"),
+        "7:9",
+        "train.loss: giou compares a box per image, predicted as its corners x1, y1, x2, y2 "
+        "(N, 4); the model predicts (N, 3, 16, 16) (losses for it: cross_entropy, nll, dice)",
+    ),
+    "train: a one-hot loss on score maps": (
+        TRAIN_HEAD + TRAIN.replace("cross_entropy", "{mse: {}}"),
+        "7:10",
+        "train.loss: mse compares a class index per image",
+    ),
+    "train: distillation of score maps": (
+        TRAIN_HEAD + TRAIN + "  distillation: {teacher: bad.yaml, kind: soft}\n",
+        "11:17",
+        "train.distillation: distils class scores, and the model predicts (N, 3, 16, 16)",
+    ),
+    "train: weighted outputs of different shapes": (
+        TRAIN_HEAD.replace("relu: relu\n", "relu: relu\n  pool: {op: max_pool2d, kernel: 2}\n")
+        + TRAIN
+        + "  loss_weights: {out: 1.0, aux: 0.3}\noutputs: {out: relu, aux: pool}\n",
+        "8:3",
+        "train: every output takes the cross_entropy loss, so 'aux' must have the shape of 'out'",
+    ),
     "train: an unknown precision": (
         TRAIN_HEAD + TRAIN + "  precision: bf15\n",
         "11:14",

@@ -16,6 +16,7 @@ from archc.ir.graph import Graph
 from archc.ir.symbolic import concrete, source
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
+from archc.train.catalogue import TARGETS
 from archc.train.plan import Choice, TrainPlan
 
 FROM_IMPORTS = (
@@ -72,6 +73,9 @@ def train_source(
         classes=classes,
         schedule_doc=_docstring(_schedule_doc(plan)),
         scored=names[0] if names != [""] else None,
+        scoring=TARGETS[plan.targets],
+        target=_output_shape(graph)[1:],
+        data_doc=wrap_text(_data_doc(plan, backend), 0),
     )
     assert (plan.distillation is None) == (teacher is None), "a distillation needs its teacher"
     imports = [] if teacher is None else [_teacher_import(program, teacher)]
@@ -87,7 +91,13 @@ def _torch_context(plan: TrainPlan, program: Program, teacher: list[str]) -> dic
     root = program.spec.root
     blocks = sorted(block_class.class_name for block_class in block_classes(program))
     blocks = [name for name in blocks if name != model_class_name(root.name)]
+    processes = "each process scores its share; DistributedSampler repeats a few images so "
     return dict(
+        evaluate_doc=_docstring(
+            f"{TARGETS[plan.targets].metric_doc} ({processes}that the shares are equal)."
+        ),
+        functional=plan.loss.entry.one_hot or plan.loss.name == "dice" or plan.distillation,
+        label_dtype="torch.float32" if plan.targets == "boxes" else "torch.int64",
         loss=layout_source("return ", _call(plan.loss, []), 1),
         # One section, in the order isort gives it whatever the model's name.
         from_imports=sorted([_model_import(root.name, blocks), *teacher, *FROM_IMPORTS]),
@@ -106,6 +116,12 @@ def _interface(graph: Graph) -> tuple[tuple[int, ...], int]:
     output = next(iter(graph.outputs.values()))
     shape = tuple(concrete(size) for size in graph.inputs["input"].shape[1:])
     return shape, concrete(graph.type_of(output).channels)
+
+
+def _output_shape(graph: Graph) -> tuple[int, ...]:
+    """One image's (first) output: (K,) class scores, (K, H, W) score maps or a box's (4,)."""
+    output = graph.type_of(next(iter(graph.outputs.values())))
+    return tuple(concrete(size) for size in output.shape[1:])
 
 
 def _teacher_import(program: Program, teacher: Program) -> str:
@@ -138,9 +154,12 @@ def _jax_context(plan: TrainPlan, program: Program, teacher: list[str]) -> dict[
     if masked:
         norms = "decay at NORM_WEIGHT_DECAY" if plan.norm_weight_decay else "do not decay"
         what += f", except that norm weights and biases (parameters of one axis) {norms}"
+    targets = TARGETS[plan.targets]
     return dict(
         # One section, in the order isort gives it whatever the model's name.
         from_imports=sorted([f"from {model} import create_model", *teacher, *JAX_FROM_IMPORTS]),
+        evaluate_doc=_docstring(f"{targets.metric_doc}, with the running statistics."),
+        label_dtype="float32" if plan.targets == "boxes" else "int32",
         loss=layout_source("return ", f"jnp.mean({_jax_form(loss)})", 1),
         loss_doc=_docstring(f"The batch's {loss.entry.summary}, as torch's {loss.entry.torch}."),
         learning_rate=source(_setting(optimizer, "lr")),
@@ -153,6 +172,19 @@ def _jax_context(plan: TrainPlan, program: Program, teacher: list[str]) -> dict[
         ),
         schedule=_jax_schedule(plan),
     )
+
+
+def _data_doc(plan: TrainPlan, backend: str) -> str:
+    """The script's --data sentence: an image folder labels whole images, so it serves
+    classification only."""
+    images = "NCHW float images" + (" as the PyTorch file takes them" if backend == "flax" else "")
+    arrays = f"{images}, {TARGETS[plan.targets].arrays}"
+    npz = f"--data is an .npz of x_train, y_train, x_test, y_test ({arrays})"
+    if plan.targets != "classes":
+        return f"{npz}, or `synthetic` (random images and targets)."
+    reader = "read with Pillow" if backend == "flax" else "needs torchvision"
+    folder = f"an ImageFolder root with train/ and val/ ({reader})"
+    return f"{npz}, {folder}, or `synthetic` (random images)."
 
 
 def _setting(choice: Choice, name: str) -> Any:
@@ -273,7 +305,8 @@ def _summary(plan: TrainPlan) -> str:
         settings = ", ".join(f"{key} {concrete(value)}" for key, value in choice.settings.items())
         return f"{choice.name} ({settings})" if settings else choice.name
 
-    warmup = f" after {plan.warmup_epochs} warm-up epochs" if plan.warmup_epochs else ""
+    epochs = "epoch" if plan.warmup_epochs == 1 else "epochs"
+    warmup = f" after {plan.warmup_epochs} warm-up {epochs}" if plan.warmup_epochs else ""
     return (
         f"{named(plan.loss)} loss, {named(plan.optimizer)}, {named(plan.schedule)} "
         f"schedule{warmup}; {plan.epochs} epochs at a global batch of {plan.batch_size}, "

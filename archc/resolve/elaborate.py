@@ -116,7 +116,8 @@ def elaborate(
     sites = elaborator.init_sites
     train = None
     if spec.train:
-        train = train_plan(spec.train.raw, spec.train.location, args, list(graph.outputs))
+        types = {name: graph.type_of(value) for name, value in graph.outputs.items()}
+        train = train_plan(spec.train.raw, spec.train.location, args, types)
     instances = elaborator.instances
     return Program(spec, args, applied, graph, instances, modules, rules, sites, train)
 

@@ -29,10 +29,51 @@ class Entry:
     decay's, or where optax's differ), and optax keywords fixed to torch's behaviour."""
     decoupled: bool = False
     """Weight decay applied beside the scaled step (AdamW), not added to the gradient."""
+    targets: tuple[str, ...] = ("classes",)
+    """A loss's targets: a class per image (`classes`, scores (N, K)), per pixel (`pixels`,
+    scores (N, K, H, W)), or a box's corners x1, y1, x2, y2 (`boxes`, (N, 4))."""
 
 
-TAKEN = "jnp.take_along_axis(logits, labels[:, None], axis=-1)"
-"""The logit (or log-probability) of each sample's class, as a column."""
+@dataclass(frozen=True)
+class Targets:
+    """What a loss compares a model's predictions with, and how the test set is scored."""
+
+    summary: str
+    arrays: str
+    """What an .npz's y_train and y_test hold."""
+    metric: str
+    """The test metric's key in the metrics log."""
+    metric_name: str
+    metric_doc: str
+
+
+TARGETS = {
+    "classes": Targets(
+        "a class index per image, predicted as scores (N, K)",
+        "integer labels",
+        "accuracy",
+        "accuracy",
+        "Top-1 accuracy over the test set",
+    ),
+    "pixels": Targets(
+        "a class index per pixel, predicted as score maps (N, K, H, W)",
+        "integer class maps (N, H, W) at the output's size",
+        "pixel_accuracy",
+        "pixel accuracy",
+        "The share of the test set's pixels whose class is predicted",
+    ),
+    "boxes": Targets(
+        "a box per image, predicted as its corners x1, y1, x2, y2 (N, 4)",
+        "float boxes (N, 4), corners x1, y1, x2, y2",
+        "mean_iou",
+        "mean IoU",
+        "The mean IoU of the test set's boxes with their targets",
+    ),
+}
+
+
+TAKEN = "jnp.take_along_axis(logits, labels[..., None], axis=-1)"
+"""The logit (or log-probability) of each sample's (or pixel's) class, on an axis of one."""
 
 LOSSES = {
     "cross_entropy": Entry(
@@ -41,9 +82,33 @@ LOSSES = {
         summary="softmax cross-entropy",
         jax="optax.softmax_cross_entropy(logits, optax.smooth_labels(one_hot, {label_smoothing}))",
         defaults={"label_smoothing": 0.0},
+        targets=("classes", "pixels"),
     ),
     "nll": Entry(
-        "nn.NLLLoss", summary="negative log-likelihood of log-probabilities", jax=f"-{TAKEN}"
+        "nn.NLLLoss",
+        summary="negative log-likelihood of log-probabilities",
+        jax=f"-{TAKEN}",
+        targets=("classes", "pixels"),
+    ),
+    "dice": Entry(
+        "DiceLoss",
+        {"smooth": "float"},
+        summary="soft Dice loss per image and class (optax's)",
+        jax="optax.losses.dice_loss(logits, one_hot, smooth={smooth})",
+        defaults={"smooth": 1.0},
+        targets=("pixels",),
+    ),
+    "iou": Entry(
+        "IoULoss",
+        summary="1 - each box's IoU with its target",
+        jax="iou_loss(logits, labels)",
+        targets=("boxes",),
+    ),
+    "giou": Entry(
+        "GIoULoss",
+        summary="generalized IoU loss (torchvision's)",
+        jax="giou_loss(logits, labels)",
+        targets=("boxes",),
     ),
     "hinge": Entry(
         "nn.MultiMarginLoss",

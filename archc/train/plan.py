@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from archc.errors import Location, SpecError, did_you_mean
+from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete
 from archc.resolve.values import evaluate_value
 from archc.spec.document import Value, check_keys, matches_type
 from archc.spec.loader import SpecMap
-from archc.train.catalogue import LOSSES, OPTIMIZERS, SCHEDULES, Entry
+from archc.train.catalogue import LOSSES, OPTIMIZERS, SCHEDULES, TARGETS, Entry
 
 TRAIN_KEYS = {
     "loss": "the loss: a name, or {name: {setting: value}}",
@@ -42,7 +43,7 @@ TRAIN_KEYS = {
     " soft | hard, temperature, alpha, output}",
     "l1_penalty": "λ of an L1 penalty λ·Σ|w| over the weights (parameters of two or more axes)",
     "clip_grad_norm": "clip the gradients' global norm to this (default: no clipping)",
-    "patience": "stop early after this many epochs without a better test accuracy",
+    "patience": "stop early after this many epochs without a better test metric",
 }
 REQUIRED = ("loss", "optimizer", "epochs", "batch_size")
 PRECISIONS = ("fp32", "bf16")
@@ -57,6 +58,7 @@ class Choice:
     settings: dict[str, Any] = field(default_factory=dict)
     locations: dict[str, Location] = field(default_factory=dict, compare=False)
     """Where each setting is written: a backend that cannot honour one points at it."""
+    location: Location | None = field(default=None, compare=False)
 
 
 DISTILLATION_KEYS = {
@@ -82,6 +84,8 @@ class Distillation:
 @dataclass(frozen=True)
 class TrainPlan:
     loss: Choice
+    targets: str
+    """What the loss compares the outputs with: a key of catalogue.TARGETS."""
     optimizer: Choice
     schedule: Choice
     epochs: int
@@ -98,10 +102,10 @@ class TrainPlan:
 
 
 def train_plan(
-    section: Any, location: Location, env: dict[str, Any], outputs: list[str]
+    section: Any, location: Location, env: dict[str, Any], outputs: dict[str, TensorType]
 ) -> TrainPlan:
     """The checked plan of a `train:` mapping; `env`: the model's params; `outputs`: the
-    names of the model's outputs ("" for a model of one)."""
+    model's outputs by name ("" for a model of one)."""
     if not isinstance(section, SpecMap):
         raise SpecError("train must be a mapping of training settings", location)
     check_keys(section, TRAIN_KEYS, "train")
@@ -120,8 +124,10 @@ def train_plan(
         return value
 
     epochs = number("epochs", "int", 1)
+    loss = _choice(section, "loss", LOSSES, env)
+    names = list(outputs)
     plan = TrainPlan(
-        loss=_choice(section, "loss", LOSSES, env),
+        loss=loss,
         optimizer=_choice(section, "optimizer", OPTIMIZERS, env),
         schedule=_choice(section, "schedule", SCHEDULES, env, "constant"),
         epochs=epochs,
@@ -130,10 +136,11 @@ def train_plan(
         precision=_precision(section, env),
         norm_weight_decay=number("norm_weight_decay", "float", 0),
         l1_penalty=number("l1_penalty", "float", 0),
-        distillation=_distillation(section, env, outputs),
-        loss_weights=_loss_weights(section, env, outputs),
+        distillation=_distillation(section, env, names),
+        loss_weights=_loss_weights(section, env, names),
         clip_grad_norm=number("clip_grad_norm", "float", 0),
         patience=number("patience", "int", 1),
+        targets=_targets(loss, outputs, section),  # once the rest is known to be well-formed
     )
     if plan.warmup_epochs >= epochs:
         raise SpecError(
@@ -141,6 +148,45 @@ def train_plan(
             section.value_at("warmup_epochs"),
         )
     return plan
+
+
+def _targets(loss: Choice, outputs: dict[str, TensorType], section: SpecMap) -> str:
+    """What the loss compares with, as the model's (first) output shows it; every output that
+    takes the loss must have the first's shape, for they all take the same targets."""
+    (first, output), *others = outputs.items()
+    accepted = loss.entry.targets
+    if output.rank == 4 and not output.channels_last:
+        found = "pixels"
+    elif output.rank == 2:
+        boxes = "boxes" in accepted and concrete(output.shape[1]) == 4
+        found = "boxes" if boxes else "classes"
+    else:
+        found = ""
+    shown = "(N, " + ", ".join(str(concrete(size)) for size in output.shape[1:]) + ")"
+    if found not in accepted:
+        summaries = " or ".join(TARGETS[kind].summary for kind in accepted)
+        raise SpecError(
+            f"train.loss: {loss.name} compares {summaries}; the model predicts {shown}",
+            loss.location,
+            f"losses for it: {', '.join(_losses_for(found)) or 'none'}",
+        )
+    for name, other in others:
+        if other.shape[1:] != output.shape[1:] and "distillation" not in section:
+            raise SpecError(
+                f"train: every output takes the {loss.name} loss, so '{name}' must have the shape"
+                f" of '{first}', {shown}",
+                section.location,
+            )
+    if found != "classes" and "distillation" in section:
+        raise SpecError(
+            f"train.distillation: distils class scores, and the model predicts {shown}",
+            section.value_at("distillation"),
+        )
+    return found
+
+
+def _losses_for(targets: str) -> list[str]:
+    return [name for name, entry in LOSSES.items() if targets in entry.targets]
 
 
 def _distillation(section: SpecMap, env: dict[str, Any], outputs: list[str]) -> Distillation | None:
@@ -270,7 +316,8 @@ def _choice(
         for setting, kind in entry.settings.items()
         if setting in settings
     }
-    return Choice(name, entry, values, {setting: settings.key_at(setting) for setting in values})
+    locations = {setting: settings.key_at(setting) for setting in values}
+    return Choice(name, entry, values, locations, location)
 
 
 def _value(mapping: SpecMap, key: str, env: dict[str, Any], kind: str, what: str) -> Any:

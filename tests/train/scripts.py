@@ -81,6 +81,15 @@ def load_script(script: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_generated(script)
 
 
+def both_scripts(folder: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The torch and the jax training scripts of one spec, loaded (each with its model)."""
+    scripts = []
+    for backend in ("torch", "flax"):
+        (folder / backend).mkdir()
+        scripts.append(load_script(build(folder / backend, text, backend), monkeypatch))
+    return scripts[0], scripts[1]
+
+
 def step_losses(path: Path) -> list[float]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     return [line["loss"] for line in lines if "step" in line]
