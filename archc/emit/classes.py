@@ -18,7 +18,6 @@ from typing import Any
 from archc.boundary import (
     WIDTH_ATTRIBUTE,
     attribute,
-    docstring_text,
     local_name,
     spelt,
     string_literal,
@@ -35,6 +34,7 @@ from archc.emit.layout import (
     named_expressions,
     substitute_names,
     variable_name,
+    wrap_exact,
     wrap_text,
 )
 from archc.errors import SpecError
@@ -109,7 +109,7 @@ def class_view(
     definition = block_class.definition
     location = definition.location
     doc = wrap_text(definition.doc or f"{block_class.class_name}.", indent=1)
-    doc += ["", docstring_text(f"Spec: {shown(location.file)}:{location.line}")]
+    doc += ["", *wrap_exact(f"Spec: {shown(location.file)}:{location.line}", indent=1)]
     channel_params = (
         []
         if block_class.is_model

@@ -72,7 +72,7 @@ def test_a_build_reads_the_same_from_anywhere_and_its_header_regenerates_it(
     assert absolute.returncode == relative.returncode == 0, absolute.stderr + relative.stderr
     first = (tmp_path / "a" / "torch" / "resnet18.py").read_text()
     assert "Spec: archc/blocks/resnet.yaml:" in first
-    paths = re.findall(r"(?:Spec:|archc from) (\S+?):", first)
+    paths = re.findall(r"(?:Spec:|archc from)\s+(\S+?):", first)
     assert len(paths) > 2 and not any(Path(path).is_absolute() for path in paths), paths
     folder = tmp_path / "a" / "b" / "torch"
     second = (folder / "resnet18.py").read_text()
