@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 SPECS := $(sort $(wildcard specs/*.yaml))
 FIGURES := resnet50 googlenet unet swin_t
 
-.PHONY: setup run test generated bench bench-models lint fuzz
+.PHONY: setup run test generated bench bench-models bench-training lint fuzz
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ bench: setup
 # Generated models against torchvision's, inference; `python bench/models.py --help` for more.
 bench-models: setup
 	$(BIN)/python bench/models.py
+
+# The generated training script against a plain torchvision loop; `--help` for the options.
+bench-training: setup
+	$(BIN)/python bench/training.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
