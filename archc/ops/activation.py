@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from archc.ir.graph import TensorType
+from archc.ir.symbolic import source
 from archc.ops import register
 from archc.ops.base import KEEPS_INPUT, KEEPS_OUTPUT, Attrs, Op, Saved, keywords
 from archc.ops.lowering import InlineCall, ModuleCall
@@ -95,4 +96,5 @@ class LeakyRelu(Activation):
     summary = "elementwise leaky relu (slope negative_slope below zero)"
 
     def lower_flax(self, attrs: LeakyReluAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall(f"jax.nn.leaky_relu({{0}}, negative_slope={attrs.negative_slope!r})")
+        slope = source(attrs.negative_slope)  # a number, or a param of the block
+        return InlineCall(f"jax.nn.leaky_relu({{0}}, negative_slope={slope})")

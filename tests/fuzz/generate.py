@@ -287,12 +287,15 @@ def pair_block(spec: Spec) -> None:
 def residual_block(spec: Spec) -> None:
     if "  Residual:" in spec.blocks:
         return
+    # a float param of the block in an op's attribute, or not
+    act = "{op: leaky_relu, negative_slope: slope}" if spec.rng.random() < 0.5 else "relu"
     spec.blocks += [
         "  Residual:",
+        "    params: {slope: 0.2}",
         "    body:",
         "      conv1: {op: conv2d, out: in_channels, kernel: 3, padding: 1, bias: false}",
         "      bn1: batch_norm",
-        "      act: relu",
+        f"      act: {act}",
         "      conv2: {op: conv2d, out: in_channels, kernel: 1}",
         "      add: {op: add, from: [conv2, input]}",
     ]
