@@ -203,7 +203,8 @@ def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float
 
 
 class ConvNormAct(nnx.Module):
-    """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
+    """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false; darknet's
+    slope is 0.1, timm's 0.01).
 
     Spec: archc/blocks/darknet.yaml:6
     """
@@ -216,6 +217,7 @@ class ConvNormAct(nnx.Module):
         kernel: int = 1,
         stride: int = 1,
         act: bool = True,
+        slope: float = 0.01,
         rngs: nnx.Rngs,
     ) -> None:
         self.conv = nnx.Conv(
@@ -232,12 +234,13 @@ class ConvNormAct(nnx.Module):
         )
         self.bn = BatchNorm(out)
         self.use_act = act
+        self.slope = slope
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
         x = self.bn(x)
         if self.use_act:
-            x = jax.nn.leaky_relu(x, negative_slope=0.01)
+            x = jax.nn.leaky_relu(x, negative_slope=self.slope)
         return x
 
 
@@ -259,13 +262,25 @@ class Stem(nnx.Module):
 class DarkBlock(nnx.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: archc/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:20
     """
 
-    def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
-        self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio), rngs=rngs)
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        bottle_ratio: float = 0.5,
+        slope: float = 0.01,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.conv1 = ConvNormAct(
+            in_channels,
+            out=round(in_channels * bottle_ratio),
+            slope=slope,
+            rngs=rngs,
+        )
         conv1_channels = round(in_channels * bottle_ratio)
-        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, rngs=rngs)
+        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, slope=slope, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -277,7 +292,7 @@ class DarkBlock(nnx.Module):
 class CspBottleneck(nnx.Module):
     """timm's CSPNet bottleneck - 1x1 reduce, 3x3, linear 1x1 back, a skip, leaky ReLU.
 
-    Spec: archc/blocks/darknet.yaml:34
+    Spec: archc/blocks/darknet.yaml:35
     """
 
     def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
@@ -299,7 +314,7 @@ class CrossStage(nnx.Module):
     """timm's CrossStage (CSPNet) - downsample, expand, split the channels, run blocks on one part,
     then rejoin and fuse.
 
-    Spec: archc/blocks/darknet.yaml:45
+    Spec: archc/blocks/darknet.yaml:46
     """
 
     def __init__(
@@ -363,7 +378,7 @@ class CrossStage(nnx.Module):
 class ClassifierHead(nnx.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: archc/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:62
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:

@@ -177,7 +177,8 @@ def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float
 
 
 class ConvNormAct(nnx.Module):
-    """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
+    """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false; darknet's
+    slope is 0.1, timm's 0.01).
 
     Spec: archc/blocks/darknet.yaml:6
     """
@@ -190,6 +191,7 @@ class ConvNormAct(nnx.Module):
         kernel: int = 1,
         stride: int = 1,
         act: bool = True,
+        slope: float = 0.01,
         rngs: nnx.Rngs,
     ) -> None:
         self.conv = nnx.Conv(
@@ -206,12 +208,13 @@ class ConvNormAct(nnx.Module):
         )
         self.bn = BatchNorm(out)
         self.use_act = act
+        self.slope = slope
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
         x = self.bn(x)
         if self.use_act:
-            x = jax.nn.leaky_relu(x, negative_slope=0.01)
+            x = jax.nn.leaky_relu(x, negative_slope=self.slope)
         return x
 
 
@@ -221,8 +224,8 @@ class DarkStem(nnx.Module):
     Spec: archc/blocks/darknet.yaml:14
     """
 
-    def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:
-        self.conv1 = ConvNormAct(in_channels, out=32, kernel=3, rngs=rngs)
+    def __init__(self, in_channels: int, *, slope: float = 0.01, rngs: nnx.Rngs) -> None:
+        self.conv1 = ConvNormAct(in_channels, out=32, kernel=3, slope=slope, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv1(x)
@@ -232,13 +235,25 @@ class DarkStem(nnx.Module):
 class DarkBlock(nnx.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: archc/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:20
     """
 
-    def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, rngs: nnx.Rngs) -> None:
-        self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio), rngs=rngs)
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        bottle_ratio: float = 0.5,
+        slope: float = 0.01,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.conv1 = ConvNormAct(
+            in_channels,
+            out=round(in_channels * bottle_ratio),
+            slope=slope,
+            rngs=rngs,
+        )
         conv1_channels = round(in_channels * bottle_ratio)
-        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, rngs=rngs)
+        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, slope=slope, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -250,15 +265,30 @@ class DarkBlock(nnx.Module):
 class DarkStage(nnx.Module):
     """A strided 3x3 downsampling conv, then `depth` DarkBlocks.
 
-    Spec: archc/blocks/darknet.yaml:27
+    Spec: archc/blocks/darknet.yaml:28
     """
 
-    def __init__(self, in_channels: int, *, out: int, depth: int, rngs: nnx.Rngs) -> None:
-        self.conv_down = ConvNormAct(in_channels, out=out, kernel=3, stride=2, rngs=rngs)
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        out: int,
+        depth: int,
+        slope: float = 0.01,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.conv_down = ConvNormAct(
+            in_channels,
+            out=out,
+            kernel=3,
+            stride=2,
+            slope=slope,
+            rngs=rngs,
+        )
         blocks = []
         channels = out
         for _ in range(depth):
-            blocks.append(DarkBlock(channels, rngs=rngs))
+            blocks.append(DarkBlock(channels, slope=slope, rngs=rngs))
         self.blocks = nnx.Sequential(*blocks)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -270,7 +300,7 @@ class DarkStage(nnx.Module):
 class ClassifierHead(nnx.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: archc/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:62
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:

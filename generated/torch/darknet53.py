@@ -25,7 +25,8 @@ def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 class ConvNormAct(nn.Module):
-    """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false).
+    """A "same"-padded conv without bias, batch norm, leaky ReLU (unless act is false; darknet's
+    slope is 0.1, timm's 0.01).
 
     Spec: archc/blocks/darknet.yaml:6
     """
@@ -38,6 +39,7 @@ class ConvNormAct(nn.Module):
         kernel: int = 1,
         stride: int = 1,
         act: bool = True,
+        slope: float = 0.01,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
@@ -50,7 +52,7 @@ class ConvNormAct(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out)
         if act:
-            self.act = nn.LeakyReLU()
+            self.act = nn.LeakyReLU(negative_slope=slope)
         else:
             self.act = None
 
@@ -67,9 +69,9 @@ class DarkStem(nn.Module):
     Spec: archc/blocks/darknet.yaml:14
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, *, slope: float = 0.01) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_channels, out=32, kernel=3)
+        self.conv1 = ConvNormAct(in_channels, out=32, kernel=3, slope=slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -79,14 +81,14 @@ class DarkStem(nn.Module):
 class DarkBlock(nn.Module):
     """Darknet's residual - a 1x1 bottleneck, a 3x3 back to the input width, a skip.
 
-    Spec: archc/blocks/darknet.yaml:19
+    Spec: archc/blocks/darknet.yaml:20
     """
 
-    def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5) -> None:
+    def __init__(self, in_channels: int, *, bottle_ratio: float = 0.5, slope: float = 0.01) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio))
+        self.conv1 = ConvNormAct(in_channels, out=round(in_channels * bottle_ratio), slope=slope)
         conv1_channels = round(in_channels * bottle_ratio)
-        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3)
+        self.conv2 = ConvNormAct(conv1_channels, out=in_channels, kernel=3, slope=slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -98,16 +100,16 @@ class DarkBlock(nn.Module):
 class DarkStage(nn.Module):
     """A strided 3x3 downsampling conv, then `depth` DarkBlocks.
 
-    Spec: archc/blocks/darknet.yaml:27
+    Spec: archc/blocks/darknet.yaml:28
     """
 
-    def __init__(self, in_channels: int, *, out: int, depth: int) -> None:
+    def __init__(self, in_channels: int, *, out: int, depth: int, slope: float = 0.01) -> None:
         super().__init__()
-        self.conv_down = ConvNormAct(in_channels, out=out, kernel=3, stride=2)
+        self.conv_down = ConvNormAct(in_channels, out=out, kernel=3, stride=2, slope=slope)
         blocks = []
         channels = out
         for _ in range(depth):
-            blocks.append(DarkBlock(channels))
+            blocks.append(DarkBlock(channels, slope=slope))
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +121,7 @@ class DarkStage(nn.Module):
 class ClassifierHead(nn.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: archc/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:62
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:

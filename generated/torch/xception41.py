@@ -182,7 +182,7 @@ class XceptionModule(nn.Module):
 class ClassifierHead(nn.Module):
     """timm's classifier head - global average pool, flatten, linear.
 
-    Spec: archc/blocks/darknet.yaml:61
+    Spec: archc/blocks/darknet.yaml:62
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:

@@ -3,11 +3,19 @@ paper for the headline figures."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.helpers import GENERATED, archc_stats, count_macs, load_generated  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    GENERATED,
+    archc_stats,
+    count_macs,
+    load_generated,
+    run_archc,
+)
 
 
 def assert_counts_match_the_generated_code(name: str, *overrides: str) -> torch.Tensor:
@@ -24,7 +32,7 @@ def assert_counts_match_the_generated_code(name: str, *overrides: str) -> torch.
     return output
 
 
-PAPER = ["shufflenet_v1", "unet", "pspnet", "bisenetv1"]
+PAPER = ["shufflenet_v1", "unet", "pspnet", "bisenetv1", "yolov3"]
 
 
 def test_shufflenet_v1_counts_and_the_papers_140_million_multiply_adds() -> None:
@@ -54,3 +62,21 @@ def test_pspnet_counts_and_full_resolution_logits() -> None:
 def test_bisenetv1_counts_and_full_resolution_logits() -> None:
     output = assert_counts_match_the_generated_code("bisenetv1")
     assert output.shape == (1, 19, 512, 512)
+
+
+def test_yolov3_counts_three_scales_and_darknets_published_figures() -> None:
+    """Raw head maps of 3 x (5 + 80) channels at strides 32, 16 and 8; the 61,949,149
+    parameters of darknet's yolov3.weights (COCO), and the FLOPs of the YOLOv3 table on
+    darknet's site, 2 x the conv multiply-adds: 38.97 Bn at 320, 65.86 at 416, 140.69 at 608."""
+    outputs = assert_counts_match_the_generated_code("yolov3")
+    shapes = {name: tuple(value.shape) for name, value in outputs.items()}
+    assert shapes == {
+        "stride32": (1, 255, 13, 13),
+        "stride16": (1, 255, 26, 26),
+        "stride8": (1, 255, 52, 52),
+    }
+    assert archc_stats("specs/yolov3.yaml")["params"] == 61_949_149
+    for size, billions in [(320, 38.97), (416, 65.86), (608, 140.69)]:
+        result = run_archc("stats", "specs/yolov3.yaml", "--input", str(size), "--format", "json")
+        assert result.returncode == 0, result.stderr
+        assert round(json.loads(result.stdout)["flops"] / 1e9, 2) == billions
