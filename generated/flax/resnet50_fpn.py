@@ -231,7 +231,8 @@ def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float
 
 
 class Bottleneck(nnx.Module):
-    """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
+    """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip (projected where
+    the shape changes, or where `project` says, as DetNet's first dilated blocks).
 
     Spec: archc/blocks/resnet.yaml:22
     """
@@ -246,6 +247,7 @@ class Bottleneck(nnx.Module):
         base_width: int = 64,
         dilation: int = 1,
         norm: Callable[..., nnx.Module] = BatchNorm,
+        project: bool = False,
         rngs: nnx.Rngs,
     ) -> None:
         width = planes * base_width // 64 * groups
@@ -279,7 +281,7 @@ class Bottleneck(nnx.Module):
             rngs=rngs,
         )
         self.bn3 = norm(planes * 4)
-        if stride != 1 or in_channels != planes * 4:
+        if project or stride != 1 or in_channels != planes * 4:
             self.downsample = nnx.Sequential(
                 nnx.Conv(
                     in_channels,

@@ -26,7 +26,8 @@ def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip.
+    """1x1 reduce, 3x3 (grouped, strided or dilated), 1x1 expand by 4, and a skip (projected where
+    the shape changes, or where `project` says, as DetNet's first dilated blocks).
 
     Spec: archc/blocks/resnet.yaml:22
     """
@@ -41,6 +42,7 @@ class Bottleneck(nn.Module):
         base_width: int = 64,
         dilation: int = 1,
         norm: Callable[..., nn.Module] = nn.BatchNorm2d,
+        project: bool = False,
     ) -> None:
         super().__init__()
         width = planes * base_width // 64 * groups
@@ -61,7 +63,7 @@ class Bottleneck(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(width, planes * 4, kernel_size=1, bias=False)
         self.bn3 = norm(planes * 4)
-        if stride != 1 or in_channels != planes * 4:
+        if project or stride != 1 or in_channels != planes * 4:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, planes * 4, kernel_size=1, stride=stride, bias=False),
                 norm(planes * 4),

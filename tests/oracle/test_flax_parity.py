@@ -59,6 +59,7 @@ CASES = [
     ("deeplabv3_resnet50", 64),
     ("resnet50_fpn", 64),
     ("yolov3", 64),  # three heads at 2 x 2, 4 x 4 and 8 x 8
+    ("detnet59", 64),
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),

@@ -32,7 +32,7 @@ def assert_counts_match_the_generated_code(name: str, *overrides: str) -> torch.
     return output
 
 
-PAPER = ["shufflenet_v1", "unet", "pspnet", "bisenetv1", "yolov3"]
+PAPER = ["shufflenet_v1", "unet", "pspnet", "bisenetv1", "yolov3", "detnet59"]
 
 
 def test_shufflenet_v1_counts_and_the_papers_140_million_multiply_adds() -> None:
@@ -80,3 +80,23 @@ def test_yolov3_counts_three_scales_and_darknets_published_figures() -> None:
         result = run_archc("stats", "specs/yolov3.yaml", "--input", str(size), "--format", "json")
         assert result.returncode == 0, result.stderr
         assert round(json.loads(result.stdout)["flops"] / 1e9, 2) == billions
+
+
+def test_detnet59_keeps_stride_16_and_costs_what_the_paper_adds_to_resnet50() -> None:
+    """Li et al. 2018: 59 layers; stages 5 and 6 stay at stride 16 (14 x 14 at 224); the paper
+    gives ResNet-50 3.8 and DetNet-59 4.8 GFLOPs (multiply-adds, each rounded to 0.1, in the
+    ResNet paper's convention), so DetNet's two stages and smaller classifier add 1.0 +- 0.1
+    billion multiply-adds to ResNet-50's, whatever the convention."""
+    assert_counts_match_the_generated_code("detnet59")
+    detnet, resnet50 = archc_stats("specs/detnet59.yaml"), archc_stats("specs/resnet50.yaml")
+    assert detnet["depth"] == 59
+    assert abs((detnet["macs"] - resnet50["macs"]) / 1e9 - (4.8 - 3.8)) <= 0.1
+    model = load_generated(GENERATED / "torch" / "detnet59.py").create_model().eval()
+    sizes = {}
+    for name in ("layer3", "layer4", "layer5"):
+        getattr(model, name).register_forward_hook(
+            lambda module, inputs, output, name=name: sizes.update({name: output.shape[1:]})
+        )
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    assert sizes == {name: (1024, 14, 14) for name in ("layer3", "layer4", "layer5")}
