@@ -73,7 +73,7 @@ def train_source(
         classes=classes,
         schedule_doc=_docstring(_schedule_doc(plan)),
         scored=names[0] if names != [""] else None,
-        scoring=TARGETS[plan.targets],
+        targets=TARGETS[plan.targets],
         target=_output_shape(graph)[1:],
         data_doc=wrap_text(_data_doc(plan, backend), 0),
     )

@@ -149,5 +149,5 @@ def test_synthetic_data_has_the_targets_and_a_folder_is_refused(
             assert labels.shape[1:] == (8, 8) and set(np.unique(labels)) == {0, 1}
         else:
             assert labels.shape[1:] == (4,) and (labels[:, 2:] > labels[:, :2]).all()
-        with pytest.raises(SystemExit, match=r"needs an \.npz of"):
+        with pytest.raises(SystemExit, match=r"needs an \.npz"):
             script.load_data(str(tmp_path))
