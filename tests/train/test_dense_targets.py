@@ -151,3 +151,26 @@ def test_synthetic_data_has_the_targets_and_a_folder_is_refused(
             assert labels.shape[1:] == (4,) and (labels[:, 2:] > labels[:, :2]).all()
         with pytest.raises(SystemExit, match=r"needs an \.npz"):
             script.load_data(str(tmp_path))
+
+
+def test_deep_supervision_weighs_each_score_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """U-Net-style deep supervision: a second 1x1 head on an earlier map, its Dice weighted
+    into the loss by loss_weights, in both scripts."""
+    text = SEGMENTER.read_text().replace(
+        "  epochs: 3\n", "  epochs: 3\n  loss_weights: {out: 1.0, aux: 0.4}\n"
+    )
+    text += "  aux: {op: conv2d, out: classes, kernel: 1, from: relu1}\n"
+    text += "outputs: {out: classify, aux: aux}\n"
+    torch_script, jax_script = both_scripts(tmp_path, text, monkeypatch)
+    outputs = {"out": torch.randn(4, 2, 8, 8), "aux": torch.randn(4, 2, 8, 8)}
+    labels = torch.randint(0, 2, (4, 8, 8))
+    dice = torch_script.make_loss()
+    want = dice(outputs["out"], labels) + 0.4 * dice(outputs["aux"], labels)
+    assert torch.allclose(torch_script.total_loss(dice, outputs, labels), want)
+    got = sum(
+        weight * jax_script.compute_loss(outputs[name].permute(0, 2, 3, 1).numpy(), labels.numpy())
+        for name, weight in jax_script.LOSS_WEIGHTS.items()
+    )
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
