@@ -149,8 +149,7 @@ class Model:
         from archc.emit.torch.emitter import torch_source
 
         emitters = {"torch": torch_source, "flax": flax_source}
-        if backend not in emitters:
-            raise ArchcError(f"unknown backend {backend!r}: expected torch or flax")
+        _check_backend(backend)
         if optimize not in (None, "inference"):
             raise ArchcError(f"unknown optimization {optimize!r}: expected inference")
         program, costs = self.compiled.program, self.compiled.costs
@@ -163,8 +162,7 @@ class Model:
         the model's file from its own folder."""
         from archc.emit.training import train_source
 
-        if backend not in ("torch", "flax"):
-            raise ArchcError(f"unknown backend {backend!r}: expected torch or flax")
+        _check_backend(backend)
         command = self.build_command(backend, None, folder) + " --train"
         teacher = self.teacher.compiled.program if self.teacher else None
         return train_source(self.compiled.program, command, folder, backend, teacher)
@@ -349,6 +347,11 @@ def import_spec(model: Any, name: str | None = None, size: tuple[int, ...] | Non
             f"{params:,} and {buffers:,}",
         )
     return text
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in ("torch", "flax"):
+        raise ArchcError(f"unknown backend {backend!r}: expected torch or flax")
 
 
 def _as_texts(values: Mapping[str, Any] | None) -> dict[str, str]:

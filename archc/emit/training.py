@@ -57,7 +57,7 @@ def train_source(
             "see docs/spec-language.md, Training",
         )
     graph, root = program.graph, program.spec.root
-    shape, classes = _interface(graph)
+    shape, output = _interface(graph)
     names = list(graph.outputs)
     context = dict(
         script=script_name(root.name),
@@ -70,11 +70,11 @@ def train_source(
         regenerate=regenerate_lines(command, folder),
         plan=plan,
         input=shape,
-        classes=classes,
+        classes=output[0],
         schedule_doc=_docstring(_schedule_doc(plan)),
         scored=names[0] if names != [""] else None,
         targets=TARGETS[plan.targets],
-        target=_output_shape(graph)[1:],
+        target=output[1:],
         data_doc=wrap_text(_data_doc(plan, backend), 0),
     )
     assert (plan.distillation is None) == (teacher is None), "a distillation needs its teacher"
@@ -111,17 +111,15 @@ def _torch_context(plan: TrainPlan, program: Program, teacher: list[str]) -> dic
     )
 
 
-def _interface(graph: Graph) -> tuple[tuple[int, ...], int]:
-    """What a model takes and predicts: one input's shape, and its (first) output's classes."""
-    output = next(iter(graph.outputs.values()))
-    shape = tuple(concrete(size) for size in graph.inputs["input"].shape[1:])
-    return shape, concrete(graph.type_of(output).channels)
-
-
-def _output_shape(graph: Graph) -> tuple[int, ...]:
-    """One image's (first) output: (K,) class scores, (K, H, W) score maps or a box's (4,)."""
+def _interface(graph: Graph) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """What a model takes and predicts, per image: its input's shape, and its (first)
+    output's: (K,) class scores, (K, H, W) score maps or a box's (4,)."""
     output = graph.type_of(next(iter(graph.outputs.values())))
-    return tuple(concrete(size) for size in output.shape[1:])
+    return _per_image(graph.inputs["input"].shape), _per_image(output.shape)
+
+
+def _per_image(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    return tuple(concrete(size) for size in shape[1:])
 
 
 def _teacher_import(program: Program, teacher: Program) -> str:
@@ -132,7 +130,7 @@ def _teacher_import(program: Program, teacher: Program) -> str:
     if name == program.spec.root.name or _interface(teacher.graph) != wanted:
         raise SpecError(
             f"train.distillation.teacher: {name} must take the student's input {wanted[0]} and"
-            f" predict its {wanted[1]} classes, under a name of its own",
+            f" predict its {wanted[1][0]} classes, under a name of its own",
             distillation.location,
         )
     return f"from {name} import create_model as create_teacher"
