@@ -258,3 +258,18 @@ def test_build_train_writes_a_distillation_teacher_beside(tmp_path: Path, backen
     assert written == ["digits_cnn.py", "digits_student.py", "digits_student_train.py"]
     framework = "from flax import nnx" if backend == "flax" else "import torch"
     assert framework in (tmp_path / backend / "digits_cnn.py").read_text()  # the teacher's
+
+
+def test_a_teacher_that_predicts_other_classes_is_refused_and_nothing_written(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "digits_cnn.yaml").write_text((REPO / "tests/specs/digits_cnn.yaml").read_text())
+    student = (REPO / "tests/specs/digits_student.yaml").read_text()
+    (tmp_path / "student.yaml").write_text(student.replace("classes: 10", "classes: 7"))
+    result = run_archc("build", "student.yaml", "--train", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "student.yaml:9:17: error: train.distillation.teacher: digits_cnn must take the "
+        "student's input (1, 8, 8) and predict its 7 classes"
+    )
+    assert not (tmp_path / "out").exists()
