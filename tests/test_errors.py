@@ -277,6 +277,35 @@ CASES = {
         "6:18",
         "expect.params: expected 1, got 224",
     ),
+    "shared not a bool": (
+        HEAD + "  a: {op: relu, shared: yes}\n",
+        "5:25",
+        "node 'a': shared: expected true or false, got 'yes'",
+    ),
+    "shared and repeated": (
+        HEAD + "  a: {op: relu, repeat: 2, shared: true}\n",
+        "5:28",
+        "a shared node is one module, made once: it cannot have repeat:",
+    ),
+    "shared item": (
+        HEAD + "  s: [{op: relu, shared: true}]\n",
+        "5:7",
+        "items of a sequence cannot be shared",
+    ),
+    "shared across widths": (
+        HEAD + "  a: {op: conv2d, out: 8, kernel: 1}\n"
+        "  b: {op: conv2d, out: 4, kernel: 1, from: input}\n"
+        "  c: {op: conv2d, out: 2, kernel: 1, from: [a, b], shared: true}\n",
+        "7:6",
+        "c: a shared module's calls need parameters of one shape, but c reads f32[N,8,16,16] in "
+        "the first call and f32[N,4,16,16] in call 2",
+    ),
+    "shared block with outputs": (
+        HEAD + "  a: {block: Two, from: [input, input], shared: true}\nblocks:\n  Two:\n    body:\n"
+        "      x: relu\n      y: sigmoid\n    outputs: [x, y]\n",
+        "5:6",
+        "a shared block must return one value per call, but Two returns a list",
+    ),
 }
 
 

@@ -678,6 +678,11 @@ def _call_body(
         if child.kind == "branches":
             lines += _branches_call(target, child, arguments)
             continue
+        if child.calls is not None:  # one module on each value in turn
+            values = _unspread(f"[{', '.join(arguments)}]")
+            call = _applied(child, template, ["value"], kept, backend)
+            lines += _list_comprehension(target, f"{call} for value in {values}")
+            continue
         if child.kind == "loop" and child.names is not None:
             if target != arguments[0]:
                 lines.append(f"{BODY}{target} = {arguments[0]}")
@@ -692,17 +697,11 @@ def _call_body(
             rest = template.removeprefix(SUM).format(None, *arguments[1:])
             lines += layout_source(f"{target} += ", rest, 2)
             continue
-        if template is not None:
-            template = _on_self(template, kept)
-            value = _own_parameters(template, child, backend).format(
-                *arguments, self=attribute("self", child.name)
-            )
-            value = _unspread(value)
-        elif child.condition is not None:
+        if template is None and child.condition is not None:
             module = attribute("self", child.name)
             value = f"{module}({', '.join(arguments)}) if {module} is not None else {arguments[0]}"
         else:
-            value = f"{attribute('self', child.name)}({', '.join(arguments)})"
+            value = _applied(child, template, arguments, kept, backend)
         if template is not None and child.condition is not None:
             # Switched off, the node passes its first input on (if/else: the target may
             # hold another input).
@@ -738,6 +737,21 @@ def _call_body(
     return lines
 
 
+def _applied(
+    child: ModuleNode,
+    template: str | None,
+    arguments: list[str],
+    kept: dict[str, str],
+    backend: Backend,
+) -> str:
+    """The child on its arguments: its inline code (`template`), or a call of its module."""
+    module = attribute("self", child.name)
+    if template is None:
+        return f"{module}({', '.join(arguments)})"
+    template = _own_parameters(_on_self(template, kept), child, backend)
+    return _unspread(template.format(*arguments, self=module))
+
+
 def _set(name: str, value: str | Call, depth: int) -> list[str]:
     """`self.name = value`, or `setattr(self, "block1-0", value)` for a name Python cannot
     spell (torch and flax register the module under it all the same)."""
@@ -760,8 +774,11 @@ def _own_parameters(template: str, child: ModuleNode, backend: Backend) -> str:
 
 
 def _is_list(child: ModuleNode) -> bool:
-    """Whether a child's value is a list: branches, or a block that returns `outputs:`."""
-    return child.kind == "branches" or (child.kind == "block" and child.block.outputs is not None)
+    """Whether a child's value is a list: branches, a shared module's calls, or a block that
+    returns `outputs:`."""
+    if child.kind == "branches" or child.calls is not None:
+        return True
+    return child.kind == "block" and child.block.outputs is not None
 
 
 def _argument(ref: str, names: dict[str, str], lists: set[str]) -> str:
@@ -780,14 +797,18 @@ def _split_ref(ref: str) -> tuple[str, str]:
 
 
 def _branches_call(target: str, child: ModuleNode, arguments: list[str]) -> list[str]:
-    """Every branch on the input, or branch k on input k; a comprehension too long for one
-    line goes inside its brackets."""
+    """Every branch on the input, or branch k on input k."""
     if len(child.inputs) == 1 and not arguments[0].startswith("*"):
         comprehension = f"branch({arguments[0]}) for branch in {attribute('self', child.name)}"
     else:
         values = _unspread(f"[{', '.join(arguments)}]")
         modules = attribute("self", child.name)
         comprehension = f"branch(value) for branch, value in zip({modules}, {values})"
+    return _list_comprehension(target, comprehension)
+
+
+def _list_comprehension(target: str, comprehension: str) -> list[str]:
+    """`target = [comprehension]`; one too long for a line goes inside its brackets."""
     line = f"{BODY}{target} = [{comprehension}]"
     if len(line) <= LINE_LIMIT:
         return [line]

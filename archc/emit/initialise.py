@@ -48,7 +48,7 @@ def init_function(
         (layers.constructor, _assignments("module", rule, layers, backend))
         for op, rule in by_op.items()
         for layers in _layer_classes(
-            graph, [n for n in graph.nodes.values() if n.op.name == op], backend
+            graph, [n for n in graph.own_state() if n.op.name == op], backend
         )
     ]
     lines = _loop(_merged(layer_branches, "type(module) is {}", "type(module) in {}"), backend)

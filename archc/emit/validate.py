@@ -304,10 +304,10 @@ def _validate(
         root = build_model(source, graph.name, *args)
     except Exception as error:
         raise InternalError("emit", f"building the generated model failed: {error!r}") from None
-    for node in graph.nodes.values():
+    for node in graph.own_state():
         inputs = [graph.type_of(name) for name in node.inputs]
         _check_node(root, node, inputs, lowering, graph.frozen)
-    paths = [name.split(".") for name in graph.nodes]
+    paths = [node.name.split(".") for node in graph.own_state()]
     holders = {".".join(parts[:end]) for parts in paths for end in range(1, len(parts) + 1)}
     _check_no_extra_modules(root, "", holders, names)
     if initialised:
@@ -326,7 +326,7 @@ def _check_init(root: _Module, graph: Graph, backend: str, args: tuple) -> None:
 
     expected: dict[tuple[str, str], tuple[str, float] | None] = {}
     made: dict[tuple[str, str], _Initialised] = {}
-    for node in graph.nodes.values():
+    for node in graph.own_state():
         inputs = [graph.type_of(name) for name in node.inputs]
         lowered = getattr(node.op, f"lower_{backend}")(node.attrs, inputs)
         if not isinstance(lowered, ModuleCall):

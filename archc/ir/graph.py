@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,18 @@ if TYPE_CHECKING:
 
 Dim = int | Sym
 BATCH = Sym("N", 1)
+LATER_CALL = re.compile(r"@\d+")
+"""Marks a later call of a shared module in a node's path: `head.cls@2.conv` is the third
+call of `head.cls`, and its conv uses the state of `head.cls.conv`."""
+
+
+def later_call(path: str, call: int) -> str:
+    return f"{path}@{call}"
+
+
+def first_call(path: str) -> str:
+    """The path a later call's node has in the first call (itself elsewhere)."""
+    return LATER_CALL.sub("", path)
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,13 @@ class Node:
     type: TensorType
     location: Location
 
+    @property
+    def shares(self) -> str | None:
+        """In a later call of a shared module, the node of its first call whose parameters
+        and buffers this one uses (it has none of its own); else None."""
+        owner = first_call(self.name)
+        return None if owner == self.name else owner
+
 
 @dataclass
 class Graph:
@@ -95,10 +115,19 @@ class Graph:
         return self.inputs[value] if value in self.inputs else self.nodes[value].type
 
     def holds_state(self, name: str) -> bool:
-        """Whether a node has parameters or buffers (entries in a state_dict)."""
+        """Whether a node has parameters or buffers of its own (entries in a state_dict)."""
+        return self.nodes[name].shares is None and any(self.state_shapes(name))
+
+    def own_state(self) -> list[Node]:
+        """The nodes whose parameters and buffers are their own: all but the later calls of
+        a shared module."""
+        return [node for node in self.nodes.values() if node.shares is None]
+
+    def state_shapes(self, name: str) -> tuple[dict, dict]:
+        """A node's parameters and buffers, name → shape, as its op makes them."""
         node = self.nodes[name]
         inputs = [self.type_of(ref) for ref in node.inputs]
-        return bool(node.op.parameters(node.attrs, inputs) or node.op.buffers(node.attrs, inputs))
+        return node.op.parameters(node.attrs, inputs), node.op.buffers(node.attrs, inputs)
 
     def describe_outputs(self) -> str:
         """`f32[N,1000]`, or `out f32[N,21,520,520], aux f32[…]` for named outputs."""

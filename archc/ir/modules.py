@@ -48,6 +48,9 @@ class ModuleNode:
     attributes of the class rather than items of a sequence."""
     frozen: Any = None
     """True, or a symbolic condition: the module's parameters are not trained."""
+    calls: int | None = None
+    """A shared module (`shared: true`): how many values it is called on in turn, each of
+    `inputs` (a list among them spliced in); its value is the list of the calls' outputs."""
     in_place: bool = False
     """The op may overwrite its first input (`ReLU(inplace=True)`, `out += skip`): set by
     `archc.passes.in_place` where nothing else reads that tensor."""

@@ -25,9 +25,11 @@ def format_graph(graph: Graph) -> str:
 
 
 def _notes(graph: Graph, node: Node) -> str:
-    """`  # frozen`, `  # init weight=kaiming_normal(fan_out)`: what the spec says of its
-    parameters beyond the op."""
+    """`  # frozen`, `  # init weight=kaiming_normal(fan_out)`, `  # shares %head.conv`: what
+    the spec says of its parameters beyond the op."""
     notes = ["frozen"] if node.name in graph.frozen else []
+    if node.shares is not None:
+        notes.append(f"shares %{node.shares}")
     starts = graph.init.get(node.name, {})
     if starts:
         notes.append("init " + ", ".join(f"{param}={start}" for param, start in starts.items()))

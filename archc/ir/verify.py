@@ -24,6 +24,9 @@ def verify(graph: Graph, stage: str) -> None:
             raise InternalError(stage, f"{name} violates its op's constraints")
         if concrete(node.op.infer(node.attrs, inputs).shape) != concrete(node.type.shape):
             raise InternalError(stage, f"{name} has type {node.type}, its op's rule disagrees")
+        owner = graph.nodes.get(node.shares or name)
+        if owner is None or graph.state_shapes(owner.name) != graph.state_shapes(name):
+            raise InternalError(stage, f"{name} shares the state of {node.shares!r}, which differs")
         defined.add(name)
     for value in graph.outputs.values():
         if value not in defined:

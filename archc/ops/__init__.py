@@ -20,6 +20,7 @@ from archc.ops import (  # noqa: E402, F401
     activation,
     attention,
     conv,
+    detection,
     learned,
     linear,
     norm,

@@ -124,12 +124,11 @@ def count_costs(graph: Graph) -> CostReport:
     depths = dict.fromkeys(graph.inputs, 0)
     for node in graph.nodes.values():
         inputs = [graph.type_of(name) for name in node.inputs]
-        params = node.op.parameters(node.attrs, inputs)
-        buffers = node.op.buffers(node.attrs, inputs).values()
+        params, buffers = graph.state_shapes(node.name) if node.shares is None else ({}, {})
         count = sum(math.prod(concrete(shape)) for shape in params.values())
         cost = Cost(
             params=count,
-            buffers=sum(math.prod(concrete(shape)) for shape in buffers),
+            buffers=sum(math.prod(concrete(shape)) for shape in buffers.values()),
             macs=node.op.macs(node.attrs, inputs, node.type),
             activations=node.type.numel_per_sample(),
             trainable=0 if node.name in graph.frozen else count,

@@ -155,4 +155,5 @@ def _fold_graph(
         inputs = [names.get(into.get(ref, ref), ref) for ref in node.inputs]
         folded.add(Node(names[node.name], node.op, attrs, inputs, node.type, node.location))
     folded.outputs = {key: names.get(into.get(ref, ref), ref) for key, ref in graph.outputs.items()}
-    return folded, folds, names, renumber
+    own = [fold for fold in folds if graph.holds_state(fold.norm)]  # not a shared one's later call
+    return folded, own, names, renumber

@@ -19,7 +19,7 @@ from functools import reduce
 from typing import Any
 
 from archc.errors import InternalError
-from archc.ir.graph import Graph, Node, Renumbering
+from archc.ir.graph import Graph, Node, Renumbering, later_call
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import concrete, source
 from archc.ops import REGISTRY
@@ -225,11 +225,12 @@ def _instances(
 
 def _blocks_within(modules: list[ModuleNode], prefix: str) -> Iterator[tuple[str, str | None]]:
     for child in modules:
-        path = f"{prefix}{child.name}."
-        if child.kind == "block":
-            yield from _instances(child.children, path, child.block.name)
-        else:  # a sequence, loop or branches: part of the same body
-            yield from _blocks_within(child.children, path)
+        for call in range(child.calls or 1):  # a shared module: each call's nodes
+            path = f"{prefix}{later_call(child.name, call) if call else child.name}."
+            if child.kind == "block":
+                yield from _instances(child.children, path, child.block.name)
+            else:  # a sequence, loop or branches: part of the same body
+                yield from _blocks_within(child.children, path)
 
 
 def _fuse_graph(

@@ -64,9 +64,8 @@ def training_memory(
 
 def _buffer_bytes(graph: Graph) -> int:
     total = 0
-    for node in graph.nodes.values():
-        inputs = [graph.type_of(name) for name in node.inputs]
-        for name, shape in node.op.buffers(node.attrs, inputs).items():
+    for node in graph.own_state():
+        for name, shape in graph.state_shapes(node.name)[1].items():
             wide = name in node.op.wide_buffers
             total += math.prod(concrete(shape)) * (8 if wide else PARAM_BYTES)
     return total

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archc.errors import ArchcError, InternalError
-from archc.ir.graph import TensorType
+from archc.ir.graph import TensorType, first_call
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete
 from archc.passes.cost import TIER_NOTE, Cost, CostReport
@@ -346,7 +346,7 @@ class _Locator:
         path: list[str] = []
         runs: dict[str, int] = {}
         for segment in name.split("."):
-            path.append(segment)
+            path.append(first_call(segment))  # a shared module's later call: its box
             prefix = ".".join(path)
             if prefix in self.groups:
                 group, index = self.groups[prefix]

@@ -9,13 +9,14 @@ over `Sym` params to recover, per block definition, the expressions an emitted c
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, NamedTuple
 
 from archc.boundary import local_name
 from archc.errors import Location, ShapeError, SpecError, did_you_mean
-from archc.ir.graph import BATCH, Graph, Node, TensorType
+from archc.ir.graph import BATCH, Graph, Node, TensorType, later_call
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
 from archc.limits import MAX_DEPTH, MAX_NODES, MAX_REPEAT
@@ -222,10 +223,10 @@ class Elaborator:
         return children, values, producers, previous.raw
 
     def check_list_reads(self, node: NodeSpec, refs: list[Value], values: list[Any]) -> None:
-        """A list of values is read whole by branches, a block (one input per value) or an
-        op that takes a list (concat)."""
+        """A list of values is read whole by branches, a shared node (one call per value),
+        a block (one input per value) or an op that takes a list (concat)."""
         listed = next((ref for ref, value in zip(refs, values) if isinstance(value, list)), None)
-        if listed is None or node.parallel:
+        if listed is None or node.parallel or node.shared:
             return
         op = REGISTRY.get(node.target) if node.items is None else None
         if not self.is_block(node) and not (op and op.takes_list):
@@ -264,7 +265,9 @@ class Elaborator:
     def present_node(self, site: Site, condition: Any) -> tuple[list[ModuleNode], Bound]:
         """One module when single, a sequence or a loop; the copies themselves when a repeat
         names them (`names:`), since they are attributes of the enclosing block
-        (`features.denseblock1.denselayer1`)."""
+        (`features.denseblock1.denselayer1`); a shared module called on each input."""
+        if site.node.shared:
+            return self.shared(site)
         if site.node.repeat is None:
             module, bound = self.unrepeated(site)
             if isinstance(bound, list):
@@ -284,6 +287,44 @@ class Elaborator:
             module = modules[0] if self.symbolic else self.sequence_module(site, modules, bound)
         module, bound = self.conditioned(site, condition, module, bound)
         return [module], bound
+
+    def shared(self, site: Site) -> tuple[list[ModuleNode], list[Bound]]:
+        """One module called on each input in turn. The first call's IR nodes hold the
+        parameters; a later call k makes its nodes under `name@k`, each sharing the state of
+        the first call's node at the same path, which must have the same shapes."""
+        first_call, *later = site.bounds
+        module, bound = self.single(replace(site, bounds=[first_call]))
+        if isinstance(bound, list):
+            raise SpecError(
+                f"node '{site.node.name}': a shared block must return one value per call, "
+                f"but {site.node.target} returns a list (outputs:)",
+                site.node.location,
+            )
+        outputs = [bound]
+        for call, value in enumerate(later, start=1):
+            made_before = len(self.graph.nodes) if self.graph is not None else 0
+            name = later_call(site.full_name, call)
+            _, bound = self.single(replace(site, full_name=name, bounds=[value]))
+            outputs.append(bound)
+            if self.graph is not None:
+                made = islice(self.graph.nodes.values(), made_before, None)
+                self.check_shared_state(site, call, made)
+        module.calls = len(site.bounds)
+        module.inputs = site.refs
+        return [module], outputs
+
+    def check_shared_state(self, site: Site, call: int, nodes: Iterable[Node]) -> None:
+        """A later call's nodes need state of the shapes the first call's nodes have."""
+        for node in nodes:
+            first = self.graph.nodes[node.shares]
+            if self.graph.state_shapes(node.name) != self.graph.state_shapes(first.name):
+                raise ShapeError(
+                    f"{site.full_name}: a shared module's calls need parameters of one shape, "
+                    f"but {first.name} reads {self.graph.type_of(first.inputs[0])} in the first "
+                    f"call and {self.graph.type_of(node.inputs[0])} in call {call + 1}",
+                    site.node.location,
+                    "every input of a shared node must have the same channels",
+                )
 
     def items(
         self,

@@ -151,7 +151,7 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
     """Give each graph node its initialisers (`graph.init`): its op's rule, then its own
     (`sites`: node name → the `Block.node` rule that covers it)."""
     covered: dict[str, set[str]] = {}
-    for node in graph.nodes.values():
+    for node in graph.own_state():
         inputs = [graph.type_of(name) for name in node.inputs]
         params = node.op.parameters(node.attrs, inputs)
         lowered = node.op.lower_torch(node.attrs, inputs)

@@ -49,7 +49,18 @@ DOCUMENT_KEYS = {
 }
 MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs", "init", "train")
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outputs")
-NODE_KEYS = ("op", "block", "seq", "branches", "from", "when", "repeat", "names", "frozen")
+NODE_KEYS = (
+    "op",
+    "block",
+    "seq",
+    "branches",
+    "from",
+    "when",
+    "repeat",
+    "names",
+    "frozen",
+    "shared",
+)
 SEQUENCE_REFERENCES = ("previous", "input")
 """What an item of a sequence may read with `from:`: the item before, the sequence's input."""
 EXPECT_KEYS = ("params", "buffers", "macs")
@@ -95,6 +106,9 @@ class NodeSpec:
     frozen: Value | None = None
     """A bool: the node's parameters (all of them, through every block inside) are not
     trained (torch's `requires_grad_(False)`)."""
+    shared: bool = False
+    """`shared: true`: one module called on each of the node's inputs in turn (a detection
+    head applied to every pyramid level); the node's value is the list of its outputs."""
 
 
 @dataclass
@@ -569,6 +583,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         raise SpecError(
             f"node '{name}': names: applies to a repeated op or block", entry.key_at("names")
         )
+    shared = _parse_shared(name, entry, kind, optional)
     args = {
         key: Value(raw, entry.value_at(key), entry.key_at(key))
         for key, raw in entry.items()
@@ -587,7 +602,28 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         repeat=optional.get("repeat"),
         names=optional.get("names"),
         frozen=optional.get("frozen"),
+        shared=shared,
     )
+
+
+def _parse_shared(name: str, entry: SpecMap, kind: str, optional: dict[str, Value]) -> bool:
+    """`shared: true`: a literal, on an op, block or sequence that is made once."""
+    if "shared" not in entry:
+        return False
+    shared = entry["shared"]
+    if not isinstance(shared, bool):
+        raise SpecError(
+            f"node '{name}': shared: expected true or false, got {shared!r}",
+            entry.value_at("shared"),
+        )
+    clash = next((key for key in ("repeat", "when") if key in optional), None)
+    if shared and (clash or kind == "branches"):
+        raise SpecError(
+            f"node '{name}': a shared node is one module, made once: it cannot have "
+            f"{clash + ':' if clash else 'branches:'}",
+            entry.key_at("shared"),
+        )
+    return shared
 
 
 def _parse_sources(entry: SpecMap) -> list[Value]:
@@ -621,6 +657,11 @@ def _parse_sequence(
             )
         if item.parallel:
             raise SpecError("branches must be a named node of a body, not an item", item.location)
+        if item.shared:
+            raise SpecError(
+                f"items of {what} cannot be shared; make the item a node of a body",
+                item.location,
+            )
         if item.frozen is not None:
             raise SpecError(
                 f"items of {what} cannot be frozen one by one",

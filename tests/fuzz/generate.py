@@ -1,7 +1,7 @@
 """A generator of random valid specs (nnsmith-style): a trunk of ops over an image, then tokens
 or a vector, with model params in expressions, blocks with params (residual, strided with a
 conditional projection, parallel branches, numbered sequences), `repeat` with the loop
-index, `when`, `frozen`, `names`, `branches`, `seq`, several outputs and `init:` rules
+index, `when`, `frozen`, `names`, `branches`, `seq`, `shared`, several outputs and `init:` rules
 (some under `when:` the model's flag).
 
 It tracks shapes with its own rules (PyTorch's output-size formulas), so that what it writes
@@ -92,8 +92,12 @@ def image_step(spec: Spec, x: Value) -> None:
             "pair",
             "learned",
             "layer_norm",
+            "shared",
         ]
     )
+    if choice == "shared":
+        shared_step(spec, x)
+        return
     name = spec.name()
     frm = f", from: {x.name}" if spec.values[-1] is not x else ""
     if choice in ("conv", "conv_w"):
@@ -255,6 +259,33 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{op: layer_norm, eps: 1.0e-6{frm}}}", Value(name, x.shape))
     else:
         spec.add(f"{{op: relu{frm}}}", Value(name, x.shape))
+
+
+def shared_step(spec: Spec, x: Value) -> None:
+    """One module (a block, a conv, an inline op, a learned scale) called on `x` and on
+    another map of its width (`shared: true`); then both outputs concatenated, or one."""
+    rng = spec.rng
+    c, h, w = x.shape
+    images = [v for v in spec.values if len(v.shape) == 3 and not v.channels_last]
+    other = rng.choice([v for v in images if v.shape[0] == c])
+    kind = rng.choice(["block", "conv", "act", "learned"])
+    if kind == "block":
+        sequence_block(spec)
+        module, out = "block: ConvBnAct, out: 6", 6
+    elif kind == "conv":
+        module, out = f"op: conv2d, out: {c}, kernel: 3, padding: 1", c
+    elif kind == "act":
+        module, out = "op: gelu", c
+    else:
+        module, out = f"op: scale, shape: [{c}, 1, 1]", c
+    name = spec.name()
+    spec.lines.append(f"  {name}: {{{module}, shared: true, from: [{x.name}, {other.name}]}}")
+    if other.shape[1:] == (h, w):
+        spec.add(f"{{op: concat, from: {name}}}", Value(spec.name(), (2 * out, h, w)))
+    else:
+        call = rng.choice([0, 1])
+        shape = (out, *(x, other)[call].shape[1:])
+        spec.add(f'{{op: relu, from: "{name}[{call}]"}}', Value(spec.name(), shape))
 
 
 def grow_block(spec: Spec) -> None:
@@ -477,7 +508,8 @@ def init_rules(rng: random.Random, text: str) -> list[str]:
     rules = []
     convs = re.findall(r"\{op: conv2d[^}]*\}", text)
     if convs:
-        bias = any("bias: false" not in conv for conv in convs)
+        # a conv switched off by `when:` may be the only one with a bias
+        bias = any("bias: false" not in conv and "when:" not in conv for conv in convs)
         rules.append(f"  conv2d: {{weight: {rng.choice(WEIGHTS)}{', bias: zeros' * bias}}}")
     if re.search(r"\{op: linear, out: \w+\}", text):
         rules.append("  linear: {weight: {normal: 0.01}, bias: {constant: 0.1}}")

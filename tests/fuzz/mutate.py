@@ -66,6 +66,7 @@ KEYS = [
     "when",
     "repeat",
     "names",
+    "shared",
     "out",
     "kernel",
     "stride",

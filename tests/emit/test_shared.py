@@ -1,0 +1,83 @@
+"""Shared modules (`shared: true`): one module called on each input, its state once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, archc_stats, compare, load_generated, run_archc
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+SPEC = "tests/specs/shared.yaml"
+
+
+class HandWritten(nn.Module):
+    """tests/specs/shared.yaml written by hand: the tower, the gate and the sigmoid applied to
+    both maps with one set of weights, each map's rows of 4 concatenated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.tower = nn.Module()
+        self.tower.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.tower.bn = nn.BatchNorm2d(8)
+        self.gate = nn.Parameter(torch.randn(8, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(x)
+        rows = []
+        for level in (stem, self.down(stem)):
+            level = torch.relu(self.tower.bn(self.tower.conv(level)))
+            level = torch.sigmoid(level * self.gate)
+            rows.append(level.permute(0, 2, 3, 1).reshape(len(x), -1, 4))
+        return torch.cat(rows, dim=1)
+
+
+def build(backend: str, folder: Path, *options: str) -> None:
+    built = run_archc("build", SPEC, "--backend", backend, "-o", str(folder), *options)
+    assert built.returncode == 0, built.stderr
+
+
+def test_a_shared_module_holds_its_state_once_and_runs_on_each_input(tmp_path: Path) -> None:
+    """Counts (params once, MACs per call), strict loading and outputs against the model
+    written by hand."""
+    build("torch", tmp_path)
+    generated = load_generated(tmp_path / "torch" / "shared.py").create_model()
+    torch.manual_seed(0)
+    compare(HandWritten(), generated, archc_stats(SPEC))
+
+
+def test_the_inference_export_folds_a_shared_norm_for_every_call(tmp_path: Path) -> None:
+    build("torch", tmp_path, "--optimize", "inference")
+    build("torch", tmp_path)
+    training = load_generated(tmp_path / "torch" / "shared.py").create_model()
+    module = load_generated(tmp_path / "torch" / "shared_inference.py")
+    reference = HandWritten()
+    compare(reference, training, archc_stats(SPEC))  # randomises the norm's statistics
+    inference = module.create_model().eval()
+    inference.load_state_dict(module.inference_state_dict(training.state_dict()), strict=True)
+    assert not any(isinstance(layer, nn.BatchNorm2d) for layer in inference.modules())
+    example = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(inference(example), reference(example), atol=1e-5)
+
+
+def test_flax_shares_as_torch_does(tmp_path: Path) -> None:
+    pytest.importorskip("flax")
+    from tests.oracle.test_flax_parity import assert_eval_outputs_match, models
+
+    for backend in ("torch", "flax"):
+        build(backend, tmp_path)
+    _, torch_model, flax_model = models("shared", tmp_path)
+    assert_eval_outputs_match(torch_model, flax_model, 16)
+
+
+def test_the_ir_marks_later_calls() -> None:
+    printed = run_archc("ir", str(REPO / SPEC))
+    assert printed.returncode == 0, printed.stderr
+    assert "%tower@1.conv : f32[N,8,8,8] = conv2d" in printed.stdout
+    assert printed.stdout.count("# shares %tower.conv") == 1
