@@ -110,6 +110,32 @@ def test_spec_matches_torchvision(name: str) -> None:
     compare(reference, generated, archc_stats(f"specs/{name}.yaml"))
 
 
+# Detectors up to their heads' raw outputs (weights=None, weights_backbone=None).
+DETECTORS = ["retinanet_resnet50_fpn"]
+
+
+class DetectorHeads(torch.nn.Module):
+    """A torchvision detector's backbone and head, named as in the detector's state_dict:
+    the heads' raw outputs for an image batch already resized and normalised."""
+
+    def __init__(self, detector: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = detector.backbone, detector.head
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.head(list(self.backbone(images).values()))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_heads_match_torchvision(name: str) -> None:
+    torch.manual_seed(0)
+    builder = torchvision_builder(f"detection.{name}")
+    detector = builder(weights=None, weights_backbone=None)
+    generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
+    assert generated.state_dict().keys() == detector.state_dict().keys()
+    compare(DetectorHeads(detector), generated, archc_stats(f"specs/{name}.yaml"))
+
+
 def test_swin_pads_maps_its_windows_do_not_tile() -> None:
     """At 320 x 320 the stages are 80, 40, 20 and 10 wide: 7 x 7 windows tile none of them, so
     torchvision pads each map to whole windows; archc's counts and the generated code agree."""
