@@ -140,3 +140,12 @@ def assert_quotes_the_spec(quoted: list[str], text: str, position: str) -> None:
         return
     source = source.replace("\t", " ")
     assert quoted[:2] == [f"    {source}", "    " + " " * (col - 1) + "^"], quoted
+
+
+def canonical_detections(rows: Any) -> Any:
+    """A `detect()` table (x1, y1, x2, y2, score, label rows) with rows of one score in one
+    order: NMS may take a tie either way."""
+    import numpy as np
+
+    rows = np.asarray(rows)
+    return rows[np.lexsort((rows[:, 0], rows[:, 5], -rows[:, 4]))]

@@ -277,6 +277,28 @@ CASES = {
         "6:18",
         "expect.params: expected 1, got 224",
     ),
+    "stage op in the body": (
+        HEAD + "  a: {op: anchors, from: [input, input], size: 32}\n",
+        "5:6",
+        "node 'a': anchors is a stage op, which runs after the network",
+    ),
+    "network op in postprocess": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n  b: {op: relu}\n",
+        "8:6",
+        "postprocess: node 'b' must be a stage op",
+    ),
+    "a list as the output before postprocess": (
+        HEAD + "  two: {branches: [relu, sigmoid]}\npostprocess:\n"
+        "  a: {op: anchors, from: [input, two], size: 32}\n",
+        "5:8",
+        "the model's output (its last node): 'two' is a list of values",
+    ),
+    "postprocess node named as the body's": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  relu: {op: anchors, from: [input, relu], size: 32}\n",
+        "8:9",
+        "postprocess: node 'relu' is already a node of the body",
+    ),
     "shared not a bool": (
         HEAD + "  a: {op: relu, shared: yes}\n",
         "5:25",

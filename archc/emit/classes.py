@@ -94,6 +94,8 @@ class ClassView:
     init: list[str]
     call_signature: list[str]
     call: list[str]
+    detect: list[str] = field(default_factory=list)
+    """The model's `detect()` method: the network, then the detection stage."""
 
 
 def class_view(
@@ -123,6 +125,7 @@ def class_view(
     if reports_width:
         width = source(block_class.output_type.channels)
         init += layout_assignment(f"self.{WIDTH_ATTRIBUTE}", width, 2)
+    detect: list[str] = []
     if definition.sequential:  # a subclass of the framework's sequential
         base, call_signature, call = backend.sequential, [], []
         tail = _sequence_tail(block_class, backend)
@@ -133,7 +136,7 @@ def class_view(
             call = _sequence_call(tail, backend)
     else:
         base = backend.module
-        kept = _forward_names(block_class, backend)
+        kept = _forward_names(_detecting(block_class), backend)
         init += [f"{BODY}self.{kept[name]} = {name}" for name in kept]
         inputs = _input_variables(block_class)
         returns = backend.tensor
@@ -145,7 +148,8 @@ def class_view(
             returns,
         )
         call = _call_body(block_class, inputs, kept, backend)
-    lets = _used_lets(block_class, [*init, *call])
+        detect = _detect_method(block_class, inputs, kept, backend)
+    lets = _used_lets(block_class, [*init, *call, *detect])
     init = _without_repeated_channels(_without_unread_widths(init))  # across stages too
     init = prelude + _late_defaults(block_class, backend) + lets + init
     if initialises is not None:  # `init_weights(self, rngs)` in flax
@@ -153,7 +157,30 @@ def class_view(
         passed += [f"{name}={name}" for name in initialises]
         init += layout_source("", f"init_weights({', '.join(['self', *passed])})", 2)
     signature_lines = _wrap_def("__init__", signature, "None")
-    return ClassView(block_class.class_name, base, doc, signature_lines, init, call_signature, call)
+    return ClassView(
+        block_class.class_name, base, doc, signature_lines, init, call_signature, call, detect
+    )
+
+
+def _detecting(block_class: BlockClass) -> BlockClass:
+    """The model as `detect()` runs it: its body, then its detection stage."""
+    if not block_class.stage:
+        return block_class
+    children = [*block_class.children, *block_class.stage]
+    return replace(block_class, children=children, outputs={"": block_class.detected})
+
+
+def _detect_method(
+    block_class: BlockClass, inputs: list[str], kept: dict[str, str], backend: Backend
+) -> list[str]:
+    """`def detect(...)`: the network and the spec's `postprocess:` stage (no lines without
+    one)."""
+    if not block_class.stage:
+        return []
+    parameters = ["self", *(f"{name}: {backend.tensor}" for name in inputs)]
+    doc = f'{BODY}"""The network, then its detection stage (the spec\'s postprocess:)."""'
+    calls = _call_body(_detecting(block_class), inputs, kept, backend)
+    return ["", *_wrap_def("detect", parameters, backend.tensor), doc, *calls]
 
 
 def constructor_lines(block_class: BlockClass, backend: Backend) -> list[str]:

@@ -64,7 +64,11 @@ def emit_file(
         for block_class in classes
     ]
     code = "\n".join(
-        [*(line for view in views for line in [*view.signature, *view.init, *view.call]), *init]
+        [
+            *(line for view in views for line in [*view.signature, *view.init, *view.call]),
+            *(line for view in views for line in view.detect),
+            *init,
+        ]
     )
     total = costs.total
     root = program.spec.root

@@ -75,6 +75,10 @@ class BlockClass:
     is_model: bool = False
     output_type: TensorType | None = None
     """A single-output block's output, symbolic over its params and input channels."""
+    stage: list[ModuleNode] = field(default_factory=list)
+    """The model's detection stage (`postprocess:`), run by `detect()` after the body."""
+    detected: str | None = None
+    """The local reference `detect()` returns."""
     shapes: dict[str, TensorType] = field(default_factory=dict)
     """The model's children's concrete output types (a loop's after its last iteration),
     for shape comments."""

@@ -21,6 +21,8 @@ def format_graph(graph: Graph) -> str:
         f"{name}: %{value}" if name else f"%{value}" for name, value in graph.outputs.items()
     )
     lines.append(f"  return {returned}")
+    if graph.detected is not None:
+        lines.append(f"  detect: %{graph.detected}")
     return "\n".join(lines) + "\n"
 
 

@@ -57,8 +57,11 @@ class Range:
 PAIR = tuple[int, int]
 SHAPE = tuple[int, ...]
 """A tensor shape: a list of one to four integers."""
+NUMBERS = tuple[float, ...]
+"""A short list of numbers (an anchor's aspect ratios): one to eight."""
 _WORDS = {int: "a valid integer", float: "a valid number", bool: "a valid boolean"}
 _WORDS |= {PAIR: "a pair of integers", SHAPE: "a list of 1 to 4 integers", type(None): "null"}
+_WORDS |= {NUMBERS: "a list of 1 to 8 numbers"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,10 @@ def _as_kind(value: Any, kind: Any) -> Any:
         shape = tuple(value) if isinstance(value, (tuple, list)) else ()
         good = 1 <= len(shape) <= 4 and all(_as_kind(item, int) is not _REFUSED for item in shape)
         return shape if good else _REFUSED
+    if kind == NUMBERS:
+        numbers = tuple(value) if isinstance(value, (tuple, list)) else ()
+        checked = tuple(_as_kind(item, float) for item in numbers)
+        return checked if 1 <= len(checked) <= 8 and _REFUSED not in checked else _REFUSED
     return value if value in typing.get_args(kind) and isinstance(value, str) else _REFUSED
 
 
@@ -153,7 +160,12 @@ def _expected(kind: Any) -> str:
 def _spelt(kind: Any) -> str:
     if typing.get_origin(kind) is typing.Literal:
         return " | ".join(repr(option) for option in typing.get_args(kind))
-    spellings = {type(None): "None", PAIR: "tuple[int, int]", SHAPE: "list[int]"}
+    spellings = {
+        type(None): "None",
+        PAIR: "tuple[int, int]",
+        SHAPE: "list[int]",
+        NUMBERS: "list[float]",
+    }
     return spellings.get(kind) or kind.__name__
 
 

@@ -58,6 +58,10 @@ class Op(ABC):
     arity: ClassVar[int | None] = 1
     """Number of inputs; None means two or more."""
     summary: ClassVar[str] = ""
+    stage: ClassVar[bool] = False
+    """An op of the detection stage (`postprocess:`): its work depends on the values (scores
+    over a threshold, NMS), so it runs in `detect()`, never in the network's forward, and
+    is counted apart from the network's costs."""
     takes_list: ClassVar[bool] = False
     """Whether it may read branches whole (`from: convs`), as one list of inputs."""
     overwrites_in_place: ClassVar[bool] = False

@@ -1,10 +1,15 @@
-"""Ops of detection heads: a head's maps as one row per anchor."""
+"""Ops of detectors: a head's maps as one row per anchor, and the detection stage after the
+network (anchors, and the detections selected from the head's rows), which runs in the
+generated model's `detect()`, not in its forward."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
+from archc.ops.attributes import NUMBERS, Range
 from archc.ops.base import Attrs, Count, Op, expect_rank
 from archc.ops.lowering import InlineCall
 
@@ -43,3 +48,109 @@ class AnchorRows(Op):
 
     def lower_flax(self, attrs: AnchorRowsAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"{{0}}.reshape({{0}}.shape[0], -1, {source(attrs.size)})")  # NHWC
+
+
+class AnchorsAttrs(Attrs):
+    size: Count
+    """The first level's anchor side in pixels; each later level's is twice the one before."""
+    scales: Count = 1
+    """Sides per level, an octave apart in even steps: side·2^(j/scales), truncated."""
+    aspect_ratios: Annotated[NUMBERS, Range(0, above=True)] = (0.5, 1.0, 2.0)
+    """Height over width of the anchors of each side."""
+
+
+@register
+class Anchors(Op):
+    name = "anchors"
+    stage = True
+    takes_list = True
+    arity = None
+    Attrs = AnchorsAttrs
+    summary = (
+        "anchor boxes (x1, y1, x2, y2) at every position of each level, read after the image, "
+        "as torchvision's AnchorGenerator lays them: (N, rows, 4), a stage op"
+    )
+
+    def check(self, attrs: AnchorsAttrs, inputs: list[TensorType]) -> list[str]:
+        return _each_of_rank(inputs, 4, "NCHW")
+
+    def infer(self, attrs: AnchorsAttrs, inputs: list[TensorType]) -> TensorType:
+        per_position = attrs.scales * len(attrs.aspect_ratios)
+        positions = sum(kind.shape[2] * kind.shape[3] for kind in inputs[1:])
+        return TensorType((inputs[0].shape[0], positions * per_position, 4))
+
+    def macs(self, attrs: AnchorsAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # the detection stage is counted apart
+
+    def lower_torch(self, attrs: AnchorsAttrs, inputs: list[TensorType]) -> InlineCall:
+        levels = ", ".join(f"{{{index}}}" for index in range(1, len(inputs)))
+        ratios = repr(tuple(attrs.aspect_ratios))
+        return InlineCall(
+            f"grid_anchors({{0}}, [{levels}], {source(attrs.size)}, {source(attrs.scales)}, "
+            f"{ratios})"
+        )
+
+    lower_flax = lower_torch
+
+
+class DetectionsAttrs(Attrs):
+    score_thresh: Annotated[float, Range(0, 1)] = 0.05
+    """A class score (sigmoid) must be above it to be a candidate."""
+    candidates: Count = 1000
+    """On each level, the best scoring candidates kept before NMS."""
+    iou_thresh: Annotated[float, Range(0, 1)] = 0.5
+    """NMS drops a box that overlaps a better one of its class by more than this (IoU)."""
+    limit: Count = 300
+    """The detections kept per image, best first."""
+
+
+@register
+class Detections(Op):
+    name = "detections"
+    stage = True
+    takes_list = True
+    arity = None
+    Attrs = DetectionsAttrs
+    summary = (
+        "RetinaNet's detections: from the image, class logits and box deltas per anchor row, "
+        "the anchors and the levels, the best per level over the score threshold decoded, "
+        "clipped and NMS'd per class; (N, limit, 6) rows of x1, y1, x2, y2, score, label "
+        "(-1 past an image's detections), a stage op"
+    )
+
+    def check(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> list[str]:
+        if len(inputs) < 5:
+            return ["reads the image, logits, deltas, anchors and one or more levels"]
+        image, logits, deltas, anchors, *levels = inputs
+        problems = _each_of_rank([image, *levels], 4, "NCHW")
+        problems += _each_of_rank([logits, deltas, anchors], 3, "rows (N, rows, values)")
+        if problems:
+            return problems
+        rows = {concrete(kind.shape[1]) for kind in (logits, deltas, anchors)}
+        if len(rows) > 1 or concrete(deltas.shape[2]) != 4 or concrete(anchors.shape[2]) != 4:
+            return [
+                f"logits, deltas and anchors need one row per anchor, deltas and anchors 4 "
+                f"values each: got {logits}, {deltas} and {anchors}"
+            ]
+        positions = sum(concrete(kind.shape[2] * kind.shape[3]) for kind in levels)
+        if rows.pop() % positions:
+            return [f"the rows must be a whole number of anchors per level position ({positions})"]
+        return []
+
+    def infer(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType((inputs[0].shape[0], attrs.limit, 6))
+
+    def macs(self, attrs: DetectionsAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # the detection stage is counted apart
+
+    def lower_torch(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
+        levels = ", ".join(f"{{{index}}}" for index in range(4, len(inputs)))
+        settings = ", ".join(f"{key}={source(value)}" for key, value in attrs)
+        return InlineCall(f"detections({{0}}, {{1}}, {{2}}, {{3}}, [{levels}], {settings})")
+
+    lower_flax = lower_torch
+
+
+def _each_of_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
+    """The first input that is not `rank`-d, as expect_rank words it."""
+    return next(filter(None, (expect_rank([kind], rank, what) for kind in inputs)), [])

@@ -66,6 +66,9 @@ class CostReport:
     """Weighted layers (conv, linear: params and MACs) on the longest path from the input:
     the number in a name like ResNet-50. Attention counts its projections, however it is
     written (Op.layers)."""
+    stage: tuple[str, ...] = ()
+    """The detection stage's nodes (`postprocess:`), counted apart: their work depends on
+    the values, and none is in the totals."""
 
     @property
     def total(self) -> Cost:
@@ -122,7 +125,10 @@ def _above(path: str) -> list[str]:
 def count_costs(graph: Graph) -> CostReport:
     nodes = []
     depths = dict.fromkeys(graph.inputs, 0)
+    stage = tuple(node.name for node in graph.nodes.values() if node.op.stage)
     for node in graph.nodes.values():
+        if node.op.stage:
+            continue
         inputs = [graph.type_of(name) for name in node.inputs]
         params, buffers = graph.state_shapes(node.name) if node.shares is None else ({}, {})
         count = sum(math.prod(concrete(shape)) for shape in params.values())
@@ -142,4 +148,4 @@ def count_costs(graph: Graph) -> CostReport:
         depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
     depth = max(depths[value] for value in graph.outputs.values())
-    return CostReport(input_shape, nodes, depth)
+    return CostReport(input_shape, nodes, depth, stage)

@@ -155,5 +155,7 @@ def _fold_graph(
         inputs = [names.get(into.get(ref, ref), ref) for ref in node.inputs]
         folded.add(Node(names[node.name], node.op, attrs, inputs, node.type, node.location))
     folded.outputs = {key: names.get(into.get(ref, ref), ref) for key, ref in graph.outputs.items()}
+    if graph.detected is not None:
+        folded.detected = names[graph.detected]
     own = [fold for fold in folds if graph.holds_state(fold.norm)]  # not a shared one's later call
     return folded, own, names, renumber

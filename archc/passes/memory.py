@@ -78,6 +78,8 @@ def _kept_bytes(graph: Graph, width: int) -> int:
     graded = dict.fromkeys(graph.inputs, False)  # whether a value's gradient is computed
     own = 0
     for node in graph.nodes.values():
+        if node.op.stage:  # after the network: no gradient flows through it
+            continue
         inputs = [graph.type_of(name) for name in node.inputs]
         first = node.inputs[0]
         in_order = base[first] == first  # not a view of other memory: a reshape views it

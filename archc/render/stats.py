@@ -48,11 +48,23 @@ def stats_json(name: str, report: CostReport, memory: Memory | None = None, dept
             for node in report.nodes
         ],
         "macs_by_kind": report.macs_by_kind(),
-        "coverage": {"nodes": len(report.nodes), "costed": len(report.nodes)},
+        "coverage": {
+            "nodes": len(report.nodes),
+            "costed": len(report.nodes),
+            "stage": list(report.stage),
+        },
     }
     if memory is not None:
         document["memory"] = {**asdict(memory), "total": memory.total}
     return json.dumps(document, indent=2) + "\n"
+
+
+def coverage_line(report: CostReport) -> str:
+    """How many nodes the counts cover; the detection stage's, counted apart, named."""
+    line = f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed"
+    if report.stage:
+        line += f"; the detection stage ({', '.join(report.stage)}) counted apart, no MACs"
+    return line
 
 
 def memory_line(memory: Memory) -> str:
@@ -208,7 +220,7 @@ def _table(
         *_trainable_line(total),
         f"MACs {total.macs:,}; FLOPs = 2 x MACs = {total.flops:,}",
         *_kind_lines(report),
-        f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed",
+        coverage_line(report),
     ]
     return "\n".join(lines) + "\n"
 

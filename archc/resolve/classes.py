@@ -93,9 +93,12 @@ def _elaborate_class(
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
     output_type = None
+    stage, detected = [], None
     if is_model:
-        children, returned = elaborator.model_body(env, inputs)
-        outputs = {name: producer for name, (_, producer) in returned.items()}
+        body = elaborator.model_body(env, inputs)
+        children, stage = body.children, list(body.stage)
+        outputs = {name: producer for name, (_, producer) in body.outputs.items()}
+        detected = body.detected[1] if body.detected else None
     elif definition.outputs is not None:
         children, _, listed = elaborator.listed_body(definition, env, inputs, prefix="")
         outputs = {str(index): local for index, local in enumerate(listed)}
@@ -118,6 +121,8 @@ def _elaborate_class(
         outputs=outputs,
         is_model=is_model,
         output_type=output_type,
+        stage=stage,
+        detected=detected,
     )
 
 

@@ -39,6 +39,16 @@ from archc.train.plan import TrainPlan, train_plan
 LOOP_VARIABLES = re.compile(r"\b(i|\w*channels)\b")  # `i`, a loop's width (`blocks_channels`)
 
 
+class ModelBody(NamedTuple):
+    """The model's body modules, what forward returns, and its detection stage: the modules
+    of `postprocess:` and what `detect()` returns (None without one)."""
+
+    children: list[ModuleNode]
+    outputs: dict[str, tuple[Bound, str]]
+    stage: tuple[ModuleNode, ...] = ()
+    detected: tuple[Bound, str] | None = None
+
+
 class Bound(NamedTuple):
     """A value in scope: its IR name and type."""
 
@@ -111,8 +121,10 @@ def elaborate(
     graph = Graph(spec.root.name, {"input": input_type})
     rules = init_rules(spec, args)
     elaborator = Elaborator(spec, graph, rules)
-    modules, outputs = elaborator.model_body(env, {"input": Bound("input", input_type)})
-    graph.outputs = {name: bound.name for name, (bound, _) in outputs.items()}
+    body = elaborator.model_body(env, {"input": Bound("input", input_type)})
+    modules = [*body.children, *body.stage]  # the module tree as drawn
+    graph.outputs = {name: bound.name for name, (bound, _) in body.outputs.items()}
+    graph.detected = body.detected[0].name if body.detected else None
     apply_rules(rules, graph, elaborator.init_sites)
     sites = elaborator.init_sites
     train = None
@@ -167,25 +179,30 @@ class Elaborator:
             )
         return children, output, producers[last]
 
-    def model_body(
-        self, env: dict[str, Any], inputs: dict[str, Bound]
-    ) -> tuple[list[ModuleNode], dict[str, tuple[Bound, str]]]:
-        """The model's body and what it returns: output name → (value, local reference)."""
-        root = self.spec.root
-        if not self.spec.outputs:
+    def model_body(self, env: dict[str, Any], inputs: dict[str, Bound]) -> ModelBody:
+        """The model's body, what it returns (output name → (value, local reference)) and
+        its detection stage (`postprocess:`)."""
+        root, stage = self.spec.root, self.spec.postprocess
+        if not self.spec.outputs and not stage:
             children, output, producer = self.body(root, env, inputs, "")
-            return children, {"": (output, producer)}
-        children, values, producers, _ = self.scope(root, env, inputs, "")
+            return ModelBody(children, {"": (output, producer)})
+        children, values, producers, last = self.scope(root, env, inputs, "", stage)
+        staged = [child for child in children if any(child.spec is node for node in stage)]
+        children = children[: len(children) - len(staged)]
+        last_node = root.body[-1]  # what forward returns without outputs:
+        outputs = self.spec.outputs or {"": Value(last_node.name, last_node.location)}
         returned = {}
-        for name, ref in self.spec.outputs.items():
-            value, local = resolve_ref(ref, values, producers, f"output '{name}'")
+        for name, ref in outputs.items():
+            who = f"output '{name}'" if name else "the model's output (its last node)"
+            value, local = resolve_ref(ref, values, producers, who)
             if isinstance(value, list):
                 raise SpecError(
-                    f"output '{name}': '{ref.raw}' is a list of values; name one (`{ref.raw}[0]`)",
+                    f"{who}: '{ref.raw}' is a list of values; name one (`{ref.raw}[0]`)",
                     ref.location,
                 )
             returned[name] = (value, local)
-        return children, returned
+        detected = (values[last], producers[last]) if stage else None
+        return ModelBody(children, returned, tuple(staged), detected)
 
     def listed_body(
         self, definition: BlockDef, env: dict[str, Any], inputs: dict[str, Bound], prefix: str
@@ -201,15 +218,22 @@ class Elaborator:
         return children, bounds, locals_
 
     def scope(
-        self, definition: BlockDef, env: dict[str, Any], inputs: dict[str, Bound], prefix: str
+        self,
+        definition: BlockDef,
+        env: dict[str, Any],
+        inputs: dict[str, Bound],
+        prefix: str,
+        stage: list[NodeSpec] | None = None,
     ) -> tuple[list[ModuleNode], dict[str, Any], dict[str, str], str]:
         """A mapping body's modules, every value it makes (a Bound, or a list of them for
-        branches and blocks with outputs), the local name of each, and its last node's name."""
+        branches and blocks with outputs), the local name of each, and its last node's name;
+        the model's `stage` (postprocess) nodes follow its body, reading its values."""
         values: dict[str, Bound | list[Bound]] = dict(inputs)
         producers = {name: name for name in inputs}
         previous = Value(definition.inputs[0], definition.location)
         children = []
-        for node in definition.body:
+        for node in [*definition.body, *(stage or [])]:
+            self.check_stage(node, stage or [])
             refs = node.sources or [previous]
             resolved = [resolve_ref(ref, values, producers, f"node '{node.name}'") for ref in refs]
             self.check_list_reads(node, refs, [value for value, _ in resolved])
@@ -221,6 +245,23 @@ class Elaborator:
             children += modules
             previous = Value(node.name, node.location)
         return children, values, producers, previous.raw
+
+    def check_stage(self, node: NodeSpec, stage: list[NodeSpec]) -> None:
+        """Stage ops (anchors, detections) only in `postprocess:`, and only they there."""
+        in_stage = any(node is staged for staged in stage)
+        op = None if self.is_block(node) or node.items else REGISTRY.get(node.target)
+        if in_stage and (op is None or not op.stage):
+            raise SpecError(
+                f"postprocess: node '{node.name}' must be a stage op",
+                node.location,
+                "stage ops: " + ", ".join(name for name, op in REGISTRY.items() if op.stage),
+            )
+        if op is not None and op.stage and not in_stage:
+            raise SpecError(
+                f"node '{node.name}': {op.name} is a stage op, which runs after the network",
+                node.location,
+                "put it in the model's postprocess: section",
+            )
 
     def check_list_reads(self, node: NodeSpec, refs: list[Value], values: list[Any]) -> None:
         """A list of values is read whole by branches, a shared node (one call per value),

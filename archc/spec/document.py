@@ -46,8 +46,20 @@ DOCUMENT_KEYS = {
     "blocks": "block definitions",
     "body": "the model's nodes",
     "outputs": "named outputs, returned as a dict: {name: node}",
+    "postprocess": "the detection stage after the network: nodes of stage ops (`detect()`)",
 }
-MODEL_ONLY_KEYS = ("name", "params", "let", "input", "expect", "body", "outputs", "init", "train")
+MODEL_ONLY_KEYS = (
+    "name",
+    "params",
+    "let",
+    "input",
+    "expect",
+    "body",
+    "outputs",
+    "init",
+    "train",
+    "postprocess",
+)
 BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outputs")
 NODE_KEYS = (
     "op",
@@ -156,6 +168,9 @@ class ModelSpec:
     """The `init:` rules, in order (archc.resolve.init reads them)."""
     train: Value | None = None
     """The `train:` section as written (archc.train.plan checks it)."""
+    postprocess: list[NodeSpec] = field(default_factory=list)
+    """The detection stage: nodes of stage ops after the body, reading its values; the
+    generated model's `detect()` returns the last one's value."""
 
     def import_notes(self, error: ArchcError) -> None:
         """Add to an error inside a block library the chain of lines that imported it."""
@@ -217,7 +232,31 @@ def load_model(path: Path, text: str | None = None) -> ModelSpec:
     outputs = _parse_outputs(document)
     init = _parse_init(document)
     train = Value(document["train"], document.value_at("train")) if "train" in document else None
-    return ModelSpec(root, input_value, expect, blocks, path, outputs, imported_at, init, train)
+    postprocess = _parse_postprocess(document, root)
+    return ModelSpec(
+        root, input_value, expect, blocks, path, outputs, imported_at, init, train, postprocess
+    )
+
+
+def _parse_postprocess(document: SpecMap, root: BlockDef) -> list[NodeSpec]:
+    """`postprocess:` nodes, named apart from the body's."""
+    if "postprocess" not in document:
+        return []
+    nodes = _parse_body(document["postprocess"], document.value_at("postprocess"))
+    body = {node.name for node in root.body}
+    for node in nodes:
+        if node.name in body:
+            raise SpecError(
+                f"postprocess: node '{node.name}' is already a node of the body",
+                node.location,
+            )
+        if node.repeat is not None or node.when is not None or node.shared or node.items:
+            raise SpecError(
+                f"postprocess: node '{node.name}' must be one stage op, without repeat:, "
+                "when:, shared: or a sequence",
+                node.location,
+            )
+    return nodes
 
 
 def _load_document(path: Path, text: str | None = None) -> SpecMap:

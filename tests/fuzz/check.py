@@ -21,7 +21,12 @@ from archc.cli import main
 from archc.errors import ArchcError
 from archc.ir.symbolic import concrete
 from archc.pipeline import compile_spec
-from tests.helpers import count_macs, load_generated, randomize_batch_norm
+from tests.helpers import (
+    canonical_detections,
+    count_macs,
+    load_generated,
+    randomize_batch_norm,
+)
 
 TOLERANCE = 1e-4
 # How many times torch's own float32 error (against float64) another float32 run may be off:
@@ -135,6 +140,8 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     flax_module.load_torch_state_dict(flax_model, weights)
     flax_model.eval()
     _expect_close("flax output", _flax_output(flax_model, array), want, rounding)
+    if graph.detected is not None:
+        _check_detections(graph, model, flax_model, example, array)
 
     # The inference export, both backends, from the training weights.
     inference = load_generated(build(spec, "torch", out, inference=True))
@@ -152,6 +159,24 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     fast.load_state_dict(model.state_dict(), strict=True)
     _expect_close("create_model(channels_last=True) output", torch_output(fast), want, rounding)
     _train_step(model, example)
+
+
+def _check_detections(
+    graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray
+) -> None:
+    """`detect()`: the IR's shape, and flax's detections torch's (rows of one score in
+    either order)."""
+    import torch
+
+    with torch.no_grad():
+        found = model.eval().detect(example).numpy()
+    want_shape = tuple(concrete(dim) for dim in graph.type_of(graph.detected).shape[1:])
+    expect("detect() shape", found.shape[1:], want_shape)
+    got = _flax_output(flax_model.detect, array)
+    expect("flax detect() shape", got.shape, found.shape)
+    for rows, want in zip(got, found):
+        rows, want = canonical_detections(rows), canonical_detections(want)
+        _expect_close("flax detect() rows", rows, want, 0.0)
 
 
 def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:

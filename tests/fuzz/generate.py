@@ -1,7 +1,8 @@
 """A generator of random valid specs (nnsmith-style): a trunk of ops over an image, then tokens
 or a vector, with model params in expressions, blocks with params (residual, strided with a
 conditional projection, parallel branches, numbered sequences), `repeat` with the loop
-index, `when`, `frozen`, `names`, `branches`, `seq`, `shared`, several outputs and `init:` rules
+index, `when`, `frozen`, `names`, `branches`, `seq`, `shared`, several outputs, `init:` rules
+and a detection head with its `postprocess:` stage
 (some under `when:` the model's flag).
 
 It tracks shapes with its own rules (PyTorch's output-size formulas), so that what it writes
@@ -406,6 +407,33 @@ def sequence_block(spec: Spec) -> None:
     ]
 
 
+def detection_head(spec: Spec, x: Value) -> list[str]:
+    """A one-level detection head on `x` (class and box rows per anchor, `anchor_rows`) and
+    the `postprocess:` lines that select detections from it."""
+    rng = spec.rng
+    _, h, w = x.shape
+    scales, ratios = rng.choice([(1, [1.0]), (1, [0.5, 1.0, 2.0]), (2, [0.5, 2.0])])
+    anchors, classes = scales * len(ratios), rng.choice([1, 3])
+    names = [spec.name("d") for _ in range(4)]
+    spec.add(
+        f"{{op: conv2d, out: {anchors * classes}, kernel: 1, from: {x.name}}}",
+        Value(names[0], (anchors * classes, h, w)),
+    )
+    spec.add(f"{{op: anchor_rows, size: {classes}}}", Value(names[1], (h * w * anchors, classes)))
+    spec.add(
+        f"{{op: conv2d, out: {anchors * 4}, kernel: 1, from: {x.name}}}",
+        Value(names[2], (anchors * 4, h, w)),
+    )
+    spec.add("{op: anchor_rows, size: 4}", Value(names[3], (h * w * anchors, 4)))
+    return [
+        "postprocess:",
+        f"  grid: {{op: anchors, from: [input, {x.name}], size: {rng.choice([2, 4])}, "
+        f"scales: {scales}, aspect_ratios: {ratios}}}",
+        f"  found: {{op: detections, from: [input, {names[1]}, {names[3]}, grid, {x.name}], "
+        f"score_thresh: 0.3, candidates: {rng.choice([5, 50])}, limit: {rng.choice([4, 20])}}}",
+    ]
+
+
 def head(spec: Spec, x: Value) -> None:
     """Finish with a classifier over a vector, tokens through attention, or NHWC tokens."""
     rng = spec.rng
@@ -477,6 +505,7 @@ def random_spec(seed: int) -> str:
         x = image[-1] if rng.random() < 0.8 else rng.choice(image)
         image_step(spec, x)
     image = [v for v in spec.values if len(v.shape) == 3 and not v.channels_last]
+    stage = detection_head(spec, image[-1]) if rng.random() < 0.3 else []
     head(spec, image[-1])
     text = [
         "archc: 1",
@@ -486,6 +515,7 @@ def random_spec(seed: int) -> str:
         "body:",
         *spec.lines,
     ]
+    text += stage
     if spec.blocks:
         text += ["blocks:", *spec.blocks]
     text[4:4] = init_rules(rng, "\n".join(text))

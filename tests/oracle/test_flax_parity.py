@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import (
     GENERATED,
+    canonical_detections,
     load_generated,
     named_outputs,
     randomize_batch_norm,
@@ -155,6 +156,35 @@ def assert_eval_outputs_match(torch_model: torch.nn.Module, flax_model: Any, siz
 def test_eval_outputs_match(name: str, size: int) -> None:
     _, torch_model, flax_model = models(name)
     assert_eval_outputs_match(torch_model, flax_model, size)
+
+
+def test_retinanet_detections_match_torch() -> None:
+    """detect() in flax (fixed sizes, padded NMS under jit) against torch's, which the
+    torchvision test holds to the detector: the same detections, rows of one score in either
+    order (NMS may take a tie either way)."""
+    threshold = 0.0105  # the head's prior is 0.01
+    torch.manual_seed(0)
+    name = "retinanet_resnet50_fpn"
+    torch_model = load_generated(GENERATED / "torch" / f"{name}.py").create_model(
+        score_thresh=threshold
+    )
+    with torch.no_grad():  # deltas that move the boxes off their anchors
+        torch_model.head.regression_head.bbox_reg.weight.normal_(0, 0.05)
+    flax_file = load_generated(GENERATED / "flax" / f"{name}.py")
+    flax_model = flax_file.create_model(nnx.Rngs(0), score_thresh=threshold)
+    state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    flax_file.load_torch_state_dict(flax_model, state)
+    torch_model.eval()
+    flax_model.eval()
+    example = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch_model.detect(example).numpy()
+    got = np.asarray(nnx.jit(lambda model, x: model.detect(x))(flax_model, nhwc(example)))
+    assert got.shape == expected.shape == (2, 300, 6)
+    for rows, want in zip(got, expected):
+        assert (rows[:, 5] >= 0).sum() == (want[:, 5] >= 0).sum() > 100
+        difference = canonical_detections(rows) - canonical_detections(want)
+        assert np.abs(difference).max() <= 1e-3
 
 
 def test_padded_unet_matches() -> None:

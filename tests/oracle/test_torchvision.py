@@ -136,6 +136,48 @@ def test_detector_heads_match_torchvision(name: str) -> None:
     compare(DetectorHeads(detector), generated, archc_stats(f"specs/{name}.yaml"))
 
 
+def pure_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS for the reference in place of torchvision's compiled kernel, which this
+    CPU-only torchvision cannot load: each box in score order suppresses those it overlaps."""
+    keep, suppressed = [], torch.zeros(len(boxes), dtype=torch.bool)
+    for index in scores.argsort(descending=True).tolist():
+        if not suppressed[index]:
+            keep.append(index)
+            overlaps = torchvision().ops.box_iou(boxes[index : index + 1], boxes)[0]
+            suppressed |= overlaps > iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def test_retinanet_detections_match_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """detect() against the detector in eval on raw images (320 x 320: torchvision's
+    transform only normalises them), a score threshold low enough that boxes survive: the
+    same boxes, scores and labels in the same order."""
+    monkeypatch.setattr(torchvision().ops.boxes, "nms", pure_nms)
+    threshold = 0.0105  # the head's prior is 0.01
+    torch.manual_seed(0)
+    builder = torchvision_builder("detection.retinanet_resnet50_fpn")
+    detector = builder(
+        weights=None, weights_backbone=None, min_size=320, max_size=320, score_thresh=threshold
+    ).eval()
+    with torch.no_grad():  # deltas that move the boxes off their anchors
+        detector.head.regression_head.bbox_reg.weight.normal_(0, 0.05)
+    module = load_generated(GENERATED / "torch" / "retinanet_resnet50_fpn.py")
+    generated = module.create_model(score_thresh=threshold).eval()
+    generated.load_state_dict(detector.state_dict(), strict=True)
+    images = torch.rand(2, 3, 320, 320, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = detector(list(images))
+        normalised = detector.transform(list(images))[0].tensors
+        assert normalised.shape == images.shape
+        found = generated.detect(normalised)
+    for rows, want in zip(found, expected):
+        rows = rows[rows[:, 5] >= 0]
+        assert len(want["boxes"]) == len(rows) > 100
+        assert torch.allclose(rows[:, :4], want["boxes"], atol=1e-4)
+        assert torch.allclose(rows[:, 4], want["scores"], atol=1e-6)
+        assert torch.equal(rows[:, 5].long(), want["labels"])
+
+
 def test_swin_pads_maps_its_windows_do_not_tile() -> None:
     """At 320 x 320 the stages are 80, 40, 20 and 10 wide: 7 x 7 windows tile none of them, so
     torchvision pads each map to whole windows; archc's counts and the generated code agree."""

@@ -392,3 +392,115 @@ def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float
 def constant(shape: tuple[int, ...], value: float) -> jax.Array:
     """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
     return jnp.asarray(np.full(shape, value, np.float32))
+
+
+def grid_anchors(
+    image: jax.Array,
+    levels: list[jax.Array],
+    size: int,
+    scales: int,
+    aspect_ratios: tuple[float, ...],
+) -> jax.Array:
+    """Anchor boxes (x1, y1, x2, y2) at every position of every level, each position's in
+    turn, as torchvision's AnchorGenerator lays them: on level k, sides size·2^k·2^(j/scales)
+    (truncated) in each aspect ratio (height / width), rounded about the level's grid of
+    stride image // level. (N, rows, 4), made with numpy from the shapes alone: a constant
+    under jit."""
+    height, width = image.shape[1:3]
+    heights = np.sqrt(np.asarray(aspect_ratios, np.float32))
+    boxes = []
+    for index, level in enumerate(levels):
+        sides = [int(size * 2**index * 2 ** (step / scales)) for step in range(scales)]
+        sides = np.asarray(sides, np.float32)
+        box_widths = ((1 / heights)[:, None] * sides[None, :]).reshape(-1)
+        box_heights = (heights[:, None] * sides[None, :]).reshape(-1)
+        cell = np.round(np.stack([-box_widths, -box_heights, box_widths, box_heights], 1) / 2)
+        rows, cols = level.shape[1:3]
+        y, x = np.meshgrid(
+            np.arange(rows) * (height // rows), np.arange(cols) * (width // cols), indexing="ij"
+        )
+        shifts = np.stack([x, y, x, y], axis=-1).reshape(-1, 1, 4)
+        boxes.append((shifts + cell).reshape(-1, 4).astype(np.float32))
+    anchors = jnp.asarray(np.concatenate(boxes))
+    return jnp.broadcast_to(anchors, (image.shape[0], *anchors.shape))
+
+
+def decode_boxes(deltas: jax.Array, anchors: jax.Array) -> jax.Array:
+    """Boxes from their anchors' deltas (dx, dy, dw, dh), as torchvision's BoxCoder with unit
+    weights: the centre moved by (dx, dy) anchor sizes, the sides scaled by exp(dw), exp(dh)
+    (dw, dh clipped at log(1000 / 16))."""
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    dx, dy, dw, dh = (deltas[:, axis] for axis in range(4))
+    limit = math.log(1000.0 / 16)
+    x, y = dx * widths + centre_x, dy * heights + centre_y
+    half_w = 0.5 * (jnp.exp(jnp.minimum(dw, limit)) * widths)
+    half_h = 0.5 * (jnp.exp(jnp.minimum(dh, limit)) * heights)
+    return jnp.stack([x - half_w, y - half_h, x + half_w, y + half_h], axis=-1)
+
+
+def class_nms(
+    boxes: jax.Array, scores: jax.Array, labels: jax.Array, valid: jax.Array, iou_thresh: float
+) -> tuple[jax.Array, jax.Array]:
+    """Greedy non-maximum suppression within each class over a fixed number of candidates
+    (`valid` ones take part): the candidates best score first, and which of them are kept."""
+    order = jnp.argsort(-scores, stable=True)
+    boxes, labels, valid = boxes[order], labels[order], valid[order]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    corners = jnp.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    far_corners = jnp.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    sides = jnp.maximum(far_corners - corners, 0)
+    inter = sides[..., 0] * sides[..., 1]
+    overlaps = inter / (areas[:, None] + areas[None, :] - inter) > iou_thresh
+    overlaps &= labels[:, None] == labels[None, :]
+    later = jnp.arange(len(order))
+
+    def suppress(index: int, keep: jax.Array) -> jax.Array:
+        return keep & ~(keep[index] & overlaps[index] & (later > index))
+
+    return order, jax.lax.fori_loop(0, len(order), suppress, valid)
+
+
+def detections(
+    image: jax.Array,
+    logits: jax.Array,
+    deltas: jax.Array,
+    anchors: jax.Array,
+    levels: list[jax.Array],
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> jax.Array:
+    """RetinaNet's detections, as torchvision selects them, in fixed sizes for jit: on each
+    level the `candidates` best class scores (sigmoid) above `score_thresh`, their boxes
+    decoded from the anchors and clipped to the image; then NMS within each class and the
+    `limit` best. (N, limit, 6) rows of x1, y1, x2, y2, score, label, best first; past an
+    image's detections, zeros with label -1."""
+    height, width = image.shape[1:3]
+    positions = [level.shape[1] * level.shape[2] for level in levels]
+    ends = np.cumsum([count * (anchors.shape[1] // sum(positions)) for count in positions])
+    classes = logits.shape[-1]
+
+    def one_image(logits: jax.Array, deltas: jax.Array, anchors: jax.Array) -> jax.Array:
+        boxes, scores, labels = [], [], []
+        for start, end in zip([0, *ends[:-1]], ends):
+            level_scores = jax.nn.sigmoid(logits[start:end]).reshape(-1)
+            level_scores = jnp.where(level_scores > score_thresh, level_scores, -1.0)
+            best, kept = jax.lax.top_k(level_scores, min(candidates, level_scores.size))
+            rows = start + kept // classes
+            level_boxes = decode_boxes(deltas[rows], anchors[rows])
+            bounds = jnp.asarray([width, height, width, height], level_boxes.dtype)
+            boxes.append(jnp.clip(level_boxes, 0, bounds))
+            scores.append(best)
+            labels.append(kept % classes)
+        boxes, scores, labels = (jnp.concatenate(parts) for parts in (boxes, scores, labels))
+        order, keep = class_nms(boxes, scores, labels, scores > score_thresh, iou_thresh)
+        rows = jnp.concatenate(
+            [boxes[order], scores[order, None], labels[order, None].astype(boxes.dtype)], axis=1
+        )
+        slots = jnp.where(keep, jnp.cumsum(keep) - 1, limit)  # past the end: dropped
+        empty = jnp.zeros((limit, 6), boxes.dtype).at[:, 5].set(-1)
+        return empty.at[slots].set(rows, mode="drop")
+
+    return jax.vmap(one_image)(logits, deltas, anchors)

@@ -192,3 +192,116 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
     """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
     receptive = math.prod(weight.shape[2:])
     return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+def grid_anchors(
+    image: torch.Tensor,
+    levels: list[torch.Tensor],
+    size: int,
+    scales: int,
+    aspect_ratios: tuple[float, ...],
+) -> torch.Tensor:
+    """Anchor boxes (x1, y1, x2, y2) at every position of every level, each position's in
+    turn, as torchvision's AnchorGenerator lays them: on level k, sides size·2^k·2^(j/scales)
+    (truncated) in each aspect ratio (height / width), rounded about the level's grid of
+    stride image // level. (N, rows, 4) on the image's device."""
+    height, width = image.shape[-2:]
+    heights = torch.tensor(aspect_ratios, device=image.device).sqrt()
+    boxes = []
+    for index, level in enumerate(levels):
+        sides = [int(size * 2**index * 2 ** (step / scales)) for step in range(scales)]
+        sides = torch.tensor(sides, dtype=heights.dtype, device=image.device)
+        box_widths = ((1 / heights)[:, None] * sides[None, :]).reshape(-1)
+        box_heights = (heights[:, None] * sides[None, :]).reshape(-1)
+        cell = (torch.stack([-box_widths, -box_heights, box_widths, box_heights], 1) / 2).round()
+        rows, cols = level.shape[-2:]
+        y = torch.arange(rows, device=image.device) * (height // rows)
+        x = torch.arange(cols, device=image.device) * (width // cols)
+        y, x = torch.meshgrid(y, x, indexing="ij")
+        shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
+        boxes.append((shifts + cell).reshape(-1, 4))
+    return torch.cat(boxes).expand(len(image), -1, -1)
+
+
+def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Boxes from their anchors' deltas (dx, dy, dw, dh), as torchvision's BoxCoder with unit
+    weights: the centre moved by (dx, dy) anchor sizes, the sides scaled by exp(dw), exp(dh)
+    (dw, dh clipped at log(1000 / 16))."""
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    dx, dy, dw, dh = deltas.unbind(-1)
+    limit = math.log(1000.0 / 16)
+    x, y = dx * widths + centre_x, dy * heights + centre_y
+    half_w, half_h = (
+        0.5 * (dw.clamp(max=limit).exp() * widths),
+        0.5 * (dh.clamp(max=limit).exp() * heights),
+    )
+    return torch.stack([x - half_w, y - half_h, x + half_w, y + half_h], dim=-1)
+
+
+def class_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thresh: float
+) -> torch.Tensor:
+    """Greedy non-maximum suppression within each class, as torchvision's batched_nms (in
+    plain torch: no compiled kernel): the indices kept, best score first (equal scores in
+    index order)."""
+    order = scores.argsort(descending=True, stable=True)
+    boxes, labels = boxes[order], labels[order]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    corners = torch.max(boxes[:, None, :2], boxes[None, :, :2])
+    far_corners = torch.min(boxes[:, None, 2:], boxes[None, :, 2:])
+    sides = (far_corners - corners).clamp(min=0)
+    inter = sides[..., 0] * sides[..., 1]
+    overlaps = inter / (areas[:, None] + areas[None, :] - inter) > iou_thresh
+    overlaps &= labels[:, None] == labels[None, :]
+    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    for index in range(len(order)):
+        if keep[index]:
+            keep[index + 1 :] &= ~overlaps[index, index + 1 :]
+    return order[keep]
+
+
+def detections(
+    image: torch.Tensor,
+    logits: torch.Tensor,
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    levels: list[torch.Tensor],
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> torch.Tensor:
+    """RetinaNet's detections, as torchvision selects them: on each level the `candidates`
+    best class scores (sigmoid) above `score_thresh`, their boxes decoded from the anchors
+    and clipped to the image; then NMS within each class and the `limit` best. (N, limit, 6)
+    rows of x1, y1, x2, y2, score, label, best first; past an image's detections, zeros
+    with label -1."""
+    height, width = image.shape[-2:]
+    positions = [level.shape[-2] * level.shape[-1] for level in levels]
+    sizes = [count * (anchors.shape[1] // sum(positions)) for count in positions]
+    found = logits.new_zeros(len(image), limit, 6)
+    found[..., 5] = -1
+    for index in range(len(image)):
+        boxes, scores, labels = [], [], []
+        for level_logits, level_deltas, level_anchors in zip(
+            logits[index].split(sizes), deltas[index].split(sizes), anchors[index].split(sizes)
+        ):
+            classes = level_logits.shape[-1]
+            level_scores = level_logits.sigmoid().flatten()
+            kept = torch.where(level_scores > score_thresh)[0]
+            # a stable sort, not topk: equal scores in index order, as flax's top_k keeps them
+            best, order = level_scores[kept].sort(descending=True, stable=True)
+            best, kept = best[:candidates], kept[order[:candidates]]
+            rows = torch.div(kept, classes, rounding_mode="floor")
+            level_boxes = decode_boxes(level_deltas[rows], level_anchors[rows])
+            level_boxes[:, 0::2] = level_boxes[:, 0::2].clamp(min=0, max=width)
+            level_boxes[:, 1::2] = level_boxes[:, 1::2].clamp(min=0, max=height)
+            boxes.append(level_boxes)
+            scores.append(best)
+            labels.append(kept % classes)
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep = class_nms(boxes, scores, labels, iou_thresh)[:limit]
+        rows = [boxes[keep], scores[keep, None], labels[keep, None].to(boxes.dtype)]
+        found[index, : len(keep)] = torch.cat(rows, dim=1)
+    return found
