@@ -62,6 +62,8 @@ class Backend:
     sequential: str
     module_list: str
     tensor: str
+    targets: str
+    """The annotation of a loss method's training targets."""
     call_method: str
     init_prelude: tuple[str, ...]
     """Lines that open every constructor (torch's `super().__init__()`)."""
@@ -94,8 +96,9 @@ class ClassView:
     init: list[str]
     call_signature: list[str]
     call: list[str]
-    detect: list[str] = field(default_factory=list)
-    """The model's `detect()` method: the network, then the detection stage."""
+    methods: list[str] = field(default_factory=list)
+    """The model's methods after forward (`detect`, `loss`): the network, then what they
+    need of the detection stage."""
 
 
 def class_view(
@@ -125,7 +128,7 @@ def class_view(
     if reports_width:
         width = source(block_class.output_type.channels)
         init += layout_assignment(f"self.{WIDTH_ATTRIBUTE}", width, 2)
-    detect: list[str] = []
+    methods: list[str] = []
     if definition.sequential:  # a subclass of the framework's sequential
         base, call_signature, call = backend.sequential, [], []
         tail = _sequence_tail(block_class, backend)
@@ -136,7 +139,7 @@ def class_view(
             call = _sequence_call(tail, backend)
     else:
         base = backend.module
-        kept = _forward_names(_detecting(block_class), backend)
+        kept = _forward_names(_with_stage(block_class), backend)
         init += [f"{BODY}self.{kept[name]} = {name}" for name in kept]
         inputs = _input_variables(block_class)
         returns = backend.tensor
@@ -148,8 +151,9 @@ def class_view(
             returns,
         )
         call = _call_body(block_class, inputs, kept, backend)
-        detect = _detect_method(block_class, inputs, kept, backend)
-    lets = _used_lets(block_class, [*init, *call, *detect])
+        for method in block_class.methods:
+            methods += _stage_method(block_class, method, inputs, kept, backend)
+    lets = _used_lets(block_class, [*init, *call, *methods])
     init = _without_repeated_channels(_without_unread_widths(init))  # across stages too
     init = prelude + _late_defaults(block_class, backend) + lets + init
     if initialises is not None:  # `init_weights(self, rngs)` in flax
@@ -158,29 +162,44 @@ def class_view(
         init += layout_source("", f"init_weights({', '.join(['self', *passed])})", 2)
     signature_lines = _wrap_def("__init__", signature, "None")
     return ClassView(
-        block_class.class_name, base, doc, signature_lines, init, call_signature, call, detect
+        block_class.class_name, base, doc, signature_lines, init, call_signature, call, methods
     )
 
 
-def _detecting(block_class: BlockClass) -> BlockClass:
-    """The model as `detect()` runs it: its body, then its detection stage."""
-    if not block_class.stage:
-        return block_class
-    children = [*block_class.children, *block_class.stage]
-    return replace(block_class, children=children, outputs={"": block_class.detected})
+METHOD_DOCS = {
+    "detect": "The network, then its detection stage (the spec's postprocess:).",
+    "loss": "The network, then its training losses against `targets` (the spec's postprocess:).",
+}
 
 
-def _detect_method(
-    block_class: BlockClass, inputs: list[str], kept: dict[str, str], backend: Backend
+def _with_stage(block_class: BlockClass) -> BlockClass:
+    """The model with its whole detection stage after its body."""
+    return replace(block_class, children=[*block_class.children, *block_class.stage])
+
+
+def _stage_method(
+    block_class: BlockClass, method: str, inputs: list[str], kept: dict[str, str], backend: Backend
 ) -> list[str]:
-    """`def detect(...)`: the network and the spec's `postprocess:` stage (no lines without
-    one)."""
-    if not block_class.stage:
-        return []
+    """`def detect(...)` or `def loss(..., targets)`: the network, then the stage nodes the
+    method's values need."""
+    returned = block_class.methods[method]
+    needed = {_split_ref(ref)[0] for ref in returned.values()}
+    stage = []
+    for child in reversed(block_class.stage):
+        if child.name in needed:
+            stage.insert(0, child)
+            needed.update(_split_ref(ref)[0] for ref in child.inputs)
     parameters = ["self", *(f"{name}: {backend.tensor}" for name in inputs)]
-    doc = f'{BODY}"""The network, then its detection stage (the spec\'s postprocess:)."""'
-    calls = _call_body(_detecting(block_class), inputs, kept, backend)
-    return ["", *_wrap_def("detect", parameters, backend.tensor), doc, *calls]
+    if any(child.op.reads_targets for child in stage):
+        parameters.append(f"targets: {backend.targets}")
+    returns = backend.tensor if "" in returned else f"dict[str, {backend.tensor}]"
+    view = replace(block_class, children=[*block_class.children, *stage], outputs=returned)
+    return [
+        "",
+        *_wrap_def(method, parameters, returns),
+        f'{BODY}"""{METHOD_DOCS[method]}"""',
+        *_call_body(view, inputs, kept, backend),
+    ]
 
 
 def constructor_lines(block_class: BlockClass, backend: Backend) -> list[str]:
@@ -872,7 +891,9 @@ def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
     chain = "x" if single_use_input else "out"
     held_until = uses[block_class.inputs[0]][-1] if single_use_input else -1
     for index, child in enumerate(block_class.children):
-        if held_until <= index and not _is_list(child):  # a list has a name of its own
+        staged = child.op is not None and child.op.stage
+        # a list has a name of its own, and so has each value of the detection stage
+        if held_until <= index and not _is_list(child) and not staged:
             names[child.name] = chain
             held_until = uses.get(child.name, [index])[-1]
         else:
@@ -881,4 +902,5 @@ def _variables(block_class: BlockClass, inputs: list[str]) -> dict[str, str]:
 
 
 def _changes_shape(child: ModuleNode, output: TensorType) -> bool:
-    return concrete(output.shape) != concrete(child.input_types[0].shape)
+    """Whether a shape comment says something: a new shape, not a loss's scalar."""
+    return output.rank > 0 and concrete(output.shape) != concrete(child.input_types[0].shape)

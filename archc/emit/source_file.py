@@ -66,7 +66,7 @@ def emit_file(
     code = "\n".join(
         [
             *(line for view in views for line in [*view.signature, *view.init, *view.call]),
-            *(line for view in views for line in view.detect),
+            *(line for view in views for line in view.methods),
             *init,
         ]
     )

@@ -103,8 +103,9 @@ class Graph:
     """What the model returns, output name → value: `{"": value}` for one unnamed output;
     named ones (the spec's `outputs:`) come back as a dict, as torchvision's detection and
     segmentation models return them."""
-    detected: str | None = None
-    """What the detection stage (the nodes of stage ops) gives: `detect()` returns it."""
+    methods: dict[str, dict[str, str]] = field(default_factory=dict)
+    """What the detection stage (the nodes of stage ops) gives to each method after forward:
+    `detect` → {"": detections}, `loss` → {loss name: value}."""
     frozen: set[str] = field(default_factory=set)
     """The nodes whose parameters are not trained (the spec's `frozen:`)."""
     init: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -77,8 +77,9 @@ class BlockClass:
     """A single-output block's output, symbolic over its params and input channels."""
     stage: list[ModuleNode] = field(default_factory=list)
     """The model's detection stage (`postprocess:`), run by `detect()` after the body."""
-    detected: str | None = None
-    """The local reference `detect()` returns."""
+    methods: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The model's methods after forward (`detect`, `loss`): output name ("" for one value)
+    → local reference."""
     shapes: dict[str, TensorType] = field(default_factory=dict)
     """The model's children's concrete output types (a loop's after its last iteration),
     for shape comments."""

@@ -21,8 +21,11 @@ def format_graph(graph: Graph) -> str:
         f"{name}: %{value}" if name else f"%{value}" for name, value in graph.outputs.items()
     )
     lines.append(f"  return {returned}")
-    if graph.detected is not None:
-        lines.append(f"  detect: %{graph.detected}")
+    for method, returned in graph.methods.items():
+        values = ", ".join(
+            f"{name}: %{value}" if name else f"%{value}" for name, value in returned.items()
+        )
+        lines.append(f"  {method}: {values}")
     return "\n".join(lines) + "\n"
 
 

@@ -62,6 +62,11 @@ class Op(ABC):
     """An op of the detection stage (`postprocess:`): its work depends on the values (scores
     over a threshold, NMS), so it runs in `detect()`, never in the network's forward, and
     is counted apart from the network's costs."""
+    method: ClassVar[str | None] = None
+    """The generated model's method that returns a stage node of this op: `detect` (its one
+    node's value) or `loss` (a dict of its nodes' values by name); None for a step of theirs."""
+    reads_targets: ClassVar[bool] = False
+    """A stage op that reads the training targets (the `loss` method's `targets`)."""
     takes_list: ClassVar[bool] = False
     """Whether it may read branches whole (`from: convs`), as one list of inputs."""
     overwrites_in_place: ClassVar[bool] = False

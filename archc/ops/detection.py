@@ -10,7 +10,7 @@ from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
 from archc.ops.attributes import NUMBERS, Range
-from archc.ops.base import Attrs, Count, Op, expect_rank
+from archc.ops.base import Attrs, Count, NoAttrs, Op, expect_rank
 from archc.ops.lowering import InlineCall
 
 
@@ -108,6 +108,7 @@ class DetectionsAttrs(Attrs):
 class Detections(Op):
     name = "detections"
     stage = True
+    method = "detect"
     takes_list = True
     arity = None
     Attrs = DetectionsAttrs
@@ -146,7 +147,7 @@ class Detections(Op):
     def lower_torch(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
         levels = ", ".join(f"{{{index}}}" for index in range(4, len(inputs)))
         settings = ", ".join(f"{key}={source(value)}" for key, value in attrs)
-        return InlineCall(f"detections({{0}}, {{1}}, {{2}}, {{3}}, [{levels}], {settings})")
+        return InlineCall(f"select_detections({{0}}, {{1}}, {{2}}, {{3}}, [{levels}], {settings})")
 
     lower_flax = lower_torch
 
@@ -154,3 +155,121 @@ class Detections(Op):
 def _each_of_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
     """The first input that is not `rank`-d, as expect_rank words it."""
     return next(filter(None, (expect_rank([kind], rank, what) for kind in inputs)), [])
+
+
+class MatchAttrs(Attrs):
+    fg_iou_thresh: Annotated[float, Range(0, 1)] = 0.5
+    """An anchor whose best IoU with a target box reaches this is that box's foreground."""
+    bg_iou_thresh: Annotated[float, Range(0, 1)] = 0.4
+    """Below this it is background; in between it is ignored."""
+
+
+@register
+class MatchAnchors(Op):
+    name = "match_anchors"
+    stage = True
+    reads_targets = True
+    Attrs = MatchAttrs
+    summary = (
+        "each anchor's target box, as torchvision's Matcher with low-quality matches: the "
+        "index of its best box, -1 for background, -2 ignored; (N, rows) int64, a stage op"
+    )
+
+    def check(self, attrs: MatchAttrs, inputs: list[TensorType]) -> list[str]:
+        if attrs.bg_iou_thresh > attrs.fg_iou_thresh:
+            return ["bg_iou_thresh must not be above fg_iou_thresh"]
+        return _boxes(inputs[0], "anchors")
+
+    def infer(self, attrs: MatchAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType(inputs[0].shape[:2], dtype="i64")
+
+    def macs(self, attrs: MatchAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # the detection stage is counted apart
+
+    def lower_torch(self, attrs: MatchAttrs, inputs: list[TensorType]) -> InlineCall:
+        high, low = source(attrs.fg_iou_thresh), source(attrs.bg_iou_thresh)
+        return InlineCall(f"match_anchors({{0}}, targets, {high}, {low})")
+
+    lower_flax = lower_torch
+
+
+class FocalLossAttrs(Attrs):
+    alpha: Annotated[float, Range(0, 1)] = 0.25
+    """The weight of the positive class (1 - alpha for the negatives)."""
+    gamma: Annotated[float, Range(0)] = 2.0
+    """How much well-classified examples are down-weighted: (1 - p_t)^gamma."""
+
+
+@register
+class FocalLoss(Op):
+    name = "focal_loss"
+    stage = True
+    method = "loss"
+    reads_targets = True
+    arity = 2
+    Attrs = FocalLossAttrs
+    summary = (
+        "RetinaNet's classification loss from the class logits per anchor row and the matched "
+        "boxes: sigmoid focal loss over the anchors not ignored, per image over its foreground "
+        "count, averaged over the images; a loss of the stage"
+    )
+
+    def check(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> list[str]:
+        return _rows(inputs[0], inputs[1], "logits")
+
+    def infer(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType(())
+
+    def macs(self, attrs: FocalLossAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # the detection stage is counted apart
+
+    def lower_torch(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> InlineCall:
+        alpha, gamma = source(attrs.alpha), source(attrs.gamma)
+        return InlineCall(f"focal_loss({{0}}, {{1}}, targets, alpha={alpha}, gamma={gamma})")
+
+    lower_flax = lower_torch
+
+
+@register
+class BoxL1Loss(Op):
+    name = "box_l1_loss"
+    stage = True
+    method = "loss"
+    reads_targets = True
+    arity = 3
+    Attrs = NoAttrs
+    summary = (
+        "RetinaNet's box regression loss from the box deltas and anchors per row and the "
+        "matched boxes: L1 against the foreground anchors' encoded boxes, per image over its "
+        "foreground count, averaged over the images; a loss of the stage"
+    )
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        deltas, anchors, matched = inputs
+        return _boxes(deltas, "deltas") or _boxes(anchors, "anchors") or _rows(deltas, matched)
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType(())
+
+    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # the detection stage is counted apart
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("box_l1_loss({0}, {1}, {2}, targets)")
+
+    lower_flax = lower_torch
+
+
+def _boxes(kind: TensorType, what: str) -> list[str]:
+    """Rows of 4 box values: (N, rows, 4)."""
+    if kind.rank == 3 and concrete(kind.shape[2]) == 4:
+        return []
+    return [f"{what} must be rows of 4 box values (N, rows, 4), got {kind}"]
+
+
+def _rows(values: TensorType, matched: TensorType, what: str = "deltas") -> list[str]:
+    """Values per anchor row, and the matches of those rows: (N, rows, …) and (N, rows)."""
+    shaped = values.rank == 3 and matched.rank == 2 and matched.dtype == "i64"
+    if shaped and concrete(values.shape[1]) == concrete(matched.shape[1]):
+        return []
+    return [f"{what} {values} and the matches {matched} must have one row per anchor"]

@@ -155,7 +155,9 @@ def _fold_graph(
         inputs = [names.get(into.get(ref, ref), ref) for ref in node.inputs]
         folded.add(Node(names[node.name], node.op, attrs, inputs, node.type, node.location))
     folded.outputs = {key: names.get(into.get(ref, ref), ref) for key, ref in graph.outputs.items()}
-    if graph.detected is not None:
-        folded.detected = names[graph.detected]
+    folded.methods = {
+        method: {key: names[value] for key, value in returned.items()}
+        for method, returned in graph.methods.items()
+    }
     own = [fold for fold in folds if graph.holds_state(fold.norm)]  # not a shared one's later call
     return folded, own, names, renumber

@@ -278,7 +278,10 @@ def _fuse_graph(
     for node in order:
         fused.add(replace(node, name=names[node.name], inputs=[new(ref) for ref in node.inputs]))
     fused.outputs = {key: new(ref) for key, ref in graph.outputs.items()}
-    fused.detected = new(graph.detected) if graph.detected is not None else None
+    fused.methods = {
+        method: {key: new(value) for key, value in returned.items()}
+        for method, returned in graph.methods.items()
+    }
     kept = {name: names[name] for name in graph.nodes if name not in gone}
     return fused, kept, [(names[name], joined) for name, joined in parts]
 

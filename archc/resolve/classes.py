@@ -93,12 +93,15 @@ def _elaborate_class(
     inputs = {name: Bound(name, kind) for name, kind in zip(definition.inputs, input_types)}
     elaborator = Elaborator(program.spec)
     output_type = None
-    stage, detected = [], None
+    stage, methods = [], {}
     if is_model:
         body = elaborator.model_body(env, inputs)
         children, stage = body.children, list(body.stage)
         outputs = {name: producer for name, (_, producer) in body.outputs.items()}
-        detected = body.detected[1] if body.detected else None
+        methods = {
+            method: {name: local for name, (_, local) in returned.items()}
+            for method, returned in body.methods.items()
+        }
     elif definition.outputs is not None:
         children, _, listed = elaborator.listed_body(definition, env, inputs, prefix="")
         outputs = {str(index): local for index, local in enumerate(listed)}
@@ -122,7 +125,7 @@ def _elaborate_class(
         is_model=is_model,
         output_type=output_type,
         stage=stage,
-        detected=detected,
+        methods=methods,
     )
 
 

@@ -41,12 +41,13 @@ LOOP_VARIABLES = re.compile(r"\b(i|\w*channels)\b")  # `i`, a loop's width (`blo
 
 class ModelBody(NamedTuple):
     """The model's body modules, what forward returns, and its detection stage: the modules
-    of `postprocess:` and what `detect()` returns (None without one)."""
+    of `postprocess:` and what each of the model's methods after forward returns."""
 
     children: list[ModuleNode]
     outputs: dict[str, tuple[Bound, str]]
     stage: tuple[ModuleNode, ...] = ()
-    detected: tuple[Bound, str] | None = None
+    methods: dict[str, dict[str, tuple[Bound, str]]] = {}  # noqa: RUF012 (never changed)
+    """Method name (`detect`, `loss`) → output name ("" for one value) → (value, local)."""
 
 
 class Bound(NamedTuple):
@@ -124,7 +125,10 @@ def elaborate(
     body = elaborator.model_body(env, {"input": Bound("input", input_type)})
     modules = [*body.children, *body.stage]  # the module tree as drawn
     graph.outputs = {name: bound.name for name, (bound, _) in body.outputs.items()}
-    graph.detected = body.detected[0].name if body.detected else None
+    graph.methods = {
+        method: {name: bound.name for name, (bound, _) in returned.items()}
+        for method, returned in body.methods.items()
+    }
     apply_rules(rules, graph, elaborator.init_sites)
     sites = elaborator.init_sites
     train = None
@@ -186,7 +190,7 @@ class Elaborator:
         if not self.spec.outputs and not stage:
             children, output, producer = self.body(root, env, inputs, "")
             return ModelBody(children, {"": (output, producer)})
-        children, values, producers, last = self.scope(root, env, inputs, "", stage)
+        children, values, producers, _ = self.scope(root, env, inputs, "", stage)
         staged = [child for child in children if any(child.spec is node for node in stage)]
         children = children[: len(children) - len(staged)]
         last_node = root.body[-1]  # what forward returns without outputs:
@@ -201,8 +205,32 @@ class Elaborator:
                     ref.location,
                 )
             returned[name] = (value, local)
-        detected = (values[last], producers[last]) if stage else None
-        return ModelBody(children, returned, tuple(staged), detected)
+        methods = self.stage_methods(stage, values, producers)
+        return ModelBody(children, returned, tuple(staged), methods)
+
+    @staticmethod
+    def stage_methods(
+        stage: list[NodeSpec], values: dict[str, Any], producers: dict[str, str]
+    ) -> dict[str, dict[str, tuple[Bound, str]]]:
+        """What each method after forward returns: `detect` the one detections node's value,
+        `loss` every loss node's by name."""
+        methods: dict[str, dict[str, tuple[Bound, str]]] = {}
+        for node in stage:
+            method = REGISTRY[node.target].method
+            if method is None:
+                continue
+            returned = methods.setdefault(method, {})
+            if method == "detect" and returned:
+                raise SpecError(
+                    f"postprocess: node '{node.name}': detect() returns one value, and "
+                    f"another {node.target} node gives it already",
+                    node.location,
+                )
+            returned["" if method == "detect" else node.name] = (
+                values[node.name],
+                producers[node.name],
+            )
+        return methods
 
     def listed_body(
         self, definition: BlockDef, env: dict[str, Any], inputs: dict[str, Bound], prefix: str

@@ -264,12 +264,7 @@ def class_nms(
     (`valid` ones take part): the candidates best score first, and which of them are kept."""
     order = jnp.argsort(-scores, stable=True)
     boxes, labels, valid = boxes[order], labels[order], valid[order]
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    corners = jnp.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    far_corners = jnp.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    sides = jnp.maximum(far_corners - corners, 0)
-    inter = sides[..., 0] * sides[..., 1]
-    overlaps = inter / (areas[:, None] + areas[None, :] - inter) > iou_thresh
+    overlaps = box_iou(boxes, boxes) > iou_thresh
     overlaps &= labels[:, None] == labels[None, :]
     later = jnp.arange(len(order))
 
@@ -279,7 +274,7 @@ def class_nms(
     return order, jax.lax.fori_loop(0, len(order), suppress, valid)
 
 
-def detections(
+def select_detections(
     image: jax.Array,
     logits: jax.Array,
     deltas: jax.Array,
@@ -322,6 +317,103 @@ def detections(
         return empty.at[slots].set(rows, mode="drop")
 
     return jax.vmap(one_image)(logits, deltas, anchors)
+
+
+def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:
+    """Intersection over union of every box (x1, y1, x2, y2) with every other: (len, len)."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    corners = jnp.maximum(boxes[:, None, :2], others[None, :, :2])
+    far_corners = jnp.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    sides = jnp.maximum(far_corners - corners, 0)
+    inter = sides[..., 0] * sides[..., 1]
+    return inter / (areas[:, None] + other_areas[None, :] - inter)
+
+
+def match_anchors(
+    anchors: jax.Array, targets: dict[str, jax.Array], fg_iou_thresh: float, bg_iou_thresh: float
+) -> jax.Array:
+    """Each anchor's target box, as torchvision's Matcher with low-quality matches: the index
+    of the box it overlaps most where that IoU reaches `fg_iou_thresh`, -1 below
+    `bg_iou_thresh` (background), -2 in between (ignored); and every box keeps the anchors
+    it overlaps most. `targets`: "boxes" (N, boxes, 4) as x1, y1, x2, y2 and "labels"
+    (N, boxes), padded with label -1 past an image's boxes. (N, rows)"""
+
+    def one_image(anchors: jax.Array, boxes: jax.Array, labels: jax.Array) -> jax.Array:
+        present = labels >= 0
+        overlaps = jnp.where(present[:, None], box_iou(boxes, anchors), -1.0)
+        best, found = overlaps.max(axis=0), overlaps.argmax(axis=0)
+        matches = jnp.where(best < bg_iou_thresh, -1, jnp.where(best < fg_iou_thresh, -2, found))
+        closest = (overlaps == overlaps.max(axis=1, keepdims=True)) & present[:, None]
+        matches = jnp.where(closest.any(axis=0), found, matches)
+        return jnp.where(present.any(), matches, -1)
+
+    return jax.vmap(one_image)(anchors, targets["boxes"], targets["labels"])
+
+
+def focal_loss(
+    logits: jax.Array,
+    matched: jax.Array,
+    targets: dict[str, jax.Array],
+    alpha: float,
+    gamma: float,
+) -> jax.Array:
+    """RetinaNet's classification loss, as torchvision computes it: sigmoid focal loss
+    against each foreground anchor's box label (one-hot), over every anchor not ignored,
+    summed per image over its foreground count, averaged over the images."""
+
+    def one_image(logits: jax.Array, matches: jax.Array, labels: jax.Array) -> jax.Array:
+        foreground = matches >= 0
+        label = labels[jnp.maximum(matches, 0)]
+        truth = jax.nn.one_hot(label, logits.shape[-1]) * foreground[:, None]
+        probabilities = jax.nn.sigmoid(logits)
+        cross_entropy = (
+            jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+        )
+        right = probabilities * truth + (1 - probabilities) * (1 - truth)
+        weights = alpha * truth + (1 - alpha) * (1 - truth)
+        loss = weights * cross_entropy * (1 - right) ** gamma
+        loss = jnp.sum(jnp.where((matches != -2)[:, None], loss, 0.0))
+        return loss / jnp.maximum(foreground.sum(), 1)
+
+    return jnp.mean(jax.vmap(one_image)(logits, matched, targets["labels"]))
+
+
+def encode_boxes(boxes: jax.Array, anchors: jax.Array) -> jax.Array:
+    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, as torchvision's
+    BoxCoder with unit weights encodes them (decode_boxes undoes it)."""
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    box_widths, box_heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    box_x, box_y = boxes[:, 0] + 0.5 * box_widths, boxes[:, 1] + 0.5 * box_heights
+    return jnp.stack(
+        [
+            (box_x - centre_x) / widths,
+            (box_y - centre_y) / heights,
+            jnp.log(box_widths / widths),
+            jnp.log(box_heights / heights),
+        ],
+        axis=1,
+    )
+
+
+def box_l1_loss(
+    deltas: jax.Array, anchors: jax.Array, matched: jax.Array, targets: dict[str, jax.Array]
+) -> jax.Array:
+    """RetinaNet's box regression loss, as torchvision computes it: L1 between the deltas of
+    the foreground anchors and those that move each onto its box, summed per image over its
+    foreground count, averaged over the images."""
+
+    def one_image(
+        deltas: jax.Array, anchors: jax.Array, matches: jax.Array, boxes: jax.Array
+    ) -> jax.Array:
+        foreground = matches >= 0
+        # a background anchor's own box: deltas of 0, no log of 0 to poison the gradient
+        boxes = jnp.where(foreground[:, None], boxes[jnp.maximum(matches, 0)], anchors)
+        loss = jnp.abs(deltas - encode_boxes(boxes, anchors)).sum(axis=1)
+        return jnp.sum(jnp.where(foreground, loss, 0.0)) / jnp.maximum(foreground.sum(), 1)
+
+    return jnp.mean(jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"]))
 
 
 class Bottleneck(nnx.Module):
@@ -775,19 +867,29 @@ class RetinanetResnet50Fpn(nnx.Module):
         """The network, then its detection stage (the spec's postprocess:)."""
         backbone = self.backbone(x)
         head = self.head(*backbone)
-        out = grid_anchors(x, backbone, 32, 3, (0.5, 1.0, 2.0))  # (N, 19206, 4)
-        out = detections(
+        anchors = grid_anchors(x, backbone, 32, 3, (0.5, 1.0, 2.0))  # (N, 19206, 4)
+        detections = select_detections(
             x,
             head[0],
             head[1],
-            out,
+            anchors,
             backbone,
             score_thresh=self.score_thresh,
             candidates=self.topk_candidates,
             iou_thresh=self.nms_thresh,
             limit=self.detections_per_img,
         )  # (N, 300, 6)
-        return out
+        return detections
+
+    def loss(self, x: jax.Array, targets: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The network, then its training losses against `targets` (the spec's postprocess:)."""
+        backbone = self.backbone(x)
+        head = self.head(*backbone)
+        anchors = grid_anchors(x, backbone, 32, 3, (0.5, 1.0, 2.0))  # (N, 19206, 4)
+        matched = match_anchors(anchors, targets, 0.5, 0.4)  # (N, 19206)
+        classification = focal_loss(head[0], matched, targets, alpha=0.25, gamma=2.0)
+        bbox_regression = box_l1_loss(head[1], anchors, matched, targets)
+        return {"classification": classification, "bbox_regression": bbox_regression}
 
 
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:

@@ -140,8 +140,10 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     flax_module.load_torch_state_dict(flax_model, weights)
     flax_model.eval()
     _expect_close("flax output", _flax_output(flax_model, array), want, rounding)
-    if graph.detected is not None:
+    if "detect" in graph.methods:
         _check_detections(graph, model, flax_model, example, array)
+    if "loss" in graph.methods:
+        _check_losses(graph, model, flax_model, example, array)
 
     # The inference export, both backends, from the training weights.
     inference = load_generated(build(spec, "torch", out, inference=True))
@@ -170,13 +172,36 @@ def _check_detections(
 
     with torch.no_grad():
         found = model.eval().detect(example).numpy()
-    want_shape = tuple(concrete(dim) for dim in graph.type_of(graph.detected).shape[1:])
+    detected = graph.type_of(graph.methods["detect"][""])
+    want_shape = tuple(concrete(dim) for dim in detected.shape[1:])
     expect("detect() shape", found.shape[1:], want_shape)
     got = _flax_output(flax_model.detect, array)
     expect("flax detect() shape", got.shape, found.shape)
     for rows, want in zip(got, found):
         rows, want = canonical_detections(rows), canonical_detections(want)
         _expect_close("flax detect() rows", rows, want, 0.0)
+
+
+def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray) -> None:
+    """`loss()` on one box per image (flax's targets padded with a second, label -1): the
+    losses the IR names, flax's equal to torch's."""
+    import jax
+    import torch
+
+    size = example.shape[-1]
+    box = [1.0, 2.0, size - 2.0, size - 1.0]
+    targets = [{"boxes": torch.tensor([box]), "labels": torch.tensor([0])}] * len(example)
+    with torch.no_grad():
+        losses = model.eval().loss(example, targets)
+    expect("loss() names", sorted(losses), sorted(graph.methods["loss"]))
+    padded = {
+        "boxes": np.asarray([[box, [0.0] * 4]] * len(example), np.float32),
+        "labels": np.asarray([[0, -1]] * len(example)),
+    }
+    with jax.default_matmul_precision("highest"):
+        got = flax_model.loss(array, padded)
+    for name, value in losses.items():
+        _expect_close(f"flax loss() {name}", np.asarray(got[name]), value.numpy(), 0.0)
 
 
 def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:

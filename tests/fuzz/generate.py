@@ -409,7 +409,7 @@ def sequence_block(spec: Spec) -> None:
 
 def detection_head(spec: Spec, x: Value) -> list[str]:
     """A one-level detection head on `x` (class and box rows per anchor, `anchor_rows`) and
-    the `postprocess:` lines that select detections from it."""
+    the `postprocess:` lines that select detections from it and give its losses."""
     rng = spec.rng
     _, h, w = x.shape
     scales, ratios = rng.choice([(1, [1.0]), (1, [0.5, 1.0, 2.0]), (2, [0.5, 2.0])])
@@ -431,6 +431,9 @@ def detection_head(spec: Spec, x: Value) -> list[str]:
         f"scales: {scales}, aspect_ratios: {ratios}}}",
         f"  found: {{op: detections, from: [input, {names[1]}, {names[3]}, grid, {x.name}], "
         f"score_thresh: 0.3, candidates: {rng.choice([5, 50])}, limit: {rng.choice([4, 20])}}}",
+        f"  matched: {{op: match_anchors, from: grid, bg_iou_thresh: {rng.choice([0.3, 0.5])}}}",
+        f"  cls_loss: {{op: focal_loss, from: [{names[1]}, matched], gamma: {rng.choice([0, 2])}}}",
+        f"  box_loss: {{op: box_l1_loss, from: [{names[3]}, grid, matched]}}",
     ]
 
 

@@ -187,6 +187,32 @@ def test_retinanet_detections_match_torch() -> None:
         assert np.abs(difference).max() <= 1e-3
 
 
+def test_retinanet_losses_match_torch() -> None:
+    """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
+    same images and boxes, both in training (batch statistics)."""
+    _, torch_model, flax_model = models("retinanet_resnet50_fpn")
+    torch_model.train()
+    flax_model.train()
+    boxes = [[[8.0, 10.0, 60.0, 50.0], [40.0, 30.0, 120.0, 126.0]], [[0.0, 64.0, 30.0, 100.0]]]
+    labels = [[3, 90], [1]]
+    targets = [
+        {"boxes": torch.tensor(image_boxes), "labels": torch.tensor(image_labels)}
+        for image_boxes, image_labels in zip(boxes, labels)
+    ]
+    padded = {
+        "boxes": np.asarray([boxes[0], [*boxes[1], [0.0] * 4]], np.float32),
+        "labels": np.asarray([labels[0], [*labels[1], -1]]),
+    }
+    example = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch_model.loss(example, targets)
+    loss = nnx.jit(lambda model, x, targets: model.loss(x, targets))
+    got = loss(flax_model, nhwc(example), padded)
+    assert got.keys() == expected.keys()
+    for name, value in got.items():
+        assert abs(float(value) - float(expected[name])) <= TOLERANCE * float(expected[name]), name
+
+
 def test_padded_unet_matches() -> None:
     _, torch_model, flax_model = models("unet", padding=1)
     assert_eval_outputs_match(torch_model, flax_model, 48)

@@ -178,6 +178,37 @@ def test_retinanet_detections_match_torchvision(monkeypatch: pytest.MonkeyPatch)
         assert torch.equal(rows[:, 5].long(), want["labels"])
 
 
+def random_boxes(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Boxes (x1, y1, x2, y2) of 16 to 116 pixels a side inside a size x size image."""
+    corners = torch.rand(count, 2, generator=generator) * (size - 80)
+    sides = 16 + torch.rand(count, 2, generator=generator) * 100
+    return torch.cat([corners, (corners + sides).clamp(max=size)], dim=1)
+
+
+def test_retinanet_losses_match_torchvision() -> None:
+    """loss() against the detector in training on the same images and targets (one image
+    with three boxes, one with none): the focal and the box regression loss."""
+    torch.manual_seed(0)
+    builder = torchvision_builder("detection.retinanet_resnet50_fpn")
+    detector = builder(weights=None, weights_backbone=None, min_size=320, max_size=320)
+    module = load_generated(GENERATED / "torch" / "retinanet_resnet50_fpn.py")
+    generated = module.create_model()
+    generated.load_state_dict(detector.state_dict(), strict=True)
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 320, 320, generator=generator)
+    targets = [
+        {"boxes": random_boxes(3, 320, generator), "labels": torch.tensor([1, 5, 90])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    expected = detector.train()(list(images), targets)
+    normalised = detector.transform(list(images))[0].tensors
+    losses = generated.train().loss(normalised, targets)
+    assert losses.keys() == expected.keys() == {"classification", "bbox_regression"}
+    for name, value in losses.items():
+        assert torch.allclose(value, expected[name], rtol=1e-5), name
+    assert losses["bbox_regression"] > 0
+
+
 def test_swin_pads_maps_its_windows_do_not_tile() -> None:
     """At 320 x 320 the stages are 80, 40, 20 and 10 wide: 7 x 7 windows tile none of them, so
     torchvision pads each map to whole windows; archc's counts and the generated code agree."""

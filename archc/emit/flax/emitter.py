@@ -38,6 +38,7 @@ FLAX = Backend(
     sequential="nnx.Sequential",
     module_list="nnx.List",
     tensor="jax.Array",
+    targets="dict[str, jax.Array]",
     call_method="__call__",
     init_prelude=(),
     module_kwargs=("rngs=rngs",),

@@ -35,6 +35,7 @@ TORCH = Backend(
     sequential="nn.Sequential",
     module_list="nn.ModuleList",
     tensor="torch.Tensor",
+    targets="list[dict[str, torch.Tensor]]",
     call_method="forward",
     init_prelude=("super().__init__()",),
     module_kwargs=(),

@@ -247,12 +247,7 @@ def class_nms(
     index order)."""
     order = scores.argsort(descending=True, stable=True)
     boxes, labels = boxes[order], labels[order]
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    corners = torch.max(boxes[:, None, :2], boxes[None, :, :2])
-    far_corners = torch.min(boxes[:, None, 2:], boxes[None, :, 2:])
-    sides = (far_corners - corners).clamp(min=0)
-    inter = sides[..., 0] * sides[..., 1]
-    overlaps = inter / (areas[:, None] + areas[None, :] - inter) > iou_thresh
+    overlaps = box_iou(boxes, boxes) > iou_thresh
     overlaps &= labels[:, None] == labels[None, :]
     keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     for index in range(len(order)):
@@ -261,7 +256,7 @@ def class_nms(
     return order[keep]
 
 
-def detections(
+def select_detections(
     image: torch.Tensor,
     logits: torch.Tensor,
     deltas: torch.Tensor,
@@ -305,3 +300,102 @@ def detections(
         rows = [boxes[keep], scores[keep, None], labels[keep, None].to(boxes.dtype)]
         found[index, : len(keep)] = torch.cat(rows, dim=1)
     return found
+
+
+def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of every box (x1, y1, x2, y2) with every other: (len, len)."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    corners = torch.max(boxes[:, None, :2], others[None, :, :2])
+    far_corners = torch.min(boxes[:, None, 2:], others[None, :, 2:])
+    sides = (far_corners - corners).clamp(min=0)
+    inter = sides[..., 0] * sides[..., 1]
+    return inter / (areas[:, None] + other_areas[None, :] - inter)
+
+
+def match_anchors(
+    anchors: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+) -> torch.Tensor:
+    """Each anchor's target box, as torchvision's Matcher with low-quality matches: the index
+    of the box it overlaps most where that IoU reaches `fg_iou_thresh`, -1 below
+    `bg_iou_thresh` (background), -2 in between (ignored); and every box keeps the anchors
+    it overlaps most. `targets`: per image, "boxes" (x1, y1, x2, y2) and "labels". (N, rows)"""
+    matched = torch.full(anchors.shape[:2], -1, dtype=torch.int64, device=anchors.device)
+    for index, target in enumerate(targets):
+        if len(target["boxes"]) == 0:
+            continue
+        overlaps = box_iou(target["boxes"], anchors[index])
+        best, found = overlaps.max(dim=0)
+        matches = found.clone()
+        matches[best < bg_iou_thresh] = -1
+        matches[(best >= bg_iou_thresh) & (best < fg_iou_thresh)] = -2
+        _, closest = torch.where(overlaps == overlaps.max(dim=1).values[:, None])
+        matches[closest] = found[closest]
+        matched[index] = matches
+    return matched
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    alpha: float,
+    gamma: float,
+) -> torch.Tensor:
+    """RetinaNet's classification loss, as torchvision computes it: sigmoid focal loss
+    against each foreground anchor's box label (one-hot), over every anchor not ignored,
+    summed per image over its foreground count, averaged over the images."""
+    losses = []
+    for image_logits, matches, target in zip(logits, matched, targets):
+        foreground = matches >= 0
+        truth = torch.zeros_like(image_logits)
+        truth[foreground, target["labels"][matches[foreground]]] = 1.0
+        valid = matches != -2
+        image_logits, truth = image_logits[valid], truth[valid]
+        probabilities = image_logits.sigmoid()
+        cross_entropy = F.binary_cross_entropy_with_logits(image_logits, truth, reduction="none")
+        right = probabilities * truth + (1 - probabilities) * (1 - truth)
+        weights = alpha * truth + (1 - alpha) * (1 - truth)
+        loss = (weights * cross_entropy * (1 - right) ** gamma).sum()
+        losses.append(loss / foreground.sum().clamp(min=1))
+    return sum(losses) / max(1, len(losses))
+
+
+def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, as torchvision's
+    BoxCoder with unit weights encodes them (decode_boxes undoes it)."""
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    box_widths, box_heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    box_x, box_y = boxes[:, 0] + 0.5 * box_widths, boxes[:, 1] + 0.5 * box_heights
+    return torch.stack(
+        [
+            (box_x - centre_x) / widths,
+            (box_y - centre_y) / heights,
+            torch.log(box_widths / widths),
+            torch.log(box_heights / heights),
+        ],
+        dim=1,
+    )
+
+
+def box_l1_loss(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+) -> torch.Tensor:
+    """RetinaNet's box regression loss, as torchvision computes it: L1 between the deltas of
+    the foreground anchors and those that move each onto its box, summed per image over its
+    foreground count, averaged over the images."""
+    losses = []
+    for image_deltas, image_anchors, matches, target in zip(deltas, anchors, matched, targets):
+        foreground = torch.where(matches >= 0)[0]
+        boxes = target["boxes"][matches[foreground]]
+        truth = encode_boxes(boxes, image_anchors[foreground])
+        loss = F.l1_loss(image_deltas[foreground], truth, reduction="sum")
+        losses.append(loss / max(1, len(foreground)))
+    return sum(losses) / max(1, len(losses))
