@@ -147,6 +147,8 @@ def _why_reserved(name: str) -> str:
         return "torch and flax modules already have an attribute of that name"
     if name in GENERATED_ATTRIBUTES:
         return "generated blocks keep their output width in that attribute"
+    if name in GENERATED_METHODS:
+        return "a generated model with a detection stage has a method of that name"
     if name in GENERATED_GLOBALS:
         return "the generated file defines or imports that name"
     if name in CONSTRUCTOR_LOCALS:
@@ -161,8 +163,10 @@ WIDTH_ATTRIBUTE = "out_channels"
 channel count on (as torchvision's `InvertedResidual.out_channels`)."""
 GENERATED_ATTRIBUTES = frozenset({WIDTH_ATTRIBUTE})
 """Attributes generated classes set besides their children."""
+GENERATED_METHODS = frozenset({"detect", "loss"})
+"""The methods a model with a detection stage (`postprocess:`) has besides forward."""
 
-NODE_RESERVED = FRAMEWORK_ATTRIBUTES | GENERATED_ATTRIBUTES
+NODE_RESERVED = FRAMEWORK_ATTRIBUTES | GENERATED_ATTRIBUTES | GENERATED_METHODS
 """A node becomes an attribute of its block's module."""
 CLASS_RESERVED = GENERATED_GLOBALS | frozenset(dir(builtins))
 """A block becomes a class at the top of the generated file."""

@@ -277,6 +277,16 @@ CASES = {
         "6:18",
         "expect.params: expected 1, got 224",
     ),
+    "per-channel tensor of another width": (
+        HEAD + "  a: {op: scale, shape: [4], per_channel: true}\n",
+        "5:43",
+        "a (scale): per_channel: expected [C] for an NCHW image's channels, got [4]",
+    ),
+    "node named as a method of the stage": (
+        HEAD + "  loss: relu\n",
+        "5:3",
+        "node name 'loss' is reserved: a generated model with a detection stage has a method",
+    ),
     "stage op in the body": (
         HEAD + "  a: {op: anchors, from: [input, input], size: 32}\n",
         "5:6",

@@ -16,6 +16,7 @@ from itertools import accumulate
 from typing import Any
 
 from archc.boundary import (
+    GENERATED_METHODS,
     WIDTH_ATTRIBUTE,
     attribute,
     local_name,
@@ -166,7 +167,7 @@ def class_view(
     )
 
 
-METHOD_DOCS = {
+METHOD_DOCS = {  # one for each of GENERATED_METHODS
     "detect": "The network, then its detection stage (the spec's postprocess:).",
     "loss": "The network, then its training losses against `targets` (the spec's postprocess:).",
 }
@@ -687,7 +688,7 @@ def _forward_names(block_class: BlockClass, backend: Backend) -> dict[str, str]:
     """Constructor names that inline code in the call method reads, each with the attribute
     it is kept in on `self`: its own name, unless a node of the class has that name."""
     scope = _constructor_names(block_class)
-    taken = {WIDTH_ATTRIBUTE} | {child.name for child in block_class.children}
+    taken = {WIDTH_ATTRIBUTE, *GENERATED_METHODS} | {child.name for child in block_class.children}
     kept: dict[str, str] = {}
     for child in block_class.children:
         inline = _inline(child, backend)

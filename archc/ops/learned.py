@@ -25,6 +25,9 @@ class LearnedAttrs(Attrs):
     """The initial value of every element (the op's neutral value unless set)."""
     std: Annotated[float, Range(0, above=True)] | None = None
     """Initialise from a normal distribution of this standard deviation instead."""
+    per_channel: bool = False
+    """A tensor of the channels alone, `[C]`, applied along an NCHW image's channel axis (as
+    torchvision's SSD holds its scale_weight), rather than broadcast from the last axes."""
 
 
 class Learned(Op):
@@ -40,6 +43,13 @@ class Learned(Op):
         sizes = concrete(kind.shape)[-len(shape) :]
         if attrs.fill is not None and attrs.std is not None:
             return ["give fill or std, not both"]
+        if attrs.per_channel:
+            image = kind.rank == 4 and not kind.channels_last
+            if not image or list(shape) != [concrete(kind.channels)]:
+                return [
+                    f"per_channel: expected [C] for an NCHW image's channels, got {list(shape)}"
+                ]
+            return []
         if len(shape) > kind.rank - 1 and not (len(shape) == kind.rank and shape[0] == 1):
             return [f"a shape of at most {kind.rank - 1} axes (no batch axis), got {list(shape)}"]
         if kind.rank == 4 and not kind.channels_last and len(shape) < 3:
@@ -72,13 +82,15 @@ class Learned(Op):
 
     def lower_torch(self, attrs: LearnedAttrs, inputs: list[TensorType]) -> InlineCall:
         value = f"nn.Parameter({self.initial(attrs, 'torch', 'torch.randn({})')})"
-        return InlineCall(self.combine.format("{0}", "{self}"), (("", value),))
+        tensor = "{self}.view(-1, 1, 1)" if attrs.per_channel else "{self}"
+        return InlineCall(self.combine.format("{0}", tensor), (("", value),))
 
     def lower_flax(self, attrs: LearnedAttrs, inputs: list[TensorType]) -> InlineCall:
         value = f"nnx.Param({self.initial(attrs, 'jnp', 'jax.random.normal(rngs.params(), {})')})"
-        tensor = "{self}[...]"
-        if inputs[0].rank == 4 and not inputs[0].channels_last:  # held as in PyTorch, applied
-            # NHWC: the channels are the third axis from the last
+        tensor = "{self}[...]"  # a per_channel one spans the last axis of NHWC as it is
+        image = inputs[0].rank == 4 and not inputs[0].channels_last
+        if image and not attrs.per_channel:  # held as in PyTorch, applied NHWC: the channels
+            # are the third axis from the last
             axis = len(attrs.shape) - 3 if isinstance(attrs.shape, (list, tuple)) else -3
             tensor = f"jnp.moveaxis({tensor}, {axis}, -1)"
         return InlineCall(self.combine.format("{0}", tensor), (("", value),))

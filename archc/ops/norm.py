@@ -17,7 +17,7 @@ from archc.ops.base import (
     expect_rank,
     keywords,
 )
-from archc.ops.lowering import ModuleCall
+from archc.ops.lowering import InlineCall, ModuleCall
 
 
 class BatchNormAttrs(Attrs):
@@ -149,3 +149,35 @@ class LayerNorm(Op):
         # as PyTorch computes it.
         kwargs = keywords(("epsilon", attrs.eps, 1e-6), ("use_fast_variance", False, True))
         return ModuleCall("nnx.LayerNorm", (inputs[0].channels,), kwargs)
+
+
+class L2NormalizeAttrs(Attrs):
+    eps: Epsilon = 1e-12
+    """The smallest norm divided by (F.normalize's)."""
+
+
+@register
+class L2Normalize(Op):
+    name = "l2_normalize"
+    Attrs = L2NormalizeAttrs
+    summary = (
+        "each position's features divided by their L2 norm (an NCHW image's channels, else the "
+        "last axis), as F.normalize; no parameters (SSD's conv4_3 before its learned scale)"
+    )
+
+    def infer(self, attrs: L2NormalizeAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def saved(self, attrs: L2NormalizeAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return KEEPS_INPUT
+
+    def macs(self, attrs: L2NormalizeAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # normalisation is outside the core tier
+
+    def lower_torch(self, attrs: L2NormalizeAttrs, inputs: list[TensorType]) -> InlineCall:
+        eps = f", eps={attrs.eps!r}" if attrs.eps != 1e-12 else ""
+        return InlineCall(f"F.normalize({{0}}, dim={inputs[0].channel_axis}{eps})")
+
+    def lower_flax(self, attrs: L2NormalizeAttrs, inputs: list[TensorType]) -> InlineCall:
+        norm = "jnp.linalg.norm({0}, axis=-1, keepdims=True)"  # images are NHWC in flax
+        return InlineCall(f"{{0}} / jnp.maximum({norm}, {attrs.eps!r})")

@@ -94,6 +94,7 @@ def image_step(spec: Spec, x: Value) -> None:
             "learned",
             "layer_norm",
             "shared",
+            "l2_normalize",
         ]
     )
     if choice == "shared":
@@ -254,8 +255,12 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{block: Pair, from: [{x.name}, {x.name}], when: flag}}", Value(name, x.shape))
     elif choice == "learned":  # a per-channel (or per-pixel) scale or bias, ConvNeXt's
         op, fill = rng.choice(["scale", "bias"]), rng.choice(["", ", fill: 0.5", ", std: 0.3"])
-        shape = rng.choice([[c, 1, 1], [1, h, w], [c, h, w], [1, c, 1, w]])
+        shape = rng.choice(
+            [[c, 1, 1], [1, h, w], [c, h, w], [1, c, 1, w], f"[{c}], per_channel: true"]
+        )
         spec.add(f"{{op: {op}, shape: {shape}{fill}{frm}}}", Value(name, x.shape))
+    elif choice == "l2_normalize":  # over the channels, as SSD's conv4_3
+        spec.add(f"{{op: l2_normalize{frm}}}", Value(name, x.shape))
     elif choice == "layer_norm":  # over the channels of the NCHW image
         spec.add(f"{{op: layer_norm, eps: 1.0e-6{frm}}}", Value(name, x.shape))
     else:

@@ -62,6 +62,7 @@ CASES = [
     ("yolov3", 64),  # three heads at 2 x 2, 4 x 4 and 8 x 8
     ("detnet59", 64),
     ("retinanet_resnet50_fpn", 64),  # levels of 8, 4, 2, 1 and 1: one head on each
+    ("ssd300_vgg16", 300),  # its unpadded last convs need about this size
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),

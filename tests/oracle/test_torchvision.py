@@ -111,7 +111,7 @@ def test_spec_matches_torchvision(name: str) -> None:
 
 
 # Detectors up to their heads' raw outputs (weights=None, weights_backbone=None).
-DETECTORS = ["retinanet_resnet50_fpn"]
+DETECTORS = ["retinanet_resnet50_fpn", "ssd300_vgg16"]
 
 
 class DetectorHeads(torch.nn.Module):
