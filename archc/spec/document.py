@@ -170,7 +170,7 @@ class ModelSpec:
     """The `train:` section as written (archc.train.plan checks it)."""
     postprocess: list[NodeSpec] = field(default_factory=list)
     """The detection stage: nodes of stage ops after the body, reading its values; the
-    generated model's `detect()` returns the last one's value."""
+    generated model's `detect()` and `loss()` return what they give."""
 
     def import_notes(self, error: ArchcError) -> None:
         """Add to an error inside a block library the chain of lines that imported it."""
