@@ -50,6 +50,26 @@ class AnchorRows(Op):
         return InlineCall(f"{{0}}.reshape({{0}}.shape[0], -1, {source(attrs.size)})")  # NHWC
 
 
+class StageOp(Op):
+    """An op of the detection stage (`postprocess:`), which runs after the network and is
+    counted apart from it: no MACs."""
+
+    stage = True
+
+    def macs(self, attrs: Attrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0
+
+
+class Loss(StageOp):
+    """A training loss of the stage: a scalar against the targets, which `loss()` returns."""
+
+    method = "loss"
+    reads_targets = True
+
+    def infer(self, attrs: Attrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType(())
+
+
 class AnchorsAttrs(Attrs):
     size: Count
     """The first level's anchor side in pixels; each later level's is twice the one before."""
@@ -60,9 +80,8 @@ class AnchorsAttrs(Attrs):
 
 
 @register
-class Anchors(Op):
+class Anchors(StageOp):
     name = "anchors"
-    stage = True
     takes_list = True
     arity = None
     Attrs = AnchorsAttrs
@@ -78,9 +97,6 @@ class Anchors(Op):
         per_position = attrs.scales * len(attrs.aspect_ratios)
         positions = sum(kind.shape[2] * kind.shape[3] for kind in inputs[1:])
         return TensorType((inputs[0].shape[0], positions * per_position, 4))
-
-    def macs(self, attrs: AnchorsAttrs, inputs: list[TensorType], output: TensorType) -> int:
-        return 0  # the detection stage is counted apart
 
     def lower_torch(self, attrs: AnchorsAttrs, inputs: list[TensorType]) -> InlineCall:
         levels = ", ".join(f"{{{index}}}" for index in range(1, len(inputs)))
@@ -105,9 +121,8 @@ class DetectionsAttrs(Attrs):
 
 
 @register
-class Detections(Op):
+class Detections(StageOp):
     name = "detections"
-    stage = True
     method = "detect"
     takes_list = True
     arity = None
@@ -141,9 +156,6 @@ class Detections(Op):
     def infer(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> TensorType:
         return TensorType((inputs[0].shape[0], attrs.limit, 6))
 
-    def macs(self, attrs: DetectionsAttrs, inputs: list[TensorType], output: TensorType) -> int:
-        return 0  # the detection stage is counted apart
-
     def lower_torch(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
         levels = ", ".join(f"{{{index}}}" for index in range(4, len(inputs)))
         settings = ", ".join(f"{key}={source(value)}" for key, value in attrs)
@@ -165,9 +177,8 @@ class MatchAttrs(Attrs):
 
 
 @register
-class MatchAnchors(Op):
+class MatchAnchors(StageOp):
     name = "match_anchors"
-    stage = True
     reads_targets = True
     Attrs = MatchAttrs
     summary = (
@@ -182,9 +193,6 @@ class MatchAnchors(Op):
 
     def infer(self, attrs: MatchAttrs, inputs: list[TensorType]) -> TensorType:
         return TensorType(inputs[0].shape[:2], dtype="i64")
-
-    def macs(self, attrs: MatchAttrs, inputs: list[TensorType], output: TensorType) -> int:
-        return 0  # the detection stage is counted apart
 
     def lower_torch(self, attrs: MatchAttrs, inputs: list[TensorType]) -> InlineCall:
         high, low = source(attrs.fg_iou_thresh), source(attrs.bg_iou_thresh)
@@ -201,11 +209,8 @@ class FocalLossAttrs(Attrs):
 
 
 @register
-class FocalLoss(Op):
+class FocalLoss(Loss):
     name = "focal_loss"
-    stage = True
-    method = "loss"
-    reads_targets = True
     arity = 2
     Attrs = FocalLossAttrs
     summary = (
@@ -217,12 +222,6 @@ class FocalLoss(Op):
     def check(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> list[str]:
         return _rows(inputs[0], inputs[1], "logits")
 
-    def infer(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> TensorType:
-        return TensorType(())
-
-    def macs(self, attrs: FocalLossAttrs, inputs: list[TensorType], output: TensorType) -> int:
-        return 0  # the detection stage is counted apart
-
     def lower_torch(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> InlineCall:
         alpha, gamma = source(attrs.alpha), source(attrs.gamma)
         return InlineCall(f"focal_loss({{0}}, {{1}}, targets, alpha={alpha}, gamma={gamma})")
@@ -231,11 +230,8 @@ class FocalLoss(Op):
 
 
 @register
-class BoxL1Loss(Op):
+class BoxL1Loss(Loss):
     name = "box_l1_loss"
-    stage = True
-    method = "loss"
-    reads_targets = True
     arity = 3
     Attrs = NoAttrs
     summary = (
@@ -247,12 +243,6 @@ class BoxL1Loss(Op):
     def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
         deltas, anchors, matched = inputs
         return _boxes(deltas, "deltas") or _boxes(anchors, "anchors") or _rows(deltas, matched)
-
-    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
-        return TensorType(())
-
-    def macs(self, attrs: NoAttrs, inputs: list[TensorType], output: TensorType) -> int:
-        return 0  # the detection stage is counted apart
 
     def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall("box_l1_loss({0}, {1}, {2}, targets)")
