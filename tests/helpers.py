@@ -142,10 +142,29 @@ def assert_quotes_the_spec(quoted: list[str], text: str, position: str) -> None:
     assert quoted[:2] == [f"    {source}", "    " + " " * (col - 1) + "^"], quoted
 
 
+# Per detector, a score threshold low enough that its detections survive random weights.
+DETECTION_THRESHOLDS = {"retinanet_resnet50_fpn": 0.0105, "ssd300_vgg16": 0.0115}
+
+
+def spread_detections(model: Any) -> None:
+    """Random weights that give a detector's detections apart (a torchvision detector or the
+    generated model: the same state_dict names): RetinaNet's box deltas start at 0, so they
+    are redrawn; SSD's softmax saturates into ties of 1.0, so its class logits are calmed."""
+    import torch
+
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if key == "head.regression_head.bbox_reg.weight":  # RetinaNet
+                value.normal_(0, 0.05)
+            elif key.startswith("head.classification_head.module_list."):  # SSD
+                value.mul_(0.05)
+
+
 def canonical_detections(rows: Any) -> Any:
     """A `detect()` table (x1, y1, x2, y2, score, label rows) with rows of one score in one
-    order: NMS may take a tie either way."""
+    order: NMS may take a tie either way, and two backends may order scores a rounding
+    error apart either way (ranked here to 1e-6)."""
     import numpy as np
 
     rows = np.asarray(rows)
-    return rows[np.lexsort((rows[:, 0], rows[:, 5], -rows[:, 4]))]
+    return rows[np.lexsort((rows[:, 0], rows[:, 5], -np.round(rows[:, 4], 6)))]

@@ -309,6 +309,33 @@ CASES = {
         "8:9",
         "postprocess: node 'relu' is already a node of the body",
     ),
+    "default boxes: ratios for other levels": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  b: {op: default_boxes, from: [input, relu], aspect_ratios: [[2], [3]]}\n",
+        "8:62",
+        "b (default_boxes): aspect_ratios needs 1 values for 1 levels, got 2",
+    ),
+    "default boxes: a ratio not a list": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  b: {op: default_boxes, from: [input, relu], aspect_ratios: [2]}\n",
+        "8:62",
+        "aspect_ratios: expected 1 to 8 lists of up to 8 numbers, got [2]",
+    ),
+    "box weights not four": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  b: {op: default_boxes, from: [input, relu], aspect_ratios: [[]]}\n"
+        "  m: {op: match_anchors, from: b}\n"
+        "  l: {op: box_smooth_l1_loss, from: [b, b, m], weights: [1, 2]}\n",
+        "10:57",
+        "weights needs 4 values (dx, dy, dw, dh), got 2",
+    ),
+    "unknown low-quality matching": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  b: {op: default_boxes, from: [input, relu], aspect_ratios: [[]]}\n"
+        "  m: {op: match_anchors, from: b, low_quality: best}\n",
+        "9:48",
+        "low_quality: expected 'keep', 'off' or 'force', got 'best'",
+    ),
     "shared not a bool": (
         HEAD + "  a: {op: relu, shared: yes}\n",
         "5:25",

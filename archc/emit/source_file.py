@@ -215,11 +215,12 @@ def _helpers(code: str, backend: Backend) -> list[str]:
 
 
 def _called_names(source: str) -> set[str]:
-    """Names a helper calls (its code, not its docstring)."""
+    """Names a helper reads (its code, not its docstring): those it calls, and those it
+    passes on (`jax.vmap(class_nms)`)."""
     return {
-        node.func.id
+        node.id
         for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
     }
 
 

@@ -59,9 +59,12 @@ SHAPE = tuple[int, ...]
 """A tensor shape: a list of one to four integers."""
 NUMBERS = tuple[float, ...]
 """A short list of numbers (an anchor's aspect ratios): one to eight."""
+NUMBER_LISTS = tuple[NUMBERS, ...]
+"""A short list of short lists of numbers (each level's aspect ratios): one to eight lists of
+none to eight numbers."""
 _WORDS = {int: "a valid integer", float: "a valid number", bool: "a valid boolean"}
 _WORDS |= {PAIR: "a pair of integers", SHAPE: "a list of 1 to 4 integers", type(None): "null"}
-_WORDS |= {NUMBERS: "a list of 1 to 8 numbers"}
+_WORDS |= {NUMBERS: "a list of 1 to 8 numbers", NUMBER_LISTS: "1 to 8 lists of up to 8 numbers"}
 
 
 @dataclass(frozen=True)
@@ -101,15 +104,27 @@ class Field:
                 break
         else:
             expected = " or ".join(_expected(kind) for kind in self.kinds)
-            raise AttrsError(self.name, f"expected {expected}, got {value!r}")
-        numbers = checked if isinstance(checked, tuple) else (checked,)
+            raise AttrsError(self.name, f"expected {expected}, got {_as_written(value)!r}")
+        numbers = _flat(checked)
         for bounds in self.ranges:
             if checked is not None and not all(bounds.admits(number) for number in numbers):
-                raise AttrsError(self.name, f"expected {bounds}, got {value!r}")
+                raise AttrsError(self.name, f"expected {bounds}, got {_as_written(value)!r}")
         return checked
 
 
 _REFUSED = object()
+
+
+def _as_written(value: Any) -> Any:
+    """A value as the spec wrote it: its lists are lists again, not the tuples kept."""
+    return [_as_written(item) for item in value] if isinstance(value, tuple) else value
+
+
+def _flat(value: Any) -> tuple[Any, ...]:
+    """The numbers of a value: itself, or the items of a (nested) tuple."""
+    if isinstance(value, tuple):
+        return tuple(number for item in value for number in _flat(item))
+    return (value,)
 
 
 def _flattened(annotation: Any) -> tuple[tuple[Any, ...], tuple[Range, ...]]:
@@ -144,10 +159,23 @@ def _as_kind(value: Any, kind: Any) -> Any:
         good = 1 <= len(shape) <= 4 and all(_as_kind(item, int) is not _REFUSED for item in shape)
         return shape if good else _REFUSED
     if kind == NUMBERS:
-        numbers = tuple(value) if isinstance(value, (tuple, list)) else ()
-        checked = tuple(_as_kind(item, float) for item in numbers)
-        return checked if 1 <= len(checked) <= 8 and _REFUSED not in checked else _REFUSED
+        return _short_list(value, float, shortest=1)
+    if kind == NUMBER_LISTS:
+        lists = _short_list(value, tuple, shortest=1)
+        checked = () if lists is _REFUSED else tuple(_short_list(item, float) for item in lists)
+        return checked if checked and _REFUSED not in checked else _REFUSED
     return value if value in typing.get_args(kind) and isinstance(value, str) else _REFUSED
+
+
+def _short_list(value: Any, kind: type, shortest: int = 0) -> Any:
+    """`shortest` to 8 items each of `kind` (a tuple: any list), as a tuple, else _REFUSED."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else None
+    if items is None or not shortest <= len(items) <= 8:
+        return _REFUSED
+    if kind is tuple:
+        return items if all(isinstance(item, (tuple, list)) for item in items) else _REFUSED
+    checked = tuple(_as_kind(item, kind) for item in items)
+    return _REFUSED if _REFUSED in checked else checked
 
 
 def _expected(kind: Any) -> str:
@@ -165,6 +193,7 @@ def _spelt(kind: Any) -> str:
         PAIR: "tuple[int, int]",
         SHAPE: "list[int]",
         NUMBERS: "list[float]",
+        NUMBER_LISTS: "list[list[float]]",
     }
     return spellings.get(kind) or kind.__name__
 

@@ -4,12 +4,12 @@ generated model's `detect()`, not in its forward."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
-from archc.ops.attributes import NUMBERS, Range
+from archc.ops.attributes import NUMBER_LISTS, NUMBERS, Range
 from archc.ops.base import Attrs, Count, NoAttrs, Op, expect_rank
 from archc.ops.lowering import InlineCall
 
@@ -61,13 +61,46 @@ class StageOp(Op):
 
 
 class Loss(StageOp):
-    """A training loss of the stage: a scalar against the targets, which `loss()` returns."""
+    """A training loss of the stage: a scalar against the targets, which `loss()` returns,
+    computed by the helper of the op's name from its inputs, the targets and its settings."""
 
     method = "loss"
     reads_targets = True
 
     def infer(self, attrs: Attrs, inputs: list[TensorType]) -> TensorType:
         return TensorType(())
+
+    def lower_torch(self, attrs: Attrs, inputs: list[TensorType]) -> InlineCall:
+        arguments = [f"{{{index}}}" for index in range(len(inputs))] + ["targets"]
+        if settings := _settings(attrs):
+            arguments.append(settings)
+        return InlineCall(f"{self.name}({', '.join(arguments)})")
+
+    lower_flax = lower_torch
+
+
+class ClassificationLoss(Loss):
+    """A loss of the class logits per anchor row, against the rows' matched boxes."""
+
+    arity = 2
+
+    def check(self, attrs: Attrs, inputs: list[TensorType]) -> list[str]:
+        return _rows(inputs[0], inputs[1], "logits")
+
+
+class BoxLoss(Loss):
+    """A loss of the box deltas per anchor row, against the matched boxes' encodings."""
+
+    arity = 3
+
+    def check(self, attrs: Attrs, inputs: list[TensorType]) -> list[str]:
+        deltas, anchors, matched = inputs
+        return (
+            _boxes(deltas, "deltas")
+            or _boxes(anchors, "anchors")
+            or _rows(deltas, matched)
+            or _rows(anchors, matched, "anchors")
+        )
 
 
 class AnchorsAttrs(Attrs):
@@ -158,10 +191,119 @@ class Detections(StageOp):
 
     def lower_torch(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
         levels = ", ".join(f"{{{index}}}" for index in range(4, len(inputs)))
-        settings = ", ".join(f"{key}={source(value)}" for key, value in attrs)
-        return InlineCall(f"select_detections({{0}}, {{1}}, {{2}}, {{3}}, [{levels}], {settings})")
+        return InlineCall(
+            f"select_detections({{0}}, {{1}}, {{2}}, {{3}}, [{levels}], {_settings(attrs)})"
+        )
 
     lower_flax = lower_torch
+
+
+class DefaultBoxesAttrs(Attrs):
+    aspect_ratios: Annotated[NUMBER_LISTS, Range(0, above=True)]
+    """Per level, the ratios r beyond 1: each adds a box of width s·√r, height s/√r and its
+    transpose to the level's two squares."""
+    scales: Annotated[NUMBERS, Range(0, above=True)] | None = None
+    """Per level and one past the last, the box scale s as a fraction of the image; without
+    it, even steps from min_ratio to max_ratio, then 1."""
+    min_ratio: Annotated[float, Range(0, above=True)] = 0.15
+    """The first level's scale when scales are not given."""
+    max_ratio: Annotated[float, Range(0, above=True)] = 0.9
+    """The last level's scale when scales are not given."""
+    steps: Annotated[NUMBERS, Range(0, above=True)] | None = None
+    """Per level, the image pixels between box centres; without it, the image over the map."""
+    clip: bool = True
+    """Whether the box sides are clipped to the image (as fractions, before the corners)."""
+
+
+@register
+class DefaultBoxes(StageOp):
+    name = "default_boxes"
+    takes_list = True
+    arity = None
+    Attrs = DefaultBoxesAttrs
+    summary = (
+        "SSD's default boxes (x1, y1, x2, y2) at every position of each level, read after the "
+        "image, as torchvision's DefaultBoxGenerator lays them: two squares and two boxes per "
+        "aspect ratio; (N, rows, 4), a stage op"
+    )
+
+    def check(self, attrs: DefaultBoxesAttrs, inputs: list[TensorType]) -> list[str]:
+        levels = len(inputs) - 1
+        counts = {
+            "aspect_ratios": (concrete(attrs.aspect_ratios), levels),
+            "scales": (concrete(attrs.scales), levels + 1),
+            "steps": (concrete(attrs.steps), levels),
+        }
+        for key, (values, wanted) in counts.items():
+            if values is not None and len(values) != wanted:
+                return [f"{key} needs {wanted} values for {levels} levels, got {len(values)}"]
+        return _each_of_rank(inputs, 4, "NCHW")
+
+    def infer(self, attrs: DefaultBoxesAttrs, inputs: list[TensorType]) -> TensorType:
+        ratios = concrete(attrs.aspect_ratios)
+        rows = sum(
+            kind.shape[2] * kind.shape[3] * (2 + 2 * len(level))
+            for kind, level in zip(inputs[1:], ratios)
+        )
+        return TensorType((inputs[0].shape[0], rows, 4))
+
+    def lower_torch(self, attrs: DefaultBoxesAttrs, inputs: list[TensorType]) -> InlineCall:
+        levels = ", ".join(f"{{{index}}}" for index in range(1, len(inputs)))
+        return InlineCall(f"default_boxes({{0}}, [{levels}], {_settings(attrs)})")
+
+    lower_flax = lower_torch
+
+
+class SoftmaxDetectionsAttrs(Attrs):
+    score_thresh: Annotated[float, Range(0, 1)] = 0.01
+    """A class score (softmax) must be above it to be a candidate."""
+    candidates: Count = 400
+    """For each class, the best scoring candidates kept before NMS."""
+    iou_thresh: Annotated[float, Range(0, 1)] = 0.45
+    """NMS drops a box that overlaps a better one of its class by more than this (IoU)."""
+    limit: Count = 200
+    """The detections kept per image, best first."""
+    weights: Annotated[NUMBERS, Range(0, above=True)] = (10.0, 10.0, 5.0, 5.0)
+    """The box coder's weights: the deltas (dx, dy, dw, dh) are divided by them."""
+
+
+@register
+class SoftmaxDetections(StageOp):
+    name = "softmax_detections"
+    method = "detect"
+    arity = 4
+    Attrs = SoftmaxDetectionsAttrs
+    summary = (
+        "SSD's detections: from the image, class logits and box deltas per row and the boxes, "
+        "softmax scores, for each class but the background (0) the best over the score "
+        "threshold, decoded, clipped and NMS'd per class; (N, limit, 6) rows of x1, y1, x2, "
+        "y2, score, label (-1 past an image's detections), a stage op"
+    )
+
+    def check(self, attrs: SoftmaxDetectionsAttrs, inputs: list[TensorType]) -> list[str]:
+        image, logits, deltas, boxes = inputs
+        if len(concrete(attrs.weights)) != 4:
+            return [f"weights needs 4 values (dx, dy, dw, dh), got {len(attrs.weights)}"]
+        problems = expect_rank([image], 4, "NCHW")
+        problems = problems or _boxes(deltas, "deltas") or _boxes(boxes, "boxes")
+        if problems or logits.rank != 3 or concrete(logits.shape[1]) != concrete(deltas.shape[1]):
+            return problems or [f"logits {logits} and deltas {deltas} need one row per box"]
+        if concrete(deltas.shape[1]) != concrete(boxes.shape[1]):
+            return [f"deltas {deltas} and boxes {boxes} need one row per box"]
+        return []
+
+    def infer(self, attrs: SoftmaxDetectionsAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType((inputs[0].shape[0], attrs.limit, 6))
+
+    def lower_torch(self, attrs: SoftmaxDetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"softmax_detections({{0}}, {{1}}, {{2}}, {{3}}, {_settings(attrs)})")
+
+    lower_flax = lower_torch
+
+
+def _settings(attrs: Attrs) -> str:
+    """Every attribute as a keyword argument: `score_thresh=0.01, limit=200`."""
+    return ", ".join(f"{key}={source(value)}" for key, value in attrs)
 
 
 def _each_of_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
@@ -174,6 +316,10 @@ class MatchAttrs(Attrs):
     """An anchor whose best IoU with a target box reaches this is that box's foreground."""
     bg_iou_thresh: Annotated[float, Range(0, 1)] = 0.4
     """Below this it is background; in between it is ignored."""
+    low_quality: Literal["keep", "off", "force"] = "keep"
+    """What a target box's best anchor gets: "keep" (torchvision's Matcher with low-quality
+    matches) every anchor tied best for a box keeps its own best box whatever its IoU; "off"
+    nothing; "force" (SSDMatcher) each box's best anchor is matched to that box."""
 
 
 @register
@@ -182,8 +328,9 @@ class MatchAnchors(StageOp):
     reads_targets = True
     Attrs = MatchAttrs
     summary = (
-        "each anchor's target box, as torchvision's Matcher with low-quality matches: the "
-        "index of its best box, -1 for background, -2 ignored; (N, rows) int64, a stage op"
+        "each anchor's target box, as torchvision's Matcher: the index of its best box, -1 "
+        "for background, -2 ignored, low-quality matches kept, off or forced (SSDMatcher); "
+        "(N, rows) int64, a stage op"
     )
 
     def check(self, attrs: MatchAttrs, inputs: list[TensorType]) -> list[str]:
@@ -195,8 +342,7 @@ class MatchAnchors(StageOp):
         return TensorType(inputs[0].shape[:2], dtype="i64")
 
     def lower_torch(self, attrs: MatchAttrs, inputs: list[TensorType]) -> InlineCall:
-        high, low = source(attrs.fg_iou_thresh), source(attrs.bg_iou_thresh)
-        return InlineCall(f"match_anchors({{0}}, targets, {high}, {low})")
+        return InlineCall(f"match_anchors({{0}}, targets, {_settings(attrs)})")
 
     lower_flax = lower_torch
 
@@ -209,9 +355,8 @@ class FocalLossAttrs(Attrs):
 
 
 @register
-class FocalLoss(Loss):
+class FocalLoss(ClassificationLoss):
     name = "focal_loss"
-    arity = 2
     Attrs = FocalLossAttrs
     summary = (
         "RetinaNet's classification loss from the class logits per anchor row and the matched "
@@ -219,20 +364,10 @@ class FocalLoss(Loss):
         "count, averaged over the images; a loss of the stage"
     )
 
-    def check(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> list[str]:
-        return _rows(inputs[0], inputs[1], "logits")
-
-    def lower_torch(self, attrs: FocalLossAttrs, inputs: list[TensorType]) -> InlineCall:
-        alpha, gamma = source(attrs.alpha), source(attrs.gamma)
-        return InlineCall(f"focal_loss({{0}}, {{1}}, targets, alpha={alpha}, gamma={gamma})")
-
-    lower_flax = lower_torch
-
 
 @register
-class BoxL1Loss(Loss):
+class BoxL1Loss(BoxLoss):
     name = "box_l1_loss"
-    arity = 3
     Attrs = NoAttrs
     summary = (
         "RetinaNet's box regression loss from the box deltas and anchors per row and the "
@@ -240,14 +375,44 @@ class BoxL1Loss(Loss):
         "foreground count, averaged over the images; a loss of the stage"
     )
 
-    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
-        deltas, anchors, matched = inputs
-        return _boxes(deltas, "deltas") or _boxes(anchors, "anchors") or _rows(deltas, matched)
 
-    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
-        return InlineCall("box_l1_loss({0}, {1}, {2}, targets)")
+class HardNegativeLossAttrs(Attrs):
+    negatives_per_positive: Annotated[float, Range(0)] = 3.0
+    """Per image, the hardest background rows counted for each foreground one."""
 
-    lower_flax = lower_torch
+
+@register
+class HardNegativeLoss(ClassificationLoss):
+    name = "hard_negative_loss"
+    Attrs = HardNegativeLossAttrs
+    summary = (
+        "SSD's classification loss from the class logits per row and the matched boxes: "
+        "cross entropy of the foreground rows (their box's label) and of the hardest "
+        "background rows (label 0), over the batch's foreground count; a loss of the stage"
+    )
+
+
+class BoxSmoothL1LossAttrs(Attrs):
+    beta: Annotated[float, Range(0, above=True)] = 1.0
+    """Where the loss turns from quadratic to linear."""
+    weights: Annotated[NUMBERS, Range(0, above=True)] = (10.0, 10.0, 5.0, 5.0)
+    """The box coder's weights: the encoded deltas (dx, dy, dw, dh) are multiplied by them."""
+
+
+@register
+class BoxSmoothL1Loss(BoxLoss):
+    name = "box_smooth_l1_loss"
+    Attrs = BoxSmoothL1LossAttrs
+    summary = (
+        "SSD's box regression loss from the box deltas and boxes per row and the matched "
+        "boxes: smooth L1 against the foreground rows' encoded boxes (weighted), over the "
+        "batch's foreground count; a loss of the stage"
+    )
+
+    def check(self, attrs: BoxSmoothL1LossAttrs, inputs: list[TensorType]) -> list[str]:
+        if len(concrete(attrs.weights)) != 4:
+            return [f"weights needs 4 values (dx, dy, dw, dh), got {len(attrs.weights)}"]
+        return super().check(attrs, inputs)
 
 
 def _boxes(kind: TensorType, what: str) -> list[str]:

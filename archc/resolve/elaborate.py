@@ -471,7 +471,8 @@ class Elaborator:
 
     def branches(self, site: Site) -> tuple[ModuleNode, list[Bound]]:
         """Branches: every item reads the node's input, or with several inputs item k reads
-        input k (a single item is copied for each, as torchvision builds an FPN's convs)."""
+        input k (a single item is copied for each, with `i` the input's index, as torchvision
+        builds an FPN's convs)."""
         node, sources = site.node, site.bounds
         prefix = f"{site.full_name}."
         if len(sources) == 1:
@@ -479,7 +480,8 @@ class Elaborator:
             if any(item.repeat is not None or item.when is not None for item in node.items):
                 outputs = UncountedValues(outputs)
             return self.sequence_module(site, children, outputs[0], "branches"), outputs
-        items = node.items * len(sources) if len(node.items) == 1 else node.items
+        copied = len(node.items) == 1
+        items = node.items * len(sources) if copied else node.items
         if len(items) != len(sources) or any(item.repeat is not None for item in items):
             raise SpecError(
                 f"node '{node.name}': {len(sources)} inputs need one branch each (or one to "
@@ -488,7 +490,8 @@ class Elaborator:
             )
         children, outputs = [], []
         for index, (item, value) in enumerate(zip(items, sources)):
-            made, bound = self.items([item], prefix, value, site.env, start=index)
+            env = {**site.env, "i": index} if copied else site.env
+            made, bound = self.items([item], prefix, value, env, start=index)
             children += made
             outputs += bound
         if len(children) != len(sources):

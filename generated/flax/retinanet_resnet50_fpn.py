@@ -243,18 +243,26 @@ def grid_anchors(
     return jnp.broadcast_to(anchors, (image.shape[0], *anchors.shape))
 
 
-def decode_boxes(deltas: jax.Array, anchors: jax.Array) -> jax.Array:
-    """Boxes from their anchors' deltas (dx, dy, dw, dh), as torchvision's BoxCoder with unit
-    weights: the centre moved by (dx, dy) anchor sizes, the sides scaled by exp(dw), exp(dh)
-    (dw, dh clipped at log(1000 / 16))."""
+def decode_boxes(
+    deltas: jax.Array, anchors: jax.Array, weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+) -> jax.Array:
+    """Boxes from their anchors' deltas (dx, dy, dw, dh) over `weights`, as torchvision's
+    BoxCoder decodes them: the centre moved by (dx, dy) anchor sizes, the sides scaled by
+    exp(dw), exp(dh) (dw, dh clipped at log(1000 / 16))."""
     widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    deltas = deltas / jnp.asarray(weights, deltas.dtype)
     dx, dy, dw, dh = (deltas[:, axis] for axis in range(4))
     limit = math.log(1000.0 / 16)
     x, y = dx * widths + centre_x, dy * heights + centre_y
     half_w = 0.5 * (jnp.exp(jnp.minimum(dw, limit)) * widths)
     half_h = 0.5 * (jnp.exp(jnp.minimum(dh, limit)) * heights)
     return jnp.stack([x - half_w, y - half_h, x + half_w, y + half_h], axis=-1)
+
+
+def clip_boxes(boxes: jax.Array, height: int, width: int) -> jax.Array:
+    """Boxes (x1, y1, x2, y2) clipped to a height x width image."""
+    return jnp.clip(boxes, 0, jnp.asarray([width, height, width, height], boxes.dtype))
 
 
 def class_nms(
@@ -272,6 +280,18 @@ def class_nms(
         return keep & ~(keep[index] & overlaps[index] & (later > index))
 
     return order, jax.lax.fori_loop(0, len(order), suppress, valid)
+
+
+def detection_rows(
+    boxes: jax.Array, scores: jax.Array, labels: jax.Array, keep: jax.Array, limit: int
+) -> jax.Array:
+    """The kept candidates, the `limit` best as (limit, 6) rows of x1, y1, x2, y2, score,
+    label (equal scores in index order); past the detections, zeros with label -1."""
+    ranked = jnp.argsort(jnp.where(keep, -scores, jnp.inf), stable=True)[:limit]
+    rows = [boxes[ranked], scores[ranked, None], labels[ranked, None].astype(boxes.dtype)]
+    empty = jnp.zeros((limit, 6), boxes.dtype).at[:, 5].set(-1)
+    rows = jnp.where(keep[ranked, None], jnp.concatenate(rows, axis=1), empty[: len(ranked)])
+    return empty.at[: len(ranked)].set(rows)
 
 
 def select_detections(
@@ -302,19 +322,12 @@ def select_detections(
             level_scores = jnp.where(level_scores > score_thresh, level_scores, -1.0)
             best, kept = jax.lax.top_k(level_scores, min(candidates, level_scores.size))
             rows = start + kept // classes
-            level_boxes = decode_boxes(deltas[rows], anchors[rows])
-            bounds = jnp.asarray([width, height, width, height], level_boxes.dtype)
-            boxes.append(jnp.clip(level_boxes, 0, bounds))
+            boxes.append(clip_boxes(decode_boxes(deltas[rows], anchors[rows]), height, width))
             scores.append(best)
             labels.append(kept % classes)
         boxes, scores, labels = (jnp.concatenate(parts) for parts in (boxes, scores, labels))
         order, keep = class_nms(boxes, scores, labels, scores > score_thresh, iou_thresh)
-        rows = jnp.concatenate(
-            [boxes[order], scores[order, None], labels[order, None].astype(boxes.dtype)], axis=1
-        )
-        slots = jnp.where(keep, jnp.cumsum(keep) - 1, limit)  # past the end: dropped
-        empty = jnp.zeros((limit, 6), boxes.dtype).at[:, 5].set(-1)
-        return empty.at[slots].set(rows, mode="drop")
+        return detection_rows(boxes[order], scores[order], labels[order], keep, limit)
 
     return jax.vmap(one_image)(logits, deltas, anchors)
 
@@ -331,21 +344,33 @@ def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:
 
 
 def match_anchors(
-    anchors: jax.Array, targets: dict[str, jax.Array], fg_iou_thresh: float, bg_iou_thresh: float
+    anchors: jax.Array,
+    targets: dict[str, jax.Array],
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+    low_quality: str,
 ) -> jax.Array:
-    """Each anchor's target box, as torchvision's Matcher with low-quality matches: the index
-    of the box it overlaps most where that IoU reaches `fg_iou_thresh`, -1 below
-    `bg_iou_thresh` (background), -2 in between (ignored); and every box keeps the anchors
-    it overlaps most. `targets`: "boxes" (N, boxes, 4) as x1, y1, x2, y2 and "labels"
-    (N, boxes), padded with label -1 past an image's boxes. (N, rows)"""
+    """Each anchor's target box, as torchvision's Matcher: the index of the box it overlaps
+    most where that IoU reaches `fg_iou_thresh`, -1 below `bg_iou_thresh` (background), -2
+    in between (ignored). Low-quality matches: "keep", every box's best anchors (all ties)
+    keep their own best box; "force" (SSDMatcher), every box's best anchor is matched to
+    it (the last box where two share one); "off", neither. `targets`: "boxes" (N, boxes, 4)
+    as x1, y1, x2, y2 and "labels" (N, boxes), padded with label -1 past an image's boxes.
+    (N, rows)"""
 
     def one_image(anchors: jax.Array, boxes: jax.Array, labels: jax.Array) -> jax.Array:
         present = labels >= 0
         overlaps = jnp.where(present[:, None], box_iou(boxes, anchors), -1.0)
         best, found = overlaps.max(axis=0), overlaps.argmax(axis=0)
         matches = jnp.where(best < bg_iou_thresh, -1, jnp.where(best < fg_iou_thresh, -2, found))
-        closest = (overlaps == overlaps.max(axis=1, keepdims=True)) & present[:, None]
-        matches = jnp.where(closest.any(axis=0), found, matches)
+        if low_quality == "keep":
+            closest = (overlaps == overlaps.max(axis=1, keepdims=True)) & present[:, None]
+            matches = jnp.where(closest.any(axis=0), found, matches)
+        elif low_quality == "force":
+            anchor = jnp.arange(overlaps.shape[1])
+            forced = (overlaps.argmax(axis=1)[:, None] == anchor) & present[:, None]
+            box = jnp.max(jnp.where(forced, jnp.arange(len(boxes))[:, None], -1), axis=0)
+            matches = jnp.where(box >= 0, box, matches)
         return jnp.where(present.any(), matches, -1)
 
     return jax.vmap(one_image)(anchors, targets["boxes"], targets["labels"])
@@ -379,19 +404,22 @@ def focal_loss(
     return jnp.mean(jax.vmap(one_image)(logits, matched, targets["labels"]))
 
 
-def encode_boxes(boxes: jax.Array, anchors: jax.Array) -> jax.Array:
-    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, as torchvision's
-    BoxCoder with unit weights encodes them (decode_boxes undoes it)."""
+def encode_boxes(
+    boxes: jax.Array, anchors: jax.Array, weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+) -> jax.Array:
+    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, times `weights`, as
+    torchvision's BoxCoder encodes them (decode_boxes undoes it)."""
     widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
     box_widths, box_heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     box_x, box_y = boxes[:, 0] + 0.5 * box_widths, boxes[:, 1] + 0.5 * box_heights
+    wx, wy, ww, wh = weights
     return jnp.stack(
         [
-            (box_x - centre_x) / widths,
-            (box_y - centre_y) / heights,
-            jnp.log(box_widths / widths),
-            jnp.log(box_heights / heights),
+            wx * (box_x - centre_x) / widths,
+            wy * (box_y - centre_y) / heights,
+            ww * jnp.log(box_widths / widths),
+            wh * jnp.log(box_heights / heights),
         ],
         axis=1,
     )
@@ -886,7 +914,13 @@ class RetinanetResnet50Fpn(nnx.Module):
         backbone = self.backbone(x)
         head = self.head(*backbone)
         anchors = grid_anchors(x, backbone, 32, 3, (0.5, 1.0, 2.0))  # (N, 19206, 4)
-        matched = match_anchors(anchors, targets, 0.5, 0.4)  # (N, 19206)
+        matched = match_anchors(
+            anchors,
+            targets,
+            fg_iou_thresh=0.5,
+            bg_iou_thresh=0.4,
+            low_quality="keep",
+        )  # (N, 19206)
         classification = focal_loss(head[0], matched, targets, alpha=0.25, gamma=2.0)
         bbox_regression = box_l1_loss(head[1], anchors, matched, targets)
         return {"classification": classification, "bbox_regression": bbox_regression}

@@ -190,18 +190,27 @@ def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: 
 
     size = example.shape[-1]
     box = [1.0, 2.0, size - 2.0, size - 1.0]
-    targets = [{"boxes": torch.tensor([box]), "labels": torch.tensor([0])}] * len(example)
+    label = _last_class(graph)  # not 0: SSD's softmax takes 0 for the background
+    targets = [{"boxes": torch.tensor([box]), "labels": torch.tensor([label])}] * len(example)
     with torch.no_grad():
         losses = model.eval().loss(example, targets)
     expect("loss() names", sorted(losses), sorted(graph.methods["loss"]))
     padded = {
         "boxes": np.asarray([[box, [0.0] * 4]] * len(example), np.float32),
-        "labels": np.asarray([[0, -1]] * len(example)),
+        "labels": np.asarray([[label, -1]] * len(example)),
     }
     with jax.default_matmul_precision("highest"):
         got = flax_model.loss(array, padded)
     for name, value in losses.items():
         _expect_close(f"flax loss() {name}", np.asarray(got[name]), value.numpy(), 0.0)
+
+
+def _last_class(graph: Any) -> int:
+    """The last class the classification losses' logits score (their rows' width, less one)."""
+    losses = [graph.nodes[node] for node in graph.methods["loss"].values()]
+    classifying = {"focal_loss", "hard_negative_loss"}
+    logits = [graph.type_of(node.inputs[0]) for node in losses if node.op.name in classifying]
+    return min(int(concrete(kind.shape[-1])) for kind in logits) - 1
 
 
 def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:

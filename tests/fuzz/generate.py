@@ -414,32 +414,76 @@ def sequence_block(spec: Spec) -> None:
 
 def detection_head(spec: Spec, x: Value) -> list[str]:
     """A one-level detection head on `x` (class and box rows per anchor, `anchor_rows`) and
-    the `postprocess:` lines that select detections from it and give its losses."""
+    the `postprocess:` lines that select detections from it and give its losses: RetinaNet's
+    (anchors, sigmoid scores per level, focal loss) or SSD's (default boxes, softmax scores
+    per class, hard negatives)."""
+    return (_ssd_stage if spec.rng.random() < 0.5 else _retinanet_stage)(spec, x)
+
+
+def _retinanet_stage(spec: Spec, x: Value) -> list[str]:
     rng = spec.rng
-    _, h, w = x.shape
     scales, ratios = rng.choice([(1, [1.0]), (1, [0.5, 1.0, 2.0]), (2, [0.5, 2.0])])
-    anchors, classes = scales * len(ratios), rng.choice([1, 3])
-    names = [spec.name("d") for _ in range(4)]
-    spec.add(
-        f"{{op: conv2d, out: {anchors * classes}, kernel: 1, from: {x.name}}}",
-        Value(names[0], (anchors * classes, h, w)),
+    anchors = scales * len(ratios)
+    logits = _anchor_rows(spec, x, anchors, rng.choice([1, 3]))
+    deltas = _anchor_rows(spec, x, anchors, 4)
+    return _stage_lines(
+        f"{{op: anchors, from: [input, {x.name}], size: {rng.choice([2, 4])}, "
+        f"scales: {scales}, aspect_ratios: {ratios}}}",
+        f"{{op: detections, from: [input, {logits}, {deltas}, grid, {x.name}], "
+        f"{_selection(spec)}}}",
+        f"bg_iou_thresh: {rng.choice([0.3, 0.5])}, low_quality: {rng.choice(['keep', 'off'])}",
+        f"{{op: focal_loss, from: [{logits}, matched], gamma: {rng.choice([0, 2])}}}",
+        f"{{op: box_l1_loss, from: [{deltas}, grid, matched]}}",
     )
-    spec.add(f"{{op: anchor_rows, size: {classes}}}", Value(names[1], (h * w * anchors, classes)))
-    spec.add(
-        f"{{op: conv2d, out: {anchors * 4}, kernel: 1, from: {x.name}}}",
-        Value(names[2], (anchors * 4, h, w)),
+
+
+def _ssd_stage(spec: Spec, x: Value) -> list[str]:
+    rng = spec.rng
+    ratios = rng.choice([[], [2], [2, 3]])
+    anchors = 2 + 2 * len(ratios)
+    logits = _anchor_rows(spec, x, anchors, rng.choice([2, 4]))  # the background and more
+    deltas = _anchor_rows(spec, x, anchors, 4)
+    scales = rng.choice(["", ", scales: [0.3, 0.6]", ", min_ratio: 0.2, max_ratio: 0.7"])
+    steps = rng.choice(["", f", steps: [{rng.choice([2, 3])}]"])
+    return _stage_lines(
+        f"{{op: default_boxes, from: [input, {x.name}], aspect_ratios: [{ratios}]{scales}"
+        f"{steps}, clip: {rng.choice(['true', 'false'])}}}",
+        f"{{op: softmax_detections, from: [input, {logits}, {deltas}, grid], {_selection(spec)}}}",
+        f"fg_iou_thresh: 0.5, bg_iou_thresh: 0.5, low_quality: {rng.choice(['force', 'off'])}",
+        f"{{op: hard_negative_loss, from: [{logits}, matched], "
+        f"negatives_per_positive: {rng.choice([1, 3])}}}",
+        f"{{op: box_smooth_l1_loss, from: [{deltas}, grid, matched], "
+        f"beta: {rng.choice([1.0, 0.11])}}}",
     )
-    spec.add("{op: anchor_rows, size: 4}", Value(names[3], (h * w * anchors, 4)))
+
+
+def _selection(spec: Spec) -> str:
+    rng = spec.rng
+    return f"score_thresh: 0.3, candidates: {rng.choice([5, 50])}, limit: {rng.choice([4, 20])}"
+
+
+def _stage_lines(boxes: str, found: str, matching: str, cls_loss: str, box_loss: str) -> list[str]:
+    """The `postprocess:` section: boxes, detections, matches and the two losses."""
     return [
         "postprocess:",
-        f"  grid: {{op: anchors, from: [input, {x.name}], size: {rng.choice([2, 4])}, "
-        f"scales: {scales}, aspect_ratios: {ratios}}}",
-        f"  found: {{op: detections, from: [input, {names[1]}, {names[3]}, grid, {x.name}], "
-        f"score_thresh: 0.3, candidates: {rng.choice([5, 50])}, limit: {rng.choice([4, 20])}}}",
-        f"  matched: {{op: match_anchors, from: grid, bg_iou_thresh: {rng.choice([0.3, 0.5])}}}",
-        f"  cls_loss: {{op: focal_loss, from: [{names[1]}, matched], gamma: {rng.choice([0, 2])}}}",
-        f"  box_loss: {{op: box_l1_loss, from: [{names[3]}, grid, matched]}}",
+        f"  grid: {boxes}",
+        f"  found: {found}",
+        f"  matched: {{op: match_anchors, from: grid, {matching}}}",
+        f"  cls_loss: {cls_loss}",
+        f"  box_loss: {box_loss}",
     ]
+
+
+def _anchor_rows(spec: Spec, x: Value, anchors: int, size: int) -> str:
+    """A 1x1 conv on `x` to `size` values per anchor, as rows: the name of the rows."""
+    _, h, w = x.shape
+    spec.add(
+        f"{{op: conv2d, out: {anchors * size}, kernel: 1, from: {x.name}}}",
+        Value(spec.name("d"), (anchors * size, h, w)),
+    )
+    rows = Value(spec.name("d"), (h * w * anchors, size))
+    spec.add(f"{{op: anchor_rows, size: {size}}}", rows)
+    return rows.name
 
 
 def head(spec: Spec, x: Value) -> None:

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from tests.helpers import (
+    DETECTION_THRESHOLDS,
     GENERATED,
     canonical_detections,
     load_generated,
     named_outputs,
     randomize_batch_norm,
     run_archc,
+    spread_detections,
 )
 
 torch = pytest.importorskip("torch")
@@ -159,39 +161,44 @@ def test_eval_outputs_match(name: str, size: int) -> None:
     assert_eval_outputs_match(torch_model, flax_model, size)
 
 
-def test_retinanet_detections_match_torch() -> None:
+# Detectors and the image size their stage is compared at (the smallest each allows).
+DETECTORS = {"retinanet_resnet50_fpn": 128, "ssd300_vgg16": 300}
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detections_match_torch(name: str) -> None:
     """detect() in flax (fixed sizes, padded NMS under jit) against torch's, which the
     torchvision test holds to the detector: the same detections, rows of one score in either
     order (NMS may take a tie either way)."""
-    threshold = 0.0105  # the head's prior is 0.01
+    threshold = DETECTION_THRESHOLDS[name]
     torch.manual_seed(0)
-    name = "retinanet_resnet50_fpn"
     torch_model = load_generated(GENERATED / "torch" / f"{name}.py").create_model(
         score_thresh=threshold
     )
-    with torch.no_grad():  # deltas that move the boxes off their anchors
-        torch_model.head.regression_head.bbox_reg.weight.normal_(0, 0.05)
+    spread_detections(torch_model)
     flax_file = load_generated(GENERATED / "flax" / f"{name}.py")
     flax_model = flax_file.create_model(nnx.Rngs(0), score_thresh=threshold)
     state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
     flax_file.load_torch_state_dict(flax_model, state)
     torch_model.eval()
     flax_model.eval()
-    example = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    size = DETECTORS[name]
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = torch_model.detect(example).numpy()
     got = np.asarray(nnx.jit(lambda model, x: model.detect(x))(flax_model, nhwc(example)))
-    assert got.shape == expected.shape == (2, 300, 6)
+    assert got.shape == expected.shape
     for rows, want in zip(got, expected):
         assert (rows[:, 5] >= 0).sum() == (want[:, 5] >= 0).sum() > 100
         difference = canonical_detections(rows) - canonical_detections(want)
         assert np.abs(difference).max() <= 1e-3
 
 
-def test_retinanet_losses_match_torch() -> None:
+@pytest.mark.parametrize("name", DETECTORS)
+def test_losses_match_torch(name: str) -> None:
     """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
     same images and boxes, both in training (batch statistics)."""
-    _, torch_model, flax_model = models("retinanet_resnet50_fpn")
+    _, torch_model, flax_model = models(name)
     torch_model.train()
     flax_model.train()
     boxes = [[[8.0, 10.0, 60.0, 50.0], [40.0, 30.0, 120.0, 126.0]], [[0.0, 64.0, 30.0, 100.0]]]
@@ -204,14 +211,15 @@ def test_retinanet_losses_match_torch() -> None:
         "boxes": np.asarray([boxes[0], [*boxes[1], [0.0] * 4]], np.float32),
         "labels": np.asarray([labels[0], [*labels[1], -1]]),
     }
-    example = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    size = DETECTORS[name]
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = torch_model.loss(example, targets)
     loss = nnx.jit(lambda model, x, targets: model.loss(x, targets))
     got = loss(flax_model, nhwc(example), padded)
     assert got.keys() == expected.keys()
-    for name, value in got.items():
-        assert abs(float(value) - float(expected[name])) <= TOLERANCE * float(expected[name]), name
+    for key, value in got.items():
+        assert abs(float(value) - float(expected[key])) <= TOLERANCE * float(expected[key]), key
 
 
 def test_padded_unet_matches() -> None:

@@ -12,11 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.helpers import (  # noqa: E402
+    DETECTION_THRESHOLDS,
     GENERATED,
     archc_stats,
     compare,
     load_generated,
     run_archc,
+    spread_detections,
     torchvision,
 )
 
@@ -148,28 +150,40 @@ def pure_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
     return torch.tensor(keep, dtype=torch.int64)
 
 
-def test_retinanet_detections_match_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
-    """detect() against the detector in eval on raw images (320 x 320: torchvision's
-    transform only normalises them), a score threshold low enough that boxes survive: the
-    same boxes, scores and labels in the same order."""
-    monkeypatch.setattr(torchvision().ops.boxes, "nms", pure_nms)
-    threshold = 0.0105  # the head's prior is 0.01
+# Each detector's image size for the stage tests, and the settings that make torchvision's
+# transform only normalise images of that size.
+STAGES = {
+    "retinanet_resnet50_fpn": (320, {"min_size": 320, "max_size": 320}),
+    "ssd300_vgg16": (300, {}),  # resized to 300 x 300 whatever the settings
+}
+
+
+def detector_pair(name: str, **settings: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """torchvision's detector (weights=None) and the generated model with its state_dict."""
     torch.manual_seed(0)
-    builder = torchvision_builder("detection.retinanet_resnet50_fpn")
-    detector = builder(
-        weights=None, weights_backbone=None, min_size=320, max_size=320, score_thresh=threshold
-    ).eval()
-    with torch.no_grad():  # deltas that move the boxes off their anchors
-        detector.head.regression_head.bbox_reg.weight.normal_(0, 0.05)
-    module = load_generated(GENERATED / "torch" / "retinanet_resnet50_fpn.py")
-    generated = module.create_model(score_thresh=threshold).eval()
+    builder = torchvision_builder(f"detection.{name}")
+    detector = builder(weights=None, weights_backbone=None, **STAGES[name][1], **settings)
+    module = load_generated(GENERATED / "torch" / f"{name}.py")
+    generated = module.create_model(**settings)
     generated.load_state_dict(detector.state_dict(), strict=True)
-    images = torch.rand(2, 3, 320, 320, generator=torch.Generator().manual_seed(3))
+    return detector, generated
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detections_match_torchvision(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """detect() against the detector in eval on raw images: the same boxes, scores and
+    labels in the same order."""
+    monkeypatch.setattr(torchvision().ops.boxes, "nms", pure_nms)
+    size = STAGES[name][0]
+    detector, generated = detector_pair(name, score_thresh=DETECTION_THRESHOLDS[name])
+    spread_detections(detector)
+    generated.load_state_dict(detector.state_dict(), strict=True)
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        expected = detector(list(images))
+        expected = detector.eval()(list(images))
         normalised = detector.transform(list(images))[0].tensors
         assert normalised.shape == images.shape
-        found = generated.detect(normalised)
+        found = generated.eval().detect(normalised)
     for rows, want in zip(found, expected):
         rows = rows[rows[:, 5] >= 0]
         assert len(want["boxes"]) == len(rows) > 100
@@ -185,27 +199,24 @@ def random_boxes(count: int, size: int, generator: torch.Generator) -> torch.Ten
     return torch.cat([corners, (corners + sides).clamp(max=size)], dim=1)
 
 
-def test_retinanet_losses_match_torchvision() -> None:
+@pytest.mark.parametrize("name", DETECTORS)
+def test_losses_match_torchvision(name: str) -> None:
     """loss() against the detector in training on the same images and targets (one image
-    with three boxes, one with none): the focal and the box regression loss."""
-    torch.manual_seed(0)
-    builder = torchvision_builder("detection.retinanet_resnet50_fpn")
-    detector = builder(weights=None, weights_backbone=None, min_size=320, max_size=320)
-    module = load_generated(GENERATED / "torch" / "retinanet_resnet50_fpn.py")
-    generated = module.create_model()
-    generated.load_state_dict(detector.state_dict(), strict=True)
+    with three boxes, one with none): its classification and box regression losses."""
+    size = STAGES[name][0]
+    detector, generated = detector_pair(name)
     generator = torch.Generator().manual_seed(3)
-    images = torch.rand(2, 3, 320, 320, generator=generator)
+    images = torch.rand(2, 3, size, size, generator=generator)
     targets = [
-        {"boxes": random_boxes(3, 320, generator), "labels": torch.tensor([1, 5, 90])},
+        {"boxes": random_boxes(3, size, generator), "labels": torch.tensor([1, 5, 90])},
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     expected = detector.train()(list(images), targets)
     normalised = detector.transform(list(images))[0].tensors
     losses = generated.train().loss(normalised, targets)
     assert losses.keys() == expected.keys() == {"classification", "bbox_regression"}
-    for name, value in losses.items():
-        assert torch.allclose(value, expected[name], rtol=1e-5), name
+    for key, value in losses.items():
+        assert torch.allclose(value, expected[key], rtol=1e-5), key
     assert losses["bbox_regression"] > 0
 
 

@@ -425,18 +425,77 @@ def grid_anchors(
     return jnp.broadcast_to(anchors, (image.shape[0], *anchors.shape))
 
 
-def decode_boxes(deltas: jax.Array, anchors: jax.Array) -> jax.Array:
-    """Boxes from their anchors' deltas (dx, dy, dw, dh), as torchvision's BoxCoder with unit
-    weights: the centre moved by (dx, dy) anchor sizes, the sides scaled by exp(dw), exp(dh)
-    (dw, dh clipped at log(1000 / 16))."""
+def default_boxes(
+    image: jax.Array,
+    levels: list[jax.Array],
+    aspect_ratios: tuple[tuple[float, ...], ...],
+    scales: tuple[float, ...] | None,
+    min_ratio: float,
+    max_ratio: float,
+    steps: tuple[float, ...] | None,
+    clip: bool,
+) -> jax.Array:
+    """SSD's default boxes (x1, y1, x2, y2) at every position of every level, each
+    position's in turn, as torchvision's DefaultBoxGenerator lays them: on level k, squares
+    of sides s_k and √(s_k·s_k+1), then for each aspect ratio r a box s_k·√r wide and s_k/√r
+    high and its transpose (sides as fractions of the image, clipped to 1 if `clip`),
+    centred on the level's grid (every `steps[k]` pixels, or the map's own grid).
+    (N, rows, 4), made with numpy in float32 from the shapes alone: a constant under jit."""
+    height, width = image.shape[1:3]
+    if scales is None:
+        scales = default_scales(len(levels), min_ratio, max_ratio)
+    boxes = []
+    for index, (level, ratios) in enumerate(zip(levels, aspect_ratios)):
+        side, between = scales[index], math.sqrt(scales[index] * scales[index + 1])
+        sides = [[side, side], [between, between]]
+        for ratio in ratios:
+            wide, high = side * math.sqrt(ratio), side / math.sqrt(ratio)
+            sides += [[wide, high], [high, wide]]
+        sides = np.asarray(sides, np.float32)
+        sides = np.clip(sides, 0, 1) if clip else sides
+        rows, cols = level.shape[1:3]
+        grid = (width / steps[index], height / steps[index]) if steps else (cols, rows)
+        x = (np.arange(cols, dtype=np.float32) + np.float32(0.5)) / np.float32(grid[0])
+        y = (np.arange(rows, dtype=np.float32) + np.float32(0.5)) / np.float32(grid[1])
+        y, x = np.meshgrid(y, x, indexing="ij")
+        centres = np.stack([x.reshape(-1), y.reshape(-1)], axis=-1).repeat(len(sides), axis=0)
+        sides = np.tile(sides, (rows * cols, 1))
+        half = np.float32(0.5) * sides
+        boxes.append(np.concatenate([centres - half, centres + half], axis=1))
+    scale = np.asarray([width, height, width, height], np.float32)
+    boxes = jnp.asarray(np.concatenate(boxes) * scale)
+    return jnp.broadcast_to(boxes, (image.shape[0], *boxes.shape))
+
+
+def default_scales(levels: int, min_ratio: float, max_ratio: float) -> list[float]:
+    """SSD's box scales when none are given: even steps from min_ratio to max_ratio over the
+    levels, then 1 (computed as torchvision does, to the last bit)."""
+    if levels == 1:
+        return [min_ratio, max_ratio]
+    steps = [min_ratio + (max_ratio - min_ratio) * k / (levels - 1.0) for k in range(levels)]
+    return [*steps, 1.0]
+
+
+def decode_boxes(
+    deltas: jax.Array, anchors: jax.Array, weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+) -> jax.Array:
+    """Boxes from their anchors' deltas (dx, dy, dw, dh) over `weights`, as torchvision's
+    BoxCoder decodes them: the centre moved by (dx, dy) anchor sizes, the sides scaled by
+    exp(dw), exp(dh) (dw, dh clipped at log(1000 / 16))."""
     widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    deltas = deltas / jnp.asarray(weights, deltas.dtype)
     dx, dy, dw, dh = (deltas[:, axis] for axis in range(4))
     limit = math.log(1000.0 / 16)
     x, y = dx * widths + centre_x, dy * heights + centre_y
     half_w = 0.5 * (jnp.exp(jnp.minimum(dw, limit)) * widths)
     half_h = 0.5 * (jnp.exp(jnp.minimum(dh, limit)) * heights)
     return jnp.stack([x - half_w, y - half_h, x + half_w, y + half_h], axis=-1)
+
+
+def clip_boxes(boxes: jax.Array, height: int, width: int) -> jax.Array:
+    """Boxes (x1, y1, x2, y2) clipped to a height x width image."""
+    return jnp.clip(boxes, 0, jnp.asarray([width, height, width, height], boxes.dtype))
 
 
 def class_nms(
@@ -454,6 +513,18 @@ def class_nms(
         return keep & ~(keep[index] & overlaps[index] & (later > index))
 
     return order, jax.lax.fori_loop(0, len(order), suppress, valid)
+
+
+def detection_rows(
+    boxes: jax.Array, scores: jax.Array, labels: jax.Array, keep: jax.Array, limit: int
+) -> jax.Array:
+    """The kept candidates, the `limit` best as (limit, 6) rows of x1, y1, x2, y2, score,
+    label (equal scores in index order); past the detections, zeros with label -1."""
+    ranked = jnp.argsort(jnp.where(keep, -scores, jnp.inf), stable=True)[:limit]
+    rows = [boxes[ranked], scores[ranked, None], labels[ranked, None].astype(boxes.dtype)]
+    empty = jnp.zeros((limit, 6), boxes.dtype).at[:, 5].set(-1)
+    rows = jnp.where(keep[ranked, None], jnp.concatenate(rows, axis=1), empty[: len(ranked)])
+    return empty.at[: len(ranked)].set(rows)
 
 
 def select_detections(
@@ -484,21 +555,52 @@ def select_detections(
             level_scores = jnp.where(level_scores > score_thresh, level_scores, -1.0)
             best, kept = jax.lax.top_k(level_scores, min(candidates, level_scores.size))
             rows = start + kept // classes
-            level_boxes = decode_boxes(deltas[rows], anchors[rows])
-            bounds = jnp.asarray([width, height, width, height], level_boxes.dtype)
-            boxes.append(jnp.clip(level_boxes, 0, bounds))
+            boxes.append(clip_boxes(decode_boxes(deltas[rows], anchors[rows]), height, width))
             scores.append(best)
             labels.append(kept % classes)
         boxes, scores, labels = (jnp.concatenate(parts) for parts in (boxes, scores, labels))
         order, keep = class_nms(boxes, scores, labels, scores > score_thresh, iou_thresh)
-        rows = jnp.concatenate(
-            [boxes[order], scores[order, None], labels[order, None].astype(boxes.dtype)], axis=1
-        )
-        slots = jnp.where(keep, jnp.cumsum(keep) - 1, limit)  # past the end: dropped
-        empty = jnp.zeros((limit, 6), boxes.dtype).at[:, 5].set(-1)
-        return empty.at[slots].set(rows, mode="drop")
+        return detection_rows(boxes[order], scores[order], labels[order], keep, limit)
 
     return jax.vmap(one_image)(logits, deltas, anchors)
+
+
+def softmax_detections(
+    image: jax.Array,
+    logits: jax.Array,
+    deltas: jax.Array,
+    boxes: jax.Array,
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+    weights: tuple[float, ...],
+) -> jax.Array:
+    """SSD's detections, as torchvision selects them, in fixed sizes for jit: the boxes
+    decoded from their deltas (over `weights`) and clipped to the image; for each class but
+    the background (0) the `candidates` best scores (softmax) above `score_thresh`; then NMS
+    within each class and the `limit` best. (N, limit, 6) rows of x1, y1, x2, y2, score,
+    label, best first; past an image's detections, zeros with label -1."""
+    height, width = image.shape[1:3]
+    nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
+
+    def one_image(logits: jax.Array, deltas: jax.Array, boxes: jax.Array) -> jax.Array:
+        decoded = clip_boxes(decode_boxes(deltas, boxes, weights), height, width)
+        scores = jax.nn.softmax(logits, axis=-1)[:, 1:].T  # (classes - 1, rows)
+        scores = jnp.where(scores > score_thresh, scores, -1.0)
+        best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
+        labels = jnp.broadcast_to(jnp.arange(1, logits.shape[-1])[:, None], best.shape)
+        order, keep = nms(decoded[rows], best, labels, best > score_thresh, iou_thresh)
+        best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
+        return detection_rows(
+            decoded[rows].reshape(-1, 4),
+            best.reshape(-1),
+            labels.reshape(-1),
+            keep.reshape(-1),
+            limit,
+        )
+
+    return jax.vmap(one_image)(logits, deltas, boxes)
 
 
 def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:
@@ -513,21 +615,33 @@ def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:
 
 
 def match_anchors(
-    anchors: jax.Array, targets: dict[str, jax.Array], fg_iou_thresh: float, bg_iou_thresh: float
+    anchors: jax.Array,
+    targets: dict[str, jax.Array],
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+    low_quality: str,
 ) -> jax.Array:
-    """Each anchor's target box, as torchvision's Matcher with low-quality matches: the index
-    of the box it overlaps most where that IoU reaches `fg_iou_thresh`, -1 below
-    `bg_iou_thresh` (background), -2 in between (ignored); and every box keeps the anchors
-    it overlaps most. `targets`: "boxes" (N, boxes, 4) as x1, y1, x2, y2 and "labels"
-    (N, boxes), padded with label -1 past an image's boxes. (N, rows)"""
+    """Each anchor's target box, as torchvision's Matcher: the index of the box it overlaps
+    most where that IoU reaches `fg_iou_thresh`, -1 below `bg_iou_thresh` (background), -2
+    in between (ignored). Low-quality matches: "keep", every box's best anchors (all ties)
+    keep their own best box; "force" (SSDMatcher), every box's best anchor is matched to
+    it (the last box where two share one); "off", neither. `targets`: "boxes" (N, boxes, 4)
+    as x1, y1, x2, y2 and "labels" (N, boxes), padded with label -1 past an image's boxes.
+    (N, rows)"""
 
     def one_image(anchors: jax.Array, boxes: jax.Array, labels: jax.Array) -> jax.Array:
         present = labels >= 0
         overlaps = jnp.where(present[:, None], box_iou(boxes, anchors), -1.0)
         best, found = overlaps.max(axis=0), overlaps.argmax(axis=0)
         matches = jnp.where(best < bg_iou_thresh, -1, jnp.where(best < fg_iou_thresh, -2, found))
-        closest = (overlaps == overlaps.max(axis=1, keepdims=True)) & present[:, None]
-        matches = jnp.where(closest.any(axis=0), found, matches)
+        if low_quality == "keep":
+            closest = (overlaps == overlaps.max(axis=1, keepdims=True)) & present[:, None]
+            matches = jnp.where(closest.any(axis=0), found, matches)
+        elif low_quality == "force":
+            anchor = jnp.arange(overlaps.shape[1])
+            forced = (overlaps.argmax(axis=1)[:, None] == anchor) & present[:, None]
+            box = jnp.max(jnp.where(forced, jnp.arange(len(boxes))[:, None], -1), axis=0)
+            matches = jnp.where(box >= 0, box, matches)
         return jnp.where(present.any(), matches, -1)
 
     return jax.vmap(one_image)(anchors, targets["boxes"], targets["labels"])
@@ -561,19 +675,22 @@ def focal_loss(
     return jnp.mean(jax.vmap(one_image)(logits, matched, targets["labels"]))
 
 
-def encode_boxes(boxes: jax.Array, anchors: jax.Array) -> jax.Array:
-    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, as torchvision's
-    BoxCoder with unit weights encodes them (decode_boxes undoes it)."""
+def encode_boxes(
+    boxes: jax.Array, anchors: jax.Array, weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+) -> jax.Array:
+    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, times `weights`, as
+    torchvision's BoxCoder encodes them (decode_boxes undoes it)."""
     widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
     box_widths, box_heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     box_x, box_y = boxes[:, 0] + 0.5 * box_widths, boxes[:, 1] + 0.5 * box_heights
+    wx, wy, ww, wh = weights
     return jnp.stack(
         [
-            (box_x - centre_x) / widths,
-            (box_y - centre_y) / heights,
-            jnp.log(box_widths / widths),
-            jnp.log(box_heights / heights),
+            wx * (box_x - centre_x) / widths,
+            wy * (box_y - centre_y) / heights,
+            ww * jnp.log(box_widths / widths),
+            wh * jnp.log(box_heights / heights),
         ],
         axis=1,
     )
@@ -596,3 +713,51 @@ def box_l1_loss(
         return jnp.sum(jnp.where(foreground, loss, 0.0)) / jnp.maximum(foreground.sum(), 1)
 
     return jnp.mean(jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"]))
+
+
+def hard_negative_loss(
+    logits: jax.Array,
+    matched: jax.Array,
+    targets: dict[str, jax.Array],
+    negatives_per_positive: float,
+) -> jax.Array:
+    """SSD's classification loss, as torchvision computes it: cross entropy of every row
+    labelled by its box (background 0 where unmatched), summed over the foreground rows and,
+    per image, the `negatives_per_positive` times as many background rows of highest loss;
+    over the batch's foreground count."""
+    labels = jnp.take_along_axis(targets["labels"], jnp.maximum(matched, 0), axis=1)
+    truth = jnp.where(matched >= 0, labels, 0)
+    log_scores = jax.nn.log_softmax(logits, axis=-1)
+    losses = -jnp.take_along_axis(log_scores, truth[..., None], axis=-1)[..., 0]
+    foreground = truth > 0
+    hardness = jnp.where(foreground, -jnp.inf, losses)
+    ranks = jnp.argsort(jnp.argsort(-hardness, axis=1, stable=True), axis=1)
+    hardest = ranks < negatives_per_positive * foreground.sum(axis=1, keepdims=True)
+    total = jnp.sum(jnp.where(foreground, losses, 0.0)) + jnp.sum(jnp.where(hardest, losses, 0.0))
+    return total / jnp.maximum((matched >= 0).sum(), 1)
+
+
+def box_smooth_l1_loss(
+    deltas: jax.Array,
+    anchors: jax.Array,
+    matched: jax.Array,
+    targets: dict[str, jax.Array],
+    beta: float,
+    weights: tuple[float, ...],
+) -> jax.Array:
+    """SSD's box regression loss, as torchvision computes it: smooth L1 between the deltas
+    of the foreground rows and those that move each anchor onto its box (times `weights`),
+    summed over the batch and divided by its foreground count."""
+
+    def one_image(
+        deltas: jax.Array, anchors: jax.Array, matches: jax.Array, boxes: jax.Array
+    ) -> jax.Array:
+        foreground = matches >= 0
+        # a background anchor's own box: deltas of 0, no log of 0 to poison the gradient
+        boxes = jnp.where(foreground[:, None], boxes[jnp.maximum(matches, 0)], anchors)
+        error = jnp.abs(deltas - encode_boxes(boxes, anchors, weights))
+        loss = jnp.where(error < beta, 0.5 * error**2 / beta, error - 0.5 * beta).sum(axis=1)
+        return jnp.sum(jnp.where(foreground, loss, 0.0))
+
+    losses = jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"])
+    return losses.sum() / jnp.maximum((matched >= 0).sum(), 1)

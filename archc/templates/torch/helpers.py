@@ -223,13 +223,67 @@ def grid_anchors(
     return torch.cat(boxes).expand(len(image), -1, -1)
 
 
-def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Boxes from their anchors' deltas (dx, dy, dw, dh), as torchvision's BoxCoder with unit
-    weights: the centre moved by (dx, dy) anchor sizes, the sides scaled by exp(dw), exp(dh)
-    (dw, dh clipped at log(1000 / 16))."""
+def default_boxes(
+    image: torch.Tensor,
+    levels: list[torch.Tensor],
+    aspect_ratios: tuple[tuple[float, ...], ...],
+    scales: tuple[float, ...] | None,
+    min_ratio: float,
+    max_ratio: float,
+    steps: tuple[float, ...] | None,
+    clip: bool,
+) -> torch.Tensor:
+    """SSD's default boxes (x1, y1, x2, y2) at every position of every level, each
+    position's in turn, as torchvision's DefaultBoxGenerator lays them: on level k, squares
+    of sides s_k and √(s_k·s_k+1), then for each aspect ratio r a box s_k·√r wide and s_k/√r
+    high and its transpose (sides as fractions of the image, clipped to 1 if `clip`),
+    centred on the level's grid (every `steps[k]` pixels, or the map's own grid).
+    (N, rows, 4) on the image's device."""
+    height, width = image.shape[-2:]
+    if scales is None:
+        scales = default_scales(len(levels), min_ratio, max_ratio)
+    boxes = []
+    for index, (level, ratios) in enumerate(zip(levels, aspect_ratios)):
+        side, between = scales[index], math.sqrt(scales[index] * scales[index + 1])
+        sides = [[side, side], [between, between]]
+        for ratio in ratios:
+            wide, high = side * math.sqrt(ratio), side / math.sqrt(ratio)
+            sides += [[wide, high], [high, wide]]
+        sides = torch.tensor(sides, dtype=torch.float32, device=image.device)
+        sides = sides.clamp(min=0, max=1) if clip else sides
+        rows, cols = level.shape[-2:]
+        grid = (width / steps[index], height / steps[index]) if steps else (cols, rows)
+        x = (torch.arange(cols, device=image.device) + 0.5) / grid[0]
+        y = (torch.arange(rows, device=image.device) + 0.5) / grid[1]
+        y, x = torch.meshgrid(y, x, indexing="ij")
+        centres = torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1)
+        centres = centres.repeat_interleave(len(sides), dim=0)
+        sides = sides.repeat(rows * cols, 1)
+        boxes.append(torch.cat([centres - 0.5 * sides, centres + 0.5 * sides], dim=1))
+    scale = torch.tensor([width, height, width, height], device=image.device)
+    return (torch.cat(boxes) * scale).expand(len(image), -1, -1)
+
+
+def default_scales(levels: int, min_ratio: float, max_ratio: float) -> list[float]:
+    """SSD's box scales when none are given: even steps from min_ratio to max_ratio over the
+    levels, then 1 (computed as torchvision does, to the last bit)."""
+    if levels == 1:
+        return [min_ratio, max_ratio]
+    steps = [min_ratio + (max_ratio - min_ratio) * k / (levels - 1.0) for k in range(levels)]
+    return [*steps, 1.0]
+
+
+def decode_boxes(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """Boxes from their anchors' deltas (dx, dy, dw, dh) over `weights`, as torchvision's
+    BoxCoder decodes them: the centre moved by (dx, dy) anchor sizes, the sides scaled by
+    exp(dw), exp(dh) (dw, dh clipped at log(1000 / 16))."""
     widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
-    dx, dy, dw, dh = deltas.unbind(-1)
+    dx, dy, dw, dh = (deltas / deltas.new_tensor(weights)).unbind(-1)
     limit = math.log(1000.0 / 16)
     x, y = dx * widths + centre_x, dy * heights + centre_y
     half_w, half_h = (
@@ -237,6 +291,12 @@ def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         0.5 * (dh.clamp(max=limit).exp() * heights),
     )
     return torch.stack([x - half_w, y - half_h, x + half_w, y + half_h], dim=-1)
+
+
+def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boxes (x1, y1, x2, y2) clipped to a height x width image."""
+    x, y = boxes[..., 0::2].clamp(min=0, max=width), boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
 
 def class_nms(
@@ -247,13 +307,47 @@ def class_nms(
     index order)."""
     order = scores.argsort(descending=True, stable=True)
     boxes, labels = boxes[order], labels[order]
+    keep = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    for label in labels.unique():
+        members = torch.where(labels == label)[0]
+        keep[members] = greedy_nms(boxes[members], iou_thresh)
+    return order[keep]
+
+
+def greedy_nms(boxes: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """Which boxes, best first, no better kept box overlaps by more than `iou_thresh`."""
     overlaps = box_iou(boxes, boxes) > iou_thresh
-    overlaps &= labels[:, None] == labels[None, :]
-    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    for index in range(len(order)):
+    keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    for index in range(len(boxes)):
         if keep[index]:
             keep[index + 1 :] &= ~overlaps[index, index + 1 :]
-    return order[keep]
+    return keep
+
+
+def best_scores(
+    scores: torch.Tensor, score_thresh: float, candidates: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `candidates` best scores above `score_thresh`, best first, and their indices (a
+    stable sort, not topk: equal scores in index order, as flax's top_k keeps them)."""
+    kept = torch.where(scores > score_thresh)[0]
+    best, order = scores[kept].sort(descending=True, stable=True)
+    return best[:candidates], kept[order[:candidates]]
+
+
+def detection_rows(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    iou_thresh: float,
+    limit: int,
+) -> torch.Tensor:
+    """The candidates NMS'd within each class, the `limit` best as (limit, 6) rows of x1,
+    y1, x2, y2, score, label; past the detections, zeros with label -1."""
+    keep = class_nms(boxes, scores, labels, iou_thresh)[:limit]
+    rows = boxes.new_zeros(limit, 6)
+    rows[:, 5] = -1
+    rows[: len(keep)] = torch.cat([boxes[keep], scores[keep, None], labels[keep, None]], dim=1)
+    return rows
 
 
 def select_detections(
@@ -275,31 +369,54 @@ def select_detections(
     height, width = image.shape[-2:]
     positions = [level.shape[-2] * level.shape[-1] for level in levels]
     sizes = [count * (anchors.shape[1] // sum(positions)) for count in positions]
-    found = logits.new_zeros(len(image), limit, 6)
-    found[..., 5] = -1
-    for index in range(len(image)):
+    found = []
+    for image_logits, image_deltas, image_anchors in zip(logits, deltas, anchors):
         boxes, scores, labels = [], [], []
         for level_logits, level_deltas, level_anchors in zip(
-            logits[index].split(sizes), deltas[index].split(sizes), anchors[index].split(sizes)
+            image_logits.split(sizes), image_deltas.split(sizes), image_anchors.split(sizes)
         ):
             classes = level_logits.shape[-1]
-            level_scores = level_logits.sigmoid().flatten()
-            kept = torch.where(level_scores > score_thresh)[0]
-            # a stable sort, not topk: equal scores in index order, as flax's top_k keeps them
-            best, order = level_scores[kept].sort(descending=True, stable=True)
-            best, kept = best[:candidates], kept[order[:candidates]]
+            best, kept = best_scores(level_logits.sigmoid().flatten(), score_thresh, candidates)
             rows = torch.div(kept, classes, rounding_mode="floor")
             level_boxes = decode_boxes(level_deltas[rows], level_anchors[rows])
-            level_boxes[:, 0::2] = level_boxes[:, 0::2].clamp(min=0, max=width)
-            level_boxes[:, 1::2] = level_boxes[:, 1::2].clamp(min=0, max=height)
-            boxes.append(level_boxes)
+            boxes.append(clip_boxes(level_boxes, height, width))
             scores.append(best)
             labels.append(kept % classes)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-        keep = class_nms(boxes, scores, labels, iou_thresh)[:limit]
-        rows = [boxes[keep], scores[keep, None], labels[keep, None].to(boxes.dtype)]
-        found[index, : len(keep)] = torch.cat(rows, dim=1)
-    return found
+        found.append(detection_rows(boxes, scores, labels.to(boxes.dtype), iou_thresh, limit))
+    return torch.stack(found)
+
+
+def softmax_detections(
+    image: torch.Tensor,
+    logits: torch.Tensor,
+    deltas: torch.Tensor,
+    boxes: torch.Tensor,
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+    weights: tuple[float, ...],
+) -> torch.Tensor:
+    """SSD's detections, as torchvision selects them: the boxes decoded from their deltas
+    (over `weights`) and clipped to the image; for each class but the background (0) the
+    `candidates` best scores (softmax) above `score_thresh`; then NMS within each class and
+    the `limit` best. (N, limit, 6) rows of x1, y1, x2, y2, score, label, best first; past an
+    image's detections, zeros with label -1."""
+    height, width = image.shape[-2:]
+    found = []
+    for image_logits, image_deltas, image_boxes in zip(logits, deltas, boxes):
+        decoded = clip_boxes(decode_boxes(image_deltas, image_boxes, weights), height, width)
+        scores = image_logits.softmax(dim=-1)
+        kept_boxes, kept_scores, labels = [], [], []
+        for label in range(1, scores.shape[-1]):
+            best, rows = best_scores(scores[:, label], score_thresh, candidates)
+            kept_boxes.append(decoded[rows])
+            kept_scores.append(best)
+            labels.append(torch.full_like(best, label))
+        kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)
+        found.append(detection_rows(kept_boxes, kept_scores, torch.cat(labels), iou_thresh, limit))
+    return torch.stack(found)
 
 
 def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
@@ -318,11 +435,14 @@ def match_anchors(
     targets: list[dict[str, torch.Tensor]],
     fg_iou_thresh: float,
     bg_iou_thresh: float,
+    low_quality: str,
 ) -> torch.Tensor:
-    """Each anchor's target box, as torchvision's Matcher with low-quality matches: the index
-    of the box it overlaps most where that IoU reaches `fg_iou_thresh`, -1 below
-    `bg_iou_thresh` (background), -2 in between (ignored); and every box keeps the anchors
-    it overlaps most. `targets`: per image, "boxes" (x1, y1, x2, y2) and "labels". (N, rows)"""
+    """Each anchor's target box, as torchvision's Matcher: the index of the box it overlaps
+    most where that IoU reaches `fg_iou_thresh`, -1 below `bg_iou_thresh` (background), -2
+    in between (ignored). Low-quality matches: "keep", every box's best anchors (all ties)
+    keep their own best box; "force" (SSDMatcher), every box's best anchor is matched to
+    it; "off", neither. `targets`: per image, "boxes" (x1, y1, x2, y2) and "labels".
+    (N, rows)"""
     matched = torch.full(anchors.shape[:2], -1, dtype=torch.int64, device=anchors.device)
     for index, target in enumerate(targets):
         if len(target["boxes"]) == 0:
@@ -332,8 +452,11 @@ def match_anchors(
         matches = found.clone()
         matches[best < bg_iou_thresh] = -1
         matches[(best >= bg_iou_thresh) & (best < fg_iou_thresh)] = -2
-        _, closest = torch.where(overlaps == overlaps.max(dim=1).values[:, None])
-        matches[closest] = found[closest]
+        if low_quality == "keep":
+            _, closest = torch.where(overlaps == overlaps.max(dim=1).values[:, None])
+            matches[closest] = found[closest]
+        elif low_quality == "force":
+            matches[overlaps.argmax(dim=1)] = torch.arange(len(overlaps), device=anchors.device)
         matched[index] = matches
     return matched
 
@@ -364,19 +487,24 @@ def focal_loss(
     return sum(losses) / max(1, len(losses))
 
 
-def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, as torchvision's
-    BoxCoder with unit weights encodes them (decode_boxes undoes it)."""
+def encode_boxes(
+    boxes: torch.Tensor,
+    anchors: torch.Tensor,
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """The deltas (dx, dy, dw, dh) that move each anchor onto its box, times `weights`, as
+    torchvision's BoxCoder encodes them (decode_boxes undoes it)."""
     widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     centre_x, centre_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
     box_widths, box_heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     box_x, box_y = boxes[:, 0] + 0.5 * box_widths, boxes[:, 1] + 0.5 * box_heights
+    wx, wy, ww, wh = weights
     return torch.stack(
         [
-            (box_x - centre_x) / widths,
-            (box_y - centre_y) / heights,
-            torch.log(box_widths / widths),
-            torch.log(box_heights / heights),
+            wx * (box_x - centre_x) / widths,
+            wy * (box_y - centre_y) / heights,
+            ww * torch.log(box_widths / widths),
+            wh * torch.log(box_heights / heights),
         ],
         dim=1,
     )
@@ -399,3 +527,47 @@ def box_l1_loss(
         loss = F.l1_loss(image_deltas[foreground], truth, reduction="sum")
         losses.append(loss / max(1, len(foreground)))
     return sum(losses) / max(1, len(losses))
+
+
+def hard_negative_loss(
+    logits: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    negatives_per_positive: float,
+) -> torch.Tensor:
+    """SSD's classification loss, as torchvision computes it: cross entropy of every row
+    labelled by its box (background 0 where unmatched), summed over the foreground rows and,
+    per image, the `negatives_per_positive` times as many background rows of highest loss;
+    over the batch's foreground count."""
+    truth = torch.zeros_like(matched)
+    for index, target in enumerate(targets):
+        foreground = torch.where(matched[index] >= 0)[0]
+        truth[index, foreground] = target["labels"][matched[index, foreground]]
+    losses = F.cross_entropy(logits.flatten(0, 1), truth.flatten(), reduction="none")
+    losses = losses.view(truth.shape)
+    foreground = truth > 0
+    hardness = losses.masked_fill(foreground, -math.inf)
+    ranks = hardness.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    hardest = ranks < negatives_per_positive * foreground.sum(dim=1, keepdim=True)
+    count = max(1, int((matched >= 0).sum()))
+    return (losses[foreground].sum() + losses[hardest].sum()) / count
+
+
+def box_smooth_l1_loss(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    beta: float,
+    weights: tuple[float, ...],
+) -> torch.Tensor:
+    """SSD's box regression loss, as torchvision computes it: smooth L1 between the deltas
+    of the foreground rows and those that move each anchor onto its box (times `weights`),
+    summed over the batch and divided by its foreground count."""
+    losses = []
+    for image_deltas, image_anchors, matches, target in zip(deltas, anchors, matched, targets):
+        foreground = torch.where(matches >= 0)[0]
+        boxes = target["boxes"][matches[foreground]]
+        truth = encode_boxes(boxes, image_anchors[foreground], weights)
+        losses.append(F.smooth_l1_loss(image_deltas[foreground], truth, reduction="sum", beta=beta))
+    return sum(losses) / max(1, int((matched >= 0).sum()))
