@@ -187,15 +187,18 @@ def model_class_name(model: str) -> str:
 
 
 def string_literal(text: str) -> str:
-    """`text` as a double-quoted Python string literal that holds exactly it."""
-    return '"' + _escaped(text, '"') + '"'
+    """`text` as a Python string literal that holds exactly it: double-quoted, unless it
+    holds more double quotes than single ones (the quotes ruff's formatter would choose)."""
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    return quote + _escaped(text, quote) + quote
 
 
 def docstring_text(text: str) -> str:
     """`text` made safe inside a triple-quoted docstring: backslashes, control characters and
-    any quote that could close the docstring are escaped; other characters stay as written."""
+    any quote that could close the docstring, or run on from its opening quotes, are escaped;
+    other characters stay as written."""
     escaped = _escaped(text, "")
-    return re.sub(r'"(?="|$)', r'\\"', escaped)
+    return re.sub(r'^"|"(?="|$)', r'\\"', escaped)
 
 
 def _escaped(text: str, quote: str) -> str:

@@ -131,8 +131,9 @@ def variable_name(name: str, reserved: frozenset[str] = RESERVED) -> str:
 
 def wrap_text(text: str, indent: int) -> list[str]:
     """Prose wrapped to the line limit at `indent` levels, without the indent, and escaped
-    for a docstring."""
-    lines = textwrap.wrap(text, LINE_LIMIT - len(INDENT * indent) - 3) or [""]
+    for a docstring; any run of whitespace (a newline, unicode's line separators) is a space."""
+    words = " ".join(text.split())
+    lines = textwrap.wrap(words, LINE_LIMIT - len(INDENT * indent) - 3) or [""]
     return [docstring_text(line) for line in lines]
 
 

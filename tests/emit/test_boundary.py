@@ -7,17 +7,21 @@ import ast
 import contextlib
 import io
 import keyword
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from archc import boundary
 from archc.cli import main
+from tests.helpers import REPO
 
 NASTY = [
     'x"""; __import__("os").system("touch CANARY"); """',
     "x'''; __import__('os').system('touch CANARY'); '''",
     'ends with a quote"',
+    '"starts" with a quote',
     'ends with two quotes""',
     "ends with a backslash\\",
     "C:\\new\\table\\x41 \\N{BULLET} \\u0041",
@@ -79,6 +83,14 @@ def test_adversarial_strings_build_to_the_same_code_as_plain_ones(
     plain = build(tmp_path, "plain.yaml", spec_text("plain"), backend)
     compile(nasty, "tricky.py", "exec")
     assert structure(nasty) == structure(plain)
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--config", str(REPO / "pyproject.toml"), "-"],
+        input=nasty,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert formatted.stdout == nasty, "the generated file is not as ruff formats it"
     namespace: dict = {}
     exec(compile(ast.parse(nasty), "tricky.py", "exec"), namespace)  # defines, runs nothing
     assert namespace["__doc__"].startswith("tricky: ")
@@ -108,7 +120,7 @@ def test_a_string_literal_holds_exactly_its_text(text: str) -> None:
 def test_docstring_text_is_one_string_whatever_it_holds(text: str) -> None:
     module = ast.parse(f'"""{boundary.docstring_text(text)}"""\n')
     assert len(module.body) == 1
-    assert isinstance(module.body[0].value, ast.Constant)
+    assert module.body[0].value.value == text
 
 
 def test_the_reserved_names_cover_both_frameworks() -> None:
