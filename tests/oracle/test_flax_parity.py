@@ -12,8 +12,10 @@ import pytest
 
 from tests.helpers import (
     DETECTION_THRESHOLDS,
+    FADING_DETECTORS,
     GENERATED,
-    canonical_detections,
+    assert_same_detections,
+    calibrate_batch_norms,
     load_generated,
     named_outputs,
     randomize_batch_norm,
@@ -65,6 +67,7 @@ CASES = [
     ("detnet59", 64),
     ("retinanet_resnet50_fpn", 64),  # levels of 8, 4, 2, 1 and 1: one head on each
     ("ssd300_vgg16", 300),  # its unpadded last convs need about this size
+    ("ssdlite320_mobilenet_v3_large", 64),  # maps of 4, 2, 1, 1, 1 and 1
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),
@@ -162,36 +165,40 @@ def test_eval_outputs_match(name: str, size: int) -> None:
 
 
 # Detectors and the image size their stage is compared at (the smallest each allows).
-DETECTORS = {"retinanet_resnet50_fpn": 128, "ssd300_vgg16": 300}
+DETECTORS = {
+    "retinanet_resnet50_fpn": 128,
+    "ssd300_vgg16": 300,
+    "ssdlite320_mobilenet_v3_large": 128,
+}
 
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_detections_match_torch(name: str) -> None:
     """detect() in flax (fixed sizes, padded NMS under jit) against torch's, which the
-    torchvision test holds to the detector: the same detections, rows of one score in either
-    order (NMS may take a tie either way)."""
+    torchvision test holds to the detector: the same detections up to rounding."""
     threshold = DETECTION_THRESHOLDS[name]
     torch.manual_seed(0)
     torch_model = load_generated(GENERATED / "torch" / f"{name}.py").create_model(
         score_thresh=threshold
     )
+    size = DETECTORS[name]
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     spread_detections(torch_model)
+    if name in FADING_DETECTORS:
+        calibrate_batch_norms(torch_model, lambda model: model(example))
     flax_file = load_generated(GENERATED / "flax" / f"{name}.py")
     flax_model = flax_file.create_model(nnx.Rngs(0), score_thresh=threshold)
     state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
     flax_file.load_torch_state_dict(flax_model, state)
     torch_model.eval()
     flax_model.eval()
-    size = DETECTORS[name]
-    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = torch_model.detect(example).numpy()
     got = np.asarray(nnx.jit(lambda model, x: model.detect(x))(flax_model, nhwc(example)))
     assert got.shape == expected.shape
     for rows, want in zip(got, expected):
-        assert (rows[:, 5] >= 0).sum() == (want[:, 5] >= 0).sum() > 100
-        difference = canonical_detections(rows) - canonical_detections(want)
-        assert np.abs(difference).max() <= 1e-3
+        assert (want[:, 5] >= 0).sum() > 100
+        assert_same_detections(rows, want, box_atol=1e-2, score_rtol=TOLERANCE)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
