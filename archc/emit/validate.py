@@ -20,6 +20,7 @@ import builtins
 import collections.abc
 import functools
 import math
+import types
 import typing
 from collections.abc import Iterator
 from typing import Any
@@ -476,6 +477,8 @@ def _plain(value: Any) -> Any:
     value = concrete(value)
     if isinstance(value, list | tuple):
         return tuple(_plain(item) for item in value)
+    if isinstance(value, types.FunctionType):  # a helper passed on: the IR names it
+        return value.__name__
     return value
 
 

@@ -17,7 +17,7 @@ from archc.ops.base import (
     keywords,
     pair,
 )
-from archc.ops.lowering import ModuleCall
+from archc.ops.lowering import ModuleCall, kernel_drawn_later
 
 
 class ConvAttrs(Attrs):
@@ -113,6 +113,7 @@ class Conv2d(Op):
                 ("feature_group_count", attrs.groups, 1),
                 ("use_bias", attrs.bias, True),
             ),
+            kernel_drawn_later(),
         )
         return ModuleCall("nnx.Conv", (inputs[0].channels, attrs.out), kwargs)
 
@@ -205,5 +206,6 @@ class ConvTranspose2d(Op):
                 ("use_bias", attrs.bias, True),
             ),
             ("transpose_kernel", True),
+            kernel_drawn_later(),
         )
         return ModuleCall("nnx.ConvTranspose", (inputs[0].channels, attrs.out), kwargs)

@@ -6,7 +6,7 @@ from archc.ir.graph import TensorType
 from archc.ir.symbolic import source
 from archc.ops import register
 from archc.ops.base import KEEPS_INPUT, Attrs, Count, Op, Saved, keywords
-from archc.ops.lowering import InlineCall, ModuleCall
+from archc.ops.lowering import InlineCall, ModuleCall, kernel_drawn_later
 
 
 class LinearAttrs(Attrs):
@@ -61,7 +61,7 @@ class Linear(Op):
 
     def lower_flax(self, attrs: LinearAttrs, inputs: list[TensorType]) -> ModuleCall | InlineCall:
         if not attrs.flat:
-            kwargs = keywords(("use_bias", attrs.bias, True))
+            kwargs = (*keywords(("use_bias", attrs.bias, True)), kernel_drawn_later())
             return ModuleCall("nnx.Linear", (inputs[0].shape[-1], attrs.out), kwargs)
         # Kept in PyTorch's (out, in) layout: the weight converter moves only `kernel`s.
         out, features = source(attrs.out), source(inputs[0].shape[-1])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from archc.ir.symbolic import Sym
+
 
 @dataclass(frozen=True)
 class ModuleCall:
@@ -30,6 +32,14 @@ class InlineCall:
 
     template: str
     parameters: tuple[tuple[str, str], ...] = ()
+
+
+def kernel_drawn_later() -> tuple[str, Sym]:
+    """`kernel_init=drawn_later` for a flax conv or linear layer: a NaN placeholder (the
+    helper) that the model's init_weights replaces with torch's draw, as translation
+    validation checks; made in numpy, since an eager jax draw compiles once per shape, seconds
+    each on a CPU."""
+    return "kernel_init", Sym("drawn_later", "drawn_later")
 
 
 class LoweringError(Exception):

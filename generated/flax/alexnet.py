@@ -146,6 +146,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -171,29 +179,58 @@ class Alexnet(nnx.Module):
                 kernel_size=(11, 11),
                 padding=((2, 2), (2, 2)),
                 strides=(4, 4),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             jax.nn.relu,
             lambda x: max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=False),
-            nnx.Conv(64, 192, kernel_size=(5, 5), padding=((2, 2), (2, 2)), rngs=rngs),
+            nnx.Conv(
+                64,
+                192,
+                kernel_size=(5, 5),
+                padding=((2, 2), (2, 2)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
             lambda x: max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=False),
-            nnx.Conv(192, 384, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+            nnx.Conv(
+                192,
+                384,
+                kernel_size=(3, 3),
+                padding=((1, 1), (1, 1)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
-            nnx.Conv(384, 256, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+            nnx.Conv(
+                384,
+                256,
+                kernel_size=(3, 3),
+                padding=((1, 1), (1, 1)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
-            nnx.Conv(256, 256, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+            nnx.Conv(
+                256,
+                256,
+                kernel_size=(3, 3),
+                padding=((1, 1), (1, 1)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
             lambda x: max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=False),
         )
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(9216, 4096, rngs=rngs),
+            nnx.Linear(9216, 4096, kernel_init=drawn_later, rngs=rngs),
             jax.nn.relu,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(4096, 4096, rngs=rngs),
+            nnx.Linear(4096, 4096, kernel_init=drawn_later, rngs=rngs),
             jax.nn.relu,
-            nnx.Linear(4096, num_classes, rngs=rngs),
+            nnx.Linear(4096, num_classes, kernel_init=drawn_later, rngs=rngs),
         )
         init_weights(self, rngs)
 

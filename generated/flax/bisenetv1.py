@@ -218,6 +218,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -252,6 +260,7 @@ class ConvBNReLU(nnx.Sequential):
                 padding=((kernel // 2, kernel // 2), (kernel // 2, kernel // 2)),
                 strides=(stride, stride),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(out),
@@ -273,6 +282,7 @@ class BasicBlock(nnx.Module):
             padding=((1, 1), (1, 1)),
             strides=(stride, stride),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(planes)
@@ -282,6 +292,7 @@ class BasicBlock(nnx.Module):
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = BatchNorm(planes)
@@ -294,6 +305,7 @@ class BasicBlock(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 BatchNorm(planes),
@@ -328,6 +340,7 @@ class AttentionRefinement(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn = BatchNorm(out)
@@ -364,6 +377,7 @@ class FeatureFusion(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.expand = nnx.Conv(
@@ -372,6 +386,7 @@ class FeatureFusion(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -409,6 +424,7 @@ class Bisenetv1(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(64)
@@ -444,6 +460,7 @@ class Bisenetv1(nnx.Module):
             num_classes,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         init_weights(self, rngs)

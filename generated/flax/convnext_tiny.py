@@ -109,6 +109,14 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -152,13 +160,14 @@ class CNBlock(nnx.Module):
                 kernel_size=(7, 7),
                 padding=((3, 3), (3, 3)),
                 feature_group_count=in_channels,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             lambda x: x,
             nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs),
-            nnx.Linear(in_channels, 4 * in_channels, rngs=rngs),
+            nnx.Linear(in_channels, 4 * in_channels, kernel_init=drawn_later, rngs=rngs),
             lambda x: jax.nn.gelu(x, approximate=False),
-            nnx.Linear(4 * in_channels, in_channels, rngs=rngs),
+            nnx.Linear(4 * in_channels, in_channels, kernel_init=drawn_later, rngs=rngs),
             lambda x: x,
         )
         self.layer_scale = nnx.Param(jnp.full((in_channels, 1, 1), layer_scale))
@@ -212,6 +221,7 @@ class Downsample(nnx.Sequential):
                 kernel_size=(2, 2),
                 padding=((0, 0), (0, 0)),
                 strides=(2, 2),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
         )
@@ -241,6 +251,7 @@ class ConvnextTiny(nnx.Module):
                     kernel_size=(4, 4),
                     padding=((0, 0), (0, 0)),
                     strides=(4, 4),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 nnx.LayerNorm(dims[0], use_fast_variance=False, rngs=rngs),
@@ -284,7 +295,7 @@ class ConvnextTiny(nnx.Module):
         self.classifier = nnx.Sequential(
             nnx.LayerNorm(dims[3], use_fast_variance=False, rngs=rngs),
             lambda x: jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1),
-            nnx.Linear(dims[3], num_classes, rngs=rngs),
+            nnx.Linear(dims[3], num_classes, kernel_init=drawn_later, rngs=rngs),
         )
         init_weights(self, rngs)
 

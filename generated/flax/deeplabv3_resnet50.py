@@ -219,6 +219,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -257,6 +265,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(width)
@@ -269,6 +278,7 @@ class Bottleneck(nnx.Module):
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = norm(width)
@@ -278,6 +288,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn3 = norm(planes * 4)
@@ -290,6 +301,7 @@ class Bottleneck(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 norm(planes * 4),
@@ -328,6 +340,7 @@ class DilatedResNet(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(64)
@@ -380,6 +393,7 @@ class ASPPConv(nnx.Sequential):
                 padding=((dilation, dilation), (dilation, dilation)),
                 kernel_dilation=(dilation, dilation),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(out),
@@ -402,6 +416,7 @@ class ASPPPooling(nnx.Sequential):
                 kernel_size=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(out),
@@ -436,6 +451,7 @@ class ASPP(nnx.Module):
                     kernel_size=(1, 1),
                     padding=((0, 0), (0, 0)),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 BatchNorm(out),
@@ -453,6 +469,7 @@ class ASPP(nnx.Module):
                 kernel_size=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(out),
@@ -491,11 +508,19 @@ class Deeplabv3Resnet50(nnx.Module):
                 kernel_size=(3, 3),
                 padding=((1, 1), (1, 1)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(256),
             jax.nn.relu,
-            nnx.Conv(256, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+            nnx.Conv(
+                256,
+                num_classes,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
         )
         init_weights(self, rngs)
 

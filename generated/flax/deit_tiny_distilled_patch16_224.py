@@ -111,6 +111,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -135,6 +143,7 @@ class PatchEmbed(nnx.Module):
             kernel_size=(patch, patch),
             padding=((0, 0), (0, 0)),
             strides=(patch, patch),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -151,8 +160,8 @@ class Attention(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, heads: int, rngs: nnx.Rngs) -> None:
-        self.qkv = nnx.Linear(in_channels, 3 * in_channels, rngs=rngs)
-        self.proj = nnx.Linear(in_channels, in_channels, rngs=rngs)
+        self.qkv = nnx.Linear(in_channels, 3 * in_channels, kernel_init=drawn_later, rngs=rngs)
+        self.proj = nnx.Linear(in_channels, in_channels, kernel_init=drawn_later, rngs=rngs)
         self.heads = heads
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -169,8 +178,8 @@ class Mlp(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, hidden: int, rngs: nnx.Rngs) -> None:
-        self.fc1 = nnx.Linear(in_channels, hidden, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, in_channels, rngs=rngs)
+        self.fc1 = nnx.Linear(in_channels, hidden, kernel_init=drawn_later, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, in_channels, kernel_init=drawn_later, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.fc1(x)
@@ -231,8 +240,8 @@ class DeitTinyDistilledPatch16224(nnx.Module):
             blocks.append(Block(channels, heads=heads, mlp_dim=embed_dim * mlp_ratio, rngs=rngs))
         self.blocks = nnx.Sequential(*blocks)
         self.norm = nnx.LayerNorm(embed_dim, use_fast_variance=False, rngs=rngs)
-        self.head = nnx.Linear(embed_dim, num_classes, rngs=rngs)
-        self.head_dist = nnx.Linear(embed_dim, num_classes, rngs=rngs)
+        self.head = nnx.Linear(embed_dim, num_classes, kernel_init=drawn_later, rngs=rngs)
+        self.head_dist = nnx.Linear(embed_dim, num_classes, kernel_init=drawn_later, rngs=rngs)
         self.embed_dim = embed_dim
         init_weights(self, rngs)
 

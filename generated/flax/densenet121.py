@@ -212,6 +212,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -247,6 +255,7 @@ class DenseLayer(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.norm2 = BatchNorm(bn_size * growth_rate)
@@ -256,6 +265,7 @@ class DenseLayer(nnx.Module):
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -315,6 +325,7 @@ class Transition(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -355,6 +366,7 @@ class Features(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.norm0 = BatchNorm(2 * growth_rate)
@@ -440,7 +452,12 @@ class Densenet121(nnx.Module):
         features_channels = features_channels // 2 + block_config[1] * growth_rate
         features_channels = features_channels // 2 + block_config[2] * growth_rate
         features_channels = features_channels // 2 + block_config[3] * growth_rate
-        self.classifier = nnx.Linear(features_channels, num_classes, rngs=rngs)
+        self.classifier = nnx.Linear(
+            features_channels,
+            num_classes,
+            kernel_init=drawn_later,
+            rngs=rngs,
+        )
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -196,6 +196,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -240,6 +248,7 @@ class BasicConv2d(nnx.Module):
             padding=tuple((side, side) for side in pair(padding)),
             strides=(stride, stride),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn = BatchNorm(out, eps=0.001)
@@ -302,7 +311,7 @@ class Googlenet(nnx.Module):
         self.inception5a = Inception(832, widths=(256, 160, 320, 32, 128, 128), rngs=rngs)
         self.inception5b = Inception(832, widths=(384, 192, 384, 48, 128, 128), rngs=rngs)
         self.dropout = nnx.Dropout(rate=dropout, rngs=rngs)
-        self.fc = nnx.Linear(1024, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(1024, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

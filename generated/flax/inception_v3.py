@@ -217,6 +217,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -261,6 +269,7 @@ class BasicConv2d(nnx.Module):
             padding=tuple((side, side) for side in pair(padding)),
             strides=(stride, stride),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn = BatchNorm(out, eps=0.001)
@@ -462,7 +471,7 @@ class InceptionV3(nnx.Module):
         self.Mixed_7b = InceptionE(1280, rngs=rngs)
         self.Mixed_7c = InceptionE(2048, rngs=rngs)
         self.dropout = nnx.Dropout(rate=dropout, rngs=rngs)
-        self.fc = nnx.Linear(2048, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(2048, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

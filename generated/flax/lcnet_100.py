@@ -172,6 +172,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -203,6 +211,7 @@ class SqueezeExcite(nnx.Module):
             make_divisible(in_channels * rd_ratio, rd_divisor),
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
@@ -211,6 +220,7 @@ class SqueezeExcite(nnx.Module):
             in_channels,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -253,6 +263,7 @@ class DepthwiseSeparableConv(nnx.Module):
             strides=(stride, stride),
             feature_group_count=in_channels,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(in_channels)
@@ -268,6 +279,7 @@ class DepthwiseSeparableConv(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = BatchNorm(out)
@@ -306,6 +318,7 @@ class Lcnet100(nnx.Module):
             padding=((1, 1), (1, 1)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(16)
@@ -378,9 +391,10 @@ class Lcnet100(nnx.Module):
             1280,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
-        self.classifier = nnx.Linear(1280, num_classes, rngs=rngs)
+        self.classifier = nnx.Linear(1280, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

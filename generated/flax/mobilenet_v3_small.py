@@ -173,6 +173,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -220,6 +228,7 @@ class ConvBNAct(nnx.Sequential):
                 strides=(stride, stride),
                 feature_group_count=groups,
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             norm(out),
@@ -255,6 +264,7 @@ class SqueezeExcitation(nnx.Module):
             squeeze_channels,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.use_relu = act == "relu"
@@ -264,6 +274,7 @@ class SqueezeExcitation(nnx.Module):
             in_channels,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.use_sigmoid = scale == "sigmoid"
@@ -446,10 +457,10 @@ class MobilenetV3Small(nnx.Module):
         features.append(ConvBNAct(96, out=576, kernel=1, act="hardswish", norm=norm, rngs=rngs))
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
-            nnx.Linear(576, 1024, rngs=rngs),
+            nnx.Linear(576, 1024, kernel_init=drawn_later, rngs=rngs),
             jax.nn.hard_swish,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(1024, num_classes, rngs=rngs),
+            nnx.Linear(1024, num_classes, kernel_init=drawn_later, rngs=rngs),
         )
         init_weights(self, rngs)
 

@@ -173,6 +173,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -204,6 +212,7 @@ class SqueezeExcite(nnx.Module):
             make_divisible(in_channels * rd_ratio, rd_divisor),
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         conv_reduce_channels = make_divisible(in_channels * rd_ratio, rd_divisor)
@@ -212,6 +221,7 @@ class SqueezeExcite(nnx.Module):
             in_channels,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -254,6 +264,7 @@ class DepthwiseSeparableConv(nnx.Module):
             strides=(stride, stride),
             feature_group_count=in_channels,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(in_channels)
@@ -269,6 +280,7 @@ class DepthwiseSeparableConv(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = BatchNorm(out)
@@ -307,6 +319,7 @@ class Mobilenetv1100(nnx.Module):
             padding=((1, 1), (1, 1)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(32)
@@ -341,7 +354,7 @@ class Mobilenetv1100(nnx.Module):
             channels = blocks_4[-1].out_channels
         blocks.append(nnx.Sequential(*blocks_4))
         self.blocks = nnx.Sequential(*blocks)
-        self.classifier = nnx.Linear(1024, num_classes, rngs=rngs)
+        self.classifier = nnx.Linear(1024, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -218,6 +218,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -256,6 +264,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(width)
@@ -268,6 +277,7 @@ class Bottleneck(nnx.Module):
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = norm(width)
@@ -277,6 +287,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn3 = norm(planes * 4)
@@ -289,6 +300,7 @@ class Bottleneck(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 norm(planes * 4),
@@ -327,6 +339,7 @@ class DilatedResNet(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(64)
@@ -377,6 +390,7 @@ class PoolBranch(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn = BatchNorm(width)
@@ -437,12 +451,20 @@ class Pspnet(nnx.Module):
                 kernel_size=(3, 3),
                 padding=((1, 1), (1, 1)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(width),
             jax.nn.relu,
             nnx.Dropout(rate=0.1, rngs=rngs),
-            nnx.Conv(width, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+            nnx.Conv(
+                width,
+                num_classes,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
         )
         init_weights(self, rngs)
 

@@ -191,6 +191,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -226,6 +234,7 @@ class BasicBlock(nnx.Module):
             padding=((1, 1), (1, 1)),
             strides=(stride, stride),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(planes)
@@ -235,6 +244,7 @@ class BasicBlock(nnx.Module):
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = BatchNorm(planes)
@@ -247,6 +257,7 @@ class BasicBlock(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 BatchNorm(planes),
@@ -288,6 +299,7 @@ class Resnet18(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(64)
@@ -311,7 +323,7 @@ class Resnet18(nnx.Module):
             layer4.append(BasicBlock(channels, planes=512, stride=2 if i == 0 else 1, rngs=rngs))
             channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
-        self.fc = nnx.Linear(512, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(512, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs, zero_init_residual=zero_init_residual)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -192,6 +192,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -240,6 +248,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(width)
@@ -252,6 +261,7 @@ class Bottleneck(nnx.Module):
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = norm(width)
@@ -261,6 +271,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn3 = norm(planes * 4)
@@ -273,6 +284,7 @@ class Bottleneck(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 norm(planes * 4),
@@ -318,6 +330,7 @@ class Resnet50(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = BatchNorm(64)
@@ -366,7 +379,7 @@ class Resnet50(nnx.Module):
             )
             channels = layer4[-1].out_channels
         self.layer4 = nnx.Sequential(*layer4)
-        self.fc = nnx.Linear(2048, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(2048, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs, zero_init_residual=zero_init_residual)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -219,6 +219,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -257,6 +265,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(width)
@@ -269,6 +278,7 @@ class Bottleneck(nnx.Module):
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = norm(width)
@@ -278,6 +288,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn3 = norm(planes * 4)
@@ -290,6 +301,7 @@ class Bottleneck(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 norm(planes * 4),
@@ -335,6 +347,7 @@ class ResNetStages(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(64)
@@ -404,6 +417,7 @@ class FeaturePyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -413,6 +427,7 @@ class FeaturePyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -422,6 +437,7 @@ class FeaturePyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -431,6 +447,7 @@ class FeaturePyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -439,16 +456,44 @@ class FeaturePyramid(nnx.Module):
         self.layer_blocks = nnx.List(
             [
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
             ],
         )

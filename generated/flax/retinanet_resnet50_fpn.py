@@ -201,6 +201,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -471,6 +479,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(width)
@@ -483,6 +492,7 @@ class Bottleneck(nnx.Module):
             kernel_dilation=(dilation, dilation),
             feature_group_count=groups,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn2 = norm(width)
@@ -492,6 +502,7 @@ class Bottleneck(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn3 = norm(planes * 4)
@@ -504,6 +515,7 @@ class Bottleneck(nnx.Module):
                     padding=((0, 0), (0, 0)),
                     strides=(stride, stride),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 norm(planes * 4),
@@ -549,6 +561,7 @@ class ResNetStages(nnx.Module):
             padding=((3, 3), (3, 3)),
             strides=(2, 2),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn1 = norm(64)
@@ -605,6 +618,7 @@ class LastLevelP6P7(nnx.Module):
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
             strides=(2, 2),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.p7 = nnx.Conv(
@@ -613,6 +627,7 @@ class LastLevelP6P7(nnx.Module):
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
             strides=(2, 2),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -648,6 +663,7 @@ class RetinaPyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -657,6 +673,7 @@ class RetinaPyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -666,6 +683,7 @@ class RetinaPyramid(nnx.Module):
                         out,
                         kernel_size=(1, 1),
                         padding=((0, 0), (0, 0)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                 ),
@@ -674,13 +692,34 @@ class RetinaPyramid(nnx.Module):
         self.layer_blocks = nnx.List(
             [
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
                 nnx.Sequential(
-                    nnx.Conv(out, out, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                    nnx.Conv(
+                        out,
+                        out,
+                        kernel_size=(3, 3),
+                        padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
+                        rngs=rngs,
+                    ),
                 ),
             ],
         )
@@ -745,6 +784,7 @@ class RetinaClassificationHead(nnx.Module):
                         in_channels,
                         kernel_size=(3, 3),
                         padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                     jax.nn.relu,
@@ -757,6 +797,7 @@ class RetinaClassificationHead(nnx.Module):
             anchors * num_classes,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.num_classes = num_classes
@@ -785,6 +826,7 @@ class RetinaRegressionHead(nnx.Module):
                         in_channels,
                         kernel_size=(3, 3),
                         padding=((1, 1), (1, 1)),
+                        kernel_init=drawn_later,
                         rngs=rngs,
                     ),
                     jax.nn.relu,
@@ -797,6 +839,7 @@ class RetinaRegressionHead(nnx.Module):
             anchors * 4,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 

@@ -220,6 +220,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -257,6 +265,7 @@ class ShuffleV1Branch(nnx.Sequential):
                 padding=((0, 0), (0, 0)),
                 feature_group_count=groups if group_input else 1,
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(mid),
@@ -270,6 +279,7 @@ class ShuffleV1Branch(nnx.Sequential):
                 strides=(stride, stride),
                 feature_group_count=mid,
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(mid),
@@ -280,6 +290,7 @@ class ShuffleV1Branch(nnx.Sequential):
                 padding=((0, 0), (0, 0)),
                 feature_group_count=groups,
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(out),
@@ -373,6 +384,7 @@ class ShufflenetV1(nnx.Module):
                 padding=((1, 1), (1, 1)),
                 strides=(2, 2),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(widths[0]),
@@ -393,7 +405,13 @@ class ShufflenetV1(nnx.Module):
         for _ in range(repeats[2] - 1):
             features.append(ShuffleV1Unit(channels, groups=groups, rngs=rngs))
         self.features = nnx.Sequential(*features)
-        self.classifier = nnx.Linear(widths[3], num_classes, use_bias=False, rngs=rngs)
+        self.classifier = nnx.Linear(
+            widths[3],
+            num_classes,
+            use_bias=False,
+            kernel_init=drawn_later,
+            rngs=rngs,
+        )
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

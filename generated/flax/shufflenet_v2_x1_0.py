@@ -199,6 +199,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -229,6 +237,7 @@ class ShuffleV2Block(nnx.Module):
                     strides=(stride, stride),
                     feature_group_count=in_channels,
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 BatchNorm(in_channels),
@@ -238,6 +247,7 @@ class ShuffleV2Block(nnx.Module):
                     kernel_size=(1, 1),
                     padding=((0, 0), (0, 0)),
                     use_bias=False,
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 BatchNorm(branch),
@@ -255,6 +265,7 @@ class ShuffleV2Block(nnx.Module):
                 kernel_size=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(branch),
@@ -267,6 +278,7 @@ class ShuffleV2Block(nnx.Module):
                 strides=(stride, stride),
                 feature_group_count=branch,
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(branch),
@@ -276,6 +288,7 @@ class ShuffleV2Block(nnx.Module):
                 kernel_size=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(branch),
@@ -317,6 +330,7 @@ class ShufflenetV2X10(nnx.Module):
                 padding=((1, 1), (1, 1)),
                 strides=(2, 2),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(widths[0]),
@@ -351,12 +365,13 @@ class ShufflenetV2X10(nnx.Module):
                 kernel_size=(1, 1),
                 padding=((0, 0), (0, 0)),
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             BatchNorm(widths[4]),
             jax.nn.relu,
         )
-        self.fc = nnx.Linear(widths[4], num_classes, rngs=rngs)
+        self.fc = nnx.Linear(widths[4], num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -146,6 +146,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -176,6 +184,7 @@ class Fire(nnx.Module):
             squeeze_planes,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.expand1x1 = nnx.Conv(
@@ -183,6 +192,7 @@ class Fire(nnx.Module):
             expand_planes,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.expand3x3 = nnx.Conv(
@@ -190,6 +200,7 @@ class Fire(nnx.Module):
             expand_planes,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -218,6 +229,7 @@ class Squeezenet10(nnx.Module):
                 kernel_size=(7, 7),
                 padding=((0, 0), (0, 0)),
                 strides=(2, 2),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -235,7 +247,14 @@ class Squeezenet10(nnx.Module):
         )
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Conv(512, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+            nnx.Conv(
+                512,
+                num_classes,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
             lambda x: adaptive_avg_pool2d(x, (1, 1)),
         )

@@ -147,6 +147,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -177,6 +185,7 @@ class Fire(nnx.Module):
             squeeze_planes,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.expand1x1 = nnx.Conv(
@@ -184,6 +193,7 @@ class Fire(nnx.Module):
             expand_planes,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.expand3x3 = nnx.Conv(
@@ -191,6 +201,7 @@ class Fire(nnx.Module):
             expand_planes,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
 
@@ -219,6 +230,7 @@ class Squeezenet11(nnx.Module):
                 kernel_size=(3, 3),
                 padding=((0, 0), (0, 0)),
                 strides=(2, 2),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -236,7 +248,14 @@ class Squeezenet11(nnx.Module):
         )
         self.classifier = nnx.Sequential(
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Conv(512, num_classes, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+            nnx.Conv(
+                512,
+                num_classes,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
             lambda x: adaptive_avg_pool2d(x, (1, 1)),
         )

@@ -130,6 +130,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -411,7 +419,14 @@ class SSDExtra(nnx.Sequential):
         rngs: nnx.Rngs,
     ) -> None:
         super().__init__(
-            nnx.Conv(in_channels, mid, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+            nnx.Conv(
+                in_channels,
+                mid,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
             jax.nn.relu,
             nnx.Conv(
                 mid,
@@ -419,6 +434,7 @@ class SSDExtra(nnx.Sequential):
                 kernel_size=(3, 3),
                 padding=((padding, padding), (padding, padding)),
                 strides=(stride, stride),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -438,7 +454,14 @@ class SSDExtras(nnx.Module):
         channels = in_channels
         for _ in range(3):
             _0.append(
-                nnx.Conv(channels, 512, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    512,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             _0.append(jax.nn.relu)
             channels = 512
@@ -451,10 +474,18 @@ class SSDExtras(nnx.Module):
                     kernel_size=(3, 3),
                     padding=((6, 6), (6, 6)),
                     kernel_dilation=(6, 6),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 jax.nn.relu,
-                nnx.Conv(1024, 1024, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+                nnx.Conv(
+                    1024,
+                    1024,
+                    kernel_size=(1, 1),
+                    padding=((0, 0), (0, 0)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
                 jax.nn.relu,
             ),
         )
@@ -486,7 +517,14 @@ class SSDBackboneVGG(nnx.Module):
         channels = in_channels
         for _ in range(2):
             features.append(
-                nnx.Conv(channels, 64, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    64,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 64
@@ -495,7 +533,14 @@ class SSDBackboneVGG(nnx.Module):
         )
         for _ in range(2):
             features.append(
-                nnx.Conv(channels, 128, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    128,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 128
@@ -504,14 +549,28 @@ class SSDBackboneVGG(nnx.Module):
         )
         for _ in range(3):
             features.append(
-                nnx.Conv(channels, 256, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    256,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 256
         features.append(lambda x: max_pool2d(x, kernel_size=2, stride=2, padding=0, ceil_mode=True))
         for _ in range(3):
             features.append(
-                nnx.Conv(channels, width, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    width,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = width
@@ -554,6 +613,7 @@ class SSDScoringHead(nnx.Module):
                     anchors[0] * out,
                     kernel_size=(3, 3),
                     padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 nnx.Conv(
@@ -561,6 +621,7 @@ class SSDScoringHead(nnx.Module):
                     anchors[1] * out,
                     kernel_size=(3, 3),
                     padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 nnx.Conv(
@@ -568,6 +629,7 @@ class SSDScoringHead(nnx.Module):
                     anchors[2] * out,
                     kernel_size=(3, 3),
                     padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 nnx.Conv(
@@ -575,6 +637,7 @@ class SSDScoringHead(nnx.Module):
                     anchors[3] * out,
                     kernel_size=(3, 3),
                     padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 nnx.Conv(
@@ -582,6 +645,7 @@ class SSDScoringHead(nnx.Module):
                     anchors[4] * out,
                     kernel_size=(3, 3),
                     padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 nnx.Conv(
@@ -589,6 +653,7 @@ class SSDScoringHead(nnx.Module):
                     anchors[5] * out,
                     kernel_size=(3, 3),
                     padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
             ],

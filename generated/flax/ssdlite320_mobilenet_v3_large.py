@@ -168,6 +168,14 @@ def _torch_name(model: nnx.Module, path: tuple) -> str:
     return ".".join(parts)
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -468,6 +476,7 @@ class ConvBNAct(nnx.Sequential):
                 strides=(stride, stride),
                 feature_group_count=groups,
                 use_bias=False,
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             norm(out),
@@ -503,6 +512,7 @@ class SqueezeExcitation(nnx.Module):
             squeeze_channels,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.use_relu = act == "relu"
@@ -512,6 +522,7 @@ class SqueezeExcitation(nnx.Module):
             in_channels,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.use_sigmoid = scale == "sigmoid"
@@ -837,7 +848,14 @@ class SSDLitePredictor(nnx.Sequential):
     ) -> None:
         super().__init__(
             ConvBNAct(in_channels, out=in_channels, groups=in_channels, norm=norm, rngs=rngs),
-            nnx.Conv(in_channels, out, kernel_size=(1, 1), padding=((0, 0), (0, 0)), rngs=rngs),
+            nnx.Conv(
+                in_channels,
+                out,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
         )
 
 

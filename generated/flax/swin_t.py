@@ -186,6 +186,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -239,10 +247,10 @@ class SwinTransformerBlock(nnx.Module):
         self.stochastic_depth = nnx.Dropout(rate=p, broadcast_dims=(1, 2, 3), rngs=rngs)
         self.norm2 = nnx.LayerNorm(in_channels, epsilon=1e-05, use_fast_variance=False, rngs=rngs)
         self.mlp = nnx.Sequential(
-            nnx.Linear(in_channels, 4 * in_channels, rngs=rngs),
+            nnx.Linear(in_channels, 4 * in_channels, kernel_init=drawn_later, rngs=rngs),
             lambda x: jax.nn.gelu(x, approximate=False),
             nnx.Dropout(rate=0.0, rngs=rngs),
-            nnx.Linear(4 * in_channels, in_channels, rngs=rngs),
+            nnx.Linear(4 * in_channels, in_channels, kernel_init=drawn_later, rngs=rngs),
             nnx.Dropout(rate=0.0, rngs=rngs),
         )
         self.mlp_depth = nnx.Dropout(rate=p, broadcast_dims=(1, 2, 3), rngs=rngs)
@@ -306,7 +314,13 @@ class PatchMerging(nnx.Module):
             use_fast_variance=False,
             rngs=rngs,
         )
-        self.reduction = nnx.Linear(4 * in_channels, 2 * in_channels, use_bias=False, rngs=rngs)
+        self.reduction = nnx.Linear(
+            4 * in_channels,
+            2 * in_channels,
+            use_bias=False,
+            kernel_init=drawn_later,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.concatenate(
@@ -344,6 +358,7 @@ class SwinT(nnx.Module):
                     kernel_size=(4, 4),
                     padding=((0, 0), (0, 0)),
                     strides=(4, 4),
+                    kernel_init=drawn_later,
                     rngs=rngs,
                 ),
                 lambda x: x,
@@ -394,7 +409,7 @@ class SwinT(nnx.Module):
             ),
         )
         self.norm = nnx.LayerNorm(8 * embed_dim, epsilon=1e-05, use_fast_variance=False, rngs=rngs)
-        self.head = nnx.Linear(8 * embed_dim, num_classes, rngs=rngs)
+        self.head = nnx.Linear(8 * embed_dim, num_classes, kernel_init=drawn_later, rngs=rngs)
         init_weights(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

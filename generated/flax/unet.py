@@ -135,6 +135,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -159,6 +167,7 @@ class DoubleConv(nnx.Sequential):
                 width,
                 kernel_size=(3, 3),
                 padding=((padding, padding), (padding, padding)),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -167,6 +176,7 @@ class DoubleConv(nnx.Sequential):
                 width,
                 kernel_size=(3, 3),
                 padding=((padding, padding), (padding, padding)),
+                kernel_init=drawn_later,
                 rngs=rngs,
             ),
             jax.nn.relu,
@@ -210,6 +220,7 @@ class Up(nnx.Module):
             padding=((1, 1), (1, 1)),
             strides=(2, 2),
             transpose_kernel=True,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.conv = DoubleConv(skip_channels + width, width=width, padding=padding, rngs=rngs)
@@ -252,6 +263,7 @@ class Unet(nnx.Module):
             num_classes,
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         init_weights(self, rngs)

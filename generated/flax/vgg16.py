@@ -146,6 +146,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -186,7 +194,14 @@ class Vgg16(nnx.Module):
         channels = 3
         for _ in range(convs[0]):
             features.append(
-                nnx.Conv(channels, 64, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    64,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 64
@@ -195,7 +210,14 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[1]):
             features.append(
-                nnx.Conv(channels, 128, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    128,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 128
@@ -204,7 +226,14 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[2]):
             features.append(
-                nnx.Conv(channels, 256, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    256,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 256
@@ -213,7 +242,14 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[3]):
             features.append(
-                nnx.Conv(channels, 512, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    512,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
             channels = 512
@@ -222,7 +258,14 @@ class Vgg16(nnx.Module):
         )
         for _ in range(convs[4]):
             features.append(
-                nnx.Conv(channels, 512, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs),
+                nnx.Conv(
+                    channels,
+                    512,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
             )
             features.append(jax.nn.relu)
         features.append(
@@ -230,13 +273,13 @@ class Vgg16(nnx.Module):
         )
         self.features = nnx.Sequential(*features)
         self.classifier = nnx.Sequential(
-            nnx.Linear(25088, 4096, rngs=rngs),
+            nnx.Linear(25088, 4096, kernel_init=drawn_later, rngs=rngs),
             jax.nn.relu,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(4096, 4096, rngs=rngs),
+            nnx.Linear(4096, 4096, kernel_init=drawn_later, rngs=rngs),
             jax.nn.relu,
             nnx.Dropout(rate=dropout, rngs=rngs),
-            nnx.Linear(4096, num_classes, rngs=rngs),
+            nnx.Linear(4096, num_classes, kernel_init=drawn_later, rngs=rngs),
         )
         init_weights(self, rngs)
 

@@ -108,6 +108,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -150,7 +158,7 @@ class MultiheadAttention(nnx.Module):
             nnx.initializers.xavier_uniform()(rngs.params(), (3 * in_channels, in_channels)),
         )
         self.in_proj_bias = nnx.Param(jnp.zeros((3 * in_channels,)))
-        self.out_proj = nnx.Linear(in_channels, in_channels, rngs=rngs)
+        self.out_proj = nnx.Linear(in_channels, in_channels, kernel_init=drawn_later, rngs=rngs)
         self.heads = heads
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -172,10 +180,10 @@ class EncoderBlock(nnx.Module):
         self.dropout = nnx.Dropout(rate=0.0, rngs=rngs)
         self.ln_2 = nnx.LayerNorm(in_channels, use_fast_variance=False, rngs=rngs)
         self.mlp = nnx.Sequential(
-            nnx.Linear(in_channels, mlp_dim, rngs=rngs),
+            nnx.Linear(in_channels, mlp_dim, kernel_init=drawn_later, rngs=rngs),
             lambda x: jax.nn.gelu(x, approximate=False),
             nnx.Dropout(rate=0.0, rngs=rngs),
-            nnx.Linear(mlp_dim, in_channels, rngs=rngs),
+            nnx.Linear(mlp_dim, in_channels, kernel_init=drawn_later, rngs=rngs),
             nnx.Dropout(rate=0.0, rngs=rngs),
         )
 
@@ -264,7 +272,7 @@ class Heads(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
-        self.head = nnx.Linear(in_channels, num_classes, rngs=rngs)
+        self.head = nnx.Linear(in_channels, num_classes, kernel_init=drawn_later, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.head(x)
@@ -295,6 +303,7 @@ class VitB16(nnx.Module):
             kernel_size=(patch_size, patch_size),
             padding=((0, 0), (0, 0)),
             strides=(patch_size, patch_size),
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.class_token = nnx.Param(jnp.zeros((1, 1, hidden_dim)))

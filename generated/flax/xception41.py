@@ -165,6 +165,14 @@ def fans(kernel: jax.Array) -> tuple[int, int]:
     return kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
 
 
+def drawn_later(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A conv or linear layer's kernel until init_weights draws it as torch would (an
+    inference export has none: its kernels come from a converted checkpoint): NaN, so that
+    one left undrawn shows, and made in numpy, since an eager jax draw compiles once per
+    shape, seconds each on a CPU."""
+    return jnp.asarray(np.full(shape, np.nan, dtype))
+
+
 def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     """A numpy generator seeded from `rngs`: initial values drawn in numpy compile nothing
     (an eager jax draw compiles once per shape)."""
@@ -202,6 +210,7 @@ class ConvNormReLU(nnx.Module):
             ),
             strides=(stride, stride),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn = BatchNorm(out, eps=0.001)
@@ -238,6 +247,7 @@ class SeparableConv2d(nnx.Module):
             strides=(stride, stride),
             feature_group_count=in_channels,
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn_dw = BatchNorm(in_channels, eps=0.001)
@@ -248,6 +258,7 @@ class SeparableConv2d(nnx.Module):
             kernel_size=(1, 1),
             padding=((0, 0), (0, 0)),
             use_bias=False,
+            kernel_init=drawn_later,
             rngs=rngs,
         )
         self.bn_pw = BatchNorm(out, eps=0.001)
@@ -358,7 +369,7 @@ class ClassifierHead(nnx.Module):
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
-        self.fc = nnx.Linear(in_channels, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(in_channels, num_classes, kernel_init=drawn_later, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = adaptive_avg_pool2d(x, (1, 1))

@@ -137,6 +137,8 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     flax_model = flax_module.create_model(nnx.Rngs(0))
     flax_params = nnx.to_flat_state(nnx.state(flax_model, nnx.Param))
     expect("trainable params (nnx.Param)", sum(value.size for _, value in flax_params), trained)
+    undrawn = [path for path, value in flax_params if np.isnan(value.get_value()).any()]
+    expect("flax params left undrawn (NaN)", undrawn, [])
     flax_module.load_torch_state_dict(flax_model, weights)
     flax_model.eval()
     _expect_close("flax output", _flax_output(flax_model, array), want, rounding)

@@ -284,6 +284,8 @@ def test_flax_counts_equal_archc(name: str) -> None:
 
     assert size(nnx.Param) == stats["params"]
     assert size(nnx.BatchStat) == stats["buffers"]
+    params = nnx.to_flat_state(nnx.state(flax_model, nnx.Param))
+    assert not any(np.isnan(variable.get_value()).any() for _, variable in params)  # all drawn
 
 
 def test_loader_refuses_a_state_dict_that_does_not_fit() -> None:
