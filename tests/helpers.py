@@ -148,6 +148,7 @@ DETECTION_THRESHOLDS = {
     "retinanet_resnet50_fpn": 0.0105,  # the head's prior is 0.01
     "ssd300_vgg16": 0.0115,  # 91 classes: softmax scores about 1/91
     "ssdlite320_mobilenet_v3_large": 0.0115,
+    "yolov3": 0.47,  # objectness x class: about 0.25 each at random
 }
 
 
@@ -165,10 +166,10 @@ def spread_detections(model: Any) -> None:
                 value.mul_(0.05)
 
 
-# Detectors whose fresh weights (SSDLite's normal(0, 0.03)) fade to nothing through batch
+# Detectors whose fresh weights (SSDLite's normal(0, 0.03), torch's default) fade through batch
 # norms of unit variance in eval, so that every class scores alike: their norms are
 # calibrated on the test's images first.
-FADING_DETECTORS = {"ssdlite320_mobilenet_v3_large"}
+FADING_DETECTORS = {"ssdlite320_mobilenet_v3_large", "yolov3"}
 
 
 def calibrate_batch_norms(model: Any, run: Any) -> None:

@@ -336,6 +336,24 @@ CASES = {
         "9:48",
         "low_quality: expected 'keep', 'off' or 'force', got 'best'",
     ),
+    "yolo anchors for other maps": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  d: {op: yolo_detections, from: [input, relu], anchors: [[10, 13], [16, 30]]}\n",
+        "8:58",
+        "d (yolo_detections): anchors needs one list per map (1), got 2",
+    ),
+    "yolo anchors not pairs": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  d: {op: yolo_detections, from: [input, relu], anchors: [[10, 13, 16]]}\n",
+        "8:58",
+        "anchors: each map's list must be w, h pairs",
+    ),
+    "yolo map too narrow": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  d: {op: yolo_detections, from: [input, relu], anchors: [[10, 13]]}\n",
+        "8:6",
+        "each map needs its anchors x (4 box values, objectness and the same classes) channels",
+    ),
     "shared not a bool": (
         HEAD + "  a: {op: relu, shared: yes}\n",
         "5:25",

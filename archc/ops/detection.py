@@ -60,6 +60,16 @@ class StageOp(Op):
         return 0
 
 
+class Selection(StageOp):
+    """A stage op that selects the detections, which `detect()` returns: (N, limit, 6) rows
+    of x1, y1, x2, y2, score, label, best first, label -1 past an image's detections."""
+
+    method = "detect"
+
+    def infer(self, attrs: Attrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType((inputs[0].shape[0], attrs.limit, 6))
+
+
 class Loss(StageOp):
     """A training loss of the stage: a scalar against the targets, which `loss()` returns,
     computed by the helper of the op's name from its inputs, the targets and its settings."""
@@ -154,9 +164,8 @@ class DetectionsAttrs(Attrs):
 
 
 @register
-class Detections(StageOp):
+class Detections(Selection):
     name = "detections"
-    method = "detect"
     takes_list = True
     arity = None
     Attrs = DetectionsAttrs
@@ -185,9 +194,6 @@ class Detections(StageOp):
         if rows.pop() % positions:
             return [f"the rows must be a whole number of anchors per level position ({positions})"]
         return []
-
-    def infer(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> TensorType:
-        return TensorType((inputs[0].shape[0], attrs.limit, 6))
 
     def lower_torch(self, attrs: DetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
         levels = ", ".join(f"{{{index}}}" for index in range(4, len(inputs)))
@@ -268,9 +274,8 @@ class SoftmaxDetectionsAttrs(Attrs):
 
 
 @register
-class SoftmaxDetections(StageOp):
+class SoftmaxDetections(Selection):
     name = "softmax_detections"
-    method = "detect"
     arity = 4
     Attrs = SoftmaxDetectionsAttrs
     summary = (
@@ -292,11 +297,60 @@ class SoftmaxDetections(StageOp):
             return [f"deltas {deltas} and boxes {boxes} need one row per box"]
         return []
 
-    def infer(self, attrs: SoftmaxDetectionsAttrs, inputs: list[TensorType]) -> TensorType:
-        return TensorType((inputs[0].shape[0], attrs.limit, 6))
-
     def lower_torch(self, attrs: SoftmaxDetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
         return InlineCall(f"softmax_detections({{0}}, {{1}}, {{2}}, {{3}}, {_settings(attrs)})")
+
+    lower_flax = lower_torch
+
+
+class YoloDetectionsAttrs(Attrs):
+    anchors: Annotated[NUMBER_LISTS, Range(0, above=True)]
+    """Per map, its anchors' sizes in input pixels as w, h pairs: `[116, 90, 156, 198]`."""
+    score_thresh: Annotated[float, Range(0, 1)] = 0.005
+    """A class's score (objectness times class probability) must be above it."""
+    candidates: Count = 1000
+    """For each class, the best scoring candidates kept before NMS."""
+    iou_thresh: Annotated[float, Range(0, 1)] = 0.45
+    """NMS drops a box that overlaps a better one of its class by more than this (IoU)."""
+    limit: Count = 300
+    """The detections kept per image, best first."""
+
+
+@register
+class YoloDetections(Selection):
+    name = "yolo_detections"
+    takes_list = True
+    arity = None
+    Attrs = YoloDetectionsAttrs
+    summary = (
+        "YOLOv3's detections: from the image and each head's map of every anchor's box, "
+        "objectness and class scores (darknet's yolo layer), the boxes decoded, for each "
+        "class the best over the score threshold, NMS'd per class; (N, limit, 6) rows of "
+        "x1, y1, x2, y2, score, label (-1 past an image's detections), a stage op"
+    )
+
+    def check(self, attrs: YoloDetectionsAttrs, inputs: list[TensorType]) -> list[str]:
+        anchors, maps = concrete(attrs.anchors), inputs[1:]
+        if len(anchors) != len(maps):
+            return [f"anchors needs one list per map ({len(maps)}), got {len(anchors)}"]
+        if any(not pairs or len(pairs) % 2 for pairs in anchors):
+            return ["anchors: each map's list must be w, h pairs"]
+        problems = _each_of_rank(inputs, 4, "NCHW")
+        if problems:
+            return problems
+        widths = [concrete(kind.channels) for kind in maps]
+        values = {width // (len(pairs) // 2) for width, pairs in zip(widths, anchors)}
+        whole = all(width % (len(pairs) // 2) == 0 for width, pairs in zip(widths, anchors))
+        if not whole or len(values) > 1 or values.pop() < 6:
+            return [
+                f"each map needs its anchors x (4 box values, objectness and the same classes) "
+                f"channels: got {widths} for {[len(pairs) // 2 for pairs in anchors]} anchors"
+            ]
+        return []
+
+    def lower_torch(self, attrs: YoloDetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
+        maps = ", ".join(f"{{{index}}}" for index in range(1, len(inputs)))
+        return InlineCall(f"yolo_detections({{0}}, [{maps}], {_settings(attrs)})")
 
     lower_flax = lower_torch
 

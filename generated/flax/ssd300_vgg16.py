@@ -268,25 +268,40 @@ def softmax_detections(
     within each class and the `limit` best. (N, limit, 6) rows of x1, y1, x2, y2, score,
     label, best first; past an image's detections, zeros with label -1."""
     height, width = image.shape[1:3]
-    nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
 
     def one_image(logits: jax.Array, deltas: jax.Array, boxes: jax.Array) -> jax.Array:
         decoded = clip_boxes(decode_boxes(deltas, boxes, weights), height, width)
-        scores = jax.nn.softmax(logits, axis=-1)[:, 1:].T  # (classes - 1, rows)
-        scores = jnp.where(scores > score_thresh, scores, -1.0)
-        best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
-        labels = jnp.broadcast_to(jnp.arange(1, logits.shape[-1])[:, None], best.shape)
-        order, keep = nms(decoded[rows], best, labels, best > score_thresh, iou_thresh)
-        best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
-        return detection_rows(
-            decoded[rows].reshape(-1, 4),
-            best.reshape(-1),
-            labels.reshape(-1),
-            keep.reshape(-1),
-            limit,
+        scores = jax.nn.softmax(logits, axis=-1)
+        classes = range(1, logits.shape[-1])  # all but the background
+        return class_detections(
+            decoded, scores, classes, score_thresh, candidates, iou_thresh, limit
         )
 
     return jax.vmap(one_image)(logits, deltas, boxes)
+
+
+def class_detections(
+    boxes: jax.Array,
+    scores: jax.Array,
+    classes: range,
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> jax.Array:
+    """An image's detections from its boxes and their scores per class (rows, classes), in
+    fixed sizes for jit: for each of `classes` the `candidates` best scores above
+    `score_thresh`, NMS'd within the class, the `limit` best as detection_rows gives them."""
+    scores = scores[:, classes.start : classes.stop].T  # (classes, rows)
+    scores = jnp.where(scores > score_thresh, scores, -1.0)
+    best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
+    labels = jnp.broadcast_to(np.arange(classes.start, classes.stop)[:, None], best.shape)
+    nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
+    order, keep = nms(boxes[rows], best, labels, best > score_thresh, iou_thresh)
+    best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
+    return detection_rows(
+        boxes[rows].reshape(-1, 4), best.reshape(-1), labels.reshape(-1), keep.reshape(-1), limit
+    )
 
 
 def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:

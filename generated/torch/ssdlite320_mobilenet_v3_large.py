@@ -189,15 +189,33 @@ def softmax_detections(
     for image_logits, image_deltas, image_boxes in zip(logits, deltas, boxes):
         decoded = clip_boxes(decode_boxes(image_deltas, image_boxes, weights), height, width)
         scores = image_logits.softmax(dim=-1)
-        kept_boxes, kept_scores, labels = [], [], []
-        for label in range(1, scores.shape[-1]):
-            best, rows = best_scores(scores[:, label], score_thresh, candidates)
-            kept_boxes.append(decoded[rows])
-            kept_scores.append(best)
-            labels.append(torch.full_like(best, label))
-        kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)
-        found.append(detection_rows(kept_boxes, kept_scores, torch.cat(labels), iou_thresh, limit))
+        classes = range(1, scores.shape[-1])  # all but the background
+        found.append(
+            class_detections(decoded, scores, classes, score_thresh, candidates, iou_thresh, limit)
+        )
     return torch.stack(found)
+
+
+def class_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: range,
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> torch.Tensor:
+    """An image's detections from its boxes and their scores per class (rows, classes): for
+    each of `classes` the `candidates` best scores above `score_thresh`, NMS'd within the
+    class, the `limit` best as detection_rows gives them."""
+    kept_boxes, kept_scores, labels = [], [], []
+    for label in classes:
+        best, rows = best_scores(scores[:, label], score_thresh, candidates)
+        kept_boxes.append(boxes[rows])
+        kept_scores.append(best)
+        labels.append(torch.full_like(best, label))
+    kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)
+    return detection_rows(kept_boxes, kept_scores, torch.cat(labels), iou_thresh, limit)
 
 
 def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:

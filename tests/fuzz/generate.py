@@ -416,8 +416,23 @@ def detection_head(spec: Spec, x: Value) -> list[str]:
     """A one-level detection head on `x` (class and box rows per anchor, `anchor_rows`) and
     the `postprocess:` lines that select detections from it and give its losses: RetinaNet's
     (anchors, sigmoid scores per level, focal loss) or SSD's (default boxes, softmax scores
-    per class, hard negatives)."""
-    return (_ssd_stage if spec.rng.random() < 0.5 else _retinanet_stage)(spec, x)
+    per class, hard negatives), or YOLOv3's (a map of every anchor's box, objectness and
+    class scores; detections only)."""
+    return spec.rng.choice([_ssd_stage, _retinanet_stage, _yolo_stage])(spec, x)
+
+
+def _yolo_stage(spec: Spec, x: Value) -> list[str]:
+    rng = spec.rng
+    _, h, w = x.shape
+    anchors, classes = rng.choice([[4, 6], [4, 6, 8, 3]]), rng.choice([1, 3])
+    width = len(anchors) // 2 * (5 + classes)
+    name = spec.name("d")
+    spec.add(f"{{op: conv2d, out: {width}, kernel: 1, from: {x.name}}}", Value(name, (width, h, w)))
+    return [
+        "postprocess:",
+        f"  found: {{op: yolo_detections, from: [input, {name}], anchors: [{anchors}], "
+        f"score_thresh: 0.3, candidates: {rng.choice([5, 50])}, limit: {rng.choice([4, 20])}}}",
+    ]
 
 
 def _retinanet_stage(spec: Spec, x: Value) -> list[str]:

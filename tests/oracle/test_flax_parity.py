@@ -166,6 +166,7 @@ def test_eval_outputs_match(name: str, size: int) -> None:
 
 # Detectors and the image size their stage is compared at (the smallest each allows).
 DETECTORS = {
+    "yolov3": 96,
     "retinanet_resnet50_fpn": 128,
     "ssd300_vgg16": 300,
     "ssdlite320_mobilenet_v3_large": 128,
@@ -201,7 +202,7 @@ def test_detections_match_torch(name: str) -> None:
         assert_same_detections(rows, want, box_atol=1e-2, score_rtol=TOLERANCE)
 
 
-@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("name", [name for name in DETECTORS if name != "yolov3"])  # no loss()
 def test_losses_match_torch(name: str) -> None:
     """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
     same images and boxes, both in training (batch statistics)."""

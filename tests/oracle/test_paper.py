@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from tests.helpers import (  # noqa: E402
+    DETECTION_THRESHOLDS,
     GENERATED,
     archc_stats,
+    calibrate_batch_norms,
     count_macs,
     load_generated,
     run_archc,
@@ -100,3 +103,75 @@ def test_detnet59_keeps_stride_16_and_costs_what_the_paper_adds_to_resnet50() ->
     with torch.no_grad():
         model(torch.randn(1, 3, 224, 224))
     assert sizes == {name: (1024, 14, 14) for name in ("layer3", "layer4", "layer5")}
+
+
+def darknet_detections(
+    maps: list[np.ndarray], anchors: list[list[float]], size: int, thresh: float, nms: float
+) -> list[tuple[float, int, np.ndarray]]:
+    """Darknet's yolo layers and do_nms_sort, transcribed one box at a time (yolo_layer.c's
+    get_yolo_box and get_yolo_detections, box.c's NMS): (score, class, x1 y1 x2 y2 in input
+    pixels) of every (box, class) left with a score, best first."""
+    sigmoid = lambda value: 1 / (1 + np.exp(-value))  # noqa: E731
+    boxes, probs = [], []
+    for head, pairs in zip(maps, anchors):  # head: (channels, h, w), anchor by anchor
+        channels, height, width = head.shape
+        count = len(pairs) // 2
+        entries = head.reshape(count, channels // count, height, width)
+        for n in range(count):
+            for j in range(height):
+                for i in range(width):
+                    x = entries[n, :, j, i]
+                    centre = ((i + sigmoid(x[0])) / width, (j + sigmoid(x[1])) / height)
+                    sides = (
+                        np.exp(x[2]) * pairs[2 * n] / size,
+                        np.exp(x[3]) * pairs[2 * n + 1] / size,
+                    )
+                    objectness = sigmoid(x[4])
+                    prob = objectness * sigmoid(x[5:])
+                    probs.append(
+                        np.where(prob > thresh, prob, 0.0) if objectness > thresh else 0 * prob
+                    )
+                    corner = np.subtract(centre, np.divide(sides, 2))
+                    boxes.append(np.concatenate([corner, corner + sides]) * size)
+    boxes, probs = np.asarray(boxes), np.asarray(probs)
+    for k in range(probs.shape[1]):  # do_nms_sort: per class, best first, suppress overlaps
+        order = np.argsort(-probs[:, k], kind="stable")
+        for a, first in enumerate(order):
+            if probs[first, k] == 0:
+                continue
+            for second in order[a + 1 :]:
+                if iou(boxes[first], boxes[second]) > nms:
+                    probs[second, k] = 0
+    found = [(probs[b, k], k, boxes[b]) for b, k in zip(*np.nonzero(probs))]
+    return sorted(found, key=lambda item: -item[0])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    sides = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None)
+    inter = sides[0] * sides[1]
+    return inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
+
+
+def test_yolov3_detections_are_darknets() -> None:
+    """detect() against darknet's own algorithm transcribed in the test (decoding, scores
+    of objectness times class, per-class NMS) on a small image, a threshold that leaves a
+    few candidates per class: the same detections, best first."""
+    size, thresh = 96, DETECTION_THRESHOLDS["yolov3"]
+    module = load_generated(GENERATED / "torch" / "yolov3.py")
+    model = module.create_model(score_thresh=thresh)
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    calibrate_batch_norms(model, lambda model: model(image))  # or every score is 0.25
+    with torch.no_grad():
+        model.eval()
+        maps = model(image)
+        found = model.detect(image)[0]
+    anchors = [[116, 90, 156, 198, 373, 326], [30, 61, 62, 45, 59, 119], [10, 13, 16, 30, 33, 23]]
+    heads = [maps[key][0].numpy().astype(np.float64) for key in ("stride32", "stride16", "stride8")]
+    want = darknet_detections(heads, anchors, size, thresh, 0.45)
+    found = found[found[:, 5] >= 0].numpy()
+    assert 100 < len(want) <= 300
+    assert len(found) == len(want)
+    for row, (score, label, box) in zip(found, want):
+        assert row[5] == label
+        assert abs(row[4] - score) <= 1e-5
+        assert np.abs(row[:4] - box).max() <= 1e-3

@@ -590,25 +590,79 @@ def softmax_detections(
     within each class and the `limit` best. (N, limit, 6) rows of x1, y1, x2, y2, score,
     label, best first; past an image's detections, zeros with label -1."""
     height, width = image.shape[1:3]
-    nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
 
     def one_image(logits: jax.Array, deltas: jax.Array, boxes: jax.Array) -> jax.Array:
         decoded = clip_boxes(decode_boxes(deltas, boxes, weights), height, width)
-        scores = jax.nn.softmax(logits, axis=-1)[:, 1:].T  # (classes - 1, rows)
-        scores = jnp.where(scores > score_thresh, scores, -1.0)
-        best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
-        labels = jnp.broadcast_to(jnp.arange(1, logits.shape[-1])[:, None], best.shape)
-        order, keep = nms(decoded[rows], best, labels, best > score_thresh, iou_thresh)
-        best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
-        return detection_rows(
-            decoded[rows].reshape(-1, 4),
-            best.reshape(-1),
-            labels.reshape(-1),
-            keep.reshape(-1),
-            limit,
+        scores = jax.nn.softmax(logits, axis=-1)
+        classes = range(1, logits.shape[-1])  # all but the background
+        return class_detections(
+            decoded, scores, classes, score_thresh, candidates, iou_thresh, limit
         )
 
     return jax.vmap(one_image)(logits, deltas, boxes)
+
+
+def class_detections(
+    boxes: jax.Array,
+    scores: jax.Array,
+    classes: range,
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> jax.Array:
+    """An image's detections from its boxes and their scores per class (rows, classes), in
+    fixed sizes for jit: for each of `classes` the `candidates` best scores above
+    `score_thresh`, NMS'd within the class, the `limit` best as detection_rows gives them."""
+    scores = scores[:, classes.start : classes.stop].T  # (classes, rows)
+    scores = jnp.where(scores > score_thresh, scores, -1.0)
+    best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
+    labels = jnp.broadcast_to(np.arange(classes.start, classes.stop)[:, None], best.shape)
+    nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
+    order, keep = nms(boxes[rows], best, labels, best > score_thresh, iou_thresh)
+    best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
+    return detection_rows(
+        boxes[rows].reshape(-1, 4), best.reshape(-1), labels.reshape(-1), keep.reshape(-1), limit
+    )
+
+
+def yolo_detections(
+    image: jax.Array,
+    maps: list[jax.Array],
+    anchors: tuple[tuple[float, ...], ...],
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> jax.Array:
+    """YOLOv3's detections, as darknet's yolo layers find them, in fixed sizes for jit: on
+    each map, every cell's anchors (w, h pairs in input pixels) predict a box, centred at the
+    cell plus sigmoid(tx, ty) and sized exp(tw, th) times the anchor, an objectness and
+    class scores (sigmoids), a class's score their product; then for each class the
+    `candidates` best above `score_thresh`, NMS within each class and the `limit` best.
+    (N, limit, 6) rows of x1, y1, x2, y2, score, label, best first; past an image's
+    detections, zeros with label -1."""
+    height, width = image.shape[1:3]
+    boxes, scores = [], []
+    for head, pairs in zip(maps, anchors):
+        count, rows, cols, _ = head.shape  # NHWC, channels anchor by anchor
+        sizes = np.asarray(pairs, np.float32).reshape(-1, 1, 1, 2)  # (anchors, 1, 1, w h)
+        head = head.reshape(count, rows, cols, len(sizes), -1).transpose(0, 3, 1, 2, 4)
+        y, x = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        centres = np.stack([x, y], axis=-1).astype(np.float32) + jax.nn.sigmoid(head[..., :2])
+        centres = centres * np.asarray([width / cols, height / rows], np.float32)
+        halves = jnp.exp(head[..., 2:4]) * sizes / 2
+        box = jnp.concatenate([centres - halves, centres + halves], axis=-1)
+        boxes.append(box.reshape(count, -1, 4))
+        score = jax.nn.sigmoid(head[..., 4:5]) * jax.nn.sigmoid(head[..., 5:])
+        scores.append(score.reshape(count, -1, score.shape[-1]))
+    boxes, scores = jnp.concatenate(boxes, axis=1), jnp.concatenate(scores, axis=1)
+    classes = range(scores.shape[-1])
+
+    def one_image(boxes: jax.Array, scores: jax.Array) -> jax.Array:
+        return class_detections(boxes, scores, classes, score_thresh, candidates, iou_thresh, limit)
+
+    return jax.vmap(one_image)(boxes, scores)
 
 
 def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:

@@ -408,15 +408,77 @@ def softmax_detections(
     for image_logits, image_deltas, image_boxes in zip(logits, deltas, boxes):
         decoded = clip_boxes(decode_boxes(image_deltas, image_boxes, weights), height, width)
         scores = image_logits.softmax(dim=-1)
-        kept_boxes, kept_scores, labels = [], [], []
-        for label in range(1, scores.shape[-1]):
-            best, rows = best_scores(scores[:, label], score_thresh, candidates)
-            kept_boxes.append(decoded[rows])
-            kept_scores.append(best)
-            labels.append(torch.full_like(best, label))
-        kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)
-        found.append(detection_rows(kept_boxes, kept_scores, torch.cat(labels), iou_thresh, limit))
+        classes = range(1, scores.shape[-1])  # all but the background
+        found.append(
+            class_detections(decoded, scores, classes, score_thresh, candidates, iou_thresh, limit)
+        )
     return torch.stack(found)
+
+
+def class_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: range,
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> torch.Tensor:
+    """An image's detections from its boxes and their scores per class (rows, classes): for
+    each of `classes` the `candidates` best scores above `score_thresh`, NMS'd within the
+    class, the `limit` best as detection_rows gives them."""
+    kept_boxes, kept_scores, labels = [], [], []
+    for label in classes:
+        best, rows = best_scores(scores[:, label], score_thresh, candidates)
+        kept_boxes.append(boxes[rows])
+        kept_scores.append(best)
+        labels.append(torch.full_like(best, label))
+    kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)
+    return detection_rows(kept_boxes, kept_scores, torch.cat(labels), iou_thresh, limit)
+
+
+def yolo_detections(
+    image: torch.Tensor,
+    maps: list[torch.Tensor],
+    anchors: tuple[tuple[float, ...], ...],
+    score_thresh: float,
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+) -> torch.Tensor:
+    """YOLOv3's detections, as darknet's yolo layers find them: on each map, every cell's
+    anchors (w, h pairs in input pixels) predict a box, centred at the cell plus
+    sigmoid(tx, ty) and sized exp(tw, th) times the anchor, an objectness and class
+    scores (sigmoids), a class's score their product; then for each class the `candidates`
+    best above `score_thresh`, NMS within each class and the `limit` best. (N, limit, 6)
+    rows of x1, y1, x2, y2, score, label, best first; past an image's detections, zeros
+    with label -1."""
+    height, width = image.shape[-2:]
+    boxes, scores = [], []
+    for head, pairs in zip(maps, anchors):
+        count, _, rows, cols = head.shape
+        sizes = head.new_tensor(pairs).reshape(-1, 1, 1, 2)  # (anchors, 1, 1, w h)
+        head = head.reshape(count, len(sizes), -1, rows, cols).permute(0, 1, 3, 4, 2)
+        y, x = torch.meshgrid(
+            torch.arange(rows, device=head.device),
+            torch.arange(cols, device=head.device),
+            indexing="ij",
+        )
+        centres = torch.stack([x, y], dim=-1) + head[..., :2].sigmoid()
+        centres = centres * head.new_tensor([width / cols, height / rows])
+        halves = head[..., 2:4].exp() * sizes / 2
+        boxes.append(torch.cat([centres - halves, centres + halves], dim=-1).flatten(1, 3))
+        scores.append((head[..., 4:5].sigmoid() * head[..., 5:].sigmoid()).flatten(1, 3))
+    boxes, scores = torch.cat(boxes, dim=1), torch.cat(scores, dim=1)
+    classes = range(scores.shape[-1])
+    return torch.stack(
+        [
+            class_detections(
+                image_boxes, image_scores, classes, score_thresh, candidates, iou_thresh, limit
+            )
+            for image_boxes, image_scores in zip(boxes, scores)
+        ]
+    )
 
 
 def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
