@@ -121,13 +121,14 @@ def class_nms(
 
 
 def greedy_nms(boxes: torch.Tensor, iou_thresh: float) -> torch.Tensor:
-    """Which boxes, best first, no better kept box overlaps by more than `iou_thresh`."""
-    overlaps = box_iou(boxes, boxes) > iou_thresh
-    keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    """Which boxes, best first, no better kept box overlaps by more than `iou_thresh`. The
+    loop runs on the host over one copy of the overlaps: on a GPU it never waits per box."""
+    overlaps = (box_iou(boxes, boxes) > iou_thresh).cpu()
+    keep = torch.ones(len(boxes), dtype=torch.bool)
     for index in range(len(boxes)):
         if keep[index]:
             keep[index + 1 :] &= ~overlaps[index, index + 1 :]
-    return keep
+    return keep.to(boxes.device)
 
 
 def best_scores(
