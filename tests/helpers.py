@@ -152,10 +152,11 @@ DETECTION_THRESHOLDS = {
 }
 
 
-def spread_detections(model: Any) -> None:
+def spread_detections(model: Any, name: str, run: Any) -> None:
     """Random weights that give a detector's detections apart (a torchvision detector or the
     generated model: the same state_dict names): RetinaNet's box deltas start at 0, so they
-    are redrawn; SSD's softmax saturates into ties of 1.0, so its class logits are calmed."""
+    are redrawn; SSD's softmax saturates into ties of 1.0, so its class logits are calmed; a
+    fading detector's norms are calibrated on one training-mode `run(model)`."""
     import torch
 
     with torch.no_grad():
@@ -164,6 +165,8 @@ def spread_detections(model: Any) -> None:
                 value.normal_(0, 0.05)
             elif re.fullmatch(r"head\.classification_head\.module_list\.\d\.weight", key):  # SSD
                 value.mul_(0.05)
+    if name in FADING_DETECTORS:
+        calibrate_batch_norms(model, run)
 
 
 # Detectors whose fresh weights (SSDLite's normal(0, 0.03), torch's default) fade through batch

@@ -209,9 +209,12 @@ def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: 
 
 def _last_class(graph: Any) -> int:
     """The last class the classification losses' logits score (their rows' width, less one)."""
+    from archc.ops.detection import ClassificationLoss
+
     losses = [graph.nodes[node] for node in graph.methods["loss"].values()]
-    classifying = {"focal_loss", "hard_negative_loss"}
-    logits = [graph.type_of(node.inputs[0]) for node in losses if node.op.name in classifying]
+    logits = [
+        graph.type_of(node.inputs[0]) for node in losses if isinstance(node.op, ClassificationLoss)
+    ]
     return min(int(concrete(kind.shape[-1])) for kind in logits) - 1
 
 

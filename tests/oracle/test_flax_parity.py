@@ -12,10 +12,8 @@ import pytest
 
 from tests.helpers import (
     DETECTION_THRESHOLDS,
-    FADING_DETECTORS,
     GENERATED,
     assert_same_detections,
-    calibrate_batch_norms,
     load_generated,
     named_outputs,
     randomize_batch_norm,
@@ -184,9 +182,7 @@ def test_detections_match_torch(name: str) -> None:
     )
     size = DETECTORS[name]
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
-    spread_detections(torch_model)
-    if name in FADING_DETECTORS:
-        calibrate_batch_norms(torch_model, lambda model: model(example))
+    spread_detections(torch_model, name, lambda model: model(example))
     flax_file = load_generated(GENERATED / "flax" / f"{name}.py")
     flax_model = flax_file.create_model(nnx.Rngs(0), score_thresh=threshold)
     state = {key: value.numpy() for key, value in torch_model.state_dict().items()}

@@ -13,10 +13,8 @@ torch = pytest.importorskip("torch")
 
 from tests.helpers import (  # noqa: E402
     DETECTION_THRESHOLDS,
-    FADING_DETECTORS,
     GENERATED,
     archc_stats,
-    calibrate_batch_norms,
     compare,
     load_generated,
     run_archc,
@@ -182,9 +180,7 @@ def test_detections_match_torchvision(name: str, monkeypatch: pytest.MonkeyPatch
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(3))
     normalised = detector.transform(list(images))[0].tensors
     assert normalised.shape == images.shape
-    spread_detections(detector)
-    if name in FADING_DETECTORS:
-        calibrate_batch_norms(detector, lambda model: DetectorHeads(model)(normalised))
+    spread_detections(detector, name, lambda model: DetectorHeads(model)(normalised))
     generated.load_state_dict(detector.state_dict(), strict=True)
     with torch.no_grad():
         expected = detector.eval()(list(images))
