@@ -303,6 +303,33 @@ CASES = {
         "5:8",
         "the model's output (its last node): 'two' is a list of values",
     ),
+    "postprocess module that no stage op feeds": (
+        HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
+        "  g: {op: anchors, from: [input, relu], size: 4}\n  f: {op: flatten, from: relu}\n",
+        "9:6",
+        "postprocess: node 'f' must be a stage op, or a module that reads one's value",
+    ),
+    "linear stating other features": (
+        HEAD + "  f: flatten\n  l: {op: linear, out: 4, in_features: 10}\n",
+        "6:40",
+        "l (linear): in_features=10, but the input has 768: f32[N,768]",
+    ),
+    "RoI box deltas not 4 per class": (
+        HEAD + "  c: {op: conv2d, out: 5, kernel: 1}\n"
+        "  c1: {op: conv2d, out: 1, kernel: 1, from: c}\n"
+        "  o: {op: anchor_rows, size: 1, from: c1}\n"
+        "  c4: {op: conv2d, out: 4, kernel: 1, from: c}\n"
+        "  d: {op: anchor_rows, size: 4, from: c4}\n"
+        "outputs: {o: o}\npostprocess:\n"
+        "  g: {op: anchors, from: [input, c], size: 4, aspect_ratios: [1.0]}\n"
+        "  b: {op: proposals, from: [input, o, d, g, c], limit: 4}\n"
+        "  p: {op: roi_align, from: [input, b, c], size: 2}\n"
+        "  f: {op: flatten, from: p}\n  s: {op: linear, out: 3}\n"
+        "  x: {op: linear, out: 8, from: f}\n"
+        "  r: {op: roi_detections, from: [input, s, x, b]}\n",
+        "18:6",
+        "r (roi_detections): deltas need 4 values per class of the logits f32[N * 4,3], got",
+    ),
     "postprocess node named as the body's": (
         HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
         "  relu: {op: anchors, from: [input, relu], size: 32}\n",

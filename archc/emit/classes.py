@@ -178,6 +178,13 @@ def _with_stage(block_class: BlockClass) -> BlockClass:
     return replace(block_class, children=[*block_class.children, *block_class.stage])
 
 
+def _with_stage_modules(block_class: BlockClass) -> BlockClass:
+    """The model with the modules its detection stage feeds (a box head) after its body:
+    built with it, though only its methods after forward run them."""
+    modules = [child for child in block_class.stage if child.op is None or not child.op.stage]
+    return replace(block_class, children=[*block_class.children, *modules])
+
+
 def _stage_method(
     block_class: BlockClass, method: str, inputs: list[str], kept: dict[str, str], backend: Backend
 ) -> list[str]:
@@ -191,7 +198,7 @@ def _stage_method(
             stage.insert(0, child)
             needed.update(_split_ref(ref)[0] for ref in child.inputs)
     parameters = ["self", *(f"{name}: {backend.tensor}" for name in inputs)]
-    if any(child.op.reads_targets for child in stage):
+    if any(child.op is not None and child.op.reads_targets for child in stage):
         parameters.append(f"targets: {backend.targets}")
     returns = backend.tensor if "" in returned else f"dict[str, {backend.tensor}]"
     view = replace(block_class, children=[*block_class.children, *stage], outputs=returned)
@@ -209,7 +216,7 @@ def constructor_lines(block_class: BlockClass, backend: Backend) -> list[str]:
     spatial size a class does not know), so `check` runs them too."""
     signature_params(block_class, backend)  # an op param's class, which must exist
     if not block_class.definition.sequential:
-        return _with_named_widths(block_class, backend)
+        return _with_named_widths(_with_stage_modules(block_class), backend)
     tail = _sequence_tail(block_class, backend)
     children = block_class.children[: len(block_class.children) - len(tail)]
     return _sequence_init(children, backend, block_class)

@@ -121,6 +121,15 @@ class Graph:
         """Whether a node has parameters or buffers of its own (entries in a state_dict)."""
         return self.nodes[name].shares is None and any(self.state_shapes(name))
 
+    def after_network(self) -> set[str]:
+        """The detection stage's nodes and the modules they feed (a box head on pooled
+        boxes): what runs after the network, in its methods after forward."""
+        after: set[str] = set()
+        for node in self.nodes.values():
+            if node.op.stage or any(name in after for name in node.inputs):
+                after.add(node.name)
+        return after
+
     def own_state(self) -> list[Node]:
         """The nodes whose parameters and buffers are their own: all but the later calls of
         a shared module."""

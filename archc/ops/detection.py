@@ -355,6 +355,159 @@ class YoloDetections(Selection):
     lower_flax = lower_torch
 
 
+class ProposalsAttrs(Attrs):
+    candidates: Count = 1000
+    """On each level, the best objectness logits kept before NMS (pre_nms_top_n)."""
+    iou_thresh: Annotated[float, Range(0, 1)] = 0.7
+    """NMS, within each level, drops a box that overlaps a better one by more than this."""
+    limit: Count = 1000
+    """The proposals kept per image, best first (post_nms_top_n)."""
+    score_thresh: Annotated[float, Range(0, 1)] = 0.0
+    """A proposal's objectness (sigmoid) must reach it."""
+    min_size: Annotated[float, Range(0)] = 1e-3
+    """A proposal narrower or lower than this (pixels) is dropped."""
+
+
+@register
+class Proposals(StageOp):
+    name = "proposals"
+    takes_list = True
+    arity = None
+    Attrs = ProposalsAttrs
+    summary = (
+        "a region proposal network's proposals, as torchvision's RPN filters them: from the "
+        "image, objectness and box deltas per anchor row, the anchors and the levels, the best "
+        "per level decoded, clipped, small ones dropped, NMS'd per level; (N, limit, 4) boxes "
+        "best first, zeros past an image's proposals, a stage op"
+    )
+
+    def check(self, attrs: ProposalsAttrs, inputs: list[TensorType]) -> list[str]:
+        if len(inputs) < 5:
+            return ["reads the image, objectness, deltas, anchors and one or more levels"]
+        image, objectness, deltas, anchors, *levels = inputs
+        problems = _each_of_rank([image, *levels], 4, "NCHW")
+        problems = problems or _boxes(deltas, "deltas") or _boxes(anchors, "anchors")
+        if problems:
+            return problems
+        if objectness.rank != 3 or concrete(objectness.shape[2]) != 1:
+            return [f"objectness must be one value per anchor row (N, rows, 1), got {objectness}"]
+        rows = {concrete(kind.shape[1]) for kind in (objectness, deltas, anchors)}
+        positions = sum(concrete(kind.shape[2] * kind.shape[3]) for kind in levels)
+        if len(rows) > 1 or rows.pop() % positions:
+            return [
+                f"objectness, deltas and anchors need the same whole number of rows per level "
+                f"position ({positions}): got {objectness}, {deltas} and {anchors}"
+            ]
+        return []
+
+    def infer(self, attrs: ProposalsAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType((inputs[0].shape[0], attrs.limit, 4))
+
+    def lower_torch(self, attrs: ProposalsAttrs, inputs: list[TensorType]) -> InlineCall:
+        levels = ", ".join(f"{{{index}}}" for index in range(4, len(inputs)))
+        return InlineCall(
+            f"region_proposals({{0}}, {{1}}, {{2}}, {{3}}, [{levels}], {_settings(attrs)})"
+        )
+
+    lower_flax = lower_torch
+
+
+class RoIAlignAttrs(Attrs):
+    size: Count = 7
+    """The pooled map's height and width."""
+    sampling_ratio: Count = 2
+    """Samples per bin along each axis, averaged."""
+    canonical_scale: Annotated[float, Range(0, above=True)] = 224.0
+    """A box of this side (√area, pixels) pools from level `canonical_level`."""
+    canonical_level: Count = 4
+    """The level (its stride is 2^level) a box of `canonical_scale` pools from."""
+
+
+@register
+class RoIAlign(StageOp):
+    name = "roi_align"
+    takes_list = True
+    arity = None
+    Attrs = RoIAlignAttrs
+    summary = (
+        "each box's features pooled to size x size from its level (torchvision's "
+        "MultiScaleRoIAlign: the level by the box's side, bilinear samples averaged per bin); "
+        "from the image, boxes (N, R, 4) and the levels: (N·R, C, size, size), a stage op that "
+        "network modules in postprocess: may read, one row per box"
+    )
+
+    def check(self, attrs: RoIAlignAttrs, inputs: list[TensorType]) -> list[str]:
+        if len(inputs) < 3:
+            return ["reads the image, the boxes and one or more levels"]
+        image, boxes, *levels = inputs
+        problems = _each_of_rank([image, *levels], 4, "NCHW") or _boxes(boxes, "boxes")
+        widths = {concrete(level.channels) for level in levels}
+        if not problems and len(widths) > 1:
+            return [f"the levels need the same channels, got {sorted(widths)}"]
+        return problems
+
+    def infer(self, attrs: RoIAlignAttrs, inputs: list[TensorType]) -> TensorType:
+        image, boxes, level = inputs[:3]
+        rows = image.shape[0] * boxes.shape[1]
+        return TensorType((rows, level.channels, attrs.size, attrs.size))
+
+    def lower_torch(self, attrs: RoIAlignAttrs, inputs: list[TensorType]) -> InlineCall:
+        levels = ", ".join(f"{{{index}}}" for index in range(2, len(inputs)))
+        return InlineCall(f"roi_align({{0}}, {{1}}, [{levels}], {_settings(attrs)})")
+
+    lower_flax = lower_torch
+
+
+class RoIDetectionsAttrs(Attrs):
+    score_thresh: Annotated[float, Range(0, 1)] = 0.05
+    """A class score (softmax) must be above it."""
+    iou_thresh: Annotated[float, Range(0, 1)] = 0.5
+    """NMS drops a box that overlaps a better one of its class by more than this (IoU)."""
+    limit: Count = 100
+    """The detections kept per image, best first."""
+    weights: Annotated[NUMBERS, Range(0, above=True)] = (10.0, 10.0, 5.0, 5.0)
+    """The box coder's weights: the deltas (dx, dy, dw, dh) are divided by them."""
+    min_size: Annotated[float, Range(0)] = 1e-2
+    """A detection narrower or lower than this (pixels) is dropped."""
+
+
+@register
+class RoIDetections(Selection):
+    name = "roi_detections"
+    arity = 4
+    Attrs = RoIDetectionsAttrs
+    summary = (
+        "Faster R-CNN's detections: from the image, class logits and per-class box deltas of "
+        "each proposal (N·R rows) and the proposals (N, R, 4), softmax scores, each class's "
+        "box decoded and clipped, for each class but the background (0) the boxes over the "
+        "score threshold NMS'd per class; (N, limit, 6) rows of x1, y1, x2, y2, score, label "
+        "(-1 past an image's detections), a stage op"
+    )
+
+    def check(self, attrs: RoIDetectionsAttrs, inputs: list[TensorType]) -> list[str]:
+        image, logits, deltas, proposals = inputs
+        if len(concrete(attrs.weights)) != 4:
+            return [f"weights needs 4 values (dx, dy, dw, dh), got {len(attrs.weights)}"]
+        problems = expect_rank([image], 4, "NCHW") or _boxes(proposals, "proposals")
+        if problems:
+            return problems
+        rows = concrete(image.shape[0] * proposals.shape[1])
+        shaped = logits.rank == deltas.rank == 2
+        if not shaped or {concrete(logits.shape[0]), concrete(deltas.shape[0])} != {rows}:
+            return [
+                f"logits and deltas need one row per proposal ({rows}, values), got {logits} "
+                f"and {deltas}"
+            ]
+        if concrete(deltas.shape[1]) != 4 * concrete(logits.shape[1]):
+            return [f"deltas need 4 values per class of the logits {logits}, got {deltas}"]
+        return []
+
+    def lower_torch(self, attrs: RoIDetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"roi_detections({{0}}, {{1}}, {{2}}, {{3}}, {_settings(attrs)})")
+
+    lower_flax = lower_torch
+
+
 def _settings(attrs: Attrs) -> str:
     """Every attribute as a keyword argument: `score_thresh=0.01, limit=200`."""
     return ", ".join(f"{key}={source(value)}" for key, value in attrs)

@@ -69,6 +69,12 @@ class CostReport:
     stage: tuple[str, ...] = ()
     """The detection stage's nodes (`postprocess:`), counted apart: their work depends on
     the values, and none is in the totals."""
+    fed: tuple[str, ...] = ()
+    """The nodes of the modules the stage feeds (a box head, per pooled box)."""
+    row_macs: int = 0
+    """MACs per row of the modules the stage feeds (a box head, per pooled box): their
+    parameters are the model's, but how many rows they run on depends on the values, so
+    their MACs and activations are not in the totals."""
 
     @property
     def total(self) -> Cost:
@@ -126,26 +132,32 @@ def count_costs(graph: Graph) -> CostReport:
     nodes = []
     depths = dict.fromkeys(graph.inputs, 0)
     stage = tuple(node.name for node in graph.nodes.values() if node.op.stage)
+    after_network, row_macs = graph.after_network(), 0
     for node in graph.nodes.values():
         if node.op.stage:
             continue
         inputs = [graph.type_of(name) for name in node.inputs]
+        macs = node.op.macs(node.attrs, inputs, node.type)
+        per_row = node.name in after_network  # a module the stage feeds
+        row_macs += macs if per_row else 0
         params, buffers = graph.state_shapes(node.name) if node.shares is None else ({}, {})
         count = sum(math.prod(concrete(shape)) for shape in params.values())
         cost = Cost(
             params=count,
             buffers=sum(math.prod(concrete(shape)) for shape in buffers.values()),
-            macs=node.op.macs(node.attrs, inputs, node.type),
-            activations=node.type.numel_per_sample(),
+            macs=0 if per_row else macs,
+            activations=0 if per_row else node.type.numel_per_sample(),
             trainable=0 if node.name in graph.frozen else count,
         )
-        kinds = node.op.macs_by_kind(node.attrs, inputs, node.type)
+        kinds = {} if per_row else node.op.macs_by_kind(node.attrs, inputs, node.type)
         weight = params.get("weight")
         kernel = tuple(concrete(weight)) if weight is not None and len(weight) > 1 else None
         reads = tuple(map(str, inputs))
         nodes.append(NodeCost(node.name, node.op.name, kinds, str(node.type), cost, reads, kernel))
-        weighted = node.op.layers if cost.params > 0 and cost.macs > 0 else 0
-        depths[node.name] = max(depths[name] for name in node.inputs) + weighted
+        if not per_row:
+            weighted = node.op.layers if cost.params > 0 and cost.macs > 0 else 0
+            depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
     depth = max(depths[value] for value in graph.outputs.values())
-    return CostReport(input_shape, nodes, depth, stage)
+    fed = tuple(node.name for node in nodes if node.name in after_network)
+    return CostReport(input_shape, nodes, depth, stage, fed, row_macs)

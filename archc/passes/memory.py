@@ -77,8 +77,9 @@ def _kept_bytes(graph: Graph, width: int) -> int:
     base = {name: name for name in graph.inputs}  # the value whose memory a value is
     graded = dict.fromkeys(graph.inputs, False)  # whether a value's gradient is computed
     own = 0
+    after_network = graph.after_network()
     for node in graph.nodes.values():
-        if node.op.stage:  # after the network: no gradient flows through it
+        if node.name in after_network:  # the stage and its modules: counted per row apart
             continue
         inputs = [graph.type_of(name) for name in node.inputs]
         first = node.inputs[0]

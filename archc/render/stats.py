@@ -52,6 +52,8 @@ def stats_json(name: str, report: CostReport, memory: Memory | None = None, dept
             "nodes": len(report.nodes),
             "costed": len(report.nodes),
             "stage": list(report.stage),
+            "fed": list(report.fed),
+            "macs_per_row": report.row_macs,
         },
     }
     if memory is not None:
@@ -64,6 +66,9 @@ def coverage_line(report: CostReport) -> str:
     line = f"coverage: {len(report.nodes)} of {len(report.nodes)} nodes costed"
     if report.stage:
         line += f"; the detection stage ({', '.join(report.stage)}) counted apart, no MACs"
+    if report.fed:
+        modules = ", ".join(dict.fromkeys(name.split(".")[0] for name in report.fed))
+        line += f"; the modules it feeds ({modules}) {report.row_macs:,} MACs per row, apart"
     return line
 
 

@@ -39,7 +39,7 @@ def block_classes(program: Program) -> list[BlockClass]:
     done: set[str] = set()
 
     def visit(block_class: BlockClass) -> None:
-        for name in _child_blocks(block_class.children):
+        for name in _child_blocks([*block_class.children, *block_class.stage]):
             if name not in done:
                 done.add(name)
                 instance = instances[name]

@@ -216,7 +216,7 @@ class Elaborator:
         `loss` every loss node's by name."""
         methods: dict[str, dict[str, tuple[Bound, str]]] = {}
         for node in stage:
-            method = REGISTRY[node.target].method
+            method = REGISTRY[node.target].method if node.target in REGISTRY else None
             if method is None:
                 continue
             returned = methods.setdefault(method, {})
@@ -261,8 +261,8 @@ class Elaborator:
         previous = Value(definition.inputs[0], definition.location)
         children = []
         for node in [*definition.body, *(stage or [])]:
-            self.check_stage(node, stage or [])
             refs = node.sources or [previous]
+            self.check_stage(node, stage or [], refs)
             resolved = [resolve_ref(ref, values, producers, f"node '{node.name}'") for ref in refs]
             self.check_list_reads(node, refs, [value for value, _ in resolved])
             local_refs = [local for _, local in resolved]
@@ -274,13 +274,17 @@ class Elaborator:
             previous = Value(node.name, node.location)
         return children, values, producers, previous.raw
 
-    def check_stage(self, node: NodeSpec, stage: list[NodeSpec]) -> None:
-        """Stage ops (anchors, detections) only in `postprocess:`, and only they there."""
+    def check_stage(self, node: NodeSpec, stage: list[NodeSpec], refs: list[Value]) -> None:
+        """Stage ops (anchors, detections) only in `postprocess:`; there, besides them, the
+        modules they feed: a node that reads a stage value (a box head on pooled boxes)."""
         in_stage = any(node is staged for staged in stage)
         op = None if self.is_block(node) or node.items else REGISTRY.get(node.target)
-        if in_stage and (op is None or not op.stage):
+        staged = {staged.name for staged in stage}
+        fed = any(_referenced(ref) in staged for ref in refs)
+        if in_stage and (op is None or not op.stage) and not fed:
             raise SpecError(
-                f"postprocess: node '{node.name}' must be a stage op",
+                f"postprocess: node '{node.name}' must be a stage op, or a module that reads "
+                "one's value",
                 node.location,
                 "stage ops: " + ", ".join(name for name, op in REGISTRY.items() if op.stage),
             )
@@ -362,7 +366,7 @@ class Elaborator:
         parameters; a later call k makes its nodes under `name@k`, each sharing the state of
         the first call's node at the same path, which must have the same shapes."""
         first_call, *later = site.bounds
-        module, bound = self.single(replace(site, bounds=[first_call]))
+        module, bound = self.unrepeated(replace(site, bounds=[first_call]))
         if isinstance(bound, list):
             raise SpecError(
                 f"node '{site.node.name}': a shared block must return one value per call, "
@@ -373,7 +377,7 @@ class Elaborator:
         for call, value in enumerate(later, start=1):
             made_before = len(self.graph.nodes) if self.graph is not None else 0
             name = later_call(site.full_name, call)
-            _, bound = self.single(replace(site, full_name=name, bounds=[value]))
+            _, bound = self.unrepeated(replace(site, full_name=name, bounds=[value]))
             outputs.append(bound)
             if self.graph is not None:
                 made = islice(self.graph.nodes.values(), made_before, None)
@@ -847,13 +851,19 @@ class UncountedValues(list):
     concat), never one by index, since a class cannot know which one an index would be."""
 
 
+def _referenced(ref: Value) -> str:
+    """The node a reference reads: `roi_heads` of `roi_heads[0]`."""
+    indexed = INDEXED.fullmatch(ref.raw)
+    return indexed.group(1) if indexed else ref.raw
+
+
 def resolve_ref(
     ref: Value, values: dict[str, Any], producers: dict[str, str], who: str
 ) -> tuple[Bound | list[Bound], str]:
     """What a reference reads and its local name: a value in scope, or one value of a list
     (`inner_blocks[3]`: branches, or a block's outputs)."""
     indexed = INDEXED.fullmatch(ref.raw)
-    name = indexed.group(1) if indexed else ref.raw
+    name = _referenced(ref)
     if name not in values:
         hint = did_you_mean(name, values) or "from: names an earlier node or an input"
         raise SpecError(f"{who}: unknown reference '{name}'", ref.location, hint)

@@ -46,7 +46,7 @@ DOCUMENT_KEYS = {
     "blocks": "block definitions",
     "body": "the model's nodes",
     "outputs": "named outputs, returned as a dict: {name: node}",
-    "postprocess": "the detection stage after the network: nodes of stage ops (`detect()`)",
+    "postprocess": "the detection stage after the network: stage ops, and the modules they feed",
 }
 MODEL_ONLY_KEYS = (
     "name",
@@ -252,8 +252,8 @@ def _parse_postprocess(document: SpecMap, root: BlockDef) -> list[NodeSpec]:
             )
         if node.repeat is not None or node.when is not None or node.shared or node.items:
             raise SpecError(
-                f"postprocess: node '{node.name}' must be one stage op, without repeat:, "
-                "when:, shared: or a sequence",
+                f"postprocess: node '{node.name}' must be one stage op or module, without "
+                "repeat:, when:, shared: or a sequence",
                 node.location,
             )
     return nodes

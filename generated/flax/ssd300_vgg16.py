@@ -289,18 +289,25 @@ def class_detections(
     iou_thresh: float,
     limit: int,
 ) -> jax.Array:
-    """An image's detections from its boxes and their scores per class (rows, classes), in
-    fixed sizes for jit: for each of `classes` the `candidates` best scores above
-    `score_thresh`, NMS'd within the class, the `limit` best as detection_rows gives them."""
+    """An image's detections from its boxes (rows, 4), or each row's per class (rows,
+    classes, 4), and their scores per class (rows, classes), in fixed sizes for jit: for
+    each of `classes` the `candidates` best scores above `score_thresh`, NMS'd within the
+    class, the `limit` best as detection_rows gives them."""
     scores = scores[:, classes.start : classes.stop].T  # (classes, rows)
     scores = jnp.where(scores > score_thresh, scores, -1.0)
     best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
     labels = jnp.broadcast_to(np.arange(classes.start, classes.stop)[:, None], best.shape)
+    if boxes.ndim == 2:
+        chosen = boxes[rows]  # (classes, candidates, 4)
+    else:  # each class's own boxes
+        own = boxes[:, classes.start : classes.stop].transpose(1, 0, 2)
+        chosen = jnp.take_along_axis(own, rows[..., None], axis=1)
     nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
-    order, keep = nms(boxes[rows], best, labels, best > score_thresh, iou_thresh)
-    best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
+    order, keep = nms(chosen, best, labels, best > score_thresh, iou_thresh)
+    best = jnp.take_along_axis(best, order, axis=1)
+    chosen = jnp.take_along_axis(chosen, order[..., None], axis=1)
     return detection_rows(
-        boxes[rows].reshape(-1, 4), best.reshape(-1), labels.reshape(-1), keep.reshape(-1), limit
+        chosen.reshape(-1, 4), best.reshape(-1), labels.reshape(-1), keep.reshape(-1), limit
     )
 
 

@@ -90,13 +90,14 @@ def class_detections(
     iou_thresh: float,
     limit: int,
 ) -> torch.Tensor:
-    """An image's detections from its boxes and their scores per class (rows, classes): for
-    each of `classes` the `candidates` best scores above `score_thresh`, NMS'd within the
-    class, the `limit` best as detection_rows gives them."""
+    """An image's detections from its boxes (rows, 4), or each row's per class (rows,
+    classes, 4), and their scores per class (rows, classes): for each of `classes` the
+    `candidates` best scores above `score_thresh`, NMS'd within the class, the `limit` best
+    as detection_rows gives them."""
     kept_boxes, kept_scores, labels = [], [], []
     for label in classes:
         best, rows = best_scores(scores[:, label], score_thresh, candidates)
-        kept_boxes.append(boxes[rows])
+        kept_boxes.append(boxes[rows] if boxes.dim() == 2 else boxes[rows, label])
         kept_scores.append(best)
         labels.append(torch.full_like(best, label))
     kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)

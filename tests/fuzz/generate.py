@@ -417,8 +417,41 @@ def detection_head(spec: Spec, x: Value) -> list[str]:
     the `postprocess:` lines that select detections from it and give its losses: RetinaNet's
     (anchors, sigmoid scores per level, focal loss) or SSD's (default boxes, softmax scores
     per class, hard negatives), or YOLOv3's (a map of every anchor's box, objectness and
-    class scores; detections only)."""
-    return spec.rng.choice([_ssd_stage, _retinanet_stage, _yolo_stage])(spec, x)
+    class scores; detections only), or Faster R-CNN's (proposals from objectness rows, each
+    one's features pooled through modules the stage feeds, per-class boxes; detections only)."""
+    stages = [_ssd_stage, _retinanet_stage, _yolo_stage, _rcnn_stage]
+    return spec.rng.choice(stages)(spec, x)
+
+
+def _rcnn_stage(spec: Spec, x: Value) -> list[str]:
+    rng = spec.rng
+    ratios = rng.choice([[1.0], [0.5, 1.0, 2.0]])
+    objectness = _anchor_rows(spec, x, len(ratios), 1)
+    deltas = _anchor_rows(spec, x, len(ratios), 4)
+    size, classes = rng.choice([1, 2, 3]), rng.choice([2, 3])
+    lines = [
+        "postprocess:",
+        f"  grid: {{op: anchors, from: [input, {x.name}], size: {rng.choice([2, 4])}, "
+        f"aspect_ratios: {ratios}}}",
+        f"  boxes: {{op: proposals, from: [input, {objectness}, {deltas}, grid, {x.name}], "
+        f"candidates: {rng.choice([5, 50])}, limit: {rng.choice([3, 8])}, "
+        f"iou_thresh: {rng.choice([0.5, 0.7])}}}",
+        f"  pooled: {{op: roi_align, from: [input, boxes, {x.name}], size: {size}, "
+        f"sampling_ratio: {rng.choice([1, 2])}, canonical_scale: {rng.choice([4, 224])}}}",
+    ]
+    features = "pooled"
+    if rng.random() < 0.5:  # a block the stage feeds, besides ops
+        sequence_block(spec)
+        lines.append("  roi_convs: {block: ConvBnAct, out: 4, from: pooled}")
+        features = "roi_convs"
+    return [
+        *lines,
+        f"  flat: {{op: flatten, from: {features}}}",
+        f"  cls_score: {{op: linear, out: {classes}}}",
+        f"  bbox_pred: {{op: linear, out: {4 * classes}, from: flat}}",
+        "  found: {op: roi_detections, from: [input, cls_score, bbox_pred, boxes], "
+        f"score_thresh: 0.3, limit: {rng.choice([4, 20])}}}",
+    ]
 
 
 def _yolo_stage(spec: Spec, x: Value) -> list[str]:

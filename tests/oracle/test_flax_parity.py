@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import (
-    DETECTION_THRESHOLDS,
+    DETECTION_SETTINGS,
     GENERATED,
     assert_same_detections,
     load_generated,
@@ -66,6 +66,7 @@ CASES = [
     ("retinanet_resnet50_fpn", 64),  # levels of 8, 4, 2, 1 and 1: one head on each
     ("ssd300_vgg16", 300),  # its unpadded last convs need about this size
     ("ssdlite320_mobilenet_v3_large", 64),  # maps of 4, 2, 1, 1, 1 and 1
+    ("fasterrcnn_resnet50_fpn", 64),
     # Transformers learn their position embeddings for 224 x 224.
     ("vit_b_16", 224),
     ("deit_small_patch16_224", 224),
@@ -168,6 +169,7 @@ DETECTORS = {
     "retinanet_resnet50_fpn": 128,
     "ssd300_vgg16": 300,
     "ssdlite320_mobilenet_v3_large": 128,
+    "fasterrcnn_resnet50_fpn": 128,
 }
 
 
@@ -175,16 +177,14 @@ DETECTORS = {
 def test_detections_match_torch(name: str) -> None:
     """detect() in flax (fixed sizes, padded NMS under jit) against torch's, which the
     torchvision test holds to the detector: the same detections up to rounding."""
-    threshold = DETECTION_THRESHOLDS[name]
+    settings = DETECTION_SETTINGS[name]
     torch.manual_seed(0)
-    torch_model = load_generated(GENERATED / "torch" / f"{name}.py").create_model(
-        score_thresh=threshold
-    )
+    torch_model = load_generated(GENERATED / "torch" / f"{name}.py").create_model(**settings)
     size = DETECTORS[name]
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     spread_detections(torch_model, name, lambda model: model(example))
     flax_file = load_generated(GENERATED / "flax" / f"{name}.py")
-    flax_model = flax_file.create_model(nnx.Rngs(0), score_thresh=threshold)
+    flax_model = flax_file.create_model(nnx.Rngs(0), **settings)
     state = {key: value.numpy() for key, value in torch_model.state_dict().items()}
     flax_file.load_torch_state_dict(flax_model, state)
     torch_model.eval()
@@ -194,11 +194,17 @@ def test_detections_match_torch(name: str) -> None:
     got = np.asarray(nnx.jit(lambda model, x: model.detect(x))(flax_model, nhwc(example)))
     assert got.shape == expected.shape
     for rows, want in zip(got, expected):
-        assert (want[:, 5] >= 0).sum() > 100
-        assert_same_detections(rows, want, box_atol=1e-2, score_rtol=TOLERANCE)
+        assert (want[:, 5] >= 0).sum() >= 100
+        threshold = next(iter(settings.values()))
+        # scores to 1e-3: through calibrated norms the heads' rounding reaches 1.2e-4 on AMD
+        assert_same_detections(rows, want, box_atol=1e-2, score_rtol=1e-3, threshold=threshold)
 
 
-@pytest.mark.parametrize("name", [name for name in DETECTORS if name != "yolov3"])  # no loss()
+# Those with a loss() (YOLOv3 has none; Faster R-CNN's is not written yet).
+LOSSES = ["retinanet_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
 def test_losses_match_torch(name: str) -> None:
     """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
     same images and boxes, both in training (batch statistics)."""

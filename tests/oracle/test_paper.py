@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.helpers import (  # noqa: E402
-    DETECTION_THRESHOLDS,
+    DETECTION_SETTINGS,
     GENERATED,
     archc_stats,
     calibrate_batch_norms,
@@ -156,7 +156,7 @@ def test_yolov3_detections_are_darknets() -> None:
     """detect() against darknet's own algorithm transcribed in the test (decoding, scores
     of objectness times class, per-class NMS) on a small image, a threshold that leaves a
     few candidates per class: the same detections, best first."""
-    size, thresh = 96, DETECTION_THRESHOLDS["yolov3"]
+    size, thresh = 96, DETECTION_SETTINGS["yolov3"]["score_thresh"]
     module = load_generated(GENERATED / "torch" / "yolov3.py")
     model = module.create_model(score_thresh=thresh)
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -10,7 +10,7 @@ from archc.emit.source_file import emit_file
 from archc.emit.validate import validate_flax
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
-from archc.ir.symbolic import concrete
+from archc.ir.symbolic import concrete, source
 from archc.ops.base import NHWC_AXIS
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.passes.cost import CostReport
@@ -28,7 +28,7 @@ def _shape_comment(kind: TensorType) -> str:
     dims = [str(concrete(dim)) for dim in kind.shape]
     if kind.rank == 4 and not kind.channels_last:
         dims = [dims[logical] for logical in sorted(NHWC_AXIS, key=NHWC_AXIS.get)]
-    return "(" + ", ".join(["N", *dims[1:]]) + ")"
+    return "(" + ", ".join([source(kind.shape[0]), *dims[1:]]) + ")"  # N, or N * 1000 boxes
 
 
 FLAX = Backend(

@@ -10,7 +10,7 @@ from archc.emit.source_file import emit_file
 from archc.emit.validate import validate_torch
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
-from archc.ir.symbolic import concrete
+from archc.ir.symbolic import concrete, source
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.passes.cost import CostReport
 from archc.passes.in_place import mark_in_place
@@ -25,7 +25,8 @@ def _lower(child: ModuleNode) -> ModuleCall | InlineCall:
 
 
 def _shape_comment(kind: TensorType) -> str:
-    return "(" + ", ".join(["N", *(str(concrete(dim)) for dim in kind.shape[1:])]) + ")"
+    rows = source(kind.shape[0])  # N, or N * 1000 boxes in a detection stage
+    return "(" + ", ".join([rows, *(str(concrete(dim)) for dim in kind.shape[1:])]) + ")"
 
 
 TORCH = Backend(

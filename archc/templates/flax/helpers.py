@@ -611,18 +611,25 @@ def class_detections(
     iou_thresh: float,
     limit: int,
 ) -> jax.Array:
-    """An image's detections from its boxes and their scores per class (rows, classes), in
-    fixed sizes for jit: for each of `classes` the `candidates` best scores above
-    `score_thresh`, NMS'd within the class, the `limit` best as detection_rows gives them."""
+    """An image's detections from its boxes (rows, 4), or each row's per class (rows,
+    classes, 4), and their scores per class (rows, classes), in fixed sizes for jit: for
+    each of `classes` the `candidates` best scores above `score_thresh`, NMS'd within the
+    class, the `limit` best as detection_rows gives them."""
     scores = scores[:, classes.start : classes.stop].T  # (classes, rows)
     scores = jnp.where(scores > score_thresh, scores, -1.0)
     best, rows = jax.lax.top_k(scores, min(candidates, scores.shape[1]))
     labels = jnp.broadcast_to(np.arange(classes.start, classes.stop)[:, None], best.shape)
+    if boxes.ndim == 2:
+        chosen = boxes[rows]  # (classes, candidates, 4)
+    else:  # each class's own boxes
+        own = boxes[:, classes.start : classes.stop].transpose(1, 0, 2)
+        chosen = jnp.take_along_axis(own, rows[..., None], axis=1)
     nms = jax.vmap(class_nms, in_axes=(0, 0, 0, 0, None))  # each class on its own
-    order, keep = nms(boxes[rows], best, labels, best > score_thresh, iou_thresh)
-    best, rows = (jnp.take_along_axis(part, order, axis=1) for part in (best, rows))
+    order, keep = nms(chosen, best, labels, best > score_thresh, iou_thresh)
+    best = jnp.take_along_axis(best, order, axis=1)
+    chosen = jnp.take_along_axis(chosen, order[..., None], axis=1)
     return detection_rows(
-        boxes[rows].reshape(-1, 4), best.reshape(-1), labels.reshape(-1), keep.reshape(-1), limit
+        chosen.reshape(-1, 4), best.reshape(-1), labels.reshape(-1), keep.reshape(-1), limit
     )
 
 
@@ -663,6 +670,152 @@ def yolo_detections(
         return class_detections(boxes, scores, classes, score_thresh, candidates, iou_thresh, limit)
 
     return jax.vmap(one_image)(boxes, scores)
+
+
+def region_proposals(
+    image: jax.Array,
+    objectness: jax.Array,
+    deltas: jax.Array,
+    anchors: jax.Array,
+    levels: list[jax.Array],
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+    score_thresh: float,
+    min_size: float,
+) -> jax.Array:
+    """A region proposal network's proposals, as torchvision's RPN filters them, in fixed
+    sizes for jit: on each level the `candidates` best objectness logits, their boxes
+    decoded from the anchors and clipped to the image; those under `min_size` a side or
+    `score_thresh` (sigmoid) dropped; NMS within each level and the `limit` best. (N, limit,
+    4) boxes, best first; past an image's proposals, zeros (boxes of no size, which pool
+    nothing a detection keeps)."""
+    height, width = image.shape[1:3]
+    positions = [level.shape[1] * level.shape[2] for level in levels]
+    ends = np.cumsum([count * (anchors.shape[1] // sum(positions)) for count in positions])
+
+    def one_image(logits: jax.Array, deltas: jax.Array, anchors: jax.Array) -> jax.Array:
+        rows, labels = [], []
+        for index, (start, end) in enumerate(zip([0, *ends[:-1]], ends)):
+            _, kept = jax.lax.top_k(logits[start:end], min(candidates, int(end - start)))
+            rows.append(start + kept)
+            labels.append(jnp.full(kept.shape, index))
+        rows, labels = jnp.concatenate(rows), jnp.concatenate(labels)
+        boxes = clip_boxes(decode_boxes(deltas[rows], anchors[rows]), height, width)
+        scores = jax.nn.sigmoid(logits[rows])
+        sides = boxes[:, 2:] - boxes[:, :2]
+        valid = jnp.all(sides >= min_size, axis=1) & (scores >= score_thresh)
+        order, keep = class_nms(boxes, scores, labels, valid, iou_thresh)
+        ranked = jnp.argsort(~keep, stable=True)[:limit]  # the kept, best first
+        kept_boxes = jnp.where(keep[ranked, None], boxes[order[ranked]], 0.0)
+        return jnp.zeros((limit, 4), boxes.dtype).at[: len(ranked)].set(kept_boxes)
+
+    return jax.vmap(one_image)(objectness[..., 0], deltas, anchors)
+
+
+def roi_align(
+    image: jax.Array,
+    boxes: jax.Array,
+    levels: list[jax.Array],
+    size: int,
+    sampling_ratio: int,
+    canonical_scale: float,
+    canonical_level: int,
+) -> jax.Array:
+    """Each box's features pooled to size x size, as torchvision's MultiScaleRoIAlign, in
+    fixed sizes for jit: a box of side s (the root of its area) pools from level
+    floor(canonical_level + log2(s / canonical_scale)) of those given (level k has stride
+    2^k, read from its size), by RoIAlign. (N·R, size, size, C), the boxes (N, R, 4) of
+    each image in turn."""
+    scales = [2.0 ** round(math.log2(level.shape[1] / image.shape[1])) for level in levels]
+    first, last = -math.log2(scales[0]), -math.log2(scales[-1])
+    rois = boxes.reshape(-1, 4)
+    owners = jnp.repeat(jnp.arange(boxes.shape[0]), boxes.shape[1])
+    sides = jnp.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
+    chosen = jnp.floor(canonical_level + jnp.log2(sides / canonical_scale) + 1e-6)
+    chosen = jnp.clip(chosen, first, last) - first
+    pooled = jnp.zeros((len(rois), size, size, levels[0].shape[-1]), levels[0].dtype)
+    for index, (level, scale) in enumerate(zip(levels, scales)):
+        aligned = align_boxes(level, owners, rois * scale, size, sampling_ratio)
+        pooled = jnp.where((chosen == index)[:, None, None, None], aligned, pooled)
+    return pooled
+
+
+def align_boxes(
+    level: jax.Array, owners: jax.Array, rois: jax.Array, size: int, sampling_ratio: int
+) -> jax.Array:
+    """RoIAlign on one map, as torchvision's roi_align (aligned=False): each box (in the
+    map's pixels, of image `owners[i]`, at least 1 a side) split into size x size bins, each
+    the mean of sampling_ratio² bilinear samples spread evenly over it. (rows, size, size,
+    C)."""
+    height, width = level.shape[1:3]
+    start = rois[:, :2]
+    bins = jnp.maximum(rois[:, 2:] - rois[:, :2], 1.0) / size  # (x, y)
+    steps = np.repeat(np.arange(size), sampling_ratio)
+    within = np.tile(np.arange(sampling_ratio), size) + 0.5
+    points = start[:, None] + steps[:, None] * bins[:, None]  # (rows, size·ratio, x y)
+    points = points + within[:, None] * (bins[:, None] / sampling_ratio)
+    x_low, x_high, x_weights = bilinear_taps(points[..., 0], width)
+    y_low, y_high, y_weights = bilinear_taps(points[..., 1], height)
+    images = owners[:, None, None]
+    values = 0
+    for y_taps, y_weight in ((y_low, y_weights[..., 0]), (y_high, y_weights[..., 1])):
+        for x_taps, x_weight in ((x_low, x_weights[..., 0]), (x_high, x_weights[..., 1])):
+            taps = level[images, y_taps[:, :, None], x_taps[:, None, :]]  # (rows, y, x, C)
+            values = values + (y_weight[:, :, None] * x_weight[:, None, :])[..., None] * taps
+    grid = values.reshape(len(rois), size, sampling_ratio, size, sampling_ratio, -1)
+    return grid.sum(axis=(2, 4)) / sampling_ratio**2
+
+
+def bilinear_taps(points: jax.Array, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Where bilinear sampling at `points` along an axis of `length` pixels reads, as
+    RoIAlign does: the pixel below and above each and their weights (points, 2); a point
+    beyond -1 or `length` weighs nothing, one under 0 reads pixel 0, one past the last
+    pixel reads the last."""
+    outside = (points < -1.0) | (points > length)
+    points = jnp.maximum(points, 0)
+    low = jnp.floor(points)
+    edge = low >= length - 1
+    low = jnp.where(edge, length - 1, low)
+    points = jnp.where(edge, low, points)
+    high = jnp.where(edge, low, low + 1)
+    fraction = points - low
+    weights = jnp.stack([1 - fraction, fraction], axis=-1) * ~outside[..., None]
+    return low.astype(jnp.int32), high.astype(jnp.int32), weights
+
+
+def roi_detections(
+    image: jax.Array,
+    logits: jax.Array,
+    deltas: jax.Array,
+    proposals: jax.Array,
+    score_thresh: float,
+    iou_thresh: float,
+    limit: int,
+    weights: tuple[float, ...],
+    min_size: float,
+) -> jax.Array:
+    """Faster R-CNN's detections, as torchvision's RoIHeads selects them, in fixed sizes for
+    jit: each proposal's box for each class decoded from its deltas (over `weights`) and
+    clipped to the image; for each class but the background (0) the boxes whose score
+    (softmax) is above `score_thresh` and sides reach `min_size`; NMS within each class and
+    the `limit` best. (N, limit, 6) rows of x1, y1, x2, y2, score, label, best first; past
+    an image's detections, zeros with label -1."""
+    height, width = image.shape[1:3]
+    count, classes = proposals.shape[1], logits.shape[-1]
+
+    def one_image(logits: jax.Array, deltas: jax.Array, proposals: jax.Array) -> jax.Array:
+        anchors = jnp.repeat(proposals, classes, axis=0)
+        boxes = decode_boxes(deltas.reshape(-1, 4), anchors, weights)
+        boxes = clip_boxes(boxes, height, width).reshape(count, classes, 4)
+        large = jnp.all(boxes[..., 2:] - boxes[..., :2] >= min_size, axis=-1)
+        scores = jnp.where(large, jax.nn.softmax(logits, axis=-1), 0.0)  # small: nothing
+        return class_detections(
+            boxes, scores, range(1, classes), score_thresh, count, iou_thresh, limit
+        )
+
+    shaped = (part.reshape(len(proposals), count, -1) for part in (logits, deltas))
+    return jax.vmap(one_image)(*shaped, proposals)
 
 
 def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:

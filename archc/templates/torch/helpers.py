@@ -425,13 +425,14 @@ def class_detections(
     iou_thresh: float,
     limit: int,
 ) -> torch.Tensor:
-    """An image's detections from its boxes and their scores per class (rows, classes): for
-    each of `classes` the `candidates` best scores above `score_thresh`, NMS'd within the
-    class, the `limit` best as detection_rows gives them."""
+    """An image's detections from its boxes (rows, 4), or each row's per class (rows,
+    classes, 4), and their scores per class (rows, classes): for each of `classes` the
+    `candidates` best scores above `score_thresh`, NMS'd within the class, the `limit` best
+    as detection_rows gives them."""
     kept_boxes, kept_scores, labels = [], [], []
     for label in classes:
         best, rows = best_scores(scores[:, label], score_thresh, candidates)
-        kept_boxes.append(boxes[rows])
+        kept_boxes.append(boxes[rows] if boxes.dim() == 2 else boxes[rows, label])
         kept_scores.append(best)
         labels.append(torch.full_like(best, label))
     kept_boxes, kept_scores = torch.cat(kept_boxes), torch.cat(kept_scores)
@@ -480,6 +481,153 @@ def yolo_detections(
             for image_boxes, image_scores in zip(boxes, scores)
         ]
     )
+
+
+def region_proposals(
+    image: torch.Tensor,
+    objectness: torch.Tensor,
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    levels: list[torch.Tensor],
+    candidates: int,
+    iou_thresh: float,
+    limit: int,
+    score_thresh: float,
+    min_size: float,
+) -> torch.Tensor:
+    """A region proposal network's proposals, as torchvision's RPN filters them: on each
+    level the `candidates` best objectness logits, their boxes decoded from the anchors and
+    clipped to the image; those under `min_size` a side or `score_thresh` (sigmoid) dropped;
+    NMS within each level and the `limit` best. (N, limit, 4) boxes, best first; past an
+    image's proposals, zeros (boxes of no size, which pool nothing a detection keeps)."""
+    height, width = image.shape[-2:]
+    positions = [level.shape[-2] * level.shape[-1] for level in levels]
+    sizes = [count * (anchors.shape[1] // sum(positions)) for count in positions]
+    found = []
+    for image_logits, image_deltas, image_anchors in zip(objectness[..., 0], deltas, anchors):
+        rows, labels, start = [], [], 0
+        for index, size in enumerate(sizes):
+            _, kept = best_scores(image_logits[start : start + size], -math.inf, candidates)
+            rows.append(start + kept)
+            labels.append(torch.full_like(kept, index))
+            start += size
+        rows, labels = torch.cat(rows), torch.cat(labels)
+        boxes = clip_boxes(decode_boxes(image_deltas[rows], image_anchors[rows]), height, width)
+        scores = image_logits[rows].sigmoid()
+        sides = boxes[:, 2:] - boxes[:, :2]
+        valid = (sides >= min_size).all(dim=1) & (scores >= score_thresh)
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        keep = class_nms(boxes, scores, labels, iou_thresh)[:limit]
+        found.append(torch.cat([boxes[keep], boxes.new_zeros(limit - len(keep), 4)]))
+    return torch.stack(found)
+
+
+def roi_align(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    levels: list[torch.Tensor],
+    size: int,
+    sampling_ratio: int,
+    canonical_scale: float,
+    canonical_level: int,
+) -> torch.Tensor:
+    """Each box's features pooled to size x size, as torchvision's MultiScaleRoIAlign: a
+    box of side s (the root of its area) pools from level floor(canonical_level +
+    log2(s / canonical_scale)) of those given (level k has stride 2^k, read from its size),
+    by RoIAlign. (N·R, C, size, size), the boxes (N, R, 4) of each image in turn."""
+    scales = [2.0 ** round(math.log2(level.shape[-2] / image.shape[-2])) for level in levels]
+    first, last = -math.log2(scales[0]), -math.log2(scales[-1])
+    rois = boxes.reshape(-1, 4)
+    owners = torch.arange(len(boxes), device=boxes.device).repeat_interleave(boxes.shape[1])
+    sides = ((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1])).sqrt()
+    chosen = torch.floor(canonical_level + torch.log2(sides / canonical_scale) + 1e-6)
+    chosen = chosen.clamp(first, last) - first
+    pooled = rois.new_zeros(len(rois), levels[0].shape[1], size, size)
+    for index, (level, scale) in enumerate(zip(levels, scales)):
+        rows = torch.where(chosen == index)[0]
+        pooled[rows] = align_boxes(level, owners[rows], rois[rows] * scale, size, sampling_ratio)
+    return pooled
+
+
+def align_boxes(
+    level: torch.Tensor, owners: torch.Tensor, rois: torch.Tensor, size: int, sampling_ratio: int
+) -> torch.Tensor:
+    """RoIAlign on one map, as torchvision's roi_align (aligned=False): each box (in the
+    map's pixels, of image `owners[i]`, at least 1 a side) split into size x size bins, each
+    the mean of sampling_ratio² bilinear samples spread evenly over it. (rows, C, size,
+    size)."""
+    height, width = level.shape[-2:]
+    start, bins = rois[:, :2], (rois[:, 2:] - rois[:, :2]).clamp(min=1.0) / size  # (x, y)
+    steps = torch.arange(size, device=rois.device).repeat_interleave(sampling_ratio)
+    within = torch.arange(sampling_ratio, device=rois.device).repeat(size) + 0.5
+    points = start[:, None] + steps[:, None] * bins[:, None]  # (rows, size·ratio, x y)
+    points = points + within[:, None] * (bins[:, None] / sampling_ratio)
+    x_low, x_high, x_weights = bilinear_taps(points[..., 0], width)
+    y_low, y_high, y_weights = bilinear_taps(points[..., 1], height)
+    images = owners[:, None, None]
+    values = 0
+    for y_taps, y_weight in ((y_low, y_weights[..., 0]), (y_high, y_weights[..., 1])):
+        for x_taps, x_weight in ((x_low, x_weights[..., 0]), (x_high, x_weights[..., 1])):
+            taps = level[images, :, y_taps[:, :, None], x_taps[:, None, :]]  # (rows, y, x, C)
+            values = values + (y_weight[:, :, None] * x_weight[:, None, :])[..., None] * taps
+    grid = values.reshape(len(rois), size, sampling_ratio, size, sampling_ratio, len(level[0]))
+    grid = grid.permute(0, 5, 1, 3, 2, 4).contiguous()  # (rows, C, size, size, samples)
+    return grid.sum(dim=(-1, -2)) / sampling_ratio**2
+
+
+def bilinear_taps(
+    points: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where bilinear sampling at `points` along an axis of `length` pixels reads, as
+    RoIAlign does: the pixel below and above each and their weights (points, 2); a point
+    beyond -1 or `length` weighs nothing, one under 0 reads pixel 0, one past the last
+    pixel reads the last."""
+    outside = (points < -1.0) | (points > length)
+    points = points.clamp(min=0)
+    low = points.floor()
+    edge = low >= length - 1
+    low = torch.where(edge, length - 1, low)
+    points = torch.where(edge, low, points)
+    high = torch.where(edge, low, low + 1)
+    fraction = points - low
+    weights = torch.stack([1 - fraction, fraction], dim=-1) * ~outside[..., None]
+    return low.long(), high.long(), weights
+
+
+def roi_detections(
+    image: torch.Tensor,
+    logits: torch.Tensor,
+    deltas: torch.Tensor,
+    proposals: torch.Tensor,
+    score_thresh: float,
+    iou_thresh: float,
+    limit: int,
+    weights: tuple[float, ...],
+    min_size: float,
+) -> torch.Tensor:
+    """Faster R-CNN's detections, as torchvision's RoIHeads selects them: each proposal's
+    box for each class decoded from its deltas (over `weights`) and clipped to the image;
+    for each class but the background (0) the boxes whose score (softmax) is above
+    `score_thresh` and sides reach `min_size`; NMS within each class and the `limit` best.
+    (N, limit, 6) rows of x1, y1, x2, y2, score, label, best first; past an image's
+    detections, zeros with label -1."""
+    height, width = image.shape[-2:]
+    count, classes = proposals.shape[1], logits.shape[-1]
+    found = []
+    for image_logits, image_deltas, image_proposals in zip(
+        logits.unflatten(0, (-1, count)), deltas.unflatten(0, (-1, count)), proposals
+    ):
+        anchors = image_proposals.repeat_interleave(classes, dim=0)
+        boxes = decode_boxes(image_deltas.reshape(-1, 4), anchors, weights)
+        boxes = clip_boxes(boxes, height, width).reshape(count, classes, 4)
+        large = (boxes[..., 2:] - boxes[..., :2] >= min_size).all(dim=-1)
+        scores = image_logits.softmax(dim=-1).where(large, 0.0)  # a small box scores nothing
+        found.append(
+            class_detections(
+                boxes, scores, range(1, classes), score_thresh, count, iou_thresh, limit
+            )
+        )
+    return torch.stack(found)
 
 
 def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
