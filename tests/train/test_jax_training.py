@@ -155,14 +155,17 @@ SGD_DECAYED = "{sgd: {lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 1.0e
 # by its own running size, so an element whose gradient is near zero moves by a full step of
 # either sign: the two frameworks' float rounding decides a few such elements. (Centered RMSProp
 # subtracts the squared mean from the mean square, near zero for a steady gradient: worse
-# still, so it is not compared here.)
+# still, so it is not compared here.) With momentum, RMSProp also carries rounding on: where
+# XLA's CPU code fuses multiply-adds (FMA, on an AMD EPYC) the third step differs by up to
+# 3e-4 in most of the first layers' weights and by 8e-3 in about 2% of the elements with small
+# gradients, against 1.5e-6 with XLA held to AVX (XLA_FLAGS=--xla_cpu_max_isa=AVX, no FMA).
 OPTIMIZERS = {
     "{sgd: {lr: 0.1}}": (1e-6, 0),
     SGD_DECAYED: (1e-6, 0),
     "{adam: {lr: 0.001, betas: [0.8, 0.99], weight_decay: 1.0e-3}}": (1e-5, 0),
     SPEC_OPTIMIZER: (1e-5, 0),
     "{adamw: {lr: 0.003}}": (1e-5, 0),
-    "{rmsprop: {lr: 0.001, momentum: 0.9}}": (1e-5, 1e-3),
+    "{rmsprop: {lr: 0.001, momentum: 0.9}}": (1e-3, 2e-2),
     "{adagrad: {lr: 0.05, weight_decay: 1.0e-3}}": (1e-5, 1e-3),
     "{adadelta: {rho: 0.95}}": (1e-5, 0),
 }
