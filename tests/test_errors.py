@@ -309,6 +309,22 @@ CASES = {
         "9:6",
         "postprocess: node 'f' must be a stage op, or a module that reads one's value",
     ),
+    "call of a node that is not there": (
+        HEAD + "  c: {op: conv2d, out: 4, kernel: 1}\n  d: {call: e, from: c}\n",
+        "6:6",
+        "node 'd': call: names an earlier op or block node made once (no repeat:, when: or "
+        "shared:), got 'e'",
+    ),
+    "call with arguments": (
+        HEAD + "  c: {op: conv2d, out: 3, kernel: 1}\n  d: {call: c, out: 4}\n",
+        "6:16",
+        "node 'd': call: runs a module as its node made it, so it takes only from:, got 'out'",
+    ),
+    "call of a module on an input it does not fit": (
+        HEAD + "  c: {op: conv2d, out: 4, kernel: 1}\n  d: {call: c}\n",
+        "6:6",
+        "d: a shared module's calls need parameters of one shape",
+    ),
     "linear stating other features": (
         HEAD + "  f: flatten\n  l: {op: linear, out: 4, in_features: 10}\n",
         "6:40",

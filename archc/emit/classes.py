@@ -178,11 +178,23 @@ def _with_stage(block_class: BlockClass) -> BlockClass:
     return replace(block_class, children=[*block_class.children, *block_class.stage])
 
 
-def _with_stage_modules(block_class: BlockClass) -> BlockClass:
-    """The model with the modules its detection stage feeds (a box head) after its body:
-    built with it, though only its methods after forward run them."""
-    modules = [child for child in block_class.stage if child.op is None or not child.op.stage]
-    return replace(block_class, children=[*block_class.children, *modules])
+def _with_stage_modules(block_class: BlockClass, backend: Backend) -> BlockClass:
+    """The model with what its detection stage makes after its body: the modules it feeds
+    (a box head) and the state of its ops (a sampler's random stream in flax), built with
+    it, though only its methods after forward use them."""
+    made = [
+        child
+        for child in [*block_class.children, *block_class.stage]
+        if child.reuses is None
+        and (child.op is None or not child.op.stage or _holds_state(child, backend))
+    ]
+    return replace(block_class, children=made)
+
+
+def _holds_state(child: ModuleNode, backend: Backend) -> bool:
+    """Whether a stage op keeps something of its own on the model in this framework."""
+    inline = _inline(child, backend)
+    return inline is not None and bool(inline.parameters)
 
 
 def _stage_method(
@@ -216,7 +228,7 @@ def constructor_lines(block_class: BlockClass, backend: Backend) -> list[str]:
     spatial size a class does not know), so `check` runs them too."""
     signature_params(block_class, backend)  # an op param's class, which must exist
     if not block_class.definition.sequential:
-        return _with_named_widths(_with_stage_modules(block_class), backend)
+        return _with_named_widths(_with_stage_modules(block_class, backend), backend)
     tail = _sequence_tail(block_class, backend)
     children = block_class.children[: len(block_class.children) - len(tail)]
     return _sequence_init(children, backend, block_class)
@@ -798,8 +810,9 @@ def _applied(
     kept: dict[str, str],
     backend: Backend,
 ) -> str:
-    """The child on its arguments: its inline code (`template`), or a call of its module."""
-    module = attribute("self", child.name)
+    """The child on its arguments: its inline code (`template`), or a call of its module
+    (another node's, for a later call)."""
+    module = attribute("self", child.reuses or child.name)
     if template is None:
         return f"{module}({', '.join(arguments)})"
     template = _own_parameters(_on_self(template, kept), child, backend)

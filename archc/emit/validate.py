@@ -176,7 +176,8 @@ def _stand_ins() -> dict[str, Any]:
         init=_Namespace(**{f"{name}_": _recorder(name, torch=True) for name in KINDS}),
     )
     torch = _Namespace(nn=nn, Tensor=_Anything, **tensors)
-    variables = {name: _Parameter for name in ("Param", "BatchStat", "Variable")}
+    # state a module keeps, as far as a constructor sees it (Rngs: a sampler's random stream)
+    variables = {name: _Parameter for name in ("Param", "BatchStat", "Variable", "Rngs")}
     nnx = _Namespace(
         Module=_Module,
         Sequential=_Sequential,

@@ -51,6 +51,8 @@ class ModuleNode:
     calls: int | None = None
     """A shared module (`shared: true`): how many values it is called on in turn, each of
     `inputs` (a list among them spliced in); its value is the list of the calls' outputs."""
+    reuses: str | None = None
+    """A later call (`call:`): the name of the node whose module it runs; it makes none."""
     in_place: bool = False
     """The op may overwrite its first input (`ReLU(inplace=True)`, `out += skip`): set by
     `archc.passes.in_place` where nothing else reads that tensor."""

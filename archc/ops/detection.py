@@ -81,7 +81,8 @@ class Loss(StageOp):
         return TensorType(())
 
     def lower_torch(self, attrs: Attrs, inputs: list[TensorType]) -> InlineCall:
-        arguments = [f"{{{index}}}" for index in range(len(inputs))] + ["targets"]
+        arguments = [f"{{{index}}}" for index in range(len(inputs))]
+        arguments += ["targets"] if self.reads_targets else []
         if settings := _settings(attrs):
             arguments.append(settings)
         return InlineCall(f"{self.name}({', '.join(arguments)})")
@@ -432,7 +433,8 @@ class RoIAlign(StageOp):
     summary = (
         "each box's features pooled to size x size from its level (torchvision's "
         "MultiScaleRoIAlign: the level by the box's side, bilinear samples averaged per bin); "
-        "from the image, boxes (N, R, 4) and the levels: (N·R, C, size, size), a stage op that "
+        "from the image, boxes (N, R, 4, or more columns after them) and the levels: "
+        "(N·R, C, size, size), a stage op that "
         "network modules in postprocess: may read, one row per box"
     )
 
@@ -440,7 +442,9 @@ class RoIAlign(StageOp):
         if len(inputs) < 3:
             return ["reads the image, the boxes and one or more levels"]
         image, boxes, *levels = inputs
-        problems = _each_of_rank([image, *levels], 4, "NCHW") or _boxes(boxes, "boxes")
+        problems = _each_of_rank([image, *levels], 4, "NCHW")
+        if not problems and (boxes.rank != 3 or concrete(boxes.shape[2]) < 4):
+            problems = [f"boxes must be rows of 4 box values or more (N, rows, 4+), got {boxes}"]
         widths = {concrete(level.channels) for level in levels}
         if not problems and len(widths) > 1:
             return [f"the levels need the same channels, got {sorted(widths)}"]
@@ -604,6 +608,9 @@ class BoxSmoothL1LossAttrs(Attrs):
     """Where the loss turns from quadratic to linear."""
     weights: Annotated[NUMBERS, Range(0, above=True)] = (10.0, 10.0, 5.0, 5.0)
     """The box coder's weights: the encoded deltas (dx, dy, dw, dh) are multiplied by them."""
+    normalizer: Literal["foreground", "sampled"] = "foreground"
+    """What the summed loss is divided by: the batch's foreground rows (SSD), or all its rows
+    not ignored (an RPN's sampled rows, `sample_matches`)."""
 
 
 @register
@@ -635,3 +642,150 @@ def _rows(values: TensorType, matched: TensorType, what: str = "deltas") -> list
     if shaped and concrete(values.shape[1]) == concrete(matched.shape[1]):
         return []
     return [f"{what} {values} and the matches {matched} must have one row per anchor"]
+
+
+class SampleAttrs(Attrs):
+    batch_size_per_image: Count = 256
+    """Rows sampled per image: foreground ones up to `positive_fraction` of them, then
+    background ones."""
+    positive_fraction: Annotated[float, Range(0, 1)] = 0.5
+    """The most of a sample that is foreground."""
+
+
+@register
+class SampleMatches(StageOp):
+    name = "sample_matches"
+    Attrs = SampleAttrs
+    summary = (
+        "a random sample of each image's matched rows for training, as torchvision's "
+        "BalancedPositiveNegativeSampler draws it: (N, rows) int64, the match where sampled, -1 "
+        "for sampled background, -2 elsewhere; a stage op"
+    )
+
+    def check(self, attrs: SampleAttrs, inputs: list[TensorType]) -> list[str]:
+        if inputs[0].rank == 2 and inputs[0].dtype == "i64":
+            return []
+        return [f"expected matches (N, rows) int64, as match_anchors gives them, got {inputs[0]}"]
+
+    def infer(self, attrs: SampleAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def lower_torch(self, attrs: SampleAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"sample_matches({{0}}, {_settings(attrs)})")
+
+    def lower_flax(self, attrs: SampleAttrs, inputs: list[TensorType]) -> InlineCall:
+        call = f"sample_matches({{0}}, {{self}}_rngs.sample(), {_settings(attrs)})"
+        return _sampled_in_flax(call)
+
+
+class SampleProposalsAttrs(SampleAttrs):
+    fg_iou_thresh: Annotated[float, Range(0, 1)] = 0.5
+    """A box whose best IoU with a target box reaches this is that box's foreground."""
+    bg_iou_thresh: Annotated[float, Range(0, 1)] = 0.5
+    """Below this it is background; in between it is never sampled."""
+    batch_size_per_image: Count = 512
+    positive_fraction: Annotated[float, Range(0, 1)] = 0.25
+
+
+@register
+class SampleProposals(StageOp):
+    name = "sample_proposals"
+    reads_targets = True
+    Attrs = SampleProposalsAttrs
+    summary = (
+        "training samples of each image's proposals and its target boxes (added to them), as "
+        "torchvision's RoIHeads draws them: matched without low-quality matches, then a random "
+        "sample as sample_matches; (N, batch_size_per_image, 5) rows of x1, y1, x2, y2 and "
+        "the target box's index (-1 background) in the boxes' order, then zeros with -2; a "
+        "stage op"
+    )
+
+    def check(self, attrs: SampleProposalsAttrs, inputs: list[TensorType]) -> list[str]:
+        if attrs.bg_iou_thresh > attrs.fg_iou_thresh:
+            return ["bg_iou_thresh must not be above fg_iou_thresh"]
+        return _boxes(inputs[0], "proposals")
+
+    def infer(self, attrs: SampleProposalsAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType((inputs[0].shape[0], attrs.batch_size_per_image, 5))
+
+    def lower_torch(self, attrs: SampleProposalsAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"sample_proposals({{0}}, targets, {_settings(attrs)})")
+
+    def lower_flax(self, attrs: SampleProposalsAttrs, inputs: list[TensorType]) -> InlineCall:
+        call = f"sample_proposals({{0}}, targets, {{self}}_rngs.sample(), {_settings(attrs)})"
+        return _sampled_in_flax(call)
+
+
+def _sampled_in_flax(call: str) -> InlineCall:
+    """A sampler's flax call, drawing its keys from a stream of its own, made with the model
+    (nnx.Rngs, as nnx.Dropout keeps one)."""
+    return InlineCall(call, (("_rngs", "nnx.Rngs(sample=rngs.params())"),))
+
+
+@register
+class ObjectnessLoss(ClassificationLoss):
+    name = "objectness_loss"
+    reads_targets = False
+    Attrs = NoAttrs
+    summary = (
+        "a region proposal network's objectness loss from the objectness logit per anchor row "
+        "and the sampled matches: binary cross entropy (foreground 1, background 0) averaged "
+        "over the sampled rows; a loss of the stage"
+    )
+
+    def check(self, attrs: Attrs, inputs: list[TensorType]) -> list[str]:
+        logits = inputs[0]
+        if logits.rank != 3 or concrete(logits.shape[2]) != 1:
+            return [f"expected one objectness logit per anchor row (N, rows, 1), got {logits}"]
+        return super().check(attrs, inputs)
+
+
+class RoILoss(Loss):
+    """A loss of the box head's values per sampled proposal (N·S rows), against the samples
+    (N, S, 5) of sample_proposals."""
+
+    arity = 2
+
+    def check(self, attrs: Attrs, inputs: list[TensorType]) -> list[str]:
+        values, samples = inputs
+        if samples.rank != 3 or concrete(samples.shape[2]) != 5:
+            return [f"expected samples (N, S, 5) as sample_proposals gives them, got {samples}"]
+        rows = concrete(samples.shape[0] * samples.shape[1])
+        if values.rank != 2 or concrete(values.shape[0]) != rows:
+            return [f"expected one row per sample ({rows}, values), got {values}"]
+        return []
+
+
+@register
+class RoIClassificationLoss(RoILoss):
+    name = "roi_classification_loss"
+    Attrs = NoAttrs
+    summary = (
+        "Fast R-CNN's classification loss from the class logits of each sampled proposal and "
+        "the samples: cross entropy against the matched box's label (0 for background), "
+        "averaged over the samples; a loss of the stage"
+    )
+
+
+class RoIBoxLossAttrs(Attrs):
+    beta: Annotated[float, Range(0, above=True)] = 1 / 9
+    """Where the loss turns from quadratic to linear."""
+    weights: Annotated[NUMBERS, Range(0, above=True)] = (10.0, 10.0, 5.0, 5.0)
+    """The box coder's weights: the encoded deltas (dx, dy, dw, dh) are multiplied by them."""
+
+
+@register
+class RoIBoxLoss(RoILoss):
+    name = "roi_box_loss"
+    Attrs = RoIBoxLossAttrs
+    summary = (
+        "Fast R-CNN's box regression loss from the per-class box deltas of each sampled "
+        "proposal and the samples: smooth L1 between a foreground sample's deltas for its "
+        "box's class and those that move it onto its box (times weights), summed and divided "
+        "by the number of samples; a loss of the stage"
+    )
+
+    def check(self, attrs: RoIBoxLossAttrs, inputs: list[TensorType]) -> list[str]:
+        if len(concrete(attrs.weights)) != 4:
+            return [f"weights needs 4 values (dx, dy, dw, dh), got {len(attrs.weights)}"]
+        return super().check(attrs, inputs)

@@ -139,7 +139,7 @@ def count_costs(graph: Graph) -> CostReport:
         inputs = [graph.type_of(name) for name in node.inputs]
         macs = node.op.macs(node.attrs, inputs, node.type)
         per_row = node.name in after_network  # a module the stage feeds
-        row_macs += macs if per_row else 0
+        row_macs += macs if per_row and node.shares is None else 0  # once per module
         params, buffers = graph.state_shapes(node.name) if node.shares is None else ({}, {})
         count = sum(math.prod(concrete(shape)) for shape in params.values())
         cost = Cost(

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import asdict
 
+from archc.ir.graph import first_call
 from archc.passes.cost import TIER, TIER_NOTE, Cost, CostReport, NodeCost
 from archc.passes.memory import Memory
 from archc.render import html_table
@@ -67,7 +68,7 @@ def coverage_line(report: CostReport) -> str:
     if report.stage:
         line += f"; the detection stage ({', '.join(report.stage)}) counted apart, no MACs"
     if report.fed:
-        modules = ", ".join(dict.fromkeys(name.split(".")[0] for name in report.fed))
+        modules = ", ".join(dict.fromkeys(first_call(name).split(".")[0] for name in report.fed))
         line += f"; the modules it feeds ({modules}) {report.row_macs:,} MACs per row, apart"
     return line
 

@@ -153,6 +153,8 @@ class Elaborator:
         self.instances: dict[str, Instance] = {}
         self.active_blocks: list[str] = []
         """The blocks being elaborated, outermost first (to report recursion by its chain)."""
+        self.calls: dict[str, int] = {}
+        """The later calls (`call:`) of each node's module so far."""
         self.copies = 1
         """How many times the node being elaborated is made: the product of the enclosing
         repeats' counts."""
@@ -216,7 +218,8 @@ class Elaborator:
         `loss` every loss node's by name."""
         methods: dict[str, dict[str, tuple[Bound, str]]] = {}
         for node in stage:
-            method = REGISTRY[node.target].method if node.target in REGISTRY else None
+            op = REGISTRY.get(node.target) if node.kind in ("op", "") else None
+            method = op.method if op is not None else None
             if method is None:
                 continue
             returned = methods.setdefault(method, {})
@@ -268,7 +271,11 @@ class Elaborator:
             local_refs = [local for _, local in resolved]
             bounds = [bound for value, _ in resolved for bound in _listed(value)]
             site = Site(node, node.name, prefix + node.name, local_refs, bounds, env)
-            modules, values[node.name] = self.node(site)
+            if node.kind == "call":
+                earlier = [*definition.body, *(stage or [])]
+                modules, values[node.name] = self.call(site, earlier[: earlier.index(node)])
+            else:
+                modules, values[node.name] = self.node(site)
             producers[node.name] = node.name if modules else local_refs[0]
             children += modules
             previous = Value(node.name, node.location)
@@ -278,7 +285,8 @@ class Elaborator:
         """Stage ops (anchors, detections) only in `postprocess:`; there, besides them, the
         modules they feed: a node that reads a stage value (a box head on pooled boxes)."""
         in_stage = any(node is staged for staged in stage)
-        op = None if self.is_block(node) or node.items else REGISTRY.get(node.target)
+        called = self.is_block(node) or node.items or node.kind == "call"
+        op = None if called else REGISTRY.get(node.target)
         staged = {staged.name for staged in stage}
         fed = any(_referenced(ref) in staged for ref in refs)
         if in_stage and (op is None or not op.stage) and not fed:
@@ -385,6 +393,29 @@ class Elaborator:
         module.calls = len(site.bounds)
         module.inputs = site.refs
         return [module], outputs
+
+    def call(self, site: Site, earlier: list[NodeSpec]) -> tuple[list[ModuleNode], Bound]:
+        """`call: name`: the module an earlier op or block node made, run on this node's
+        inputs (torchvision's RoI heads on the sampled proposals in training); its IR nodes
+        are that node's under `name@k`, sharing their state, which must fit."""
+        node = site.node
+        called = next((spec for spec in earlier if spec.name == node.target), None)
+        single = called is not None and called.kind in ("op", "block")
+        if not single or called.repeat or called.when or called.shared:
+            raise SpecError(
+                f"node '{node.name}': call: names an earlier op or block node made once (no "
+                f"repeat:, when: or shared:), got '{node.target}'",
+                node.location,
+                did_you_mean(node.target, [spec.name for spec in earlier]),
+            )
+        self.calls[called.name] = call = self.calls.get(called.name, 0) + 1
+        full_name = later_call(site.full_name.removesuffix(site.name) + called.name, call)
+        made_before = len(self.graph.nodes) if self.graph is not None else 0
+        module, bound = self.unrepeated(replace(site, node=called, full_name=full_name))
+        if self.graph is not None:
+            made = islice(self.graph.nodes.values(), made_before, None)
+            self.check_shared_state(site, call, made)
+        return [replace(module, name=node.name, spec=node, reuses=called.name)], bound
 
     def check_shared_state(self, site: Site, call: int, nodes: Iterable[Node]) -> None:
         """A later call's nodes need state of the shapes the first call's nodes have."""

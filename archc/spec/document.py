@@ -64,6 +64,7 @@ BLOCK_KEYS = ("doc", "params", "let", "inputs", "output_channels", "body", "outp
 NODE_KEYS = (
     "op",
     "block",
+    "call",
     "seq",
     "branches",
     "from",
@@ -104,7 +105,9 @@ class NodeSpec:
     location: Location
     target: str = ""
     kind: str = ""
-    """'op' or 'block' when written out; '' for a sequence or the `relu`-style shorthand."""
+    """'op' or 'block' when written out, 'call' for `call: <node>` (the module an earlier node
+    made, run again on this node's inputs); '' for a sequence or the `relu`-style
+    shorthand."""
     args: dict[str, Value] = field(default_factory=dict)
     items: list[NodeSpec] | None = None
     parallel: bool = False
@@ -588,12 +591,12 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         raise SpecError(
             f"node '{name}': expected an op name, a mapping or a list, got {entry!r}", location
         )
-    kinds = [key for key in ("op", "block", "seq", "branches") if key in entry]
+    kinds = [key for key in ("op", "block", "call", "seq", "branches") if key in entry]
     if len(kinds) != 1:
         problem = (
             f"has both {' and '.join(kinds)}"
             if kinds
-            else "needs one of 'op:', 'block:', 'seq:', 'branches:'"
+            else "needs one of 'op:', 'block:', 'call:', 'seq:', 'branches:'"
         )
         raise SpecError(f"node '{name}' {problem}", location)
     kind = kinds[0]
@@ -623,6 +626,13 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
             f"node '{name}': names: applies to a repeated op or block", entry.key_at("names")
         )
     shared = _parse_shared(name, entry, kind, optional)
+    if kind == "call" and (optional or shared or any(key not in NODE_KEYS for key in entry)):
+        extra = next(key for key in entry if key not in ("call", "from"))
+        raise SpecError(
+            f"node '{name}': call: runs a module as its node made it, so it takes only from:, "
+            f"got '{extra}'",
+            entry.key_at(extra),
+        )
     args = {
         key: Value(raw, entry.value_at(key), entry.key_at(key))
         for key, raw in entry.items()

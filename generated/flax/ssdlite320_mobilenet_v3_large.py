@@ -448,10 +448,12 @@ def box_smooth_l1_loss(
     targets: dict[str, jax.Array],
     beta: float,
     weights: tuple[float, ...],
+    normalizer: str,
 ) -> jax.Array:
-    """SSD's box regression loss, as torchvision computes it: smooth L1 between the deltas
-    of the foreground rows and those that move each anchor onto its box (times `weights`),
-    summed over the batch and divided by its foreground count."""
+    """SSD's or an RPN's box regression loss, as torchvision computes them: smooth L1 between
+    the deltas of the foreground rows and those that move each anchor onto its box (times
+    `weights`), summed over the batch and divided by its "foreground" count or by its rows
+    not ignored ("sampled": an RPN's sample)."""
 
     def one_image(
         deltas: jax.Array, anchors: jax.Array, matches: jax.Array, boxes: jax.Array
@@ -464,7 +466,8 @@ def box_smooth_l1_loss(
         return jnp.sum(jnp.where(foreground, loss, 0.0))
 
     losses = jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"])
-    return losses.sum() / jnp.maximum((matched >= 0).sum(), 1)
+    counted = matched >= 0 if normalizer == "foreground" else matched >= -1
+    return losses.sum() / jnp.maximum(counted.sum(), 1)
 
 
 class ConvBNAct(nnx.Sequential):
@@ -1092,6 +1095,7 @@ class Ssdlite320MobilenetV3Large(nnx.Module):
             targets,
             beta=1.0,
             weights=(10.0, 10.0, 5.0, 5.0),
+            normalizer="foreground",
         )
         return {"classification": classification, "bbox_regression": bbox_regression}
 

@@ -316,17 +316,20 @@ def box_smooth_l1_loss(
     targets: list[dict[str, torch.Tensor]],
     beta: float,
     weights: tuple[float, ...],
+    normalizer: str,
 ) -> torch.Tensor:
-    """SSD's box regression loss, as torchvision computes it: smooth L1 between the deltas
-    of the foreground rows and those that move each anchor onto its box (times `weights`),
-    summed over the batch and divided by its foreground count."""
+    """SSD's or an RPN's box regression loss, as torchvision computes them: smooth L1 between
+    the deltas of the foreground rows and those that move each anchor onto its box (times
+    `weights`), summed over the batch and divided by its "foreground" count or by its rows
+    not ignored ("sampled": an RPN's sample)."""
     losses = []
     for image_deltas, image_anchors, matches, target in zip(deltas, anchors, matched, targets):
         foreground = torch.where(matches >= 0)[0]
         boxes = target["boxes"][matches[foreground]]
         truth = encode_boxes(boxes, image_anchors[foreground], weights)
         losses.append(F.smooth_l1_loss(image_deltas[foreground], truth, reduction="sum", beta=beta))
-    return sum(losses) / max(1, int((matched >= 0).sum()))
+    counted = matched >= 0 if normalizer == "foreground" else matched >= -1
+    return sum(losses) / max(1, int(counted.sum()))
 
 
 class ConvBNAct(nn.Sequential):
@@ -881,6 +884,7 @@ class Ssdlite320MobilenetV3Large(nn.Module):
             targets,
             beta=1.0,
             weights=(10.0, 10.0, 5.0, 5.0),
+            normalizer="foreground",
         )
         return {"classification": classification, "bbox_regression": bbox_regression}
 

@@ -208,14 +208,18 @@ def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: 
 
 
 def _last_class(graph: Any) -> int:
-    """The last class the classification losses' logits score (their rows' width, less one)."""
-    from archc.ops.detection import ClassificationLoss
+    """The last class the classification losses' logits score (their rows' width, less one;
+    an RPN's objectness logit scores no class)."""
+    from archc.ops.detection import ClassificationLoss, ObjectnessLoss, RoIClassificationLoss
 
-    losses = [graph.nodes[node] for node in graph.methods["loss"].values()]
-    logits = [
-        graph.type_of(node.inputs[0]) for node in losses if isinstance(node.op, ClassificationLoss)
+    nodes = [graph.nodes[node] for node in graph.methods["loss"].values()]
+    classes = ClassificationLoss | RoIClassificationLoss
+    scored = [
+        graph.type_of(node.inputs[0])
+        for node in nodes
+        if isinstance(node.op, classes) and not isinstance(node.op, ObjectnessLoss)
     ]
-    return min(int(concrete(kind.shape[-1])) for kind in logits) - 1
+    return min(int(concrete(kind.shape[-1])) for kind in scored) - 1
 
 
 def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:

@@ -439,18 +439,41 @@ def _rcnn_stage(spec: Spec, x: Value) -> list[str]:
         f"  pooled: {{op: roi_align, from: [input, boxes, {x.name}], size: {size}, "
         f"sampling_ratio: {rng.choice([1, 2])}, canonical_scale: {rng.choice([4, 224])}}}",
     ]
-    features = "pooled"
-    if rng.random() < 0.5:  # a block the stage feeds, besides ops
+    convs = rng.random() < 0.5  # a block the stage feeds, besides ops
+    if convs:
         sequence_block(spec)
         lines.append("  roi_convs: {block: ConvBnAct, out: 4, from: pooled}")
-        features = "roi_convs"
-    return [
-        *lines,
-        f"  flat: {{op: flatten, from: {features}}}",
+    lines += [
+        f"  flat: {{op: flatten, from: {'roi_convs' if convs else 'pooled'}}}",
         f"  cls_score: {{op: linear, out: {classes}}}",
         f"  bbox_pred: {{op: linear, out: {4 * classes}, from: flat}}",
         "  found: {op: roi_detections, from: [input, cls_score, bbox_pred, boxes], "
         f"score_thresh: 0.3, limit: {rng.choice([4, 20])}}}",
+    ]
+    if rng.random() < 0.5:  # training: samples that take every row, so flax draws alike
+        lines += _rcnn_losses(lines[3].split(":", 1)[1].strip(), objectness, deltas, x, convs)
+    return lines
+
+
+def _rcnn_losses(pooling: str, objectness: str, deltas: str, x: Value, convs: bool) -> list[str]:
+    """Faster R-CNN's four losses, the box head's modules called again (`call:`) on the
+    sampled proposals' features."""
+    pooling = pooling.replace("boxes,", "samples,")
+    return [
+        "  matched: {op: match_anchors, from: grid, fg_iou_thresh: 0.5, bg_iou_thresh: 0.3}",
+        "  sampled: {op: sample_matches, from: matched, batch_size_per_image: 100000}",
+        f"  loss_objectness: {{op: objectness_loss, from: [{objectness}, sampled]}}",
+        f"  loss_rpn_box_reg: {{op: box_smooth_l1_loss, from: [{deltas}, grid, sampled], "
+        "weights: [1, 1, 1, 1], normalizer: sampled}",
+        "  samples: {op: sample_proposals, from: boxes, batch_size_per_image: 16, "
+        "positive_fraction: 1.0}",
+        f"  sample_pooled: {pooling}",
+        *(["  sample_convs: {call: roi_convs, from: sample_pooled}"] if convs else []),
+        f"  sample_flat: {{op: flatten, from: {'sample_convs' if convs else 'sample_pooled'}}}",
+        "  sample_scores: {call: cls_score, from: sample_flat}",
+        "  sample_deltas: {call: bbox_pred, from: sample_flat}",
+        "  loss_classifier: {op: roi_classification_loss, from: [sample_scores, samples]}",
+        "  loss_box_reg: {op: roi_box_loss, from: [sample_deltas, samples]}",
     ]
 
 

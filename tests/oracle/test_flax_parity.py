@@ -200,15 +200,26 @@ def test_detections_match_torch(name: str) -> None:
         assert_same_detections(rows, want, box_atol=1e-2, score_rtol=1e-3, threshold=threshold)
 
 
-# Those with a loss() (YOLOv3 has none; Faster R-CNN's is not written yet).
-LOSSES = ["retinanet_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large"]
+# Those with a loss() (YOLOv3 has none), and their settings: Faster R-CNN's samples take
+# every row, so that flax's draws (jax.random) and torch's (torch.randperm) take the same.
+LOSSES = {
+    "retinanet_resnet50_fpn": {},
+    "ssd300_vgg16": {},
+    "ssdlite320_mobilenet_v3_large": {},
+    "fasterrcnn_resnet50_fpn": {
+        "rpn_batch_size_per_image": 100_000,
+        "rpn_post_nms_top_n_train": 100,
+        "box_batch_size_per_image": 128,
+        "box_positive_fraction": 1.0,
+    },
+}
 
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_losses_match_torch(name: str) -> None:
     """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
     same images and boxes, both in training (batch statistics)."""
-    _, torch_model, flax_model = models(name)
+    _, torch_model, flax_model = models(name, **LOSSES[name])
     torch_model.train()
     flax_model.train()
     boxes = [[[8.0, 10.0, 60.0, 50.0], [40.0, 30.0, 120.0, 126.0]], [[0.0, 64.0, 30.0, 100.0]]]
@@ -230,6 +241,23 @@ def test_losses_match_torch(name: str) -> None:
     assert got.keys() == expected.keys()
     for key, value in got.items():
         assert abs(float(value) - float(expected[key])) <= TOLERANCE * float(expected[key]), key
+
+
+def test_samplers_draw_as_many_rows_as_torchvisions() -> None:
+    """Faster R-CNN's samplers in flax and torch: per image 128 foreground and 128 background
+    rows of those matched (the foreground at most half of 256), none ignored, and in flax
+    other draws from another key."""
+    flax_file = load_generated(GENERATED / "flax" / "fasterrcnn_resnet50_fpn.py")
+    torch_file = load_generated(GENERATED / "torch" / "fasterrcnn_resnet50_fpn.py")
+    rows = np.random.default_rng(0).choice([0, 1, -1, -1, -2], size=(2, 1000))
+    flax_draws = [flax_file.sample_matches(rows, jax.random.key(seed), 256, 0.5) for seed in (0, 1)]
+    torch_draw = torch_file.sample_matches(torch.as_tensor(rows), 256, 0.5).numpy()
+    for sampled in [*map(np.asarray, flax_draws), torch_draw]:
+        assert ((sampled >= 0).sum(axis=1) == 128).all()
+        assert ((sampled == -1).sum(axis=1) == 128).all()
+        chosen = sampled >= -1
+        assert (sampled[chosen] == rows[chosen]).all()
+    assert (np.asarray(flax_draws[0]) != np.asarray(flax_draws[1])).any()
 
 
 def test_padded_unet_matches() -> None:

@@ -305,6 +305,34 @@ def test_losses_match_torchvision(name: str) -> None:
     assert losses["bbox_regression"] > 0
 
 
+def test_faster_rcnn_losses_match_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """loss() against the detector's RPN and RoI heads in training on the same images and
+    targets (one image with three boxes, one with none), both drawing their samples of
+    anchors and proposals from torch's generator seeded alike: the four losses. The
+    reference's transform runs before the seed, since in training it draws each image's size."""
+    monkeypatch.setattr(torchvision().ops.boxes, "nms", pure_nms)
+    kernel_roi_align(monkeypatch)
+    detector, generated = detector_pair("fasterrcnn_resnet50_fpn")
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 320, 320, generator=generator)
+    targets = [
+        {"boxes": random_boxes(3, 320, generator), "labels": torch.tensor([1, 5, 90])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    batch, resized = detector.train().transform(list(images), targets)
+    torch.manual_seed(7)
+    features = detector.backbone(batch.tensors)
+    proposals, expected = detector.rpn(batch, features, resized)
+    expected.update(detector.roi_heads(features, proposals, batch.image_sizes, resized)[1])
+    torch.manual_seed(7)
+    losses = generated.train().loss(batch.tensors, targets)
+    assert losses.keys() == expected.keys()
+    for key, value in losses.items():
+        assert torch.allclose(value, expected[key], rtol=1e-5), key
+    torch.manual_seed(8)  # other draws sample other background rows
+    assert generated.loss(batch.tensors, targets)["loss_objectness"] != losses["loss_objectness"]
+
+
 def test_swin_pads_maps_its_windows_do_not_tile() -> None:
     """At 320 x 320 the stages are 80, 40, 20 and 10 wide: 7 x 7 windows tile none of them, so
     torchvision pads each map to whole windows; archc's counts and the generated code agree."""

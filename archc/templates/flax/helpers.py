@@ -693,6 +693,7 @@ def region_proposals(
     height, width = image.shape[1:3]
     positions = [level.shape[1] * level.shape[2] for level in levels]
     ends = np.cumsum([count * (anchors.shape[1] // sum(positions)) for count in positions])
+    objectness, deltas = jax.lax.stop_gradient((objectness, deltas))  # none through boxes
 
     def one_image(logits: jax.Array, deltas: jax.Array, anchors: jax.Array) -> jax.Array:
         rows, labels = [], []
@@ -725,11 +726,11 @@ def roi_align(
     """Each box's features pooled to size x size, as torchvision's MultiScaleRoIAlign, in
     fixed sizes for jit: a box of side s (the root of its area) pools from level
     floor(canonical_level + log2(s / canonical_scale)) of those given (level k has stride
-    2^k, read from its size), by RoIAlign. (N·R, size, size, C), the boxes (N, R, 4) of
-    each image in turn."""
+    2^k, read from its size), by RoIAlign. (N·R, size, size, C), the boxes (N, R, 4, or
+    more columns after them) of each image in turn."""
     scales = [2.0 ** round(math.log2(level.shape[1] / image.shape[1])) for level in levels]
     first, last = -math.log2(scales[0]), -math.log2(scales[-1])
-    rois = boxes.reshape(-1, 4)
+    rois = boxes[..., :4].reshape(-1, 4)  # any columns after the box are not read
     owners = jnp.repeat(jnp.arange(boxes.shape[0]), boxes.shape[1])
     sides = jnp.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
     chosen = jnp.floor(canonical_level + jnp.log2(sides / canonical_scale) + 1e-6)
@@ -959,10 +960,12 @@ def box_smooth_l1_loss(
     targets: dict[str, jax.Array],
     beta: float,
     weights: tuple[float, ...],
+    normalizer: str,
 ) -> jax.Array:
-    """SSD's box regression loss, as torchvision computes it: smooth L1 between the deltas
-    of the foreground rows and those that move each anchor onto its box (times `weights`),
-    summed over the batch and divided by its foreground count."""
+    """SSD's or an RPN's box regression loss, as torchvision computes them: smooth L1 between
+    the deltas of the foreground rows and those that move each anchor onto its box (times
+    `weights`), summed over the batch and divided by its "foreground" count or by its rows
+    not ignored ("sampled": an RPN's sample)."""
 
     def one_image(
         deltas: jax.Array, anchors: jax.Array, matches: jax.Array, boxes: jax.Array
@@ -975,4 +978,125 @@ def box_smooth_l1_loss(
         return jnp.sum(jnp.where(foreground, loss, 0.0))
 
     losses = jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"])
-    return losses.sum() / jnp.maximum((matched >= 0).sum(), 1)
+    counted = matched >= 0 if normalizer == "foreground" else matched >= -1
+    return losses.sum() / jnp.maximum(counted.sum(), 1)
+
+
+def sample_matches(
+    matched: jax.Array, key: jax.Array, batch_size_per_image: int, positive_fraction: float
+) -> jax.Array:
+    """A random sample of each image's matched rows for training, as torchvision's
+    BalancedPositiveNegativeSampler draws it (from `key`, in fixed sizes for jit): up to
+    `batch_size_per_image` rows, foreground up to `positive_fraction` of them. (N, rows):
+    the match where sampled, -1 for sampled background, -2 elsewhere."""
+    keys = jax.random.split(key, len(matched))
+    sample = jax.vmap(sample_rows, in_axes=(0, 0, None, None))
+    return sample(matched, keys, batch_size_per_image, positive_fraction)
+
+
+def sample_rows(
+    matches: jax.Array, key: jax.Array, batch_size_per_image: int, positive_fraction: float
+) -> jax.Array:
+    """One image's sample of its matched rows, as sample_matches draws it: the foreground
+    and the background rows each in a random order, the first of each kept."""
+    foreground, background = matches >= 0, matches == -1
+    positives = jnp.minimum(foreground.sum(), int(batch_size_per_image * positive_fraction))
+    negatives = jnp.minimum(background.sum(), batch_size_per_image - positives)
+    draws = jax.random.uniform(key, matches.shape)
+
+    def first(members: jax.Array, count: jax.Array) -> jax.Array:
+        places = jnp.argsort(jnp.argsort(jnp.where(members, draws, 2.0)))
+        return members & (places < count)
+
+    sampled = jnp.where(first(background, negatives), -1, -2)
+    return jnp.where(first(foreground, positives), matches, sampled)
+
+
+def sample_proposals(
+    proposals: jax.Array,
+    targets: dict[str, jax.Array],
+    key: jax.Array,
+    batch_size_per_image: int,
+    positive_fraction: float,
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+) -> jax.Array:
+    """Training samples of each image's proposals (rows of no size are padding) and its
+    target boxes, added to them, as torchvision's RoIHeads draws them (from `key`, in fixed
+    sizes for jit): matched without low-quality matches, then sampled as sample_matches
+    does. (N, batch_size_per_image, 5) rows of x1, y1, x2, y2 and the target box's index (-1
+    for background), in the boxes' order; past an image's samples, zeros with -2."""
+    boxes = jnp.concatenate([proposals, targets["boxes"].astype(proposals.dtype)], axis=1)
+    sides = proposals[..., 2:] - proposals[..., :2]
+    real = jnp.concatenate([jnp.all(sides > 0, axis=-1), targets["labels"] >= 0], axis=1)
+    matched = match_anchors(boxes, targets, fg_iou_thresh, bg_iou_thresh, "off")
+    keys = jax.random.split(key, len(boxes))
+    sample = jax.vmap(sample_rows, in_axes=(0, 0, None, None))
+    sampled = sample(jnp.where(real, matched, -2), keys, batch_size_per_image, positive_fraction)
+
+    def one_image(boxes: jax.Array, sampled: jax.Array) -> jax.Array:
+        kept = jnp.argsort(sampled < -1, stable=True)[:batch_size_per_image]  # in order
+        rows = jnp.concatenate([boxes[kept], sampled[kept, None].astype(boxes.dtype)], axis=1)
+        empty = jnp.zeros((batch_size_per_image, 5), boxes.dtype).at[:, 4].set(-2)
+        return empty.at[: len(kept)].set(jnp.where(sampled[kept, None] >= -1, rows, empty[0]))
+
+    return jax.vmap(one_image)(boxes, sampled)
+
+
+def objectness_loss(logits: jax.Array, sampled: jax.Array) -> jax.Array:
+    """An RPN's objectness loss, as torchvision computes it: binary cross entropy of each
+    sampled row's logit against 1 for foreground and 0 for background, averaged over the
+    batch's samples."""
+    logits, chosen = logits[..., 0], sampled >= -1
+    truth = (sampled >= 0).astype(logits.dtype)
+    losses = jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return jnp.where(chosen, losses, 0.0).sum() / jnp.maximum(chosen.sum(), 1)
+
+
+def sample_labels(samples: jax.Array, targets: dict[str, jax.Array]) -> jax.Array:
+    """Each sample's class: its target box's label, 0 for background, -1 past the samples."""
+    matches = samples[..., 4].astype(jnp.int32)
+    found = jnp.take_along_axis(targets["labels"], jnp.maximum(matches, 0), axis=1)
+    return jnp.where(matches >= 0, found, jnp.where(matches == -1, 0, -1))
+
+
+def roi_classification_loss(
+    logits: jax.Array, samples: jax.Array, targets: dict[str, jax.Array]
+) -> jax.Array:
+    """Fast R-CNN's classification loss, as torchvision computes it: cross entropy of each
+    sampled proposal's class logits against its box's label (0 for background), averaged
+    over the samples."""
+    labels = sample_labels(samples, targets).reshape(-1)
+    picked = jnp.take_along_axis(logits, jnp.maximum(labels, 0)[:, None], axis=1)[:, 0]
+    losses = jax.nn.logsumexp(logits, axis=1) - picked
+    return jnp.where(labels >= 0, losses, 0.0).sum() / jnp.maximum((labels >= 0).sum(), 1)
+
+
+def roi_box_loss(
+    deltas: jax.Array,
+    samples: jax.Array,
+    targets: dict[str, jax.Array],
+    beta: float,
+    weights: tuple[float, ...],
+) -> jax.Array:
+    """Fast R-CNN's box regression loss, as torchvision computes it: smooth L1 between each
+    foreground sample's deltas for its box's class and those that move the sample onto its
+    box (times `weights`), summed and divided by the number of samples."""
+    labels = sample_labels(samples, targets)
+    deltas = deltas.reshape(*labels.shape, -1, 4)
+
+    def one_image(
+        deltas: jax.Array, labels: jax.Array, samples: jax.Array, boxes: jax.Array
+    ) -> jax.Array:
+        foreground = labels > 0
+        chosen = jnp.take_along_axis(deltas, jnp.maximum(labels, 0)[:, None, None], axis=1)[:, 0]
+        sampled = samples[:, :4]
+        # a background sample's own box: deltas of 0, no log of 0 to poison the gradient
+        truth = boxes[jnp.maximum(samples[:, 4].astype(jnp.int32), 0)]
+        truth = jnp.where(foreground[:, None], truth, sampled)
+        error = jnp.abs(chosen - encode_boxes(truth, sampled, weights))
+        loss = jnp.where(error < beta, 0.5 * error**2 / beta, error - 0.5 * beta).sum(axis=1)
+        return jnp.sum(jnp.where(foreground, loss, 0.0))
+
+    losses = jax.vmap(one_image)(deltas, labels, samples, targets["boxes"])
+    return losses.sum() / jnp.maximum((labels >= 0).sum(), 1)

@@ -503,6 +503,7 @@ def region_proposals(
     height, width = image.shape[-2:]
     positions = [level.shape[-2] * level.shape[-1] for level in levels]
     sizes = [count * (anchors.shape[1] // sum(positions)) for count in positions]
+    objectness, deltas = objectness.detach(), deltas.detach()  # no gradient through boxes
     found = []
     for image_logits, image_deltas, image_anchors in zip(objectness[..., 0], deltas, anchors):
         rows, labels, start = [], [], 0
@@ -534,10 +535,11 @@ def roi_align(
     """Each box's features pooled to size x size, as torchvision's MultiScaleRoIAlign: a
     box of side s (the root of its area) pools from level floor(canonical_level +
     log2(s / canonical_scale)) of those given (level k has stride 2^k, read from its size),
-    by RoIAlign. (N·R, C, size, size), the boxes (N, R, 4) of each image in turn."""
+    by RoIAlign. (N·R, C, size, size), the boxes (N, R, 4, or more columns after them) of
+    each image in turn."""
     scales = [2.0 ** round(math.log2(level.shape[-2] / image.shape[-2])) for level in levels]
     first, last = -math.log2(scales[0]), -math.log2(scales[-1])
-    rois = boxes.reshape(-1, 4)
+    rois = boxes[..., :4].reshape(-1, 4)  # any columns after the box are not read
     owners = torch.arange(len(boxes), device=boxes.device).repeat_interleave(boxes.shape[1])
     sides = ((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1])).sqrt()
     chosen = torch.floor(canonical_level + torch.log2(sides / canonical_scale) + 1e-6)
@@ -771,14 +773,126 @@ def box_smooth_l1_loss(
     targets: list[dict[str, torch.Tensor]],
     beta: float,
     weights: tuple[float, ...],
+    normalizer: str,
 ) -> torch.Tensor:
-    """SSD's box regression loss, as torchvision computes it: smooth L1 between the deltas
-    of the foreground rows and those that move each anchor onto its box (times `weights`),
-    summed over the batch and divided by its foreground count."""
+    """SSD's or an RPN's box regression loss, as torchvision computes them: smooth L1 between
+    the deltas of the foreground rows and those that move each anchor onto its box (times
+    `weights`), summed over the batch and divided by its "foreground" count or by its rows
+    not ignored ("sampled": an RPN's sample)."""
     losses = []
     for image_deltas, image_anchors, matches, target in zip(deltas, anchors, matched, targets):
         foreground = torch.where(matches >= 0)[0]
         boxes = target["boxes"][matches[foreground]]
         truth = encode_boxes(boxes, image_anchors[foreground], weights)
         losses.append(F.smooth_l1_loss(image_deltas[foreground], truth, reduction="sum", beta=beta))
-    return sum(losses) / max(1, int((matched >= 0).sum()))
+    counted = matched >= 0 if normalizer == "foreground" else matched >= -1
+    return sum(losses) / max(1, int(counted.sum()))
+
+
+def sample_matches(
+    matched: torch.Tensor, batch_size_per_image: int, positive_fraction: float
+) -> torch.Tensor:
+    """A random sample of each image's matched rows for training, as torchvision's
+    BalancedPositiveNegativeSampler draws it (torch.randperm over the foreground rows, then
+    the background ones, image by image): up to `batch_size_per_image` rows, foreground up to
+    `positive_fraction` of them. (N, rows): the match where sampled, -1 for sampled
+    background, -2 elsewhere."""
+    return torch.stack(
+        [sample_rows(matches, batch_size_per_image, positive_fraction) for matches in matched]
+    )
+
+
+def sample_rows(
+    matches: torch.Tensor, batch_size_per_image: int, positive_fraction: float
+) -> torch.Tensor:
+    """One image's sample of its matched rows, as sample_matches draws it."""
+    foreground, background = torch.where(matches >= 0)[0], torch.where(matches == -1)[0]
+    positives = min(len(foreground), int(batch_size_per_image * positive_fraction))
+    negatives = min(len(background), batch_size_per_image - positives)
+    foreground = foreground[torch.randperm(len(foreground), device=matches.device)[:positives]]
+    background = background[torch.randperm(len(background), device=matches.device)[:negatives]]
+    sampled = torch.full_like(matches, -2)
+    sampled[foreground] = matches[foreground]
+    sampled[background] = -1
+    return sampled
+
+
+def sample_proposals(
+    proposals: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    batch_size_per_image: int,
+    positive_fraction: float,
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+) -> torch.Tensor:
+    """Training samples of each image's proposals (rows of no size are padding) and its
+    target boxes, added to them, as torchvision's RoIHeads draws them: matched without
+    low-quality matches, then sampled as sample_matches does. (N, batch_size_per_image, 5)
+    rows of x1, y1, x2, y2 and the target box's index (-1 for background), in the boxes'
+    order; past an image's samples, zeros with -2."""
+    found = []
+    for image_proposals, target in zip(proposals, targets):
+        sides = image_proposals[:, 2:] - image_proposals[:, :2]
+        real = image_proposals[(sides > 0).all(dim=1)]
+        boxes = torch.cat([real, target["boxes"].to(real.dtype)])
+        matches = match_anchors(boxes[None], [target], fg_iou_thresh, bg_iou_thresh, "off")[0]
+        sampled = sample_rows(matches, batch_size_per_image, positive_fraction)
+        kept = torch.where(sampled >= -1)[0]
+        rows = boxes.new_zeros(batch_size_per_image, 5)
+        rows[:, 4] = -2
+        rows[: len(kept)] = torch.cat([boxes[kept], sampled[kept, None].to(boxes.dtype)], dim=1)
+        found.append(rows)
+    return torch.stack(found)
+
+
+def objectness_loss(logits: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+    """An RPN's objectness loss, as torchvision computes it: binary cross entropy of each
+    sampled row's logit against 1 for foreground and 0 for background, averaged over the
+    batch's samples."""
+    chosen = sampled >= -1
+    truth = (sampled[chosen] >= 0).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits[..., 0][chosen], truth)
+
+
+def sample_labels(samples: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Each sample's class: its target box's label, 0 for background, -1 past the samples."""
+    labels = []
+    for image_samples, target in zip(samples, targets):
+        matches = image_samples[:, 4].long()
+        found = torch.zeros_like(matches)
+        if len(target["labels"]):
+            found = target["labels"][matches.clamp(min=0)]
+        labels.append(torch.where(matches >= 0, found, torch.where(matches == -1, 0, -1)))
+    return torch.stack(labels)
+
+
+def roi_classification_loss(
+    logits: torch.Tensor, samples: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """Fast R-CNN's classification loss, as torchvision computes it: cross entropy of each
+    sampled proposal's class logits against its box's label (0 for background), averaged
+    over the samples."""
+    labels = sample_labels(samples, targets).flatten()
+    return F.cross_entropy(logits, labels, ignore_index=-1)
+
+
+def roi_box_loss(
+    deltas: torch.Tensor,
+    samples: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    beta: float,
+    weights: tuple[float, ...],
+) -> torch.Tensor:
+    """Fast R-CNN's box regression loss, as torchvision computes it: smooth L1 between each
+    foreground sample's deltas for its box's class and those that move the sample onto its
+    box (times `weights`), summed and divided by the number of samples."""
+    labels = sample_labels(samples, targets)
+    deltas = deltas.reshape(*labels.shape, -1, 4)
+    losses = []
+    for image_deltas, image_labels, image_samples, target in zip(deltas, labels, samples, targets):
+        foreground = torch.where(image_labels > 0)[0]
+        boxes = target["boxes"][image_samples[foreground, 4].long()]
+        truth = encode_boxes(boxes, image_samples[foreground, :4], weights)
+        chosen = image_deltas[foreground, image_labels[foreground]]
+        losses.append(F.smooth_l1_loss(chosen, truth, reduction="sum", beta=beta))
+    return sum(losses) / max(1, int((labels >= 0).sum()))
