@@ -152,7 +152,8 @@ def _parts(
             drawn.children = _parts(children, path + ".", level + 1, inner, signature, opened)
         return drawn
 
-    runs = _runs(modules, prefix, signature)
+    # a later call (`call:`) is its module's box, fed by every input, as a shared module's
+    runs = _runs([module for module in modules if module.reuses is None], prefix, signature)
     if len(runs) <= MAX_PARTS:
         return _fuse([part(run) for run in runs])
     kept = MAX_PARTS // 2

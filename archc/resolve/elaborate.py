@@ -154,7 +154,7 @@ class Elaborator:
         self.active_blocks: list[str] = []
         """The blocks being elaborated, outermost first (to report recursion by its chain)."""
         self.calls: dict[str, int] = {}
-        """The later calls (`call:`) of each node's module so far."""
+        """The later calls (`call:`) of each module so far, by its path."""
         self.copies = 1
         """How many times the node being elaborated is made: the product of the enclosing
         repeats' counts."""
@@ -408,8 +408,9 @@ class Elaborator:
                 node.location,
                 did_you_mean(node.target, [spec.name for spec in earlier]),
             )
-        self.calls[called.name] = call = self.calls.get(called.name, 0) + 1
-        full_name = later_call(site.full_name.removesuffix(site.name) + called.name, call)
+        path = site.full_name.removesuffix(site.name) + called.name
+        self.calls[path] = call = self.calls.get(path, 0) + 1
+        full_name = later_call(path, call)
         made_before = len(self.graph.nodes) if self.graph is not None else 0
         module, bound = self.unrepeated(replace(site, node=called, full_name=full_name))
         if self.graph is not None:
