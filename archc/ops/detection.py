@@ -545,9 +545,7 @@ class MatchAnchors(StageOp):
     )
 
     def check(self, attrs: MatchAttrs, inputs: list[TensorType]) -> list[str]:
-        if attrs.bg_iou_thresh > attrs.fg_iou_thresh:
-            return ["bg_iou_thresh must not be above fg_iou_thresh"]
-        return _boxes(inputs[0], "anchors")
+        return _matching(attrs, inputs[0], "anchors")
 
     def infer(self, attrs: MatchAttrs, inputs: list[TensorType]) -> TensorType:
         return TensorType(inputs[0].shape[:2], dtype="i64")
@@ -629,6 +627,13 @@ class BoxSmoothL1Loss(BoxLoss):
         return super().check(attrs, inputs)
 
 
+def _matching(attrs: MatchAttrs | SampleProposalsAttrs, boxes: TensorType, what: str) -> list[str]:
+    """Boxes to match against the targets, with thresholds in order."""
+    if attrs.bg_iou_thresh > attrs.fg_iou_thresh:
+        return ["bg_iou_thresh must not be above fg_iou_thresh"]
+    return _boxes(boxes, what)
+
+
 def _boxes(kind: TensorType, what: str) -> list[str]:
     """Rows of 4 box values: (N, rows, 4)."""
     if kind.rank == 3 and concrete(kind.shape[2]) == 4:
@@ -701,9 +706,7 @@ class SampleProposals(StageOp):
     )
 
     def check(self, attrs: SampleProposalsAttrs, inputs: list[TensorType]) -> list[str]:
-        if attrs.bg_iou_thresh > attrs.fg_iou_thresh:
-            return ["bg_iou_thresh must not be above fg_iou_thresh"]
-        return _boxes(inputs[0], "proposals")
+        return _matching(attrs, inputs[0], "proposals")
 
     def infer(self, attrs: SampleProposalsAttrs, inputs: list[TensorType]) -> TensorType:
         return TensorType((inputs[0].shape[0], attrs.batch_size_per_image, 5))
