@@ -325,6 +325,33 @@ CASES = {
         "6:6",
         "d: a shared module's calls need parameters of one shape",
     ),
+    "within on an op": (
+        HEAD + "  c: {op: conv2d, out: 4, kernel: 1, within: x}\n",
+        "5:38",
+        "node 'c': within: keeps one block's module inside another's, so it applies to a block",
+    ),
+    "within of a node that is not there": (
+        "archc: 1\nname: tiny\ninput: [3, 16, 16]\nblocks:\n  B:\n    body:\n"
+        "      c: {op: conv2d, out: 4, kernel: 1}\n"
+        "body:\n  b: {block: B}\n  d: {block: B, within: e}\n",
+        "10:25",
+        "node 'd': within: names an earlier block node made once (no repeat:, when:, shared: "
+        "or within:) whose block is not a sequence, got 'e'",
+    ),
+    "within a sequence": (
+        "archc: 1\nname: tiny\ninput: [3, 16, 16]\nblocks:\n  S:\n    body:\n"
+        "      - {op: conv2d, out: 4, kernel: 1}\n"
+        "body:\n  s: {block: S}\n  d: {block: S, within: s}\n",
+        "10:25",
+        "whose block is not a sequence, got 's'",
+    ),
+    "within a block of a node of that name": (
+        "archc: 1\nname: tiny\ninput: [3, 16, 16]\nblocks:\n  B:\n    body:\n"
+        "      c: {op: conv2d, out: 4, kernel: 1}\n"
+        "body:\n  b: {block: B}\n  c: {block: B, within: b}\n",
+        "10:25",
+        "node 'c': block B of 'b' has a node of that name already",
+    ),
     "linear stating other features": (
         HEAD + "  f: flatten\n  l: {op: linear, out: 4, in_features: 10}\n",
         "6:40",

@@ -423,7 +423,8 @@ def _construct(child: ModuleNode, block_class: BlockClass, backend: Backend) -> 
         switch = _set(use, source(child.condition), 2)
         return [*switch, f"{BODY}if {attribute('self', use)}:", *lines] if lines else switch
     else:
-        lines = _set(child.name, _frozen(_expression(child, backend), child), depth)
+        built = _frozen(_expression(child, backend), child)
+        lines = _set(child.name, built, depth, _owner(child))
     if child.condition is not None:  # one assignment per branch: flax fixes an attribute's kind
         condition = f"{BODY}if {source(child.condition)}:"
         lines = [condition, *lines, f"{BODY}else:", *_set(child.name, "None", 3)]
@@ -812,21 +813,26 @@ def _applied(
 ) -> str:
     """The child on its arguments: its inline code (`template`), or a call of its module
     (another node's, for a later call)."""
-    module = attribute("self", child.reuses or child.name)
+    module = attribute(_owner(child), child.reuses or child.name)
     if template is None:
         return f"{module}({', '.join(arguments)})"
     template = _own_parameters(_on_self(template, kept), child, backend)
     return _unspread(template.format(*arguments, self=module))
 
 
-def _set(name: str, value: str | Call, depth: int) -> list[str]:
+def _set(name: str, value: str | Call, depth: int, owner: str = "self") -> list[str]:
     """`self.name = value`, or `setattr(self, "block1-0", value)` for a name Python cannot
     spell (torch and flax register the module under it all the same)."""
     if spelt(name):
         if isinstance(value, str):
-            return layout_source(f"self.{name} = ", value, depth)
-        return layout(f"self.{name} = ", value, depth)
-    return layout("", Call("setattr", ["self", string_literal(name), value]), depth)
+            return layout_source(f"{owner}.{name} = ", value, depth)
+        return layout(f"{owner}.{name} = ", value, depth)
+    return layout("", Call("setattr", [owner, string_literal(name), value]), depth)
+
+
+def _owner(child: ModuleNode) -> str:
+    """The module that keeps a child's: the class's, or a sibling's (`within:`)."""
+    return "self" if child.within is None else attribute("self", child.within)
 
 
 def _own_parameters(template: str, child: ModuleNode, backend: Backend) -> str:

@@ -53,6 +53,8 @@ class ModuleNode:
     `inputs` (a list among them spliced in); its value is the list of the calls' outputs."""
     reuses: str | None = None
     """A later call (`call:`): the name of the node whose module it runs; it makes none."""
+    within: str | None = None
+    """`within:`: the sibling whose module keeps this one's (`self.roi_heads.mask_head`)."""
     in_place: bool = False
     """The op may overwrite its first input (`ReLU(inplace=True)`, `out += skip`): set by
     `archc.passes.in_place` where nothing else reads that tensor."""

@@ -63,8 +63,9 @@ class Op(ABC):
     over a threshold, NMS), so it runs in `detect()`, never in the network's forward, and
     is counted apart from the network's costs."""
     method: ClassVar[str | None] = None
-    """The generated model's method that returns a stage node of this op: `detect` (its one
-    node's value) or `loss` (a dict of its nodes' values by name); None for a step of theirs."""
+    """The generated model's method that returns a stage node of this op, `detect` or `loss`
+    (a dict of its nodes' values by name; `detect` with one node returns its value alone);
+    None for a step of theirs."""
     reads_targets: ClassVar[bool] = False
     """A stage op that reads the training targets (the `loss` method's `targets`)."""
     takes_list: ClassVar[bool] = False

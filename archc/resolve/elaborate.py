@@ -214,25 +214,18 @@ class Elaborator:
     def stage_methods(
         stage: list[NodeSpec], values: dict[str, Any], producers: dict[str, str]
     ) -> dict[str, dict[str, tuple[Bound, str]]]:
-        """What each method after forward returns: `detect` the one detections node's value,
-        `loss` every loss node's by name."""
+        """What each method after forward returns: a dict of its nodes' values by name
+        (`loss`'s losses, `detect`'s detections and masks), or the one value of a method
+        with one node (`detect`'s detections alone)."""
         methods: dict[str, dict[str, tuple[Bound, str]]] = {}
         for node in stage:
             op = REGISTRY.get(node.target) if node.kind in ("op", "") else None
-            method = op.method if op is not None else None
-            if method is None:
-                continue
-            returned = methods.setdefault(method, {})
-            if method == "detect" and returned:
-                raise SpecError(
-                    f"postprocess: node '{node.name}': detect() returns one value, and "
-                    f"another {node.target} node gives it already",
-                    node.location,
-                )
-            returned["" if method == "detect" else node.name] = (
-                values[node.name],
-                producers[node.name],
-            )
+            if op is not None and op.method is not None:
+                returned = methods.setdefault(op.method, {})
+                returned[node.name] = (values[node.name], producers[node.name])
+        detections = methods.get("detect", {})
+        if len(detections) == 1:
+            methods["detect"] = {"": next(iter(detections.values()))}
         return methods
 
     def listed_body(
@@ -270,12 +263,16 @@ class Elaborator:
             self.check_list_reads(node, refs, [value for value, _ in resolved])
             local_refs = [local for _, local in resolved]
             bounds = [bound for value, _ in resolved for bound in _listed(value)]
-            site = Site(node, node.name, prefix + node.name, local_refs, bounds, env)
+            earlier = [*definition.body, *(stage or [])]
+            earlier = earlier[: earlier.index(node)]
+            path = prefix + within(node, earlier, self.spec.blocks) + node.name
+            site = Site(node, node.name, path, local_refs, bounds, env)
             if node.kind == "call":
-                earlier = [*definition.body, *(stage or [])]
-                modules, values[node.name] = self.call(site, earlier[: earlier.index(node)])
+                modules, values[node.name] = self.call(site, earlier)
             else:
                 modules, values[node.name] = self.node(site)
+                for module in modules:
+                    module.within = node.within.raw if node.within else None
             producers[node.name] = node.name if modules else local_refs[0]
             children += modules
             previous = Value(node.name, node.location)
@@ -408,7 +405,8 @@ class Elaborator:
                 node.location,
                 did_you_mean(node.target, [spec.name for spec in earlier]),
             )
-        path = site.full_name.removesuffix(site.name) + called.name
+        owner = called.within.raw if called.within else None
+        path = site.full_name.removesuffix(site.name) + (f"{owner}." if owner else "") + called.name
         self.calls[path] = call = self.calls.get(path, 0) + 1
         full_name = later_call(path, call)
         made_before = len(self.graph.nodes) if self.graph is not None else 0
@@ -416,7 +414,7 @@ class Elaborator:
         if self.graph is not None:
             made = islice(self.graph.nodes.values(), made_before, None)
             self.check_shared_state(site, call, made)
-        return [replace(module, name=node.name, spec=node, reuses=called.name)], bound
+        return [replace(module, name=node.name, spec=node, reuses=called.name, within=owner)], bound
 
     def check_shared_state(self, site: Site, call: int, nodes: Iterable[Node]) -> None:
         """A later call's nodes need state of the shapes the first call's nodes have."""
@@ -881,6 +879,32 @@ INDEXED = re.compile(r"([\w-]+)\[(-?\d+)\]")
 class UncountedValues(list):
     """The values of branches whose number a repeat or a condition decides: read whole (a
     concat), never one by index, since a class cannot know which one an index would be."""
+
+
+def within(node: NodeSpec, earlier: list[NodeSpec], blocks: dict[str, BlockDef]) -> str:
+    """The path of the module a node's module is kept in (`within: roi_heads` →
+    `roi_heads.`), or '' for its own place: an earlier block node made once, whose block is
+    not a sequence (which would run what it holds) and has no node of this one's name."""
+    if node.within is None:
+        return ""
+    owner = next((spec for spec in earlier if spec.name == node.within.raw), None)
+    block = owner is not None and owner.kind in ("block", "") and not owner.items
+    definition = blocks.get(owner.target) if block else None
+    made_once = owner is not None and not (owner.repeat or owner.when or owner.shared)
+    if definition is None or definition.sequential or not made_once or owner.within:
+        raise SpecError(
+            f"node '{node.name}': within: names an earlier block node made once (no repeat:, "
+            f"when:, shared: or within:) whose block is not a sequence, got '{node.within.raw}'",
+            node.within.location,
+            did_you_mean(node.within.raw, [spec.name for spec in earlier]),
+        )
+    if any(child.name == node.name for child in definition.body):
+        raise SpecError(
+            f"node '{node.name}': block {definition.name} of '{owner.name}' has a node of "
+            "that name already",
+            node.within.location,
+        )
+    return f"{owner.name}."
 
 
 def _referenced(ref: Value) -> str:

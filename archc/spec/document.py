@@ -73,6 +73,7 @@ NODE_KEYS = (
     "names",
     "frozen",
     "shared",
+    "within",
 )
 SEQUENCE_REFERENCES = ("previous", "input")
 """What an item of a sequence may read with `from:`: the item before, the sequence's input."""
@@ -124,6 +125,9 @@ class NodeSpec:
     shared: bool = False
     """`shared: true`: one module called on each of the node's inputs in turn (a detection
     head applied to every pyramid level); the node's value is the list of its outputs."""
+    within: Value | None = None
+    """`within: <node>`: the block's module is kept inside an earlier block node's module
+    (torchvision's mask head in `roi_heads`, beside the box head), its state at that path."""
 
 
 @dataclass
@@ -626,6 +630,7 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
             f"node '{name}': names: applies to a repeated op or block", entry.key_at("names")
         )
     shared = _parse_shared(name, entry, kind, optional)
+    within = _parse_within(name, entry, kind, optional, shared)
     if kind == "call" and (optional or shared or any(key not in NODE_KEYS for key in entry)):
         extra = next(key for key in entry if key not in ("call", "from"))
         raise SpecError(
@@ -652,20 +657,32 @@ def _parse_node(name: str, entry: Any, location: Location) -> NodeSpec:
         names=optional.get("names"),
         frozen=optional.get("frozen"),
         shared=shared,
+        within=within,
     )
+
+
+def _parse_within(
+    name: str, entry: SpecMap, kind: str, optional: dict[str, Value], shared: bool
+) -> Value | None:
+    """`within: <node>`: a node name, on a block node that is made once."""
+    if "within" not in entry:
+        return None
+    owner = _typed(name, entry, "within", str, "a node name")
+    if kind != "block" or _repeated(optional) or shared:
+        raise SpecError(
+            f"node '{name}': within: keeps one block's module inside another's, so it applies "
+            f"to a block node made once (no repeat:, when: or shared:)",
+            entry.key_at("within"),
+        )
+    return Value(owner, entry.value_at("within"))
 
 
 def _parse_shared(name: str, entry: SpecMap, kind: str, optional: dict[str, Value]) -> bool:
     """`shared: true`: a literal, on an op, block or sequence that is made once."""
     if "shared" not in entry:
         return False
-    shared = entry["shared"]
-    if not isinstance(shared, bool):
-        raise SpecError(
-            f"node '{name}': shared: expected true or false, got {shared!r}",
-            entry.value_at("shared"),
-        )
-    clash = next((key for key in ("repeat", "when") if key in optional), None)
+    shared = _typed(name, entry, "shared", bool, "true or false")
+    clash = _repeated(optional)
     if shared and (clash or kind == "branches"):
         raise SpecError(
             f"node '{name}': a shared node is one module, made once: it cannot have "
@@ -673,6 +690,21 @@ def _parse_shared(name: str, entry: SpecMap, kind: str, optional: dict[str, Valu
             entry.key_at("shared"),
         )
     return shared
+
+
+def _typed(name: str, entry: SpecMap, key: str, kind: type, expected: str) -> Any:
+    """The value of `key`, which must be a `kind` (`expected` in words)."""
+    value = entry[key]
+    if not isinstance(value, kind):
+        raise SpecError(
+            f"node '{name}': {key}: expected {expected}, got {value!r}", entry.value_at(key)
+        )
+    return value
+
+
+def _repeated(optional: dict[str, Value]) -> str | None:
+    """The key (repeat or when) that makes a node more or less than once, if any."""
+    return next((key for key in ("repeat", "when") if key in optional), None)
 
 
 def _parse_sources(entry: SpecMap) -> list[Value]:

@@ -114,3 +114,42 @@ def test_a_called_module_runs_again_with_its_own_state(tmp_path: Path) -> None:
     text = (tmp_path / "called.dot").read_text()
     assert "<B>tower</B>" in text and "again" not in text  # edges into it from both maps
     assert text.count('-> "tower"') == 2
+
+
+class KeptWithin(nn.Module):
+    """tests/specs/kept_within.yaml written by hand: the head a module of the trunk's, run
+    after it, twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Module()
+        self.trunk.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.trunk.head = nn.Module()
+        self.trunk.head.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.trunk.conv(x))
+        return self.trunk.head.conv(self.trunk.head.conv(x))
+
+
+def test_a_module_kept_within_another_has_its_state_there(tmp_path: Path) -> None:
+    """`within:` keeps a block's module inside an earlier one's: counts, strict loading and
+    outputs against the model written by hand, in torch and in flax."""
+    spec = "tests/specs/kept_within.yaml"
+    for backend in ("torch", "flax"):
+        built = run_archc("build", spec, "--backend", backend, "-o", str(tmp_path))
+        assert built.returncode == 0, built.stderr
+    generated = load_generated(tmp_path / "torch" / "kept_within.py").create_model()
+    torch.manual_seed(0)
+    reference = KeptWithin()
+    compare(reference, generated, archc_stats(spec))
+    nnx = pytest.importorskip("flax.nnx")
+    flax_file = load_generated(tmp_path / "flax" / "kept_within.py")
+    flax_model = flax_file.create_model(nnx.Rngs(0))
+    state = {key: value.numpy() for key, value in reference.state_dict().items()}
+    flax_file.load_torch_state_dict(flax_model, state)
+    example = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = reference(example).permute(0, 2, 3, 1).numpy()
+    got = flax_model(example.permute(0, 2, 3, 1).numpy())
+    assert abs(got - want).max() <= 1e-5
