@@ -230,4 +230,12 @@ def canonical_detections(rows: Any) -> Any:
     import numpy as np
 
     rows = np.asarray(rows)
-    return rows[np.lexsort((rows[:, 0], rows[:, 5], -np.round(rows[:, 4], 6)))]
+    return rows[canonical_order(rows)]
+
+
+def canonical_order(rows: Any) -> Any:
+    """The order canonical_detections puts a `detect()` table's rows in: their indices."""
+    import numpy as np
+
+    rows = np.asarray(rows)
+    return np.lexsort((rows[:, 0], rows[:, 5], -np.round(rows[:, 4], 6)))

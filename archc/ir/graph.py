@@ -130,6 +130,21 @@ class Graph:
                 after.add(node.name)
         return after
 
+    def fed_rows(self) -> dict[str, str]:
+        """The nodes of the modules the detection stage feeds, each with the stage value
+        whose rows it runs on (a box head's nodes: the pooled proposals)."""
+        rows: dict[str, str] = {}
+        for node in self.nodes.values():
+            stage_reads = (
+                name if self.nodes[name].op.stage else rows.get(name)
+                for name in node.inputs
+                if name in self.nodes
+            )
+            source = next((name for name in stage_reads if name), None)
+            if source is not None and not node.op.stage:
+                rows[node.name] = source
+        return rows
+
     def own_state(self) -> list[Node]:
         """The nodes whose parameters and buffers are their own: all but the later calls of
         a shared module."""

@@ -512,6 +512,43 @@ class RoIDetections(Selection):
     lower_flax = lower_torch
 
 
+@register
+class PasteMasks(StageOp):
+    name = "paste_masks"
+    arity = 3
+    method = "detect"
+    summary = (
+        "Mask R-CNN's masks: from the image, each detection's mask logits per class "
+        "(N·R, classes, M, M) and the detections (N, R, 6), the sigmoid of its label's "
+        "logits pasted into the image over its box as torchvision's paste_masks_in_image "
+        "does; (N, R, H, W) probabilities, zeros past an image's detections, a stage op"
+    )
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        image, logits, detections = inputs
+        if problems := expect_rank([image], 4, "NCHW"):
+            return problems
+        if detections.rank != 3 or concrete(detections.shape[2]) != 6:
+            return [f"detections must be rows of box, score, label (N, R, 6), got {detections}"]
+        rows = concrete(image.shape[0] * detections.shape[1])
+        square = logits.rank == 4 and concrete(logits.shape[2]) == concrete(logits.shape[3])
+        if not square or concrete(logits.shape[0]) != rows:
+            return [
+                f"mask logits need a square map per class for each detection ({rows}, classes, "
+                f"M, M), got {logits}"
+            ]
+        return []
+
+    def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
+        image, _, detections = inputs
+        return TensorType((image.shape[0], detections.shape[1], *image.shape[2:]))
+
+    def lower_torch(self, attrs: NoAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall("paste_masks({0}, {1}, {2})")
+
+    lower_flax = lower_torch
+
+
 def _settings(attrs: Attrs) -> str:
     """Every attribute as a keyword argument: `score_thresh=0.01, limit=200`."""
     return ", ".join(f"{key}={source(value)}" for key, value in attrs)

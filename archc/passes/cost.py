@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from archc.ir.graph import Graph
@@ -71,10 +71,11 @@ class CostReport:
     the values, and none is in the totals."""
     fed: tuple[str, ...] = ()
     """The nodes of the modules the stage feeds (a box head, per pooled box)."""
-    row_macs: int = 0
-    """MACs per row of the modules the stage feeds (a box head, per pooled box): their
-    parameters are the model's, but how many rows they run on depends on the values, so
-    their MACs and activations are not in the totals."""
+    row_macs: dict[str, int] = field(default_factory=dict)
+    """MACs per row of the modules the stage feeds, by the stage value whose rows they run
+    on (a box head: per pooled box): their parameters are the model's, but how many rows
+    they run on depends on the values, so their MACs and activations are not in the
+    totals."""
 
     @property
     def total(self) -> Cost:
@@ -132,14 +133,16 @@ def count_costs(graph: Graph) -> CostReport:
     nodes = []
     depths = dict.fromkeys(graph.inputs, 0)
     stage = tuple(node.name for node in graph.nodes.values() if node.op.stage)
-    after_network, row_macs = graph.after_network(), 0
+    after_network, fed_rows = graph.after_network(), graph.fed_rows()
+    row_macs: dict[str, int] = {}
     for node in graph.nodes.values():
         if node.op.stage:
             continue
         inputs = [graph.type_of(name) for name in node.inputs]
         macs = node.op.macs(node.attrs, inputs, node.type)
         per_row = node.name in after_network  # a module the stage feeds
-        row_macs += macs if per_row and node.shares is None else 0  # once per module
+        if node.name in fed_rows and node.shares is None:  # once per module
+            row_macs[fed_rows[node.name]] = row_macs.get(fed_rows[node.name], 0) + macs
         params, buffers = graph.state_shapes(node.name) if node.shares is None else ({}, {})
         count = sum(math.prod(concrete(shape)) for shape in params.values())
         cost = Cost(

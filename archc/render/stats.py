@@ -69,7 +69,8 @@ def coverage_line(report: CostReport) -> str:
         line += f"; the detection stage ({', '.join(report.stage)}) counted apart, no MACs"
     if report.fed:
         modules = ", ".join(dict.fromkeys(first_call(name).split(".")[0] for name in report.fed))
-        line += f"; the modules it feeds ({modules}) {report.row_macs:,} MACs per row, apart"
+        rows = ", ".join(f"{macs:,} per row of {value}" for value, macs in report.row_macs.items())
+        line += f"; the modules it feeds ({modules}) MACs {rows}, apart"
     return line
 
 

@@ -987,7 +987,7 @@ class FeaturePyramid(nnx.Module):
 class ResNetFPNBackbone(nnx.Module):
     """A ResNet's four stages feeding a feature pyramid with a max-pooled fifth level.
 
-    Spec: archc/blocks/rcnn.yaml:10
+    Spec: archc/blocks/rcnn.yaml:11
     """
 
     def __init__(
@@ -1012,7 +1012,7 @@ class RPNHead(nnx.Module):
     """A 3x3 conv + ReLU, then 1x1 convs to each anchor's objectness logit and 4 box deltas, each
     one module shared by the levels; each level's rows (one per anchor) concatenated.
 
-    Spec: archc/blocks/rcnn.yaml:26
+    Spec: archc/blocks/rcnn.yaml:27
     """
 
     def __init__(
@@ -1077,7 +1077,7 @@ class RPNHead(nnx.Module):
 class RegionProposalNetwork(nnx.Module):
     """The RPN's head on the pyramid's levels (the anchors and proposals are stage ops).
 
-    Spec: archc/blocks/rcnn.yaml:18
+    Spec: archc/blocks/rcnn.yaml:19
     """
 
     def __init__(
@@ -1116,7 +1116,7 @@ class RegionProposalNetwork(nnx.Module):
 class TwoMLPHead(nnx.Module):
     """Flatten a resolution x resolution map, then two linear + ReLU.
 
-    Spec: archc/blocks/rcnn.yaml:53
+    Spec: archc/blocks/rcnn.yaml:54
     """
 
     def __init__(
@@ -1142,7 +1142,7 @@ class TwoMLPHead(nnx.Module):
 class FastRCNNPredictor(nnx.Module):
     """A linear to the class logits and one to 4 box deltas per class, side by side.
 
-    Spec: archc/blocks/rcnn.yaml:63
+    Spec: archc/blocks/rcnn.yaml:64
     """
 
     def __init__(self, in_channels: int, *, num_classes: int, rngs: nnx.Rngs) -> None:
@@ -1164,7 +1164,7 @@ class RoIBoxHead(nnx.Module):
     """Each box's features, pooled to resolution x resolution, through two fully connected layers
     (TwoMLPHead), then to its class logits and a box's deltas per class (FastRCNNPredictor).
 
-    Spec: archc/blocks/rcnn.yaml:42
+    Spec: archc/blocks/rcnn.yaml:43
     """
 
     def __init__(

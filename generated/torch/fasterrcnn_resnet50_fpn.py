@@ -686,7 +686,7 @@ class FeaturePyramid(nn.Module):
 class ResNetFPNBackbone(nn.Module):
     """A ResNet's four stages feeding a feature pyramid with a max-pooled fifth level.
 
-    Spec: archc/blocks/rcnn.yaml:10
+    Spec: archc/blocks/rcnn.yaml:11
     """
 
     def __init__(
@@ -711,7 +711,7 @@ class RPNHead(nn.Module):
     """A 3x3 conv + ReLU, then 1x1 convs to each anchor's objectness logit and 4 box deltas, each
     one module shared by the levels; each level's rows (one per anchor) concatenated.
 
-    Spec: archc/blocks/rcnn.yaml:26
+    Spec: archc/blocks/rcnn.yaml:27
     """
 
     def __init__(
@@ -756,7 +756,7 @@ class RPNHead(nn.Module):
 class RegionProposalNetwork(nn.Module):
     """The RPN's head on the pyramid's levels (the anchors and proposals are stage ops).
 
-    Spec: archc/blocks/rcnn.yaml:18
+    Spec: archc/blocks/rcnn.yaml:19
     """
 
     def __init__(
@@ -794,7 +794,7 @@ class RegionProposalNetwork(nn.Module):
 class TwoMLPHead(nn.Module):
     """Flatten a resolution x resolution map, then two linear + ReLU.
 
-    Spec: archc/blocks/rcnn.yaml:53
+    Spec: archc/blocks/rcnn.yaml:54
     """
 
     def __init__(self, in_channels: int, *, resolution: int = 7, out: int = 1024) -> None:
@@ -816,7 +816,7 @@ class TwoMLPHead(nn.Module):
 class FastRCNNPredictor(nn.Module):
     """A linear to the class logits and one to 4 box deltas per class, side by side.
 
-    Spec: archc/blocks/rcnn.yaml:63
+    Spec: archc/blocks/rcnn.yaml:64
     """
 
     def __init__(self, in_channels: int, *, num_classes: int) -> None:
@@ -834,7 +834,7 @@ class RoIBoxHead(nn.Module):
     """Each box's features, pooled to resolution x resolution, through two fully connected layers
     (TwoMLPHead), then to its class logits and a box's deltas per class (FastRCNNPredictor).
 
-    Spec: archc/blocks/rcnn.yaml:42
+    Spec: archc/blocks/rcnn.yaml:43
     """
 
     def __init__(

@@ -14,6 +14,7 @@ from tests.helpers import (
     DETECTION_SETTINGS,
     GENERATED,
     assert_same_detections,
+    canonical_order,
     load_generated,
     named_outputs,
     randomize_batch_norm,
@@ -200,6 +201,31 @@ def test_detections_match_torch(name: str) -> None:
         assert_same_detections(rows, want, box_atol=1e-2, score_rtol=1e-3, threshold=threshold)
 
 
+def test_mask_rcnn_masks_match_torch() -> None:
+    """Mask R-CNN's detect() in flax against torch's (whose network is Faster R-CNN's, tested
+    above): the same detections, and each one's mask pasted into the image (channels-last
+    in flax: (N, H, W, R)) within 1e-4."""
+    name = "maskrcnn_resnet50_fpn"
+    _, torch_model, flax_model = models(name, box_score_thresh=0.0, box_detections_per_img=20)
+    torch_model.eval()
+    flax_model.eval()
+    example = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch_model.detect(example)
+    got = nnx.jit(lambda model, x: model.detect(x))(flax_model, nhwc(example))
+    assert got.keys() == expected.keys() == {"detections", "masks"}
+    for rows, want, masks, wanted_masks in zip(
+        np.asarray(got["detections"]),
+        expected["detections"].numpy(),
+        np.moveaxis(np.asarray(got["masks"]), -1, 1),
+        expected["masks"].numpy(),
+    ):
+        assert_same_detections(rows, want, box_atol=1e-3, score_rtol=1e-4)
+        order, wanted_order = canonical_order(rows), canonical_order(want)
+        assert np.abs(masks[order] - wanted_masks[wanted_order]).max() <= 1e-4
+        assert wanted_masks.max() > 0
+
+
 # Those with a loss() (YOLOv3 has none), and their settings: Faster R-CNN's samples take
 # every row, so that flax's draws (jax.random) and torch's (torch.randperm) take the same.
 LOSSES = {
@@ -350,7 +376,7 @@ def test_build_flax_never_imports_torch(tmp_path: Path) -> None:
 
 def test_every_spec_has_a_parity_case() -> None:
     specs = {path.stem for path in (GENERATED.parent / "specs").glob("*.yaml")}
-    assert specs == {name for name, _ in CASES}
+    assert specs == {name for name, _ in CASES} | {"maskrcnn_resnet50_fpn"}  # its own test
 
 
 def test_create_model_dtypes_compute_in_bf16_from_float32_parameters() -> None:

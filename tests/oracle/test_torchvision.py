@@ -17,6 +17,7 @@ from tests.helpers import (  # noqa: E402
     GENERATED,
     archc_stats,
     canonical_detections,
+    canonical_order,
     compare,
     count_macs,
     load_generated,
@@ -166,7 +167,8 @@ class RPNOutputs(torch.nn.Module):
 
 
 class BoxHead(torch.nn.Module):
-    """torchvision's RoI box head and predictor on pooled boxes: class logits and deltas."""
+    """The RoI box head and predictor on pooled boxes (torchvision's, or the generated
+    model's of the same names): class logits and deltas."""
 
     def __init__(self, roi_heads: torch.nn.Module) -> None:
         super().__init__()
@@ -177,24 +179,44 @@ class BoxHead(torch.nn.Module):
         return {"class_logits": logits, "box_regression": deltas}
 
 
-def test_faster_rcnn_heads_match_torchvision() -> None:
-    """fasterrcnn_resnet50_fpn: the network's counts and raw RPN outputs as the other
-    detectors'; and the box head its detection stage feeds, a module of the model (its
-    parameters counted, state_dict under roi_heads.*) whose MACs are counted per pooled box."""
-    name = "fasterrcnn_resnet50_fpn"
+class MaskHead(BoxHead):
+    """The RoI mask head and predictor on pooled boxes: each class's mask logits."""
+
+    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mask_logits": self.roi_heads.mask_predictor(self.roi_heads.mask_head(pooled))}
+
+
+# The R-CNNs' modules that their detection stage feeds, each with the stage value whose rows
+# it runs on and the size that value pools to.
+FED_HEADS = {
+    "fasterrcnn_resnet50_fpn": [(BoxHead, "features", 7)],
+    "maskrcnn_resnet50_fpn": [(BoxHead, "features", 7), (MaskHead, "mask_features", 14)],
+}
+
+
+@pytest.mark.parametrize("name", FED_HEADS)
+def test_rcnn_heads_match_torchvision(name: str) -> None:
+    """An R-CNN: the network's counts and raw RPN outputs as the other detectors'; and the
+    heads its detection stage feeds, modules of the model (their parameters counted,
+    state_dict under roi_heads.*) whose MACs are counted per pooled box: their raw outputs
+    (class logits and deltas, mask logits) on the same pooled boxes."""
     torch.manual_seed(0)
     detector = torchvision_builder(f"detection.{name}")(weights=None, weights_backbone=None)
     generated = load_generated(GENERATED / "torch" / f"{name}.py").create_model()
     assert generated.state_dict().keys() == detector.state_dict().keys()
     stats = archc_stats(f"specs/{name}.yaml")
     compare(RPNOutputs(detector), generated, stats)
-    pooled = torch.randn(3, 256, 7, 7, generator=torch.Generator().manual_seed(2))
-    macs, _ = count_macs(BoxHead(detector.roi_heads), pooled[:1])
-    assert stats["coverage"]["macs_per_row"] == macs
-    with torch.no_grad():
-        got, want = generated.roi_heads(pooled), BoxHead(detector.roi_heads)(pooled)
-    for value, reference in zip(got, want.values(), strict=True):
-        assert (value - reference).abs().max() <= 1e-5
+    generator = torch.Generator().manual_seed(2)
+    per_row = {}
+    for head, rows, size in FED_HEADS[name]:
+        pooled = torch.randn(3, 256, size, size, generator=generator)
+        per_row[rows], _ = count_macs(head(detector.roi_heads), pooled[:1])
+        with torch.no_grad():
+            got, want = head(generated.roi_heads)(pooled), head(detector.roi_heads)(pooled)
+        assert got.keys() == want.keys()
+        for key, value in got.items():
+            assert (value - want[key]).abs().max() <= 1e-5, key
+    assert stats["coverage"]["macs_per_row"] == per_row
 
 
 def pure_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -236,13 +258,15 @@ STAGES = {
     "ssdlite320_mobilenet_v3_large": (320, {}),  # likewise, 320 x 320
     "fasterrcnn_resnet50_fpn": (320, {"min_size": 320, "max_size": 320}),
 }
+MASK_STAGE = {"maskrcnn_resnet50_fpn": STAGES["fasterrcnn_resnet50_fpn"]}  # its own test
 
 
 def detector_pair(name: str, **settings: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     """torchvision's detector (weights=None) and the generated model with its state_dict."""
     torch.manual_seed(0)
     builder = torchvision_builder(f"detection.{name}")
-    detector = builder(weights=None, weights_backbone=None, **STAGES[name][1], **settings)
+    fixed_size = {**STAGES, **MASK_STAGE}[name][1]
+    detector = builder(weights=None, weights_backbone=None, **fixed_size, **settings)
     module = load_generated(GENERATED / "torch" / f"{name}.py")
     generated = module.create_model(**settings)
     generated.load_state_dict(detector.state_dict(), strict=True)
@@ -275,6 +299,54 @@ def test_detections_match_torchvision(name: str, monkeypatch: pytest.MonkeyPatch
         assert torch.allclose(rows[:, :4], want[:, :4], atol=1e-4, rtol=1e-5)
         assert torch.allclose(rows[:, 4], want[:, 4], atol=1e-6)
         assert torch.equal(rows[:, 5], want[:, 5])
+
+
+def test_mask_rcnn_masks_match_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mask R-CNN's detect() against the detector in eval on a raw image: its detections as
+    Faster R-CNN's, and each one's mask, pasted into the image (probabilities within 1e-4:
+    its features pool from boxes equal to 1e-4)."""
+    monkeypatch.setattr(torchvision().ops.boxes, "nms", pure_nms)
+    kernel_roi_align(monkeypatch)
+    settings = {"box_score_thresh": 0.0, "box_detections_per_img": 40}
+    detector, generated = detector_pair("maskrcnn_resnet50_fpn", **settings)
+    image = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(3))
+    normalised = detector.transform(list(image))[0].tensors
+    with torch.no_grad():
+        want = detector.eval()(list(image))[0]
+        found = generated.eval().detect(normalised)
+    rows = found["detections"][0]
+    columns = [want["boxes"], want["scores"][:, None], want["labels"][:, None].float()]
+    wanted = torch.cat(columns, dim=1)
+    order, wanted_order = canonical_order(rows), canonical_order(wanted)
+    assert len(wanted) == len(rows) == 40
+    assert torch.allclose(rows[order, :4], wanted[wanted_order, :4], atol=1e-4, rtol=1e-5)
+    assert torch.equal(rows[order, 5], wanted[wanted_order, 5])
+    masks, wanted_masks = found["masks"][0][order], want["masks"][wanted_order, 0]
+    assert masks.shape == wanted_masks.shape == (40, 320, 320)
+    assert (masks - wanted_masks).abs().max() <= 1e-4
+    assert (wanted_masks > 0).sum(dim=(1, 2)).min() > 0  # every mask covers pixels
+
+
+def test_paste_masks_is_torchvisions() -> None:
+    """The generated paste_masks on masks and boxes of every kind (inside the image, across
+    its edges, of no size, past the detections) against torchvision's paste_masks_in_image
+    on each detection's mask of its label (sigmoid)."""
+    module = load_generated(GENERATED / "torch" / "maskrcnn_resnet50_fpn.py")
+    generator = torch.Generator().manual_seed(4)
+    boxes = random_boxes(12, 96, generator) * 1.5 - 20  # some across the edges
+    boxes[0] = torch.tensor([30.0, 40.0, 30.0, 40.0])  # of no size
+    labels = torch.randint(0, 5, (12, 1), generator=generator).float()
+    labels[-2:] = -1  # past the detections
+    detections = torch.cat([boxes, torch.rand(12, 1, generator=generator), labels], dim=1)
+    logits = torch.randn(12, 5, 28, 28, generator=generator) * 4
+    image = torch.zeros(1, 3, 96, 112)
+    pasted = module.paste_masks(image, logits, detections[None])[0]
+    chosen = logits[torch.arange(10), labels[:10, 0].long()].sigmoid()[:, None]
+    roi_heads = importlib.import_module("torchvision.models.detection.roi_heads")
+    want = roi_heads.paste_masks_in_image(chosen, boxes[:10], (96, 112))[:, 0]
+    # within 1e-6 or so: torch's CPU kernel fuses its source index into an FMA (an ulp apart)
+    assert (pasted[:10] - want).abs().max() <= 1e-5
+    assert (want > 0).sum(dim=(1, 2)).min() > 0 and not pasted[10:].any()
 
 
 def random_boxes(count: int, size: int, generator: torch.Generator) -> torch.Tensor:

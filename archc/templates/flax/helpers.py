@@ -819,6 +819,50 @@ def roi_detections(
     return jax.vmap(one_image)(*shaped, proposals)
 
 
+def paste_masks(image: jax.Array, logits: jax.Array, detections: jax.Array) -> jax.Array:
+    """Mask R-CNN's masks, as torchvision pastes them (paste_masks_in_image): each
+    detection's mask, the sigmoid of its label's logits (M x M), padded by a pixel and
+    resized bilinearly to its box, enlarged alike and cut to whole pixels, then put into the
+    image there. (N, H, W, R) probabilities, an image per detection in the channels (torch's
+    (N, R, H, W) channels-last); zeros past an image's detections."""
+    height, width = image.shape[1:3]
+    labels = detections[..., 5].reshape(-1).astype(jnp.int32)
+    chosen = jnp.take_along_axis(logits, jnp.maximum(labels, 0)[:, None, None, None], axis=3)
+    masks = jnp.pad(jax.nn.sigmoid(chosen[..., 0]), ((0, 0), (1, 1), (1, 1)))
+    masks = masks * (labels >= 0)[:, None, None]
+    size = masks.shape[-1]  # M + 2
+    boxes = detections[..., :4].reshape(-1, 4)
+    centres, halves = (boxes[:, :2] + boxes[:, 2:]) * 0.5, (boxes[:, 2:] - boxes[:, :2]) * 0.5
+    halves = halves * (jnp.float32(size) / (size - 2))
+    corners = jnp.concatenate([centres - halves, centres + halves], axis=1).astype(jnp.int32)
+    across = resize_taps(corners[:, 0], corners[:, 2], size, width)  # (rows, W) each
+    down = resize_taps(corners[:, 1], corners[:, 3], size, height)  # (rows, H)
+    rows = sum(  # (rows, M + 2, W): each mask row resized across
+        jax.vmap(lambda mask, taps: mask[:, taps])(masks, taps) * weight[:, None]
+        for taps, weight in zip(across[:2], across[2:])
+    )
+    pasted = sum(
+        jax.vmap(lambda mask, taps: mask[taps])(rows, taps) * weight[:, :, None]
+        for taps, weight in zip(down[:2], down[2:])
+    )
+    return jnp.moveaxis(pasted.reshape(*detections.shape[:2], height, width), 1, -1)
+
+
+def resize_taps(start: jax.Array, end: jax.Array, size: int, length: int) -> tuple[jax.Array, ...]:
+    """For each box (from pixel `start` to `end` along an axis) and each pixel of the image
+    along it, where bilinear resizing (align_corners=False, torch's F.interpolate) of `size`
+    values to the box's pixels (at least 1) reads for that pixel: the value below and above
+    and their weights, which are zero for a pixel outside the box. (rows, length) each."""
+    offsets = jnp.arange(length) - start[:, None]
+    inside = (offsets >= 0) & (offsets <= (end - start)[:, None])
+    step = size / jnp.maximum(end - start + 1, 1).astype(jnp.float32)
+    source = jnp.maximum((offsets + 0.5) * step[:, None] - 0.5, 0)
+    low = jnp.minimum(source.astype(jnp.int32), size - 1)
+    high = jnp.minimum(low + 1, size - 1)
+    fraction = (source - low) * inside
+    return low, high, (1 - fraction) * inside, fraction
+
+
 def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:
     """Intersection over union of every box (x1, y1, x2, y2) with every other: (len, len)."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])

@@ -632,6 +632,54 @@ def roi_detections(
     return torch.stack(found)
 
 
+def paste_masks(
+    image: torch.Tensor, logits: torch.Tensor, detections: torch.Tensor
+) -> torch.Tensor:
+    """Mask R-CNN's masks, as torchvision pastes them (paste_masks_in_image): each
+    detection's mask, the sigmoid of its label's logits (M x M), padded by a pixel and
+    resized bilinearly to its box, enlarged alike and cut to whole pixels, then put into the
+    image there. (N, R, H, W) probabilities; zeros past an image's detections."""
+    height, width = image.shape[-2:]
+    labels = detections[..., 5].flatten().long()
+    masks = logits[torch.arange(len(labels), device=labels.device), labels.clamp(min=0)]
+    masks = F.pad(masks.sigmoid(), (1, 1, 1, 1)) * (labels >= 0)[:, None, None]
+    size = masks.shape[-1]  # M + 2
+    boxes = detections[..., :4].reshape(-1, 4)
+    centres, halves = (boxes[:, :2] + boxes[:, 2:]) * 0.5, (boxes[:, 2:] - boxes[:, :2]) * 0.5
+    scale = torch.tensor(size, dtype=torch.float32) / (size - 2)
+    halves = halves * scale
+    corners = torch.cat([centres - halves, centres + halves], dim=1).long()  # toward zero
+    across = resize_taps(corners[:, 0], corners[:, 2], size, width)  # (rows, W) each
+    down = resize_taps(corners[:, 1], corners[:, 3], size, height)  # (rows, H)
+    rows = sum(  # (rows, M + 2, W): each mask row resized across
+        masks.gather(2, taps[:, None].expand(-1, size, -1)) * weight[:, None]
+        for taps, weight in zip(across[:2], across[2:])
+    )
+    pasted = sum(
+        rows.gather(1, taps[:, :, None].expand(-1, -1, width)) * weight[:, :, None]
+        for taps, weight in zip(down[:2], down[2:])
+    )
+    return pasted.reshape(*detections.shape[:2], height, width)
+
+
+def resize_taps(
+    start: torch.Tensor, end: torch.Tensor, size: int, length: int
+) -> tuple[torch.Tensor, ...]:
+    """For each box (from pixel `start` to `end` along an axis) and each pixel of the image
+    along it, where F.interpolate (bilinear, align_corners=False) resizing `size` values to
+    the box's pixels (at least 1) reads for that pixel: the value below and above and their
+    weights, which are zero for a pixel outside the box. (rows, length) each."""
+    offsets = torch.arange(length, device=start.device) - start[:, None]
+    inside = (offsets >= 0) & (offsets <= (end - start)[:, None])
+    # size / pixels as F.interpolate divides (torch's `number / tensor` is a reciprocal times)
+    step = torch.tensor(float(size), device=start.device) / (end - start + 1).clamp(min=1)
+    source = ((offsets + 0.5) * step[:, None] - 0.5).clamp(min=0)
+    low = source.long().clamp(max=size - 1)
+    high = (low + 1).clamp(max=size - 1)
+    fraction = (source - low) * inside
+    return low, high, (1 - fraction) * inside, fraction
+
+
 def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """Intersection over union of every box (x1, y1, x2, y2) with every other: (len, len)."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
