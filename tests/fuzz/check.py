@@ -22,7 +22,7 @@ from archc.errors import ArchcError
 from archc.ir.symbolic import concrete
 from archc.pipeline import compile_spec
 from tests.helpers import (
-    canonical_detections,
+    canonical_order,
     count_macs,
     load_generated,
     randomize_batch_norm,
@@ -168,20 +168,33 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
 def _check_detections(
     graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray
 ) -> None:
-    """`detect()`: the IR's shape, and flax's detections torch's (rows of one score in
-    either order)."""
+    """`detect()`: the IR's shapes, and flax's detections torch's (rows of one score in
+    either order), with their masks where it pastes them (flax's channels-last)."""
     import torch
 
+    returned = graph.methods["detect"]
     with torch.no_grad():
-        found = model.eval().detect(example).numpy()
-    detected = graph.type_of(graph.methods["detect"][""])
-    want_shape = tuple(concrete(dim) for dim in detected.shape[1:])
-    expect("detect() shape", found.shape[1:], want_shape)
-    got = _flax_output(flax_model.detect, array)
-    expect("flax detect() shape", got.shape, found.shape)
-    for rows, want in zip(got, found):
-        rows, want = canonical_detections(rows), canonical_detections(want)
-        _expect_close("flax detect() rows", rows, want, 0.0)
+        found = model.eval().detect(example)
+    got = _flax_output(flax_model.detect, array, numpy=False)
+    found, got = ({"": found}, {"": got}) if "" in returned else (found, got)
+    expect("detect() values", sorted(found), sorted(returned))
+    for key, value in returned.items():
+        want_shape = tuple(concrete(dim) for dim in graph.type_of(value).shape[1:])
+        expect(f"detect() {key or 'value'} shape", found[key].shape[1:], want_shape)
+    pasted = [key for key, value in returned.items() if graph.nodes[value].op.name == "paste_masks"]
+    rows_key = next(key for key in returned if key not in pasted)
+    detections, flax_detections = found[rows_key].numpy(), np.asarray(got[rows_key])
+    expect("flax detect() shape", flax_detections.shape, detections.shape)
+    orders = [
+        (canonical_order(rows), canonical_order(want))
+        for rows, want in zip(flax_detections, detections)
+    ]
+    for rows, want, (order, wanted_order) in zip(flax_detections, detections, orders):
+        _expect_close("flax detect() rows", rows[order], want[wanted_order], 0.0)
+    for key in pasted:  # flax's masks channels-last: (N, H, W, R)
+        masks, flax_masks = found[key].numpy(), np.moveaxis(np.asarray(got[key]), -1, 1)
+        for mask, flax_mask, (order, wanted_order) in zip(masks, flax_masks, orders):
+            _expect_close(f"flax detect() {key}", flax_mask[order], mask[wanted_order], 0.0)
 
 
 def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray) -> None:
@@ -222,12 +235,14 @@ def _last_class(graph: Any) -> int:
     return min(int(concrete(kind.shape[-1])) for kind in scored) - 1
 
 
-def _flax_output(forward: Any, array: np.ndarray) -> np.ndarray:
-    """A flax model's (or a jitted forward's) output, matmuls at full fp32 precision."""
+def _flax_output(forward: Any, array: np.ndarray, numpy: bool = True) -> Any:
+    """A flax model's (or a jitted forward's) output, matmuls at full fp32 precision: as
+    one numpy array, or (`numpy=False`) as it is."""
     import jax
 
     with jax.default_matmul_precision("highest"):
-        return np.asarray(forward(array))
+        output = forward(array)
+    return np.asarray(output) if numpy else output
 
 
 def _expect_close(kind: str, got: np.ndarray, want: np.ndarray, rounding: float) -> None:

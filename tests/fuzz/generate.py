@@ -450,9 +450,37 @@ def _rcnn_stage(spec: Spec, x: Value) -> list[str]:
         "  found: {op: roi_detections, from: [input, cls_score, bbox_pred, boxes], "
         f"score_thresh: 0.3, limit: {rng.choice([4, 20])}}}",
     ]
+    if rng.random() < 0.5:  # Mask R-CNN's masks
+        lines += _rcnn_masks(spec, x, classes)
     if rng.random() < 0.5:  # training: samples that take every row, so flax draws alike
         lines += _rcnn_losses(lines[3].split(":", 1)[1].strip(), objectness, deltas, x, convs)
     return lines
+
+
+def _rcnn_masks(spec: Spec, x: Value, classes: int) -> list[str]:
+    """Each detection's features pooled through a mask head the stage feeds, its logits
+    module kept inside the head's (`within:`, as torchvision's roi_heads keeps the mask
+    predictor), and the masks pasted into the image."""
+    if "  MaskConvs:" not in spec.blocks:
+        spec.blocks += [
+            "  MaskConvs:",
+            "    body:",
+            "      conv: {op: conv2d, out: 4, kernel: 3, padding: 1}",
+            "      relu: relu",
+            "  MaskLogits:",
+            "    params: {classes: int}",
+            "    body:",
+            "      up: {op: conv_transpose2d, out: 4, kernel: 2, stride: 2}",
+            "      relu: relu",
+            "      logits: {op: conv2d, out: classes, kernel: 1}",
+        ]
+    return [
+        f"  mask_pooled: {{op: roi_align, from: [input, found, {x.name}], "
+        f"size: {spec.rng.choice([2, 3])}, canonical_scale: {spec.rng.choice([4, 224])}}}",
+        "  mask_convs: {block: MaskConvs, from: mask_pooled}",
+        f"  mask_logits: {{block: MaskLogits, classes: {classes}, within: mask_convs}}",
+        "  masks: {op: paste_masks, from: [input, mask_logits, found]}",
+    ]
 
 
 def _rcnn_losses(pooling: str, objectness: str, deltas: str, x: Value, convs: bool) -> list[str]:
