@@ -239,3 +239,15 @@ def canonical_order(rows: Any) -> Any:
 
     rows = np.asarray(rows)
     return np.lexsort((rows[:, 0], rows[:, 5], -np.round(rows[:, 4], 6)))
+
+
+def box_masks(boxes: Any, size: int) -> Any:
+    """A mask per box (uint8, size x size): a random half of the pixels inside the box."""
+    import torch
+
+    pixels = torch.arange(size) + 0.5
+    inside_x = (pixels >= boxes[:, :1]) & (pixels <= boxes[:, 2:3])
+    inside_y = (pixels >= boxes[:, 1:2]) & (pixels <= boxes[:, 3:4])
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    noise = torch.rand(inside.shape, generator=torch.Generator().manual_seed(5)) < 0.5
+    return (inside & noise).to(torch.uint8)

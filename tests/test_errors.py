@@ -373,6 +373,20 @@ CASES = {
         "18:6",
         "r (roi_detections): deltas need 4 values per class of the logits f32[N * 4,3], got",
     ),
+    "foreground samples past the samples": (
+        HEAD + "  c: {op: conv2d, out: 5, kernel: 1}\n"
+        "  c1: {op: conv2d, out: 1, kernel: 1, from: c}\n"
+        "  o: {op: anchor_rows, size: 1, from: c1}\n"
+        "  c4: {op: conv2d, out: 4, kernel: 1, from: c}\n"
+        "  d: {op: anchor_rows, size: 4, from: c4}\n"
+        "outputs: {o: o}\npostprocess:\n"
+        "  g: {op: anchors, from: [input, c], size: 4, aspect_ratios: [1.0]}\n"
+        "  b: {op: proposals, from: [input, o, d, g, c], limit: 4}\n"
+        "  s: {op: sample_proposals, from: b, batch_size_per_image: 8}\n"
+        "  f: {op: foreground_samples, from: s, limit: 9}\n",
+        "15:47",
+        "f (foreground_samples): limit=9 is more than the 8 samples",
+    ),
     "postprocess node named as the body's": (
         HEAD + "  relu: relu\noutputs: {out: relu}\npostprocess:\n"
         "  relu: {op: anchors, from: [input, relu], size: 32}\n",

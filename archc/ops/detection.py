@@ -4,7 +4,7 @@ generated model's `detect()`, not in its forward."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
@@ -530,14 +530,7 @@ class PasteMasks(StageOp):
             return problems
         if detections.rank != 3 or concrete(detections.shape[2]) != 6:
             return [f"detections must be rows of box, score, label (N, R, 6), got {detections}"]
-        rows = concrete(image.shape[0] * detections.shape[1])
-        square = logits.rank == 4 and concrete(logits.shape[2]) == concrete(logits.shape[3])
-        if not square or concrete(logits.shape[0]) != rows:
-            return [
-                f"mask logits need a square map per class for each detection ({rows}, classes, "
-                f"M, M), got {logits}"
-            ]
-        return []
+        return _mask_logits(logits, image.shape[0] * detections.shape[1], "detection")
 
     def infer(self, attrs: NoAttrs, inputs: list[TensorType]) -> TensorType:
         image, _, detections = inputs
@@ -678,6 +671,24 @@ def _boxes(kind: TensorType, what: str) -> list[str]:
     return [f"{what} must be rows of 4 box values (N, rows, 4), got {kind}"]
 
 
+def _mask_logits(logits: TensorType, rows: Any, what: str) -> list[str]:
+    """Mask logits: a square map per class for each of `rows` boxes (rows, classes, M, M)."""
+    square = logits.rank == 4 and concrete(logits.shape[2]) == concrete(logits.shape[3])
+    if square and concrete(logits.shape[0]) == concrete(rows):
+        return []
+    return [
+        f"mask logits need a square map per class for each {what} ({concrete(rows)}, classes, "
+        f"M, M), got {logits}"
+    ]
+
+
+def _samples(kind: TensorType) -> list[str]:
+    """Samples of proposals, as sample_proposals gives them: (N, S, 5)."""
+    if kind.rank == 3 and concrete(kind.shape[2]) == 5:
+        return []
+    return [f"expected samples (N, S, 5) as sample_proposals gives them, got {kind}"]
+
+
 def _rows(values: TensorType, matched: TensorType, what: str = "deltas") -> list[str]:
     """Values per anchor row, and the matches of those rows: (N, rows, …) and (N, rows)."""
     shaped = values.rank == 3 and matched.rank == 2 and matched.dtype == "i64"
@@ -780,6 +791,59 @@ class ObjectnessLoss(ClassificationLoss):
         return super().check(attrs, inputs)
 
 
+class ForegroundSamplesAttrs(Attrs):
+    limit: Count = 128
+    """Rows kept per image: sample_proposals samples at most batch_size_per_image ×
+    positive_fraction foreground rows (`int(box_batch_size_per_image *
+    box_positive_fraction)` keeps them all)."""
+
+
+@register
+class ForegroundSamples(StageOp):
+    name = "foreground_samples"
+    Attrs = ForegroundSamplesAttrs
+    summary = (
+        "the foreground rows of each image's samples (those sample_proposals matched to a "
+        "target box), as torchvision's RoIHeads feeds its mask head in training: (N, limit, 5) "
+        "in the samples' order, then zeros with -2; a stage op"
+    )
+
+    def check(self, attrs: ForegroundSamplesAttrs, inputs: list[TensorType]) -> list[str]:
+        samples = inputs[0]
+        if problems := _samples(samples):
+            return problems
+        if concrete(attrs.limit) > concrete(samples.shape[1]):
+            return [f"limit={concrete(attrs.limit)} is more than the {samples.shape[1]} samples"]
+        return []
+
+    def infer(self, attrs: ForegroundSamplesAttrs, inputs: list[TensorType]) -> TensorType:
+        return TensorType((inputs[0].shape[0], attrs.limit, 5))
+
+    def lower_torch(self, attrs: ForegroundSamplesAttrs, inputs: list[TensorType]) -> InlineCall:
+        return InlineCall(f"foreground_samples({{0}}, {_settings(attrs)})")
+
+    lower_flax = lower_torch
+
+
+@register
+class MaskLoss(Loss):
+    name = "mask_loss"
+    arity = 2
+    Attrs = NoAttrs
+    summary = (
+        "Mask R-CNN's mask loss from the mask logits per class of each foreground sample "
+        "(N·F, classes, M, M) and those samples (N, F, 5): binary cross entropy of its box's "
+        "class's logits against its box's target mask cropped to the sample and pooled to M "
+        "x M (RoIAlign, adaptive sampling), averaged over the pixels; a loss of the stage"
+    )
+
+    def check(self, attrs: NoAttrs, inputs: list[TensorType]) -> list[str]:
+        logits, samples = inputs
+        if problems := _samples(samples):
+            return problems
+        return _mask_logits(logits, samples.shape[0] * samples.shape[1], "sample")
+
+
 class RoILoss(Loss):
     """A loss of the box head's values per sampled proposal (N·S rows), against the samples
     (N, S, 5) of sample_proposals."""
@@ -788,8 +852,8 @@ class RoILoss(Loss):
 
     def check(self, attrs: Attrs, inputs: list[TensorType]) -> list[str]:
         values, samples = inputs
-        if samples.rank != 3 or concrete(samples.shape[2]) != 5:
-            return [f"expected samples (N, S, 5) as sample_proposals gives them, got {samples}"]
+        if problems := _samples(samples):
+            return problems
         rows = concrete(samples.shape[0] * samples.shape[1])
         if values.rank != 2 or concrete(values.shape[0]) != rows:
             return [f"expected one row per sample ({rows}, values), got {values}"]

@@ -416,12 +416,10 @@ def align_boxes(
     height, width = level.shape[1:3]
     start = rois[:, :2]
     bins = jnp.maximum(rois[:, 2:] - rois[:, :2], 1.0) / size  # (x, y)
-    steps = np.repeat(np.arange(size), sampling_ratio)
-    within = np.tile(np.arange(sampling_ratio), size) + 0.5
-    points = start[:, None] + steps[:, None] * bins[:, None]  # (rows, size·ratio, x y)
-    points = points + within[:, None] * (bins[:, None] / sampling_ratio)
-    x_low, x_high, x_weights = bilinear_taps(points[..., 0], width)
-    y_low, y_high, y_weights = bilinear_taps(points[..., 1], height)
+    x_points = bin_points(start[:, 0], bins[:, 0], size, sampling_ratio, sampling_ratio)
+    y_points = bin_points(start[:, 1], bins[:, 1], size, sampling_ratio, sampling_ratio)
+    x_low, x_high, x_weights = bilinear_taps(x_points, width)
+    y_low, y_high, y_weights = bilinear_taps(y_points, height)
     images = owners[:, None, None]
     values = 0
     for y_taps, y_weight in ((y_low, y_weights[..., 0]), (y_high, y_weights[..., 1])):
@@ -430,6 +428,15 @@ def align_boxes(
             values = values + (y_weight[:, :, None] * x_weight[:, None, :])[..., None] * taps
     grid = values.reshape(len(rois), size, sampling_ratio, size, sampling_ratio, -1)
     return grid.sum(axis=(2, 4)) / sampling_ratio**2
+
+
+def bin_points(starts: jax.Array, bins: jax.Array, size: int, ratios: Any, most: int) -> jax.Array:
+    """Where RoIAlign samples along one axis of each box (its start and bin length): sample
+    i of bin p at start + p·bin + (i + 0.5)·bin / ratio, for i below `most` (the ratio, or
+    more, per box, for samples that align_weights drops). (rows, size·most)."""
+    steps = np.repeat(np.arange(size), most)
+    within = np.tile(np.arange(most), size) + 0.5
+    return starts[:, None] + steps * bins[:, None] + within * bins[:, None] / ratios
 
 
 def bilinear_taps(points: jax.Array, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -638,13 +645,19 @@ def sample_proposals(
     return jax.vmap(one_image)(boxes, sampled)
 
 
+def binary_cross_entropy(logits: jax.Array, truth: jax.Array) -> jax.Array:
+    """Binary cross entropy of each logit against its truth (0 to 1), as torch's
+    binary_cross_entropy_with_logits computes it, unreduced."""
+    return jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
 def objectness_loss(logits: jax.Array, sampled: jax.Array) -> jax.Array:
     """An RPN's objectness loss, as torchvision computes it: binary cross entropy of each
     sampled row's logit against 1 for foreground and 0 for background, averaged over the
     batch's samples."""
     logits, chosen = logits[..., 0], sampled >= -1
     truth = (sampled >= 0).astype(logits.dtype)
-    losses = jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    losses = binary_cross_entropy(logits, truth)
     return jnp.where(chosen, losses, 0.0).sum() / jnp.maximum(chosen.sum(), 1)
 
 

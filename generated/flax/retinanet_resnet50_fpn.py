@@ -400,9 +400,7 @@ def focal_loss(
         label = labels[jnp.maximum(matches, 0)]
         truth = jax.nn.one_hot(label, logits.shape[-1]) * foreground[:, None]
         probabilities = jax.nn.sigmoid(logits)
-        cross_entropy = (
-            jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-        )
+        cross_entropy = binary_cross_entropy(logits, truth)
         right = probabilities * truth + (1 - probabilities) * (1 - truth)
         weights = alpha * truth + (1 - alpha) * (1 - truth)
         loss = weights * cross_entropy * (1 - right) ** gamma
@@ -450,6 +448,12 @@ def box_l1_loss(
         return jnp.sum(jnp.where(foreground, loss, 0.0)) / jnp.maximum(foreground.sum(), 1)
 
     return jnp.mean(jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"]))
+
+
+def binary_cross_entropy(logits: jax.Array, truth: jax.Array) -> jax.Array:
+    """Binary cross entropy of each logit against its truth (0 to 1), as torch's
+    binary_cross_entropy_with_logits computes it, unreduced."""
+    return jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
 class Bottleneck(nnx.Module):

@@ -240,12 +240,10 @@ def align_boxes(
     size)."""
     height, width = level.shape[-2:]
     start, bins = rois[:, :2], (rois[:, 2:] - rois[:, :2]).clamp(min=1.0) / size  # (x, y)
-    steps = torch.arange(size, device=rois.device).repeat_interleave(sampling_ratio)
-    within = torch.arange(sampling_ratio, device=rois.device).repeat(size) + 0.5
-    points = start[:, None] + steps[:, None] * bins[:, None]  # (rows, size·ratio, x y)
-    points = points + within[:, None] * (bins[:, None] / sampling_ratio)
-    x_low, x_high, x_weights = bilinear_taps(points[..., 0], width)
-    y_low, y_high, y_weights = bilinear_taps(points[..., 1], height)
+    x_points = bin_points(start[:, 0], bins[:, 0], size, sampling_ratio, sampling_ratio)
+    y_points = bin_points(start[:, 1], bins[:, 1], size, sampling_ratio, sampling_ratio)
+    x_low, x_high, x_weights = bilinear_taps(x_points, width)
+    y_low, y_high, y_weights = bilinear_taps(y_points, height)
     images = owners[:, None, None]
     values = 0
     for y_taps, y_weight in ((y_low, y_weights[..., 0]), (y_high, y_weights[..., 1])):
@@ -255,6 +253,17 @@ def align_boxes(
     grid = values.reshape(len(rois), size, sampling_ratio, size, sampling_ratio, len(level[0]))
     grid = grid.permute(0, 5, 1, 3, 2, 4).contiguous()  # (rows, C, size, size, samples)
     return grid.sum(dim=(-1, -2)) / sampling_ratio**2
+
+
+def bin_points(
+    starts: torch.Tensor, bins: torch.Tensor, size: int, ratios: Any, most: int
+) -> torch.Tensor:
+    """Where RoIAlign samples along one axis of each box (its start and bin length): sample
+    i of bin p at start + p·bin + (i + 0.5)·bin / ratio, for i below `most` (the ratio, or
+    more, per box, for samples that align_weights drops). (rows, size·most)."""
+    steps = torch.arange(size, device=starts.device).repeat_interleave(most)
+    within = torch.arange(most, device=starts.device).repeat(size) + 0.5
+    return starts[:, None] + steps * bins[:, None] + within * bins[:, None] / ratios
 
 
 def bilinear_taps(

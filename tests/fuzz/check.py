@@ -198,21 +198,25 @@ def _check_detections(
 
 
 def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray) -> None:
-    """`loss()` on one box per image (flax's targets padded with a second, label -1): the
-    losses the IR names, flax's equal to torch's."""
+    """`loss()` on one box per image and its mask, the box's left half (flax's targets padded
+    with a second, label -1): the losses the IR names, flax's equal to torch's."""
     import jax
     import torch
 
-    size = example.shape[-1]
-    box = [1.0, 2.0, size - 2.0, size - 1.0]
+    height, width = example.shape[-2:]
+    box = [1.0, 2.0, width - 2.0, height - 1.0]
     label = _last_class(graph)  # not 0: SSD's softmax takes 0 for the background
-    targets = [{"boxes": torch.tensor([box]), "labels": torch.tensor([label])}] * len(example)
+    mask = np.zeros((1, height, width), np.uint8)
+    mask[:, 2:, : width // 2] = 1
+    target = {"boxes": torch.tensor([box]), "labels": torch.tensor([label])}
+    targets = [{**target, "masks": torch.from_numpy(mask)}] * len(example)
     with torch.no_grad():
         losses = model.eval().loss(example, targets)
     expect("loss() names", sorted(losses), sorted(graph.methods["loss"]))
     padded = {
         "boxes": np.asarray([[box, [0.0] * 4]] * len(example), np.float32),
         "labels": np.asarray([[label, -1]] * len(example)),
+        "masks": np.asarray([np.concatenate([mask, mask * 0])] * len(example)),
     }
     with jax.default_matmul_precision("highest"):
         got = flax_model.loss(array, padded)

@@ -450,10 +450,11 @@ def _rcnn_stage(spec: Spec, x: Value) -> list[str]:
         "  found: {op: roi_detections, from: [input, cls_score, bbox_pred, boxes], "
         f"score_thresh: 0.3, limit: {rng.choice([4, 20])}}}",
     ]
-    if rng.random() < 0.5:  # Mask R-CNN's masks
-        lines += _rcnn_masks(spec, x, classes)
+    masks = _rcnn_masks(spec, x, classes) if rng.random() < 0.5 else []  # Mask R-CNN's
+    lines += masks
     if rng.random() < 0.5:  # training: samples that take every row, so flax draws alike
         lines += _rcnn_losses(lines[3].split(":", 1)[1].strip(), objectness, deltas, x, convs)
+        lines += _mask_loss(masks[0].split(":", 1)[1].strip()) if masks else []
     return lines
 
 
@@ -502,6 +503,18 @@ def _rcnn_losses(pooling: str, objectness: str, deltas: str, x: Value, convs: bo
         "  sample_deltas: {call: bbox_pred, from: sample_flat}",
         "  loss_classifier: {op: roi_classification_loss, from: [sample_scores, samples]}",
         "  loss_box_reg: {op: roi_box_loss, from: [sample_deltas, samples]}",
+    ]
+
+
+def _mask_loss(pooling: str) -> list[str]:
+    """Mask R-CNN's mask loss: the mask modules called again on the foreground samples'
+    features (all of them: the samples take every row)."""
+    return [
+        "  foreground: {op: foreground_samples, from: samples, limit: 16}",
+        f"  foreground_pooled: {pooling.replace('found,', 'foreground,')}",
+        "  foreground_convs: {call: mask_convs, from: foreground_pooled}",
+        "  foreground_logits: {call: mask_logits, from: foreground_convs}",
+        "  loss_mask: {op: mask_loss, from: [foreground_logits, foreground]}",
     ]
 
 

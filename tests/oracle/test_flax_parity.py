@@ -14,6 +14,7 @@ from tests.helpers import (
     DETECTION_SETTINGS,
     GENERATED,
     assert_same_detections,
+    box_masks,
     canonical_order,
     load_generated,
     named_outputs,
@@ -228,37 +229,41 @@ def test_mask_rcnn_masks_match_torch() -> None:
 
 # Those with a loss() (YOLOv3 has none), and their settings: Faster R-CNN's samples take
 # every row, so that flax's draws (jax.random) and torch's (torch.randperm) take the same.
+RCNN_SAMPLES = {
+    "rpn_batch_size_per_image": 100_000,
+    "rpn_post_nms_top_n_train": 100,
+    "box_batch_size_per_image": 128,
+    "box_positive_fraction": 1.0,
+}
 LOSSES = {
     "retinanet_resnet50_fpn": {},
     "ssd300_vgg16": {},
     "ssdlite320_mobilenet_v3_large": {},
-    "fasterrcnn_resnet50_fpn": {
-        "rpn_batch_size_per_image": 100_000,
-        "rpn_post_nms_top_n_train": 100,
-        "box_batch_size_per_image": 128,
-        "box_positive_fraction": 1.0,
-    },
+    "fasterrcnn_resnet50_fpn": RCNN_SAMPLES,
+    "maskrcnn_resnet50_fpn": RCNN_SAMPLES,
 }
 
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_losses_match_torch(name: str) -> None:
     """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
-    same images and boxes, both in training (batch statistics)."""
+    same images, boxes and masks (Mask R-CNN's), both in training (batch statistics)."""
     _, torch_model, flax_model = models(name, **LOSSES[name])
     torch_model.train()
     flax_model.train()
+    size = DETECTORS.get(name, 128)
     boxes = [[[8.0, 10.0, 60.0, 50.0], [40.0, 30.0, 120.0, 126.0]], [[0.0, 64.0, 30.0, 100.0]]]
     labels = [[3, 90], [1]]
+    masks = box_masks(torch.tensor(boxes[0] + boxes[1]), size)
     targets = [
-        {"boxes": torch.tensor(image_boxes), "labels": torch.tensor(image_labels)}
-        for image_boxes, image_labels in zip(boxes, labels)
+        {"boxes": torch.tensor(boxes[0]), "labels": torch.tensor(labels[0]), "masks": masks[:2]},
+        {"boxes": torch.tensor(boxes[1]), "labels": torch.tensor(labels[1]), "masks": masks[2:]},
     ]
     padded = {
         "boxes": np.asarray([boxes[0], [*boxes[1], [0.0] * 4]], np.float32),
         "labels": np.asarray([labels[0], [*labels[1], -1]]),
+        "masks": np.stack([masks[:2].numpy(), np.concatenate([masks[2:], masks[2:] * 0])]),
     }
-    size = DETECTORS[name]
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = torch_model.loss(example, targets)
@@ -267,6 +272,7 @@ def test_losses_match_torch(name: str) -> None:
     assert got.keys() == expected.keys()
     for key, value in got.items():
         assert abs(float(value) - float(expected[key])) <= TOLERANCE * float(expected[key]), key
+        assert float(value) > 0, key
 
 
 def test_samplers_draw_as_many_rows_as_torchvisions() -> None:

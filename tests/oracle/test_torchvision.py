@@ -16,6 +16,7 @@ from tests.helpers import (  # noqa: E402
     DETECTION_SETTINGS,
     GENERATED,
     archc_stats,
+    box_masks,
     canonical_detections,
     canonical_order,
     compare,
@@ -235,9 +236,13 @@ def kernel_roi_align(monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision's roi_align as its compiled kernels compute it. Without them (this
     CPU-only torchvision) it falls back to a pure-torch transcription, compiled on first use,
     that samples past the map's edge where the kernels read zero (a sample beyond -1 or the
-    map's size): the test runs that transcription uncompiled, with the kernels' rule."""
+    map's size), and that with the adaptive sampling ratio (sampling_ratio -1, Mask R-CNN's
+    mask targets) samples every bin as often as the map has pixels (rois x 28² x 320², out
+    of memory): the test runs that transcription uncompiled, with the kernels' rule, and the
+    adaptive ratio one roi at a time, as the kernels loop."""
+    torchvision()  # imported as tests must here, first
     module = importlib.import_module("torchvision.ops.roi_align")
-    plain = module._bilinear_interpolate
+    plain, exact = module._bilinear_interpolate, module._roi_align.__wrapped__
 
     def bilinear(features: torch.Tensor, owners: Any, y: Any, x: Any, *masks: Any) -> Any:
         height, width = features.shape[-2:]
@@ -246,8 +251,29 @@ def kernel_roi_align(monkeypatch: pytest.MonkeyPatch) -> None:
         outside = y_out[:, None, :, None, :, None] | x_out[:, None, None, :, None, :]
         return values.masked_fill(outside, 0)
 
+    def roi_align(features: torch.Tensor, rois: torch.Tensor, scale: float, *rest: Any) -> Any:
+        pooled_height, pooled_width, sampling_ratio, aligned = rest
+        if sampling_ratio > 0:
+            return exact(features, rois, scale, *rest)
+        offset = 0.5 if aligned else 0.0
+        sizes = torch.tensor([pooled_width, pooled_height])
+        pooled = [features.new_zeros(0, features.shape[1], pooled_height, pooled_width)]
+        for roi in rois:
+            start, end = roi[1:3] * scale - offset, roi[3:5] * scale - offset
+            bins = ((end - start) if aligned else (end - start).clamp(min=1.0)) / sizes
+            grid = torch.ceil(bins).int()
+            x, y = (
+                start[axis]
+                + torch.arange(sizes[axis])[:, None] * bins[axis]
+                + (torch.arange(grid[axis]) + 0.5)[None] * bins[axis] / grid[axis]
+                for axis in (0, 1)
+            )  # as the kernels round: ((i + 0.5) * bin) / grid
+            values = bilinear(features, roi[:1].int(), y[None], x[None], None, None)
+            pooled.append(values.sum((-1, -2)) / max(int(grid.prod()), 1))
+        return torch.cat(pooled)
+
     monkeypatch.setattr(module, "_bilinear_interpolate", bilinear)
-    monkeypatch.setattr(module, "_roi_align", module._roi_align.__wrapped__)
+    monkeypatch.setattr(module, "_roi_align", roi_align)
 
 
 # Each detector's image size for the stage tests, and the settings that make torchvision's
@@ -349,6 +375,25 @@ def test_paste_masks_is_torchvisions() -> None:
     assert (want > 0).sum(dim=(1, 2)).min() > 0 and not pasted[10:].any()
 
 
+def test_crop_masks_is_torchvisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generated crop_masks (Mask R-CNN's mask targets) on boxes of every kind (long,
+    small, of no size, across the edges) against torchvision's project_masks_on_boxes
+    (RoIAlign with the adaptive sampling ratio, as its kernels compute it)."""
+    kernel_roi_align(monkeypatch)
+    module = load_generated(GENERATED / "torch" / "maskrcnn_resnet50_fpn.py")
+    generator = torch.Generator().manual_seed(6)
+    boxes = random_boxes(12, 96, generator)[:, [1, 0, 3, 2]] * torch.tensor([1.0, 0.8, 1.0, 0.8])
+    boxes[:4] -= 30  # across the top and left edges
+    boxes[4] = torch.tensor([30.0, 40.0, 30.0, 40.0])  # of no size
+    boxes[5] = torch.tensor([10.0, 10.0, 10.5, 10.7])  # under a pixel
+    masks = (torch.rand(12, 80, 96, generator=generator) < 0.5).to(torch.uint8)
+    roi_heads = importlib.import_module("torchvision.models.detection.roi_heads")
+    want = roi_heads.project_masks_on_boxes(masks, boxes, torch.arange(12), 28)
+    cropped = module.crop_masks(masks.float(), boxes, 28)
+    assert (cropped - want).abs().max() <= 1e-6
+    assert want[6:].std() > 0.1  # the crops of real boxes vary
+
+
 def random_boxes(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """Boxes (x1, y1, x2, y2) of 16 to 116 pixels a side inside a size x size image."""
     corners = torch.rand(count, 2, generator=generator) * (size - 80)
@@ -377,19 +422,26 @@ def test_losses_match_torchvision(name: str) -> None:
     assert losses["bbox_regression"] > 0
 
 
-def test_faster_rcnn_losses_match_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", FED_HEADS)
+def test_rcnn_losses_match_torchvision(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """loss() against the detector's RPN and RoI heads in training on the same images and
-    targets (one image with three boxes, one with none), both drawing their samples of
-    anchors and proposals from torch's generator seeded alike: the four losses. The
-    reference's transform runs before the seed, since in training it draws each image's size."""
+    targets (one image with three boxes and their masks, one with none), both drawing their
+    samples of anchors and proposals from torch's generator seeded alike: the RPN's and box
+    head's four losses, and Mask R-CNN's mask loss. The reference's transform runs before the
+    seed, since in training it draws each image's size."""
     monkeypatch.setattr(torchvision().ops.boxes, "nms", pure_nms)
     kernel_roi_align(monkeypatch)
-    detector, generated = detector_pair("fasterrcnn_resnet50_fpn")
+    detector, generated = detector_pair(name)
     generator = torch.Generator().manual_seed(3)
     images = torch.rand(2, 3, 320, 320, generator=generator)
+    boxes = random_boxes(3, 320, generator)
     targets = [
-        {"boxes": random_boxes(3, 320, generator), "labels": torch.tensor([1, 5, 90])},
-        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+        {"boxes": boxes, "labels": torch.tensor([1, 5, 90]), "masks": box_masks(boxes, 320)},
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "masks": torch.zeros(0, 320, 320, dtype=torch.uint8),
+        },
     ]
     batch, resized = detector.train().transform(list(images), targets)
     torch.manual_seed(7)

@@ -752,12 +752,10 @@ def align_boxes(
     height, width = level.shape[1:3]
     start = rois[:, :2]
     bins = jnp.maximum(rois[:, 2:] - rois[:, :2], 1.0) / size  # (x, y)
-    steps = np.repeat(np.arange(size), sampling_ratio)
-    within = np.tile(np.arange(sampling_ratio), size) + 0.5
-    points = start[:, None] + steps[:, None] * bins[:, None]  # (rows, size·ratio, x y)
-    points = points + within[:, None] * (bins[:, None] / sampling_ratio)
-    x_low, x_high, x_weights = bilinear_taps(points[..., 0], width)
-    y_low, y_high, y_weights = bilinear_taps(points[..., 1], height)
+    x_points = bin_points(start[:, 0], bins[:, 0], size, sampling_ratio, sampling_ratio)
+    y_points = bin_points(start[:, 1], bins[:, 1], size, sampling_ratio, sampling_ratio)
+    x_low, x_high, x_weights = bilinear_taps(x_points, width)
+    y_low, y_high, y_weights = bilinear_taps(y_points, height)
     images = owners[:, None, None]
     values = 0
     for y_taps, y_weight in ((y_low, y_weights[..., 0]), (y_high, y_weights[..., 1])):
@@ -766,6 +764,15 @@ def align_boxes(
             values = values + (y_weight[:, :, None] * x_weight[:, None, :])[..., None] * taps
     grid = values.reshape(len(rois), size, sampling_ratio, size, sampling_ratio, -1)
     return grid.sum(axis=(2, 4)) / sampling_ratio**2
+
+
+def bin_points(starts: jax.Array, bins: jax.Array, size: int, ratios: Any, most: int) -> jax.Array:
+    """Where RoIAlign samples along one axis of each box (its start and bin length): sample
+    i of bin p at start + p·bin + (i + 0.5)·bin / ratio, for i below `most` (the ratio, or
+    more, per box, for samples that align_weights drops). (rows, size·most)."""
+    steps = np.repeat(np.arange(size), most)
+    within = np.tile(np.arange(most), size) + 0.5
+    return starts[:, None] + steps * bins[:, None] + within * bins[:, None] / ratios
 
 
 def bilinear_taps(points: jax.Array, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -923,9 +930,7 @@ def focal_loss(
         label = labels[jnp.maximum(matches, 0)]
         truth = jax.nn.one_hot(label, logits.shape[-1]) * foreground[:, None]
         probabilities = jax.nn.sigmoid(logits)
-        cross_entropy = (
-            jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-        )
+        cross_entropy = binary_cross_entropy(logits, truth)
         right = probabilities * truth + (1 - probabilities) * (1 - truth)
         weights = alpha * truth + (1 - alpha) * (1 - truth)
         loss = weights * cross_entropy * (1 - right) ** gamma
@@ -1087,13 +1092,19 @@ def sample_proposals(
     return jax.vmap(one_image)(boxes, sampled)
 
 
+def binary_cross_entropy(logits: jax.Array, truth: jax.Array) -> jax.Array:
+    """Binary cross entropy of each logit against its truth (0 to 1), as torch's
+    binary_cross_entropy_with_logits computes it, unreduced."""
+    return jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
 def objectness_loss(logits: jax.Array, sampled: jax.Array) -> jax.Array:
     """An RPN's objectness loss, as torchvision computes it: binary cross entropy of each
     sampled row's logit against 1 for foreground and 0 for background, averaged over the
     batch's samples."""
     logits, chosen = logits[..., 0], sampled >= -1
     truth = (sampled >= 0).astype(logits.dtype)
-    losses = jnp.maximum(logits, 0) - logits * truth + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    losses = binary_cross_entropy(logits, truth)
     return jnp.where(chosen, losses, 0.0).sum() / jnp.maximum(chosen.sum(), 1)
 
 
@@ -1114,6 +1125,58 @@ def roi_classification_loss(
     picked = jnp.take_along_axis(logits, jnp.maximum(labels, 0)[:, None], axis=1)[:, 0]
     losses = jax.nn.logsumexp(logits, axis=1) - picked
     return jnp.where(labels >= 0, losses, 0.0).sum() / jnp.maximum((labels >= 0).sum(), 1)
+
+
+def foreground_samples(samples: jax.Array, limit: int) -> jax.Array:
+    """Each image's foreground samples (those of sample_proposals matched to a target box),
+    as torchvision's RoIHeads feeds its mask head in training: (N, limit, 5) in the samples'
+    order, then zeros with -2."""
+    kept = jnp.argsort(samples[..., 4] < 0, axis=1, stable=True)[:, :limit]
+    rows = jnp.take_along_axis(samples, kept[..., None], axis=1)
+    empty = jnp.asarray([0.0, 0.0, 0.0, 0.0, -2.0], samples.dtype)
+    return jnp.where(rows[..., 4:] >= 0, rows, empty)
+
+
+def mask_loss(logits: jax.Array, samples: jax.Array, targets: dict[str, jax.Array]) -> jax.Array:
+    """Mask R-CNN's mask loss, as torchvision computes it: binary cross entropy of each
+    foreground sample's mask logits for its box's class against its box's target mask
+    ("masks" (N, boxes, H, W), 0 or 1 per pixel) cropped to the sample and pooled to the
+    logits' size, averaged over those samples' pixels."""
+    size = logits.shape[1]
+    matches = samples[..., 4].astype(jnp.int32)
+    picked = jnp.maximum(matches, 0)
+    labels = jnp.maximum(jnp.take_along_axis(targets["labels"], picked, axis=1), 0)
+    logits = logits.reshape(*matches.shape, size, size, -1)  # NHWC per sample
+    chosen = jnp.take_along_axis(logits, labels[..., None, None, None], axis=-1)[..., 0]
+    masks = jnp.take_along_axis(targets["masks"], picked[..., None, None], axis=1)
+    masks = masks.reshape(-1, *masks.shape[2:]).astype(logits.dtype)
+    truth = crop_masks(masks, samples[..., :4].reshape(-1, 4), size).reshape(chosen.shape)
+    losses = jnp.where((matches >= 0)[..., None, None], binary_cross_entropy(chosen, truth), 0.0)
+    return losses.sum() / jnp.maximum((matches >= 0).sum() * size * size, 1)
+
+
+def crop_masks(masks: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
+    """Each box's crop of its mask (rows, H, W) pooled to size x size, as torchvision's
+    project_masks_on_boxes does: RoIAlign (aligned=False) with its adaptive sampling ratio,
+    as a matrix of sample weights per axis. (rows, size, size)."""
+    rows = align_weights(boxes[:, 1], boxes[:, 3], size, masks.shape[-2])
+    columns = align_weights(boxes[:, 0], boxes[:, 2], size, masks.shape[-1])
+    return rows @ masks @ jnp.swapaxes(columns, 1, 2)
+
+
+def align_weights(starts: jax.Array, ends: jax.Array, size: int, length: int) -> jax.Array:
+    """RoIAlign's sampling along one axis of `length` pixels as a matrix (rows, size,
+    length): each bin's mean weight on each pixel over its ceil(bin) samples (the adaptive
+    ratio; a box longer than the axis samples as one as long would)."""
+    bins = jnp.maximum(ends - starts, 1.0) / size
+    most = math.ceil(length / size)
+    ratios = jnp.minimum(jnp.ceil(bins), most)[:, None]
+    low, high, weights = bilinear_taps(bin_points(starts, bins, size, ratios, most), length)
+    taken = np.tile(np.arange(most), size) < ratios
+    weights = weights * (taken / ratios)[..., None]
+    matrix = jax.nn.one_hot(low, length) * weights[..., :1]
+    matrix = matrix + jax.nn.one_hot(high, length) * weights[..., 1:]
+    return matrix.reshape(len(starts), size, most, length).sum(axis=2)
 
 
 def roi_box_loss(

@@ -560,12 +560,10 @@ def align_boxes(
     size)."""
     height, width = level.shape[-2:]
     start, bins = rois[:, :2], (rois[:, 2:] - rois[:, :2]).clamp(min=1.0) / size  # (x, y)
-    steps = torch.arange(size, device=rois.device).repeat_interleave(sampling_ratio)
-    within = torch.arange(sampling_ratio, device=rois.device).repeat(size) + 0.5
-    points = start[:, None] + steps[:, None] * bins[:, None]  # (rows, size·ratio, x y)
-    points = points + within[:, None] * (bins[:, None] / sampling_ratio)
-    x_low, x_high, x_weights = bilinear_taps(points[..., 0], width)
-    y_low, y_high, y_weights = bilinear_taps(points[..., 1], height)
+    x_points = bin_points(start[:, 0], bins[:, 0], size, sampling_ratio, sampling_ratio)
+    y_points = bin_points(start[:, 1], bins[:, 1], size, sampling_ratio, sampling_ratio)
+    x_low, x_high, x_weights = bilinear_taps(x_points, width)
+    y_low, y_high, y_weights = bilinear_taps(y_points, height)
     images = owners[:, None, None]
     values = 0
     for y_taps, y_weight in ((y_low, y_weights[..., 0]), (y_high, y_weights[..., 1])):
@@ -575,6 +573,17 @@ def align_boxes(
     grid = values.reshape(len(rois), size, sampling_ratio, size, sampling_ratio, len(level[0]))
     grid = grid.permute(0, 5, 1, 3, 2, 4).contiguous()  # (rows, C, size, size, samples)
     return grid.sum(dim=(-1, -2)) / sampling_ratio**2
+
+
+def bin_points(
+    starts: torch.Tensor, bins: torch.Tensor, size: int, ratios: Any, most: int
+) -> torch.Tensor:
+    """Where RoIAlign samples along one axis of each box (its start and bin length): sample
+    i of bin p at start + p·bin + (i + 0.5)·bin / ratio, for i below `most` (the ratio, or
+    more, per box, for samples that align_weights drops). (rows, size·most)."""
+    steps = torch.arange(size, device=starts.device).repeat_interleave(most)
+    within = torch.arange(most, device=starts.device).repeat(size) + 0.5
+    return starts[:, None] + steps * bins[:, None] + within * bins[:, None] / ratios
 
 
 def bilinear_taps(
@@ -922,6 +931,62 @@ def roi_classification_loss(
     over the samples."""
     labels = sample_labels(samples, targets).flatten()
     return F.cross_entropy(logits, labels, ignore_index=-1)
+
+
+def foreground_samples(samples: torch.Tensor, limit: int) -> torch.Tensor:
+    """Each image's foreground samples (those of sample_proposals matched to a target box),
+    as torchvision's RoIHeads feeds its mask head in training: (N, limit, 5) in the samples'
+    order, then zeros with -2."""
+    kept = torch.argsort((samples[..., 4] < 0).int(), dim=1, stable=True)[:, :limit]
+    rows = samples.gather(1, kept[..., None].expand(-1, -1, 5))
+    empty = samples.new_tensor([0.0, 0.0, 0.0, 0.0, -2.0])
+    return torch.where(rows[..., 4:] >= 0, rows, empty)
+
+
+def mask_loss(
+    logits: torch.Tensor, samples: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """Mask R-CNN's mask loss, as torchvision computes it: binary cross entropy of each
+    foreground sample's mask logits for its box's class against its box's target mask
+    ("masks", 0 or 1 per pixel) cropped to the sample and pooled to the logits' size,
+    averaged over those samples' pixels."""
+    size = logits.shape[-1]
+    logits = logits.reshape(*samples.shape[:2], *logits.shape[1:])
+    chosen, truth = [], []
+    for image_logits, image_samples, target in zip(logits, samples, targets):
+        foreground = torch.where(image_samples[:, 4] >= 0)[0]
+        matches = image_samples[foreground, 4].long()
+        chosen.append(image_logits[foreground, target["labels"][matches]])
+        masks = target["masks"][matches].to(logits.dtype)
+        truth.append(crop_masks(masks, image_samples[foreground, :4], size))
+    if not sum(map(len, chosen)):
+        return logits.sum() * 0  # no foreground: a zero that keeps the graph
+    return F.binary_cross_entropy_with_logits(torch.cat(chosen), torch.cat(truth))
+
+
+def crop_masks(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each box's crop of its mask (rows, H, W) pooled to size x size, as torchvision's
+    project_masks_on_boxes does: RoIAlign (aligned=False) with its adaptive sampling ratio,
+    as a matrix of sample weights per axis. (rows, size, size)."""
+    rows = align_weights(boxes[:, 1], boxes[:, 3], size, masks.shape[-2])
+    columns = align_weights(boxes[:, 0], boxes[:, 2], size, masks.shape[-1])
+    return rows @ masks @ columns.transpose(1, 2)
+
+
+def align_weights(starts: torch.Tensor, ends: torch.Tensor, size: int, length: int) -> torch.Tensor:
+    """RoIAlign's sampling along one axis of `length` pixels as a matrix (rows, size,
+    length): each bin's mean weight on each pixel over its ceil(bin) samples (the adaptive
+    ratio; a box longer than the axis samples as one as long would)."""
+    bins = (ends - starts).clamp(min=1.0) / size
+    most = math.ceil(length / size)
+    ratios = bins.ceil().clamp(max=most)[:, None]
+    low, high, weights = bilinear_taps(bin_points(starts, bins, size, ratios, most), length)
+    taken = torch.arange(most, device=starts.device).repeat(size) < ratios
+    weights = weights * (taken / ratios)[..., None]
+    matrix = weights.new_zeros(len(starts), size * most, length)
+    matrix.scatter_add_(2, low[..., None], weights[..., :1])
+    matrix.scatter_add_(2, high[..., None], weights[..., 1:])
+    return matrix.reshape(len(starts), size, most, length).sum(dim=2)
 
 
 def roi_box_loss(
