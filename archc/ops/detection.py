@@ -331,29 +331,72 @@ class YoloDetections(Selection):
     )
 
     def check(self, attrs: YoloDetectionsAttrs, inputs: list[TensorType]) -> list[str]:
-        anchors, maps = concrete(attrs.anchors), inputs[1:]
-        if len(anchors) != len(maps):
-            return [f"anchors needs one list per map ({len(maps)}), got {len(anchors)}"]
-        if any(not pairs or len(pairs) % 2 for pairs in anchors):
-            return ["anchors: each map's list must be w, h pairs"]
-        problems = _each_of_rank(inputs, 4, "NCHW")
-        if problems:
-            return problems
-        widths = [concrete(kind.channels) for kind in maps]
-        values = {width // (len(pairs) // 2) for width, pairs in zip(widths, anchors)}
-        whole = all(width % (len(pairs) // 2) == 0 for width, pairs in zip(widths, anchors))
-        if not whole or len(values) > 1 or values.pop() < 6:
-            return [
-                f"each map needs its anchors x (4 box values, objectness and the same classes) "
-                f"channels: got {widths} for {[len(pairs) // 2 for pairs in anchors]} anchors"
-            ]
-        return []
+        return _yolo_maps(attrs, inputs)
 
     def lower_torch(self, attrs: YoloDetectionsAttrs, inputs: list[TensorType]) -> InlineCall:
-        maps = ", ".join(f"{{{index}}}" for index in range(1, len(inputs)))
-        return InlineCall(f"yolo_detections({{0}}, [{maps}], {_settings(attrs)})")
+        return _yolo_call(self.name, attrs, inputs, "")
 
     lower_flax = lower_torch
+
+
+class YoloLossAttrs(Attrs):
+    anchors: Annotated[NUMBER_LISTS, Range(0, above=True)]
+    """Per map, its anchors' sizes in input pixels as w, h pairs: `[116, 90, 156, 198]`."""
+    ignore_thresh: Annotated[float, Range(0, 1)] = 0.7
+    """An anchor whose box overlaps a target box by more than this (IoU) is not taught that
+    it sees no object."""
+
+
+@register
+class YoloLoss(Loss):
+    name = "yolo_loss"
+    takes_list = True
+    arity = None
+    Attrs = YoloLossAttrs
+    summary = (
+        "YOLOv3's training loss from the image and each head's map, as darknet's yolo layers "
+        "train (its gradient on the maps is their delta): each target box's best-shaped "
+        "anchor in the cell of its centre learns the box (binary cross entropy of tx, ty, "
+        "squared error of tw, th), objectness 1 and the box's class; every other anchor "
+        "objectness 0 unless its box overlaps a target by more than ignore_thresh; summed "
+        "over the images, a loss of the stage"
+    )
+
+    def check(self, attrs: YoloLossAttrs, inputs: list[TensorType]) -> list[str]:
+        return _yolo_maps(attrs, inputs)
+
+    def lower_torch(self, attrs: YoloLossAttrs, inputs: list[TensorType]) -> InlineCall:
+        return _yolo_call(self.name, attrs, inputs, "targets, ")
+
+    lower_flax = lower_torch
+
+
+def _yolo_maps(attrs: YoloDetectionsAttrs | YoloLossAttrs, inputs: list[TensorType]) -> list[str]:
+    """The image and yolo heads' maps, each of its anchors x (4 box values, objectness and the
+    same classes) channels, with w, h pairs of anchors for each."""
+    anchors, maps = concrete(attrs.anchors), inputs[1:]
+    if len(anchors) != len(maps):
+        return [f"anchors needs one list per map ({len(maps)}), got {len(anchors)}"]
+    if any(not pairs or len(pairs) % 2 for pairs in anchors):
+        return ["anchors: each map's list must be w, h pairs"]
+    problems = _each_of_rank(inputs, 4, "NCHW")
+    if problems:
+        return problems
+    widths = [concrete(kind.channels) for kind in maps]
+    values = {width // (len(pairs) // 2) for width, pairs in zip(widths, anchors)}
+    whole = all(width % (len(pairs) // 2) == 0 for width, pairs in zip(widths, anchors))
+    if not whole or len(values) > 1 or values.pop() < 6:
+        return [
+            f"each map needs its anchors x (4 box values, objectness and the same classes) "
+            f"channels: got {widths} for {[len(pairs) // 2 for pairs in anchors]} anchors"
+        ]
+    return []
+
+
+def _yolo_call(name: str, attrs: Attrs, inputs: list[TensorType], targets: str) -> InlineCall:
+    """`name(image, [maps…], targets, settings)`: a yolo stage op's helper call."""
+    maps = ", ".join(f"{{{index}}}" for index in range(1, len(inputs)))
+    return InlineCall(f"{name}({{0}}, [{maps}], {targets}{_settings(attrs)})")
 
 
 class ProposalsAttrs(Attrs):

@@ -226,17 +226,27 @@ def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: 
 
 def _last_class(graph: Any) -> int:
     """The last class the classification losses' logits score (their rows' width, less one;
-    an RPN's objectness logit scores no class)."""
-    from archc.ops.detection import ClassificationLoss, ObjectnessLoss, RoIClassificationLoss
+    an RPN's objectness logit scores no class), or a yolo loss's maps (per anchor, the
+    values after the box and objectness)."""
+    from archc.ops.detection import (
+        ClassificationLoss,
+        ObjectnessLoss,
+        RoIClassificationLoss,
+        YoloLoss,
+    )
 
     nodes = [graph.nodes[node] for node in graph.methods["loss"].values()]
     classes = ClassificationLoss | RoIClassificationLoss
-    scored = [
-        graph.type_of(node.inputs[0])
+    counts = [
+        int(concrete(graph.type_of(node.inputs[0]).shape[-1]))
         for node in nodes
         if isinstance(node.op, classes) and not isinstance(node.op, ObjectnessLoss)
     ]
-    return min(int(concrete(kind.shape[-1])) for kind in scored) - 1
+    for node in nodes:
+        if isinstance(node.op, YoloLoss):
+            anchors = len(concrete(node.attrs.anchors)[0]) // 2
+            counts.append(int(concrete(graph.type_of(node.inputs[1]).channels)) // anchors - 5)
+    return min(counts) - 1
 
 
 def _flax_output(forward: Any, array: np.ndarray, numpy: bool = True) -> Any:

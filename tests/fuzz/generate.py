@@ -525,11 +525,17 @@ def _yolo_stage(spec: Spec, x: Value) -> list[str]:
     width = len(anchors) // 2 * (5 + classes)
     name = spec.name("d")
     spec.add(f"{{op: conv2d, out: {width}, kernel: 1, from: {x.name}}}", Value(name, (width, h, w)))
-    return [
+    lines = [
         "postprocess:",
         f"  found: {{op: yolo_detections, from: [input, {name}], anchors: [{anchors}], "
         f"score_thresh: 0.3, candidates: {rng.choice([5, 50])}, limit: {rng.choice([4, 20])}}}",
     ]
+    if rng.random() < 0.5:  # training
+        lines.append(
+            f"  loss_yolo: {{op: yolo_loss, from: [input, {name}], anchors: [{anchors}], "
+            f"ignore_thresh: {rng.choice([0.3, 0.7])}}}"
+        )
+    return lines
 
 
 def _retinanet_stage(spec: Spec, x: Value) -> list[str]:

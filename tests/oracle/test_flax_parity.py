@@ -227,8 +227,8 @@ def test_mask_rcnn_masks_match_torch() -> None:
         assert wanted_masks.max() > 0
 
 
-# Those with a loss() (YOLOv3 has none), and their settings: Faster R-CNN's samples take
-# every row, so that flax's draws (jax.random) and torch's (torch.randperm) take the same.
+# Those with a loss(), and their settings: Faster R-CNN's samples take every row, so that
+# flax's draws (jax.random) and torch's (torch.randperm) take the same.
 RCNN_SAMPLES = {
     "rpn_batch_size_per_image": 100_000,
     "rpn_post_nms_top_n_train": 100,
@@ -236,6 +236,7 @@ RCNN_SAMPLES = {
     "box_positive_fraction": 1.0,
 }
 LOSSES = {
+    "yolov3": {},
     "retinanet_resnet50_fpn": {},
     "ssd300_vgg16": {},
     "ssdlite320_mobilenet_v3_large": {},
@@ -253,7 +254,7 @@ def test_losses_match_torch(name: str) -> None:
     flax_model.train()
     size = DETECTORS.get(name, 128)
     boxes = [[[8.0, 10.0, 60.0, 50.0], [40.0, 30.0, 120.0, 126.0]], [[0.0, 64.0, 30.0, 100.0]]]
-    labels = [[3, 90], [1]]
+    labels = [[3, 79], [1]]  # classes of every detector (YOLOv3 has 80 from 0)
     masks = box_masks(torch.tensor(boxes[0] + boxes[1]), size)
     targets = [
         {"boxes": torch.tensor(boxes[0]), "labels": torch.tensor(labels[0]), "masks": masks[:2]},
@@ -273,6 +274,38 @@ def test_losses_match_torch(name: str) -> None:
     for key, value in got.items():
         assert abs(float(value) - float(expected[key])) <= TOLERANCE * float(expected[key]), key
         assert float(value) > 0, key
+
+
+def test_yolo_loss_gradient_matches_torch() -> None:
+    """The flax yolo_loss's gradient on random maps (channels last) against torch's, which
+    the paper test holds to darknet's delta; targets padded (label -1)."""
+    anchors = [[116, 90, 156, 198, 373, 326], [30, 61, 62, 45, 59, 119], [10, 13, 16, 30, 33, 23]]
+    torch_file = load_generated(GENERATED / "torch" / "yolov3.py")
+    flax_file = load_generated(GENERATED / "flax" / "yolov3.py")
+    generator = torch.Generator().manual_seed(0)
+    maps = [
+        (torch.randn(2, 255, cells, cells, generator=generator) * 0.5).requires_grad_()
+        for cells in (3, 6, 12)
+    ]
+    boxes = [[3.0, 8.0, 93.0, 88.0], [30.0, 20.0, 60.0, 80.0], [40.0, 41.0, 52.0, 55.0]]
+    labels = [0, 5, 79]
+    targets = [
+        {"boxes": torch.tensor(boxes), "labels": torch.tensor(labels)},
+        {"boxes": torch.tensor(boxes[1:]), "labels": torch.tensor(labels[1:])},
+    ]
+    padded = {
+        "boxes": np.asarray([boxes, [*boxes[1:], [0.0] * 4]], np.float32),
+        "labels": np.asarray([labels, [*labels[1:], -1]]),
+    }
+    image = torch.zeros(2, 3, 96, 96)
+    torch_file.yolo_loss(image, maps, targets, anchors, 0.7).backward()
+
+    def loss(heads: list[Any]) -> Any:
+        return flax_file.yolo_loss(nhwc(image), heads, padded, anchors, 0.7)
+
+    grads = jax.grad(loss)([nhwc(head.detach()) for head in maps])
+    for head, grad in zip(maps, grads):
+        assert np.abs(np.moveaxis(np.asarray(grad), -1, 1) - head.grad.numpy()).max() <= 1e-5
 
 
 def test_samplers_draw_as_many_rows_as_torchvisions() -> None:

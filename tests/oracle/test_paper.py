@@ -4,6 +4,7 @@ paper for the headline figures."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -175,3 +176,112 @@ def test_yolov3_detections_are_darknets() -> None:
         assert row[5] == label
         assert abs(row[4] - score) <= 1e-5
         assert np.abs(row[:4] - box).max() <= 1e-3
+
+
+YOLO_ANCHORS = [[116, 90, 156, 198, 373, 326], [30, 61, 62, 45, 59, 119], [10, 13, 16, 30, 33, 23]]
+
+
+def darknet_deltas(
+    maps: list[np.ndarray], size: int, truths: list[tuple[float, ...]], ignore_thresh: float
+) -> list[np.ndarray]:
+    """The delta of darknet's yolo layers (forward_yolo_layer in yolo_layer.c, with
+    delta_yolo_box and delta_yolo_class, truth_thresh 1) on one image's maps (channels, h,
+    w), transcribed one anchor and one truth at a time: what darknet backpropagates into
+    each map. `truths` are darknet's: x, y, w, h relative to the image, and the class."""
+    sigmoid = lambda value: 1 / (1 + np.exp(-value))  # noqa: E731
+    biases = [size for pairs in reversed(YOLO_ANCHORS) for size in pairs]  # the cfg's order
+    masks = [[6, 7, 8], [3, 4, 5], [0, 1, 2]]  # the cfg's yolo layers, stride 32 first
+    deltas = []
+    for head, mask in zip(maps, masks):
+        channels, lh, lw = head.shape
+        out = head.reshape(3, channels // 3, lh, lw).copy()
+        out[:, :2], out[:, 4:] = sigmoid(out[:, :2]), sigmoid(out[:, 4:])
+        delta = np.zeros_like(out)
+        for j in range(lh):
+            for i in range(lw):
+                for n in range(3):
+                    pred = (
+                        (i + out[n, 0, j, i]) / lw,
+                        (j + out[n, 1, j, i]) / lh,
+                        np.exp(out[n, 2, j, i]) * biases[2 * mask[n]] / size,
+                        np.exp(out[n, 3, j, i]) * biases[2 * mask[n] + 1] / size,
+                    )
+                    best_iou = max([0.0] + [centre_iou(pred, truth[:4]) for truth in truths])
+                    delta[n, 4, j, i] = 0 if best_iou > ignore_thresh else 0 - out[n, 4, j, i]
+        for x, y, w, h, label in truths:
+            i, j = int(x * lw), int(y * lh)
+            shapes = [
+                centre_iou((0, 0, w, h), (0, 0, bw / size, bh / size))
+                for bw, bh in zip(biases[::2], biases[1::2])
+            ]
+            best_n = int(np.argmax(shapes))  # the first of the best
+            if best_n not in mask:
+                continue
+            n, scale = mask.index(best_n), 2 - w * h
+            wanted = (
+                x * lw - i,
+                y * lh - j,
+                np.log(w * size / biases[2 * best_n]),
+                np.log(h * size / biases[2 * best_n + 1]),
+            )
+            for k in range(4):
+                delta[n, k, j, i] = scale * (wanted[k] - out[n, k, j, i])
+            delta[n, 4, j, i] = 1 - out[n, 4, j, i]
+            if delta[n, 5, j, i]:  # another truth's classes are set: add this one's
+                delta[n, 5 + label, j, i] = 1 - out[n, 5 + label, j, i]
+            else:
+                delta[n, 5:, j, i] = (np.arange(channels // 3 - 5) == label) - out[n, 5:, j, i]
+        deltas.append(delta.reshape(channels, lh, lw))
+    return deltas
+
+
+def centre_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """box.c's box_iou on boxes of centre x, y and sides w, h."""
+    lows = [max(a[k] - a[k + 2] / 2, b[k] - b[k + 2] / 2) for k in (0, 1)]
+    highs = [min(a[k] + a[k + 2] / 2, b[k] + b[k + 2] / 2) for k in (0, 1)]
+    sides = [high - low for low, high in zip(lows, highs)]
+    inter = 0.0 if min(sides) < 0 else sides[0] * sides[1]
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_yolov3_loss_gradient_is_darknets_delta() -> None:
+    """The generated yolo_loss's gradient on random maps of two 96 x 96 images against the
+    delta darknet's yolo layers backpropagate, transcribed in the test: boxes charged to each
+    map, two in one anchor's cell (the last one's box, both classes), one that another map's
+    anchor predicts past ignore_thresh, and an image without boxes."""
+    size = 96
+    module = load_generated(GENERATED / "torch" / "yolov3.py")
+    generator = torch.Generator().manual_seed(0)
+    maps = [
+        torch.randn(2, 255, size // stride, size // stride, generator=generator).double() * 0.5
+        for stride in (32, 16, 8)
+    ]
+    # stride 8's second anchor (16 x 30) in cell (5, 5) predicts a 62 x 45 box at (44, 44)
+    maps[2][0, 85:89, 5, 5] = torch.tensor([0.0, 0.0, math.log(62 / 16), math.log(45 / 30)])
+    for head in maps:
+        head.requires_grad_()
+    boxes = torch.tensor(
+        [
+            [3.0, 8.0, 93.0, 88.0],  # 90 x 80: stride 32's 116 x 90
+            [30.0, 20.0, 60.0, 80.0],  # 30 x 60: stride 16's 30 x 61
+            [40.0, 41.0, 52.0, 55.0],  # 12 x 14: stride 8's 10 x 13
+            [41.0, 42.0, 53.0, 55.0],  # the same anchor and cell, another class
+            [13.0, 21.5, 75.0, 66.5],  # stride 16's (62 x 45), the box stride 8 predicts
+        ],
+        dtype=torch.float64,
+    )
+    labels = torch.tensor([0, 5, 79, 3, 5])
+    targets = [{"boxes": boxes, "labels": labels}, {"boxes": boxes[:0], "labels": labels[:0]}]
+    image = torch.zeros(2, 3, size, size, dtype=torch.float64)
+    module.yolo_loss(image, maps, targets, YOLO_ANCHORS, 0.7).backward()
+    centres = ((boxes[:, :2] + boxes[:, 2:]) / 2 / size).tolist()
+    sides = ((boxes[:, 2:] - boxes[:, :2]) / size).tolist()
+    truths = [(*centre, *side, int(label)) for centre, side, label in zip(centres, sides, labels)]
+    for index, image_truths in enumerate([truths, []]):
+        heads = [head[index].detach().numpy() for head in maps]
+        want = darknet_deltas(heads, size, image_truths, 0.7)
+        for head, delta in zip(maps, want):
+            np.testing.assert_allclose(-head.grad[index].numpy(), delta, atol=1e-12)
+        if image_truths:
+            assert all(delta[4::85].max() > 0 for delta in want)  # charged on each map
+            assert want[2][85 + 4, 5, 5] == 0  # ignored

@@ -652,14 +652,8 @@ def yolo_detections(
     height, width = image.shape[1:3]
     boxes, scores = [], []
     for head, pairs in zip(maps, anchors):
-        count, rows, cols, _ = head.shape  # NHWC, channels anchor by anchor
-        sizes = np.asarray(pairs, np.float32).reshape(-1, 1, 1, 2)  # (anchors, 1, 1, w h)
-        head = head.reshape(count, rows, cols, len(sizes), -1).transpose(0, 3, 1, 2, 4)
-        y, x = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        centres = np.stack([x, y], axis=-1).astype(np.float32) + jax.nn.sigmoid(head[..., :2])
-        centres = centres * np.asarray([width / cols, height / rows], np.float32)
-        halves = jnp.exp(head[..., 2:4]) * sizes / 2
-        box = jnp.concatenate([centres - halves, centres + halves], axis=-1)
+        head, box = yolo_entries(head, pairs, height, width)
+        count = len(head)
         boxes.append(box.reshape(count, -1, 4))
         score = jax.nn.sigmoid(head[..., 4:5]) * jax.nn.sigmoid(head[..., 5:])
         scores.append(score.reshape(count, -1, score.shape[-1]))
@@ -868,6 +862,94 @@ def resize_taps(start: jax.Array, end: jax.Array, size: int, length: int) -> tup
     high = jnp.minimum(low + 1, size - 1)
     fraction = (source - low) * inside
     return low, high, (1 - fraction) * inside, fraction
+
+
+def yolo_entries(
+    head: jax.Array, pairs: tuple[float, ...], height: int, width: int
+) -> tuple[jax.Array, jax.Array]:
+    """A yolo head's map (N, rows, cols, anchors·(5 + classes), channels anchor by anchor)
+    as each anchor's entries (N, anchors, rows, cols, 5 + classes), and the boxes they
+    predict (x1, y1, x2, y2 in input pixels): centred at the cell plus sigmoid(tx, ty),
+    sized exp(tw, th) times the anchor (`pairs` of w, h)."""
+    count, rows, cols, _ = head.shape
+    sizes = np.asarray(pairs, np.float32).reshape(-1, 1, 1, 2)  # (anchors, 1, 1, w h)
+    head = head.reshape(count, rows, cols, len(sizes), -1).transpose(0, 3, 1, 2, 4)
+    y, x = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    centres = np.stack([x, y], axis=-1).astype(np.float32) + jax.nn.sigmoid(head[..., :2])
+    centres = centres * np.asarray([width / cols, height / rows], np.float32)
+    halves = jnp.exp(head[..., 2:4]) * sizes / 2
+    return head, jnp.concatenate([centres - halves, centres + halves], axis=-1)
+
+
+def yolo_loss(
+    image: jax.Array,
+    maps: list[jax.Array],
+    targets: dict[str, jax.Array],
+    anchors: tuple[tuple[float, ...], ...],
+    ignore_thresh: float,
+) -> jax.Array:
+    """YOLOv3's training loss, whose gradient on each map is the delta of darknet's yolo
+    layers (forward_yolo_layer), summed over the images, in fixed sizes for jit. A target
+    box is the charge of the anchor, of all the maps', whose shape overlaps its own best
+    (the first of a tie), in the cell of its centre: binary cross entropy of its tx, ty
+    against the centre's place in the cell and half the squared error of tw, th against
+    log(side / anchor), both times 2 less the box's share of the image; its objectness
+    against 1 and its class scores against its boxes' classes (binary cross entropy). Every
+    other anchor's objectness counts against 0, unless its box overlaps a target box by more
+    than `ignore_thresh` (IoU). Of boxes in one anchor's cell, the last one's box counts."""
+    height, width = image.shape[1:3]
+    sizes = jnp.asarray([size for pairs in anchors for size in pairs], jnp.float32).reshape(-1, 2)
+    boxes, valid = targets["boxes"].astype(jnp.float32), targets["labels"] >= 0
+    sides = boxes[..., 2:] - boxes[..., :2]
+    inter = jnp.prod(jnp.minimum(sides[..., None, :], sizes), axis=-1)
+    shapes = inter / (jnp.prod(sides, axis=-1)[..., None] + jnp.prod(sizes, axis=-1) - inter)
+    best = jnp.argmax(shapes, axis=-1)
+    sides = jnp.where(valid[..., None], sides, sizes[best])  # padding: no log of 0
+    shares = (boxes[..., :2] + boxes[..., 2:]) / 2 / np.asarray([width, height], np.float32)
+    scale = 2 - jnp.prod(sides / np.asarray([width, height], np.float32), axis=-1)
+    total, start = 0.0, 0
+    for head, pairs in zip(maps, anchors):
+        entries, predicted = yolo_entries(head, pairs, height, width)
+        count, rows, cols = entries.shape[1:4]
+        centres = shares * np.asarray([cols, rows], np.float32)  # in cells, as darknet's x * w
+        cells = jnp.minimum(jnp.maximum(jnp.floor(centres), 0), np.asarray([cols - 1, rows - 1]))
+        flat = ((best - start) * rows + cells[..., 1].astype(jnp.int32)) * cols
+        flat = flat + cells[..., 0].astype(jnp.int32)
+        flat = jnp.where(valid & (best >= start) & (best < start + count), flat, -1)
+        wanted = jnp.concatenate([centres - cells, jnp.log(sides / sizes[best])], axis=-1)
+        predicted = jax.lax.stop_gradient(predicted.reshape(len(boxes), -1, 4))
+        overlaps = jnp.where(valid[:, None], jax.vmap(box_iou)(predicted, boxes), 0.0)
+        entries = entries.reshape(len(boxes), -1, entries.shape[-1])
+        charge = (flat, targets["labels"], wanted, scale)
+        one_image = jax.vmap(yolo_map_loss, in_axes=(0, 0, 0, None))
+        total = total + one_image(entries, overlaps, charge, ignore_thresh).sum()
+        start += count
+    return total
+
+
+def yolo_map_loss(
+    entries: jax.Array, overlaps: jax.Array, charge: tuple[jax.Array, ...], ignore_thresh: float
+) -> jax.Array:
+    """yolo_loss on one image's map: its anchors' entries (anchor cells, 5 + classes), their
+    boxes' IoU with the target boxes, and the charge of each box: its anchor cell (-1 off
+    the map), label, wanted tx, ty, tw, th and the scale of their losses."""
+    flat, labels, wanted, scale = charge
+    charged = flat >= 0
+    order = jnp.arange(len(flat))
+    later = (flat[:, None] == flat[None]) & (order[:, None] < order[None])
+    last = charged & ~later.any(axis=1)
+    spots = jnp.where(charged, flat, len(entries))  # past the end: dropped
+    nearest = jnp.max(overlaps, axis=1, initial=0.0)
+    truth = jnp.zeros(len(entries)).at[spots].set(1.0, mode="drop")
+    weight = jnp.where(nearest <= ignore_thresh, 1.0, 0.0).at[spots].set(1.0, mode="drop")
+    objectness = jnp.sum(binary_cross_entropy(entries[:, 4], truth) * weight)
+    classes = jnp.zeros_like(entries[:, 5:]).at[spots, jnp.maximum(labels, 0)].set(1.0, mode="drop")
+    chosen = entries[jnp.maximum(flat, 0)]
+    places = binary_cross_entropy(chosen[:, :2], wanted[:, :2])
+    shapes = (wanted[:, 2:] - chosen[:, 2:4]) ** 2 / 2
+    scores = binary_cross_entropy(chosen[:, 5:], classes[jnp.maximum(flat, 0)])
+    boxes = scale * jnp.sum(places + shapes, axis=1) + jnp.sum(scores, axis=1)
+    return objectness + jnp.sum(jnp.where(last, boxes, 0.0))
 
 
 def box_iou(boxes: jax.Array, others: jax.Array) -> jax.Array:

@@ -458,18 +458,8 @@ def yolo_detections(
     height, width = image.shape[-2:]
     boxes, scores = [], []
     for head, pairs in zip(maps, anchors):
-        count, _, rows, cols = head.shape
-        sizes = head.new_tensor(pairs).reshape(-1, 1, 1, 2)  # (anchors, 1, 1, w h)
-        head = head.reshape(count, len(sizes), -1, rows, cols).permute(0, 1, 3, 4, 2)
-        y, x = torch.meshgrid(
-            torch.arange(rows, device=head.device),
-            torch.arange(cols, device=head.device),
-            indexing="ij",
-        )
-        centres = torch.stack([x, y], dim=-1) + head[..., :2].sigmoid()
-        centres = centres * head.new_tensor([width / cols, height / rows])
-        halves = head[..., 2:4].exp() * sizes / 2
-        boxes.append(torch.cat([centres - halves, centres + halves], dim=-1).flatten(1, 3))
+        head, predicted = yolo_entries(head, pairs, height, width)
+        boxes.append(predicted.flatten(1, 3))
         scores.append((head[..., 4:5].sigmoid() * head[..., 5:].sigmoid()).flatten(1, 3))
     boxes, scores = torch.cat(boxes, dim=1), torch.cat(scores, dim=1)
     classes = range(scores.shape[-1])
@@ -687,6 +677,101 @@ def resize_taps(
     high = (low + 1).clamp(max=size - 1)
     fraction = (source - low) * inside
     return low, high, (1 - fraction) * inside, fraction
+
+
+def yolo_entries(
+    head: torch.Tensor, pairs: tuple[float, ...], height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A yolo head's map (N, anchors·(5 + classes), rows, cols) as each anchor's entries
+    (N, anchors, rows, cols, 5 + classes), and the boxes they predict (x1, y1, x2, y2 in
+    input pixels): centred at the cell plus sigmoid(tx, ty), sized exp(tw, th) times the
+    anchor (`pairs` of w, h)."""
+    count, _, rows, cols = head.shape
+    sizes = head.new_tensor(pairs).reshape(-1, 1, 1, 2)  # (anchors, 1, 1, w h)
+    head = head.reshape(count, len(sizes), -1, rows, cols).permute(0, 1, 3, 4, 2)
+    y, x = torch.meshgrid(
+        torch.arange(rows, device=head.device),
+        torch.arange(cols, device=head.device),
+        indexing="ij",
+    )
+    centres = torch.stack([x, y], dim=-1) + head[..., :2].sigmoid()
+    centres = centres * head.new_tensor([width / cols, height / rows])
+    halves = head[..., 2:4].exp() * sizes / 2
+    return head, torch.cat([centres - halves, centres + halves], dim=-1)
+
+
+def yolo_loss(
+    image: torch.Tensor,
+    maps: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]],
+    anchors: tuple[tuple[float, ...], ...],
+    ignore_thresh: float,
+) -> torch.Tensor:
+    """YOLOv3's training loss, whose gradient on each map is the delta of darknet's yolo
+    layers (forward_yolo_layer), summed over the images. A target box is the charge of the
+    anchor, of all the maps', whose shape overlaps its own best (the first of a tie), in
+    the cell of its centre: binary cross entropy of its tx, ty against the centre's place in
+    the cell and half the squared error of tw, th against log(side / anchor), both times 2
+    less the box's share of the image; its objectness against 1 and its class scores
+    against its boxes' classes (binary cross entropy). Every other anchor's objectness
+    counts against 0, unless its box overlaps a target box by more than `ignore_thresh`
+    (IoU). Of boxes in one anchor's cell, the last one's box counts."""
+    height, width = image.shape[-2:]
+    sizes = image.new_tensor([size for pairs in anchors for size in pairs]).reshape(-1, 2)
+    total = image.new_zeros(())
+    for index, target in enumerate(targets):
+        boxes = target["boxes"].to(image.dtype)
+        sides = boxes[:, 2:] - boxes[:, :2]
+        inter = torch.minimum(sides[:, None], sizes[None]).prod(dim=-1)
+        best = (inter / (sides.prod(dim=-1)[:, None] + sizes.prod(dim=-1) - inter)).argmax(dim=1)
+        shares = (boxes[:, :2] + boxes[:, 2:]) / 2 / image.new_tensor([width, height])
+        scale = 2 - (sides / image.new_tensor([width, height])).prod(dim=-1)
+        start = 0
+        for head, pairs in zip(maps, anchors):
+            entries, predicted = yolo_entries(head[index : index + 1], pairs, height, width)
+            count, rows, cols = entries.shape[1:4]
+            centres = shares * image.new_tensor([cols, rows])  # in cells, as darknet's x * w
+            last_cell = image.new_tensor([cols - 1, rows - 1])
+            cells = torch.minimum(centres.floor().clamp(min=0), last_cell)
+            flat = ((best - start) * rows + cells[:, 1].long()) * cols + cells[:, 0].long()
+            flat = torch.where((best >= start) & (best < start + count), flat, -1)
+            wanted = torch.cat([centres - cells, torch.log(sides / sizes[best])], dim=1)
+            charge = (flat, target["labels"], wanted, scale)
+            overlaps = box_iou(predicted.reshape(-1, 4), boxes)
+            entries = entries.reshape(-1, entries.shape[-1])
+            total = total + yolo_map_loss(entries, overlaps, charge, ignore_thresh)
+            start += count
+    return total
+
+
+def yolo_map_loss(
+    entries: torch.Tensor,
+    overlaps: torch.Tensor,
+    charge: tuple[torch.Tensor, ...],
+    ignore_thresh: float,
+) -> torch.Tensor:
+    """yolo_loss on one image's map: its anchors' entries (anchor cells, 5 + classes), their
+    boxes' IoU with the target boxes, and the charge of each box: its anchor cell (-1 off
+    the map), label, wanted tx, ty, tw, th and the scale of their losses."""
+    flat, labels, wanted, scale = charge
+    charged = flat >= 0
+    order = torch.arange(len(flat), device=flat.device)
+    later = (flat[:, None] == flat[None]) & (order[:, None] < order[None])
+    last = charged & ~later.any(dim=1)
+    nearest = torch.cat([overlaps, overlaps.new_zeros(len(overlaps), 1)], dim=1).amax(dim=1)
+    truth = torch.zeros_like(entries[:, 4])
+    truth[flat[charged]] = 1
+    weight = (nearest <= ignore_thresh).to(entries.dtype)
+    weight[flat[charged]] = 1
+    objectness = F.binary_cross_entropy_with_logits(entries[:, 4], truth, weight, reduction="sum")
+    classes = torch.zeros_like(entries[:, 5:])
+    classes[flat[charged], labels[charged]] = 1
+    chosen = entries[flat[last]]
+    places = F.binary_cross_entropy_with_logits(chosen[:, :2], wanted[last, :2], reduction="none")
+    shapes = (wanted[last, 2:] - chosen[:, 2:4]) ** 2 / 2
+    boxes = (scale[last, None] * (places + shapes)).sum()
+    scores = F.binary_cross_entropy_with_logits(chosen[:, 5:], classes[flat[last]], reduction="sum")
+    return objectness + boxes + scores
 
 
 def box_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
