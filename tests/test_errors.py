@@ -511,7 +511,22 @@ CASES |= {
     "init: a block node": (
         INIT_HEAD + "  tiny.unit: {weight: zeros}\n" + INIT_BODY,
         "5:3",
-        "init: tiny.unit must be one op layer, built wherever tiny is",
+        "init: tiny.unit must be one op layer, or a sequence or branches of op layers, built "
+        "wherever tiny is",
+    ),
+    "init: a sequence of layers of two ops": (
+        INIT_HEAD + "  tiny.seq: {weight: ones}\n"
+        "body:\n  seq: {seq: [{op: conv2d, out: 8, kernel: 3}, batch_norm]}\n",
+        "5:3",
+        "init.tiny.seq: its layers are of several ops (batch_norm, conv2d), which one rule "
+        "cannot start alike",
+    ),
+    "init: a sequence with a block": (
+        INIT_HEAD
+        + "  tiny.seq: {weight: ones}\n"
+        + INIT_BODY.replace("  unit: {block: Unit}\n", "  seq: {seq: [{block: Unit}, relu]}\n"),
+        "5:3",
+        "init: tiny.seq must be one op layer, or a sequence or branches of op layers",
     ),
     "init: a param the node lacks": (
         INIT_HEAD + "  Unit.conv: {bias: zeros}\n" + INIT_BODY,

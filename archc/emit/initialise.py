@@ -73,7 +73,7 @@ def _node_lines(
 ) -> list[str]:
     """The `Block.node` rules under `condition` (None: those without one): a loop over the
     blocks' instances, then the model's own nodes."""
-    block_branches: list[tuple[str, list[str]]] = []
+    block_lines: dict[str, list[str]] = {}  # a block's rules in one branch
     model_lines: list[str] = []
     for target, rule in rules.nodes.items():
         written = rules.conditions.get(target)
@@ -83,15 +83,20 @@ def _node_lines(
         covered = [graph.nodes[node] for node, site in sites.items() if site == target]
         if not covered:
             continue  # a node switched off wherever the block is built
-        layers = _layer_classes(graph, covered[:1], backend)[0]
-        if scope == graph.name:
-            model_lines += _assignments(attribute("model", name), rule, layers, backend, depth=1)
+        layers = _layer_classes(graph, covered if target in rules.groups else covered[:1], backend)[
+            0
+        ]
+        owner, depth = ("model", 1) if scope == graph.name else ("module", 3)
+        if target in rules.groups:
+            assignments = _group_assignments(attribute(owner, name), rule, layers, backend, depth)
         else:
-            assignments = _assignments(attribute("module", name), rule, layers, backend)
-            block_branches.append((scope, assignments))
-    lines = _loop(
-        _merged(block_branches, "isinstance(module, {})", "isinstance(module, {})"), backend
-    )
+            assignments = _assignments(attribute(owner, name), rule, layers, backend, depth)
+        if scope == graph.name:
+            model_lines += assignments
+        else:
+            block_lines.setdefault(scope, []).extend(assignments)
+    branches = list(block_lines.items())
+    lines = _loop(_merged(branches, "isinstance(module, {})", "isinstance(module, {})"), backend)
     return lines + model_lines
 
 
@@ -208,6 +213,23 @@ def _assignments(
         weight = f"{owner}.{layers.attributes['weight']}"
         lines.insert(0, f"{INDENT * depth}{names} = fans({weight})")
     return lines
+
+
+def _group_assignments(
+    owner: str, rule: dict[str, Initialiser], layers: _Layers, backend: str, depth: int
+) -> list[str]:
+    """A sequence's or branches' layers started as `rule` says: a loop over the modules
+    under `owner`, the assignments for each of the layers' class."""
+    modules = (
+        f"layer in {owner}.modules()"
+        if backend == "torch"
+        else (f"_, layer in nnx.iter_modules({owner})")
+    )
+    return [
+        f"{INDENT * depth}for {modules}:",
+        f"{INDENT * (depth + 1)}if type(layer) is {layers.constructor}:",
+        *_assignments("layer", rule, layers, backend, depth + 2),
+    ]
 
 
 def _statement(target: str, initialiser: Initialiser, backend: str) -> str:

@@ -328,7 +328,8 @@ class Elaborator:
             self.graph.frozen.update(islice(self.graph.nodes, made_before, None))
         scope = self.active_blocks[-1] if self.active_blocks else self.spec.root.name
         if f"{scope}.{site.node.name}" in self.node_rules and self.graph is not None:
-            self.init_sites[site.full_name] = f"{scope}.{site.node.name}"
+            for name in islice(self.graph.nodes, made_before, None):  # its layers
+                self.init_sites[name] = f"{scope}.{site.node.name}"
         for module in modules if frozen is not None else ():
             module.frozen = frozen
         return modules, bound

@@ -21,7 +21,7 @@ from archc.ops import REGISTRY
 from archc.ops.init import FANS, KINDS, Initialiser, torch_fans
 from archc.ops.lowering import ModuleCall
 from archc.resolve.params import evaluate_checked
-from archc.spec.document import InitRule, ModelSpec, Value
+from archc.spec.document import InitRule, ModelSpec, NodeSpec, Value
 from archc.spec.loader import SpecMap
 
 
@@ -37,6 +37,9 @@ class Rules:
     """(target, param) → the argument as written, for errors at its fans."""
     conditions: dict[str, Sym] = field(default_factory=dict)
     """A node rule's target → its condition, symbolic in the model's params."""
+    groups: set[str] = field(default_factory=set)
+    """The node rules' targets that name a sequence or branches of op layers, all of which
+    they start (torchvision's `for layer in self.conv.modules()`)."""
 
     def holds(self, target: str | None) -> bool:
         """Whether the rule applies at the model's params (a rule without `when:` does)."""
@@ -52,7 +55,8 @@ def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
             param: _initialiser(rule, param, value, rules) for param, value in rule.params.items()
         }
         if "." in rule.target:
-            _check_node_target(spec, rule)
+            if _check_node_target(spec, rule):
+                rules.groups.add(rule.target)
             if rule.when is not None and not _condition(rule, args, rules):
                 continue  # false whatever the params
             rules.nodes[rule.target] = initialisers
@@ -120,9 +124,10 @@ def _initialiser(rule: InitRule, param: str, value: Value, rules: Rules) -> Init
     return Initialiser(name, argument.raw if argument is not None else None)
 
 
-def _check_node_target(spec: ModelSpec, rule: InitRule) -> None:
-    """`Block.node`: a block of the spec (or the model), and a node of its body that makes
-    one layer wherever the block is built (no repeat, no `when:`)."""
+def _check_node_target(spec: ModelSpec, rule: InitRule) -> bool:
+    """`Block.node`: a block of the spec (or the model), and a node of its body built
+    wherever the block is (no `when:`) that makes one layer (no repeat) or is a sequence or
+    branches of op layers (True)."""
     scope, _, name = rule.target.partition(".")
     definition = spec.root if scope == spec.root.name else spec.blocks.get(scope)
     if definition is None:
@@ -138,25 +143,40 @@ def _check_node_target(spec: ModelSpec, rule: InitRule) -> None:
         raise SpecError(
             f"init: {scope} has no node '{name}'", rule.location, did_you_mean(name, nodes)
         )
+    if node.items is not None and not node.when and _op_layers(node.items):
+        return True
     if node.kind == "block" or node.items is not None or node.repeat or node.when:
         raise SpecError(
-            f"init: {rule.target} must be one op layer, built wherever {scope} is",
+            f"init: {rule.target} must be one op layer, or a sequence or branches of op "
+            f"layers, built wherever {scope} is",
             rule.location,
-            "a rule covers an op node without repeat: or when: (give a block's nodes "
-            "rules of their own)",
+            "a rule covers an op node without repeat: or when:, or a seq: or branches: node "
+            "of ops without when: (give a block's nodes rules of their own)",
         )
+    return False
+
+
+def _op_layers(items: list[NodeSpec]) -> bool:
+    """Whether a sequence's items are ops and sequences of ops, no block among them."""
+    return all(
+        item.kind not in ("block", "call") and (item.items is None or _op_layers(item.items))
+        for item in items
+    )
 
 
 def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
     """Give each graph node its initialisers (`graph.init`): its op's rule, then its own
     (`sites`: node name → the `Block.node` rule that covers it)."""
     covered: dict[str, set[str]] = {}
+    group_ops: dict[str, set[str]] = {}
     for node in graph.own_state():
         inputs = [graph.type_of(name) for name in node.inputs]
         params = node.op.parameters(node.attrs, inputs)
         lowered = node.op.lower_torch(node.attrs, inputs)
         by_op = rules.ops.get(node.op.name, {}) if isinstance(lowered, ModuleCall) else {}
         target = sites.get(node.name)
+        if target in rules.groups and not params:
+            target = None  # a sequence's layer without parameters (its relu)
         own = rules.nodes.get(target, {}) if rules.holds(target) else {}
         chosen = {
             param: (rule_target, initialiser)
@@ -171,6 +191,7 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
             )
         if target is not None:
             _check_params(rules, target, set(rules.nodes[target]), params, node)
+            group_ops.setdefault(target, set()).add(node.op.name)
         covered.setdefault(node.op.name, set()).update(by_op.keys() & params.keys())
         settled = {
             param: _settled(rules, rule_target, param, initialiser, params, node)
@@ -179,6 +200,14 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
         }
         if settled:
             graph.init[node.name] = settled
+    for target, ops in group_ops.items():
+        if len(ops) > 1:
+            raise SpecError(
+                f"init.{target}: its layers are of several ops ({', '.join(sorted(ops))}), "
+                "which one rule cannot start alike",
+                rules.locations[target],
+                "give the ops rules of their own, or name one layer",
+            )
     for op, rule in rules.ops.items():
         missing = rule.keys() - covered.get(op, set())
         if missing:

@@ -215,9 +215,19 @@ def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
 
 
+def normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return jnp.asarray(std * generator.standard_normal(shape, np.float32))
+
+
 def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float) -> jax.Array:
     """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
     return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
+
+
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
 
 
 def grid_anchors(
@@ -979,10 +989,47 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) is nnx.Conv:
-            fan_in, _ = fans(module.kernel)
-            module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
+            fan_in, fan_out = fans(module.kernel)
+            module.kernel.set_value(normal(generator, module.kernel.shape, sqrt(2 / fan_out)))
             if module.bias is not None:
                 module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, RetinaPyramid):
+            for _, layer in nnx.iter_modules(module.inner_blocks):
+                if type(layer) is nnx.Conv:
+                    fan_in, _ = fans(layer.kernel)
+                    layer.kernel.set_value(uniform(generator, layer.kernel.shape, sqrt(3 / fan_in)))
+                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+            for _, layer in nnx.iter_modules(module.layer_blocks):
+                if type(layer) is nnx.Conv:
+                    fan_in, _ = fans(layer.kernel)
+                    layer.kernel.set_value(uniform(generator, layer.kernel.shape, sqrt(3 / fan_in)))
+                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+        elif isinstance(module, LastLevelP6P7):
+            fan_in, _ = fans(module.p6.kernel)
+            module.p6.kernel.set_value(uniform(generator, module.p6.kernel.shape, sqrt(3 / fan_in)))
+            module.p6.bias.set_value(constant(module.p6.bias.shape, 0.0))
+            fan_in, _ = fans(module.p7.kernel)
+            module.p7.kernel.set_value(uniform(generator, module.p7.kernel.shape, sqrt(3 / fan_in)))
+            module.p7.bias.set_value(constant(module.p7.bias.shape, 0.0))
+        elif isinstance(module, RetinaClassificationHead):
+            for _, layer in nnx.iter_modules(module.conv):
+                if type(layer) is nnx.Conv:
+                    layer.kernel.set_value(normal(generator, layer.kernel.shape, 0.01))
+                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+            module.cls_logits.kernel.set_value(
+                normal(generator, module.cls_logits.kernel.shape, 0.01),
+            )
+            module.cls_logits.bias.set_value(
+                constant(module.cls_logits.bias.shape, -4.59511985013459),
+            )
+        elif isinstance(module, RetinaRegressionHead):
+            for _, layer in nnx.iter_modules(module.conv):
+                if type(layer) is nnx.Conv:
+                    layer.kernel.set_value(normal(generator, layer.kernel.shape, 0.01))
+                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+            module.bbox_reg.kernel.set_value(normal(generator, module.bbox_reg.kernel.shape, 0.01))
+            module.bbox_reg.bias.set_value(constant(module.bbox_reg.bias.shape, 0.0))
 
 
 def create_model(

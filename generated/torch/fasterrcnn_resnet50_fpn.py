@@ -20,6 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """The model, its forward now run under torch.autocast in `dtype` on the input's device
     type (its own forward, and so its state_dict, unchanged)."""
@@ -31,6 +36,12 @@ def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
     model.forward = autocast_forward
     return model
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 def grid_anchors(
@@ -919,6 +930,7 @@ class FasterrcnnResnet50Fpn(nn.Module):
         self.box_positive_fraction = box_positive_fraction
         self.box_fg_iou_thresh = box_fg_iou_thresh
         self.box_bg_iou_thresh = box_bg_iou_thresh
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         backbone = self.backbone(x)
@@ -1040,6 +1052,36 @@ class FasterrcnnResnet50Fpn(nn.Module):
             "loss_classifier": loss_classifier,
             "loss_box_reg": loss_box_reg,
         }
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, FeaturePyramid):
+            for layer in module.inner_blocks.modules():
+                if type(layer) is nn.Conv2d:
+                    fan_in, _ = fans(layer.weight)
+                    nn.init.uniform_(layer.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+                    nn.init.zeros_(layer.bias)
+            for layer in module.layer_blocks.modules():
+                if type(layer) is nn.Conv2d:
+                    fan_in, _ = fans(layer.weight)
+                    nn.init.uniform_(layer.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+                    nn.init.zeros_(layer.bias)
+        elif isinstance(module, RPNHead):
+            for layer in module.conv.modules():
+                if type(layer) is nn.Conv2d:
+                    nn.init.normal_(layer.weight, std=0.01)
+                    nn.init.zeros_(layer.bias)
+            nn.init.normal_(module.cls_logits.weight, std=0.01)
+            nn.init.zeros_(module.cls_logits.bias)
+            nn.init.normal_(module.bbox_pred.weight, std=0.01)
+            nn.init.zeros_(module.bbox_pred.bias)
 
 
 def create_model(

@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """The model, its forward now run under torch.autocast in `dtype` on the input's device
     type (its own forward, and so its state_dict, unchanged)."""
@@ -29,6 +34,12 @@ def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
     model.forward = autocast_forward
     return model
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 def grid_anchors(
@@ -1070,6 +1081,7 @@ class MaskrcnnResnet50Fpn(nn.Module):
         self.box_positive_fraction = box_positive_fraction
         self.box_fg_iou_thresh = box_fg_iou_thresh
         self.box_bg_iou_thresh = box_bg_iou_thresh
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         backbone = self.backbone(x)
@@ -1220,6 +1232,41 @@ class MaskrcnnResnet50Fpn(nn.Module):
             "loss_box_reg": loss_box_reg,
             "loss_mask": loss_mask,
         }
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif type(module) is nn.ConvTranspose2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    for module in model.modules():
+        if isinstance(module, FeaturePyramid):
+            for layer in module.inner_blocks.modules():
+                if type(layer) is nn.Conv2d:
+                    fan_in, _ = fans(layer.weight)
+                    nn.init.uniform_(layer.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+                    nn.init.zeros_(layer.bias)
+            for layer in module.layer_blocks.modules():
+                if type(layer) is nn.Conv2d:
+                    fan_in, _ = fans(layer.weight)
+                    nn.init.uniform_(layer.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+                    nn.init.zeros_(layer.bias)
+        elif isinstance(module, RPNHead):
+            for layer in module.conv.modules():
+                if type(layer) is nn.Conv2d:
+                    nn.init.normal_(layer.weight, std=0.01)
+                    nn.init.zeros_(layer.bias)
+            nn.init.normal_(module.cls_logits.weight, std=0.01)
+            nn.init.zeros_(module.cls_logits.bias)
+            nn.init.normal_(module.bbox_pred.weight, std=0.01)
+            nn.init.zeros_(module.bbox_pred.bias)
+        elif isinstance(module, MaskRCNNPredictor):
+            fan_in, _ = fans(module.mask_fcn_logits.weight)
+            nn.init.uniform_(module.mask_fcn_logits.bias, -(1 / sqrt(fan_in)), 1 / sqrt(fan_in))
 
 
 def create_model(

@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def sqrt(value: float) -> float:
+    """The square root of `value` (an initialiser's scale: `1 / sqrt(fan_in)`)."""
+    return math.sqrt(value)
+
+
 def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """The model, its forward now run under torch.autocast in `dtype` on the input's device
     type (its own forward, and so its state_dict, unchanged)."""
@@ -29,6 +34,12 @@ def with_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
     model.forward = autocast_forward
     return model
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """A weight's fan-in and fan-out as nn.init counts them: (out, in, *kernel)."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 def grid_anchors(
@@ -614,6 +625,7 @@ class RetinanetResnet50Fpn(nn.Module):
         self.topk_candidates = topk_candidates
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         backbone = self.backbone(x)
@@ -657,6 +669,46 @@ class RetinanetResnet50Fpn(nn.Module):
         classification = focal_loss(head[0], matched, targets, alpha=0.25, gamma=2.0)
         bbox_regression = box_l1_loss(head[1], anchors, matched, targets)
         return {"classification": classification, "bbox_regression": bbox_regression}
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    for module in model.modules():
+        if isinstance(module, RetinaPyramid):
+            for layer in module.inner_blocks.modules():
+                if type(layer) is nn.Conv2d:
+                    fan_in, _ = fans(layer.weight)
+                    nn.init.uniform_(layer.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+                    nn.init.zeros_(layer.bias)
+            for layer in module.layer_blocks.modules():
+                if type(layer) is nn.Conv2d:
+                    fan_in, _ = fans(layer.weight)
+                    nn.init.uniform_(layer.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+                    nn.init.zeros_(layer.bias)
+        elif isinstance(module, LastLevelP6P7):
+            fan_in, _ = fans(module.p6.weight)
+            nn.init.uniform_(module.p6.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+            nn.init.zeros_(module.p6.bias)
+            fan_in, _ = fans(module.p7.weight)
+            nn.init.uniform_(module.p7.weight, -sqrt(3 / fan_in), sqrt(3 / fan_in))
+            nn.init.zeros_(module.p7.bias)
+        elif isinstance(module, RetinaClassificationHead):
+            for layer in module.conv.modules():
+                if type(layer) is nn.Conv2d:
+                    nn.init.normal_(layer.weight, std=0.01)
+                    nn.init.zeros_(layer.bias)
+            nn.init.normal_(module.cls_logits.weight, std=0.01)
+            nn.init.constant_(module.cls_logits.bias, -4.59511985013459)
+        elif isinstance(module, RetinaRegressionHead):
+            for layer in module.conv.modules():
+                if type(layer) is nn.Conv2d:
+                    nn.init.normal_(layer.weight, std=0.01)
+                    nn.init.zeros_(layer.bias)
+            nn.init.normal_(module.bbox_reg.weight, std=0.01)
+            nn.init.zeros_(module.bbox_reg.bias)
 
 
 def create_model(

@@ -721,4 +721,9 @@ def init_rules(rng: random.Random, text: str) -> list[str]:
             f"  Pair.conv: {{weight: {rng.choice(WEIGHTS)}, bias: {{normal: 1 / fan_out}}"
             f"{rng.choice(conditions)}}}"
         )
+    if "  Parallel:" in text and rng.random() < 0.5:  # every conv of its branches
+        rules.append(
+            f"  Parallel.convs: {{weight: {rng.choice(WEIGHTS)}, bias: {{constant: 0.1}}"
+            f"{rng.choice(conditions)}}}"
+        )
     return ["init:", *rules] if rules else []

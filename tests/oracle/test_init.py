@@ -35,8 +35,13 @@ TORCHVISION = [
     "swin_t",
     "vit_b_16",
     "alexnet",  # no rules: torch's own defaults on both sides
+    "ssdlite320_mobilenet_v3_large",
+    "retinanet_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn",
 ]
-FLAX = ["resnet50", "convnext_tiny", "vit_b_16", "alexnet"]
+DETECTORS = {"ssdlite320_mobilenet_v3_large", *(name for name in TORCHVISION if "_fpn" in name)}
+FLAX = ["resnet50", "convnext_tiny", "vit_b_16", "alexnet", "retinanet_resnet50_fpn"]
 
 
 def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list[str]:
@@ -68,6 +73,8 @@ def reference_model(name: str) -> Any:
     kwargs = (
         {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     )
+    if name in DETECTORS:  # no backbone weights either
+        kwargs = {"weights_backbone": None}
     return torchvision().models.get_model(name, weights=None, **kwargs)
 
 
