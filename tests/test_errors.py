@@ -11,6 +11,18 @@ from tests.helpers import REPO, assert_quotes_the_spec, run_archc
 
 HEAD = "archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n"  # the body starts on line 5
 
+# An RPN's objectness and deltas and the proposals of its stage: lines 5 to 14.
+PROPOSALS = (
+    HEAD + "  c: {op: conv2d, out: 5, kernel: 1}\n"
+    "  c1: {op: conv2d, out: 1, kernel: 1, from: c}\n"
+    "  o: {op: anchor_rows, size: 1, from: c1}\n"
+    "  c4: {op: conv2d, out: 4, kernel: 1, from: c}\n"
+    "  d: {op: anchor_rows, size: 4, from: c4}\n"
+    "outputs: {o: o}\npostprocess:\n"
+    "  g: {op: anchors, from: [input, c], size: 4, aspect_ratios: [1.0]}\n"
+    "  b: {op: proposals, from: [input, o, d, g, c], limit: 4}\n"
+)
+
 CASES = {
     "bad yaml": (HEAD + "  conv1: {op: conv2d, out: 8\n", "6:1", "invalid YAML"),
     "duplicate key": (
@@ -358,15 +370,7 @@ CASES = {
         "l (linear): in_features=10, but the input has 768: f32[N,768]",
     ),
     "RoI box deltas not 4 per class": (
-        HEAD + "  c: {op: conv2d, out: 5, kernel: 1}\n"
-        "  c1: {op: conv2d, out: 1, kernel: 1, from: c}\n"
-        "  o: {op: anchor_rows, size: 1, from: c1}\n"
-        "  c4: {op: conv2d, out: 4, kernel: 1, from: c}\n"
-        "  d: {op: anchor_rows, size: 4, from: c4}\n"
-        "outputs: {o: o}\npostprocess:\n"
-        "  g: {op: anchors, from: [input, c], size: 4, aspect_ratios: [1.0]}\n"
-        "  b: {op: proposals, from: [input, o, d, g, c], limit: 4}\n"
-        "  p: {op: roi_align, from: [input, b, c], size: 2}\n"
+        PROPOSALS + "  p: {op: roi_align, from: [input, b, c], size: 2}\n"
         "  f: {op: flatten, from: p}\n  s: {op: linear, out: 3}\n"
         "  x: {op: linear, out: 8, from: f}\n"
         "  r: {op: roi_detections, from: [input, s, x, b]}\n",
@@ -374,15 +378,7 @@ CASES = {
         "r (roi_detections): deltas need 4 values per class of the logits f32[N * 4,3], got",
     ),
     "foreground samples past the samples": (
-        HEAD + "  c: {op: conv2d, out: 5, kernel: 1}\n"
-        "  c1: {op: conv2d, out: 1, kernel: 1, from: c}\n"
-        "  o: {op: anchor_rows, size: 1, from: c1}\n"
-        "  c4: {op: conv2d, out: 4, kernel: 1, from: c}\n"
-        "  d: {op: anchor_rows, size: 4, from: c4}\n"
-        "outputs: {o: o}\npostprocess:\n"
-        "  g: {op: anchors, from: [input, c], size: 4, aspect_ratios: [1.0]}\n"
-        "  b: {op: proposals, from: [input, o, d, g, c], limit: 4}\n"
-        "  s: {op: sample_proposals, from: b, batch_size_per_image: 8}\n"
+        PROPOSALS + "  s: {op: sample_proposals, from: b, batch_size_per_image: 8}\n"
         "  f: {op: foreground_samples, from: s, limit: 9}\n",
         "15:47",
         "f (foreground_samples): limit=9 is more than the 8 samples",

@@ -83,11 +83,10 @@ def _node_lines(
         covered = [graph.nodes[node] for node, site in sites.items() if site == target]
         if not covered:
             continue  # a node switched off wherever the block is built
-        layers = _layer_classes(graph, covered if target in rules.groups else covered[:1], backend)[
-            0
-        ]
+        group = target in rules.groups  # every layer of a sequence, or one layer
+        layers = _layer_classes(graph, covered if group else covered[:1], backend)[0]
         owner, depth = ("model", 1) if scope == graph.name else ("module", 3)
-        if target in rules.groups:
+        if group:
             assignments = _group_assignments(attribute(owner, name), rule, layers, backend, depth)
         else:
             assignments = _assignments(attribute(owner, name), rule, layers, backend, depth)
@@ -220,11 +219,8 @@ def _group_assignments(
 ) -> list[str]:
     """A sequence's or branches' layers started as `rule` says: a loop over the modules
     under `owner`, the assignments for each of the layers' class."""
-    modules = (
-        f"layer in {owner}.modules()"
-        if backend == "torch"
-        else (f"_, layer in nnx.iter_modules({owner})")
-    )
+    torch = backend == "torch"
+    modules = f"layer in {owner}.modules()" if torch else f"_, layer in nnx.iter_modules({owner})"
     return [
         f"{INDENT * depth}for {modules}:",
         f"{INDENT * (depth + 1)}if type(layer) is {layers.constructor}:",

@@ -133,15 +133,15 @@ def count_costs(graph: Graph) -> CostReport:
     nodes = []
     depths = dict.fromkeys(graph.inputs, 0)
     stage = tuple(node.name for node in graph.nodes.values() if node.op.stage)
-    after_network, fed_rows = graph.after_network(), graph.fed_rows()
+    fed_rows = graph.fed_rows()  # the modules the stage feeds, counted per row apart
     row_macs: dict[str, int] = {}
     for node in graph.nodes.values():
         if node.op.stage:
             continue
         inputs = [graph.type_of(name) for name in node.inputs]
         macs = node.op.macs(node.attrs, inputs, node.type)
-        per_row = node.name in after_network  # a module the stage feeds
-        if node.name in fed_rows and node.shares is None:  # once per module
+        per_row = node.name in fed_rows
+        if per_row and node.shares is None:  # once per module
             row_macs[fed_rows[node.name]] = row_macs.get(fed_rows[node.name], 0) + macs
         params, buffers = graph.state_shapes(node.name) if node.shares is None else ({}, {})
         count = sum(math.prod(concrete(shape)) for shape in params.values())
@@ -162,5 +162,5 @@ def count_costs(graph: Graph) -> CostReport:
             depths[node.name] = max(depths[name] for name in node.inputs) + weighted
     input_shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape)
     depth = max(depths[value] for value in graph.outputs.values())
-    fed = tuple(node.name for node in nodes if node.name in after_network)
+    fed = tuple(node.name for node in nodes if node.name in fed_rows)
     return CostReport(input_shape, nodes, depth, stage, fed, row_macs)

@@ -256,15 +256,16 @@ class Elaborator:
         producers = {name: name for name in inputs}
         previous = Value(definition.inputs[0], definition.location)
         children = []
-        for node in [*definition.body, *(stage or [])]:
+        nodes = [*definition.body, *(stage or [])]
+        for index, node in enumerate(nodes):
             refs = node.sources or [previous]
             self.check_stage(node, stage or [], refs)
             resolved = [resolve_ref(ref, values, producers, f"node '{node.name}'") for ref in refs]
             self.check_list_reads(node, refs, [value for value, _ in resolved])
             local_refs = [local for _, local in resolved]
             bounds = [bound for value, _ in resolved for bound in _listed(value)]
-            earlier = [*definition.body, *(stage or [])]
-            earlier = earlier[: earlier.index(node)]
+            # the nodes before it, which a call: or within: names (copied only then: linear)
+            earlier = nodes[:index] if node.kind == "call" or node.within else []
             path = prefix + within(node, earlier, self.spec.blocks) + node.name
             site = Site(node, node.name, path, local_refs, bounds, env)
             if node.kind == "call":

@@ -325,9 +325,9 @@ def yolo_loss(
     sizes = jnp.asarray([size for pairs in anchors for size in pairs], jnp.float32).reshape(-1, 2)
     boxes, valid = targets["boxes"].astype(jnp.float32), targets["labels"] >= 0
     sides = boxes[..., 2:] - boxes[..., :2]
-    inter = jnp.prod(jnp.minimum(sides[..., None, :], sizes), axis=-1)
-    shapes = inter / (jnp.prod(sides, axis=-1)[..., None] + jnp.prod(sizes, axis=-1) - inter)
-    best = jnp.argmax(shapes, axis=-1)
+    centred = jnp.concatenate([-sides / 2, sides / 2], axis=-1)  # shapes only, as darknet's
+    anchor_boxes = jnp.concatenate([-sizes / 2, sizes / 2], axis=1)
+    best = jnp.argmax(jax.vmap(box_iou, in_axes=(0, None))(centred, anchor_boxes), axis=-1)
     sides = jnp.where(valid[..., None], sides, sizes[best])  # padding: no log of 0
     shares = (boxes[..., :2] + boxes[..., 2:]) / 2 / np.asarray([width, height], np.float32)
     scale = 2 - jnp.prod(sides / np.asarray([width, height], np.float32), axis=-1)

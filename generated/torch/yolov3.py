@@ -182,8 +182,8 @@ def yolo_loss(
     for index, target in enumerate(targets):
         boxes = target["boxes"].to(image.dtype)
         sides = boxes[:, 2:] - boxes[:, :2]
-        inter = torch.minimum(sides[:, None], sizes[None]).prod(dim=-1)
-        best = (inter / (sides.prod(dim=-1)[:, None] + sizes.prod(dim=-1) - inter)).argmax(dim=1)
+        centred = torch.cat([-sides / 2, sides / 2], dim=1)  # shapes only, as darknet's
+        best = box_iou(centred, torch.cat([-sizes / 2, sizes / 2], dim=1)).argmax(dim=1)
         shares = (boxes[:, :2] + boxes[:, 2:]) / 2 / image.new_tensor([width, height])
         scale = 2 - (sides / image.new_tensor([width, height])).prod(dim=-1)
         start = 0
