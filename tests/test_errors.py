@@ -97,6 +97,11 @@ CASES = {
         "5:50",
         "groups=2 must divide both the input channels and out, got 3 input channels",
     ),
+    "norm groups do not divide": (
+        HEAD + "  conv1: {op: conv2d, out: 6, kernel: 1}\n  norm: {op: group_norm, groups: 4}\n",
+        "6:34",
+        "norm (group_norm): groups=4 must divide the 6 channels",
+    ),
     "kernel larger than the input": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 17}\n",
         "5:10",

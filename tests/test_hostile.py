@@ -345,6 +345,8 @@ RANGES = [
     ("adaptive_avg_pool2d", "size: ⟨0", "at least 1"),
     ("upsample", "scale: ⟨0", "at least 1"),
     ("channel_shuffle", "groups: ⟨0", "at least 1"),
+    ("group_norm", "groups: ⟨0", "at least 1"),
+    ("group_norm", "groups: 1, eps: ⟨0.0", "more than 0"),
 ]
 for op, attrs, fragment in RANGES:
     case(f"{op} {attrs}", body(f"x: {{op: {op}, {attrs}}}"), fragment)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from archc.ir import functions
 from archc.ir.graph import Dim, TensorType
-from archc.ir.symbolic import SizeSym, SymPair, is_symbolic, source
+from archc.ir.symbolic import SizeSym, SymPair, concrete, is_symbolic, source
 from archc.ops.attributes import PAIR, Attrs, AttrsError, Range
 from archc.ops.lowering import InlineCall, ModuleCall
 
@@ -241,6 +241,16 @@ def expect_rank(inputs: list[TensorType], rank: int, what: str) -> list[str]:
     if got.rank == rank and got.channels_last == layout:
         return []
     return [f"expected a {rank}-d {what} input, got {got}{' (NHWC)' * got.channels_last}"]
+
+
+def expect_channel_groups(inputs: list[TensorType], name: str, count: Any) -> list[str]:
+    """The shared grouping constraint: an NCHW image whose channels `count` (the attribute
+    `name`: groups, a row's size) divides."""
+    problems = expect_rank(inputs, 4, "NCHW")
+    channels = concrete(inputs[0].channels)
+    if not problems and channels % concrete(count):
+        return [f"{name}={concrete(count)} must divide the {channels} channels"]
+    return problems
 
 
 def check_axis(axis: int, kind: TensorType) -> list[str]:

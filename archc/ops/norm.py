@@ -10,10 +10,12 @@ from archc.ops import register
 from archc.ops.base import (
     KEEPS_INPUT,
     Attrs,
+    Count,
     Epsilon,
     Op,
     Probability,
     Saved,
+    expect_channel_groups,
     expect_rank,
     keywords,
 )
@@ -149,6 +151,49 @@ class LayerNorm(Op):
         # as PyTorch computes it.
         kwargs = keywords(("epsilon", attrs.eps, 1e-6), ("use_fast_variance", False, True))
         return ModuleCall("nnx.LayerNorm", (inputs[0].channels,), kwargs)
+
+
+class GroupNormAttrs(Attrs):
+    groups: Count
+    """Groups of consecutive channels, each normalised over its channels and positions."""
+    eps: Epsilon = 1e-5
+
+
+@register
+class GroupNorm(Op):
+    name = "group_norm"
+    fresh_output = True
+    Attrs = GroupNormAttrs
+    summary = (
+        "group normalisation of an NCHW image: its channels in `groups` groups, each over its "
+        "channels and positions, then a per-channel affine (nn.GroupNorm)"
+    )
+
+    def check(self, attrs: GroupNormAttrs, inputs: list[TensorType]) -> list[str]:
+        return expect_channel_groups(inputs, "groups", attrs.groups)
+
+    def infer(self, attrs: GroupNormAttrs, inputs: list[TensorType]) -> TensorType:
+        return inputs[0]
+
+    def parameters(self, attrs: GroupNormAttrs, inputs: list[TensorType]) -> dict[str, tuple]:
+        return {"weight": (inputs[0].channels,), "bias": (inputs[0].channels,)}
+
+    def saved(self, attrs: GroupNormAttrs, inputs: list[TensorType], output: TensorType) -> Saved:
+        return Saved(inputs=(0,), own=((attrs.groups, None), (attrs.groups, None)))  # mean, 1/std
+
+    def macs(self, attrs: GroupNormAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0  # normalisation is outside the core tier
+
+    def lower_torch(self, attrs: GroupNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        kwargs = keywords(("eps", attrs.eps, 1e-5))
+        return ModuleCall("nn.GroupNorm", (attrs.groups, inputs[0].channels), kwargs)
+
+    def lower_flax(self, attrs: GroupNormAttrs, inputs: list[TensorType]) -> ModuleCall:
+        # Images are NHWC: the groups are of consecutive channels, as in torch; the two-pass
+        # variance, as PyTorch computes it.
+        epsilon = keywords(("epsilon", attrs.eps, 1e-6), ("use_fast_variance", False, True))
+        kwargs = (("num_groups", attrs.groups), *epsilon)
+        return ModuleCall("nnx.GroupNorm", (inputs[0].channels,), kwargs)
 
 
 class L2NormalizeAttrs(Attrs):

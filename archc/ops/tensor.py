@@ -16,6 +16,7 @@ from archc.ops.base import (
     Op,
     Saved,
     check_axis,
+    expect_channel_groups,
     expect_rank,
     flax_axis,
 )
@@ -221,11 +222,7 @@ class ChannelShuffle(Op):
     summary = "interleave the channels of `groups` groups (ShuffleNet)"
 
     def check(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> list[str]:
-        problems = expect_rank(inputs, 4, "NCHW")
-        channels = concrete(inputs[0].channels)
-        if not problems and (attrs.groups < 1 or channels % attrs.groups):
-            problems = [f"groups={attrs.groups} must divide the {channels} input channels"]
-        return problems
+        return expect_channel_groups(inputs, "groups", attrs.groups)
 
     def infer(self, attrs: ChannelShuffleAttrs, inputs: list[TensorType]) -> TensorType:
         return inputs[0]

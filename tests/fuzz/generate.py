@@ -93,6 +93,7 @@ def image_step(spec: Spec, x: Value) -> None:
             "pair",
             "learned",
             "layer_norm",
+            "group_norm",
             "shared",
             "l2_normalize",
         ]
@@ -263,6 +264,9 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{op: l2_normalize{frm}}}", Value(name, x.shape))
     elif choice == "layer_norm":  # over the channels of the NCHW image
         spec.add(f"{{op: layer_norm, eps: 1.0e-6{frm}}}", Value(name, x.shape))
+    elif choice == "group_norm":  # RetinaNet v2's heads: groups of consecutive channels
+        groups = rng.choice([g for g in (1, 2, 3, 4) if c % g == 0])
+        spec.add(f"{{op: group_norm, groups: {groups}{frm}}}", Value(name, x.shape))
     else:
         spec.add(f"{{op: relu{frm}}}", Value(name, x.shape))
 

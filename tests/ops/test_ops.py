@@ -333,6 +333,12 @@ def test_channel_shuffle(channels: int, groups: int) -> None:
     check(op, op.Attrs(groups=groups), [(2, channels, 3, 3)])
 
 
+@pytest.mark.parametrize(("channels", "groups"), [(6, 2), (6, 3), (8, 8), (6, 4), (1, 1)])
+def test_group_norm(channels: int, groups: int) -> None:
+    op = REGISTRY["group_norm"]
+    check(op, op.Attrs(groups=groups), [(2, channels, 3, 3)])
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -466,6 +472,8 @@ CONSTRUCTED = [
     ("frozen_batch_norm", {}, IMAGE),
     ("layer_norm", {}, TOKENS),
     ("layer_norm", {"eps": 1e-6}, IMAGE),
+    ("group_norm", {"groups": 2}, IMAGE),
+    ("group_norm", {"groups": 4, "eps": 1e-6}, IMAGE),
     ("linear", {"out": 3}, TOKENS),
     ("linear", {"out": 3, "bias": False}, TOKENS),
     ("max_pool2d", {"kernel": 3}, IMAGE),
@@ -479,6 +487,9 @@ CONSTRUCTED = [
     ("leaky_relu", {"negative_slope": 0.2}, IMAGE),
     ("leaky_relu", {}, IMAGE),
 ]
+
+
+MODULE_NAMES = {("group_norm", "groups"): "num_groups"}  # attributes the module names otherwise
 
 
 @pytest.mark.parametrize(("name", "values", "shape"), CONSTRUCTED)
@@ -500,7 +511,7 @@ def test_modules_left_at_their_defaults_are_the_ops_attributes(
     if "stride" in expected and expected["stride"] is None:
         expected["stride"] = attrs.kernel
     for key, value in expected.items():
-        got = getattr(module, key)
+        got = getattr(module, MODULE_NAMES.get((name, key), key))
         if key == "bias":
             got = got is not None
         elif isinstance(got, tuple) and not isinstance(value, tuple):
