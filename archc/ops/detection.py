@@ -10,7 +10,7 @@ from archc.ir.graph import TensorType
 from archc.ir.symbolic import concrete, source
 from archc.ops import register
 from archc.ops.attributes import NUMBER_LISTS, NUMBERS, Range
-from archc.ops.base import Attrs, Count, NoAttrs, Op, expect_rank
+from archc.ops.base import Attrs, Count, Epsilon, NoAttrs, Op, expect_channel_groups, expect_rank
 from archc.ops.lowering import InlineCall
 
 
@@ -29,11 +29,7 @@ class AnchorRows(Op):
     )
 
     def check(self, attrs: AnchorRowsAttrs, inputs: list[TensorType]) -> list[str]:
-        problems = expect_rank(inputs, 4, "NCHW")
-        channels = concrete(inputs[0].channels) if not problems else 0
-        if not problems and channels % concrete(attrs.size):
-            return [f"size={concrete(attrs.size)} must divide the {channels} channels"]
-        return problems
+        return expect_channel_groups(inputs, "size", attrs.size)
 
     def infer(self, attrs: AnchorRowsAttrs, inputs: list[TensorType]) -> TensorType:
         n, channels, height, width = inputs[0].shape
@@ -654,6 +650,23 @@ class BoxL1Loss(BoxLoss):
     summary = (
         "RetinaNet's box regression loss from the box deltas and anchors per row and the "
         "matched boxes: L1 against the foreground anchors' encoded boxes, per image over its "
+        "foreground count, averaged over the images; a loss of the stage"
+    )
+
+
+class BoxGIoULossAttrs(Attrs):
+    eps: Epsilon = 1e-7
+    """Added to the union and the enclosing box's area before dividing by them."""
+
+
+@register
+class BoxGIoULoss(BoxLoss):
+    name = "box_giou_loss"
+    Attrs = BoxGIoULossAttrs
+    summary = (
+        "RetinaNet's box regression loss of torchvision's giou type (retinanet_resnet50_fpn_v2) "
+        "from the box deltas and anchors per row and the matched boxes: 1 - generalized IoU "
+        "of the foreground anchors' decoded boxes and their boxes, per image over its "
         "foreground count, averaged over the images; a loss of the stage"
     )
 

@@ -448,14 +448,31 @@ def box_l1_loss(
     the foreground anchors and those that move each onto its box, summed per image over its
     foreground count, averaged over the images."""
 
+    def l1(deltas: jax.Array, anchors: jax.Array, boxes: jax.Array) -> jax.Array:
+        return jnp.abs(deltas - encode_boxes(boxes, anchors)).sum(axis=1)
+
+    return foreground_box_loss(deltas, anchors, matched, targets, l1)
+
+
+def foreground_box_loss(
+    deltas: jax.Array,
+    anchors: jax.Array,
+    matched: jax.Array,
+    targets: dict[str, jax.Array],
+    loss: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+) -> jax.Array:
+    """`loss` per row of the anchors' deltas, anchors and matched boxes, summed over the
+    foreground rows per image over its foreground count, averaged over the images
+    (torchvision's RetinaNet regression head)."""
+
     def one_image(
         deltas: jax.Array, anchors: jax.Array, matches: jax.Array, boxes: jax.Array
     ) -> jax.Array:
         foreground = matches >= 0
         # a background anchor's own box: deltas of 0, no log of 0 to poison the gradient
         boxes = jnp.where(foreground[:, None], boxes[jnp.maximum(matches, 0)], anchors)
-        loss = jnp.abs(deltas - encode_boxes(boxes, anchors)).sum(axis=1)
-        return jnp.sum(jnp.where(foreground, loss, 0.0)) / jnp.maximum(foreground.sum(), 1)
+        rows = loss(deltas, anchors, boxes)
+        return jnp.sum(jnp.where(foreground, rows, 0.0)) / jnp.maximum(foreground.sum(), 1)
 
     return jnp.mean(jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"]))
 

@@ -286,13 +286,28 @@ def box_l1_loss(
     """RetinaNet's box regression loss, as torchvision computes it: L1 between the deltas of
     the foreground anchors and those that move each onto its box, summed per image over its
     foreground count, averaged over the images."""
+
+    def l1(deltas: torch.Tensor, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(deltas, encode_boxes(boxes, anchors), reduction="sum")
+
+    return foreground_box_loss(deltas, anchors, matched, targets, l1)
+
+
+def foreground_box_loss(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """`loss` of the foreground anchors' deltas, anchors and matched boxes, per image over its
+    foreground count, averaged over the images (torchvision's RetinaNet regression head)."""
     losses = []
     for image_deltas, image_anchors, matches, target in zip(deltas, anchors, matched, targets):
         foreground = torch.where(matches >= 0)[0]
         boxes = target["boxes"][matches[foreground]]
-        truth = encode_boxes(boxes, image_anchors[foreground])
-        loss = F.l1_loss(image_deltas[foreground], truth, reduction="sum")
-        losses.append(loss / max(1, len(foreground)))
+        image_loss = loss(image_deltas[foreground], image_anchors[foreground], boxes)
+        losses.append(image_loss / max(1, len(foreground)))
     return sum(losses) / max(1, len(losses))
 
 

@@ -555,7 +555,7 @@ def _retinanet_stage(spec: Spec, x: Value) -> list[str]:
         f"{_selection(spec)}}}",
         f"bg_iou_thresh: {rng.choice([0.3, 0.5])}, low_quality: {rng.choice(['keep', 'off'])}",
         f"{{op: focal_loss, from: [{logits}, matched], gamma: {rng.choice([0, 2])}}}",
-        f"{{op: box_l1_loss, from: [{deltas}, grid, matched]}}",
+        f"{{op: {rng.choice(['box_l1_loss', 'box_giou_loss'])}, from: [{deltas}, grid, matched]}}",
     )
 
 

@@ -256,7 +256,16 @@ LOSSES = {
 def test_losses_match_torch(name: str) -> None:
     """loss() in flax, its targets padded to fixed sizes (label -1), against torch's on the
     same images, boxes and masks (Mask R-CNN's), both in training (batch statistics)."""
-    _, torch_model, flax_model = models(name, **LOSSES[name])
+    assert_losses_match(name, GENERATED)
+
+
+def test_giou_loss_matches_torch(giou_retinanet: Path) -> None:
+    """RetinaNet with box_giou_loss (retinanet_resnet50_fpn_v2's box loss), likewise."""
+    assert_losses_match("retinanet_resnet50_fpn", giou_retinanet)
+
+
+def assert_losses_match(name: str, folder: Path) -> None:
+    _, torch_model, flax_model = models(name, folder, **LOSSES[name])
     torch_model.train()
     flax_model.train()
     size = DETECTORS.get(name, 128)

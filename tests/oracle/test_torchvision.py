@@ -287,13 +287,16 @@ STAGES = {
 MASK_STAGE = {"maskrcnn_resnet50_fpn": STAGES["fasterrcnn_resnet50_fpn"]}  # its own test
 
 
-def detector_pair(name: str, **settings: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """torchvision's detector (weights=None) and the generated model with its state_dict."""
+def detector_pair(
+    name: str, folder: Path = GENERATED, **settings: Any
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """torchvision's detector (weights=None) and the generated model (from `folder`) with its
+    state_dict."""
     torch.manual_seed(0)
     builder = torchvision_builder(f"detection.{name}")
     fixed_size = {**STAGES, **MASK_STAGE}[name][1]
     detector = builder(weights=None, weights_backbone=None, **fixed_size, **settings)
-    module = load_generated(GENERATED / "torch" / f"{name}.py")
+    module = load_generated(folder / "torch" / f"{name}.py")
     generated = module.create_model(**settings)
     generated.load_state_dict(detector.state_dict(), strict=True)
     return detector, generated
@@ -405,8 +408,27 @@ def random_boxes(count: int, size: int, generator: torch.Generator) -> torch.Ten
 def test_losses_match_torchvision(name: str) -> None:
     """loss() against the detector in training on the same images and targets (one image
     with three boxes, one with none): its classification and box regression losses."""
-    size = STAGES[name][0]
-    detector, generated = detector_pair(name)
+    assert_losses_match(*detector_pair(name), STAGES[name][0])
+
+
+def test_giou_loss_matches_torchvision(giou_retinanet: Path) -> None:
+    """box_giou_loss against torchvision's RetinaNet regression head with the loss of its giou
+    type (as retinanet_resnet50_fpn_v2 sets it), on the same images and targets."""
+    detector, generated = detector_pair("retinanet_resnet50_fpn", giou_retinanet)
+    detector.head.regression_head._loss_type = "giou"
+    losses, expected = assert_losses_match(detector, generated, STAGES["retinanet_resnet50_fpn"][0])
+    losses["bbox_regression"].backward()
+    expected["bbox_regression"].backward()
+    found = generated.head.regression_head.bbox_reg.weight.grad
+    want = detector.head.regression_head.bbox_reg.weight.grad
+    assert want.abs().max() > 0
+    assert torch.allclose(found, want, rtol=1e-4, atol=1e-6 * want.abs().max())
+
+
+def assert_losses_match(
+    detector: torch.nn.Module, generated: torch.nn.Module, size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The generated model's losses and the detector's, after checking that they are equal."""
     generator = torch.Generator().manual_seed(3)
     images = torch.rand(2, 3, size, size, generator=generator)
     targets = [
@@ -420,6 +442,7 @@ def test_losses_match_torchvision(name: str) -> None:
     for key, value in losses.items():
         assert torch.allclose(value, expected[key], rtol=1e-5), key
     assert losses["bbox_regression"] > 0
+    return losses, expected
 
 
 @pytest.mark.parametrize("name", FED_HEADS)

@@ -6,6 +6,7 @@ top-level definition is one helper; it is linted and tested like the code it lan
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -1050,16 +1051,64 @@ def box_l1_loss(
     the foreground anchors and those that move each onto its box, summed per image over its
     foreground count, averaged over the images."""
 
+    def l1(deltas: jax.Array, anchors: jax.Array, boxes: jax.Array) -> jax.Array:
+        return jnp.abs(deltas - encode_boxes(boxes, anchors)).sum(axis=1)
+
+    return foreground_box_loss(deltas, anchors, matched, targets, l1)
+
+
+def box_giou_loss(
+    deltas: jax.Array,
+    anchors: jax.Array,
+    matched: jax.Array,
+    targets: dict[str, jax.Array],
+    eps: float,
+) -> jax.Array:
+    """RetinaNet's box regression loss of torchvision's "giou" type (retinanet_resnet50_fpn_v2):
+    1 - generalized IoU between each foreground anchor's decoded box and its box, summed per
+    image over its foreground count, averaged over the images."""
+
+    def giou(deltas: jax.Array, anchors: jax.Array, boxes: jax.Array) -> jax.Array:
+        return 1 - generalized_iou(decode_boxes(deltas, anchors), boxes, eps)
+
+    return foreground_box_loss(deltas, anchors, matched, targets, giou)
+
+
+def foreground_box_loss(
+    deltas: jax.Array,
+    anchors: jax.Array,
+    matched: jax.Array,
+    targets: dict[str, jax.Array],
+    loss: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+) -> jax.Array:
+    """`loss` per row of the anchors' deltas, anchors and matched boxes, summed over the
+    foreground rows per image over its foreground count, averaged over the images
+    (torchvision's RetinaNet regression head)."""
+
     def one_image(
         deltas: jax.Array, anchors: jax.Array, matches: jax.Array, boxes: jax.Array
     ) -> jax.Array:
         foreground = matches >= 0
         # a background anchor's own box: deltas of 0, no log of 0 to poison the gradient
         boxes = jnp.where(foreground[:, None], boxes[jnp.maximum(matches, 0)], anchors)
-        loss = jnp.abs(deltas - encode_boxes(boxes, anchors)).sum(axis=1)
-        return jnp.sum(jnp.where(foreground, loss, 0.0)) / jnp.maximum(foreground.sum(), 1)
+        rows = loss(deltas, anchors, boxes)
+        return jnp.sum(jnp.where(foreground, rows, 0.0)) / jnp.maximum(foreground.sum(), 1)
 
     return jnp.mean(jax.vmap(one_image)(deltas, anchors, matched, targets["boxes"]))
+
+
+def generalized_iou(boxes: jax.Array, others: jax.Array, eps: float) -> jax.Array:
+    """The generalized IoU of each box (x1, y1, x2, y2) with the other of its row, as
+    torchvision's generalized_box_iou_loss: the IoU less the share of the smallest box
+    enclosing both that neither covers. (rows,)"""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    sides = jnp.minimum(boxes[:, 2:], others[:, 2:]) - jnp.maximum(boxes[:, :2], others[:, :2])
+    inter = jnp.maximum(sides, 0).prod(axis=1)
+    union = areas + other_areas - inter
+    hull = jnp.maximum(boxes[:, 2:], others[:, 2:]) - jnp.minimum(boxes[:, :2], others[:, :2])
+    hull_area = hull.prod(axis=1)
+    return inter / (union + eps) - (hull_area - union) / (hull_area + eps)
 
 
 def hard_negative_loss(

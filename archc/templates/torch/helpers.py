@@ -5,6 +5,7 @@ top-level definition is one helper; it is linted and tested like the code it lan
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -874,14 +875,60 @@ def box_l1_loss(
     """RetinaNet's box regression loss, as torchvision computes it: L1 between the deltas of
     the foreground anchors and those that move each onto its box, summed per image over its
     foreground count, averaged over the images."""
+
+    def l1(deltas: torch.Tensor, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(deltas, encode_boxes(boxes, anchors), reduction="sum")
+
+    return foreground_box_loss(deltas, anchors, matched, targets, l1)
+
+
+def box_giou_loss(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    eps: float,
+) -> torch.Tensor:
+    """RetinaNet's box regression loss of torchvision's "giou" type (retinanet_resnet50_fpn_v2):
+    1 - generalized IoU between each foreground anchor's decoded box and its box, summed per
+    image over its foreground count, averaged over the images."""
+
+    def giou(deltas: torch.Tensor, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return (1 - generalized_iou(decode_boxes(deltas, anchors), boxes, eps)).sum()
+
+    return foreground_box_loss(deltas, anchors, matched, targets, giou)
+
+
+def foreground_box_loss(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    matched: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """`loss` of the foreground anchors' deltas, anchors and matched boxes, per image over its
+    foreground count, averaged over the images (torchvision's RetinaNet regression head)."""
     losses = []
     for image_deltas, image_anchors, matches, target in zip(deltas, anchors, matched, targets):
         foreground = torch.where(matches >= 0)[0]
         boxes = target["boxes"][matches[foreground]]
-        truth = encode_boxes(boxes, image_anchors[foreground])
-        loss = F.l1_loss(image_deltas[foreground], truth, reduction="sum")
-        losses.append(loss / max(1, len(foreground)))
+        image_loss = loss(image_deltas[foreground], image_anchors[foreground], boxes)
+        losses.append(image_loss / max(1, len(foreground)))
     return sum(losses) / max(1, len(losses))
+
+
+def generalized_iou(boxes: torch.Tensor, others: torch.Tensor, eps: float) -> torch.Tensor:
+    """The generalized IoU of each box (x1, y1, x2, y2) with the other of its row, as
+    torchvision's generalized_box_iou_loss: the IoU less the share of the smallest box
+    enclosing both that neither covers. (rows,)"""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    sides = torch.min(boxes[:, 2:], others[:, 2:]) - torch.max(boxes[:, :2], others[:, :2])
+    inter = sides.clamp(min=0).prod(dim=1)
+    union = areas + other_areas - inter
+    hull = torch.max(boxes[:, 2:], others[:, 2:]) - torch.min(boxes[:, :2], others[:, :2])
+    hull_area = hull.prod(dim=1)
+    return inter / (union + eps) - (hull_area - union) / (hull_area + eps)
 
 
 def hard_negative_loss(
