@@ -102,6 +102,12 @@ CASES = {
         "6:34",
         "norm (group_norm): groups=4 must divide the 6 channels",
     ),
+    "either of two ranks": (
+        HEAD + "  flat: flatten\n  pick: {op: either, from: [input, flat], first: true}\n",
+        "6:9",
+        "pick (either): the inputs must be of one rank, layout and dtype, got f32[N,3,16,16] "
+        "and f32[N,768]",
+    ),
     "kernel larger than the input": (
         HEAD + "  conv1: {op: conv2d, out: 8, kernel: 17}\n",
         "5:10",

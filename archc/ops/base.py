@@ -79,9 +79,9 @@ class Op(ABC):
     may_return_input: ClassVar[bool] = False
     """Whether it may hand back its input itself (dropout in eval mode)."""
     returns_view: ClassVar[bool] = False
-    """Whether its output, in PyTorch, is a view of its first input's memory (a slice, a
-    permutation): what keeps the view keeps all of that memory. A reshape (flatten) views
-    only memory laid out in order: `reshapes`."""
+    """Whether its output, in PyTorch, is a view of an input's memory (a slice, a
+    permutation: its first, `viewed_input`): what keeps the view keeps all of that memory. A
+    reshape (flatten) views only memory laid out in order: `reshapes`."""
     reshapes: ClassVar[bool] = False
     layers: ClassVar[int] = 1
     """Weighted layers the op counts for in a model's depth when it has weights and MACs:
@@ -136,6 +136,10 @@ class Op(ABC):
         """The MACs split by kind of arithmetic (conv, linear, attention): the op's family
         unless it does more than one kind."""
         return {self.family: self.macs(attrs, inputs, output)}
+
+    def viewed_input(self, attrs: Any) -> int:
+        """The input whose memory a view (`returns_view`) or a reshape is of."""
+        return 0
 
     def default_attrs(self) -> Attrs | None:
         """Its attributes at their defaults; None when some are required."""

@@ -7,7 +7,7 @@ import re
 from typing import ClassVar, Literal
 
 from archc.ir.graph import TensorType
-from archc.ir.symbolic import Sym, concrete, is_symbolic, source
+from archc.ir.symbolic import OR, Sym, choose, concrete, is_symbolic, source
 from archc.ops import register
 from archc.ops.base import (
     Attrs,
@@ -209,6 +209,51 @@ def _index(axis: int, attrs: SliceAttrs) -> str:
     colon = ":" if simple else f"{' ' if start else ''}:{' ' if stop else ''}"
     leading = "..., " if axis == -1 else ":, " * axis
     return f"{{0}}[{leading}{start}{colon}{stop}]"
+
+
+class EitherAttrs(Attrs):
+    first: bool
+    """Whether the value is the first input; else it is the second."""
+
+
+@register
+class Either(Op):
+    name = "either"
+    arity = 2
+    returns_view = True  # of the input it is
+    Attrs = EitherAttrs
+    summary = (
+        "the first input where `first` holds, else the second: a wiring a block's params "
+        "choose (torchvision's LastLevelP6P7 makes P6 from P5 or from C5); no computation"
+    )
+
+    def check(self, attrs: EitherAttrs, inputs: list[TensorType]) -> list[str]:
+        first, second = inputs
+        if (first.rank, first.channels_last, first.dtype) == (
+            second.rank,
+            second.channels_last,
+            second.dtype,
+        ):
+            return []
+        return [f"the inputs must be of one rank, layout and dtype, got {first} and {second}"]
+
+    def infer(self, attrs: EitherAttrs, inputs: list[TensorType]) -> TensorType:
+        first, second = inputs
+        shape = tuple(choose(attrs.first, *sizes) for sizes in zip(first.shape, second.shape))
+        return first.with_shape(shape)
+
+    def macs(self, attrs: EitherAttrs, inputs: list[TensorType], output: TensorType) -> int:
+        return 0
+
+    def viewed_input(self, attrs: EitherAttrs) -> int:
+        return 0 if concrete(attrs.first) else 1
+
+    def lower_torch(self, attrs: EitherAttrs, inputs: list[TensorType]) -> InlineCall:
+        if not is_symbolic(attrs.first):
+            return InlineCall("{0}" if attrs.first else "{1}")
+        return InlineCall(f"{{0}} if {source(attrs.first, OR)} else {{1}}")
+
+    lower_flax = lower_torch
 
 
 class ChannelShuffleAttrs(Attrs):

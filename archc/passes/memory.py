@@ -82,7 +82,7 @@ def _kept_bytes(graph: Graph, width: int) -> int:
         if node.name in after_network:  # the stage and its modules: counted per row apart
             continue
         inputs = [graph.type_of(name) for name in node.inputs]
-        first = node.inputs[0]
+        first = node.inputs[node.op.viewed_input(node.attrs)]
         in_order = base[first] == first  # not a view of other memory: a reshape views it
         viewed = node.op.returns_view or (node.op.reshapes and in_order)
         base[node.name] = base[first] if viewed else node.name

@@ -94,6 +94,7 @@ def image_step(spec: Spec, x: Value) -> None:
             "learned",
             "layer_norm",
             "group_norm",
+            "either",
             "shared",
             "l2_normalize",
         ]
@@ -264,6 +265,8 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{op: l2_normalize{frm}}}", Value(name, x.shape))
     elif choice == "layer_norm":  # over the channels of the NCHW image
         spec.add(f"{{op: layer_norm, eps: 1.0e-6{frm}}}", Value(name, x.shape))
+    elif choice == "either":  # a wiring chosen by a param: torchvision's LastLevelP6P7
+        either_step(spec, x)
     elif choice == "group_norm":  # RetinaNet v2's heads: groups of consecutive channels
         groups = rng.choice([g for g in (1, 2, 3, 4) if c % g == 0])
         spec.add(f"{{op: group_norm, groups: {groups}{frm}}}", Value(name, x.shape))
@@ -310,6 +313,36 @@ def grow_block(spec: Spec) -> None:
         "      conv: {op: conv2d, out: growth, kernel: 3, padding: 1}",
         "      cat: {op: concat, from: [input, conv]}",
     ]
+
+
+def either_step(spec: Spec, x: Value) -> None:
+    """`either` of `x` and another map of its size: in the model on the param `flag` (maps of
+    one shape), or in a block on its own param (P6 from P5 or C5: the widths may differ)."""
+    rng = spec.rng
+    c, h, w = x.shape
+    images = [v for v in spec.values if len(v.shape) == 3 and not v.channels_last]
+    if rng.random() < 0.5:
+        other = rng.choice([v for v in images if v.shape == x.shape])
+        condition = rng.choice(["flag", "not flag"])
+        text = f"{{op: either, from: [{x.name}, {other.name}], first: {condition}}}"
+        spec.add(text, Value(spec.name(), x.shape))
+        return
+    other = rng.choice([v for v in images if v.shape[1:] == (h, w)])
+    if "  Either:" not in spec.blocks:
+        spec.blocks += [
+            "  Either:",
+            "    inputs: [a, b]",
+            "    params: {use_a: true}",
+            "    body:",
+            "      x: {op: either, from: [a, b], first: use_a}",
+            "      conv: {op: conv2d, out: 4, kernel: 3, stride: 2, padding: 1}",
+        ]
+    use_a = rng.choice(["true", "false"])
+    shape = (4, conv_size(h, 3, 2, 1), conv_size(w, 3, 2, 1))
+    spec.add(
+        f"{{block: Either, from: [{x.name}, {other.name}], use_a: {use_a}}}",
+        Value(spec.name(), shape),
+    )
 
 
 def pair_block(spec: Spec) -> None:

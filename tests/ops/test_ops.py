@@ -333,6 +333,14 @@ def test_channel_shuffle(channels: int, groups: int) -> None:
     check(op, op.Attrs(groups=groups), [(2, channels, 3, 3)])
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_either_is_one_of_its_inputs(first: bool) -> None:
+    op = REGISTRY["either"]
+    check(op, op.Attrs(first=first), [(2, 4, 3, 3), (2, 6, 5, 5)])
+    tokens = [TensorType((BATCH, 4, 3, 3)), TensorType((BATCH, 9, 4))]
+    assert op.check(op.Attrs(first=first), tokens)
+
+
 @pytest.mark.parametrize(("channels", "groups"), [(6, 2), (6, 3), (8, 8), (6, 4), (1, 1)])
 def test_group_norm(channels: int, groups: int) -> None:
     op = REGISTRY["group_norm"]
