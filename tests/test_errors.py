@@ -528,6 +528,29 @@ CASES |= {
         "init.tiny.seq: its layers are of several ops (batch_norm, conv2d), which one rule "
         "cannot start alike",
     ),
+    "init: op of one layer": (
+        INIT_HEAD + "  Unit.conv: {weight: ones, op: conv2d}\n" + INIT_BODY,
+        "5:29",
+        "init.Unit.conv: op: picks the layers of a seq: or branches: node, and Unit.conv is one "
+        "layer",
+    ),
+    "init: op unknown": (
+        INIT_HEAD + "  tiny.seq: {weight: ones, op: conv}\n"
+        "body:\n  seq: {seq: [{op: conv2d, out: 8, kernel: 3}, batch_norm]}\n",
+        "5:32",
+        "init.tiny.seq.op: unknown op 'conv'",
+    ),
+    "init: op the sequence lacks": (
+        INIT_HEAD + "  tiny.seq: {weight: ones, op: linear}\n"
+        "body:\n  seq: {seq: [{op: conv2d, out: 8, kernel: 3}, batch_norm]}\n",
+        "5:3",
+        "init.tiny.seq: builds no linear layer with parameters to start",
+    ),
+    "init: op of an op rule": (
+        INIT_HEAD + "  conv2d: {weight: ones, op: conv2d}\n" + INIT_BODY,
+        "5:26",
+        "init.conv2d: op: picks the layers of a Block.node rule, not an op's",
+    ),
     "init: a sequence with a block": (
         INIT_HEAD
         + "  tiny.seq: {weight: ones}\n"

@@ -147,7 +147,7 @@ class Elaborator:
     ) -> None:
         self.spec = spec
         self.graph = graph
-        self.node_rules = rules.nodes if rules is not None else {}
+        self.rules = rules if rules is not None else Rules()
         self.init_sites: dict[str, str] = {}
         """IR node → the `Block.node` init rule that covers it."""
         self.instances: dict[str, Instance] = {}
@@ -328,9 +328,11 @@ class Elaborator:
         if frozen is True and self.graph is not None:
             self.graph.frozen.update(islice(self.graph.nodes, made_before, None))
         scope = self.active_blocks[-1] if self.active_blocks else self.spec.root.name
-        if f"{scope}.{site.node.name}" in self.node_rules and self.graph is not None:
+        target = f"{scope}.{site.node.name}"
+        if target in self.rules.nodes and self.graph is not None:
             for name in islice(self.graph.nodes, made_before, None):  # its layers
-                self.init_sites[name] = f"{scope}.{site.node.name}"
+                if self.rules.covers(target, self.graph.nodes[name].op.name):
+                    self.init_sites[name] = target
         for module in modules if frozen is not None else ():
             module.frozen = frozen
         return modules, bound

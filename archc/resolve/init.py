@@ -40,6 +40,12 @@ class Rules:
     groups: set[str] = field(default_factory=set)
     """The node rules' targets that name a sequence or branches of op layers, all of which
     they start (torchvision's `for layer in self.conv.modules()`)."""
+    layer_ops: dict[str, str] = field(default_factory=dict)
+    """A group's target → the one op whose layers it starts, where its rule says `op:`."""
+
+    def covers(self, target: str, op: str) -> bool:
+        """Whether the rule `target` starts a layer of `op` that its node builds."""
+        return self.layer_ops.get(target, op) == op
 
     def holds(self, target: str | None) -> bool:
         """Whether the rule applies at the model's params (a rule without `when:` does)."""
@@ -57,14 +63,25 @@ def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
         if "." in rule.target:
             if _check_node_target(spec, rule):
                 rules.groups.add(rule.target)
+            if rule.op is not None:
+                rules.layer_ops[rule.target] = _layer_op(rule, rules)
             if rule.when is not None and not _condition(rule, args, rules):
                 continue  # false whatever the params
             rules.nodes[rule.target] = initialisers
-        elif rule.when is not None:
+        elif rule.when is not None or rule.op is not None:
+            key, value, example = (
+                ("when: conditions", rule.when, "the node the condition is about: Bottleneck.bn3")
+                if rule.when is not None
+                else (
+                    "op: picks the layers of",
+                    rule.op,
+                    "a sequence: RetinaRegressionHead.conv",
+                )
+            )
             raise SpecError(
-                f"init.{rule.target}: when: conditions a Block.node rule, not an op's",
-                rule.when.key_location or rule.when.location,
-                "name the node the condition is about, e.g. Bottleneck.bn3",
+                f"init.{rule.target}: {key} a Block.node rule, not an op's",
+                value.key_location or value.location,
+                f"name {example}",
             )
         else:
             if rule.target not in REGISTRY:
@@ -76,6 +93,24 @@ def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
             rules.ops[rule.target] = initialisers
         rules.locations[rule.target] = rule.location
     return rules
+
+
+def _layer_op(rule: InitRule, rules: Rules) -> str:
+    """`op: conv2d` of a sequence's rule: an op, and the rule one of a sequence."""
+    assert rule.op is not None
+    if rule.target not in rules.groups:
+        raise SpecError(
+            f"init.{rule.target}: op: picks the layers of a seq: or branches: node, and "
+            f"{rule.target} is one layer",
+            rule.op.key_location or rule.op.location,
+        )
+    if not isinstance(rule.op.raw, str) or rule.op.raw not in REGISTRY:
+        raise SpecError(
+            f"init.{rule.target}.op: unknown op {concrete(rule.op.raw)!r}",
+            rule.op.location,
+            did_you_mean(str(rule.op.raw), REGISTRY),
+        )
+    return rule.op.raw
 
 
 def _condition(rule: InitRule, args: dict[str, Any], rules: Rules) -> bool:
@@ -200,13 +235,19 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
         }
         if settled:
             graph.init[node.name] = settled
+    for target, op in rules.layer_ops.items():
+        if target in rules.nodes and target not in group_ops:
+            raise SpecError(
+                f"init.{target}: builds no {op} layer with parameters to start",
+                rules.locations[target],
+            )
     for target, ops in group_ops.items():
         if len(ops) > 1:
             raise SpecError(
                 f"init.{target}: its layers are of several ops ({', '.join(sorted(ops))}), "
                 "which one rule cannot start alike",
                 rules.locations[target],
-                "give the ops rules of their own, or name one layer",
+                "start one op's layers (op: conv2d), or name one layer",
             )
     for op, rule in rules.ops.items():
         missing = rule.keys() - covered.get(op, set())

@@ -158,6 +158,9 @@ class InitRule:
     when: Value | None = None
     """A `Block.node` rule's condition, an expression of the model's params
     (`when: zero_init_residual`): the rule applies where it holds."""
+    op: Value | None = None
+    """A sequence's rule: the op whose layers it starts, the others left alone (torchvision's
+    `if isinstance(layer, nn.Conv2d)` in its loop over a head's modules)."""
 
 
 @dataclass
@@ -548,14 +551,14 @@ def _parse_init(document: SpecMap) -> list[InitRule]:
             str(name): Value(raw, params.value_at(name), params.key_at(name))
             for name, raw in params.items()
         }
-        when = values.pop("when", None)
+        when, op = values.pop("when", None), values.pop("op", None)
         if not values:
             raise SpecError(
                 f"init.{target}: a condition without initialisers: expected params too, e.g."
                 " {weight: zeros, when: zero_init_residual}",
                 section.value_at(target),
             )
-        rules.append(InitRule(target, section.key_at(target), values, when))
+        rules.append(InitRule(target, section.key_at(target), values, when, op))
     return rules
 
 

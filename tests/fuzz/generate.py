@@ -267,7 +267,10 @@ def image_step(spec: Spec, x: Value) -> None:
         spec.add(f"{{op: layer_norm, eps: 1.0e-6{frm}}}", Value(name, x.shape))
     elif choice == "either":  # a wiring chosen by a param: torchvision's LastLevelP6P7
         either_step(spec, x)
-    elif choice == "group_norm":  # RetinaNet v2's heads: groups of consecutive channels
+    elif choice == "group_norm" and rng.random() < 0.5:  # RetinaNet v2's head: conv, norm, relu
+        tower_block(spec)
+        spec.add(f"{{block: Tower, groups: {c}{frm}}}", Value(name, x.shape))
+    elif choice == "group_norm":  # groups of consecutive channels
         groups = rng.choice([g for g in (1, 2, 3, 4) if c % g == 0])
         spec.add(f"{{op: group_norm, groups: {groups}{frm}}}", Value(name, x.shape))
     else:
@@ -319,7 +322,7 @@ def either_step(spec: Spec, x: Value) -> None:
     """`either` of `x` and another map of its size: in the model on the param `flag` (maps of
     one shape), or in a block on its own param (P6 from P5 or C5: the widths may differ)."""
     rng = spec.rng
-    c, h, w = x.shape
+    _, h, w = x.shape
     images = [v for v in spec.values if len(v.shape) == 3 and not v.channels_last]
     if rng.random() < 0.5:
         other = rng.choice([v for v in images if v.shape == x.shape])
@@ -343,6 +346,21 @@ def either_step(spec: Spec, x: Value) -> None:
         f"{{block: Either, from: [{x.name}, {other.name}], use_a: {use_a}}}",
         Value(spec.name(), shape),
     )
+
+
+def tower_block(spec: Spec) -> None:
+    """Convs each with a group norm and a relu, repeated (RetinaNet v2's head)."""
+    if "  Tower:" in spec.blocks:
+        return
+    spec.blocks += [
+        "  Tower:",
+        "    params: {groups: int}",
+        "    body:",
+        "      convs:",
+        "        seq: [[{op: conv2d, out: in_channels, kernel: 3, padding: 1, bias: false},",
+        "               {op: group_norm, groups: groups}, relu]]",
+        "        repeat: 2",
+    ]
 
 
 def pair_block(spec: Spec) -> None:
@@ -763,4 +781,6 @@ def init_rules(rng: random.Random, text: str) -> list[str]:
             f"  Parallel.convs: {{weight: {rng.choice(WEIGHTS)}, bias: {{constant: 0.1}}"
             f"{rng.choice(conditions)}}}"
         )
+    if "  Tower:" in text and rng.random() < 0.5:  # its convs, not its norms
+        rules.append(f"  Tower.convs: {{weight: {rng.choice(WEIGHTS)}, op: conv2d}}")
     return ["init:", *rules] if rules else []
