@@ -147,6 +147,7 @@ def assert_quotes_the_spec(quoted: list[str], text: str, position: str) -> None:
 # the builder's and create_model's argument of the same name).
 DETECTION_SETTINGS = {
     "retinanet_resnet50_fpn": {"score_thresh": 0.0105},  # the head's prior is 0.01
+    "retinanet_resnet50_fpn_v2": {"score_thresh": 0.0105},
     "ssd300_vgg16": {"score_thresh": 0.0115},  # 91 classes: softmax scores about 1/91
     "ssdlite320_mobilenet_v3_large": {"score_thresh": 0.0115},
     "yolov3": {"score_thresh": 0.47},  # objectness x class: about 0.25 each at random

@@ -637,14 +637,24 @@ class ResNetStages(nnx.Module):
 
 
 class LastLevelP6P7(nnx.Module):
-    """P6 a stride-2 3x3 conv of P5, P7 one of P6 after a ReLU.
+    """P6 a stride-2 3x3 conv of P5 (of C5 where use_p5 is false: torchvision's use_P5, which
+    retinanet_resnet50_fpn_v2 turns off), P7 one of P6 after a ReLU.
 
     Spec: archc/blocks/fpn.yaml:46
     """
 
-    def __init__(self, in_channels: int, *, out: int = 256, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        p5_channels: int,
+        c5_channels: int,
+        *,
+        out: int = 256,
+        use_p5: bool = True,
+        rngs: nnx.Rngs,
+    ) -> None:
+        x_channels = p5_channels if use_p5 else c5_channels
         self.p6 = nnx.Conv(
-            in_channels,
+            x_channels,
             out,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
@@ -661,18 +671,20 @@ class LastLevelP6P7(nnx.Module):
             kernel_init=drawn_later,
             rngs=rngs,
         )
+        self.use_p5 = use_p5
 
-    def __call__(self, x: jax.Array) -> list[jax.Array]:
-        x = self.p6(x)
-        relu = jax.nn.relu(x)
+    def __call__(self, p5: jax.Array, c5: jax.Array) -> list[jax.Array]:
+        out = p5 if self.use_p5 else c5
+        out = self.p6(out)
+        relu = jax.nn.relu(out)
         p7 = self.p7(relu)
-        return [x, p7]
+        return [out, p7]
 
 
 class RetinaPyramid(nnx.Module):
     """RetinaNet's pyramid (torchvision's FPN with LastLevelP6P7): lateral 1x1 convs on the last
     three stages, the same top-down sums and 3x3 convs, and two more levels made by stride-2 3x3
-    convs from the coarsest output.
+    convs from the coarsest output (from the last stage where use_p5 is false).
 
     Spec: archc/blocks/fpn.yaml:27
     """
@@ -684,6 +696,7 @@ class RetinaPyramid(nnx.Module):
         c5_channels: int,
         *,
         out: int = 256,
+        use_p5: bool = True,
         rngs: nnx.Rngs,
     ) -> None:
         self.inner_blocks = nnx.List(
@@ -754,7 +767,7 @@ class RetinaPyramid(nnx.Module):
                 ),
             ],
         )
-        self.extra_blocks = LastLevelP6P7(out, out=out, rngs=rngs)
+        self.extra_blocks = LastLevelP6P7(out, c5_channels, out=out, use_p5=use_p5, rngs=rngs)
 
     def __call__(self, c3: jax.Array, c4: jax.Array, c5: jax.Array) -> list[jax.Array]:
         inner_blocks = [branch(value) for branch, value in zip(self.inner_blocks, [c3, c4, c5])]
@@ -770,7 +783,7 @@ class RetinaPyramid(nnx.Module):
         layer_blocks = [
             branch(value) for branch, value in zip(self.layer_blocks, [p3, out, inner_blocks[2]])
         ]
-        extra_blocks = self.extra_blocks(layer_blocks[2])
+        extra_blocks = self.extra_blocks(layer_blocks[2], c5)
         return [*layer_blocks, *extra_blocks]
 
 
@@ -787,10 +800,11 @@ class RetinaNetBackbone(nnx.Module):
         layers: tuple[int, ...],
         width: int = 256,
         norm: Callable[..., nnx.Module] = BatchNorm,
+        use_p5: bool = True,
         rngs: nnx.Rngs,
     ) -> None:
         self.body = ResNetStages(in_channels, layers=layers, norm=norm, rngs=rngs)
-        self.fpn = RetinaPyramid(512, 1024, 2048, out=width, rngs=rngs)
+        self.fpn = RetinaPyramid(512, 1024, 2048, out=width, use_p5=use_p5, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
         body = self.body(x)
@@ -799,28 +813,47 @@ class RetinaNetBackbone(nnx.Module):
 
 
 class RetinaClassificationHead(nnx.Module):
-    """Four 3x3 conv + ReLU, then a 3x3 conv to each anchor's class logits.
+    """Four 3x3 conv (+ GroupNorm) + ReLU, then a 3x3 conv to each anchor's class logits.
 
-    Spec: archc/blocks/retinanet.yaml:28
+    Spec: archc/blocks/retinanet.yaml:31
     """
 
-    def __init__(self, in_channels: int, *, anchors: int, num_classes: int, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        anchors: int,
+        num_classes: int,
+        group_norm: bool = False,
+        rngs: nnx.Rngs,
+    ) -> None:
         conv = []
         channels = in_channels
         for _ in range(4):
-            conv.append(
-                nnx.Sequential(
-                    nnx.Conv(
-                        channels,
+            conv_0 = [
+                nnx.Conv(
+                    channels,
+                    in_channels,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    use_bias=not group_norm,
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
+            ]
+            if group_norm:
+                conv_0.append(
+                    nnx.GroupNorm(
                         in_channels,
-                        kernel_size=(3, 3),
-                        padding=((1, 1), (1, 1)),
-                        kernel_init=drawn_later,
+                        num_groups=32,
+                        epsilon=1e-05,
+                        use_fast_variance=False,
                         rngs=rngs,
                     ),
-                    jax.nn.relu,
-                ),
-            )
+                )
+            conv_0.append(jax.nn.relu)
+            conv.append(nnx.Sequential(*conv_0))
+            channels = in_channels
         conv_channels = channels
         self.conv = nnx.Sequential(*conv)
         self.cls_logits = nnx.Conv(
@@ -841,28 +874,46 @@ class RetinaClassificationHead(nnx.Module):
 
 
 class RetinaRegressionHead(nnx.Module):
-    """Four 3x3 conv + ReLU, then a 3x3 conv to each anchor's 4 box deltas.
+    """Four 3x3 conv (+ GroupNorm) + ReLU, then a 3x3 conv to each anchor's 4 box deltas.
 
-    Spec: archc/blocks/retinanet.yaml:36
+    Spec: archc/blocks/retinanet.yaml:42
     """
 
-    def __init__(self, in_channels: int, *, anchors: int, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        anchors: int,
+        group_norm: bool = False,
+        rngs: nnx.Rngs,
+    ) -> None:
         conv = []
         channels = in_channels
         for _ in range(4):
-            conv.append(
-                nnx.Sequential(
-                    nnx.Conv(
-                        channels,
+            conv_0 = [
+                nnx.Conv(
+                    channels,
+                    in_channels,
+                    kernel_size=(3, 3),
+                    padding=((1, 1), (1, 1)),
+                    use_bias=not group_norm,
+                    kernel_init=drawn_later,
+                    rngs=rngs,
+                ),
+            ]
+            if group_norm:
+                conv_0.append(
+                    nnx.GroupNorm(
                         in_channels,
-                        kernel_size=(3, 3),
-                        padding=((1, 1), (1, 1)),
-                        kernel_init=drawn_later,
+                        num_groups=32,
+                        epsilon=1e-05,
+                        use_fast_variance=False,
                         rngs=rngs,
                     ),
-                    jax.nn.relu,
-                ),
-            )
+                )
+            conv_0.append(jax.nn.relu)
+            conv.append(nnx.Sequential(*conv_0))
+            channels = in_channels
         conv_channels = channels
         self.conv = nnx.Sequential(*conv)
         self.bbox_reg = nnx.Conv(
@@ -898,15 +949,22 @@ class RetinaNetHead(nnx.Module):
         *,
         anchors: int = 9,
         num_classes: int = 91,
+        group_norm: bool = False,
         rngs: nnx.Rngs,
     ) -> None:
         self.classification_head = RetinaClassificationHead(
             p3_channels,
             anchors=anchors,
             num_classes=num_classes,
+            group_norm=group_norm,
             rngs=rngs,
         )
-        self.regression_head = RetinaRegressionHead(p3_channels, anchors=anchors, rngs=rngs)
+        self.regression_head = RetinaRegressionHead(
+            p3_channels,
+            anchors=anchors,
+            group_norm=group_norm,
+            rngs=rngs,
+        )
 
     def __call__(
         self,

@@ -428,28 +428,39 @@ class ResNetStages(nn.Module):
 
 
 class LastLevelP6P7(nn.Module):
-    """P6 a stride-2 3x3 conv of P5, P7 one of P6 after a ReLU.
+    """P6 a stride-2 3x3 conv of P5 (of C5 where use_p5 is false: torchvision's use_P5, which
+    retinanet_resnet50_fpn_v2 turns off), P7 one of P6 after a ReLU.
 
     Spec: archc/blocks/fpn.yaml:46
     """
 
-    def __init__(self, in_channels: int, *, out: int = 256) -> None:
+    def __init__(
+        self,
+        p5_channels: int,
+        c5_channels: int,
+        *,
+        out: int = 256,
+        use_p5: bool = True,
+    ) -> None:
         super().__init__()
-        self.p6 = nn.Conv2d(in_channels, out, kernel_size=3, stride=2, padding=1)
+        x_channels = p5_channels if use_p5 else c5_channels
+        self.p6 = nn.Conv2d(x_channels, out, kernel_size=3, stride=2, padding=1)
         self.relu = nn.ReLU()
         self.p7 = nn.Conv2d(out, out, kernel_size=3, stride=2, padding=1)
+        self.use_p5 = use_p5
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.p6(x)
-        relu = self.relu(x)
+    def forward(self, p5: torch.Tensor, c5: torch.Tensor) -> list[torch.Tensor]:
+        out = p5 if self.use_p5 else c5
+        out = self.p6(out)
+        relu = self.relu(out)
         p7 = self.p7(relu)
-        return [x, p7]
+        return [out, p7]
 
 
 class RetinaPyramid(nn.Module):
     """RetinaNet's pyramid (torchvision's FPN with LastLevelP6P7): lateral 1x1 convs on the last
     three stages, the same top-down sums and 3x3 convs, and two more levels made by stride-2 3x3
-    convs from the coarsest output.
+    convs from the coarsest output (from the last stage where use_p5 is false).
 
     Spec: archc/blocks/fpn.yaml:27
     """
@@ -461,6 +472,7 @@ class RetinaPyramid(nn.Module):
         c5_channels: int,
         *,
         out: int = 256,
+        use_p5: bool = True,
     ) -> None:
         super().__init__()
         self.inner_blocks = nn.ModuleList(
@@ -477,7 +489,7 @@ class RetinaPyramid(nn.Module):
                 nn.Sequential(nn.Conv2d(out, out, kernel_size=3, padding=1)),
             ],
         )
-        self.extra_blocks = LastLevelP6P7(out, out=out)
+        self.extra_blocks = LastLevelP6P7(out, c5_channels, out=out, use_p5=use_p5)
 
     def forward(self, c3: torch.Tensor, c4: torch.Tensor, c5: torch.Tensor) -> list[torch.Tensor]:
         inner_blocks = [branch(value) for branch, value in zip(self.inner_blocks, [c3, c4, c5])]
@@ -488,7 +500,7 @@ class RetinaPyramid(nn.Module):
         layer_blocks = [
             branch(value) for branch, value in zip(self.layer_blocks, [p3, out, inner_blocks[2]])
         ]
-        extra_blocks = self.extra_blocks(layer_blocks[2])
+        extra_blocks = self.extra_blocks(layer_blocks[2], c5)
         return [*layer_blocks, *extra_blocks]
 
 
@@ -505,10 +517,11 @@ class RetinaNetBackbone(nn.Module):
         layers: tuple[int, ...],
         width: int = 256,
         norm: Callable[..., nn.Module] = nn.BatchNorm2d,
+        use_p5: bool = True,
     ) -> None:
         super().__init__()
         self.body = ResNetStages(in_channels, layers=layers, norm=norm)
-        self.fpn = RetinaPyramid(512, 1024, 2048, out=width)
+        self.fpn = RetinaPyramid(512, 1024, 2048, out=width, use_p5=use_p5)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         body = self.body(x)
@@ -517,22 +530,31 @@ class RetinaNetBackbone(nn.Module):
 
 
 class RetinaClassificationHead(nn.Module):
-    """Four 3x3 conv + ReLU, then a 3x3 conv to each anchor's class logits.
+    """Four 3x3 conv (+ GroupNorm) + ReLU, then a 3x3 conv to each anchor's class logits.
 
-    Spec: archc/blocks/retinanet.yaml:28
+    Spec: archc/blocks/retinanet.yaml:31
     """
 
-    def __init__(self, in_channels: int, *, anchors: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        anchors: int,
+        num_classes: int,
+        group_norm: bool = False,
+    ) -> None:
         super().__init__()
         conv = []
         channels = in_channels
         for _ in range(4):
-            conv.append(
-                nn.Sequential(
-                    nn.Conv2d(channels, in_channels, kernel_size=3, padding=1),
-                    nn.ReLU(),
-                ),
-            )
+            conv_0 = [
+                nn.Conv2d(channels, in_channels, kernel_size=3, padding=1, bias=not group_norm),
+            ]
+            if group_norm:
+                conv_0.append(nn.GroupNorm(32, in_channels))
+            conv_0.append(nn.ReLU())
+            conv.append(nn.Sequential(*conv_0))
+            channels = in_channels
         conv_channels = channels
         self.conv = nn.Sequential(*conv)
         self.cls_logits = nn.Conv2d(conv_channels, anchors * num_classes, kernel_size=3, padding=1)
@@ -546,22 +568,24 @@ class RetinaClassificationHead(nn.Module):
 
 
 class RetinaRegressionHead(nn.Module):
-    """Four 3x3 conv + ReLU, then a 3x3 conv to each anchor's 4 box deltas.
+    """Four 3x3 conv (+ GroupNorm) + ReLU, then a 3x3 conv to each anchor's 4 box deltas.
 
-    Spec: archc/blocks/retinanet.yaml:36
+    Spec: archc/blocks/retinanet.yaml:42
     """
 
-    def __init__(self, in_channels: int, *, anchors: int) -> None:
+    def __init__(self, in_channels: int, *, anchors: int, group_norm: bool = False) -> None:
         super().__init__()
         conv = []
         channels = in_channels
         for _ in range(4):
-            conv.append(
-                nn.Sequential(
-                    nn.Conv2d(channels, in_channels, kernel_size=3, padding=1),
-                    nn.ReLU(),
-                ),
-            )
+            conv_0 = [
+                nn.Conv2d(channels, in_channels, kernel_size=3, padding=1, bias=not group_norm),
+            ]
+            if group_norm:
+                conv_0.append(nn.GroupNorm(32, in_channels))
+            conv_0.append(nn.ReLU())
+            conv.append(nn.Sequential(*conv_0))
+            channels = in_channels
         conv_channels = channels
         self.conv = nn.Sequential(*conv)
         self.bbox_reg = nn.Conv2d(conv_channels, anchors * 4, kernel_size=3, padding=1)
@@ -590,14 +614,20 @@ class RetinaNetHead(nn.Module):
         *,
         anchors: int = 9,
         num_classes: int = 91,
+        group_norm: bool = False,
     ) -> None:
         super().__init__()
         self.classification_head = RetinaClassificationHead(
             p3_channels,
             anchors=anchors,
             num_classes=num_classes,
+            group_norm=group_norm,
         )
-        self.regression_head = RetinaRegressionHead(p3_channels, anchors=anchors)
+        self.regression_head = RetinaRegressionHead(
+            p3_channels,
+            anchors=anchors,
+            group_norm=group_norm,
+        )
 
     def forward(
         self,

@@ -37,6 +37,7 @@ TORCHVISION = [
     "alexnet",  # no rules: torch's own defaults on both sides
     "ssdlite320_mobilenet_v3_large",
     "retinanet_resnet50_fpn",
+    "retinanet_resnet50_fpn_v2",
     "fasterrcnn_resnet50_fpn",
     "maskrcnn_resnet50_fpn",
 ]
