@@ -487,7 +487,8 @@ CASES |= {
     "init: unknown op": (
         INIT_HEAD + "  conv2: {weight: zeros}\n" + INIT_BODY,
         "5:3",
-        "init: unknown op 'conv2' (a rule names an op, or Block.node) (did you mean 'conv2d'?)",
+        "init: unknown op or block 'conv2' (a rule names an op, a block, or Block.node) (did "
+        "you mean 'conv2d'?)",
     ),
     "init: unknown initialiser": (
         INIT_HEAD + "  conv2d: {weight: {kaiming_normall: fan_out}}\n" + INIT_BODY,
@@ -531,8 +532,8 @@ CASES |= {
     "init: op of one layer": (
         INIT_HEAD + "  Unit.conv: {weight: ones, op: conv2d}\n" + INIT_BODY,
         "5:29",
-        "init.Unit.conv: op: picks the layers of a seq: or branches: node, and Unit.conv is one "
-        "layer",
+        "init.Unit.conv: op: picks the layers of a block, or of a seq: or branches: node, "
+        "and Unit.conv is one layer",
     ),
     "init: op unknown": (
         INIT_HEAD + "  tiny.seq: {weight: ones, op: conv}\n"
@@ -549,7 +550,18 @@ CASES |= {
     "init: op of an op rule": (
         INIT_HEAD + "  conv2d: {weight: ones, op: conv2d}\n" + INIT_BODY,
         "5:26",
-        "init.conv2d: op: picks the layers of a Block.node rule, not an op's",
+        "init.conv2d: op: picks the layers of a block's or a Block.node rule, not an op's",
+    ),
+    "init: a block's rule with when": (
+        INIT_HEAD + "  Unit: {weight: ones, op: conv2d, when: true}\n" + INIT_BODY,
+        "5:36",
+        "init.Unit: when: conditions a Block.node rule, not a block's",
+    ),
+    "init: a block of several ops": (
+        INIT_HEAD + "  Unit: {weight: ones}\n" + INIT_BODY,
+        "5:3",
+        "init.Unit: its layers are of several ops (batch_norm, conv2d), which one rule cannot "
+        "start alike",
     ),
     "init: a sequence with a block": (
         INIT_HEAD
@@ -587,7 +599,7 @@ CASES |= {
     "init: a condition on an op's rule": (
         FLAGGED_HEAD + "  batch_norm: {weight: zeros, when: zeroed}\n" + INIT_BODY,
         "6:31",
-        "init.batch_norm: when: conditions a Block.node rule, not an op's",
+        "init.batch_norm: when: conditions a block's or a Block.node rule, not an op's",
     ),
     "init: a condition of an unknown name": (
         FLAGGED_HEAD + "  Unit.bn: {weight: zeros, when: zerod}\n" + INIT_BODY,

@@ -38,10 +38,10 @@ class _Layers:
 
 
 def init_function(
-    rules: Rules, sites: dict[str, str], graph: Graph, backend: str, keywords: list[str]
+    rules: Rules, sites: dict[str, list[str]], graph: Graph, backend: str, keywords: list[str]
 ) -> list[str]:
     """The lines of `def init_weights`; none when every layer keeps its framework default.
-    `sites`: IR node → the `Block.node` rule that covers it; `keywords`: the params its
+    `sites`: IR node → the block and `Block.node` rules that cover it; `keywords`: the params its
     conditions read, as the model's constructor takes them (init_keywords)."""
     by_op = _op_rules(rules, backend)
     layer_branches = [
@@ -69,25 +69,27 @@ def init_keywords(rules: Rules, keywords: list[str]) -> list[str]:
 
 
 def _node_lines(
-    rules: Rules, sites: dict[str, str], graph: Graph, backend: str, condition: str | None
+    rules: Rules, sites: dict[str, list[str]], graph: Graph, backend: str, condition: str | None
 ) -> list[str]:
-    """The `Block.node` rules under `condition` (None: those without one): a loop over the
-    blocks' instances, then the model's own nodes."""
+    """The block and `Block.node` rules under `condition` (None: those without one): a loop
+    over the blocks' instances, then the model's own nodes. A block's own rule runs before its
+    nodes' rules, which win."""
     block_lines: dict[str, list[str]] = {}  # a block's rules in one branch
     model_lines: list[str] = []
-    for target, rule in rules.nodes.items():
+    for target, rule in sorted(rules.nodes.items(), key=lambda item: "." in item[0]):
         written = rules.conditions.get(target)
         if (source(written) if written is not None else None) != condition:
             continue
         scope, _, name = target.partition(".")
-        covered = [graph.nodes[node] for node, site in sites.items() if site == target]
+        covered = [graph.nodes[node] for node, targets in sites.items() if target in targets]
         if not covered:
             continue  # a node switched off wherever the block is built
         group = target in rules.groups  # every layer of a sequence, or one layer
         layers = _layer_classes(graph, covered if group else covered[:1], backend)[0]
         owner, depth = ("model", 1) if scope == graph.name else ("module", 3)
         if group:
-            assignments = _group_assignments(attribute(owner, name), rule, layers, backend, depth)
+            held = attribute(owner, name) if name else owner  # a node's layers, or a block's
+            assignments = _group_assignments(held, rule, layers, backend, depth)
         else:
             assignments = _assignments(attribute(owner, name), rule, layers, backend, depth)
         if scope == graph.name:
@@ -160,13 +162,13 @@ def _op_rules(rules: Rules, backend: str) -> dict[str, dict[str, Initialiser]]:
 
 def _layer_classes(graph: Graph, nodes: list[Node], backend: str) -> list[_Layers]:
     """Each class the nodes' layers are built with, in the order the graph first builds them
-    (nodes that keep their parameters inline are not layers)."""
+    (nodes without parameters, or that keep them inline, are not layers)."""
     found: dict[str, list[dict[str, str]]] = {}
     for node in nodes:
         inputs = [graph.type_of(name) for name in node.inputs]
         lowered = getattr(node.op, f"lower_{backend}")(node.attrs, inputs)
-        if isinstance(lowered, ModuleCall):
-            params = node.op.parameters(node.attrs, inputs)
+        params = node.op.parameters(node.attrs, inputs)
+        if isinstance(lowered, ModuleCall) and params:
             attributes = {
                 name: layer_attribute(lowered.constructor, name, len(shape))
                 for name, shape in params.items()

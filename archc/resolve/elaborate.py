@@ -97,7 +97,7 @@ class Program:
     modules: list[ModuleNode] = field(default_factory=list)
     init: Rules = field(default_factory=Rules)
     """The spec's `init:` rules, checked."""
-    init_sites: dict[str, str] = field(default_factory=dict)
+    init_sites: dict[str, list[str]] = field(default_factory=dict)
     """IR node → the `Block.node` init rule that covers it."""
     train: TrainPlan | None = None
     """The spec's `train:` section, checked."""
@@ -148,8 +148,8 @@ class Elaborator:
         self.spec = spec
         self.graph = graph
         self.rules = rules if rules is not None else Rules()
-        self.init_sites: dict[str, str] = {}
-        """IR node → the `Block.node` init rule that covers it."""
+        self.init_sites: dict[str, list[str]] = {}
+        """IR node → the init rules that cover it (a node's, its blocks'), innermost first."""
         self.instances: dict[str, Instance] = {}
         self.active_blocks: list[str] = []
         """The blocks being elaborated, outermost first (to report recursion by its chain)."""
@@ -322,17 +322,13 @@ class Elaborator:
         condition = self.condition(site)
         if condition is False:
             return [], site.bounds[0]
-        made_before = len(self.graph.nodes) if self.graph is not None else 0
+        made_before = self.node_count()
         modules, bound = self.present_node(site, condition)
         frozen = self.frozen(site)
         if frozen is True and self.graph is not None:
             self.graph.frozen.update(islice(self.graph.nodes, made_before, None))
         scope = self.active_blocks[-1] if self.active_blocks else self.spec.root.name
-        target = f"{scope}.{site.node.name}"
-        if target in self.rules.nodes and self.graph is not None:
-            for name in islice(self.graph.nodes, made_before, None):  # its layers
-                if self.rules.covers(target, self.graph.nodes[name].op.name):
-                    self.init_sites[name] = target
+        self.cover(f"{scope}.{site.node.name}", made_before)
         for module in modules if frozen is not None else ():
             module.frozen = frozen
         return modules, bound
@@ -384,7 +380,7 @@ class Elaborator:
             )
         outputs = [bound]
         for call, value in enumerate(later, start=1):
-            made_before = len(self.graph.nodes) if self.graph is not None else 0
+            made_before = self.node_count()
             name = later_call(site.full_name, call)
             _, bound = self.unrepeated(replace(site, full_name=name, bounds=[value]))
             outputs.append(bound)
@@ -413,7 +409,7 @@ class Elaborator:
         path = site.full_name.removesuffix(site.name) + (f"{owner}." if owner else "") + called.name
         self.calls[path] = call = self.calls.get(path, 0) + 1
         full_name = later_call(path, call)
-        made_before = len(self.graph.nodes) if self.graph is not None else 0
+        made_before = self.node_count()
         module, bound = self.unrepeated(replace(site, node=called, full_name=full_name))
         if self.graph is not None:
             made = islice(self.graph.nodes.values(), made_before, None)
@@ -810,11 +806,27 @@ class Elaborator:
             raise SpecError(
                 f"blocks nested more than {MAX_DEPTH} deep", node.location, "the limit of nesting"
             )
+        made_before = self.node_count()
         self.active_blocks.append(definition.name)
         try:
-            return self.block_body(site, definition)
+            made = self.block_body(site, definition)
         finally:
             self.active_blocks.pop()
+        self.cover(definition.name, made_before)
+        return made
+
+    def node_count(self) -> int:
+        """The IR nodes made so far (none while only typing)."""
+        return len(self.graph.nodes) if self.graph is not None else 0
+
+    def cover(self, target: str, made_before: int) -> None:
+        """The layers made since the graph had `made_before` nodes are covered by the init rule
+        `target` too where it has one (a block's or a node's), after the rules inside."""
+        if target not in self.rules.nodes or self.graph is None:
+            return
+        for name in islice(self.graph.nodes, made_before, None):
+            if self.rules.covers(target, self.graph.nodes[name].op.name):
+                self.init_sites.setdefault(name, []).append(target)
 
     def block_body(
         self, site: Site, definition: BlockDef

@@ -1,11 +1,12 @@
 """The spec's `init:` rules, checked against the model and applied to the IR's nodes.
 
-A rule names an op (every layer of it) or `Block.node` (that node in every instance of the
-block; the model's name stands for its own body). A node's rule wins over its op's, param by
-param; the IR keeps each node's initialisers with their arguments evaluated at its fans. A
-node's rule may hold only `when:` an expression of the model's params does (torchvision's
-`zero_init_residual`): the IR has it where the params' values make it hold, and the generated
-init_weights tests the params.
+A rule names an op (every layer of it), a block (every layer in each of its instances, as
+torchvision's `for layer in self.modules()`) or `Block.node` (that node in every instance of
+the block; the model's name stands for its own body). A node's rule wins over its block's, and
+both over its op's, param by param; the IR keeps each node's initialisers with their arguments
+evaluated at its fans. A node's or block's rule may hold only `when:` an expression of the
+model's params does (torchvision's `zero_init_residual`): the IR has it where the params'
+values make it hold, and the generated init_weights tests the params.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class Rules:
     conditions: dict[str, Sym] = field(default_factory=dict)
     """A node rule's target → its condition, symbolic in the model's params."""
     groups: set[str] = field(default_factory=set)
-    """The node rules' targets that name a sequence or branches of op layers, all of which
-    they start (torchvision's `for layer in self.conv.modules()`)."""
+    """The targets that name a block, or a sequence or branches of op layers, all of whose
+    layers they start (torchvision's `for layer in self.conv.modules()`)."""
     layer_ops: dict[str, str] = field(default_factory=dict)
     """A group's target → the one op whose layers it starts, where its rule says `op:`."""
 
@@ -60,11 +61,17 @@ def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
         initialisers = {
             param: _initialiser(rule, param, value, rules) for param, value in rule.params.items()
         }
-        if "." in rule.target:
-            if _check_node_target(spec, rule):
-                rules.groups.add(rule.target)
+        if "." in rule.target or rule.target in spec.blocks:
+            if "." not in rule.target or _check_node_target(spec, rule):
+                rules.groups.add(rule.target)  # a block's rule starts every layer in it
             if rule.op is not None:
                 rules.layer_ops[rule.target] = _layer_op(rule, rules)
+            if rule.when is not None and "." not in rule.target:
+                raise SpecError(
+                    f"init.{rule.target}: when: conditions a Block.node rule, not a block's",
+                    rule.when.key_location or rule.when.location,
+                    "a block's layers start alike for all params; condition a node's rule",
+                )
             if rule.when is not None and not _condition(rule, args, rules):
                 continue  # false whatever the params
             rules.nodes[rule.target] = initialisers
@@ -75,20 +82,21 @@ def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
                 else (
                     "op: picks the layers of",
                     rule.op,
-                    "a sequence: RetinaRegressionHead.conv",
+                    "a block or a sequence: SSDExtra, RetinaRegressionHead.conv",
                 )
             )
             raise SpecError(
-                f"init.{rule.target}: {key} a Block.node rule, not an op's",
+                f"init.{rule.target}: {key} a block's or a Block.node rule, not an op's",
                 value.key_location or value.location,
                 f"name {example}",
             )
         else:
             if rule.target not in REGISTRY:
                 raise SpecError(
-                    f"init: unknown op '{rule.target}' (a rule names an op, or Block.node)",
+                    f"init: unknown op or block '{rule.target}' (a rule names an op, a block, "
+                    "or Block.node)",
                     rule.location,
-                    did_you_mean(rule.target, REGISTRY),
+                    did_you_mean(rule.target, [*REGISTRY, *spec.blocks]),
                 )
             rules.ops[rule.target] = initialisers
         rules.locations[rule.target] = rule.location
@@ -100,8 +108,8 @@ def _layer_op(rule: InitRule, rules: Rules) -> str:
     assert rule.op is not None
     if rule.target not in rules.groups:
         raise SpecError(
-            f"init.{rule.target}: op: picks the layers of a seq: or branches: node, and "
-            f"{rule.target} is one layer",
+            f"init.{rule.target}: op: picks the layers of a block, or of a seq: or branches: "
+            f"node, and {rule.target} is one layer",
             rule.op.key_location or rule.op.location,
         )
     if not isinstance(rule.op.raw, str) or rule.op.raw not in REGISTRY:
@@ -199,32 +207,25 @@ def _op_layers(items: list[NodeSpec]) -> bool:
     )
 
 
-def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
-    """Give each graph node its initialisers (`graph.init`): its op's rule, then its own
-    (`sites`: node name → the `Block.node` rule that covers it)."""
+def apply_rules(rules: Rules, graph: Graph, sites: dict[str, list[str]]) -> None:
+    """Give each graph node its initialisers (`graph.init`): its op's rule, then its blocks'
+    (outermost first), then its node's where that holds (`sites`: node name → the rules that
+    cover it, innermost first)."""
     covered: dict[str, set[str]] = {}
     group_ops: dict[str, set[str]] = {}
     for node in graph.own_state():
         inputs = [graph.type_of(name) for name in node.inputs]
         params = node.op.parameters(node.attrs, inputs)
-        lowered = node.op.lower_torch(node.attrs, inputs)
-        by_op = rules.ops.get(node.op.name, {}) if isinstance(lowered, ModuleCall) else {}
-        target = sites.get(node.name)
-        if target in rules.groups and not params:
-            target = None  # a sequence's layer without parameters (its relu)
-        own = rules.nodes.get(target, {}) if rules.holds(target) else {}
+        layer = isinstance(node.op.lower_torch(node.attrs, inputs), ModuleCall)
+        by_op = rules.ops.get(node.op.name, {}) if layer else {}
+        targets = _targets(rules, sites.get(node.name, []), node, params, layer)
         chosen = {
             param: (rule_target, initialiser)
-            for rule_target, rule in ((node.op.name, by_op), (target, own))
+            for rule_target, rule in [(node.op.name, by_op)]
+            + [(target, rules.nodes[target]) for target in reversed(targets) if rules.holds(target)]
             for param, initialiser in rule.items()
         }
-        if target is not None and not isinstance(lowered, ModuleCall):
-            raise SpecError(
-                f"init.{target}: {node.name} keeps its parameters on its block (inline), "
-                "which starts them itself",
-                rules.locations[target],
-            )
-        if target is not None:
+        for target in targets:
             _check_params(rules, target, set(rules.nodes[target]), params, node)
             group_ops.setdefault(target, set()).add(node.op.name)
         covered.setdefault(node.op.name, set()).update(by_op.keys() & params.keys())
@@ -235,10 +236,12 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
         }
         if settled:
             graph.init[node.name] = settled
-    for target, op in rules.layer_ops.items():
-        if target in rules.nodes and target not in group_ops:
+    sited = {target for targets in sites.values() for target in targets}
+    for target in sorted(rules.groups & rules.nodes.keys() - group_ops.keys()):
+        if target in sited or target in rules.layer_ops:
+            layers = f"{rules.layer_ops[target]} layer" if target in rules.layer_ops else "layer"
             raise SpecError(
-                f"init.{target}: builds no {op} layer with parameters to start",
+                f"init.{target}: builds no {layers} with parameters to start",
                 rules.locations[target],
             )
     for target, ops in group_ops.items():
@@ -258,6 +261,22 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, str]) -> None:
                 else f"init.{op}: the model has no {op} layer with parameters of its own",
                 rules.locations[op],
             )
+
+
+def _targets(
+    rules: Rules, sites: list[str], node: Node, params: dict[str, Any], layer: bool
+) -> list[str]:
+    """The rules that start a node's parameters: a group's (a block's, a sequence's) only
+    where it has some, as a layer of its own."""
+    targets = [target for target in sites if target not in rules.groups or (params and layer)]
+    for target in targets:
+        if not layer:
+            raise SpecError(
+                f"init.{target}: {node.name} keeps its parameters on its block (inline), "
+                "which starts them itself",
+                rules.locations[target],
+            )
+    return targets
 
 
 def _check_params(

@@ -144,9 +144,19 @@ def numpy_generator(rngs: nnx.Rngs) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(rngs.params())))
 
 
+def normal(generator: np.random.Generator, shape: tuple[int, ...], std: float) -> jax.Array:
+    """N(0, std²), as torch's nn.init.normal_."""
+    return jnp.asarray(std * generator.standard_normal(shape, np.float32))
+
+
 def uniform(generator: np.random.Generator, shape: tuple[int, ...], bound: float) -> jax.Array:
     """U(-bound, bound), as torch's nn.init.uniform_(tensor, -bound, bound)."""
     return jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32))
+
+
+def constant(shape: tuple[int, ...], value: float) -> jax.Array:
+    """Every value `value`, as torch's nn.init.constant_ (zeros_, ones_)."""
+    return jnp.asarray(np.full(shape, value, np.float32))
 
 
 def default_boxes(
@@ -427,10 +437,41 @@ def box_smooth_l1_loss(
     return losses.sum() / jnp.maximum(counted.sum(), 1)
 
 
+class SSDFc(nnx.Sequential):
+    """VGG's fc6 and fc7 as SSD makes them convs, after a 3x3 pool of stride 1 (fc6 dilated).
+
+    Spec: archc/blocks/ssd.yaml:42
+    """
+
+    def __init__(self, in_channels: int, *, rngs: nnx.Rngs) -> None:
+        super().__init__(
+            lambda x: max_pool2d(x, kernel_size=3, stride=1, padding=1, ceil_mode=False),
+            nnx.Conv(
+                in_channels,
+                1024,
+                kernel_size=(3, 3),
+                padding=((6, 6), (6, 6)),
+                kernel_dilation=(6, 6),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
+            jax.nn.relu,
+            nnx.Conv(
+                1024,
+                1024,
+                kernel_size=(1, 1),
+                padding=((0, 0), (0, 0)),
+                kernel_init=drawn_later,
+                rngs=rngs,
+            ),
+            jax.nn.relu,
+        )
+
+
 class SSDExtra(nnx.Sequential):
     """SSDExtra.
 
-    Spec: archc/blocks/ssd.yaml:46
+    Spec: archc/blocks/ssd.yaml:51
     """
 
     def __init__(
@@ -490,30 +531,7 @@ class SSDExtras(nnx.Module):
             )
             _0.append(jax.nn.relu)
             channels = 512
-        _0.append(
-            nnx.Sequential(
-                lambda x: max_pool2d(x, kernel_size=3, stride=1, padding=1, ceil_mode=False),
-                nnx.Conv(
-                    512,
-                    1024,
-                    kernel_size=(3, 3),
-                    padding=((6, 6), (6, 6)),
-                    kernel_dilation=(6, 6),
-                    kernel_init=drawn_later,
-                    rngs=rngs,
-                ),
-                jax.nn.relu,
-                nnx.Conv(
-                    1024,
-                    1024,
-                    kernel_size=(1, 1),
-                    padding=((0, 0), (0, 0)),
-                    kernel_init=drawn_later,
-                    rngs=rngs,
-                ),
-                jax.nn.relu,
-            ),
-        )
+        _0.append(SSDFc(512, rngs=rngs))
         setattr(self, "0", nnx.Sequential(*_0))
         setattr(self, "1", SSDExtra(1024, mid=256, out=512, stride=2, padding=1, rngs=rngs))
         setattr(self, "2", SSDExtra(512, mid=128, out=256, stride=2, padding=1, rngs=rngs))
@@ -615,7 +633,7 @@ class SSDScoringHead(nnx.Module):
     """A 3x3 conv per map to `out` values for each of its anchors, one row per anchor, the maps'
     rows concatenated.
 
-    Spec: archc/blocks/ssd.yaml:63
+    Spec: archc/blocks/ssd.yaml:68
     """
 
     def __init__(
@@ -705,7 +723,7 @@ class SSDScoringHead(nnx.Module):
 class SSDHead(nnx.Module):
     """A classification and a box regression head, each a 3x3 conv per map to every anchor's values.
 
-    Spec: archc/blocks/ssd.yaml:54
+    Spec: archc/blocks/ssd.yaml:59
     """
 
     def __init__(
@@ -867,9 +885,26 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
     generator = numpy_generator(rngs)
     for _, module in nnx.iter_modules(model):
         if type(module) is nnx.Conv:
-            fan_in, _ = fans(module.kernel)
-            module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
-            module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
+            _, fan_out = fans(module.kernel)
+            module.kernel.set_value(normal(generator, module.kernel.shape, sqrt(2 / fan_out)))
+            module.bias.set_value(constant(module.bias.shape, 0.0))
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (SSDFc, SSDExtra)):
+            for _, layer in nnx.iter_modules(module):
+                if type(layer) is nnx.Conv:
+                    fan_in, fan_out = fans(layer.kernel)
+                    layer.kernel.set_value(
+                        uniform(generator, layer.kernel.shape, sqrt(6 / (fan_in + fan_out))),
+                    )
+                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+        elif isinstance(module, SSDScoringHead):
+            for _, layer in nnx.iter_modules(module.module_list):
+                if type(layer) is nnx.Conv:
+                    fan_in, fan_out = fans(layer.kernel)
+                    layer.kernel.set_value(
+                        uniform(generator, layer.kernel.shape, sqrt(6 / (fan_in + fan_out))),
+                    )
+                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
 
 
 def create_model(

@@ -320,10 +320,26 @@ def box_smooth_l1_loss(
     return sum(losses) / max(1, int(counted.sum()))
 
 
+class SSDFc(nn.Sequential):
+    """VGG's fc6 and fc7 as SSD makes them convs, after a 3x3 pool of stride 1 (fc6 dilated).
+
+    Spec: archc/blocks/ssd.yaml:42
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+            nn.Conv2d(in_channels, 1024, kernel_size=3, padding=6, dilation=6),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(1024, 1024, kernel_size=1),
+            nn.ReLU(inplace=True),
+        )
+
+
 class SSDExtra(nn.Sequential):
     """SSDExtra.
 
-    Spec: archc/blocks/ssd.yaml:46
+    Spec: archc/blocks/ssd.yaml:51
     """
 
     def __init__(
@@ -359,15 +375,7 @@ class SSDExtras(nn.Module):
             _0.append(nn.Conv2d(channels, 512, kernel_size=3, padding=1))
             _0.append(nn.ReLU())
             channels = 512
-        _0.append(
-            nn.Sequential(
-                nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
-                nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6),
-                nn.ReLU(),
-                nn.Conv2d(1024, 1024, kernel_size=1),
-                nn.ReLU(),
-            ),
-        )
+        _0.append(SSDFc(512))
         setattr(self, "0", nn.Sequential(*_0))
         setattr(self, "1", SSDExtra(1024, mid=256, out=512, stride=2, padding=1))
         setattr(self, "2", SSDExtra(512, mid=128, out=256, stride=2, padding=1))
@@ -430,7 +438,7 @@ class SSDScoringHead(nn.Module):
     """A 3x3 conv per map to `out` values for each of its anchors, one row per anchor, the maps'
     rows concatenated.
 
-    Spec: archc/blocks/ssd.yaml:63
+    Spec: archc/blocks/ssd.yaml:68
     """
 
     def __init__(
@@ -480,7 +488,7 @@ class SSDScoringHead(nn.Module):
 class SSDHead(nn.Module):
     """A classification and a box regression head, each a 3x3 conv per map to every anchor's values.
 
-    Spec: archc/blocks/ssd.yaml:54
+    Spec: archc/blocks/ssd.yaml:59
     """
 
     def __init__(
@@ -565,6 +573,7 @@ class Ssd300Vgg16(nn.Module):
         self.topk_candidates = topk_candidates
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         backbone = self.backbone(x)
@@ -634,6 +643,25 @@ class Ssd300Vgg16(nn.Module):
             normalizer="foreground",
         )
         return {"classification": classification, "bbox_regression": bbox_regression}
+
+
+def init_weights(model: nn.Module) -> None:
+    """The spec's init: rules, each op's layers first, then each named node."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, (SSDFc, SSDExtra)):
+            for layer in module.modules():
+                if type(layer) is nn.Conv2d:
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+        elif isinstance(module, SSDScoringHead):
+            for layer in module.module_list.modules():
+                if type(layer) is nn.Conv2d:
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
 
 def create_model(

@@ -781,6 +781,10 @@ def init_rules(rng: random.Random, text: str) -> list[str]:
             f"  Parallel.convs: {{weight: {rng.choice(WEIGHTS)}, bias: {{constant: 0.1}}"
             f"{rng.choice(conditions)}}}"
         )
+    if "  Residual:" in text and rng.random() < 0.5:  # a block's convs; its bn1 rule wins
+        rules.append(f"  Residual: {{weight: {rng.choice(WEIGHTS)}, op: conv2d}}")
+    if "  Pair:" in text and rng.random() < 0.5:  # every layer of a block (its conv)
+        rules.append("  Pair: {bias: {constant: -0.1}}")
     if "  Tower:" in text and rng.random() < 0.5:  # its convs, not its norms
         rules.append(f"  Tower.convs: {{weight: {rng.choice(WEIGHTS)}, op: conv2d}}")
     return ["init:", *rules] if rules else []

@@ -36,13 +36,25 @@ TORCHVISION = [
     "vit_b_16",
     "alexnet",  # no rules: torch's own defaults on both sides
     "ssdlite320_mobilenet_v3_large",
+    "ssd300_vgg16",
     "retinanet_resnet50_fpn",
     "retinanet_resnet50_fpn_v2",
     "fasterrcnn_resnet50_fpn",
     "maskrcnn_resnet50_fpn",
 ]
-DETECTORS = {"ssdlite320_mobilenet_v3_large", *(name for name in TORCHVISION if "_fpn" in name)}
-FLAX = ["resnet50", "convnext_tiny", "vit_b_16", "alexnet", "retinanet_resnet50_fpn"]
+DETECTORS = {
+    "ssdlite320_mobilenet_v3_large",
+    "ssd300_vgg16",
+    *(name for name in TORCHVISION if "_fpn" in name),
+}
+FLAX = [
+    "resnet50",
+    "convnext_tiny",
+    "vit_b_16",
+    "alexnet",
+    "retinanet_resnet50_fpn",
+    "ssd300_vgg16",
+]
 
 
 def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list[str]:
@@ -96,6 +108,19 @@ def test_without_its_rules_resnet18_starts_otherwise() -> None:
     model = archc.load(plain).torch()
     found = differences(parameters(model), parameters(reference_model("resnet18")))
     assert found and all(".weight" in line for line in found)
+
+
+def test_without_its_block_rule_ssd300_starts_otherwise() -> None:
+    """A block's rule starts every layer in it: without `SSDFc:`, SSD's fc6 and fc7 (items of
+    the sequence `backbone.extra.0`, beside conv5's kaiming convs) keep the convs' kaiming."""
+    import archc
+
+    text = (REPO / "specs" / "ssd300_vgg16.yaml").read_text()
+    rule = "  SSDFc: {weight: xavier_uniform, bias: zeros}\n"
+    assert rule in text
+    model = archc.load(text.replace(rule, "")).torch()
+    found = differences(parameters(model), parameters(reference_model("ssd300_vgg16")))
+    assert found and all(line.startswith("backbone.extra.0.7.") for line in found)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
