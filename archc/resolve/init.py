@@ -4,8 +4,8 @@ A rule names an op (every layer of it), a block (every layer in each of its inst
 torchvision's `for layer in self.modules()`) or `Block.node` (that node in every instance of
 the block; the model's name stands for its own body). A node's rule wins over its block's, and
 both over its op's, param by param; the IR keeps each node's initialisers with their arguments
-evaluated at its fans. A node's or block's rule may hold only `when:` an expression of the
-model's params does (torchvision's `zero_init_residual`): the IR has it where the params'
+evaluated at its fans. A node's rule (not a block's) may hold only `when:` an expression of
+the model's params does (torchvision's `zero_init_residual`): the IR has it where the params'
 values make it hold, and the generated init_weights tests the params.
 """
 
@@ -104,7 +104,7 @@ def init_rules(spec: ModelSpec, args: dict[str, Any]) -> Rules:
 
 
 def _layer_op(rule: InitRule, rules: Rules) -> str:
-    """`op: conv2d` of a sequence's rule: an op, and the rule one of a sequence."""
+    """`op: conv2d` of a block's or a sequence's rule: an op, and the rule one of a group."""
     assert rule.op is not None
     if rule.target not in rules.groups:
         raise SpecError(
