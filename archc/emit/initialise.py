@@ -4,19 +4,24 @@ One loop over the modules gives each op's layers their rule (a layer built exact
 op's lowering, `type(module) is nn.Conv2d`, so that an attention's inner projection keeps its
 own); a second gives each `Block.node` rule to that node of every instance of the block; the
 model's own nodes come last. Flax writes torch's conv and linear defaults as well, since its
-own layers start from others. The model's constructor calls it last.
+own layers start from others. The model's constructor calls it last. The layers are read
+off the emitted classes, which serve every value of the model's params: a block the defaults
+switch off is started too where another value builds it, and a param one value takes away
+(`bias: flag`) is tested for.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from archc.boundary import attribute
 from archc.emit.layout import INDENT, LINE_LIMIT, layout_source
 from archc.errors import Location
-from archc.ir.graph import Graph, Node
-from archc.ir.symbolic import UNARY, Sym, source
+from archc.ir.modules import BlockClass, ModuleNode
+from archc.ir.symbolic import UNARY, Sym, concrete, is_symbolic, source
 from archc.ops.init import FANS, TORCH_DEFAULT_LAYER, Initialiser
 from archc.ops.lowering import ModuleCall
 from archc.resolve.init import Rules
@@ -38,23 +43,30 @@ class _Layers:
 
 
 def init_function(
-    rules: Rules, sites: dict[str, list[str]], graph: Graph, backend: str, keywords: list[str]
+    rules: Rules, classes: list[BlockClass], backend: str, keywords: list[str]
 ) -> list[str]:
     """The lines of `def init_weights`; none when every layer keeps its framework default.
-    `sites`: IR node → the block and `Block.node` rules that cover it; `keywords`: the params its
-    conditions read, as the model's constructor takes them (init_keywords)."""
+    The layers are the classes' (symbolic: those that other params build too); `keywords`:
+    the params its conditions read, as the model's constructor takes them (init_keywords)."""
+    by_name: dict[str, list[BlockClass]] = {}
+    for block_class in classes:
+        by_name.setdefault(block_class.definition.name, []).append(block_class)
+    every = [
+        layer
+        for block_class in classes
+        for layer in _layers_in(block_class.children, by_name, blocks=False)
+    ]
     by_op = _op_rules(rules, backend)
     layer_branches = [
         (layers.constructor, _assignments("module", rule, layers, backend))
         for op, rule in by_op.items()
-        for layers in _layer_classes(
-            graph, [n for n in graph.own_state() if n.op.name == op], backend
-        )
+        for layers in _layer_classes([layer for layer in every if layer.op.name == op], backend)
     ]
     lines = _loop(_merged(layer_branches, "type(module) is {}", "type(module) in {}"), backend)
-    lines += _node_lines(rules, sites, graph, backend, None)
+    model = next(block_class for block_class in classes if block_class.is_model)
+    lines += _node_lines(rules, by_name, model.definition.name, backend, None)
     for condition in dict.fromkeys(source(value) for value in rules.conditions.values()):
-        conditioned = _node_lines(rules, sites, graph, backend, condition)
+        conditioned = _node_lines(rules, by_name, model.definition.name, backend, condition)
         if conditioned:
             lines += [f"{INDENT}if {condition}:", *(INDENT + line for line in conditioned)]
     return [*_signature(backend, keywords), *lines] if lines else []
@@ -69,7 +81,11 @@ def init_keywords(rules: Rules, keywords: list[str]) -> list[str]:
 
 
 def _node_lines(
-    rules: Rules, sites: dict[str, list[str]], graph: Graph, backend: str, condition: str | None
+    rules: Rules,
+    classes: dict[str, list[BlockClass]],
+    model: str,
+    backend: str,
+    condition: str | None,
 ) -> list[str]:
     """The block and `Block.node` rules under `condition` (None: those without one): a loop
     over the blocks' instances, then the model's own nodes. A block's own rule runs before its
@@ -81,18 +97,28 @@ def _node_lines(
         if (source(written) if written is not None else None) != condition:
             continue
         scope, _, name = target.partition(".")
-        covered = [graph.nodes[node] for node, targets in sites.items() if target in targets]
-        if not covered:
-            continue  # a node switched off wherever the block is built
+        covered = [
+            layer
+            for block_class in classes.get(scope, [])
+            for layer in _layers_in(
+                [child for child in block_class.children if child.name == name or not name],
+                classes,
+                blocks=not name,
+            )
+            if rules.covers(target, layer.op.name)
+        ]
         group = target in rules.groups  # every layer of a sequence, or one layer
-        layers = _layer_classes(graph, covered if group else covered[:1], backend)[0]
-        owner, depth = ("model", 1) if scope == graph.name else ("module", 3)
+        found = _layer_classes(covered if group else covered[:1], backend)
+        if not found:
+            continue  # a rule that starts no layer the model can build
+        layers = found[0]
+        owner, depth = ("model", 1) if scope == model else ("module", 3)
         if group:
             held = attribute(owner, name) if name else owner  # a node's layers, or a block's
             assignments = _group_assignments(held, rule, layers, backend, depth)
         else:
             assignments = _assignments(attribute(owner, name), rule, layers, backend, depth)
-        if scope == graph.name:
+        if scope == model:
             model_lines += assignments
         else:
             block_lines.setdefault(scope, []).extend(assignments)
@@ -160,28 +186,58 @@ def _op_rules(rules: Rules, backend: str) -> dict[str, dict[str, Initialiser]]:
     return by_op
 
 
-def _layer_classes(graph: Graph, nodes: list[Node], backend: str) -> list[_Layers]:
-    """Each class the nodes' layers are built with, in the order the graph first builds them
-    (nodes without parameters, or that keep them inline, are not layers)."""
-    found: dict[str, list[dict[str, str]]] = {}
-    for node in nodes:
-        inputs = [graph.type_of(name) for name in node.inputs]
-        lowered = getattr(node.op, f"lower_{backend}")(node.attrs, inputs)
-        params = node.op.parameters(node.attrs, inputs)
+def _layers_in(
+    children: list[ModuleNode], classes: dict[str, list[BlockClass]], blocks: bool
+) -> Iterator[ModuleNode]:
+    """The op modules among `children`, through sequences and loops, and with `blocks`
+    through the classes of the blocks inside too."""
+    for child in children:
+        if child.reuses is not None:  # a later call makes no module
+            continue
+        if child.kind == "op":
+            yield child
+        elif child.kind == "block" and blocks and child.block is not None:
+            for block_class in classes.get(child.block.name, []):
+                yield from _layers_in(block_class.children, classes, blocks)
+        elif child.kind != "block":
+            yield from _layers_in(child.children, classes, blocks)
+
+
+def _layer_classes(layers: list[ModuleNode], backend: str) -> list[_Layers]:
+    """Each class the layers are built with, in the order the classes build them (modules
+    without parameters, or that keep them inline, are not layers). A param is always there
+    only where no param of the model can take it away (`bias: flag`)."""
+    found: dict[str, list[tuple[dict[str, str], frozenset[str]]]] = {}
+    for layer in layers:
+        lowered = getattr(layer.op, f"lower_{backend}")(layer.attrs, layer.input_types)
+        variants = [layer.op.parameters(attrs, layer.input_types) for attrs in _flips(layer.attrs)]
+        params = {name: shape for variant in variants for name, shape in variant.items()}
         if isinstance(lowered, ModuleCall) and params:
             attributes = {
                 name: layer_attribute(lowered.constructor, name, len(shape))
                 for name, shape in params.items()
             }
-            found.setdefault(lowered.constructor, []).append(attributes)
+            always = frozenset.intersection(*(frozenset(variant) for variant in variants))
+            found.setdefault(lowered.constructor, []).append((attributes, always))
     return [
         _Layers(
             constructor,
-            {param: name for attributes in each for param, name in attributes.items()},
-            frozenset.intersection(*(frozenset(attributes) for attributes in each)),
+            {param: name for attributes, _ in each for param, name in attributes.items()},
+            frozenset.intersection(*(always for _, always in each)),
         )
         for constructor, each in found.items()
     ]
+
+
+def _flips(attrs: Any) -> list[Any]:
+    """The attributes, and each with one of its symbolic bools the other way (`bias: flag`
+    false): what other params of the model build."""
+    flipped = [
+        attrs.replace(**{key: not concrete(value)})
+        for key, value in attrs
+        if is_symbolic(value) and isinstance(concrete(value), bool)
+    ]
+    return [attrs, *flipped]
 
 
 def layer_attribute(constructor: str, param: str, rank: int) -> str:

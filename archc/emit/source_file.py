@@ -50,8 +50,7 @@ def emit_file(
     # The inference export's weights come from a training checkpoint: nothing to start.
     (model_class,) = (block_class for block_class in classes if block_class.is_model)
     keywords = init_keywords(program.init, signature_params(model_class, backend))
-    rules, sites = program.init, program.init_sites
-    init = [] if export else init_function(rules, sites, graph, backend.name, keywords)
+    init = [] if export else init_function(program.init, classes, backend.name, keywords)
     passed = [keyword.partition(":")[0] for keyword in keywords]
     views = [
         class_view(

@@ -376,6 +376,8 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
         if type(module) is nnx.Conv:
             fan_in, _ = fans(module.kernel)
             module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))
+            if module.bias is not None:
+                module.bias.set_value(uniform(generator, module.bias.shape, 1 / sqrt(fan_in)))
         elif type(module) is nnx.Linear:
             fan_in, _ = fans(module.kernel)
             module.kernel.set_value(uniform(generator, module.kernel.shape, 1 / sqrt(fan_in)))

@@ -1091,7 +1091,8 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
             for _, layer in nnx.iter_modules(module.conv):
                 if type(layer) is nnx.Conv:
                     layer.kernel.set_value(normal(generator, layer.kernel.shape, 0.01))
-                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+                    if layer.bias is not None:
+                        layer.bias.set_value(constant(layer.bias.shape, 0.0))
             module.cls_logits.kernel.set_value(
                 normal(generator, module.cls_logits.kernel.shape, 0.01),
             )
@@ -1102,7 +1103,8 @@ def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
             for _, layer in nnx.iter_modules(module.conv):
                 if type(layer) is nnx.Conv:
                     layer.kernel.set_value(normal(generator, layer.kernel.shape, 0.01))
-                    layer.bias.set_value(constant(layer.bias.shape, 0.0))
+                    if layer.bias is not None:
+                        layer.bias.set_value(constant(layer.bias.shape, 0.0))
             module.bbox_reg.kernel.set_value(normal(generator, module.bbox_reg.kernel.shape, 0.01))
             module.bbox_reg.bias.set_value(constant(module.bbox_reg.bias.shape, 0.0))
 

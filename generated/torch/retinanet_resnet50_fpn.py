@@ -744,14 +744,16 @@ def init_weights(model: nn.Module) -> None:
             for layer in module.conv.modules():
                 if type(layer) is nn.Conv2d:
                     nn.init.normal_(layer.weight, std=0.01)
-                    nn.init.zeros_(layer.bias)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
             nn.init.normal_(module.cls_logits.weight, std=0.01)
             nn.init.constant_(module.cls_logits.bias, -4.59511985013459)
         elif isinstance(module, RetinaRegressionHead):
             for layer in module.conv.modules():
                 if type(layer) is nn.Conv2d:
                     nn.init.normal_(layer.weight, std=0.01)
-                    nn.init.zeros_(layer.bias)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
             nn.init.normal_(module.bbox_reg.weight, std=0.01)
             nn.init.zeros_(module.bbox_reg.bias)
 

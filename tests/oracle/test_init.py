@@ -123,6 +123,43 @@ def test_without_its_block_rule_ssd300_starts_otherwise() -> None:
     assert found and all(line.startswith("backbone.extra.0.7.") for line in found)
 
 
+# A block built only where the model's `deep` param holds, a conv whose bias `deep` takes away,
+# and rules for both: init_weights must serve every value of the params, not only the defaults.
+OFF_BY_DEFAULT = """\
+archc: 1
+name: switched
+params: {deep: false}
+input: [3, 8, 8]
+init:
+  conv2d: {weight: ones, bias: zeros}
+  Extra.conv: {weight: {constant: 0.5}, bias: {constant: 0.25}}
+body:
+  stem: {op: conv2d, out: 4, kernel: 3, bias: not deep}
+  extra: {block: Extra, when: deep}
+blocks:
+  Extra:
+    body:
+      conv: {op: conv2d, out: 4, kernel: 1}
+"""
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_init_rules_hold_for_every_value_of_the_params(deep: bool) -> None:
+    import archc
+
+    model = archc.load(OFF_BY_DEFAULT).torch(deep=deep)
+    assert (model.stem.weight == 1).all()
+    assert (model.stem.bias is None) == deep and (deep or (model.stem.bias == 0).all())
+    if deep:
+        assert (model.extra.conv.weight == 0.5).all() and (model.extra.conv.bias == 0.25).all()
+    nnx = pytest.importorskip("flax.nnx")
+    flax_model = archc.load(OFF_BY_DEFAULT).flax(nnx.Rngs(0), deep=deep)
+    assert (np.asarray(flax_model.stem.kernel.get_value()) == 1).all()
+    assert (flax_model.stem.bias is None) == deep
+    if deep:
+        assert (np.asarray(flax_model.extra.conv.bias.get_value()) == 0.25).all()
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_zero_init_residual_starts_as_torchvisions(name: str) -> None:
     """torchvision's zero_init_residual=True zeroes each residual block's last norm weight,
