@@ -97,8 +97,6 @@ class Program:
     modules: list[ModuleNode] = field(default_factory=list)
     init: Rules = field(default_factory=Rules)
     """The spec's `init:` rules, checked."""
-    init_sites: dict[str, list[str]] = field(default_factory=dict)
-    """IR node → the `Block.node` init rule that covers it."""
     train: TrainPlan | None = None
     """The spec's `train:` section, checked."""
 
@@ -130,13 +128,12 @@ def elaborate(
         for method, returned in body.methods.items()
     }
     apply_rules(rules, graph, elaborator.init_sites)
-    sites = elaborator.init_sites
     train = None
     if spec.train:
         types = {name: graph.type_of(value) for name, value in graph.outputs.items()}
         train = train_plan(spec.train.raw, spec.train.location, args, types)
     instances = elaborator.instances
-    return Program(spec, args, applied, graph, instances, modules, rules, sites, train)
+    return Program(spec, args, applied, graph, instances, modules, rules, train)
 
 
 class Elaborator:
