@@ -99,12 +99,7 @@ def _node_lines(
         scope, _, name = target.partition(".")
         covered = [
             layer
-            for block_class in classes.get(scope, [])
-            for layer in _layers_in(
-                [child for child in block_class.children if child.name == name or not name],
-                classes,
-                blocks=not name,
-            )
+            for layer in _rule_layers(scope, name, classes)
             if rules.covers(target, layer.op.name)
         ]
         group = target in rules.groups  # every layer of a sequence, or one layer
@@ -184,6 +179,19 @@ def _op_rules(rules: Rules, backend: str) -> dict[str, dict[str, Initialiser]]:
         for op in FLAX_DEFAULTS:
             by_op[op] = {**TORCH_DEFAULT_LAYER, **by_op.get(op, {})}
     return by_op
+
+
+def _rule_layers(
+    scope: str, name: str, classes: dict[str, list[BlockClass]]
+) -> Iterator[ModuleNode]:
+    """The op modules a rule may start: those of the node `name` of the block `scope`, or,
+    without a name, every one in the block and the blocks inside."""
+    for block_class in classes.get(scope, []):
+        if name:
+            named = [child for child in block_class.children if child.name == name]
+            yield from _layers_in(named, classes, blocks=False)
+        else:
+            yield from _layers_in(block_class.children, classes, blocks=True)
 
 
 def _layers_in(

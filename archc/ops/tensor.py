@@ -228,14 +228,11 @@ class Either(Op):
     )
 
     def check(self, attrs: EitherAttrs, inputs: list[TensorType]) -> list[str]:
-        first, second = inputs
-        if (first.rank, first.channels_last, first.dtype) == (
-            second.rank,
-            second.channels_last,
-            second.dtype,
-        ):
+        if len({(kind.rank, kind.channels_last, kind.dtype) for kind in inputs}) == 1:
             return []
-        return [f"the inputs must be of one rank, layout and dtype, got {first} and {second}"]
+        return [
+            f"the inputs must be of one rank, layout and dtype, got {inputs[0]} and {inputs[1]}"
+        ]
 
     def infer(self, attrs: EitherAttrs, inputs: list[TensorType]) -> TensorType:
         first, second = inputs
