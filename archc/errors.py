@@ -75,6 +75,7 @@ class InternalError(Exception):
 
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(f"internal error in {stage}: {message} (this is a bug in archc)")
+        self.stage, self.message = stage, message
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

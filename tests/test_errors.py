@@ -506,6 +506,11 @@ CASES |= {
         "5:3",
         "init.conv2d: no conv2d layer of the model has bias",
     ),
+    "init: an op the model never builds": (
+        INIT_HEAD + "  conv_transpose2d: {weight: zeros}\n" + INIT_BODY,
+        "5:3",
+        "init.conv_transpose2d: the model has no conv_transpose2d layer with parameters of its own",
+    ),
     "init: an expression of an unknown name": (
         INIT_HEAD + "  linear: {weight: {normal: 1 / fan}}\n" + INIT_BODY,
         "5:33",

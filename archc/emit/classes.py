@@ -10,10 +10,10 @@ module is spelt in its framework.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archc.boundary import (
     GENERATED_METHODS,
@@ -49,6 +49,9 @@ from archc.resolve.classes import SPATIAL
 from archc.resolve.elaborate import loop_width_name
 from archc.resolve.params import defaults
 
+if TYPE_CHECKING:
+    from archc.emit.validate import ParamPoint
+
 BODY = INDENT * 2  # the indentation of a method body
 
 
@@ -78,7 +81,9 @@ class Backend:
     occurs in the file (blank entries separate the sections)."""
     required_helpers: tuple[str, ...] = ()
     """Helpers every file of this backend defines (flax's weight converter)."""
-    validate: Callable[[str, Graph, list[BlockClass], bool], None] | None = None
+    validate: Callable[[str, Graph, list[BlockClass], bool, Sequence[ParamPoint]], None] | None = (
+        None
+    )
     """Translation validation of a whole file against the IR graph (raises InternalError);
     the flag says whether the file starts its parameters (not an inference export)."""
     passes: tuple[Callable[[BlockClass], BlockClass], ...] = ()

@@ -15,13 +15,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from archc.boundary import attribute
 from archc.emit.layout import INDENT, LINE_LIMIT, layout_source
 from archc.errors import Location
-from archc.ir.modules import BlockClass, ModuleNode
-from archc.ir.symbolic import UNARY, Sym, concrete, is_symbolic, source
+from archc.ir.modules import (
+    BlockClass,
+    ModuleNode,
+    by_definition,
+    op_modules,
+    parameter_variants,
+)
+from archc.ir.symbolic import UNARY, Sym, source
 from archc.ops.init import FANS, TORCH_DEFAULT_LAYER, Initialiser
 from archc.ops.lowering import ModuleCall
 from archc.resolve.init import Rules
@@ -48,13 +53,11 @@ def init_function(
     """The lines of `def init_weights`; none when every layer keeps its framework default.
     The layers are the classes' (symbolic: those that other params build too); `keywords`:
     the params its conditions read, as the model's constructor takes them (init_keywords)."""
-    by_name: dict[str, list[BlockClass]] = {}
-    for block_class in classes:
-        by_name.setdefault(block_class.definition.name, []).append(block_class)
+    by_name = by_definition(classes)
     every = [
         layer
         for block_class in classes
-        for layer in _layers_in(block_class.children, by_name, blocks=False)
+        for layer in op_modules(block_class.children, by_name, blocks=False)
     ]
     by_op = _op_rules(rules, backend)
     layer_branches = [
@@ -189,26 +192,9 @@ def _rule_layers(
     for block_class in classes.get(scope, []):
         if name:
             named = [child for child in block_class.children if child.name == name]
-            yield from _layers_in(named, classes, blocks=False)
+            yield from op_modules(named, classes, blocks=False)
         else:
-            yield from _layers_in(block_class.children, classes, blocks=True)
-
-
-def _layers_in(
-    children: list[ModuleNode], classes: dict[str, list[BlockClass]], blocks: bool
-) -> Iterator[ModuleNode]:
-    """The op modules among `children`, through sequences and loops, and with `blocks`
-    through the classes of the blocks inside too."""
-    for child in children:
-        if child.reuses is not None:  # a later call makes no module
-            continue
-        if child.kind == "op":
-            yield child
-        elif child.kind == "block" and blocks and child.block is not None:
-            for block_class in classes.get(child.block.name, []):
-                yield from _layers_in(block_class.children, classes, blocks)
-        elif child.kind != "block":
-            yield from _layers_in(child.children, classes, blocks)
+            yield from op_modules(block_class.children, classes, blocks=True)
 
 
 def _layer_classes(layers: list[ModuleNode], backend: str) -> list[_Layers]:
@@ -218,7 +204,7 @@ def _layer_classes(layers: list[ModuleNode], backend: str) -> list[_Layers]:
     found: dict[str, list[tuple[dict[str, str], frozenset[str]]]] = {}
     for layer in layers:
         lowered = getattr(layer.op, f"lower_{backend}")(layer.attrs, layer.input_types)
-        variants = [layer.op.parameters(attrs, layer.input_types) for attrs in _flips(layer.attrs)]
+        variants = parameter_variants(layer)
         params = {name: shape for variant in variants for name, shape in variant.items()}
         if isinstance(lowered, ModuleCall) and params:
             attributes = {
@@ -235,17 +221,6 @@ def _layer_classes(layers: list[ModuleNode], backend: str) -> list[_Layers]:
         )
         for constructor, each in found.items()
     ]
-
-
-def _flips(attrs: Any) -> list[Any]:
-    """The attributes, and each with one of its symbolic bools the other way (`bias: flag`
-    false): what other params of the model build."""
-    flipped = [
-        attrs.replace(**{key: not concrete(value)})
-        for key, value in attrs
-        if is_symbolic(value) and isinstance(concrete(value), bool)
-    ]
-    return [attrs, *flipped]
 
 
 def layer_attribute(constructor: str, param: str, rank: int) -> str:

@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from archc.boundary import docstring_text, string_literal
 from archc.emit.classes import Backend, class_view, signature_params, width_reporters
 from archc.emit.initialise import init_function, init_keywords
 from archc.emit.layout import INDENT, LINE_LIMIT, Call, layout, wrap_exact, wrap_text
+from archc.emit.validate import ParamPoint
 from archc.errors import InternalError
 from archc.ir.functions import FUNCTIONS
 from archc.ir.modules import BlockClass
@@ -35,11 +37,13 @@ def emit_file(
     backend: Backend,
     export: InferenceExport | None = None,
     folder: Path | None = None,
+    others: Sequence[ParamPoint] = (),
 ) -> str:
     """The file's text: the training model, or the inference `export` of it with a
     converter for training checkpoints beside the model. Spec files are named relative to
     `folder`, the one the file is written to, so that it reads the same wherever it was
-    built from."""
+    built from. Translation validation checks it against the IR, and against `others`, the
+    IR at other values of the params, built with those."""
     classes, graph = block_classes(program), program.graph
     if export is not None:
         classes, graph, costs = export.classes, export.graph, export.costs
@@ -97,7 +101,7 @@ def emit_file(
     draft = template.render(imports=[], **context)
     text = compiled(template.render(imports=_imports(draft, backend), **context))
     if backend.validate is not None:
-        backend.validate(text, graph, classes, export is None)
+        backend.validate(text, graph, classes, export is None, others)
     return text
 
 

@@ -8,7 +8,9 @@ path: a node that lowers to a module must be that module, built with the argumen
 lowering gives; a node that keeps parameters inline must have them; a node's parameters are
 frozen (`freeze_params` on it or a module above it) exactly where the IR says. A module the
 IR does not have is a mismatch too. Any mismatch is archc's bug, reported with the node, and
-the file is not written.
+the file is not written. The IR holds one value of each param, so the model is built again
+with each bool param the other way (a block under `when: deep`, a `bias: not deep`) and
+checked against the IR of that value.
 
 The stand-ins run with a short list of builtins and can import nothing but themselves,
 `functools`, `math` and `typing`, so a file that tried to do anything else could not.
@@ -22,7 +24,8 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from archc.errors import InternalError, Location
@@ -32,6 +35,15 @@ from archc.ir.symbolic import Sym, concrete
 from archc.ops.init import KINDS, TORCH_DEFAULT_LAYER, Initialiser, canonical_start, torch_fans
 from archc.ops.lowering import InlineCall, ModuleCall
 from archc.spec.expressions import evaluate
+
+
+@dataclass(frozen=True)
+class ParamPoint:
+    """The model at other values of its params: create_model's keywords, and the IR archc
+    compiles with them (`--set`)."""
+
+    params: dict[str, Any]
+    graph: Graph
 
 
 class _Anything:
@@ -243,8 +255,9 @@ def _restricted_builtins(modules: dict[str, Any]) -> dict[str, Any]:
     return {**allowed, "__import__": importer}
 
 
-def build_model(source: str, model: str, *args: Any) -> _Module:
-    """The model of a generated file, built with the stand-ins (`create_model(*args)`)."""
+def build_model(source: str, model: str, *args: Any, **params: Any) -> _Module:
+    """The model of a generated file, built with the stand-ins (`create_model(*args,
+    **params)`)."""
     namespace: dict[str, Any] = {
         "__builtins__": _restricted_builtins(_stand_ins()),
         "__name__": "generated",
@@ -257,7 +270,7 @@ def build_model(source: str, model: str, *args: Any) -> _Module:
     called: list[dict[str, Any]] = []
     # Run later, with the params the model passes it (its conditions read them).
     namespace["init_weights"] = lambda *arguments, **params: called.append(params)
-    root = namespace["create_model"](*args)
+    root = namespace["create_model"](*args, **params)
     # Run by the checks once every layer's parameters are known, if the model calls it.
     if called and init_weights is not None:
         init_weights = functools.partial(init_weights, **called[0])
@@ -274,17 +287,25 @@ def _freeze_params(module: Any, when: Any = True) -> Any:
 
 
 def validate_torch(
-    source: str, graph: Graph, classes: list[BlockClass], initialised: bool = True
+    source: str,
+    graph: Graph,
+    classes: list[BlockClass],
+    initialised: bool = True,
+    others: Sequence[ParamPoint] = (),
 ) -> None:
     """Raise an internal error naming the first node the built torch model disagrees with."""
-    _validate(source, graph, classes, "torch", (), initialised)
+    _validate(source, graph, classes, "torch", (), initialised, others)
 
 
 def validate_flax(
-    source: str, graph: Graph, classes: list[BlockClass], initialised: bool = True
+    source: str,
+    graph: Graph,
+    classes: list[BlockClass],
+    initialised: bool = True,
+    others: Sequence[ParamPoint] = (),
 ) -> None:
     """Raise an internal error naming the first node the built flax model disagrees with."""
-    _validate(source, graph, classes, "flax", (_Anything(),), initialised)
+    _validate(source, graph, classes, "flax", (_Anything(),), initialised, others)
 
 
 def _validate(
@@ -294,16 +315,41 @@ def _validate(
     backend: str,
     args: tuple,
     initialised: bool,
+    others: Sequence[ParamPoint],
 ) -> None:
     """`initialised`: whether the model starts its parameters itself (an inference
-    export's come from a training checkpoint, and it has no init_weights)."""
+    export's come from a training checkpoint, and it has no init_weights); `others`: the
+    model at other values of its params, built with them and checked against their IR."""
 
     def lowering(op: Any) -> Any:
         return getattr(op, f"lower_{backend}")
 
     names = {block_class.class_name for block_class in classes}
+    for params, point_graph in [({}, graph), *((point.params, point.graph) for point in others)]:
+        try:
+            _validate_point(
+                source, point_graph, names, lowering, initialised, args, params, backend
+            )
+        except InternalError as error:
+            if not params:
+                raise
+            keywords = ", ".join(f"{name}={value!r}" for name, value in params.items())
+            raise InternalError(error.stage, f"{error.message}, with {keywords}") from None
+
+
+def _validate_point(
+    source: str,
+    graph: Graph,
+    names: set[str],
+    lowering: Any,
+    initialised: bool,
+    args: tuple,
+    params: dict[str, Any],
+    backend: str,
+) -> None:
+    """The file's model built with `params` against `graph`, the IR of those params."""
     try:
-        root = build_model(source, graph.name, *args)
+        root = build_model(source, graph.name, *args, **params)
     except Exception as error:
         raise InternalError("emit", f"building the generated model failed: {error!r}") from None
     for node in graph.own_state():

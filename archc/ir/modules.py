@@ -8,10 +8,12 @@ by elaborating each block definition symbolically.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from archc.ir.graph import TensorType
+from archc.ir.symbolic import concrete, is_symbolic
 
 if TYPE_CHECKING:
     from archc.ops.base import Op
@@ -87,3 +89,39 @@ class BlockClass:
     shapes: dict[str, TensorType] = field(default_factory=dict)
     """The model's children's concrete output types (a loop's after its last iteration),
     for shape comments."""
+
+
+def by_definition(classes: list[BlockClass]) -> dict[str, list[BlockClass]]:
+    """The classes of each block definition, by its name (one per distinct signature)."""
+    found: dict[str, list[BlockClass]] = {}
+    for block_class in classes:
+        found.setdefault(block_class.definition.name, []).append(block_class)
+    return found
+
+
+def op_modules(
+    children: list[ModuleNode], classes: Mapping[str, list[BlockClass]], blocks: bool
+) -> Iterator[ModuleNode]:
+    """The op modules among `children`, through sequences and loops, and with `blocks`
+    through the classes of the blocks inside too (`classes`: by block name)."""
+    for child in children:
+        if child.reuses is not None:  # a later call makes no module
+            continue
+        if child.kind == "op":
+            yield child
+        elif child.kind == "block" and blocks and child.block is not None:
+            for block_class in classes.get(child.block.name, []):
+                yield from op_modules(block_class.children, classes, blocks)
+        elif child.kind != "block":
+            yield from op_modules(child.children, classes, blocks)
+
+
+def parameter_variants(module: ModuleNode) -> list[dict[str, Any]]:
+    """An op module's parameters (name → shape) as the model's params may build it: its
+    attributes as they are, and with each symbolic bool the other way (`bias: flag`)."""
+    flipped = [
+        module.attrs.replace(**{key: not concrete(value)})
+        for key, value in module.attrs
+        if is_symbolic(value) and isinstance(concrete(value), bool)
+    ]
+    return [module.op.parameters(attrs, module.input_types) for attrs in [module.attrs, *flipped]]

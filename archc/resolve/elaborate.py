@@ -99,6 +99,9 @@ class Program:
     """The spec's `init:` rules, checked."""
     train: TrainPlan | None = None
     """The spec's `train:` section, checked."""
+    unreached_rules: dict[str, set[str]] = field(default_factory=dict)
+    """Op init rules' params that no layer at these params has (op → params): refused by
+    `check_op_rules_reach` unless the classes build them at other params."""
 
 
 def elaborate(
@@ -127,13 +130,13 @@ def elaborate(
         method: {name: bound.name for name, (bound, _) in returned.items()}
         for method, returned in body.methods.items()
     }
-    apply_rules(rules, graph, elaborator.init_sites)
+    unreached = apply_rules(rules, graph, elaborator.init_sites)
     train = None
     if spec.train:
         types = {name: graph.type_of(value) for name, value in graph.outputs.items()}
         train = train_plan(spec.train.raw, spec.train.location, args, types)
     instances = elaborator.instances
-    return Program(spec, args, applied, graph, instances, modules, rules, train)
+    return Program(spec, args, applied, graph, instances, modules, rules, train, unreached)
 
 
 class Elaborator:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archc.errors import Location, SpecError, did_you_mean
-from archc.ir.graph import Graph, Node
+from archc.ir.graph import Graph, Node, TensorType
+from archc.ir.modules import BlockClass, by_definition, op_modules, parameter_variants
 from archc.ir.symbolic import Sym, concrete, is_symbolic
 from archc.ops import REGISTRY
+from archc.ops.base import Op
 from archc.ops.init import FANS, KINDS, Initialiser, torch_fans
 from archc.ops.lowering import ModuleCall
 from archc.resolve.params import evaluate_checked
@@ -207,16 +209,17 @@ def _op_layers(items: list[NodeSpec]) -> bool:
     )
 
 
-def apply_rules(rules: Rules, graph: Graph, sites: dict[str, list[str]]) -> None:
+def apply_rules(rules: Rules, graph: Graph, sites: dict[str, list[str]]) -> dict[str, set[str]]:
     """Give each graph node its initialisers (`graph.init`): its op's rule, then its blocks'
     (outermost first), then its node's where that holds (`sites`: node name → the rules that
-    cover it, innermost first)."""
+    cover it, innermost first). Returns the op rules' params no layer here has (op → params),
+    for check_op_rules_reach."""
     covered: dict[str, set[str]] = {}
     group_ops: dict[str, set[str]] = {}
     for node in graph.own_state():
         inputs = [graph.type_of(name) for name in node.inputs]
         params = node.op.parameters(node.attrs, inputs)
-        layer = isinstance(node.op.lower_torch(node.attrs, inputs), ModuleCall)
+        layer = _is_layer(node.op, node.attrs, inputs)
         by_op = rules.ops.get(node.op.name, {}) if layer else {}
         targets = _targets(rules, sites.get(node.name, []), node, params, layer)
         chosen = {
@@ -252,15 +255,38 @@ def apply_rules(rules: Rules, graph: Graph, sites: dict[str, list[str]]) -> None
                 rules.locations[target],
                 "start one op's layers (op: conv2d), or name one layer",
             )
-    for op, rule in rules.ops.items():
-        missing = rule.keys() - covered.get(op, set())
+    missing = {op: rule.keys() - covered.get(op, set()) for op, rule in rules.ops.items()}
+    return {op: params for op, params in missing.items() if params}
+
+
+def check_op_rules_reach(
+    rules: Rules, unreached: dict[str, set[str]], classes: list[BlockClass]
+) -> None:
+    """Refuse an op's rule that starts params (`unreached`: op → params) no layer of these
+    params has, unless a layer of the classes may have them at other params (a conv under
+    `when: flag`, flag false; `bias: flag`)."""
+    by_name = by_definition(classes)
+    reached: dict[str, set[str]] = {}
+    for block_class in classes:
+        for layer in op_modules(block_class.children, by_name, blocks=False):
+            if layer.op.name in unreached and _is_layer(layer.op, layer.attrs, layer.input_types):
+                params = {name for variant in parameter_variants(layer) for name in variant}
+                if params:
+                    reached.setdefault(layer.op.name, set()).update(params)
+    for op, wanted in unreached.items():
+        missing = wanted - reached.get(op, set())
         if missing:
             raise SpecError(
                 f"init.{op}: no {op} layer of the model has {', '.join(sorted(missing))}"
-                if op in covered
+                if op in reached
                 else f"init.{op}: the model has no {op} layer with parameters of its own",
                 rules.locations[op],
             )
+
+
+def _is_layer(op: Op, attrs: Any, inputs: list[TensorType]) -> bool:
+    """Whether an op is built as a module of its own (a layer), not inline in its block."""
+    return isinstance(op.lower_torch(attrs, inputs), ModuleCall)
 
 
 def _targets(

@@ -15,7 +15,7 @@ from archc.emit.validate import build_model, validate_flax, validate_torch
 from archc.errors import InternalError
 from archc.ops.linear import Linear
 from archc.ops.lowering import ModuleCall
-from archc.pipeline import compile_spec
+from archc.pipeline import compile_spec, flipped_points
 from archc.resolve.classes import block_classes
 from tests.helpers import SPECS
 
@@ -144,3 +144,45 @@ def test_build_exits_3_and_writes_nothing_when_validation_fails(
     assert "translation validation: fc (linear)" in stderr.getvalue()
     assert len(stderr.getvalue().splitlines()) == 1
     assert not any(tmp_path.rglob("*.py"))
+
+
+SWITCHED = Path("tests/specs/switched.yaml")
+
+
+@pytest.mark.parametrize(
+    ("spec", "old", "new", "problem"),
+    [
+        (
+            SPECS / "resnet18.yaml",
+            "nn.init.zeros_(module.bn2.weight)",
+            "nn.init.zeros_(module.bn1.weight)",
+            "layer1.0.bn1 (batch_norm) at archc/blocks/resnet.yaml:10:12: its weight starts as"
+            " constant(0), the IR says the framework's default",
+        ),
+        (
+            SWITCHED,
+            "nn.Conv2d(in_channels, 4, kernel_size=1)",
+            "nn.Conv2d(in_channels, 4, kernel_size=2)",
+            "extra.conv (conv2d) at tests/specs/switched.yaml:18:13: kernel_size=2, the IR says"
+            " kernel_size=1",
+        ),
+    ],
+    ids=["init", "switched-off block"],
+)
+def test_a_drift_that_only_another_value_of_a_bool_param_builds_is_caught(
+    spec: Path, old: str, new: str, problem: str
+) -> None:
+    """What the defaults do not build (resnet18's zero_init_residual, a block under `when:
+    deep`) passes validation at the defaults, and is caught with the param the other way."""
+    compiled = compile_spec(spec)
+    source = torch_source(compiled.program, compiled.costs, "archc build")
+    assert old in source
+    drifted = source.replace(old, new)
+    graph, classes = compiled.program.graph, block_classes(compiled.program)
+    validate_torch(drifted, graph, classes)  # the defaults do not build it
+    (point,) = flipped_points(compiled, spec)
+    (param,) = point.params.items()
+    assert param in [("zero_init_residual", True), ("deep", True)]
+    with pytest.raises(InternalError, match="translation validation: ") as caught:
+        validate_torch(drifted, graph, classes, True, [point])
+    assert f"{problem}, with {param[0]}=True (this is a bug in archc)" in str(caught.value)

@@ -12,7 +12,9 @@ import contextlib
 import copy
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ import numpy as np
 from archc.cli import main
 from archc.errors import ArchcError
 from archc.ir.symbolic import concrete
-from archc.pipeline import compile_spec
+from archc.pipeline import Compiled, compile_spec
 from tests.helpers import (
     canonical_order,
     count_macs,
@@ -83,20 +85,92 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     from flax import nnx
 
     compiled = compile_spec(spec)
+    torch_module = load_generated(build(spec, "torch", out))
+    flax_module = load_generated(build(spec, "flax", out))
+    run = _check_point(compiled, torch_module, flax_module, {})
+    args = compiled.program.args
+    if "w" in args:  # the same model at another width, both ways
+        _compare_at_width(spec, torch_module, width)
+    if isinstance(args.get("flag"), bool):  # the branches and wirings the flag switches
+        _check_flipped(spec, "flag", not args["flag"], torch_module, flax_module)
+    model, example, want, rounding = run.model, run.example, run.want, run.rounding
+    graph = compiled.program.graph
+
+    def torch_output(module: Any) -> np.ndarray:
+        with torch.no_grad():
+            return _in_flax_layout(module.eval()(example), graph)
+
+    # The inference export, both backends, from the training weights.
+    inference = load_generated(build(spec, "torch", out, inference=True))
+    folded = inference.create_model()
+    folded.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
+    _expect_close("inference export output", torch_output(folded), want, rounding)
+    flax_inference = load_generated(build(spec, "flax", out, inference=True))
+    flax_folded = flax_inference.create_model(nnx.Rngs(0))
+    flax_inference.load_torch_state_dict(
+        flax_folded, flax_inference.inference_state_dict(run.weights)
+    )
+    flax_folded.eval()  # then under jit, its state donated
+    got = _flax_output(flax_inference.jit_forward(flax_folded), run.array)
+    _expect_close("flax inference export output (jit_forward)", got, want, rounding)
+
+    fast = torch_module.create_model(channels_last=True)
+    fast.load_state_dict(model.state_dict(), strict=True)
+    _expect_close("create_model(channels_last=True) output", torch_output(fast), want, rounding)
+    _train_step(model, example)
+
+
+def _check_flipped(
+    spec: Path, param: str, value: bool, torch_module: ModuleType, flax_module: ModuleType
+) -> None:
+    """The model at the other value of a bool param, `create_model(param=value)` in both
+    backends against `--set param=value`, where archc accepts that value."""
+    try:
+        compiled = compile_spec(spec, {param: str(value).lower()})
+    except ArchcError:
+        return
+    _check_point(compiled, torch_module, flax_module, {param: value}, f" at {param}={value}")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The torch model at one param point, run in eval on an example, and that run's figures."""
+
+    model: Any
+    example: Any
+    weights: dict[str, np.ndarray]
+    array: np.ndarray
+    """The example as flax takes it."""
+    want: np.ndarray
+    """Torch's output, in flax's layout."""
+    rounding: float
+    """Torch's float32 error on this output, against float64."""
+
+
+def _check_point(
+    compiled: Compiled,
+    torch_module: ModuleType,
+    flax_module: ModuleType,
+    params: dict[str, Any],
+    at: str = "",
+) -> _Run:
+    """Both generated models built with `params` against the IR compiled with them: trainable
+    params, output shape, MACs (and, at the defaults, the forward's shape comments); flax,
+    with torch's weights, gives torch's outputs, detections and losses."""
+    import torch
+    from flax import nnx
+
     total = compiled.costs.total
     graph = compiled.program.graph
     (output,) = graph.outputs.values()
     want_shape = tuple(concrete(dim) for dim in graph.type_of(output).shape[1:])
-    torch_module = load_generated(build(spec, "torch", out))
-    flax_module = load_generated(build(spec, "flax", out))
-
     torch.manual_seed(0)  # the same weights on every run, so a failure reproduces
-    model = torch_module.create_model()
+    model = torch_module.create_model(**params)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    expect("trainable params (requires_grad)", trained, total.trainable)
+    expect(f"trainable params (requires_grad){at}", trained, total.trainable)
     randomize_batch_norm(model)
     model.eval()
-    commented = _shape_comments(torch_module.__file__)
+    commented = {} if params else _shape_comments(torch_module.__file__)
     seen: dict[str, tuple[int, ...]] = {}
     for name in commented:
 
@@ -107,62 +181,42 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     shape = tuple(concrete(dim) for dim in graph.inputs["input"].shape[1:])
     example = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
     macs, result = count_macs(model, example)
-    expect("output shape", tuple(result.shape[1:]), want_shape)
+    expect(f"output shape{at}", tuple(result.shape[1:]), want_shape)
     for name, comment in commented.items():
         expect(f"shape comment of {name}", comment, seen[name][1:])
-    expect("macs", macs, 2 * total.macs)  # a batch of two
+    expect(f"macs{at}", macs, 2 * total.macs)  # a batch of two
     with torch.no_grad():
         exact = copy.deepcopy(model).double()(example.double())
     rounding = float((result.double() - exact).abs().max()) if result.numel() else 0.0
-
-    if "w" in compiled.program.args:  # the same model at another width, both ways
-        _compare_at_width(spec, torch_module, width)
-
-    def in_flax_layout(value: Any) -> np.ndarray:
-        """A torch output as flax gives it: NHWC maps."""
-        array = value.detach().numpy()
-        if array.ndim == 4 and not graph.type_of(output).channels_last:
-            array = array.transpose(0, 2, 3, 1)
-        return array
-
-    def torch_output(module: Any) -> np.ndarray:
-        with torch.no_grad():
-            return in_flax_layout(module.eval()(example))
 
     weights = {key: value.detach().numpy() for key, value in model.state_dict().items()}
     array = example.numpy()
     if array.ndim == 4:
         array = array.transpose(0, 2, 3, 1)
-    want = in_flax_layout(result)
-    flax_model = flax_module.create_model(nnx.Rngs(0))
+    want = _in_flax_layout(result, graph)
+    flax_model = flax_module.create_model(nnx.Rngs(0), **params)
     flax_params = nnx.to_flat_state(nnx.state(flax_model, nnx.Param))
-    expect("trainable params (nnx.Param)", sum(value.size for _, value in flax_params), trained)
+    flax_trained = sum(value.size for _, value in flax_params)
+    expect(f"trainable params (nnx.Param){at}", flax_trained, trained)
     undrawn = [path for path, value in flax_params if np.isnan(value.get_value()).any()]
-    expect("flax params left undrawn (NaN)", undrawn, [])
+    expect(f"flax params left undrawn (NaN){at}", undrawn, [])
     flax_module.load_torch_state_dict(flax_model, weights)
     flax_model.eval()
-    _expect_close("flax output", _flax_output(flax_model, array), want, rounding)
+    _expect_close(f"flax output{at}", _flax_output(flax_model, array), want, rounding)
     if "detect" in graph.methods:
         _check_detections(graph, model, flax_model, example, array)
     if "loss" in graph.methods:
         _check_losses(graph, model, flax_model, example, array)
+    return _Run(model, example, weights, array, want, rounding)
 
-    # The inference export, both backends, from the training weights.
-    inference = load_generated(build(spec, "torch", out, inference=True))
-    folded = inference.create_model()
-    folded.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
-    _expect_close("inference export output", torch_output(folded), want, rounding)
-    flax_inference = load_generated(build(spec, "flax", out, inference=True))
-    flax_folded = flax_inference.create_model(nnx.Rngs(0))
-    flax_inference.load_torch_state_dict(flax_folded, flax_inference.inference_state_dict(weights))
-    flax_folded.eval()  # then under jit, its state donated
-    got = _flax_output(flax_inference.jit_forward(flax_folded), array)
-    _expect_close("flax inference export output (jit_forward)", got, want, rounding)
 
-    fast = torch_module.create_model(channels_last=True)
-    fast.load_state_dict(model.state_dict(), strict=True)
-    _expect_close("create_model(channels_last=True) output", torch_output(fast), want, rounding)
-    _train_step(model, example)
+def _in_flax_layout(value: Any, graph: Any) -> np.ndarray:
+    """A torch output as flax gives it: NHWC maps."""
+    (output,) = graph.outputs.values()
+    array = value.detach().numpy()
+    if array.ndim == 4 and not graph.type_of(output).channels_last:
+        array = array.transpose(0, 2, 3, 1)
+    return array
 
 
 def _check_detections(

@@ -123,24 +123,7 @@ def test_without_its_block_rule_ssd300_starts_otherwise() -> None:
     assert found and all(line.startswith("backbone.extra.0.7.") for line in found)
 
 
-# A block built only where the model's `deep` param holds, a conv whose bias `deep` takes away,
-# and rules for both: init_weights must serve every value of the params, not only the defaults.
-OFF_BY_DEFAULT = """\
-archc: 1
-name: switched
-params: {deep: false}
-input: [3, 8, 8]
-init:
-  conv2d: {weight: ones, bias: zeros}
-  Extra.conv: {weight: {constant: 0.5}, bias: {constant: 0.25}}
-body:
-  stem: {op: conv2d, out: 4, kernel: 3, bias: not deep}
-  extra: {block: Extra, when: deep}
-blocks:
-  Extra:
-    body:
-      conv: {op: conv2d, out: 4, kernel: 1}
-"""
+OFF_BY_DEFAULT = REPO / "tests" / "specs" / "switched.yaml"
 
 
 @pytest.mark.parametrize("deep", [False, True])
@@ -158,6 +141,22 @@ def test_init_rules_hold_for_every_value_of_the_params(deep: bool) -> None:
     assert (flax_model.stem.bias is None) == deep
     if deep:
         assert (np.asarray(flax_model.extra.conv.bias.get_value()) == 0.25).all()
+
+
+def test_a_rule_for_layers_only_other_params_build_is_taken() -> None:
+    """At the defaults no conv has a bias and the only linear is switched off, yet the op
+    rules are not refused (`deep` builds both) and start them where it does."""
+    import archc
+
+    model = archc.load(
+        "archc: 1\nname: switched\nparams: {deep: false}\ninput: [3, 8, 8]\n"
+        "init:\n  conv2d: {bias: zeros}\n  linear: {weight: {constant: 0.5}}\n"
+        "body:\n  stem: {op: conv2d, out: 4, kernel: 3, bias: deep}\n"
+        "  head: [flatten, {op: linear, out: 2, when: deep}]\n"
+    )
+    deep = model.torch(deep=True)
+    assert (deep.stem.bias == 0).all() and (deep.head[1].weight == 0.5).all()
+    assert model.torch(deep=False).stem.bias is None
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

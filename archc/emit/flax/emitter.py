@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archc.emit.classes import Backend
 from archc.emit.source_file import emit_file
-from archc.emit.validate import validate_flax
+from archc.emit.validate import ParamPoint, validate_flax
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete, source
@@ -67,6 +68,7 @@ def flax_source(
     command: str,
     export: InferenceExport | None = None,
     folder: Path | None = None,
+    others: Sequence[ParamPoint] = (),
 ) -> str:
     """The generated flax.nnx file for a compiled model."""
-    return emit_file(program, costs, command, FLAX, export, folder)
+    return emit_file(program, costs, command, FLAX, export, folder, others)

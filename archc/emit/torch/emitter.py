@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archc.emit.classes import Backend
 from archc.emit.source_file import emit_file
-from archc.emit.validate import validate_torch
+from archc.emit.validate import ParamPoint, validate_torch
 from archc.ir.graph import TensorType
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import concrete, source
@@ -65,7 +66,8 @@ def torch_source(
     command: str,
     export: InferenceExport | None = None,
     folder: Path | None = None,
+    others: Sequence[ParamPoint] = (),
 ) -> str:
     """The generated PyTorch file for a compiled model (its spec paths relative to
     `folder`, where it is written)."""
-    return emit_file(program, costs, command, TORCH, export, folder)
+    return emit_file(program, costs, command, TORCH, export, folder, others)
