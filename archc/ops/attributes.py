@@ -217,12 +217,23 @@ class Attrs:
         return cls.__dict__["_fields"]
 
     def __init__(self, **values: Any) -> None:
+        self._fill(values, frozenset())
+
+    @classmethod
+    def checked_but(cls, values: dict[str, Any], unchecked: frozenset[str]) -> Attrs:
+        """The attributes with `unchecked` ones kept as given: values of a node switched off
+        where they are taken, which need only hold where it is on."""
+        attrs = object.__new__(cls)
+        attrs._fill(values, unchecked)
+        return attrs
+
+    def _fill(self, values: dict[str, Any], unchecked: frozenset[str]) -> None:
         fields = self.fields()
         for key in values.keys() - fields.keys():
             raise AttrsError("", f"unknown attribute '{key}'")
         for name, field in fields.items():
             if name in values:
-                value = field.validate(values[name])
+                value = values[name] if name in unchecked else field.validate(values[name])
             elif field.required:
                 raise AttrsError(name, f"missing required attribute '{name}'")
             else:

@@ -158,6 +158,9 @@ class Elaborator:
         self.copies = 1
         """How many times the node being elaborated is made: the product of the enclosing
         repeats' counts."""
+        self.switched_off = 0
+        """In a class, how many of the nodes being elaborated a `when:` switches off at the
+        class's representative values: their symbolic attributes need not hold at those."""
 
     @property
     def symbolic(self) -> bool:
@@ -323,7 +326,12 @@ class Elaborator:
         if condition is False:
             return [], site.bounds[0]
         made_before = self.node_count()
-        modules, bound = self.present_node(site, condition)
+        off = is_symbolic(condition) and not concrete(condition)
+        self.switched_off += off
+        try:
+            modules, bound = self.present_node(site, condition)
+        finally:
+            self.switched_off -= off
         frozen = self.frozen(site)
         if frozen is True and self.graph is not None:
             self.graph.frozen.update(islice(self.graph.nodes, made_before, None))
@@ -670,7 +678,7 @@ class Elaborator:
 
     def op(self, site: Site) -> tuple[ModuleNode, Bound]:
         op, choice, chosen_by = self.lookup_op(site)
-        attrs = self.op_attrs(site, op, choice)
+        attrs = self.op_attrs(site, op, choice, self.switched_off > 0)
         types = site.input_types
         if not self.symbolic:
             problems = op.check(attrs, types)
@@ -679,7 +687,12 @@ class Elaborator:
                     f"{site.full_name} ({op.name}): {problems[0]}",
                     _blamed(site.node, problems[0]),
                 )
-        output = op.infer(attrs, types)
+        try:
+            output = op.infer(attrs, types)
+        except Exception:
+            if self.switched_off:  # an attribute that holds only where the node is on
+                self.op_attrs(site, op, choice)  # refused as it is, located
+            raise
         if self.graph is not None:
             if len(self.graph.nodes) >= MAX_NODES:
                 raise SpecError(f"the model has more than {MAX_NODES:,} nodes", site.node.location)
@@ -779,12 +792,15 @@ class Elaborator:
             )
         return op, choice, chosen_by
 
-    def op_attrs(self, site: Site, op: Op, choice: OpChoice | None) -> Attrs:
-        """The node's attributes; a picked op's are the param's (`{op: batch_norm, eps: …}`)."""
+    def op_attrs(
+        self, site: Site, op: Op, choice: OpChoice | None, switched_off: bool = False
+    ) -> Attrs:
+        """The node's attributes; a picked op's are the param's (`{op: batch_norm, eps: …}`);
+        `switched_off`: its symbolic ones unchecked at these values (build_attrs)."""
         if choice is not None:
             return choice.attrs
         where = f"{site.full_name} ({op.name})"
-        return op_attrs(op, site.node.args, site.env, where, site.node.location)
+        return op_attrs(op, site.node.args, site.env, where, site.node.location, switched_off)
 
     def block(self, site: Site) -> tuple[ModuleNode, Bound | list[Bound]]:
         node = site.node

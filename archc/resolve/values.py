@@ -59,13 +59,20 @@ def build_attrs(
     locations: dict[str, Location],
     where: str,
     fallback: Location,
+    switched_off: bool = False,
 ) -> Attrs:
-    """Validate attribute values (their concrete values) and keep symbolic ones for emission.
+    """Validate attribute values (their concrete values) and keep symbolic ones for emission;
+    `switched_off`: the node is off at these values (a class's `when:`), so its symbolic
+    values are not checked at them, only those written out.
 
     Unknown keys are the caller's to report (it knows where each key stands).
     """
+    unchecked = frozenset(
+        key for key, value in values.items() if switched_off and is_symbolic(value)
+    )
     try:
-        attrs = schema(**{key: _tuples(concrete(value)) for key, value in values.items()})
+        concretes = {key: _tuples(concrete(value)) for key, value in values.items()}
+        attrs = schema.checked_but(concretes, unchecked)
     except AttrsError as error:
         if error.key not in values:  # a required attribute left out
             raise SpecError(f"{error} for {where}", fallback) from None
@@ -79,10 +86,15 @@ def _tuples(value: Any) -> Any:
 
 
 def op_attrs(
-    op: Op, args: Mapping[str, Value], env: Mapping[str, Any], where: str, fallback: Location
+    op: Op,
+    args: Mapping[str, Value],
+    env: Mapping[str, Any],
+    where: str,
+    fallback: Location,
+    switched_off: bool = False,
 ) -> Attrs:
     """An op's attributes as written (a node's, or an `op` param's): unknown keys refused at
-    the key, values evaluated, typed."""
+    the key, values evaluated, typed (see build_attrs for `switched_off`)."""
     fields = op.Attrs.fields()
     unknown = next((key for key in args if key not in fields), None)
     if unknown is not None:
@@ -102,7 +114,7 @@ def op_attrs(
                 locations[key],
                 f"{key} fixes the layout the generated code indexes in, so no param sets it",
             )
-    return build_attrs(op.Attrs, values, locations, where, fallback)
+    return build_attrs(op.Attrs, values, locations, where, fallback, switched_off)
 
 
 def op_choice(value: Value, env: Mapping[str, Any], where: str) -> Any:

@@ -251,7 +251,12 @@ def image_step(spec: Spec, x: Value) -> None:
             f"{{block: Grow, growth: 3, repeat: {count}{frm}}}", Value(name, (c + 3 * count, h, w))
         )
     elif choice == "switch":  # a conditional node, on the model param `flag`
-        spec.add(f"{{op: conv2d, out: {c}, kernel: 1, when: flag{frm}}}", Value(name, x.shape))
+        if rng.random() < 0.5:
+            spec.add(f"{{op: conv2d, out: {c}, kernel: 1, when: flag{frm}}}", Value(name, x.shape))
+        else:  # its groups hold only where it is on (0 at the other value)
+            groups = f"{rng.choice([1, c])} if flag else 0"
+            node = f"{{op: group_norm, groups: {groups}, when: ({groups}) > 0{frm}}}"
+            spec.add(node, Value(name, x.shape))
     elif choice == "pair":
         pair_block(spec)
         spec.add(f"{{block: Pair, from: [{x.name}, {x.name}], when: flag}}", Value(name, x.shape))
