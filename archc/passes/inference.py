@@ -10,6 +10,7 @@ from archc.ir.modules import BlockClass, ModuleNode
 from archc.passes.cost import CostReport, count_costs
 from archc.passes.fold_norms import NormFold, fold_norms
 from archc.passes.fuse_parallel import fuse_parallel
+from archc.passes.unused_params import drop_unused_params
 from archc.resolve.classes import block_classes
 from archc.resolve.elaborate import Program
 
@@ -42,7 +43,8 @@ def inference_export(program: Program) -> InferenceExport:
     before_folding = {new: old for old, new in folded.names.items()}
     joined = [(name, [before_folding[part] for part in parts]) for name, parts in fused.parts]
     costs = count_costs(fused.graph)
-    return InferenceExport(fused.classes, fused.graph, costs, folded.folds, joined, renamed)
+    classes = drop_unused_params(fused.classes)
+    return InferenceExport(classes, fused.graph, costs, folded.folds, joined, renamed)
 
 
 def _unfrozen(children: list[ModuleNode]) -> list[ModuleNode]:
