@@ -3,7 +3,9 @@
 check, stats and both emitters succeed; the torch model runs, and its output shape, params,
 buffers and MACs (FlopCounterMode) equal archc's, also after `create_model(w=…)` against
 `--set w=…`; the flax model with the torch weights gives the torch outputs (≤ 1e-4, or within
-a few times torch's own float32 rounding where a random spec is ill-conditioned).
+a few times torch's own float32 rounding where a random spec is ill-conditioned). All of it
+again at the other value of the bool param `flag` (what its `when:`s switch); then the
+inference exports, channels_last and a training step at the defaults.
 """
 
 from __future__ import annotations
