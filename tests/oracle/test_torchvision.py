@@ -481,7 +481,11 @@ def test_rcnn_losses_match_torchvision(name: str, monkeypatch: pytest.MonkeyPatc
     losses = generated.train().loss(batch.tensors, targets)
     assert losses.keys() == expected.keys()
     for key, value in losses.items():
-        assert torch.allclose(value, expected[key], rtol=1e-5), key
+        # The classifier's cross-entropy over 512 sampled rows of 91 logits, each from 12,544
+        # pooled features, is float32 noise apart: Mask R-CNN's 3.5e-5 relative on an AVX2
+        # CPU (2e-6 on others, and Faster R-CNN's 2e-6); the other losses agree to 1e-7.
+        rtol = 1e-4 if key == "loss_classifier" else 1e-5
+        assert torch.allclose(value, expected[key], rtol=rtol), key
     torch.manual_seed(8)  # other draws sample other background rows
     assert generated.loss(batch.tensors, targets)["loss_objectness"] != losses["loss_objectness"]
 
