@@ -325,7 +325,8 @@ def _validate(
         return getattr(op, f"lower_{backend}")
 
     names = {block_class.class_name for block_class in classes}
-    for params, point_graph in [({}, graph), *((point.params, point.graph) for point in others)]:
+    for point in [ParamPoint({}, graph), *others]:
+        params, point_graph = point.params, point.graph
         try:
             _validate_point(
                 source, point_graph, names, lowering, initialised, args, params, backend

@@ -32,7 +32,7 @@ def drop_unused_params(classes: list[BlockClass]) -> list[BlockClass]:
 def _unread(block_class: BlockClass, unread: dict[str, set[str]]) -> set[str]:
     params = block_class.definition.params
     candidates = {name for name, param in params.items() if param.type == "op"}
-    texts = [text for _, value in block_class.lets for text in _sources(value)]
+    texts = [source(value) for _, value in block_class.lets if is_symbolic(value)]
     for child in _tree([*block_class.children, *block_class.stage]):
         texts += _expressions(child, unread)
     return {name for name in candidates if not any(_names(text, name) for text in texts)}
@@ -53,17 +53,8 @@ def _expressions(child: ModuleNode, unread: dict[str, set[str]]) -> list[str]:
     ]
     values: list[Any] = [*arguments, child.condition, child.count, child.frozen]
     values += [value for _, value in child.attrs or ()]
-    texts = [text for value in values for text in _sources(value)]
+    texts = [source(value) for value in values if is_symbolic(value)]
     return [*texts, child.chosen_by or "", child.names or ""]
-
-
-def _sources(value: Any) -> Iterator[str]:
-    """The code of each symbolic value in `value` (lists and tuples looked into)."""
-    if is_symbolic(value):
-        yield source(value)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _sources(item)
 
 
 def _names(text: str, name: str) -> bool:
