@@ -133,6 +133,28 @@ def compare(reference: Any, generated: Any, stats: dict) -> None:
         assert (value - expected[key]).abs().max().item() <= 1e-5, key
 
 
+def assert_flax_agrees(
+    model: Any, flax_file: ModuleType, flax_model: Any, shape: tuple[int, ...], atol: float = 1e-5
+) -> None:
+    """The flax model, given the torch model's state_dict, computes the torch model's eval
+    output (a 4-d one in NHWC) for a random NCHW image batch of `shape`."""
+    import numpy as np
+    import torch
+
+    model.eval()
+    flax_file.load_torch_state_dict(
+        flax_model, {key: value.detach().numpy() for key, value in model.state_dict().items()}
+    )
+    flax_model.eval()
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(example).numpy()
+    if want.ndim == 4:
+        want = want.transpose(0, 2, 3, 1)
+    got = np.asarray(flax_model(example.numpy().transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol)
+
+
 def assert_quotes_the_spec(quoted: list[str], text: str, position: str) -> None:
     """The lines after an error: the spec's line at LINE:COL, and a caret under COL."""
     line, col = (int(part) for part in position.split(":"))

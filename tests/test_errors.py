@@ -283,6 +283,12 @@ CASES = {
         "6:6",
         "the param 'drop' picks dropout, which is not a module built from its input width alone",
     ),
+    "an op param that picks an op without the attributes it needs": (
+        "archc: 1\nname: tiny\nparams: {norm: {type: op, default: group_norm}}\n"
+        "input: [4, 16, 16]\nbody:\n  n: norm\n",
+        "6:6",
+        "the param 'norm' picks group_norm without the attributes it needs",
+    ),
     # Before, check passed and build failed inside archc (the loop's width was not a name
     # the caller had).
     "a block whose output width comes out of its loop": (

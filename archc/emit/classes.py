@@ -43,7 +43,7 @@ from archc.ir.graph import Graph, TensorType
 from archc.ir.modules import BlockClass, ModuleNode
 from archc.ir.symbolic import concrete, is_symbolic, source
 from archc.ops import REGISTRY
-from archc.ops.base import OpChoice, differs
+from archc.ops.base import OpChoice
 from archc.ops.lowering import InlineCall, LoweringError, ModuleCall
 from archc.resolve.classes import SPATIAL
 from archc.resolve.elaborate import loop_width_name
@@ -366,26 +366,19 @@ def _argument_source(value: Any, kind: str, backend: Backend) -> str:
 
 def _op_class(choice: OpChoice, backend: Backend) -> str:
     """The class an `op` param picks, as built for images (`batch_norm` → `nn.BatchNorm2d`),
-    its attributes set by `functools.partial` where they differ from the class's defaults,
-    as torchvision writes `partial(nn.BatchNorm2d, eps=0.001)`."""
+    every argument its lowering writes but the width bound by `functools.partial`, as
+    torchvision writes `partial(nn.BatchNorm2d, eps=0.001)` or `partial(nn.GroupNorm, 32)`."""
     op = REGISTRY[choice.name]
     image = TensorType((1, 1, 1, 1))
-
-    def lowered(attrs: Any) -> ModuleCall | InlineCall:
-        return backend.lower(ModuleNode(choice.name, None, "op", [], [image], image, op, attrs))
-
-    built = lowered(choice.attrs) if choice.attrs is not None else None
+    node = ModuleNode(choice.name, None, "op", [], [image], image, op, choice.attrs)
+    built = backend.lower(node) if choice.attrs is not None else None
     if not isinstance(built, ModuleCall):
         raise SpecError(f"op {choice.name} has no {backend.name} module, so a param cannot pick it")
-    standard = dict(lowered(op.Attrs()).kwargs)
-    settings = [
-        f"{key}={source(value)}"
-        for key, value in built.kwargs
-        if key not in standard or differs(value, standard[key])
-    ]
+    bound = [source(value) for value in built.args[:-1]]
+    bound += [f"{key}={source(value)}" for key, value in built.kwargs]
     return (
-        f"functools.partial({', '.join([built.constructor, *settings])})"
-        if settings
+        f"functools.partial({', '.join([built.constructor, *bound])})"
+        if bound
         else built.constructor
     )
 
@@ -675,10 +668,10 @@ def _lower(child: ModuleNode, backend: Backend) -> ModuleCall | InlineCall:
 
 
 def _chosen(child: ModuleNode, lowered: ModuleCall, backend: Backend) -> Call:
-    """A module whose class an `op` param picks: built from its input width alone, with the
-    class's defaults for the rest (as torchvision calls `norm_layer(width)`)."""
-    extra = backend.module_kwargs if lowered.random_init else ()
-    return Call(child.chosen_by, [*(source(value) for value in lowered.args), *extra])
+    """A module whose class an `op` param picks: built from its input width alone, the
+    rest bound in the class (as torchvision calls `norm_layer(width)`); flax's `rngs` always,
+    since the param may hold a class that draws."""
+    return Call(child.chosen_by, [source(lowered.args[-1]), *backend.module_kwargs])
 
 
 def _module_call(lowered: ModuleCall, backend: Backend) -> Call:

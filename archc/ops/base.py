@@ -148,21 +148,27 @@ class Op(ABC):
         except AttrsError:
             return None
 
-    def pickable(self, kind: TensorType) -> bool:
-        """Whether an `op` param can pick this op (`bn1: norm`) for an input of `kind`: with
-        its default attributes it is a module, built from its input width alone, in every
-        backend, and of the class it is for an image (the class the param holds)."""
-        attrs = self.default_attrs()
-        if attrs is None:  # it needs attributes, which a picked op cannot be given
-            return False
-        image = [TensorType((1, 7, 1, 1))]  # 7 channels: the width, told apart from any 1
-        lowered = [self.lower_torch(attrs, image), self.lower_flax(attrs, image)]
-        if not all(isinstance(form, ModuleCall) and form.args == (7,) for form in lowered):
-            return False
-        here = [self.lower_torch(attrs, [kind]), self.lower_flax(attrs, [kind])]
+    def pickable(self, attrs: Any, kind: TensorType) -> bool:
+        """Whether an `op` param can pick this op, with these attributes, for an input of
+        `kind`: in every backend it is a module whose last argument is its input width and
+        whose others the attributes fix (the param binds them, as `partial(nn.GroupNorm, 32)`),
+        of the class it is for an image (the class the param holds)."""
+
+        def forms(kind: TensorType) -> list[ModuleCall | InlineCall]:
+            return [self.lower_torch(attrs, [kind]), self.lower_flax(attrs, [kind])]
+
+        # 7 and 11 channels: the width, told apart from any 1 and from what the attributes fix
+        seven, eleven = forms(TensorType((1, 7, 1, 1))), forms(TensorType((1, 11, 1, 1)))
+        for narrow, wide in zip(seven, eleven):
+            if not (isinstance(narrow, ModuleCall) and isinstance(wide, ModuleCall)):
+                return False
+            if narrow.args[-1:] != (7,) or wide.args[-1:] != (11,):
+                return False
+            if (narrow.args[:-1], narrow.kwargs) != (wide.args[:-1], wide.kwargs):
+                return False
         return all(
             isinstance(form, ModuleCall) and form.constructor == held.constructor
-            for form, held in zip(here, lowered)
+            for form, held in zip(forms(kind), seven)
         )
 
     def torch_module(self, attrs: Any, inputs: list[TensorType]) -> ModuleCall | None:

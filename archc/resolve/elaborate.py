@@ -762,14 +762,25 @@ class Elaborator:
                 node.location,
                 did_you_mean(name, REGISTRY),
             )
-        if choice is not None and site.bounds and not op.pickable(site.bounds[0].type):
+        if choice is not None and choice.attrs is None:
+            raise SpecError(
+                f"node '{node.name}': the param '{node.target}' picks {op.name} without the "
+                "attributes it needs",
+                node.location,
+                f"give them with the op where the param is set: {{op: {op.name}, …}}",
+            )
+        if (
+            choice is not None
+            and site.bounds
+            and not op.pickable(choice.attrs, site.bounds[0].type)
+        ):
             raise SpecError(
                 f"node '{node.name}': the param '{node.target}' picks {op.name}, which is not a "
                 f"module built from its input width alone in every backend, of the class it is "
                 f"for an image, for this {site.bounds[0].type} input",
                 node.location,
-                "a param can pick a norm for images (batch_norm, frozen_batch_norm, layer_norm); "
-                "write other ops out",
+                "a param can pick a norm for images (batch_norm, frozen_batch_norm, layer_norm, "
+                "{op: group_norm, groups: …}); write other ops out",
             )
         if choice is not None and node.args:
             raise SpecError(

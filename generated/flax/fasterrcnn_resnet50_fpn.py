@@ -34,11 +34,18 @@ class BatchNorm(nnx.Module):
 
     `momentum` weighs the new batch statistic, as in PyTorch (flax's own is 1 - momentum), and
     the running variance tracks the unbiased batch variance, so training in either framework
-    starts from the same state. `model.eval()` switches it to the running statistics.
+    starts from the same state. `model.eval()` switches it to the running statistics. It takes
+    `rngs` and draws nothing, so a norm param can hold it or nnx.LayerNorm alike.
     """
 
     def __init__(
-        self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, axis: int = -1
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        axis: int = -1,
+        rngs: nnx.Rngs | None = None,
     ) -> None:
         self.weight = nnx.Param(jnp.ones(num_features))
         self.bias = nnx.Param(jnp.zeros(num_features))
@@ -750,7 +757,7 @@ class Bottleneck(nnx.Module):
             kernel_init=drawn_later,
             rngs=rngs,
         )
-        self.bn1 = norm(width)
+        self.bn1 = norm(width, rngs=rngs)
         self.conv2 = nnx.Conv(
             width,
             width,
@@ -763,7 +770,7 @@ class Bottleneck(nnx.Module):
             kernel_init=drawn_later,
             rngs=rngs,
         )
-        self.bn2 = norm(width)
+        self.bn2 = norm(width, rngs=rngs)
         self.conv3 = nnx.Conv(
             width,
             planes * 4,
@@ -773,7 +780,7 @@ class Bottleneck(nnx.Module):
             kernel_init=drawn_later,
             rngs=rngs,
         )
-        self.bn3 = norm(planes * 4)
+        self.bn3 = norm(planes * 4, rngs=rngs)
         if project or stride != 1 or in_channels != planes * 4:
             self.downsample = nnx.Sequential(
                 nnx.Conv(
@@ -786,7 +793,7 @@ class Bottleneck(nnx.Module):
                     kernel_init=drawn_later,
                     rngs=rngs,
                 ),
-                norm(planes * 4),
+                norm(planes * 4, rngs=rngs),
             )
         else:
             self.downsample = None
@@ -832,7 +839,7 @@ class ResNetStages(nnx.Module):
             kernel_init=drawn_later,
             rngs=rngs,
         )
-        self.bn1 = norm(64)
+        self.bn1 = norm(64, rngs=rngs)
         layer1 = []
         channels = 64
         for _ in range(layers[0]):

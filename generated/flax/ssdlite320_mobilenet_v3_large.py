@@ -36,11 +36,18 @@ class BatchNorm(nnx.Module):
 
     `momentum` weighs the new batch statistic, as in PyTorch (flax's own is 1 - momentum), and
     the running variance tracks the unbiased batch variance, so training in either framework
-    starts from the same state. `model.eval()` switches it to the running statistics.
+    starts from the same state. `model.eval()` switches it to the running statistics. It takes
+    `rngs` and draws nothing, so a norm param can hold it or nnx.LayerNorm alike.
     """
 
     def __init__(
-        self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, axis: int = -1
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        axis: int = -1,
+        rngs: nnx.Rngs | None = None,
     ) -> None:
         self.weight = nnx.Param(jnp.ones(num_features))
         self.bias = nnx.Param(jnp.zeros(num_features))
@@ -504,7 +511,7 @@ class ConvBNAct(nnx.Sequential):
                 kernel_init=drawn_later,
                 rngs=rngs,
             ),
-            norm(out),
+            norm(out, rngs=rngs),
         ]
         if act == "relu6":
             layers.append(jax.nn.relu6)

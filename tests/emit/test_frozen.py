@@ -13,7 +13,7 @@ import pytest
 from archc.emit.validate import validate_torch
 from archc.errors import InternalError
 from archc.pipeline import compile_spec
-from tests.helpers import REPO, load_generated, run_archc
+from tests.helpers import REPO, assert_flax_agrees, load_generated, run_archc
 
 SPEC = "tests/specs/frozen.yaml"
 MODEL = "frozen_parts"
@@ -76,7 +76,7 @@ def test_torch_trains_what_stats_counts_as_trainable(built: Path, settings: tupl
 def test_flax_leaves_frozen_parameters_out_of_nnx_param(built: Path) -> None:
     """A frozen parameter is state in flax (what optimizers over nnx.Param leave), it loads
     from the torch checkpoint all the same, and the two models agree."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     nnx = pytest.importorskip("flax.nnx")
     model = load_generated(built / "torch" / f"{MODEL}.py").create_model().eval()
     flax_module = load_generated(built / "flax" / f"{MODEL}.py")
@@ -84,14 +84,7 @@ def test_flax_leaves_frozen_parameters_out_of_nnx_param(built: Path) -> None:
     params = nnx.to_flat_state(nnx.state(flax_model, nnx.Param))
     trainable = sum(variable.size for _, variable in params)
     assert trainable == _stats(())["trainable"]
-    weights = {key: value.detach().numpy() for key, value in model.state_dict().items()}
-    flax_module.load_torch_state_dict(flax_model, weights)
-    flax_model.eval()
-    example = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = model(example).numpy()
-    got = np.asarray(flax_model(example.numpy().transpose(0, 2, 3, 1)))
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert_flax_agrees(model, flax_module, flax_model, (2, 3, 16, 16))
 
 
 def test_translation_validation_sees_a_freeze_the_ir_lacks(built: Path) -> None:

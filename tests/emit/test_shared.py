@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, archc_stats, compare, load_generated, run_archc
+from tests.helpers import (
+    REPO,
+    archc_stats,
+    assert_flax_agrees,
+    compare,
+    load_generated,
+    run_archc,
+)
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -146,10 +153,4 @@ def test_a_module_kept_within_another_has_its_state_there(tmp_path: Path) -> Non
     nnx = pytest.importorskip("flax.nnx")
     flax_file = load_generated(tmp_path / "flax" / "kept_within.py")
     flax_model = flax_file.create_model(nnx.Rngs(0))
-    state = {key: value.numpy() for key, value in reference.state_dict().items()}
-    flax_file.load_torch_state_dict(flax_model, state)
-    example = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want = reference(example).permute(0, 2, 3, 1).numpy()
-    got = flax_model(example.permute(0, 2, 3, 1).numpy())
-    assert abs(got - want).max() <= 1e-5
+    assert_flax_agrees(reference, flax_file, flax_model, (2, 3, 8, 8))

@@ -4,12 +4,12 @@ switch them on, so their attributes need only hold there (GroupNorm(norm_groups)
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import archc
 from archc.api import load_texts
 from archc.errors import SpecError
+from tests.helpers import assert_flax_agrees
 
 # Optional GroupNorms, in the model and in a block, off at the defaults.
 OPTIONAL_NORMS = """\
@@ -47,13 +47,7 @@ def test_a_node_switched_off_by_default_is_built_where_a_value_switches_it_on(
     norms = [module for module in model.modules() if isinstance(module, torch.nn.GroupNorm)]
     assert [norm.num_groups for norm in norms] == [groups] * 2 * (groups > 0)
     flax_model = defaults.flax(nnx.Rngs(0), norm_groups=groups)
-    weights = {key: value.numpy() for key, value in model.state_dict().items()}
-    defaults.module("flax").load_torch_state_dict(flax_model, weights)
-    example = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = model(example).numpy().transpose(0, 2, 3, 1)
-    got = np.asarray(flax_model(example.numpy().transpose(0, 2, 3, 1)))
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert_flax_agrees(model, defaults.module("flax"), flax_model, (2, 3, 8, 8))
 
 
 @pytest.mark.parametrize(

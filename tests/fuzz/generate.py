@@ -197,6 +197,8 @@ def image_step(spec: Spec, x: Value) -> None:
                 ", norm: frozen_batch_norm",
                 ", norm: {op: batch_norm, eps: 0.001, momentum: 0.01}",
                 ", norm: {op: frozen_batch_norm, eps: 0.01}",
+                ", norm: layer_norm",  # over the channels, in a class that holds a BatchNorm
+                ", norm: {op: group_norm, groups: 3, eps: 0.001}",  # bound before the width
             ]
         )
         spec.add(f"{{block: ConvBnAct, out: 6{norm}{frm}}}", Value(name, (6, h, w)))

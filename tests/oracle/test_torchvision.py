@@ -92,6 +92,12 @@ VARIANTS = [
         "mobilenet_v3_small",
         {"norm_layer": functools.partial(torch.nn.BatchNorm2d, eps=0.01, momentum=0.2)},
     ),
+    (  # an attribute bound before the width, as partial(nn.GroupNorm, 8)
+        "mobilenet_v3_small",
+        ["norm={op: group_norm, groups: 8}"],
+        "mobilenet_v3_small",
+        {"norm_layer": functools.partial(torch.nn.GroupNorm, 8)},
+    ),
     (
         "efficientnet_b0",
         ["width_mult=1.2", "depth_mult=1.4", "resolution=300"],
