@@ -650,7 +650,7 @@ class Elaborator:
             out_channels = count * out_channels
         elif source(out_channels) == "channels":  # each iteration keeps its width
             out_channels = first.channels
-        elif LOOP_VARIABLES.search(source(out_channels)):
+        elif self.names_iteration_values(out_channels, site):
             # named after the loop: a later loop reuses `channels` for its own iterations
             out_channels = Sym(loop_width_name(site.node.name), concrete(out_channels))
         output = bound.type.with_channels(out_channels)
@@ -668,6 +668,16 @@ class Elaborator:
             names=None if names is None else source(evaluate_names(names, env)),
         )
         return [module], Bound(bound.name, output)
+
+    @staticmethod
+    def names_iteration_values(width: Any, site: Site) -> bool:
+        """Whether a loop's iteration width names what only the loop has (its `channels` and
+        `i`, or the width of a loop inside it), rather than widths in scope before it (a
+        width the block was given, as `out: in_channels` where in_channels is a loop's)."""
+        before = [site.input_types[0].channels, *site.env.values()]
+        known = " ".join(source(value) for value in before if is_symbolic(value))
+        outer = set(LOOP_VARIABLES.findall(known)) - {"channels", "i"}
+        return bool(set(LOOP_VARIABLES.findall(source(width))) - outer)
 
     def is_block(self, node: NodeSpec) -> bool:
         """Whether a node instantiates a block (written out, or by the `Stem`-style shorthand)."""

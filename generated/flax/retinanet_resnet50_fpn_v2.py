@@ -860,10 +860,9 @@ class RetinaClassificationHead(nnx.Module):
             conv_0.append(jax.nn.relu)
             conv.append(nnx.Sequential(*conv_0))
             channels = in_channels
-        conv_channels = channels
         self.conv = nnx.Sequential(*conv)
         self.cls_logits = nnx.Conv(
-            conv_channels,
+            in_channels,
             anchors * num_classes,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
@@ -920,10 +919,9 @@ class RetinaRegressionHead(nnx.Module):
             conv_0.append(jax.nn.relu)
             conv.append(nnx.Sequential(*conv_0))
             channels = in_channels
-        conv_channels = channels
         self.conv = nnx.Sequential(*conv)
         self.bbox_reg = nnx.Conv(
-            conv_channels,
+            in_channels,
             anchors * 4,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),

@@ -548,9 +548,8 @@ class RetinaClassificationHead(nn.Module):
             conv_0.append(nn.ReLU())
             conv.append(nn.Sequential(*conv_0))
             channels = in_channels
-        conv_channels = channels
         self.conv = nn.Sequential(*conv)
-        self.cls_logits = nn.Conv2d(conv_channels, anchors * num_classes, kernel_size=3, padding=1)
+        self.cls_logits = nn.Conv2d(in_channels, anchors * num_classes, kernel_size=3, padding=1)
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -579,9 +578,8 @@ class RetinaRegressionHead(nn.Module):
             conv_0.append(nn.ReLU())
             conv.append(nn.Sequential(*conv_0))
             channels = in_channels
-        conv_channels = channels
         self.conv = nn.Sequential(*conv)
-        self.bbox_reg = nn.Conv2d(conv_channels, anchors * 4, kernel_size=3, padding=1)
+        self.bbox_reg = nn.Conv2d(in_channels, anchors * 4, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
