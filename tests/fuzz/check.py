@@ -26,6 +26,7 @@ from archc.errors import ArchcError
 from archc.ir.symbolic import concrete
 from archc.pipeline import Compiled, compile_spec
 from tests.helpers import (
+    assert_same_detections,
     canonical_order,
     count_macs,
     load_generated,
@@ -246,11 +247,27 @@ def _check_detections(
         for rows, want in zip(flax_detections, detections)
     ]
     for rows, want, (order, wanted_order) in zip(flax_detections, detections, orders):
-        _expect_close("flax detect() rows", rows[order], want[wanted_order], 0.0)
+        try:
+            _expect_close("flax detect() rows", rows[order], want[wanted_order], 0.0)
+        except MismatchError:
+            if pasted:  # masks are compared row by row
+                raise
+            _expect_same_detections(rows, want)
     for key in pasted:  # flax's masks channels-last: (N, H, W, R)
         masks, flax_masks = found[key].numpy(), np.moveaxis(np.asarray(got[key]), -1, 1)
         for mask, flax_mask, (order, wanted_order) in zip(masks, flax_masks, orders):
             _expect_close(f"flax detect() {key}", flax_mask[order], mask[wanted_order], 0.0)
+
+
+def _expect_same_detections(rows: np.ndarray, want: np.ndarray) -> None:
+    """Rows that differ row by row may still be the same detections: scores a rounding error
+    apart (a nearest upsample's copies of a cell) make the candidates either framework
+    keeps at the last score its own pick, so those are matched by score alone."""
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    try:
+        assert_same_detections(rows, want, box_atol=TOLERANCE * scale, score_rtol=TOLERANCE)
+    except AssertionError as error:
+        raise MismatchError("flax detect() rows", str(error)) from None
 
 
 def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray) -> None:
