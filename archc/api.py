@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from archc.errors import ArchcError, InternalError
 from archc.passes.memory import DTYPE_BYTES, OPTIMIZER_STATES, Memory, training_memory
-from archc.pipeline import Compiled, compile_spec, flipped_points
+from archc.pipeline import Compiled, FlippedValues, compile_spec, flipped_points
 from archc.render import compare as compare_render
 from archc.render import stats as stats_render
 
 if TYPE_CHECKING:
-    from archc.emit.validate import ParamPoint
     from archc.passes.inference import InferenceExport
 
 Size = int | tuple[int, int]
@@ -156,7 +155,7 @@ class Model:
         program, costs = self.compiled.program, self.compiled.costs
         export = self.inference_export if optimize else None
         command = self.build_command(backend, optimize, folder)
-        others = () if optimize else self.flipped_points
+        others = () if optimize else self.flipped.points
         return emitters[backend](program, costs, command, export, folder, others)
 
     def train_source(self, folder: Path | None = None, backend: str = "torch") -> str:
@@ -178,8 +177,9 @@ class Model:
         return load(plan.distillation.teacher)
 
     @functools.cached_property
-    def flipped_points(self) -> list[ParamPoint]:
-        """The model at each of its bool params the other way, for translation validation."""
+    def flipped(self) -> FlippedValues:
+        """The model at each of its bool params the other way, for translation validation,
+        and the values of them the spec refuses."""
         return flipped_points(self.compiled, self.path, self.overrides, self.input_size, self.text)
 
     @functools.cached_property

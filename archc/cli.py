@@ -354,6 +354,9 @@ def _build(args: argparse.Namespace) -> int:
             written[path.parent / f"{model.teacher.name}.py"] = teacher
     for target, content in written.items():
         write_atomic(target, content)
+    for name, value, error in [] if args.optimize else model.flipped.refused:
+        context = f"the file's create_model({name}={value}) builds what the spec refuses: "
+        print(error.render("warning", context), file=sys.stderr)
     total = (model.inference_export.costs if args.optimize else model.compiled.costs).total
     print(f"wrote {path}: {total.params:,} params, {total.macs / 1e9:.3f} GMACs")
     for target in list(written)[1:]:

@@ -30,12 +30,12 @@ class ArchcError(Exception):
         self.notes: list[tuple[Location, str]] = []
         """Further places to look, such as the line that imported the file at fault."""
 
-    def render(self) -> str:
+    def render(self, severity: str = "error", context: str = "") -> str:
         """`FILE:LINE:COL: error: message (hint)`, the spec's line with a caret under the
-        column, then a `FILE:LINE:COL: note: …` line per note."""
+        column, then a `FILE:LINE:COL: note: …` line per note; `context` leads the message."""
         where = f"{self.location}: " if self.location else ""
         hint = f" ({self.hint})" if self.hint else ""
-        lines = [f"{where}error: {self.message}{hint}", *_quoted(self.location)]
+        lines = [f"{where}{severity}: {context}{self.message}{hint}", *_quoted(self.location)]
         lines += [f"{location}: note: {note}" for location, note in self.notes]
         return "\n".join(lines)
 

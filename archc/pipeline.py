@@ -60,26 +60,37 @@ def compile_spec(
     return Compiled(program, costs)
 
 
+@dataclass(frozen=True)
+class FlippedValues:
+    """The model with each of its bool params the other way: the IR of each value archc
+    accepts, and the located reason for each it refuses."""
+
+    points: list[ParamPoint]
+    refused: list[tuple[str, bool, ArchcError]]
+    """(param, value, why): create_model(param=value) builds what the spec refuses."""
+
+
 def flipped_points(
     compiled: Compiled,
     path: Path,
     overrides: dict[str, str] | None = None,
     image_size: tuple[int, int] | None = None,
     text: str | None = None,
-) -> list[ParamPoint]:
-    """The model with each of its bool params the other way, compiled as `--set` would,
-    where archc accepts that value: translation validation builds the generated file's
-    model with each too, since one value's IR says nothing of what another builds."""
-    points = []
+) -> FlippedValues:
+    """The model with each of its bool params the other way, compiled as `--set` would:
+    translation validation builds the generated file's model with each too, since one
+    value's IR says nothing of what another builds."""
+    points, refused = [], []
     for name, value in compiled.program.args.items():
         if isinstance(value, bool):
             flipped = {**(overrides or {}), name: str(not value).lower()}
             try:
                 other = compile_spec(path, flipped, image_size, text)
-            except ArchcError:
+            except ArchcError as error:
+                refused.append((name, not value, error))
                 continue
             points.append(ParamPoint({name: not value}, other.program.graph))
-    return points
+    return FlippedValues(points, refused)
 
 
 def check_expectations(program: Program, costs: CostReport) -> None:

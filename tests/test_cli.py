@@ -92,6 +92,31 @@ def test_a_failed_build_leaves_existing_output_alone(tmp_path: Path) -> None:
     assert [path.name for path in target.parent.iterdir()] == ["resnet18.py"]
 
 
+def test_build_warns_where_the_other_value_of_a_bool_param_is_refused(tmp_path: Path) -> None:
+    """The file builds the model at either value of `flat`, and the spec is refused at one
+    (a linear over an NCHW image): build writes it, and says so at the node, as check would
+    at that value; a spec whose bool params both hold builds without a warning."""
+    spec = tmp_path / "flat.yaml"
+    text = (
+        "archc: 1\nname: flat\nparams: {flat: false}\ninput: [3, 8, 8]\nbody:\n"
+        "  conv: {op: conv2d, out: 4, kernel: 3}\n  fc: {op: linear, out: 4, when: flat}\n"
+    )
+    spec.write_text(text)
+    built = run_archc("build", str(spec), "-o", str(tmp_path))
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "torch" / "flat.py").exists()
+    refused = run_archc("check", str(spec), "--set=flat=true")
+    assert refused.returncode == 2
+    reason = refused.stderr.splitlines()[0].partition("error: ")[2]
+    assert built.stderr.splitlines()[0] == (
+        f"{spec}:7:7: warning: the file's create_model(flat=True) builds what the spec "
+        f"refuses: {reason}"
+    )
+    spec.write_text(text.replace("linear, out: 4", "conv2d, out: 4, kernel: 1"))
+    built = run_archc("build", str(spec), "-o", str(tmp_path))
+    assert built.returncode == 0 and built.stderr == "", built.stderr
+
+
 def test_expect_is_skipped_when_params_are_overridden() -> None:
     result = run_archc("check", "specs/resnet50.yaml", "--set", "num_classes=10")
     assert result.returncode == 0, result.stderr

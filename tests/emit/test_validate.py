@@ -180,7 +180,7 @@ def test_a_drift_that_only_another_value_of_a_bool_param_builds_is_caught(
     drifted = source.replace(old, new)
     graph, classes = compiled.program.graph, block_classes(compiled.program)
     validate_torch(drifted, graph, classes)  # the defaults do not build it
-    (point,) = flipped_points(compiled, spec)
+    (point,) = flipped_points(compiled, spec).points
     (param,) = point.params.items()
     assert param in [("zero_init_residual", True), ("deep", True)]
     with pytest.raises(InternalError, match="translation validation: ") as caught:
