@@ -76,7 +76,9 @@ def _pairs(block_class: BlockClass) -> Iterator[tuple[ModuleNode, ModuleNode]]:
     for siblings, sequence in _lists(block_class):
         by_name = {child.name: child for child in siblings}
         reads = Counter(ref for child in siblings for ref in child.inputs)
-        reads.update(block_class.outputs.values() if siblings is block_class.children else ())
+        if siblings is block_class.children:  # the model's outputs and detection stage too
+            reads.update(block_class.outputs.values())
+            reads.update(ref for child in block_class.stage for ref in child.inputs)
         for position, norm in enumerate(siblings):
             if sequence:  # an item reads the one before, unless it reads with `from:`
                 alone = position > 0 and norm.spec.sources is None
@@ -130,7 +132,16 @@ def _fold_class(block_class: BlockClass, locations: set[Location]) -> BlockClass
 
     into = folded_in(block_class.children)
     outputs = {key: into.get(ref, ref) for key, ref in block_class.outputs.items()}
-    return replace(block_class, children=fold(block_class.children), outputs=outputs)
+    methods = {
+        method: {key: into.get(ref, ref) for key, ref in returned.items()}
+        for method, returned in block_class.methods.items()
+    }
+    # The detection stage reads the body's values by name, as the body's own nodes do.
+    body = fold([*block_class.children, *block_class.stage])
+    split = len(body) - len(block_class.stage)
+    return replace(
+        block_class, children=body[:split], outputs=outputs, stage=body[split:], methods=methods
+    )
 
 
 def _fold_graph(
@@ -156,7 +167,7 @@ def _fold_graph(
         folded.add(Node(names[node.name], node.op, attrs, inputs, node.type, node.location))
     folded.outputs = {key: names.get(into.get(ref, ref), ref) for key, ref in graph.outputs.items()}
     folded.methods = {
-        method: {key: names[value] for key, value in returned.items()}
+        method: {key: names[into.get(value, value)] for key, value in returned.items()}
         for method, returned in graph.methods.items()
     }
     own = [fold for fold in folds if graph.holds_state(fold.norm)]  # not a shared one's later call

@@ -108,6 +108,8 @@ def check_spec(spec: Path, out: Path, width: int = 16) -> None:
     folded = inference.create_model()
     folded.load_state_dict(inference.inference_state_dict(model.state_dict()), strict=True)
     _expect_close("inference export output", torch_output(folded), want, rounding)
+    if "detect" in graph.methods:
+        _check_export_detections(graph, model, folded, example)
     flax_inference = load_generated(build(spec, "flax", out, inference=True))
     flax_folded = flax_inference.create_model(nnx.Rngs(0))
     flax_inference.load_torch_state_dict(
@@ -231,43 +233,76 @@ def _check_detections(
 
     returned = graph.methods["detect"]
     with torch.no_grad():
-        found = model.eval().detect(example)
-    got = _flax_output(flax_model.detect, array, numpy=False)
-    found, got = ({"": found}, {"": got}) if "" in returned else (found, got)
+        found = _named(model.eval().detect(example), returned)
+    got = _named(_flax_output(flax_model.detect, array, numpy=False), returned)
     expect("detect() values", sorted(found), sorted(returned))
     for key, value in returned.items():
         want_shape = tuple(concrete(dim) for dim in graph.type_of(value).shape[1:])
         expect(f"detect() {key or 'value'} shape", found[key].shape[1:], want_shape)
-    pasted = [key for key, value in returned.items() if graph.nodes[value].op.name == "paste_masks"]
-    rows_key = next(key for key in returned if key not in pasted)
-    detections, flax_detections = found[rows_key].numpy(), np.asarray(got[rows_key])
-    expect("flax detect() shape", flax_detections.shape, detections.shape)
+    pasted = _pasted(graph)
+    got = {  # flax's masks channels-last: (N, H, W, R)
+        key: np.moveaxis(np.asarray(value), -1, 1) if key in pasted else np.asarray(value)
+        for key, value in got.items()
+    }
+    want = {key: value.numpy() for key, value in found.items()}
+    _expect_same_detect("flax detect()", got, want, pasted)
+
+
+def _check_export_detections(graph: Any, model: Any, folded: Any, example: Any) -> None:
+    """The inference export's `detect()` against the training model's: its detection stage
+    reads the folded body."""
+    import torch
+
+    returned = graph.methods["detect"]
+    with torch.no_grad():
+        found = _named(model.eval().detect(example), returned)
+        got = _named(folded.eval().detect(example), returned)
+    numpy = [{key: value.numpy() for key, value in named.items()} for named in (got, found)]
+    _expect_same_detect("inference export detect()", *numpy, _pasted(graph))
+
+
+def _named(value: Any, returned: dict[str, str]) -> dict[str, Any]:
+    return {"": value} if "" in returned else value
+
+
+def _pasted(graph: Any) -> list[str]:
+    """The `detect()` values that are pasted masks (the rest are detection rows)."""
+    returned = graph.methods["detect"]
+    return [key for key, value in returned.items() if graph.nodes[value].op.name == "paste_masks"]
+
+
+def _expect_same_detect(
+    kind: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray], pasted: list[str]
+) -> None:
+    """Two `detect()` results, rows of one score in either order; where rows differ one by
+    one and no masks are pasted, as the same detections by assert_same_detections."""
+    rows_key = next(key for key in want if key not in pasted)
+    expect(f"{kind} shape", got[rows_key].shape, want[rows_key].shape)
     orders = [
-        (canonical_order(rows), canonical_order(want))
-        for rows, want in zip(flax_detections, detections)
+        (canonical_order(rows), canonical_order(wanted))
+        for rows, wanted in zip(got[rows_key], want[rows_key])
     ]
-    for rows, want, (order, wanted_order) in zip(flax_detections, detections, orders):
+    for rows, wanted, (order, wanted_order) in zip(got[rows_key], want[rows_key], orders):
         try:
-            _expect_close("flax detect() rows", rows[order], want[wanted_order], 0.0)
+            _expect_close(f"{kind} rows", rows[order], wanted[wanted_order], 0.0)
         except MismatchError:
             if pasted:  # masks are compared row by row
                 raise
-            _expect_same_detections(rows, want)
-    for key in pasted:  # flax's masks channels-last: (N, H, W, R)
-        masks, flax_masks = found[key].numpy(), np.moveaxis(np.asarray(got[key]), -1, 1)
-        for mask, flax_mask, (order, wanted_order) in zip(masks, flax_masks, orders):
-            _expect_close(f"flax detect() {key}", flax_mask[order], mask[wanted_order], 0.0)
+            _expect_same_detections(f"{kind} rows", rows, wanted)
+    for key in pasted:
+        for mask, wanted, (order, wanted_order) in zip(got[key], want[key], orders):
+            _expect_close(f"{kind} {key}", mask[order], wanted[wanted_order], 0.0)
 
 
-def _expect_same_detections(rows: np.ndarray, want: np.ndarray) -> None:
+def _expect_same_detections(kind: str, rows: np.ndarray, want: np.ndarray) -> None:
     """Rows that differ row by row may still be the same detections: scores a rounding error
-    apart (a nearest upsample's copies of a cell) make the candidates either framework
-    keeps at the last score its own pick, so those are matched by score alone."""
+    apart (a nearest upsample's copies of a cell) make the candidates either run keeps at
+    the last score its own pick, so those are matched by score alone."""
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
     try:
         assert_same_detections(rows, want, box_atol=TOLERANCE * scale, score_rtol=TOLERANCE)
     except AssertionError as error:
-        raise MismatchError("flax detect() rows", str(error)) from None
+        raise MismatchError(kind, str(error)) from None
 
 
 def _check_losses(graph: Any, model: Any, flax_model: Any, example: Any, array: np.ndarray) -> None:
