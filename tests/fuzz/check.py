@@ -295,9 +295,9 @@ def _expect_same_detect(
 
 
 def _expect_same_detections(kind: str, rows: np.ndarray, want: np.ndarray) -> None:
-    """Rows that differ row by row may still be the same detections: scores a rounding error
-    apart (a nearest upsample's copies of a cell) make the candidates either run keeps at
-    the last score its own pick, so those are matched by score alone."""
+    """Rows that differ row by row may still be the same detections: two runs may order
+    scores a rounding error apart either way, or keep their own pick of them at the last
+    score, so those rows are matched by content or by score alone."""
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
     try:
         assert_same_detections(rows, want, box_atol=TOLERANCE * scale, score_rtol=TOLERANCE)

@@ -586,7 +586,8 @@ def _yolo_stage(spec: Spec, x: Value) -> list[str]:
     anchors, classes = rng.choice([[4, 6], [4, 6, 8, 3]]), rng.choice([1, 3])
     width = len(anchors) // 2 * (5 + classes)
     name = spec.name("d")
-    spec.add(f"{{op: conv2d, out: {width}, kernel: 1, from: {x.name}}}", Value(name, (width, h, w)))
+    head = f"{{op: conv2d, out: {width}, kernel: 3, padding: 1, from: {x.name}}}"
+    spec.add(head, Value(name, (width, h, w)))
     lines = [
         "postprocess:",
         f"  found: {{op: yolo_detections, from: [input, {name}], anchors: [{anchors}], "
@@ -655,10 +656,12 @@ def _stage_lines(boxes: str, found: str, matching: str, cls_loss: str, box_loss:
 
 
 def _anchor_rows(spec: Spec, x: Value, anchors: int, size: int) -> str:
-    """A 1x1 conv on `x` to `size` values per anchor, as rows: the name of the rows."""
+    """A 3x3 conv on `x` to `size` values per anchor, as rows: the name of the rows. (3x3,
+    as the zoo's heads: a 1x1 conv after a nearest upsample scores copies of a cell alike,
+    ties that float32 noise breaks one way in torch and another in jax.)"""
     _, h, w = x.shape
     spec.add(
-        f"{{op: conv2d, out: {anchors * size}, kernel: 1, from: {x.name}}}",
+        f"{{op: conv2d, out: {anchors * size}, kernel: 3, padding: 1, from: {x.name}}}",
         Value(spec.name("d"), (anchors * size, h, w)),
     )
     rows = Value(spec.name("d"), (h * w * anchors, size))
