@@ -289,6 +289,12 @@ CASES = {
         "6:6",
         "the param 'norm' picks group_norm without the attributes it needs",
     ),
+    "a str param named like an op, used as one": (
+        "archc: 1\nname: tiny\nparams: {norm: batch_norm}\ninput: [4, 16, 16]\nbody:\n  n: norm\n",
+        "6:6",
+        "'norm' is 'batch_norm', not an op (to pick an op, declare the param as one: "
+        "norm: {type: op, default: batch_norm})",
+    ),
     # Before, check passed and build failed inside archc (the loop's width was not a name
     # the caller had).
     "a block whose output width comes out of its loop": (
@@ -737,6 +743,41 @@ def test_malformed_spec_gives_one_located_error(case: str, tmp_path: Path) -> No
     assert error.startswith(f"bad.yaml:{position}: error: "), error
     assert message in error
     assert_quotes_the_spec(quoted, text, position)
+
+
+PICKING_BLOCK = """archc: 1
+name: picks
+input: [3, 16, 16]
+blocks:
+  ConvNorm:
+    params: {norm: {type: op, default: batch_norm}}
+    body:
+      conv: {op: conv2d, out: 8, kernel: 3, padding: 1}
+      bn: norm
+body:
+  a: ConvNorm
+  b: {block: ConvNorm, norm: NORM}
+"""
+
+
+@pytest.mark.parametrize(
+    ("norm", "message"),
+    [
+        ("{op: group_norm, groups: 3}", "b.bn (group_norm): groups=3 must divide the 8 channels"),
+        ("group_norm", "the param 'norm' picks group_norm without the attributes it needs"),
+        ("{op: dropout, p: 0.1}", "the param 'norm' picks dropout, which is not a module"),
+    ],
+)
+def test_an_error_at_a_picked_op_notes_where_the_op_is_picked(
+    norm: str, message: str, tmp_path: Path
+) -> None:
+    (tmp_path / "picks.yaml").write_text(PICKING_BLOCK.replace("NORM", norm))
+    result = run_archc("check", "picks.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    error, *_, note = result.stderr.strip("\n").splitlines()
+    assert error.startswith("picks.yaml:9:11: error: ") and message in error, error
+    column = PICKING_BLOCK.splitlines()[11].index("NORM") + 1
+    assert note == f"picks.yaml:12:{column}: note: the op is picked here: {norm}"
 
 
 def test_errors_in_an_imported_library_name_that_file(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ buffer tensors, its cost in multiply-accumulates, and its lowering to each backe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
+from archc.errors import Location
 from archc.ir import functions
 from archc.ir.graph import Dim, TensorType
 from archc.ir.symbolic import SizeSym, SymPair, concrete, is_symbolic, source
@@ -195,6 +196,8 @@ class OpChoice:
     attrs: Attrs | None
     """Checked against the op's schema; None for an op that cannot be built with its
     defaults (its node reports that it cannot be picked)."""
+    location: Location | None = field(default=None, compare=False)
+    """Where the spec gives the param this value, for errors at the nodes that build it."""
 
     def settings(self) -> dict[str, Any]:
         """The attributes set away from their defaults (symbolic ones always: the class they

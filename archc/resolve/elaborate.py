@@ -15,7 +15,7 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 from archc.boundary import local_name
-from archc.errors import Location, ShapeError, SpecError, did_you_mean
+from archc.errors import ArchcError, Location, ShapeError, SpecError, did_you_mean
 from archc.ir.graph import BATCH, Graph, Node, TensorType, later_call
 from archc.ir.modules import ModuleNode
 from archc.ir.symbolic import Sym, choose, concrete, is_symbolic, source
@@ -693,9 +693,12 @@ class Elaborator:
         if not self.symbolic:
             problems = op.check(attrs, types)
             if problems:
-                raise ShapeError(
-                    f"{site.full_name} ({op.name}): {problems[0]}",
-                    _blamed(site.node, problems[0]),
+                raise _picked_here(
+                    ShapeError(
+                        f"{site.full_name} ({op.name}): {problems[0]}",
+                        _blamed(site.node, problems[0]),
+                    ),
+                    choice,
                 )
         try:
             output = op.infer(attrs, types)
@@ -759,9 +762,11 @@ class Elaborator:
         picked = concrete(chosen)
         choice = picked if isinstance(picked, OpChoice) else None
         if chosen is not None and choice is None:
+            typed = f"{node.target}: {{type: op, default: {picked}}}"
             raise SpecError(
                 f"node '{node.name}': '{node.target}' is {picked!r}, not an op",
                 node.location,
+                f"to pick an op, declare the param as one: {typed}" if picked in REGISTRY else "",
             )
         chosen_by = source(chosen) if is_symbolic(chosen) else None
         name = node.target if choice is None else choice.name
@@ -773,24 +778,30 @@ class Elaborator:
                 did_you_mean(name, REGISTRY),
             )
         if choice is not None and choice.attrs is None:
-            raise SpecError(
-                f"node '{node.name}': the param '{node.target}' picks {op.name} without the "
-                "attributes it needs",
-                node.location,
-                f"give them with the op where the param is set: {{op: {op.name}, …}}",
+            raise _picked_here(
+                SpecError(
+                    f"node '{node.name}': the param '{node.target}' picks {op.name} without the "
+                    "attributes it needs",
+                    node.location,
+                    f"give them with the op where the param is set: {{op: {op.name}, …}}",
+                ),
+                choice,
             )
         if (
             choice is not None
             and site.bounds
             and not op.pickable(choice.attrs, site.bounds[0].type)
         ):
-            raise SpecError(
-                f"node '{node.name}': the param '{node.target}' picks {op.name}, which is not a "
-                f"module built from its input width alone in every backend, of the class it is "
-                f"for an image, for this {site.bounds[0].type} input",
-                node.location,
-                "a param can pick a norm for images (batch_norm, frozen_batch_norm, layer_norm, "
-                "{op: group_norm, groups: …}); write other ops out",
+            raise _picked_here(
+                SpecError(
+                    f"node '{node.name}': the param '{node.target}' picks {op.name}, which is not "
+                    f"a module built from its input width alone in every backend, of the class it "
+                    f"is for an image, for this {site.bounds[0].type} input",
+                    node.location,
+                    "a param can pick a norm for images (batch_norm, frozen_batch_norm, "
+                    "layer_norm, {op: group_norm, groups: …}); write other ops out",
+                ),
+                choice,
             )
         if choice is not None and node.args:
             raise SpecError(
@@ -999,6 +1010,14 @@ def resolve_ref(
 def loop_width_name(node: str) -> str:
     """The local name of a loop's output width in a class (`denseblock1_channels`)."""
     return f"{local_name(node)}_channels"
+
+
+def _picked_here(error: ArchcError, choice: OpChoice | None) -> ArchcError:
+    """`error` at a node that builds what an `op` param picks, noting where the spec gives
+    the param that value (a call or a default, often far from the node)."""
+    if choice is not None and choice.location is not None:
+        error.notes.append((choice.location, f"the op is picked here: {choice}"))
+    return error
 
 
 def _blamed(node: NodeSpec, problem: str) -> Location:

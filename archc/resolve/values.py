@@ -125,7 +125,7 @@ def op_choice(value: Value, env: Mapping[str, Any], where: str) -> Any:
         return env[raw]
     if isinstance(raw, str):
         op = REGISTRY.get(raw)
-        return OpChoice(raw, op.default_attrs() if op is not None else None)
+        return OpChoice(raw, op.default_attrs() if op is not None else None, value.location)
     name = raw.get("op") if isinstance(raw, SpecMap) else None
     if not isinstance(name, str):
         raise SpecError(
@@ -142,4 +142,5 @@ def op_choice(value: Value, env: Mapping[str, Any], where: str) -> Any:
         for key, item in raw.items()
         if key != "op"
     }
-    return OpChoice(name, op_attrs(op, args, env, f"{where} ({name})", value.location))
+    attrs = op_attrs(op, args, env, f"{where} ({name})", value.location)
+    return OpChoice(name, attrs, value.location)
