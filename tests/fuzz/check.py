@@ -3,9 +3,10 @@
 check, stats and both emitters succeed; the torch model runs, and its output shape, params,
 buffers and MACs (FlopCounterMode) equal archc's, also after `create_model(w=…)` against
 `--set w=…`; the flax model with the torch weights gives the torch outputs (≤ 1e-4, or within
-a few times torch's own float32 rounding where a random spec is ill-conditioned). All of it
-again at the other value of the bool param `flag` (what its `when:`s switch); then the
-inference exports, channels_last and a training step at the defaults.
+a few times torch's own float32 rounding where a random spec is ill-conditioned), in eval and,
+where no op draws at random, in training (batch statistics, and the running statistics they
+leave). All of it again at the other value of the bool param `flag` (what its `when:`s
+switch); then the inference exports, channels_last and a training step at the defaults.
 """
 
 from __future__ import annotations
@@ -212,7 +213,53 @@ def _check_point(
         _check_detections(graph, model, flax_model, example, array)
     if "loss" in graph.methods:
         _check_losses(graph, model, flax_model, example, array)
+    if not _draws_in_training(graph):
+        _check_training_forward(graph, model, flax_module, flax_model, example, array, at)
     return _Run(model, example, weights, array, want, rounding)
+
+
+def _draws_in_training(graph: Any) -> bool:
+    """Whether the forward draws at random in training (a dropout that drops), so that the
+    two frameworks' training outputs cannot be compared."""
+    random_ops = ("dropout", "stochastic_depth")
+    return any(node.op.name in random_ops and node.attrs.p > 0 for node in graph.nodes.values())
+
+
+def _check_training_forward(
+    graph: Any,
+    model: Any,
+    flax_module: ModuleType,
+    flax_model: Any,
+    example: Any,
+    array: np.ndarray,
+    at: str,
+) -> None:
+    """A forward in training mode, on copies of both models: batch statistics give flax's
+    outputs torch's, and leave the same running statistics behind (a shared norm updates
+    them at each call, a frozen one never)."""
+    import torch
+    from flax import nnx
+
+    model = copy.deepcopy(model).train()
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        result = model(example)
+        rounding = float((result.double() - exact(example.double())).abs().max())
+    flax_model = nnx.clone(flax_model)
+    flax_model.train()
+    got = _flax_output(flax_model, array)
+    _expect_close(f"flax training-mode output{at}", got, _in_flax_layout(result, graph), rounding)
+    statistics = {
+        flax_module._torch_name(flax_model, path): np.asarray(variable.get_value())
+        for path, variable in nnx.to_flat_state(nnx.state(flax_model, nnx.BatchStat))
+    }
+    buffers = dict(model.named_buffers())
+    frozen = [name for name, value in model.named_parameters() if not value.requires_grad]
+    kept = sorted([*buffers, *frozen])  # what flax keeps out of nnx.Param
+    expect(f"state after a training forward{at}", sorted(statistics), kept)
+    for name, buffer in buffers.items():
+        want = buffer.double().numpy()
+        _expect_close(f"{name} after a training forward{at}", statistics[name], want, rounding)
 
 
 def _in_flax_layout(value: Any, graph: Any) -> np.ndarray:
