@@ -214,7 +214,7 @@ def _check_point(
     if "loss" in graph.methods:
         _check_losses(graph, model, flax_model, example, array)
     if not _draws_in_training(graph):
-        _check_training_forward(graph, model, flax_module, flax_model, example, array, at)
+        _check_training_step(graph, model, flax_module, flax_model, example, array, at)
     return _Run(model, example, weights, array, want, rounding)
 
 
@@ -225,7 +225,7 @@ def _draws_in_training(graph: Any) -> bool:
     return any(node.op.name in random_ops and node.attrs.p > 0 for node in graph.nodes.values())
 
 
-def _check_training_forward(
+def _check_training_step(
     graph: Any,
     model: Any,
     flax_module: ModuleType,
@@ -234,21 +234,48 @@ def _check_training_forward(
     array: np.ndarray,
     at: str,
 ) -> None:
-    """A forward in training mode, on copies of both models: batch statistics give flax's
-    outputs torch's, and leave the same running statistics behind (a shared norm updates
-    them at each call, a frozen one never)."""
-    import torch
+    """A training step's forward and backward on copies of both models, the output weighed
+    by a random cotangent: flax's outputs, gradients (the input's too, which reach through
+    ops without weights) and the running statistics left behind are torch's (batch
+    statistics; a shared norm updates them at each call, a frozen one never)."""
+    import jax
     from flax import nnx
 
     model = copy.deepcopy(model).train()
-    exact = copy.deepcopy(model).double()
-    with torch.no_grad():
-        result = model(example)
-        rounding = float((result.double() - exact(example.double())).abs().max())
+    result, cotangent, grads = _torch_step(model, example)
+    exact = _torch_step(copy.deepcopy(model).double(), example.double())
+    rounding = float((result.double() - exact[0]).abs().max())
+    errors = {
+        name: float((grad.double() - exact[2][name]).abs().max()) for name, grad in grads.items()
+    }
+    weigh = _in_flax_layout(cotangent, graph)
+
+    def loss(flax_model: Any, array: Any) -> tuple[Any, Any]:
+        output = flax_model(array)
+        return (output * weigh).sum(), output
+
     flax_model = nnx.clone(flax_model)
     flax_model.train()
-    got = _flax_output(flax_model, array)
-    _expect_close(f"flax training-mode output{at}", got, _in_flax_layout(result, graph), rounding)
+    step = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    with jax.default_matmul_precision("highest"):
+        (_, output), (flax_grads, input_grad) = step(flax_model, array)
+    want = _in_flax_layout(result, graph)
+    _expect_close(f"flax training-mode output{at}", np.asarray(output), want, rounding)
+    want = grads.pop("input").numpy()
+    _expect_close(f"gradient of the input{at}", np.asarray(input_grad), want, errors["input"])
+
+    # torch's gradients in flax's layout: loaded into a copy as if they were its weights
+    state = {name: value.numpy() for name, value in model.state_dict().items()}
+    as_flax = nnx.clone(flax_model)
+    flax_module.load_torch_state_dict(
+        as_flax, {**state, **{k: v.numpy() for k, v in grads.items()}}
+    )
+    wanted = dict(nnx.to_flat_state(nnx.state(as_flax, nnx.Param)))
+    for path, grad in nnx.to_flat_state(flax_grads):
+        name = flax_module._torch_name(flax_model, path)
+        got, want = np.asarray(grad.get_value()), np.asarray(wanted[path].get_value())
+        _expect_close(f"gradient of {name}{at}", got, want, errors[name])
+
     statistics = {
         flax_module._torch_name(flax_model, path): np.asarray(variable.get_value())
         for path, variable in nnx.to_flat_state(nnx.state(flax_model, nnx.BatchStat))
@@ -256,10 +283,32 @@ def _check_training_forward(
     buffers = dict(model.named_buffers())
     frozen = [name for name, value in model.named_parameters() if not value.requires_grad]
     kept = sorted([*buffers, *frozen])  # what flax keeps out of nnx.Param
-    expect(f"state after a training forward{at}", sorted(statistics), kept)
+    expect(f"state after a training step{at}", sorted(statistics), kept)
     for name, buffer in buffers.items():
         want = buffer.double().numpy()
-        _expect_close(f"{name} after a training forward{at}", statistics[name], want, rounding)
+        _expect_close(f"{name} after a training step{at}", statistics[name], want, rounding)
+
+
+def _torch_step(model: Any, example: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The model's output on `example`, the random cotangent that weighs it, and the
+    gradient of the weighed sum for each trainable parameter, by state_dict name (a shared
+    module's at each of its names; zeros where the output does not reach it), and for the
+    input (channels-last, as flax takes it)."""
+    import torch
+
+    example = example.clone().requires_grad_()
+    result = model(example)
+    noise = torch.randn(result.shape, generator=torch.Generator().manual_seed(1))
+    cotangent = noise.to(result.dtype)
+    (result * cotangent).sum().backward()
+    grads = {
+        name: (torch.zeros_like(value) if value.grad is None else value.grad).detach()
+        for name, value in model.named_parameters(remove_duplicate=False)
+        if value.requires_grad
+    }
+    layout = (0, 2, 3, 1) if example.ndim == 4 else tuple(range(example.ndim))
+    grads["input"] = example.grad.permute(layout)  # as flax takes the input
+    return result.detach(), cotangent, grads
 
 
 def _in_flax_layout(value: Any, graph: Any) -> np.ndarray:
