@@ -3,10 +3,11 @@
 check, stats and both emitters succeed; the torch model runs, and its output shape, params,
 buffers and MACs (FlopCounterMode) equal archc's, also after `create_model(w=…)` against
 `--set w=…`; the flax model with the torch weights gives the torch outputs (≤ 1e-4, or within
-a few times torch's own float32 rounding where a random spec is ill-conditioned), in eval and,
-where no op draws at random, in training (batch statistics, and the running statistics they
-leave). All of it again at the other value of the bool param `flag` (what its `when:`s
-switch); then the inference exports, channels_last and a training step at the defaults.
+a few times torch's own float32 rounding where a random spec is ill-conditioned), and so do
+its gradients, in a step in training mode (batch statistics, and the running statistics they
+leave) where no op draws at random, else in eval. All of it again at the other value of
+the bool param `flag` (what its `when:`s switch); then the inference exports, channels_last
+and a training step at the defaults.
 """
 
 from __future__ import annotations
@@ -213,14 +214,14 @@ def _check_point(
         _check_detections(graph, model, flax_model, example, array)
     if "loss" in graph.methods:
         _check_losses(graph, model, flax_model, example, array)
-    if not _draws_in_training(graph):
-        _check_training_step(graph, model, flax_module, flax_model, example, array, at)
+    training = not _draws_in_training(graph)
+    _check_training_step(graph, model, flax_module, flax_model, example, array, training, at)
     return _Run(model, example, weights, array, want, rounding)
 
 
 def _draws_in_training(graph: Any) -> bool:
     """Whether the forward draws at random in training (a dropout that drops), so that the
-    two frameworks' training outputs cannot be compared."""
+    two frameworks' training steps cannot be compared (their eval-mode steps can)."""
     random_ops = ("dropout", "stochastic_depth")
     return any(node.op.name in random_ops and node.attrs.p > 0 for node in graph.nodes.values())
 
@@ -232,16 +233,19 @@ def _check_training_step(
     flax_model: Any,
     example: Any,
     array: np.ndarray,
+    training: bool,
     at: str,
 ) -> None:
-    """A training step's forward and backward on copies of both models, the output weighed
-    by a random cotangent: flax's outputs, gradients (the input's too, which reach through
-    ops without weights) and the running statistics left behind are torch's (batch
-    statistics; a shared norm updates them at each call, a frozen one never)."""
+    """A training step's forward and backward on copies of both models (in eval mode, with
+    `training` false), the output weighed by a random cotangent: flax's outputs, gradients
+    (the input's too, which reach through ops without weights) and the running statistics
+    left behind are torch's (batch statistics; a shared norm updates them at each call, a
+    frozen one never)."""
     import jax
     from flax import nnx
 
-    model = copy.deepcopy(model).train()
+    mode = "training" if training else "eval"
+    model = copy.deepcopy(model).train(training)
     result, cotangent, grads = _torch_step(model, example)
     exact = _torch_step(copy.deepcopy(model).double(), example.double())
     rounding = float((result.double() - exact[0]).abs().max())
@@ -255,14 +259,15 @@ def _check_training_step(
         return (output * weigh).sum(), output
 
     flax_model = nnx.clone(flax_model)
-    flax_model.train()
+    if training:
+        flax_model.train()
     step = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)
     with jax.default_matmul_precision("highest"):
         (_, output), (flax_grads, input_grad) = step(flax_model, array)
     want = _in_flax_layout(result, graph)
-    _expect_close(f"flax training-mode output{at}", np.asarray(output), want, rounding)
-    want = grads.pop("input").numpy()
-    _expect_close(f"gradient of the input{at}", np.asarray(input_grad), want, errors["input"])
+    _expect_close(f"flax {mode}-mode output{at}", np.asarray(output), want, rounding)
+    want, error = grads.pop("input").numpy(), errors["input"]
+    _expect_close(f"{mode}-mode gradient of the input{at}", np.asarray(input_grad), want, error)
 
     # torch's gradients in flax's layout: loaded into a copy as if they were its weights
     state = {name: value.numpy() for name, value in model.state_dict().items()}
@@ -274,7 +279,7 @@ def _check_training_step(
     for path, grad in nnx.to_flat_state(flax_grads):
         name = flax_module._torch_name(flax_model, path)
         got, want = np.asarray(grad.get_value()), np.asarray(wanted[path].get_value())
-        _expect_close(f"gradient of {name}{at}", got, want, errors[name])
+        _expect_close(f"{mode}-mode gradient of {name}{at}", got, want, errors[name])
 
     statistics = {
         flax_module._torch_name(flax_model, path): np.asarray(variable.get_value())
@@ -283,10 +288,10 @@ def _check_training_step(
     buffers = dict(model.named_buffers())
     frozen = [name for name, value in model.named_parameters() if not value.requires_grad]
     kept = sorted([*buffers, *frozen])  # what flax keeps out of nnx.Param
-    expect(f"state after a training step{at}", sorted(statistics), kept)
+    expect(f"state after a {mode}-mode step{at}", sorted(statistics), kept)
     for name, buffer in buffers.items():
         want = buffer.double().numpy()
-        _expect_close(f"{name} after a training step{at}", statistics[name], want, rounding)
+        _expect_close(f"{name} after a {mode}-mode step{at}", statistics[name], want, rounding)
 
 
 def _torch_step(model: Any, example: Any) -> tuple[Any, Any, dict[str, Any]]:
