@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -197,9 +197,7 @@ def _check_point(
     rounding = float((result.double() - exact).abs().max()) if result.numel() else 0.0
 
     weights = {key: value.detach().numpy() for key, value in model.state_dict().items()}
-    array = example.numpy()
-    if array.ndim == 4:
-        array = array.transpose(0, 2, 3, 1)
+    array = _flax_input(example.numpy())
     want = _in_flax_layout(result, graph)
     flax_model = flax_module.create_model(nnx.Rngs(0), **params)
     flax_params = nnx.to_flat_state(nnx.state(flax_model, nnx.Param))
@@ -246,13 +244,14 @@ def _check_training_step(
 
     mode = "training" if training else "eval"
     model = copy.deepcopy(model).train(training)
-    result, cotangent, grads = _torch_step(model, example)
+    step = _torch_step(model, example)
     exact = _torch_step(copy.deepcopy(model).double(), example.double())
-    rounding = float((result.double() - exact[0]).abs().max())
+    rounding = float((step.result.double() - exact.result).abs().max())
+    grads = step.grads
     errors = {
-        name: float((grad.double() - exact[2][name]).abs().max()) for name, grad in grads.items()
+        name: float((grad.double() - exact.grads[name]).abs().max()) for name, grad in grads.items()
     }
-    weigh = _in_flax_layout(cotangent, graph)
+    weigh = _in_flax_layout(step.cotangent, graph)
 
     def loss(flax_model: Any, array: Any) -> tuple[Any, Any]:
         output = flax_model(array)
@@ -261,12 +260,13 @@ def _check_training_step(
     flax_model = nnx.clone(flax_model)
     if training:
         flax_model.train()
-    step = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    flax_step = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)
     with jax.default_matmul_precision("highest"):
-        (_, output), (flax_grads, input_grad) = step(flax_model, array)
-    want = _in_flax_layout(result, graph)
+        (_, output), (flax_grads, input_grad) = flax_step(flax_model, array)
+    want = _in_flax_layout(step.result, graph)
     _expect_close(f"flax {mode}-mode output{at}", np.asarray(output), want, rounding)
-    want, error = grads.pop("input").numpy(), errors["input"]
+    want = _flax_input(step.input_grad.numpy())
+    error = float((step.input_grad.double() - exact.input_grad).abs().max())
     _expect_close(f"{mode}-mode gradient of the input{at}", np.asarray(input_grad), want, error)
 
     # torch's gradients in flax's layout: loaded into a copy as if they were its weights
@@ -294,11 +294,20 @@ def _check_training_step(
         _expect_close(f"{name} after a {mode}-mode step{at}", statistics[name], want, rounding)
 
 
-def _torch_step(model: Any, example: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """The model's output on `example`, the random cotangent that weighs it, and the
-    gradient of the weighed sum for each trainable parameter, by state_dict name (a shared
-    module's at each of its names; zeros where the output does not reach it), and for the
-    input (channels-last, as flax takes it)."""
+class _Step(NamedTuple):
+    """A torch forward and backward of the output weighed by a random cotangent."""
+
+    result: Any
+    cotangent: Any
+    grads: dict[str, Any]
+    """Each trainable parameter's, by state_dict name (a shared module's at each of its
+    names; zeros where the output does not reach it)."""
+    input_grad: Any
+
+
+def _torch_step(model: Any, example: Any) -> _Step:
+    """The model's step on `example` (the input requiring grad, so that a model without
+    trainable weights has a graph too)."""
     import torch
 
     example = example.clone().requires_grad_()
@@ -311,9 +320,12 @@ def _torch_step(model: Any, example: Any) -> tuple[Any, Any, dict[str, Any]]:
         for name, value in model.named_parameters(remove_duplicate=False)
         if value.requires_grad
     }
-    layout = (0, 2, 3, 1) if example.ndim == 4 else tuple(range(example.ndim))
-    grads["input"] = example.grad.permute(layout)  # as flax takes the input
-    return result.detach(), cotangent, grads
+    return _Step(result.detach(), cotangent, grads, example.grad)
+
+
+def _flax_input(array: np.ndarray) -> np.ndarray:
+    """A torch input as flax takes it: NHWC images."""
+    return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
 
 
 def _in_flax_layout(value: Any, graph: Any) -> np.ndarray:
